@@ -1,0 +1,75 @@
+/* Copy with dtype conversion, and fill. */
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "strided.h"
+
+typedef struct {
+    as_dtype dst, src;
+} copy_ctx;
+
+static void copy_same(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    size_t es = (size_t)*(const int64_t *)ctx;
+    if (s[0] == (int64_t)es && s[1] == (int64_t)es) {
+        memcpy(p[0], p[1], (size_t)n * es);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], p[1] + i * s[1], es);
+}
+
+static void copy_convert(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    const copy_ctx *c = ctx;
+    if (c->dst == AS_F32 && (c->src == AS_F16 || c->src == AS_BF16)) {
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t h = *(const uint16_t *)(p[1] + i * s[1]);
+            *(float *)(p[0] + i * s[0]) = c->src == AS_F16 ? as_f16_to_f32(h) : as_bf16_to_f32(h);
+        }
+        return;
+    }
+    if (c->src == AS_I64 && c->dst == AS_I32) {
+        for (int64_t i = 0; i < n; i++)
+            *(int32_t *)(p[0] + i * s[0]) = (int32_t) * (const int64_t *)(p[1] + i * s[1]);
+        return;
+    }
+    if (c->src == AS_I32 && c->dst == AS_I64) {
+        for (int64_t i = 0; i < n; i++)
+            *(int64_t *)(p[0] + i * s[0]) = *(const int32_t *)(p[1] + i * s[1]);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        as_store_elem(p[0] + i * s[0], c->dst, 0, as_load_elem(p[1] + i * s[1], c->src, 0));
+}
+
+void as_cpu_copy(as_tensor *dst, const as_tensor *src)
+{
+    as_cpu_iter it;
+    const as_tensor *ops[2] = {dst, src};
+    as_cpu_iter_init(&it, 2, ops, dst->ndim, dst->shape);
+    if (dst->dtype == src->dtype) {
+        int64_t es = (int64_t)as_dtype_size(dst->dtype);
+        as_cpu_iter_run(&it, copy_same, &es);
+    } else {
+        copy_ctx c = {dst->dtype, src->dtype};
+        as_cpu_iter_run(&it, copy_convert, &c);
+    }
+}
+
+static void fill_loop(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    const unsigned char *v = ctx; /* v[0] = size, then the encoded value */
+    size_t es = v[0];
+    for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], v + 8, es);
+}
+
+void as_cpu_fill(as_tensor *dst, double value)
+{
+    _Alignas(8) unsigned char v[16] = {0};
+    v[0] = (unsigned char)as_dtype_size(dst->dtype);
+    as_store_elem(v + 8, dst->dtype, 0, value);
+    as_cpu_iter it;
+    const as_tensor *ops[1] = {dst};
+    as_cpu_iter_init(&it, 1, ops, dst->ndim, dst->shape);
+    as_cpu_iter_run(&it, fill_loop, v);
+}

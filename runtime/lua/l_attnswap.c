@@ -1,0 +1,14 @@
+/* luaopen_attnswap_core: the C half of `require "attnswap"`.  The Lua half
+ * (lua/attnswap/init.lua) requires this module and adds the Lua-written API. */
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "l_util.h"
+
+int luaopen_attnswap_core(lua_State *L)
+{
+    lua_newtable(L);
+    l_open_tensor(L);
+    l_open_file(L);
+    return 1;
+}

@@ -1,0 +1,37 @@
+/* Shared helpers of the Lua bindings: checking arguments the way lauxlib
+ * does, and turning runtime failures into Lua errors.  Bindings never
+ * compute: they check, call the runtime, and push. */
+#ifndef AS_L_UTIL_H
+#define AS_L_UTIL_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "tensor.h"
+
+#define AS_TENSOR_MT "attnswap.Tensor"
+#define AS_MODULE_MT "attnswap.Module"
+
+/* Pushes t as a Tensor userdata, taking over the reference.  t == NULL
+ * raises the runtime's error (so `l_pushtensor(L, as_op(...))` is the idiom). */
+void l_pushtensor(lua_State *L, as_tensor *t);
+as_tensor *l_checktensor(lua_State *L, int idx);
+as_tensor *l_totensor(lua_State *L, int idx); /* NULL when not a tensor */
+/* Raises the runtime's last error as a Lua error. */
+int l_raise(lua_State *L);
+/* 1-based or negative Lua dim -> 0-based or negative C dim; 0 is an error. */
+int l_checkdim(lua_State *L, int idx, const char *fn);
+int l_optdim(lua_State *L, int idx, int def, const char *fn);
+/* Shape from varargs (2, 3) or a table {2, 3} starting at idx; returns ndim. */
+int l_checkshape(lua_State *L, int idx, int64_t *shape, const char *fn);
+/* Optional dtype name at idx; def when none. */
+as_dtype l_optdtype(lua_State *L, int idx, as_dtype def, const char *fn);
+as_device l_checkdevice(lua_State *L, int idx, const char *fn);
+/* Raises "fn: expected X, got Y" naming the argument. */
+int l_argerror(lua_State *L, int idx, const char *fn, const char *expected);
+
+/* Registration entry points of each binding file. */
+void l_open_tensor(lua_State *L);   /* leaves nothing; fills the module table at -1 */
+void l_open_file(lua_State *L);
+
+#endif

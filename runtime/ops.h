@@ -1,0 +1,95 @@
+/* Tensor operations: the runtime's front door to the kernels.
+ * Each op checks its arguments (shapes, dtypes, devices), allocates its
+ * result and calls the kernel for the tensors' device.  Results are new
+ * references; NULL means failure with the reason in as_error_get(), whose
+ * message starts with the op's name.  Dims are 0-based; negative dims count
+ * from the end.  Inputs may be non-contiguous or broadcast (stride 0). */
+#ifndef AS_OPS_H
+#define AS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* ---- elementwise, NumPy broadcasting, PyTorch type promotion ---- */
+typedef enum {
+    AS_ADD, AS_SUB, AS_MUL, AS_DIV, AS_POW, AS_MAXIMUM, AS_MINIMUM,
+    /* comparisons and logic give bool */
+    AS_EQ, AS_NE, AS_LT, AS_LE, AS_GT, AS_GE, AS_LOGICAL_AND, AS_LOGICAL_OR,
+    AS_NBINOPS
+} as_binop;
+const char *as_binop_name(as_binop op); /* "add", "eq", ... */
+/* DIV of two integer tensors gives float32 (true division, as torch). */
+as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b);
+/* a op s (or s op a when scalar_first): s takes a's dtype when a is float,
+ * float32 when a is integer and s is not integral. */
+as_tensor *as_binary_scalar(as_binop op, const as_tensor *a, double s, bool scalar_first);
+/* In place: dst = dst op src; src broadcasts to dst. */
+int as_binary_(as_binop op, as_tensor *dst, const as_tensor *src);
+
+typedef enum {
+    AS_NEG, AS_ABS, AS_EXP, AS_LOG, AS_SQRT, AS_RSQRT, AS_TANH, AS_SIGMOID, AS_RELU,
+    AS_GELU,      /* x * Phi(x), erf form */
+    AS_GELU_TANH, /* tanh approximation */
+    AS_SILU, AS_SIN, AS_COS, AS_LOGICAL_NOT,
+    AS_NUNOPS
+} as_unop;
+const char *as_unop_name(as_unop op);
+/* Float ops on integer tensors compute in float32; NEG and ABS keep the dtype. */
+as_tensor *as_unary(as_unop op, const as_tensor *a);
+as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b);
+as_tensor *as_clamp(const as_tensor *a, double lo, double hi); /* NaN bound = unbounded */
+
+/* ---- reductions ---- */
+typedef enum { AS_SUM, AS_MEAN, AS_MAX, AS_MIN, AS_ARGMAX, AS_ARGMIN, AS_VAR, AS_PROD, AS_NREDOPS } as_redop;
+#define AS_ALL_DIMS INT32_MIN
+/* dim = AS_ALL_DIMS reduces everything to a 0-d tensor (keepdim ignored).
+ * ARGMAX/ARGMIN give int64 indices (0-based; the binding adds 1).
+ * VAR uses `correction` (1 = unbiased, as torch's default).
+ * MAX/MIN/ARGMAX/ARGMIN of an empty dim is an error; SUM of empty is 0. */
+as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction);
+
+/* ---- softmax family and norms ---- */
+as_tensor *as_softmax(const as_tensor *a, int dim);     /* max-subtracted; a row of -inf gives 0s */
+as_tensor *as_log_softmax(const as_tensor *a, int dim);
+/* Normalises over the last dim; weight and bias (each may be NULL) have shape (last,). */
+as_tensor *as_layer_norm(const as_tensor *x, const as_tensor *weight, const as_tensor *bias, double eps);
+as_tensor *as_rms_norm(const as_tensor *x, const as_tensor *weight, double eps);
+
+/* ---- linear algebra ---- */
+/* torch.matmul semantics: 1-d operands, batch broadcasting; float32 through
+ * cblas_sgemm with transposed operands passed as flags, never copied. */
+as_tensor *as_matmul(const as_tensor *a, const as_tensor *b);
+/* x (..., in) @ w(out, in)^T + bias(out): nn.Linear. bias may be NULL. */
+as_tensor *as_linear(const as_tensor *x, const as_tensor *w, const as_tensor *bias);
+
+/* ---- indexing and joining ---- */
+as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index); /* 0-based int64/int32 */
+as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids);          /* (V, D)[ids] -> ids.shape + (D,) */
+as_tensor *as_cat(int n, const as_tensor *const *ts, int dim);
+as_tensor *as_tril(const as_tensor *a, int64_t diagonal);
+as_tensor *as_triu(const as_tensor *a, int64_t diagonal);
+
+/* ---- factories ---- */
+as_tensor *as_arange(double start, double end, double step, as_dtype dt);
+
+/* ---- random numbers ----
+ * Philox-4x32-10, counter based: element i of the n-th draw since
+ * as_manual_seed(seed) is a pure function of (seed, offset + i), so results
+ * are the same on every machine and thread count. */
+void as_manual_seed(uint64_t seed);
+uint64_t as_initial_seed(void);
+as_tensor *as_rand(int ndim, const int64_t *shape, as_dtype dt, as_device dev);  /* U[0, 1) */
+as_tensor *as_randn(int ndim, const int64_t *shape, as_dtype dt, as_device dev); /* N(0, 1) */
+int as_uniform_(as_tensor *t, double lo, double hi);
+int as_normal_(as_tensor *t, double mean, double std);
+/* Keep mask for dropout: bool tensor, true with probability 1 - p. */
+as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device dev);
+
+/* ---- threads ---- */
+/* Sets OpenMP's and OpenBLAS's thread counts together. */
+void as_set_num_threads(int n);
+int as_get_num_threads(void);
+
+#endif

@@ -1,0 +1,79 @@
+#include "storage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "as_error.h"
+
+static const as_device_allocator *allocators[2];
+
+void as_register_allocator(as_device_type type, const as_device_allocator *a) { allocators[type] = a; }
+
+static void free_owned(as_storage *s)
+{
+    if (s->device.type == AS_DEV_CPU)
+        free(s->data);
+    else if (allocators[s->device.type])
+        allocators[s->device.type]->free(s->data, s->device.index);
+}
+
+as_storage *as_storage_new(size_t nbytes, as_device dev)
+{
+    void *data = NULL;
+    if (dev.type == AS_DEV_CPU) {
+        size_t rounded = (nbytes + 63) & ~(size_t)63;
+        if (rounded < nbytes) {
+            as_error_set("out of memory (requested %zu bytes)", nbytes);
+            return NULL;
+        }
+        data = aligned_alloc(64, rounded ? rounded : 64);
+    } else if (allocators[dev.type]) {
+        data = allocators[dev.type]->alloc(nbytes, dev.index);
+    } else {
+        as_error_set("device %s is not available in this build", as_device_name(dev));
+        return NULL;
+    }
+    if (!data) {
+        as_error_set("out of memory (requested %zu bytes on %s)", nbytes, as_device_name(dev));
+        return NULL;
+    }
+    as_storage *s = as_storage_wrap(data, nbytes, dev, free_owned, NULL);
+    if (!s) free_owned(&(as_storage){.data = data, .device = dev});
+    return s;
+}
+
+as_storage *as_storage_wrap(void *data, size_t nbytes, as_device dev,
+                            void (*release)(as_storage *), void *ctx)
+{
+    as_storage *s = malloc(sizeof *s);
+    if (!s) {
+        as_error_set("out of memory");
+        return NULL;
+    }
+    *s = (as_storage){.data = data, .nbytes = nbytes, .refcount = 1, .device = dev,
+                      .release = release, .ctx = ctx};
+    return s;
+}
+
+as_storage *as_storage_retain(as_storage *s)
+{
+    s->refcount++;
+    return s;
+}
+
+void as_storage_release(as_storage *s)
+{
+    if (!s || --s->refcount > 0) return;
+    if (s->release) s->release(s);
+    free(s);
+}
+
+const char *as_device_name(as_device dev)
+{
+    static _Thread_local char buf[32];
+    if (dev.type == AS_DEV_CPU) return "cpu";
+    snprintf(buf, sizeof buf, "cuda:%d", dev.index);
+    return buf;
+}
+
+int as_device_equal(as_device a, as_device b) { return a.type == b.type && a.index == b.index; }
