@@ -30,8 +30,19 @@ as_device l_checkdevice(lua_State *L, int idx, const char *fn);
 /* Raises "fn: expected X, got Y" naming the argument. */
 int l_argerror(lua_State *L, int idx, const char *fn, const char *expected);
 
+typedef struct as_module as_module;
+/* Pushes the one userdata of m (made on first push, retaining m). */
+void l_pushmodule(lua_State *L, as_module *m);
+as_module *l_checkmodule(lua_State *L, int idx);
+as_module *l_tomodule(lua_State *L, int idx);
+
 /* Registration entry points of each binding file. */
 void l_open_tensor(lua_State *L);   /* leaves nothing; fills the module table at -1 */
 void l_open_file(lua_State *L);
+void l_open_module(lua_State *L);
+void l_open_registry(lua_State *L);
+/* Math methods (l_tensor_ops.c): table of methods at -1, Tensor metatable at -2;
+ * module functions go in the table at -3. */
+void l_open_tensor_ops(lua_State *L);
 
 #endif

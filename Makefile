@@ -1,0 +1,34 @@
+# A thin front over CMake, as neovim has: `make`, `make run`, `make test`,
+# `make install PREFIX=...`, `make clean`.  The build lives in $(BUILD_DIR).
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+WERROR ?= OFF
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+CTEST ?= ctest
+MAKEFLAGS += --no-print-directory
+
+.PHONY: all build deps run test install clean
+
+all: build
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CMAKE) -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DATTNSWAP_WERROR=$(WERROR)
+	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS)
+
+run: build
+	$(BUILD_DIR)/attnswap-run examples/dummy.lua
+
+test: build
+	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j2
+
+install: build
+	$(CMAKE) --install $(BUILD_DIR) --prefix $(PREFIX)
+
+clean:
+	@case "$(BUILD_DIR)" in ""|/|.|..) echo "refusing to remove BUILD_DIR='$(BUILD_DIR)'" >&2; exit 1;; esac
+	rm -rf $(BUILD_DIR)

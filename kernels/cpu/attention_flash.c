@@ -1,0 +1,418 @@
+/* FlashAttention forward, CPU driver: work items, packing, masks, output;
+ * plus the portable path.  The vector paths (attention_flash_avx512.c,
+ * attention_flash_avx2.c) supply the three tile kernels, chosen at run time.
+ * See attention_flash.h for the algorithm and the transposed layout. */
+#include "attention_flash.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tile sizes: BK keys per tile, about MT query columns per work item.  The
+ * S^T/P^T tile (BK x MT floats, 32 KiB) stays in L1 across the softmax and
+ * P V passes; K and V tiles (BK x D) stream from L2. */
+#ifndef AS_FLASH_BK /* overridable for tuning runs */
+#define AS_FLASH_BK 128
+#endif
+#ifndef AS_FLASH_MT
+#define AS_FLASH_MT 64
+#endif
+#define BK AS_FLASH_BK
+#define MT AS_FLASH_MT
+#define MIN_COLS 16
+
+/* ---- path selection ---- */
+
+static const as_cpu_flash_isa *isa_by_name(const char *name)
+{
+    if (!strcmp(name, "scalar")) return &as_cpu_flash_isa_scalar;
+#ifdef AS_CPU_FLASH_X86
+    __builtin_cpu_init();
+    if (!strcmp(name, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &as_cpu_flash_isa_avx2
+                                                                                : NULL;
+    if (!strcmp(name, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+                   ? &as_cpu_flash_isa_avx512
+                   : NULL;
+#endif
+    return NULL;
+}
+
+static const as_cpu_flash_isa *isa_forced, *isa_default;
+
+static const as_cpu_flash_isa *current_isa(void)
+{
+    if (isa_forced) return isa_forced;
+    if (!isa_default) {
+        const as_cpu_flash_isa *d = NULL;
+        const char *env = getenv("ATTNSWAP_FLASH_ISA");
+        if (env && *env) d = isa_by_name(env);
+        if (!d) d = isa_by_name("avx512");
+        if (!d) d = isa_by_name("avx2");
+        isa_default = d ? d : &as_cpu_flash_isa_scalar;
+    }
+    return isa_default;
+}
+
+int as_cpu_flash_force_isa(const char *name)
+{
+    if (!name) {
+        isa_forced = NULL;
+        return 0;
+    }
+    const as_cpu_flash_isa *i = isa_by_name(name);
+    if (!i) return -1;
+    isa_forced = i;
+    return 0;
+}
+
+const char *as_cpu_flash_isa_name(void) { return current_isa()->name; }
+
+void as_cpu_flash_exp(const float *x, float *y, int64_t n) { current_isa()->exp(x, y, n); }
+
+/* ---- the portable path: plain loops over contiguous columns ---- */
+
+/* Cephes expf: x = n ln2 + r, |r| <= ln2/2 (ln2 split in two for an exact
+ * n ln2), e^r = 1 + r + r^2 P(r) with P of degree 5, times 2^n. */
+static inline float exp_scalar1(float x)
+{
+    if (!(x >= -87.33654f)) return x != x ? x : 0.0f; /* NaN stays NaN */
+    if (x > 88.0f) x = 88.0f; /* keeps 2^n normal; attention only asks for x <= 0 */
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * (r * r) + r + 1.0f;
+    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23}; /* n in [-126, 127] */
+    return y * u.f;
+}
+
+static void exp_scalar(const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) y[i] = exp_scalar1(x[i]);
+}
+
+static void qk_scalar(const as_cpu_flash_qk_args *a)
+{
+    int64_t mp = a->mpad;
+    for (int64_t m = 0; m < mp; m++) a->colmax[m] = -INFINITY;
+    for (int64_t n = 0; n < a->n; n++) {
+        float *s = a->s + n * mp;
+        const float *k = a->k + n * a->ldk;
+        for (int64_t m = 0; m < mp; m++) s[m] = 0;
+        for (int64_t d = 0; d < a->d; d++) {
+            const float *q = a->qt + d * mp;
+            float kv = k[d];
+            for (int64_t m = 0; m < mp; m++) s[m] += kv * q[m];
+        }
+        if (a->bias)
+            for (int64_t m = 0; m < mp; m++) s[m] += a->bias[n * mp + m];
+        if (a->rowbias)
+            for (int64_t m = 0; m < mp; m++) s[m] += a->rowbias[n];
+        if (a->jmax)
+            for (int64_t m = 0; m < mp; m++)
+                if (a->j0 + n > a->jmax[m]) s[m] = -INFINITY;
+        for (int64_t m = 0; m < mp; m++) a->colmax[m] = fmaxf(a->colmax[m], s[m]);
+    }
+}
+
+static bool softmax_scalar(const as_cpu_flash_softmax_args *a)
+{
+    bool changed = false;
+    for (int64_t m = 0; m < a->mpad; m++) {
+        float mo = a->m[m], mn = fmaxf(mo, a->colmax[m]);
+        float mu = mn == -INFINITY ? 0.0f : mn, sum = 0;
+        changed |= mn != mo;
+        a->alpha[m] = exp_scalar1(mo - mu);
+        a->m[m] = mn;
+        for (int64_t n = 0; n < a->n; n++) {
+            float *s = a->s + n * a->mpad + m;
+            float e = exp_scalar1(*s - mu);
+            sum += e;
+            if (a->row_key)
+                e = as_cpu_flash_keep(a->row_key[m], a->j0 + n, a->threshold) ? e * a->keep_scale : 0.0f;
+            *s = e;
+        }
+        a->l[m] = a->l[m] * a->alpha[m] + sum;
+    }
+    return changed;
+}
+
+static void pv_scalar(const as_cpu_flash_pv_args *a)
+{
+    int64_t mp = a->mpad;
+    for (int64_t c = 0; c < a->dv; c++) {
+        float *o = a->ot + c * mp;
+        if (a->alpha)
+            for (int64_t m = 0; m < mp; m++) o[m] *= a->alpha[m];
+        for (int64_t n = 0; n < a->n; n++) {
+            const float *p = a->pt + n * mp;
+            float vv = a->v[n * a->ldv + c];
+            for (int64_t m = 0; m < mp; m++) o[m] += vv * p[m];
+        }
+    }
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_scalar = {"scalar", qk_scalar, softmax_scalar, pv_scalar,
+                                                  exp_scalar};
+
+/* ---- workspace ---- */
+
+typedef struct {
+    int64_t P;    /* query positions per work item */
+    int64_t mpad; /* largest mpad of an item */
+    size_t qt, st, ot, bias, rowbias, kbuf, vbuf, colmax, m, l, alpha, jmax, rkey, colbase, total;
+} layout;
+
+static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+static size_t take(size_t *at, size_t bytes)
+{
+    size_t o = *at;
+    *at += (bytes + 63) & ~(size_t)63;
+    return o;
+}
+
+static bool packed_in_place(const as_cpu_flash_operand *o, int64_t d)
+{
+    return o->dtype == AS_F32 && (o->stride[3] == 1 || d <= 1);
+}
+
+static void make_layout(const as_cpu_flash_params *p, int nthreads, layout *L)
+{
+    int64_t G = p->H / p->Hkv, P = G >= MT ? 1 : MT / G;
+    if (P > p->Lq) P = p->Lq > 0 ? p->Lq : 1;
+    /* enough items for the threads, while keeping at least MIN_COLS columns */
+    int64_t bh = p->B * p->Hkv;
+    while (P > 1 && G * (P / 2) >= MIN_COLS && bh * ((p->Lq + P - 1) / P) < 2 * (int64_t)nthreads)
+        P = (P + 1) / 2;
+    L->P = P;
+    L->mpad = round16(G * P);
+    size_t mp = (size_t)L->mpad, at = 0, f = sizeof(float);
+    L->qt = take(&at, (size_t)p->D * mp * f);
+    L->st = take(&at, BK * mp * f);
+    L->ot = take(&at, (size_t)p->Dv * mp * f);
+    L->bias = take(&at, p->mask.data ? BK * mp * f : 0);
+    L->rowbias = take(&at, BK * f);
+    L->kbuf = take(&at, packed_in_place(&p->k, p->D) ? 0 : BK * (size_t)p->D * f);
+    L->vbuf = take(&at, packed_in_place(&p->v, p->Dv) ? 0 : BK * (size_t)p->Dv * f);
+    L->colmax = take(&at, mp * f);
+    L->m = take(&at, mp * f);
+    L->l = take(&at, mp * f);
+    L->alpha = take(&at, mp * f);
+    L->jmax = take(&at, mp * sizeof(int32_t));
+    L->rkey = take(&at, mp * sizeof(uint32_t));
+    L->colbase = take(&at, mp * sizeof(int64_t));
+    L->total = at;
+}
+
+size_t as_cpu_flash_workspace_size(const as_cpu_flash_params *p, int nthreads)
+{
+    layout L;
+    make_layout(p, nthreads, &L);
+    return L.total * (size_t)(nthreads > 0 ? nthreads : 1) + 64;
+}
+
+/* ---- element access ---- */
+
+static inline float load_f(const void *base, as_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case AS_F32: return ((const float *)base)[i];
+    case AS_BF16: {
+        union { uint32_t u; float f; } c = {.u = (uint32_t)((const uint16_t *)base)[i] << 16};
+        return c.f;
+    }
+    case AS_F16: return as_f16_to_f32(((const uint16_t *)base)[i]);
+    case AS_BOOL: return ((const uint8_t *)base)[i] ? 0.0f : -INFINITY;
+    default: return 0;
+    }
+}
+
+/* Rows [j0, j0 + n) of a (L, d) matrix with strides (rs, cs) into dst (n, d). */
+static void pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int64_t cs, int64_t j0,
+                      int64_t n, int64_t d)
+{
+    for (int64_t r = 0; r < n; r++) {
+        int64_t at = (j0 + r) * rs;
+        float *o = dst + r * d;
+        if (dt == AS_BF16 && cs == 1) {
+            const uint16_t *s = (const uint16_t *)base + at;
+            for (int64_t c = 0; c < d; c++) {
+                union { uint32_t u; float f; } x = {.u = (uint32_t)s[c] << 16};
+                o[c] = x.f;
+            }
+        } else {
+            for (int64_t c = 0; c < d; c++) o[c] = load_f(base, dt, at + c * cs);
+        }
+    }
+}
+
+/* ---- one work item: batch b, kv-head hk, query positions [i0, i0 + np) ---- */
+
+typedef struct {
+    const as_cpu_flash_params *p;
+    const as_cpu_flash_isa *isa;
+    const layout *L;
+    int mask_mode; /* 0 none, 1 one value per key row, 2 a full tile */
+} job;
+
+static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
+{
+    const as_cpu_flash_params *p = jb->p;
+    const layout *L = jb->L;
+    const int64_t G = p->H / p->Hkv, M = G * np, mp = round16(M), D = p->D, Dv = p->Dv;
+    const int64_t off = p->Lk - p->Lq;
+    float *qt = (float *)(ws + L->qt), *st = (float *)(ws + L->st), *ot = (float *)(ws + L->ot);
+    float *bias = (float *)(ws + L->bias), *rowbias = (float *)(ws + L->rowbias);
+    float *colmax = (float *)(ws + L->colmax), *mrun = (float *)(ws + L->m), *lrun = (float *)(ws + L->l);
+    float *alpha = (float *)(ws + L->alpha);
+    int32_t *jmax = (int32_t *)(ws + L->jmax);
+    uint32_t *rkey = (uint32_t *)(ws + L->rkey);
+    int64_t *colbase = (int64_t *)(ws + L->colbase);
+
+    /* Q^T (D, mp), scaled; column m = g * np + t is head hk * G + g, position i0 + t */
+    const as_cpu_flash_operand *q = &p->q;
+    for (int64_t m = 0; m < mp; m++) {
+        if (m < M) {
+            int64_t h = hk * G + m / np, i = i0 + m % np;
+            int64_t at = b * q->stride[0] + h * q->stride[1] + i * q->stride[2];
+            for (int64_t d = 0; d < D; d++) qt[d * mp + m] = p->scale * load_f(q->data, q->dtype, at + d * q->stride[3]);
+        } else {
+            for (int64_t d = 0; d < D; d++) qt[d * mp + m] = 0;
+        }
+        mrun[m] = -INFINITY, lrun[m] = 0;
+        int64_t lim = m < M ? i0 + m % np + off : INT32_MAX;
+        jmax[m] = (int32_t)(lim < -1 ? -1 : lim > INT32_MAX ? INT32_MAX : lim);
+    }
+    memset(ot, 0, (size_t)(Dv * mp) * sizeof(float));
+
+    /* keys the item can see: causal cuts at the last position's diagonal */
+    int64_t kv_end = p->Lk, diag = INT64_MAX; /* tiles ending at or before diag need no causal mask */
+    if (p->causal) {
+        diag = i0 + off;
+        kv_end = i0 + np + off;
+        if (kv_end > p->Lk) kv_end = p->Lk;
+    }
+
+    const as_cpu_flash_operand *mk = &p->mask;
+    int64_t rowbase = 0;
+    if (jb->mask_mode == 1) {
+        rowbase = b * mk->stride[0] + hk * G * mk->stride[1];
+    } else if (jb->mask_mode == 2) {
+        for (int64_t m = 0; m < M; m++)
+            colbase[m] = b * mk->stride[0] + (hk * G + m / np) * mk->stride[1] + (i0 + m % np) * mk->stride[2];
+        for (int64_t n = 0; n < BK; n++)
+            for (int64_t m = M; m < mp; m++) bias[n * mp + m] = 0;
+    }
+    if (p->dropout > 0)
+        for (int64_t m = 0; m < mp; m++)
+            rkey[m] = m < M ? as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, hk * G + m / np, i0 + m % np) : 0;
+
+    const as_cpu_flash_operand *k = &p->k, *v = &p->v;
+    const char *kb = (const char *)k->data + (b * k->stride[0] + hk * k->stride[1]) * (int64_t)as_dtype_size(k->dtype);
+    const char *vb = (const char *)v->data + (b * v->stride[0] + hk * v->stride[1]) * (int64_t)as_dtype_size(v->dtype);
+    bool k_direct = packed_in_place(k, D), v_direct = packed_in_place(v, Dv);
+
+    for (int64_t j0 = 0; j0 < kv_end; j0 += BK) {
+        int64_t n = kv_end - j0 < BK ? kv_end - j0 : BK;
+        as_cpu_flash_qk_args qa = {.s = st, .qt = qt, .n = n, .d = D, .mpad = mp, .j0 = j0, .colmax = colmax};
+        if (p->causal && j0 + n - 1 > diag) qa.jmax = jmax;
+        if (jb->mask_mode == 1) {
+            bool any = false;
+            for (int64_t r = 0; r < n; r++) {
+                rowbias[r] = load_f(mk->data, mk->dtype, rowbase + (j0 + r) * mk->stride[3]);
+                any |= rowbias[r] != -INFINITY;
+            }
+            if (!any) continue; /* nothing visible: the tile changes nothing */
+            qa.rowbias = rowbias;
+        } else if (jb->mask_mode == 2) {
+            bool any = false;
+            for (int64_t m = 0; m < M; m++) {
+                for (int64_t r = 0; r < n; r++) {
+                    float x = load_f(mk->data, mk->dtype, colbase[m] + (j0 + r) * mk->stride[3]);
+                    bias[r * mp + m] = x;
+                    any |= x != -INFINITY;
+                }
+            }
+            if (!any) continue;
+            qa.bias = bias;
+        }
+        if (k_direct) {
+            qa.k = (const float *)kb + j0 * k->stride[2];
+            qa.ldk = k->stride[2];
+        } else {
+            pack_rows((float *)(ws + L->kbuf), kb, k->dtype, k->stride[2], k->stride[3], j0, n, D);
+            qa.k = (const float *)(ws + L->kbuf);
+            qa.ldk = D;
+        }
+        jb->isa->qk(&qa);
+
+        as_cpu_flash_softmax_args sa = {.s = st, .n = n, .mpad = mp, .colmax = colmax,
+                                        .m = mrun, .l = lrun, .alpha = alpha, .j0 = j0};
+        if (p->dropout > 0) {
+            sa.row_key = rkey;
+            sa.threshold = as_cpu_flash_drop_threshold(p->dropout);
+            sa.keep_scale = 1.0f / (1.0f - p->dropout);
+        }
+        bool changed = jb->isa->softmax(&sa);
+
+        as_cpu_flash_pv_args pa = {.ot = ot, .pt = st, .n = n, .dv = Dv, .mpad = mp,
+                                   .alpha = changed ? alpha : NULL};
+        if (v_direct) {
+            pa.v = (const float *)vb + j0 * v->stride[2];
+            pa.ldv = v->stride[2];
+        } else {
+            pack_rows((float *)(ws + L->vbuf), vb, v->dtype, v->stride[2], v->stride[3], j0, n, Dv);
+            pa.v = (const float *)(ws + L->vbuf);
+            pa.ldv = Dv;
+        }
+        jb->isa->pv(&pa);
+    }
+
+    /* out (B, H, Lq, Dv) = O^T / l; a row that saw nothing (l = 0) gives zeros */
+    for (int64_t m = 0; m < M; m++) {
+        int64_t h = hk * G + m / np, i = i0 + m % np;
+        float inv = lrun[m] > 0 ? 1.0f / lrun[m] : 0.0f;
+        int64_t at = ((b * p->H + h) * p->Lq + i) * Dv;
+        if (p->out_dtype == AS_F32) {
+            float *o = (float *)p->out + at;
+            for (int64_t c = 0; c < Dv; c++) o[c] = ot[c * mp + m] * inv;
+        } else {
+            uint16_t *o = (uint16_t *)p->out + at;
+            for (int64_t c = 0; c < Dv; c++)
+                o[c] = p->out_dtype == AS_BF16 ? as_f32_to_bf16(ot[c * mp + m] * inv)
+                                               : as_f32_to_f16(ot[c * mp + m] * inv);
+        }
+    }
+}
+
+void as_cpu_flash_attention(const as_cpu_flash_params *p, void *workspace, int nthreads)
+{
+    if (p->B == 0 || p->H == 0 || p->Lq == 0 || p->Dv == 0) return;
+    if (nthreads < 1) nthreads = 1;
+    layout L;
+    make_layout(p, nthreads, &L);
+    job jb = {.p = p, .isa = current_isa(), .L = &L};
+    if (p->mask.data) {
+        const int64_t *s = p->mask.stride;
+        jb.mask_mode = s[2] == 0 && (s[1] == 0 || p->H == p->Hkv) ? 1 : 2;
+    }
+    char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    const int64_t P = L.P, nblk = (p->Lq + P - 1) / P, bh = p->B * p->Hkv, items = bh * nblk;
+    /* latest query blocks first: under causal they see the most keys */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int64_t it = 0; it < items; it++) {
+        int64_t t = nblk - 1 - it / bh, r = it % bh, i0 = t * P;
+        run_item(&jb, ws + (size_t)omp_get_thread_num() * L.total, r / p->Hkv, r % p->Hkv, i0,
+                 p->Lq - i0 < P ? p->Lq - i0 : P);
+    }
+}

@@ -1,0 +1,146 @@
+/* Fused exact attention forward on the CPU: FlashAttention (Dao et al. 2022,
+ * Algorithm 1).  Tiles of queries meet tiles of keys; an online softmax keeps
+ * a running max m and sum l per query, so the Lq x Lk scores are never
+ * materialised:
+ *
+ *   S = Q K_j^T * scale (+ bias, masked)      m' = max(m, rowmax S)
+ *   P = exp(S - m')                           l' = l e^(m - m') + rowsum P
+ *   O' = O e^(m - m') + P V_j                 out = O / l   (0 when l = 0)
+ *
+ * Everything runs transposed, vectorised over queries: a work item is one
+ * (batch, kv-head, block of query positions) and its M columns are the
+ * query positions of all G = H / Hkv heads that share the kv-head, so each
+ * K/V tile is read once for all of them.  Per key tile (Bk keys):
+ *
+ *   S^T (Bk, M)  = K (Bk, D) Q^T (D, M)     K read in place when f32, last stride 1
+ *   P^T (Bk, M)  = exp(S^T - m)             column max / sum are vertical: no shuffles
+ *   O^T (Dv, M) += V^T (Dv, Bk) P^T (Bk, M) V read in place likewise
+ *
+ * Q^T is packed and scaled once per item; O^T is normalised and written to
+ * (B, H, Lq, Dv) once per item.  A kernel trusts its caller (runtime/
+ * attention_flash.c) to have checked shapes, dtypes and devices. */
+#ifndef AS_CPU_ATTENTION_FLASH_H
+#define AS_CPU_ATTENTION_FLASH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* A (B, H, L, D) operand: strides in elements, 0 on broadcast dims. */
+typedef struct {
+    const void *data; /* element (0, 0, 0, 0) */
+    as_dtype dtype;   /* q, k, v: F32, F16, BF16; mask: BOOL (keep) or a float (additive) */
+    int64_t stride[4];
+} as_cpu_flash_operand;
+
+typedef struct {
+    int64_t B, H, Hkv, Lq, Lk, D, Dv; /* Lk < 2^31 */
+    as_cpu_flash_operand q, k, v;
+    as_cpu_flash_operand mask; /* data NULL: none; else broadcast to (B, H, Lq, Lk) by its strides */
+    bool causal;               /* key j visible to query i iff j <= i + Lk - Lq */
+    float scale;
+    float dropout;             /* on the normalised probabilities; 0: none */
+    uint64_t seed;             /* dropout only */
+    void *out;                 /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
+    as_dtype out_dtype;
+} as_cpu_flash_params;
+
+/* Scratch bytes as_cpu_flash_attention needs for nthreads threads. */
+size_t as_cpu_flash_workspace_size(const as_cpu_flash_params *p, int nthreads);
+/* Runs over at most nthreads OpenMP threads; never fails. */
+void as_cpu_flash_attention(const as_cpu_flash_params *p, void *workspace, int nthreads);
+
+/* The vector path: "avx512", "avx2" or "scalar".  By default the best the
+ * CPU supports (or ATTNSWAP_FLASH_ISA from the environment, when supported).
+ * force_isa(NULL) goes back to the default; -1 when the name is unknown or
+ * the CPU lacks it. */
+int as_cpu_flash_force_isa(const char *name);
+const char *as_cpu_flash_isa_name(void);
+/* The kernel's exp on the current path (for tests): y[i] = e^x[i], 0 below
+ * ln(FLT_MIN) = -87.3365, so exp(-inf) = 0. */
+void as_cpu_flash_exp(const float *x, float *y, int64_t n);
+
+/* ---- dropout: a counter-based hash of (seed, b, h, i, j), so the mask does
+ * not depend on tiling or threads.  Query (b, h, i) gets a 32-bit row key;
+ * key j is kept iff (mix(row_key + j * golden) >> 8) >= threshold, with
+ * threshold = round(p * 2^24). ---- */
+static inline uint64_t as_cpu_flash_mix64(uint64_t x) /* splitmix64's finaliser */
+{
+    x ^= x >> 30, x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27, x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+static inline uint32_t as_cpu_flash_mix32(uint32_t x) /* Wellons' lowbias32 */
+{
+    x ^= x >> 16, x *= 0x7feb352du;
+    x ^= x >> 15, x *= 0x846ca68bu;
+    return x ^ (x >> 16);
+}
+static inline uint32_t as_cpu_flash_row_key(uint64_t seed, int64_t H, int64_t Lq, int64_t b,
+                                            int64_t h, int64_t i)
+{
+    return (uint32_t)as_cpu_flash_mix64(seed ^ as_cpu_flash_mix64((uint64_t)((b * H + h) * Lq + i)));
+}
+static inline uint32_t as_cpu_flash_drop_threshold(float p)
+{
+    return (uint32_t)((double)p * 16777216.0 + 0.5);
+}
+static inline bool as_cpu_flash_keep(uint32_t row_key, int64_t j, uint32_t threshold)
+{
+    return (as_cpu_flash_mix32(row_key + (uint32_t)j * 0x9e3779b9u) >> 8) >= threshold;
+}
+
+/* ---- between the driver and the per-ISA files ----
+ * Tile buffers are float, 64-byte aligned, with row stride mpad (M rounded
+ * up to 16); padded columns hold zero queries and are never written out. */
+typedef struct {
+    float *s;                /* out: S^T (n, mpad) */
+    const float *k;          /* (n, d), row stride ldk */
+    int64_t ldk;
+    const float *qt;         /* Q^T (d, mpad), scaled */
+    int64_t n, d, mpad;
+    const float *bias;       /* NULL or (n, mpad), added (-inf: masked) */
+    const float *rowbias;    /* NULL or (n), added to every column of a row */
+    const int32_t *jmax;     /* NULL or (mpad): key j0 + r visible to column m iff j0 + r <= jmax[m] */
+    int64_t j0;
+    float *colmax;           /* out: (mpad), max over the tile's rows */
+} as_cpu_flash_qk_args;
+
+typedef struct {
+    float *s;                /* in S^T, out P^T (dropped and rescaled when dropout), (n, mpad) */
+    int64_t n, mpad;
+    const float *colmax;     /* (mpad) */
+    float *m, *l, *alpha;    /* (mpad): running max and sum; out alpha = e^(m_old - m_new) */
+    const uint32_t *row_key; /* dropout: (mpad); NULL: none */
+    uint32_t threshold;
+    float keep_scale;        /* 1 / (1 - p) */
+    int64_t j0;
+} as_cpu_flash_softmax_args;
+
+typedef struct {
+    float *ot;               /* O^T (dv, mpad), accumulated */
+    const float *v;          /* (n, dv), row stride ldv */
+    int64_t ldv;
+    const float *pt;         /* P^T (n, mpad) */
+    int64_t n, dv, mpad;
+    const float *alpha;      /* NULL or (mpad): O^T columns scaled first */
+} as_cpu_flash_pv_args;
+
+typedef struct {
+    const char *name;
+    void (*qk)(const as_cpu_flash_qk_args *a);
+    bool (*softmax)(const as_cpu_flash_softmax_args *a); /* true when some alpha != 1 */
+    void (*pv)(const as_cpu_flash_pv_args *a);
+    void (*exp)(const float *x, float *y, int64_t n);
+} as_cpu_flash_isa;
+
+extern const as_cpu_flash_isa as_cpu_flash_isa_scalar;
+#if defined(__x86_64__) && defined(__GNUC__)
+#define AS_CPU_FLASH_X86 1
+extern const as_cpu_flash_isa as_cpu_flash_isa_avx2;
+extern const as_cpu_flash_isa as_cpu_flash_isa_avx512;
+#endif
+
+#endif

@@ -1,0 +1,38 @@
+-- attnswap: swap the attention inside a transformer and see what it does.
+-- The C half (attnswap.core) owns tensors, modules and kernels; this file
+-- assembles the public table `as` from it and from the Lua-written parts.
+local core = require "attnswap.core"
+
+-- core also carries the module and registry primitives that nn/ and
+-- registry.lua build on; `as` gets only the tensor functions.
+local PRIVATE = {
+  members = true, add_module = true, register_parameter = true, register_buffer = true,
+  set_training = true, is_training = true, type_name = true, is_builtin = true,
+  extra_repr = true, module_to = true, num_parameters = true, env = true, append = true,
+  Parameter = true,
+}
+local as = {}
+for k, v in pairs(core) do
+  if type(v) == "function" and not PRIVATE[k] and not k:match("^registry_") and not k:match("^new_") then
+    as[k] = v
+  end
+end
+as.version = "0.1.0"
+as.core = core
+
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local swap = require "attnswap.swap"
+as.nn = nn
+as.isinstance = nn.isinstance
+as.register_attention = registry.register_attention
+as.attention = registry.attention
+as.swap_attention = swap.swap_attention
+as.swapped = swap.swapped
+
+-- the implementations register themselves
+for _, name in ipairs { "scaled_dot_product" } do
+  require("attnswap.attention." .. name)
+end
+
+return as

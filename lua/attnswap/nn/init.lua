@@ -1,0 +1,334 @@
+-- attnswap.nn: module classes.  A module is a C object (attnswap.core); a
+-- class is a Lua table.  Classes written in Lua get their instances from
+-- core.new_lua_module and run their Lua forward; built-in classes construct
+-- C modules whose forward runs without entering Lua.
+local core = require "attnswap.core"
+
+local nn = {}
+local classes = core.classes -- type name -> class table (shared with C)
+
+local Module = {}
+Module.__name = "Module"
+Module.__index = Module
+classes.Module = Module
+nn.Module = Module
+
+-- ---- classes ----
+
+local function class_call(cls, ...)
+  if cls.__builtin then return cls.__new(...) end
+  local m = core.new_lua_module(cls.__name, cls)
+  local init = cls.init
+  if init then init(m, ...) end
+  return m
+end
+
+--- nn.class(name [, parent]) -> Class.  Instances: Class(...) runs Class.init.
+function nn.class(name, parent)
+  if type(name) ~= "string" or name == "" then
+    error("bad argument #1 to 'class' (class name expected, got " .. type(name) .. ")", 2)
+  end
+  parent = parent or Module
+  if type(parent) ~= "table" or not parent.__name then
+    error("bad argument #2 to 'class' (parent class expected, got " .. type(parent) .. ")", 2)
+  end
+  if parent.__builtin then
+    error("class: cannot derive '" .. name .. "' from the built-in " .. parent.__name ..
+          " (derive from nn.Module and hold a " .. parent.__name .. " as a child)", 2)
+  end
+  local cls = { __name = name, __parent = parent }
+  setmetatable(cls, { __index = parent, __call = class_call, __tostring = function() return "class " .. name end })
+  return cls
+end
+
+local function builtin(name, new)
+  local cls = { __name = name, __parent = Module, __builtin = true, __new = new }
+  setmetatable(cls, { __index = Module, __call = class_call, __tostring = function() return "class " .. name end })
+  classes[name] = cls
+  return cls
+end
+nn.builtin = builtin
+
+--- The class of a module (nil for unknown C types).
+function nn.class_of(m)
+  return core.env(m).__class or classes[core.type_name(m)]
+end
+
+--- isinstance(m, Class): follows the parents.
+function nn.isinstance(m, cls)
+  if not core.is_module(m) then return false end
+  local c = nn.class_of(m)
+  while c do
+    if c == cls then return true end
+    c = rawget(c, "__parent")
+  end
+  return false
+end
+
+nn.Parameter = core.Parameter
+
+-- ---- Module methods ----
+
+function Module:type() return core.type_name(self) end
+
+function Module:forward(...)
+  error(core.type_name(self) .. ": forward is not defined", 2)
+end
+
+function Module:add_module(name, m) core.add_module(self, name, m) end
+function Module:register_parameter(name, t) core.register_parameter(self, name, t) end
+function Module:register_buffer(name, t) core.register_buffer(self, name, t) end
+
+--- children() -> iterator over (name, module) of the direct children.
+function Module:named_children()
+  local list, i = core.members(self, "children"), 0
+  return function()
+    i = i + 1
+    local e = list[i]
+    if e then return e[1], e[2] end
+  end
+end
+
+function Module:children()
+  local list, out = core.members(self, "children"), {}
+  for i, e in ipairs(list) do out[i] = e[2] end
+  return out
+end
+
+local function collect_modules(m, prefix, out)
+  out[#out + 1] = { prefix, m }
+  for _, e in ipairs(core.members(m, "children")) do
+    collect_modules(e[2], prefix == "" and e[1] or prefix .. "." .. e[1], out)
+  end
+  return out
+end
+
+--- named_modules() -> iterator over (path, module), depth-first, root first with "".
+function Module:named_modules()
+  local list, i = collect_modules(self, "", {}), 0
+  return function()
+    i = i + 1
+    local e = list[i]
+    if e then return e[1], e[2] end
+  end
+end
+
+function Module:modules()
+  local out = {}
+  for _, m in self:named_modules() do out[#out + 1] = m end
+  return out
+end
+
+local function named_tensors(self, kind)
+  local out = {}
+  for path, m in self:named_modules() do
+    for _, e in ipairs(core.members(m, kind)) do
+      out[#out + 1] = { path == "" and e[1] or path .. "." .. e[1], e[2] }
+    end
+  end
+  return out
+end
+
+--- named_parameters() -> iterator over (path, tensor).
+function Module:named_parameters()
+  local list, i = named_tensors(self, "parameters"), 0
+  return function()
+    i = i + 1
+    local e = list[i]
+    if e then return e[1], e[2] end
+  end
+end
+
+function Module:parameters()
+  local out = {}
+  for _, t in self:named_parameters() do out[#out + 1] = t end
+  return out
+end
+
+function Module:named_buffers()
+  local list, i = named_tensors(self, "buffers"), 0
+  return function()
+    i = i + 1
+    local e = list[i]
+    if e then return e[1], e[2] end
+  end
+end
+
+function Module:num_parameters() return core.num_parameters(self) end
+
+--- state_dict() -> {path = tensor} (parameters and buffers; the tensors are shared, not copied).
+function Module:state_dict()
+  local sd = {}
+  for _, e in ipairs(named_tensors(self, "parameters")) do sd[e[1]] = e[2] end
+  for _, e in ipairs(named_tensors(self, "buffers")) do sd[e[1]] = e[2] end
+  return sd
+end
+
+local function shape_str(t) return tostring(t:shape()) end
+
+--- load_state_dict(sd [, {strict = true}]) -> {missing = {...}, unexpected = {...}}
+-- Copies values into the existing tensors (dtype converted); shapes must match.
+function Module:load_state_dict(sd, opts)
+  if type(sd) ~= "table" then
+    error("bad argument #1 to 'load_state_dict' (table expected, got " .. type(sd) .. ")", 2)
+  end
+  local strict = not (opts and opts.strict == false)
+  local own = self:state_dict()
+  local missing, unexpected, mismatched = {}, {}, {}
+  for k, t in pairs(own) do
+    local v = sd[k]
+    if v == nil then
+      missing[#missing + 1] = k
+    elseif not core.is_tensor(v) then
+      error("load_state_dict: '" .. k .. "' is a " .. type(v) .. ", expected a Tensor", 2)
+    elseif shape_str(v) ~= shape_str(t) then
+      mismatched[#mismatched + 1] = string.format("'%s': checkpoint has shape %s, model has %s", k, shape_str(v), shape_str(t))
+    end
+  end
+  for k in pairs(sd) do
+    if own[k] == nil then unexpected[#unexpected + 1] = tostring(k) end
+  end
+  table.sort(missing); table.sort(unexpected); table.sort(mismatched)
+  if #mismatched > 0 then
+    error("load_state_dict: size mismatch for " .. table.concat(mismatched, "; "), 2)
+  end
+  if strict and (#missing > 0 or #unexpected > 0) then
+    local parts = {}
+    if #missing > 0 then parts[#parts + 1] = "missing keys: " .. table.concat(missing, ", ") end
+    if #unexpected > 0 then parts[#parts + 1] = "unexpected keys: " .. table.concat(unexpected, ", ") end
+    error("load_state_dict: " .. table.concat(parts, "; "), 2)
+  end
+  for k, t in pairs(own) do
+    if sd[k] ~= nil then t:copy_(sd[k]) end
+  end
+  return { missing = missing, unexpected = unexpected }
+end
+
+function Module:train(flag)
+  if flag == nil then flag = true end
+  core.set_training(self, flag and true or false, true)
+  return self
+end
+
+function Module:eval() return self:train(false) end
+
+function Module:is_training() return core.is_training(self) end
+
+--- apply(fn): fn(m) for every module, children first (as torch).
+function Module:apply(fn)
+  for _, c in ipairs(self:children()) do c:apply(fn) end
+  fn(self)
+  return self
+end
+
+--- to(device_or_dtype): moves or casts every parameter and buffer in place.
+function Module:to(what)
+  core.module_to(self, what)
+  return self
+end
+
+function Module:cuda() return self:to("cuda") end
+function Module:cpu() return self:to("cpu") end
+
+function Module:extra_repr() return core.extra_repr(self) end
+
+-- Prints the tree as torch does:
+--   Model(
+--     (attn): MultiheadAttention(dim=8, num_heads=2)
+--   )
+local function repr(m, indent)
+  local head = core.type_name(m) .. "("
+  local extra = m:extra_repr()
+  local kids = core.members(m, "children")
+  if #kids == 0 then return head .. extra .. ")" end
+  local lines = { head .. extra }
+  for _, e in ipairs(kids) do
+    lines[#lines + 1] = indent .. "  (" .. e[1] .. "): " .. repr(e[2], indent .. "  ")
+  end
+  lines[#lines + 1] = indent .. ")"
+  return table.concat(lines, "\n")
+end
+
+function Module:__tostring() return repr(self, "") end
+core.module_metatable.__tostring = function(m) return m:__tostring() end
+
+-- ---- built-in layers ----
+
+local function check_int(fn, i, v, what)
+  if math.type(v) ~= "integer" then
+    error(string.format("bad argument #%d to '%s' (%s expected, got %s)", i, fn, what,
+      math.type(v) or type(v)), 3)
+  end
+end
+
+nn.Linear = builtin("Linear", function(in_features, out_features, bias)
+  check_int("Linear", 1, in_features, "integer in_features")
+  check_int("Linear", 2, out_features, "integer out_features")
+  return core.new_linear(in_features, out_features, bias)
+end)
+
+nn.LayerNorm = builtin("LayerNorm", function(dim, eps, affine)
+  check_int("LayerNorm", 1, dim, "integer dim")
+  return core.new_layer_norm(dim, eps, affine)
+end)
+
+nn.RMSNorm = builtin("RMSNorm", function(dim, eps, affine)
+  check_int("RMSNorm", 1, dim, "integer dim")
+  return core.new_rms_norm(dim, eps, affine)
+end)
+
+nn.Embedding = builtin("Embedding", function(num, dim)
+  check_int("Embedding", 1, num, "integer num_embeddings")
+  check_int("Embedding", 2, dim, "integer embedding_dim")
+  return core.new_embedding(num, dim)
+end)
+
+nn.Dropout = builtin("Dropout", function(p) return core.new_dropout(p) end)
+
+-- GELU([approximate = "none" | "tanh"]), as torch
+nn.GELU = builtin("GELU", function(approximate)
+  if approximate ~= nil and approximate ~= "none" and approximate ~= "tanh" then
+    error("GELU: approximate must be \"none\" or \"tanh\", got " .. tostring(approximate), 2)
+  end
+  return core.new_activation(approximate == "tanh" and "gelu_tanh" or "gelu")
+end)
+nn.SiLU = builtin("SiLU", function() return core.new_activation("silu") end)
+nn.ReLU = builtin("ReLU", function() return core.new_activation("relu") end)
+nn.Tanh = builtin("Tanh", function() return core.new_activation("tanh") end)
+
+nn.Sequential = builtin("Sequential", function(...)
+  local s = core.new_sequential()
+  for i = 1, select("#", ...) do
+    local m = select(i, ...)
+    if not core.is_module(m) then
+      error(string.format("bad argument #%d to 'Sequential' (Module expected, got %s)", i, type(m)), 2)
+    end
+    core.append(s, m)
+  end
+  return s
+end)
+
+nn.ModuleList = builtin("ModuleList", function(list)
+  local l = core.new_module_list()
+  for i, m in ipairs(list or {}) do
+    if not core.is_module(m) then
+      error(string.format("ModuleList: element %d is a %s, expected a Module", i, type(m)), 2)
+    end
+    core.append(l, m)
+  end
+  return l
+end)
+
+--- container:append(m)
+function Module:append(m)
+  if not core.is_module(m) then
+    error("bad argument #1 to 'append' (Module expected, got " .. type(m) .. ")", 2)
+  end
+  core.append(self, m)
+  return self
+end
+
+function Module:__len() return #core.members(self, "children") end
+core.module_metatable.__len = function(m) return #core.members(m, "children") end
+
+return nn

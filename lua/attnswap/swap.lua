@@ -1,0 +1,207 @@
+-- swap_attention: replace every matching module of a tree with a new
+-- instance of a registered attention, carrying over the weights both share.
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+
+local S = {}
+
+-- A predicate function(module, path) for each form of `target`.
+local function matcher(target)
+  local kind = type(target)
+  if kind == "function" then return target, "predicate" end
+  if kind == "table" and rawget(target, "__name") then
+    return function(m) return nn.isinstance(m, target) end, "class " .. target.__name
+  end
+  if kind == "string" then
+    -- a registry name matches instances of its class; otherwise a class name
+    -- matches by the class chain (so subclasses count too)
+    local Class = registry.attention.exists(target) and registry.attention.get(target)
+    return function(m)
+      if Class and nn.isinstance(m, Class) then return true end
+      local c = nn.class_of(m)
+      while c do
+        if c.__name == target then return true end
+        c = rawget(c, "__parent")
+      end
+      return core.type_name(m) == target
+    end, "'" .. target .. "'"
+  end
+  error("bad argument #2 to 'swap_attention' (class, class or registry name, or function expected, got " .. kind .. ")", 3)
+end
+
+-- Matches in named_modules order; a match's descendants are not searched.
+local function find_matches(model, match)
+  local found = {}
+  local function visit(m, path)
+    if match(m, path) then
+      found[#found + 1] = path
+      return
+    end
+    for name, c in m:named_children() do visit(c, path == "" and name or path .. "." .. name) end
+  end
+  visit(model, "")
+  return found
+end
+
+local function select_matches(paths, swap_opts, model)
+  local where, layers = swap_opts.where, swap_opts.layers
+  local out = {}
+  for i, path in ipairs(paths) do
+    local keep = true
+    if type(where) == "string" then keep = path:match(where) ~= nil
+    elseif type(where) == "function" then keep = where(path, model) and true or false
+    elseif where ~= nil then error("swap_attention: swap_opts.where must be a Lua pattern or a function", 3) end
+    if keep then out[#out + 1] = { path = path, order = i } end
+  end
+  if layers ~= nil then
+    if type(layers) ~= "table" then error("swap_attention: swap_opts.layers must be a list of indices", 3) end
+    local want = {}
+    for _, k in ipairs(layers) do
+      if math.type(k) ~= "integer" or k < 1 then
+        error("swap_attention: swap_opts.layers holds 1-based indices, got " .. tostring(k), 3)
+      end
+      want[k] = true
+    end
+    local chosen = {}
+    for n, e in ipairs(out) do
+      if want[n] then chosen[#chosen + 1] = e end
+    end
+    out = chosen
+  end
+  return out
+end
+
+local function parent_of(model, path)
+  local parent_path, name = path:match("^(.*)%.([^.]+)$")
+  if not parent_path then return model, path end
+  local parent = model
+  for part in parent_path:gmatch("[^.]+") do parent = parent[part] end
+  return parent, name
+end
+
+local function local_params(m)
+  local out = {}
+  for path, t in m:named_parameters() do out[path] = t end
+  return out
+end
+
+-- Copies the parameters old and new share by name and shape; returns the lists.
+local function carry(old, new)
+  local old_p, new_p = local_params(old), local_params(new)
+  local carried, dropped, initialized = {}, {}, {}
+  for name, t in pairs(new_p) do
+    local o = old_p[name]
+    if o and tostring(o:shape()) == tostring(t:shape()) then
+      t:copy_(o)
+      carried[#carried + 1] = name
+    else
+      initialized[#initialized + 1] = name
+    end
+  end
+  for name in pairs(old_p) do
+    local n = new_p[name]
+    if not (n and tostring(n:shape()) == tostring(old_p[name]:shape())) then dropped[#dropped + 1] = name end
+  end
+  table.sort(carried); table.sort(dropped); table.sort(initialized)
+  return carried, dropped, initialized
+end
+
+local function device_of(m)
+  for _, t in m:named_parameters() do return t:device() end
+end
+
+local Report = {}
+Report.__index = Report
+function Report:__tostring()
+  local lines = { string.format("swapped %d module(s) for '%s'", #self.swapped, self.name) }
+  for _, s in ipairs(self.swapped) do
+    lines[#lines + 1] = string.format("  %-24s %s -> %s  (carried %d, dropped %d, new %d)",
+      s.path == "" and "<root>" or s.path, s.old, s.new, #s.carried, #s.dropped, #s.initialized)
+  end
+  return table.concat(lines, "\n")
+end
+
+-- The swap itself; `undo` receives (parent or nil, name, old module) per swap.
+local function swap(model, target, name, opts, swap_opts, undo)
+  if not core.is_module(model) then
+    error("bad argument #1 to 'swap_attention' (Module expected, got " .. type(model) .. ")", 3)
+  end
+  if type(name) ~= "string" then
+    error("bad argument #3 to 'swap_attention' (attention name expected, got " .. type(name) .. ")", 3)
+  end
+  if not registry.attention.exists(name) then
+    error(string.format("swap_attention: no attention named '%s' (registered: %s)", name,
+      table.concat(registry.attention.names(), ", ")), 3)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #4 to 'swap_attention' (options table expected, got " .. type(opts) .. ")", 3)
+  end
+  swap_opts = swap_opts or {}
+  if type(swap_opts) ~= "table" then
+    error("bad argument #5 to 'swap_attention' (table expected, got " .. type(swap_opts) .. ")", 3)
+  end
+  local match, what = matcher(target)
+  local matches = select_matches(find_matches(model, match), swap_opts, model)
+  local report = setmetatable({ name = name, swapped = {} }, Report)
+  if #matches == 0 then
+    if swap_opts.allow_empty then return model, report end
+    error(string.format("swap_attention: nothing matched %s in %s%s (pass {allow_empty = true} to allow)",
+      what, core.type_name(model),
+      (swap_opts.where or swap_opts.layers) and " with the given where/layers" or ""), 3)
+  end
+  local root = model
+  for _, e in ipairs(matches) do
+    local parent, child_name
+    local old
+    if e.path == "" then old = root else
+      parent, child_name = parent_of(root, e.path)
+      old = parent[child_name]
+    end
+    local new = registry.attention.new(name, opts)
+    local carried, dropped, initialized = carry(old, new)
+    if #dropped > 0 then
+      io.stderr:write(string.format("swap_attention: warning: %s: parameters of %s not carried to %s: %s\n",
+        e.path == "" and "<root>" or e.path, core.type_name(old), core.type_name(new), table.concat(dropped, ", ")))
+    end
+    core.set_training(new, core.is_training(old), true)
+    local dev = device_of(old)
+    if dev and dev ~= "cpu" then new:to(dev) end
+    if parent then core.add_module(parent, child_name, new) else root = new end
+    if undo then undo(parent, child_name, old) end
+    report.swapped[#report.swapped + 1] = { path = e.path, old = core.type_name(old), new = core.type_name(new),
+      carried = carried, dropped = dropped, initialized = initialized }
+  end
+  return root, report
+end
+
+--- swap_attention(model, target, name [, opts [, swap_opts]]) -> model, report
+function S.swap_attention(model, target, name, opts, swap_opts)
+  return swap(model, target, name, opts, swap_opts)
+end
+
+local Swapped = {}
+Swapped.__index = Swapped
+
+--- Puts the original modules (the very same objects) back.
+function Swapped:restore()
+  if self.restored then return self.original end
+  for i = #self.undo, 1, -1 do
+    local u = self.undo[i]
+    if u[1] then core.add_module(u[1], u[2], u[3]) end
+  end
+  self.restored = true
+  self.model = self.original
+  return self.original
+end
+Swapped.__close = Swapped.restore
+
+--- local s <close> = as.swapped(model, target, name, opts, swap_opts): a swap
+--- undone when s goes out of scope (or by s:restore()); s.model is the model.
+function S.swapped(model, target, name, opts, swap_opts)
+  local undo = {}
+  local root, report = swap(model, target, name, opts, swap_opts, function(p, n, old) undo[#undo + 1] = { p, n, old } end)
+  return setmetatable({ model = root, original = model, report = report, undo = undo }, Swapped)
+end
+
+return S

@@ -1,0 +1,215 @@
+/* scaled_dot_product: softmax(q k^T * scale + bias) v with the scores
+ * materialised (Vaswani et al. 2017, eq. 1); the reference every other
+ * exact core is tested against.
+ *
+ * Grouped heads (GQA/MQA, Ainslie et al. 2023): query head h reads KV head
+ * h / G, G = H / Hkv.  K and V are never copied per query head: q
+ * (B, H, Lq, D) is viewed as (B, Hkv, G*Lq, D) so one GEMM per KV head
+ * serves its G query heads, or, when q's strides cannot express that view,
+ * as (B, Hkv, G, Lq, D) against k broadcast over G. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "as_error.h"
+#include "layers.h"
+
+#define FN "scaled_dot_product"
+
+static int check_opts(const as_attention_opts *o)
+{
+    if (!(o->dropout >= 0 && o->dropout < 1)) {
+        as_error_set(FN ": dropout must be in [0, 1), got %g", o->dropout);
+        return -1;
+    }
+    if (isinf(o->scale)) {
+        as_error_set(FN ": scale must be finite (or NaN for 1/sqrt(D)), got %g", o->scale);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_inputs(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask)
+{
+    char s1[128], s2[128], s3[128];
+    const as_tensor *in[3] = {q, k, v};
+    const char *names = "qkv";
+    for (int i = 0; i < 3; i++) {
+        if (!in[i]) {
+            as_error_set(FN ": %c must be a Tensor, got nil", names[i]);
+            return -1;
+        }
+        if (in[i]->ndim != 4) {
+            as_error_set(FN ": %c must be 4-d (B, H, L, D), got shape %s", names[i],
+                         as_shape_str(s1, sizeof s1, in[i]->ndim, in[i]->shape));
+            return -1;
+        }
+        if (!as_dtype_is_float(in[i]->dtype) || in[i]->dtype != q->dtype) {
+            as_error_set(FN ": q, k and v must be floating point of one dtype, got %s, %s and %s",
+                         as_dtype_name(q->dtype), as_dtype_name(k->dtype), as_dtype_name(v->dtype));
+            return -1;
+        }
+    }
+    as_shape_str(s1, sizeof s1, 4, q->shape);
+    as_shape_str(s2, sizeof s2, 4, k->shape);
+    as_shape_str(s3, sizeof s3, 4, v->shape);
+    if (k->shape[0] != q->shape[0] || v->shape[0] != q->shape[0]) {
+        as_error_set(FN ": batch sizes differ: q %s, k %s, v %s", s1, s2, s3);
+        return -1;
+    }
+    if (k->shape[1] != v->shape[1] || k->shape[2] != v->shape[2]) {
+        as_error_set(FN ": k %s and v %s must have the same heads and length", s2, s3);
+        return -1;
+    }
+    if (k->shape[1] == 0 || q->shape[1] % k->shape[1] != 0) {
+        as_error_set(FN ": the query heads (%lld) must be a multiple of the key/value heads (%lld): "
+                     "q %s, k %s",
+                     (long long)q->shape[1], (long long)k->shape[1], s1, s2);
+        return -1;
+    }
+    if (k->shape[3] != q->shape[3]) {
+        as_error_set(FN ": q %s and k %s must have the same head dimension", s1, s2);
+        return -1;
+    }
+    if (!mask) return 0;
+    int64_t target[4] = {q->shape[0], q->shape[1], q->shape[2], k->shape[2]};
+    bool ok = mask->ndim <= 4;
+    for (int d = 0; ok && d < mask->ndim; d++) {
+        int64_t n = mask->shape[mask->ndim - 1 - d];
+        ok = n == 1 || n == target[3 - d];
+    }
+    if (!ok) {
+        as_error_set(FN ": mask of shape %s is not broadcastable to (B, H, Lq, Lk) = %s",
+                     as_shape_str(s1, sizeof s1, mask->ndim, mask->shape),
+                     as_shape_str(s2, sizeof s2, 4, target));
+        return -1;
+    }
+    if (mask->dtype != AS_BOOL && !as_dtype_is_float(mask->dtype)) {
+        as_error_set(FN ": mask must be bool (keep) or floating point (additive), got %s",
+                     as_dtype_name(mask->dtype));
+        return -1;
+    }
+    return 0;
+}
+
+/* s = where(keep, s, -inf); consumes s. */
+static as_tensor *mask_out(as_tensor *s, const as_tensor *keep)
+{
+    as_tensor *ninf = as_scalar(-INFINITY, s->dtype, as_tensor_device(s));
+    as_tensor *r = ninf ? as_where(keep, s, ninf) : NULL;
+    as_release(ninf), as_release(s);
+    return r;
+}
+
+/* Keep-mask (Lq, Lk): key j is visible to query i when j <= i + (Lk - Lq). */
+static as_tensor *causal_keep(int64_t lq, int64_t lk, as_device dev)
+{
+    as_tensor *ones = as_full(2, (int64_t[]){lq, lk}, 1.0, AS_BOOL, dev);
+    as_tensor *keep = ones ? as_tril(ones, lk - lq) : NULL;
+    as_release(ones);
+    return keep;
+}
+
+/* (B, H, Lq, Lk) scores q k^T, unscaled, contiguous. */
+static as_tensor *scores(const as_tensor *q, const as_tensor *k)
+{
+    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
+    int64_t Hkv = k->shape[1], Lk = k->shape[2], G = H / Hkv;
+    as_tensor *kt = as_transpose(k, 2, 3), *qg = NULL, *kg = NULL, *s = NULL, *s4 = NULL;
+    if (!kt) return NULL;
+    if (G == 1) {
+        s = as_matmul(q, kt);
+    } else if ((qg = as_view(q, 4, (int64_t[]){B, Hkv, G * Lq, D}))) {
+        s = as_matmul(qg, kt); /* (B, Hkv, G*Lq, Lk) */
+    } else {
+        qg = as_view(q, 5, (int64_t[]){B, Hkv, G, Lq, D}); /* splitting H always views */
+        kg = qg ? as_unsqueeze(kt, 2) : NULL;             /* (B, Hkv, 1, D, Lk) */
+        s = kg ? as_matmul(qg, kg) : NULL;                /* (B, Hkv, G, Lq, Lk) */
+    }
+    if (s) s4 = as_reshape(s, 4, (int64_t[]){B, H, Lq, Lk});
+    as_release(kt), as_release(qg), as_release(kg), as_release(s);
+    return s4;
+}
+
+as_tensor *as_sdp_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                            const as_tensor *mask, const as_attention_opts *opts, bool training)
+{
+    as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
+    if (check_inputs(q, k, v, mask) || check_opts(&o)) return NULL;
+    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
+    int64_t Hkv = k->shape[1], Lk = k->shape[2], Dv = v->shape[3], G = H / Hkv;
+    double scale = isnan(o.scale) ? 1.0 / sqrt((double)D) : o.scale;
+    as_device dev = as_tensor_device(q);
+    as_tensor *s = NULL, *t = NULL, *pg = NULL, *out = NULL, *r = NULL;
+
+    s = scores(q, k); /* (B, H, Lq, Lk) */
+    if (!s) goto done;
+    t = as_scalar(scale, s->dtype, dev);
+    if (!t || as_binary_(AS_MUL, s, t)) goto done;
+    as_release(t), t = NULL;
+    if (o.causal) {
+        t = causal_keep(Lq, Lk, dev);
+        if (!t || !(s = mask_out(s, t))) goto done;
+        as_release(t), t = NULL;
+    }
+    if (mask && mask->dtype == AS_BOOL) {
+        if (!(s = mask_out(s, mask))) goto done;
+    } else if (mask && as_binary_(AS_ADD, s, mask)) {
+        goto done;
+    }
+    /* rows of -inf (nothing to attend to) come out of softmax as zeros */
+    t = as_softmax(s, -1);
+    as_release(s), s = t, t = NULL;
+    if (!s) goto done;
+    if (training && o.dropout > 0) {
+        t = as_dropout(s, o.dropout, true);
+        as_release(s), s = t, t = NULL;
+        if (!s) goto done;
+    }
+    /* probabilities (B, Hkv, G*Lq, Lk) @ v (B, Hkv, Lk, Dv) */
+    pg = G == 1 ? as_retain(s) : as_reshape(s, 4, (int64_t[]){B, Hkv, G * Lq, Lk});
+    out = pg ? as_matmul(pg, v) : NULL;
+    r = out ? as_reshape(out, 4, (int64_t[]){B, H, Lq, Dv}) : NULL;
+done:
+    as_release(s), as_release(t), as_release(pg), as_release(out);
+    return r;
+}
+
+/* ---- the core module ---- */
+
+static as_tensor *sdp_forward(as_module *m, const as_args *args)
+{
+    if (as_check_args(FN, args, 3, 4)) return NULL;
+    const as_tensor *mask = args->n > 3 ? args->v[3] : NULL;
+    return as_sdp_attention(args->v[0], args->v[1], args->v[2], mask, m->config, m->training);
+}
+
+static void sdp_repr(const as_module *m, char *buf, size_t size)
+{
+    const as_attention_opts *o = m->config;
+    if (isnan(o->scale))
+        snprintf(buf, size, "causal=%s, dropout=%g", o->causal ? "true" : "false", o->dropout);
+    else
+        snprintf(buf, size, "causal=%s, scale=%g, dropout=%g", o->causal ? "true" : "false", o->scale,
+                 o->dropout);
+}
+
+static const as_module_class sdp_class = {.name = "ScaledDotProductAttention",
+                                          .forward = sdp_forward,
+                                          .free_config = free,
+                                          .extra_repr = sdp_repr};
+
+as_module *as_sdp_attention_new(const as_attention_opts *opts)
+{
+    as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
+    if (check_opts(&o)) return NULL;
+    as_attention_opts *c = malloc(sizeof *c);
+    if (!c) {
+        as_error_set("out of memory");
+        return NULL;
+    }
+    *c = o;
+    as_module *m = as_module_new(&sdp_class, NULL, c);
+    if (!m) free(c);
+    return m;
+}

@@ -1,0 +1,103 @@
+/* The module tree, owned by C.  A module has a class (its type name and a
+ * forward), ordered named children, parameters and buffers, a training flag,
+ * and an opaque config for its class.  A forward is C (built-in layers) or
+ * Lua (classes written in scripts, called back through the hook that the
+ * bindings install), so a tree of built-in layers runs without entering Lua.
+ *
+ * Modules are refcounted like tensors: a parent holds a reference to each
+ * child, the tree holds a reference to each parameter tensor. */
+#ifndef AS_MODULE_H
+#define AS_MODULE_H
+
+#include <stdbool.h>
+
+#include "tensor.h"
+
+#define AS_FORWARD_MAX_ARGS 8
+
+typedef struct as_module as_module;
+
+/* Positional arguments of a forward: tensors or NULL (Lua's nil). */
+typedef struct {
+    int n;
+    as_tensor *v[AS_FORWARD_MAX_ARGS];
+} as_args;
+
+typedef struct as_module_class {
+    const char *name;
+    /* Returns a new reference, or NULL with the error set. */
+    as_tensor *(*forward)(as_module *m, const as_args *args);
+    /* Frees m->config (NULL: plain free). */
+    void (*free_config)(void *config);
+    /* One line of options for printing, "in_features=4, out_features=8" (may be NULL). */
+    void (*extra_repr)(const as_module *m, char *buf, size_t size);
+} as_module_class;
+
+typedef struct {
+    char *name;
+    void *value; /* as_module* for children, as_tensor* for params and buffers */
+} as_named;
+
+typedef struct {
+    int n, cap;
+    as_named *items;
+} as_named_list;
+
+struct as_module {
+    int refcount;
+    const as_module_class *cls;
+    char *type_name; /* the class name users see; Lua classes set their own */
+    as_named_list children, params, buffers;
+    bool training;
+    void *config;
+    /* Lua-side state (fields and class) of this module: a registry reference
+     * owned by the bindings, released through as_module_lua_release. */
+    int lua_ref;
+    void *lua_state;
+};
+
+/* ---- lifetime ---- */
+as_module *as_module_new(const as_module_class *cls, const char *type_name, void *config);
+as_module *as_module_retain(as_module *m);
+void as_module_release(as_module *m);
+/* Installed by the bindings: frees the Lua-side state of a dying module. */
+extern void (*as_module_lua_release)(as_module *m);
+
+/* ---- members: set replaces an entry of the same name (keeping its position),
+ * retaining the new value; NULL removes it.  0 or -1 (error set). ---- */
+int as_module_set_child(as_module *m, const char *name, as_module *child);
+int as_module_set_param(as_module *m, const char *name, as_tensor *t);
+int as_module_set_buffer(as_module *m, const char *name, as_tensor *t);
+as_module *as_module_child(const as_module *m, const char *name);
+as_tensor *as_module_param(const as_module *m, const char *name);
+as_tensor *as_module_buffer(const as_module *m, const char *name);
+/* Looks up a dotted path ("blocks.0.attn"); NULL when absent (no error). */
+as_module *as_module_find(as_module *m, const char *path);
+
+/* ---- forward ---- */
+/* Runs m's forward: C, or the Lua callback for Lua-defined classes. */
+as_tensor *as_module_forward(as_module *m, const as_args *args);
+/* Installed by the bindings to run a Lua forward. */
+extern as_tensor *(*as_module_lua_forward)(as_module *m, const as_args *args);
+/* Shorthands for C composites. */
+as_tensor *as_module_call1(as_module *m, as_tensor *x);
+as_tensor *as_module_call4(as_module *m, as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d);
+
+/* ---- tree ---- */
+/* Depth-first pre-order walk, root first with path "".  fn returns nonzero
+ * to stop; the walk returns that value. */
+typedef int (*as_module_visit)(void *ctx, const char *path, as_module *m);
+int as_module_walk(as_module *m, as_module_visit fn, void *ctx);
+/* Every parameter (then buffers when with_buffers) with its dotted path. */
+typedef int (*as_tensor_visit)(void *ctx, const char *path, as_tensor *t, bool is_buffer);
+int as_module_walk_tensors(as_module *m, bool with_buffers, as_tensor_visit fn, void *ctx);
+void as_module_train(as_module *m, bool training); /* recursive */
+/* Moves every parameter and buffer to dev / casts floating ones to dt. */
+int as_module_to_device(as_module *m, as_device dev);
+int as_module_to_dtype(as_module *m, as_dtype dt);
+int64_t as_module_num_parameters(as_module *m);
+
+/* The class of Lua-defined modules: its forward is as_module_lua_forward. */
+extern const as_module_class as_lua_module_class;
+
+#endif

@@ -1,0 +1,202 @@
+-- The module tree: Lua classes, built-in layers, tree walking, state dicts.
+local as = require "attnswap"
+local nn = as.nn
+
+local function maxdiff(a, b) return (a - b):abs():max():item() end
+
+local Block = nn.class("SpecBlock")
+function Block:init(dim)
+  self.proj = nn.Linear(dim, dim)
+  self.norm = nn.LayerNorm(dim)
+  self.scale = 2
+end
+function Block:forward(x) return self.norm(self.proj(x)) * self.scale end
+
+local Net = nn.class("SpecNet")
+function Net:init()
+  self.embed = nn.Linear(4, 8)
+  self.blocks = nn.ModuleList { Block(8), Block(8) }
+  self.head = nn.Linear(8, 2, false)
+end
+function Net:forward(x)
+  x = self.embed(x)
+  for _, b in ipairs(self.blocks:children()) do x = b(x) end
+  return self.head(x)
+end
+
+describe("Lua classes", function()
+  it("init runs, fields sort into children, parameters and plain fields", function()
+    local b = Block(8)
+    assert.are.equal("SpecBlock", b:type())
+    assert.are.equal("Linear", b.proj:type())
+    assert.are.equal(2, b.scale)
+    b.w = nn.Parameter(as.zeros(3))
+    local names = {}
+    for path in b:named_parameters() do names[#names + 1] = path end
+    assert.are.same({ "w", "proj.weight", "proj.bias", "norm.weight", "norm.bias" }, names)
+  end)
+
+  it("module identity is stable and calling runs forward", function()
+    local net = Net()
+    assert.are.equal(net.blocks, net.blocks)
+    local y = net(as.randn(3, 4))
+    assert.are.equal("(3, 2)", tostring(y:shape()))
+  end)
+
+  it("isinstance follows inheritance", function()
+    local Base = nn.class("SpecBase")
+    local Derived = nn.class("SpecDerived", Base)
+    function Base:hello() return "base" end
+    local d = Derived()
+    assert.is_true(as.isinstance(d, Derived))
+    assert.is_true(as.isinstance(d, Base))
+    assert.is_true(as.isinstance(d, nn.Module))
+    assert.is_false(as.isinstance(d, nn.Linear))
+    assert.are.equal("base", d:hello())
+    assert.is_true(as.isinstance(nn.Linear(2, 2), nn.Linear))
+  end)
+end)
+
+describe("tree API", function()
+  it("named_modules is depth-first with PyTorch paths, root first", function()
+    local paths = {}
+    for path, m in Net():named_modules() do paths[#paths + 1] = path .. ":" .. m:type() end
+    assert.are.same({
+      ":SpecNet", "embed:Linear", "blocks:ModuleList", "blocks.0:SpecBlock", "blocks.0.proj:Linear",
+      "blocks.0.norm:LayerNorm", "blocks.1:SpecBlock", "blocks.1.proj:Linear", "blocks.1.norm:LayerNorm",
+      "head:Linear",
+    }, paths)
+  end)
+
+  it("counts parameters", function()
+    local n = 4 * 8 + 8 + 2 * (8 * 8 + 8 + 8 + 8) + 8 * 2
+    assert.are.equal(n, Net():num_parameters())
+  end)
+
+  it("state_dict round trip", function()
+    local a, b = Net(), Net()
+    local x = as.randn(2, 4)
+    assert.is_true(maxdiff(a(x), b(x)) > 0)
+    local sd = {}
+    for k, v in pairs(a:state_dict()) do sd[k] = v:clone() end
+    b:load_state_dict(sd)
+    assert.are.equal(0, maxdiff(a(x), b(x)))
+  end)
+
+  it("strict loading names missing and unexpected keys, and shape mismatches", function()
+    local net = Net()
+    local sd = net:state_dict()
+    sd["head.weight"] = nil
+    sd["extra.weight"] = as.zeros(1)
+    local ok, err = pcall(net.load_state_dict, net, sd)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("missing keys: head.weight", 1, true))
+    assert.is_truthy(err:find("unexpected keys: extra.weight", 1, true))
+    local r = net:load_state_dict(sd, { strict = false })
+    assert.are.same({ "head.weight" }, r.missing)
+    sd = net:state_dict()
+    sd["embed.weight"] = as.zeros(3, 3)
+    ok, err = pcall(net.load_state_dict, net, sd)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("'embed.weight': checkpoint has shape (3, 3), model has (8, 4)", 1, true))
+  end)
+
+  it("train and eval set the flag on the whole tree", function()
+    local net = Net():eval()
+    for _, m in net:named_modules() do assert.is_false(m:is_training()) end
+    net:train()
+    assert.is_true(net.blocks[1].proj:is_training())
+  end)
+
+  it("apply visits every module", function()
+    local n = 0
+    Net():apply(function() n = n + 1 end)
+    assert.are.equal(10, n)
+  end)
+
+  it("prints the tree like PyTorch", function()
+    local s = nn.Sequential(nn.Linear(4, 8), nn.GELU())
+    assert.are.equal("Sequential(\n  (0): Linear(in_features=4, out_features=8, bias=true)\n  (1): GELU()\n)", tostring(s))
+  end)
+end)
+
+describe("built-in layers", function()
+  it("Linear matches x W^T + b", function()
+    local l = nn.Linear(5, 3)
+    local x = as.randn(4, 5)
+    local ref = x:matmul(l.weight:t()) + l.bias
+    assert.is_true(maxdiff(l(x), ref) < 1e-5)
+  end)
+
+  it("Linear init is U(-1/sqrt(in), 1/sqrt(in))", function()
+    local l = nn.Linear(100, 50)
+    local bound = 1 / math.sqrt(100)
+    assert.is_true(l.weight:abs():max():item() <= bound)
+    assert.is_true(l.weight:abs():max():item() > 0.9 * bound)
+  end)
+
+  it("Sequential calls its children in order", function()
+    local s = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    local x = as.randn(2, 3)
+    assert.are.equal(0, maxdiff(s(x), s[2](s[1](x))))
+    assert.are.equal(2, #s)
+  end)
+
+  it("a Lua-defined module inside a C composite is called back", function()
+    local Twice = nn.class("Twice")
+    function Twice:forward(x) return x * 2 end
+    local s = nn.Sequential(nn.Linear(3, 3), Twice(), nn.ReLU())
+    local x = as.randn(2, 3)
+    assert.is_true(maxdiff(s(x), (s[1](x) * 2):relu()) < 1e-6)
+    -- errors in the Lua forward surface with their message
+    function Twice:forward(x) error("boom from Lua") end
+    local ok, err = pcall(s, x)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("boom from Lua", 1, true))
+  end)
+
+  it("Dropout is the identity in eval mode", function()
+    local d = nn.Dropout(0.5):eval()
+    local x = as.randn(100)
+    assert.are.equal(0, maxdiff(d(x), x))
+    d:train()
+    local y = d(as.ones(10000))
+    local kept = y:gt(0):float():mean():item()
+    assert.is_true(math.abs(kept - 0.5) < 0.05)
+    assert.is_true(math.abs(y:max():item() - 2) < 1e-6)
+  end)
+
+  it("MultiheadAttention has a swappable core child", function()
+    local mha = nn.MultiheadAttention { dim = 16, num_heads = 4 }
+    assert.are.equal("ScaledDotProductAttention", mha.core:type())
+    local y = mha(as.randn(2, 5, 16))
+    assert.are.equal("(2, 5, 16)", tostring(y:shape()))
+  end)
+
+  it("TransformerBlock pre and post norm", function()
+    for _, norm in ipairs { "pre", "post" } do
+      local b = nn.TransformerBlock { dim = 16, num_heads = 2, norm = norm }
+      assert.are.equal("(1, 3, 16)", tostring(b(as.randn(1, 3, 16)):shape()))
+    end
+  end)
+end)
+
+describe("memory", function()
+  it("a swapped-out module is collected without harm", function()
+    local net = Net()
+    local old = net.head
+    net.head = nn.Linear(8, 2)
+    old = nil
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal("(1, 2)", tostring(net(as.randn(1, 4)):shape()))
+  end)
+
+  it("a Lua module held only by the C tree keeps its fields", function()
+    local s = nn.Sequential(Block(4))
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(2, s[1].scale)
+    assert.are.equal("(2, 4)", tostring(s(as.randn(2, 4)):shape()))
+  end)
+end)

@@ -1,0 +1,187 @@
+-- The attention registry and swap_attention.
+local as = require "attnswap"
+local nn = as.nn
+
+local function maxdiff(a, b) return (a - b):abs():max():item() end
+
+local function tiny(depth)
+  local blocks = {}
+  for i = 1, depth or 3 do blocks[i] = nn.TransformerBlock { dim = 16, num_heads = 4, mlp_ratio = 2 } end
+  return nn.Sequential(table.unpack(blocks)):eval()
+end
+
+-- A Lua attention with a parameter, for carry-over tests.
+local Gated = nn.class("SpecGatedAttention")
+function Gated:init(opts)
+  self.gate = nn.Parameter(as.full({ 1 }, opts.gate or 1.0))
+  self.inner = as.attention.new("scaled_dot_product", { causal = opts.causal })
+end
+function Gated:forward(q, k, v, mask) return self.inner(q, k, v, mask) * self.gate end
+as.register_attention("spec_gated", Gated, { exact = false, complexity = "O(L^2 D)" })
+
+local Plain = nn.class("SpecPlainAttention")
+function Plain:init(opts) self.opts = opts end
+function Plain:forward(q, k, v, mask) return v end
+as.register_attention("spec_plain", Plain)
+
+describe("registry", function()
+  it("lists, describes and builds registered implementations", function()
+    local names = as.attention.names()
+    assert.is_truthy(#names >= 3)
+    for i = 2, #names do assert.is_true(names[i - 1] < names[i]) end
+    local info = as.attention.info("scaled_dot_product")
+    assert.is_true(info.exact)
+    assert.are.equal("O(L^2 D)", info.complexity)
+    local core = as.attention.new("scaled_dot_product", { causal = true })
+    local q = as.randn(1, 2, 4, 8)
+    assert.are.equal("(1, 2, 4, 8)", tostring(core(q, q, q):shape()))
+  end)
+
+  it("refuses duplicates unless replace is given", function()
+    local ok, err = pcall(as.register_attention, "spec_plain", Plain)
+    assert.is_false(ok)
+    assert.is_truthy(err:find("'spec_plain' is already registered", 1, true))
+    assert.has_no.errors(function() as.register_attention("spec_plain", Plain, { replace = true }) end)
+  end)
+
+  it("works as a decorator", function()
+    local C = nn.class("SpecDecorated")
+    function C:forward(q, k, v) return v end
+    local r = as.register_attention("spec_decorated", { exact = false })(C)
+    assert.are.equal(C, r)
+    assert.are.equal(C, as.attention.get("spec_decorated"))
+  end)
+
+  it("lists as a table", function()
+    local buf = {}
+    local out = { write = function(self, ...) for _, s in ipairs { ... } do buf[#buf + 1] = s end end }
+    as.attention.list(out)
+    local text = table.concat(buf)
+    assert.is_truthy(text:find("scaled_dot_product", 1, true))
+    assert.is_truthy(text:find("Vaswani", 1, true))
+  end)
+end)
+
+describe("swap_attention", function()
+  it("replaces every matching core and reports each path", function()
+    local m = tiny(3)
+    local model, report = as.swap_attention(m, "scaled_dot_product", "spec_gated")
+    assert.are.equal(m, model)
+    assert.are.equal(3, #report.swapped)
+    assert.are.equal("0.attn.core", report.swapped[1].path)
+    assert.are.equal("SpecGatedAttention", report.swapped[1].new)
+    assert.are.equal("SpecGatedAttention", m[3].attn.core:type())
+  end)
+
+  it("matches a class, its subclasses, a class name and a predicate", function()
+    local Base = nn.class("SpecBaseAttn")
+    function Base:forward(q, k, v) return v end
+    local Sub = nn.class("SpecSubAttn", Base)
+    local Holder = nn.class("SpecHolder")
+    function Holder:init() self.a = Base(); self.b = Sub(); self.c = nn.Linear(2, 2) end
+    local _, r = as.swap_attention(Holder(), Base, "spec_plain")
+    assert.are.equal(2, #r.swapped)
+    _, r = as.swap_attention(Holder(), "SpecSubAttn", "spec_plain")
+    assert.are.equal(1, #r.swapped)
+    assert.are.equal("b", r.swapped[1].path)
+    _, r = as.swap_attention(Holder(), function(m, path) return path == "a" end, "spec_plain")
+    assert.are.equal(1, #r.swapped)
+  end)
+
+  it("narrows with where and layers", function()
+    local m = tiny(4)
+    local _, r = as.swap_attention(m, "scaled_dot_product", "spec_plain", nil, { layers = { 1, 2 } })
+    assert.are.equal(2, #r.swapped)
+    assert.are.equal("SpecPlainAttention", m[2].attn.core:type())
+    assert.are.equal("ScaledDotProductAttention", m[3].attn.core:type())
+    m = tiny(4)
+    _, r = as.swap_attention(m, "scaled_dot_product", "spec_plain", nil, { where = "^3%." })
+    assert.are.equal(1, #r.swapped)
+    assert.are.equal("3.attn.core", r.swapped[1].path)
+    m = tiny(4)
+    _, r = as.swap_attention(m, "scaled_dot_product", "spec_plain", nil,
+      { where = function(path) return path:sub(1, 1) == "0" end })
+    assert.are.equal("0.attn.core", r.swapped[1].path)
+  end)
+
+  it("can replace the root", function()
+    local root = as.attention.new("scaled_dot_product")
+    local model, r = as.swap_attention(root, "scaled_dot_product", "spec_plain")
+    assert.are.equal("SpecPlainAttention", model:type())
+    assert.are.equal("", r.swapped[1].path)
+  end)
+
+  it("says when nothing matched, unless allowed", function()
+    local ok, err = pcall(as.swap_attention, nn.Linear(2, 2), "scaled_dot_product", "spec_plain")
+    assert.is_false(ok)
+    assert.is_truthy(err:find("nothing matched 'scaled_dot_product' in Linear", 1, true))
+    local m, r = as.swap_attention(nn.Linear(2, 2), "scaled_dot_product", "spec_plain", nil, { allow_empty = true })
+    assert.are.equal(0, #r.swapped)
+    assert.are.equal("Linear", m:type())
+  end)
+
+  it("carries parameters shared by name and shape, and reports dropped ones", function()
+    local Holder = nn.class("SpecGateHolder")
+    function Holder:init() self.attn = Gated { gate = 3.0 } end
+    local h = Holder()
+    local _, r = as.swap_attention(h, Gated, "spec_gated", { gate = 1.0 })
+    assert.are.same({ "gate" }, r.swapped[1].carried)
+    assert.are.equal(3.0, h.attn.gate:item())
+    h = Holder()
+    _, r = as.swap_attention(h, Gated, "scaled_dot_product")
+    assert.are.same({ "gate" }, r.swapped[1].dropped)
+    h = Holder()
+    h.attn = Plain {}
+    _, r = as.swap_attention(h, Plain, "spec_gated")
+    assert.are.same({ "gate" }, r.swapped[1].initialized)
+  end)
+
+  it("the new module inherits the training flag", function()
+    local m = tiny(1):train()
+    as.swap_attention(m, "scaled_dot_product", "spec_plain")
+    assert.is_true(m[1].attn.core:is_training())
+    m:eval()
+    as.swap_attention(m, "SpecPlainAttention", "scaled_dot_product")
+    assert.is_false(m[1].attn.core:is_training())
+  end)
+
+  it("keeps the output when swapping one exact implementation for another", function()
+    as.manual_seed(1)
+    local m = tiny(2)
+    local x = as.randn(2, 6, 16)
+    local before = m(x)
+    local Exact = nn.class("SpecExactLua")
+    function Exact:init(opts) self.causal = opts.causal end
+    function Exact:forward(q, k, v, mask)
+      local s = q:matmul(k:transpose(-2, -1)) / math.sqrt(q:size(-1))
+      return s:softmax(-1):matmul(v)
+    end
+    as.register_attention("spec_exact_lua", Exact, { exact = true })
+    as.swap_attention(m, "scaled_dot_product", "spec_exact_lua")
+    assert.is_true(maxdiff(m(x), before) < 1e-5)
+  end)
+end)
+
+describe("scoped swap", function()
+  it("restores the very same objects at scope exit", function()
+    local m = tiny(2)
+    local originals = { m[1].attn.core, m[2].attn.core }
+    do
+      local s <close> = as.swapped(m, "scaled_dot_product", "spec_plain")
+      assert.are.equal("SpecPlainAttention", m[1].attn.core:type())
+      assert.are.equal(2, #s.report.swapped)
+    end
+    assert.are.equal(originals[1], m[1].attn.core)
+    assert.are.equal(originals[2], m[2].attn.core)
+  end)
+
+  it("restore() works early and only once", function()
+    local m = tiny(1)
+    local orig = m[1].attn.core
+    local s = as.swapped(m, "scaled_dot_product", "spec_plain")
+    s:restore()
+    assert.are.equal(orig, m[1].attn.core)
+    s:restore()
+    assert.are.equal(orig, m[1].attn.core)
+  end)
+end)
