@@ -31,7 +31,7 @@ function CosineAttention:forward(q, k, v, mask)
   return scores:softmax(-1):matmul(v)
 end
 
-as.register_attention("cosine_attention", CosineAttention, {
+as.register_attention("my_cosine_attention", CosineAttention, {
   exact = false, complexity = "O(L^2 D)", gqa = false,
   paper = "Liu et al. 2022 (Swin V2)", summary = "softmax of scaled cosine similarities",
 })
@@ -53,7 +53,7 @@ print()
 local x = as.randn(2, 10, 32)
 local before = model(x)
 
-local _, report = as.swap_attention(model, "scaled_dot_product", "cosine_attention")
+local _, report = as.swap_attention(model, "scaled_dot_product", "my_cosine_attention")
 print(report)
 local after = model(x)
 

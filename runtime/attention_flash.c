@@ -77,7 +77,8 @@ static int check(const as_tensor *q, const as_tensor *k, const as_tensor *v, con
         return -1;
     }
     if (k->shape[2] > INT32_MAX - 1) {
-        as_error_set(FN ": %lld keys is more than this kernel indexes (2^31 - 2)", (long long)k->shape[2]);
+        as_error_set(FN ": %lld keys is more than this kernel indexes (2^31 - 2)",
+                     (long long)k->shape[2]);
         return -1;
     }
     if (!(o->dropout >= 0 && o->dropout < 1)) {

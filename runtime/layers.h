@@ -96,4 +96,12 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
  * used: "flash/avx512", "flash/avx2" or "flash/scalar" ("none" before). */
 const char *as_flash_backend(void);
 
+/* ---- attention cores over a functional kernel (runtime/attention_core.c) ---- */
+typedef as_tensor *(*as_attention_fn)(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                      const as_tensor *mask, const as_attention_opts *opts, bool training);
+/* A core module of the given type name whose forward(q, k, v [, mask]) calls
+ * fn with opts and the module's training flag ("FlashAttention" over
+ * as_flash_attention, ...). */
+as_module *as_attention_core_new(const char *type_name, as_attention_fn fn, const as_attention_opts *opts);
+
 #endif

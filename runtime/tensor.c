@@ -57,9 +57,9 @@ as_tensor *as_from_storage(as_storage *s, int64_t offset, int ndim, const int64_
     as_tensor *t = tensor_alloc();
     if (!t) return NULL;
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
     if (stride)
-        memcpy(t->stride, stride, sizeof(int64_t) * (size_t)ndim);
+        for (int d = 0; d < ndim; d++) t->stride[d] = stride[d];
     else
         as_contiguous_strides(ndim, shape, t->stride);
     t->offset = offset;

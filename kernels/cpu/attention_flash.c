@@ -30,8 +30,9 @@ static const as_cpu_flash_isa *isa_by_name(const char *name)
 #ifdef AS_CPU_FLASH_X86
     __builtin_cpu_init();
     if (!strcmp(name, "avx2"))
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &as_cpu_flash_isa_avx2
-                                                                                : NULL;
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                   ? &as_cpu_flash_isa_avx2
+                   : NULL;
     if (!strcmp(name, "avx512"))
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
@@ -75,8 +76,9 @@ void as_cpu_flash_exp(const float *x, float *y, int64_t n) { current_isa()->exp(
 
 /* ---- the portable path: plain loops over contiguous columns ---- */
 
-/* Cephes expf: x = n ln2 + r, |r| <= ln2/2 (ln2 split in two for an exact
- * n ln2), e^r = 1 + r + r^2 P(r) with P of degree 5, times 2^n. */
+/* Cephes expf: x = n ln2 + r, |r| <= ln2/2 (ln2 split in two so that n ln2
+ * is exact); e^r = 1 + r + r^2 P(r), P Cephes' degree-5 fit, evaluated as
+ * one Horner chain (1.3 ulp with FMA); times 2^n. */
 static inline float exp_scalar1(float x)
 {
     if (!(x >= -87.33654f)) return x != x ? x : 0.0f; /* NaN stays NaN */
@@ -90,8 +92,12 @@ static inline float exp_scalar1(float x)
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    float y = p * (r * r) + r + 1.0f;
-    union { float f; int32_t i; } u = {.i = ((int32_t)n + 127) << 23}; /* n in [-126, 127] */
+    p = p * r + 1.0f;
+    float y = p * r + 1.0f;
+    union {
+        float f;
+        int32_t i;
+    } u = {.i = ((int32_t)n + 127) << 23}; /* n in [-126, 127] */
     return y * u.f;
 }
 
@@ -105,6 +111,10 @@ static void qk_scalar(const as_cpu_flash_qk_args *a)
     int64_t mp = a->mpad;
     for (int64_t m = 0; m < mp; m++) a->colmax[m] = -INFINITY;
     for (int64_t n = 0; n < a->n; n++) {
+        if (a->vis && n >= a->vis[mp / 16 - 1]) { /* masked for every column */
+            for (int64_t m = 0; m < mp; m++) a->s[n * mp + m] = -INFINITY;
+            continue;
+        }
         float *s = a->s + n * mp;
         const float *k = a->k + n * a->ldk;
         for (int64_t m = 0; m < mp; m++) s[m] = 0;
@@ -138,7 +148,8 @@ static bool softmax_scalar(const as_cpu_flash_softmax_args *a)
             float e = exp_scalar1(*s - mu);
             sum += e;
             if (a->row_key)
-                e = as_cpu_flash_keep(a->row_key[m], a->j0 + n, a->threshold) ? e * a->keep_scale : 0.0f;
+                e = as_cpu_flash_keep(a->row_key[m], a->j0 + n, a->threshold) ? e * a->keep_scale
+                                                                              : 0.0f;
             *s = e;
         }
         a->l[m] = a->l[m] * a->alpha[m] + sum;
@@ -153,7 +164,7 @@ static void pv_scalar(const as_cpu_flash_pv_args *a)
         float *o = a->ot + c * mp;
         if (a->alpha)
             for (int64_t m = 0; m < mp; m++) o[m] *= a->alpha[m];
-        for (int64_t n = 0; n < a->n; n++) {
+        for (int64_t n = 0; n < (a->vis ? a->vis[mp / 16 - 1] : a->n); n++) {
             const float *p = a->pt + n * mp;
             float vv = a->v[n * a->ldv + c];
             for (int64_t m = 0; m < mp; m++) o[m] += vv * p[m];
@@ -161,15 +172,24 @@ static void pv_scalar(const as_cpu_flash_pv_args *a)
     }
 }
 
-const as_cpu_flash_isa as_cpu_flash_isa_scalar = {"scalar", qk_scalar, softmax_scalar, pv_scalar,
-                                                  exp_scalar};
+static void transpose_scalar(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                             int64_t cols, float scale, const float *colscale)
+{
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            dst[c * ldd + r] = src[r * lds + c] * (colscale ? colscale[c] : scale);
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_scalar = {"scalar",  qk_scalar,  softmax_scalar,
+                                                  pv_scalar, exp_scalar, transpose_scalar};
 
 /* ---- workspace ---- */
 
 typedef struct {
     int64_t P;    /* query positions per work item */
     int64_t mpad; /* largest mpad of an item */
-    size_t qt, st, ot, bias, rowbias, kbuf, vbuf, colmax, m, l, alpha, jmax, rkey, colbase, total;
+    size_t qt, st, ot, bias, maskrows, rowbias, kbuf, vbuf, colmax, m, l, alpha, jmax, rkey,
+        colbase, vmax, vis, total;
 } layout;
 
 static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
@@ -201,6 +221,7 @@ static void make_layout(const as_cpu_flash_params *p, int nthreads, layout *L)
     L->st = take(&at, BK * mp * f);
     L->ot = take(&at, (size_t)p->Dv * mp * f);
     L->bias = take(&at, p->mask.data ? BK * mp * f : 0);
+    L->maskrows = take(&at, p->mask.data ? BK * mp * f : 0);
     L->rowbias = take(&at, BK * f);
     L->kbuf = take(&at, packed_in_place(&p->k, p->D) ? 0 : BK * (size_t)p->D * f);
     L->vbuf = take(&at, packed_in_place(&p->v, p->Dv) ? 0 : BK * (size_t)p->Dv * f);
@@ -211,6 +232,8 @@ static void make_layout(const as_cpu_flash_params *p, int nthreads, layout *L)
     L->jmax = take(&at, mp * sizeof(int32_t));
     L->rkey = take(&at, mp * sizeof(uint32_t));
     L->colbase = take(&at, mp * sizeof(int64_t));
+    L->vmax = take(&at, mp / 16 * sizeof(int64_t));
+    L->vis = take(&at, mp / 16 * sizeof(int64_t));
     L->total = at;
 }
 
@@ -228,7 +251,10 @@ static inline float load_f(const void *base, as_dtype dt, int64_t i)
     switch (dt) {
     case AS_F32: return ((const float *)base)[i];
     case AS_BF16: {
-        union { uint32_t u; float f; } c = {.u = (uint32_t)((const uint16_t *)base)[i] << 16};
+        union {
+            uint32_t u;
+            float f;
+        } c = {.u = (uint32_t)((const uint16_t *)base)[i] << 16};
         return c.f;
     }
     case AS_F16: return as_f16_to_f32(((const uint16_t *)base)[i]);
@@ -247,7 +273,10 @@ static void pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int
         if (dt == AS_BF16 && cs == 1) {
             const uint16_t *s = (const uint16_t *)base + at;
             for (int64_t c = 0; c < d; c++) {
-                union { uint32_t u; float f; } x = {.u = (uint32_t)s[c] << 16};
+                union {
+                    uint32_t u;
+                    float f;
+                } x = {.u = (uint32_t)s[c] << 16};
                 o[c] = x.f;
             }
         } else {
@@ -256,7 +285,34 @@ static void pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int
     }
 }
 
-/* ---- one work item: batch b, kv-head hk, query positions [i0, i0 + np) ---- */
+/* n mask values from element at along the key dim, as additive floats (a
+ * false keep is -inf); whether any is not -inf. */
+static bool mask_row(float *dst, const as_cpu_flash_operand *mk, int64_t at, int64_t n)
+{
+    int64_t sj = mk->stride[3];
+    if (mk->dtype == AS_BOOL && sj == 1) {
+        const uint8_t *s = (const uint8_t *)mk->data + at;
+        uint8_t keep = 0;
+        for (int64_t r = 0; r < n; r++) {
+            dst[r] = s[r] ? 0.0f : -INFINITY;
+            keep |= s[r];
+        }
+        return keep != 0;
+    }
+    if (mk->dtype == AS_F32 && sj == 1) {
+        memcpy(dst, (const float *)mk->data + at, (size_t)n * sizeof(float));
+        return true; /* a float bias rarely hides a whole tile: not worth a scan */
+    }
+    bool any = false;
+    for (int64_t r = 0; r < n; r++) {
+        dst[r] = load_f(mk->data, mk->dtype, at + r * sj);
+        any |= dst[r] != -INFINITY;
+    }
+    return any;
+}
+
+/* ---- one work item: batch b, kv-head hk, query positions [i0, i0 + np) ----
+ * Column m = g * np + t of the item's tiles is head hk * G + g, position i0 + t. */
 
 typedef struct {
     const as_cpu_flash_params *p;
@@ -265,134 +321,179 @@ typedef struct {
     int mask_mode; /* 0 none, 1 one value per key row, 2 a full tile */
 } job;
 
+#define WS(T, field) ((T *)(ws + jb->L->field))
+
+/* Q^T (D, mp) = scale * q rows, padded columns zero. */
+static void pack_q(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
+{
+    const as_cpu_flash_params *p = jb->p;
+    const as_cpu_flash_operand *q = &p->q;
+    const int64_t G = p->H / p->Hkv, D = p->D, M = G * np, mp = round16(M);
+    float *qt = WS(float, qt);
+    for (int64_t g = 0; g < G; g++) {
+        int64_t at = b * q->stride[0] + (hk * G + g) * q->stride[1] + i0 * q->stride[2];
+        if (packed_in_place(q, D)) {
+            jb->isa->transpose(qt + g * np, mp, (const float *)q->data + at, q->stride[2], np, D,
+                               p->scale, NULL);
+            continue;
+        }
+        for (int64_t t = 0; t < np; t++)
+            for (int64_t d = 0; d < D; d++) {
+                float x = load_f(q->data, q->dtype, at + t * q->stride[2] + d * q->stride[3]);
+                qt[d * mp + g * np + t] = p->scale * x;
+            }
+    }
+    for (int64_t d = 0; d < D; d++)
+        for (int64_t m = M; m < mp; m++) qt[d * mp + m] = 0;
+}
+
+/* The mask of keys [j0, j0 + n) as rowbias (mode 1) or bias (mode 2) in qa;
+ * false when the tile is masked for every column (it changes nothing). */
+static bool mask_tile(const job *jb, char *ws, as_cpu_flash_qk_args *qa, int64_t at, int64_t M)
+{
+    const as_cpu_flash_operand *mk = &jb->p->mask;
+    const int64_t n = qa->n, j0 = qa->j0, sj = mk->stride[3];
+    bool any = false;
+    if (jb->mask_mode == 1) { /* at: the row's base */
+        float *rb = WS(float, rowbias);
+        for (int64_t r = 0; r < n; r++) {
+            rb[r] = load_f(mk->data, mk->dtype, at + (j0 + r) * sj);
+            any |= rb[r] != -INFINITY;
+        }
+        qa->rowbias = rb;
+        return any;
+    }
+    /* rows of the mask (contiguous in j) as floats, transposed into the tile */
+    const int64_t *colbase = WS(int64_t, colbase);
+    float *rows = WS(float, maskrows);
+    for (int64_t m = 0; m < M; m++) any |= mask_row(rows + m * BK, mk, colbase[m] + j0 * sj, n);
+    if (any) jb->isa->transpose(WS(float, bias), qa->mpad, rows, BK, M, n, 1.0f, NULL);
+    qa->bias = WS(float, bias);
+    return any;
+}
+
+/* out (B, H, Lq, Dv) = O^T / l; a row that saw nothing (l = 0) gives zeros. */
+static void write_out(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
+{
+    const as_cpu_flash_params *p = jb->p;
+    const int64_t G = p->H / p->Hkv, Dv = p->Dv, M = G * np, mp = round16(M);
+    const float *ot = WS(float, ot), *l = WS(float, l);
+    float *inv = WS(float, alpha);
+    for (int64_t m = 0; m < M; m++) inv[m] = l[m] > 0 ? 1.0f / l[m] : 0.0f;
+    for (int64_t g = 0; g < G; g++) {
+        int64_t at = ((b * p->H + hk * G + g) * p->Lq + i0) * Dv;
+        if (p->out_dtype == AS_F32) {
+            jb->isa->transpose((float *)p->out + at, Dv, ot + g * np, mp, Dv, np, 1.0f, inv + g * np);
+            continue;
+        }
+        uint16_t *o = (uint16_t *)p->out + at;
+        for (int64_t t = 0; t < np; t++)
+            for (int64_t c = 0; c < Dv; c++) {
+                float x = ot[c * mp + g * np + t] * inv[g * np + t];
+                o[t * Dv + c] = p->out_dtype == AS_BF16 ? as_f32_to_bf16(x) : as_f32_to_f16(x);
+            }
+    }
+}
+
 static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
 {
     const as_cpu_flash_params *p = jb->p;
-    const layout *L = jb->L;
     const int64_t G = p->H / p->Hkv, M = G * np, mp = round16(M), D = p->D, Dv = p->Dv;
     const int64_t off = p->Lk - p->Lq;
-    float *qt = (float *)(ws + L->qt), *st = (float *)(ws + L->st), *ot = (float *)(ws + L->ot);
-    float *bias = (float *)(ws + L->bias), *rowbias = (float *)(ws + L->rowbias);
-    float *colmax = (float *)(ws + L->colmax), *mrun = (float *)(ws + L->m), *lrun = (float *)(ws + L->l);
-    float *alpha = (float *)(ws + L->alpha);
-    int32_t *jmax = (int32_t *)(ws + L->jmax);
-    uint32_t *rkey = (uint32_t *)(ws + L->rkey);
-    int64_t *colbase = (int64_t *)(ws + L->colbase);
+    float *st = WS(float, st), *ot = WS(float, ot), *mrun = WS(float, m), *lrun = WS(float, l);
+    int32_t *jmax = WS(int32_t, jmax);
+    int64_t *vmax = WS(int64_t, vmax), *vis = WS(int64_t, vis);
 
-    /* Q^T (D, mp), scaled; column m = g * np + t is head hk * G + g, position i0 + t */
-    const as_cpu_flash_operand *q = &p->q;
+    pack_q(jb, ws, b, hk, i0, np);
     for (int64_t m = 0; m < mp; m++) {
-        if (m < M) {
-            int64_t h = hk * G + m / np, i = i0 + m % np;
-            int64_t at = b * q->stride[0] + h * q->stride[1] + i * q->stride[2];
-            for (int64_t d = 0; d < D; d++) qt[d * mp + m] = p->scale * load_f(q->data, q->dtype, at + d * q->stride[3]);
-        } else {
-            for (int64_t d = 0; d < D; d++) qt[d * mp + m] = 0;
-        }
         mrun[m] = -INFINITY, lrun[m] = 0;
         int64_t lim = m < M ? i0 + m % np + off : INT32_MAX;
         jmax[m] = (int32_t)(lim < -1 ? -1 : lim > INT32_MAX ? INT32_MAX : lim);
     }
     memset(ot, 0, (size_t)(Dv * mp) * sizeof(float));
 
-    /* keys the item can see: causal cuts at the last position's diagonal */
-    int64_t kv_end = p->Lk, diag = INT64_MAX; /* tiles ending at or before diag need no causal mask */
+    /* Causal: keys past the last position's diagonal are never visited, and
+     * only tiles reaching past the first position's diagonal need the mask. */
+    int64_t kv_end = p->Lk, diag = INT64_MAX;
+    bool staircase = false; /* per 16 columns, the last visible key never decreases */
     if (p->causal) {
         diag = i0 + off;
-        kv_end = i0 + np + off;
-        if (kv_end > p->Lk) kv_end = p->Lk;
+        kv_end = i0 + np + off < p->Lk ? i0 + np + off : p->Lk;
+        staircase = true;
+        for (int64_t v = 0; v < mp / 16; v++) {
+            vmax[v] = jmax[16 * v];
+            for (int64_t m = 16 * v + 1; m < 16 * v + 16; m++)
+                vmax[v] = jmax[m] > vmax[v] ? jmax[m] : vmax[v];
+            staircase &= v == 0 || vmax[v] >= vmax[v - 1];
+        }
     }
 
-    const as_cpu_flash_operand *mk = &p->mask;
-    int64_t rowbase = 0;
-    if (jb->mask_mode == 1) {
-        rowbase = b * mk->stride[0] + hk * G * mk->stride[1];
-    } else if (jb->mask_mode == 2) {
+    const as_cpu_flash_operand *mk = &p->mask, *k = &p->k, *v = &p->v;
+    int64_t rowbase = b * mk->stride[0] + hk * G * mk->stride[1]; /* mask mode 1 */
+    if (jb->mask_mode == 2) {
+        int64_t *colbase = WS(int64_t, colbase);
+        float *bias = WS(float, bias);
         for (int64_t m = 0; m < M; m++)
-            colbase[m] = b * mk->stride[0] + (hk * G + m / np) * mk->stride[1] + (i0 + m % np) * mk->stride[2];
+            colbase[m] = rowbase + m / np * mk->stride[1] + (i0 + m % np) * mk->stride[2];
         for (int64_t n = 0; n < BK; n++)
             for (int64_t m = M; m < mp; m++) bias[n * mp + m] = 0;
     }
-    if (p->dropout > 0)
+    as_cpu_flash_softmax_args sa = {.s = st, .mpad = mp, .colmax = WS(float, colmax),
+                                    .m = mrun, .l = lrun, .alpha = WS(float, alpha)};
+    if (p->dropout > 0) {
+        uint32_t *rkey = WS(uint32_t, rkey);
         for (int64_t m = 0; m < mp; m++)
-            rkey[m] = m < M ? as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, hk * G + m / np, i0 + m % np) : 0;
+            rkey[m] = m < M ? as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, hk * G + m / np,
+                                                   i0 + m % np)
+                            : 0;
+        sa.row_key = rkey;
+        sa.threshold = as_cpu_flash_drop_threshold(p->dropout);
+        sa.keep_scale = 1.0f / (1.0f - p->dropout);
+    }
 
-    const as_cpu_flash_operand *k = &p->k, *v = &p->v;
-    const char *kb = (const char *)k->data + (b * k->stride[0] + hk * k->stride[1]) * (int64_t)as_dtype_size(k->dtype);
-    const char *vb = (const char *)v->data + (b * v->stride[0] + hk * v->stride[1]) * (int64_t)as_dtype_size(v->dtype);
+    const size_t ks = as_dtype_size(k->dtype), vs = as_dtype_size(v->dtype);
+    const char *kb = (const char *)k->data + (b * k->stride[0] + hk * k->stride[1]) * (int64_t)ks;
+    const char *vb = (const char *)v->data + (b * v->stride[0] + hk * v->stride[1]) * (int64_t)vs;
     bool k_direct = packed_in_place(k, D), v_direct = packed_in_place(v, Dv);
 
     for (int64_t j0 = 0; j0 < kv_end; j0 += BK) {
         int64_t n = kv_end - j0 < BK ? kv_end - j0 : BK;
-        as_cpu_flash_qk_args qa = {.s = st, .qt = qt, .n = n, .d = D, .mpad = mp, .j0 = j0, .colmax = colmax};
-        if (p->causal && j0 + n - 1 > diag) qa.jmax = jmax;
-        if (jb->mask_mode == 1) {
-            bool any = false;
-            for (int64_t r = 0; r < n; r++) {
-                rowbias[r] = load_f(mk->data, mk->dtype, rowbase + (j0 + r) * mk->stride[3]);
-                any |= rowbias[r] != -INFINITY;
-            }
-            if (!any) continue; /* nothing visible: the tile changes nothing */
-            qa.rowbias = rowbias;
-        } else if (jb->mask_mode == 2) {
-            bool any = false;
-            for (int64_t m = 0; m < M; m++) {
-                for (int64_t r = 0; r < n; r++) {
-                    float x = load_f(mk->data, mk->dtype, colbase[m] + (j0 + r) * mk->stride[3]);
-                    bias[r * mp + m] = x;
-                    any |= x != -INFINITY;
+        as_cpu_flash_qk_args qa = {.s = st, .qt = WS(float, qt), .n = n, .d = D, .mpad = mp,
+                                   .j0 = j0, .colmax = WS(float, colmax)};
+        if (p->causal && j0 + n - 1 > diag) {
+            qa.jmax = jmax;
+            if (staircase) { /* rows no column of a group sees are skipped */
+                for (int64_t g = 0; g < mp / 16; g++) {
+                    int64_t e = vmax[g] - j0 + 1;
+                    vis[g] = e < 0 ? 0 : e > n ? n : e;
                 }
+                qa.vis = vis;
             }
-            if (!any) continue;
-            qa.bias = bias;
         }
-        if (k_direct) {
-            qa.k = (const float *)kb + j0 * k->stride[2];
-            qa.ldk = k->stride[2];
-        } else {
-            pack_rows((float *)(ws + L->kbuf), kb, k->dtype, k->stride[2], k->stride[3], j0, n, D);
-            qa.k = (const float *)(ws + L->kbuf);
-            qa.ldk = D;
-        }
-        jb->isa->qk(&qa);
+        if (jb->mask_mode && !mask_tile(jb, ws, &qa, rowbase, M)) continue;
 
-        as_cpu_flash_softmax_args sa = {.s = st, .n = n, .mpad = mp, .colmax = colmax,
-                                        .m = mrun, .l = lrun, .alpha = alpha, .j0 = j0};
-        if (p->dropout > 0) {
-            sa.row_key = rkey;
-            sa.threshold = as_cpu_flash_drop_threshold(p->dropout);
-            sa.keep_scale = 1.0f / (1.0f - p->dropout);
+        if (k_direct) {
+            qa.k = (const float *)kb + j0 * k->stride[2], qa.ldk = k->stride[2];
+        } else {
+            pack_rows(WS(float, kbuf), kb, k->dtype, k->stride[2], k->stride[3], j0, n, D);
+            qa.k = WS(float, kbuf), qa.ldk = D;
         }
-        bool changed = jb->isa->softmax(&sa);
+        jb->isa->qk(&qa); /* S^T */
+
+        sa.n = n, sa.j0 = j0;
+        bool changed = jb->isa->softmax(&sa); /* P^T, m, l */
 
         as_cpu_flash_pv_args pa = {.ot = ot, .pt = st, .n = n, .dv = Dv, .mpad = mp,
-                                   .alpha = changed ? alpha : NULL};
+                                   .alpha = changed ? sa.alpha : NULL, .vis = qa.vis};
         if (v_direct) {
-            pa.v = (const float *)vb + j0 * v->stride[2];
-            pa.ldv = v->stride[2];
+            pa.v = (const float *)vb + j0 * v->stride[2], pa.ldv = v->stride[2];
         } else {
-            pack_rows((float *)(ws + L->vbuf), vb, v->dtype, v->stride[2], v->stride[3], j0, n, Dv);
-            pa.v = (const float *)(ws + L->vbuf);
-            pa.ldv = Dv;
+            pack_rows(WS(float, vbuf), vb, v->dtype, v->stride[2], v->stride[3], j0, n, Dv);
+            pa.v = WS(float, vbuf), pa.ldv = Dv;
         }
-        jb->isa->pv(&pa);
+        jb->isa->pv(&pa); /* O^T */
     }
-
-    /* out (B, H, Lq, Dv) = O^T / l; a row that saw nothing (l = 0) gives zeros */
-    for (int64_t m = 0; m < M; m++) {
-        int64_t h = hk * G + m / np, i = i0 + m % np;
-        float inv = lrun[m] > 0 ? 1.0f / lrun[m] : 0.0f;
-        int64_t at = ((b * p->H + h) * p->Lq + i) * Dv;
-        if (p->out_dtype == AS_F32) {
-            float *o = (float *)p->out + at;
-            for (int64_t c = 0; c < Dv; c++) o[c] = ot[c * mp + m] * inv;
-        } else {
-            uint16_t *o = (uint16_t *)p->out + at;
-            for (int64_t c = 0; c < Dv; c++)
-                o[c] = p->out_dtype == AS_BF16 ? as_f32_to_bf16(ot[c * mp + m] * inv)
-                                               : as_f32_to_f16(ot[c * mp + m] * inv);
-        }
-    }
+    write_out(jb, ws, b, hk, i0, np);
 }
 
 void as_cpu_flash_attention(const as_cpu_flash_params *p, void *workspace, int nthreads)

@@ -38,12 +38,13 @@ typedef struct {
 typedef struct {
     int64_t B, H, Hkv, Lq, Lk, D, Dv; /* Lk < 2^31 */
     as_cpu_flash_operand q, k, v;
-    as_cpu_flash_operand mask; /* data NULL: none; else broadcast to (B, H, Lq, Lk) by its strides */
-    bool causal;               /* key j visible to query i iff j <= i + Lk - Lq */
+    /* data NULL: none; else broadcast to (B, H, Lq, Lk) by its strides */
+    as_cpu_flash_operand mask;
+    bool causal;    /* key j visible to query i iff j <= i + Lk - Lq */
     float scale;
-    float dropout;             /* on the normalised probabilities; 0: none */
-    uint64_t seed;             /* dropout only */
-    void *out;                 /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
+    float dropout;  /* on the normalised probabilities; 0: none */
+    uint64_t seed;  /* dropout only */
+    void *out;      /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
     as_dtype out_dtype;
 } as_cpu_flash_params;
 
@@ -58,8 +59,9 @@ void as_cpu_flash_attention(const as_cpu_flash_params *p, void *workspace, int n
  * the CPU lacks it. */
 int as_cpu_flash_force_isa(const char *name);
 const char *as_cpu_flash_isa_name(void);
-/* The kernel's exp on the current path (for tests): y[i] = e^x[i], 0 below
- * ln(FLT_MIN) = -87.3365, so exp(-inf) = 0. */
+/* The kernel's exp on the current path (for tests): y[i] = e^x[i] within 2
+ * ulp, 0 below ln(FLT_MIN) = -87.3365 (so exp(-inf) = 0), x clamped to 88
+ * above (attention only asks for x <= 0); NaN stays NaN. */
 void as_cpu_flash_exp(const float *x, float *y, int64_t n);
 
 /* ---- dropout: a counter-based hash of (seed, b, h, i, j), so the mask does
@@ -81,7 +83,8 @@ static inline uint32_t as_cpu_flash_mix32(uint32_t x) /* Wellons' lowbias32 */
 static inline uint32_t as_cpu_flash_row_key(uint64_t seed, int64_t H, int64_t Lq, int64_t b,
                                             int64_t h, int64_t i)
 {
-    return (uint32_t)as_cpu_flash_mix64(seed ^ as_cpu_flash_mix64((uint64_t)((b * H + h) * Lq + i)));
+    return (uint32_t)as_cpu_flash_mix64(seed ^
+                                        as_cpu_flash_mix64((uint64_t)((b * H + h) * Lq + i)));
 }
 static inline uint32_t as_cpu_flash_drop_threshold(float p)
 {
@@ -95,19 +98,25 @@ static inline bool as_cpu_flash_keep(uint32_t row_key, int64_t j, uint32_t thres
 /* ---- between the driver and the per-ISA files ----
  * Tile buffers are float, 64-byte aligned, with row stride mpad (M rounded
  * up to 16); padded columns hold zero queries and are never written out. */
+/* S^T = K Q^T (+ bias, masked), and the column max. */
 typedef struct {
-    float *s;                /* out: S^T (n, mpad) */
-    const float *k;          /* (n, d), row stride ldk */
+    float *s;             /* out: S^T (n, mpad) */
+    const float *k;       /* (n, d), row stride ldk */
     int64_t ldk;
-    const float *qt;         /* Q^T (d, mpad), scaled */
+    const float *qt;      /* Q^T (d, mpad), scaled */
     int64_t n, d, mpad;
-    const float *bias;       /* NULL or (n, mpad), added (-inf: masked) */
-    const float *rowbias;    /* NULL or (n), added to every column of a row */
-    const int32_t *jmax;     /* NULL or (mpad): key j0 + r visible to column m iff j0 + r <= jmax[m] */
+    const float *bias;    /* NULL or (n, mpad), added (-inf: masked) */
+    const float *rowbias; /* NULL or (n), added to every column of a row */
+    const int32_t *jmax;  /* NULL or (mpad): key j0 + r visible to column m iff j0 + r <= jmax[m] */
     int64_t j0;
-    float *colmax;           /* out: (mpad), max over the tile's rows */
+    /* NULL or (mpad / 16), non-decreasing: in column group v (16 columns)
+     * rows r >= vis[v] are masked for every column and may be skipped
+     * (S^T = -inf there, so P^T = 0) */
+    const int64_t *vis;
+    float *colmax;        /* out: (mpad), max over the tile's rows */
 } as_cpu_flash_qk_args;
 
+/* P^T = exp(S^T - m_new) in place; the running max m and sum l updated. */
 typedef struct {
     float *s;                /* in S^T, out P^T (dropped and rescaled when dropout), (n, mpad) */
     int64_t n, mpad;
@@ -119,13 +128,15 @@ typedef struct {
     int64_t j0;
 } as_cpu_flash_softmax_args;
 
+/* O^T = O^T * alpha + V^T P^T. */
 typedef struct {
-    float *ot;               /* O^T (dv, mpad), accumulated */
-    const float *v;          /* (n, dv), row stride ldv */
+    float *ot;          /* O^T (dv, mpad), accumulated */
+    const float *v;     /* (n, dv), row stride ldv */
     int64_t ldv;
-    const float *pt;         /* P^T (n, mpad) */
+    const float *pt;    /* P^T (n, mpad) */
     int64_t n, dv, mpad;
-    const float *alpha;      /* NULL or (mpad): O^T columns scaled first */
+    const float *alpha; /* NULL or (mpad): O^T columns scaled first */
+    const int64_t *vis; /* NULL or as in qk: rows past vis[v] have P^T = 0 in group v */
 } as_cpu_flash_pv_args;
 
 typedef struct {
@@ -134,6 +145,10 @@ typedef struct {
     bool (*softmax)(const as_cpu_flash_softmax_args *a); /* true when some alpha != 1 */
     void (*pv)(const as_cpu_flash_pv_args *a);
     void (*exp)(const float *x, float *y, int64_t n);
+    /* dst[c * ldd + r] = src[r * lds + c] * (colscale ? colscale[c] : scale)
+     * for r < rows, c < cols: packs Q^T and writes O out of O^T. */
+    void (*transpose)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                      int64_t cols, float scale, const float *colscale);
 } as_cpu_flash_isa;
 
 extern const as_cpu_flash_isa as_cpu_flash_isa_scalar;

@@ -29,8 +29,10 @@ AI __m256 exp8(__m256 x)
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256 y = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), live);
 }
 
@@ -89,7 +91,15 @@ AT static void qk_avx2(const as_cpu_flash_qk_args *a)
 {
     for (int64_t m0 = 0; m0 < a->mpad; m0 += 8 * NV) {
         __m256 cmax[NV] = {_mm256_set1_ps(-INFINITY), _mm256_set1_ps(-INFINITY)};
+        const int64_t vis = a->vis ? a->vis[m0 / 16] : a->n;
         for (int64_t n0 = 0; n0 < a->n; n0 += NR) {
+            if (n0 >= vis) { /* causal diagonal: no column of the group sees these rows */
+                for (int64_t r = n0; r < a->n && r < n0 + NR; r++) {
+                    _mm256_store_ps(a->s + r * a->mpad + m0, _mm256_set1_ps(-INFINITY));
+                    _mm256_store_ps(a->s + r * a->mpad + m0 + 8, _mm256_set1_ps(-INFINITY));
+                }
+                continue;
+            }
             switch (a->n - n0 < NR ? (int)(a->n - n0) : NR) {
             case 1: qk_block(a, 1, n0, m0, cmax); break;
             case 2: qk_block(a, 2, n0, m0, cmax); break;
@@ -153,7 +163,8 @@ AT static bool softmax_avx2(const as_cpu_flash_softmax_args *a)
             for (int64_t n = 0; n < a->n; n++, s += mp) {
                 __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(s), mu));
                 sum0 = _mm256_add_ps(sum0, e);
-                _mm256_store_ps(s, _mm256_and_ps(keep8(rk, a->j0 + n, a->threshold), _mm256_mul_ps(e, ks)));
+                _mm256_store_ps(
+                    s, _mm256_and_ps(keep8(rk, a->j0 + n, a->threshold), _mm256_mul_ps(e, ks)));
             }
         }
         __m256 l = _mm256_load_ps(a->l + m0);
@@ -166,14 +177,15 @@ AT static bool softmax_avx2(const as_cpu_flash_softmax_args *a)
 
 AI void pv_block(const as_cpu_flash_pv_args *a, const int R, int64_t c0, int64_t m0)
 {
-    const int64_t mp = a->mpad, ldv = a->ldv, N = a->n;
+    const int64_t mp = a->mpad, ldv = a->ldv, N = a->vis ? a->vis[m0 / 16] : a->n;
     __m256 acc[NR][NV];
     float *o = a->ot + c0 * mp + m0;
 #pragma GCC unroll 8
     for (int r = 0; r < R; r++)
         for (int v = 0; v < NV; v++) {
             acc[r][v] = _mm256_load_ps(o + r * mp + 8 * v);
-            if (a->alpha) acc[r][v] = _mm256_mul_ps(acc[r][v], _mm256_load_ps(a->alpha + m0 + 8 * v));
+            if (a->alpha)
+                acc[r][v] = _mm256_mul_ps(acc[r][v], _mm256_load_ps(a->alpha + m0 + 8 * v));
         }
     const float *vr = a->v + c0;
     const float *p = a->pt + m0;
@@ -207,6 +219,52 @@ AT static void pv_avx2(const as_cpu_flash_pv_args *a)
     }
 }
 
-const as_cpu_flash_isa as_cpu_flash_isa_avx2 = {"avx2", qk_avx2, softmax_avx2, pv_avx2, exp_avx2};
+/* ---- 8 x 8 transposes for packing Q^T and writing O ---- */
+
+AI void transpose8(__m256 *t)
+{
+    __m256 u[8], w[8];
+    for (int i = 0; i < 8; i += 2) {
+        u[i] = _mm256_unpacklo_ps(t[i], t[i + 1]);
+        u[i + 1] = _mm256_unpackhi_ps(t[i], t[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        w[i] = _mm256_shuffle_ps(u[i], u[i + 2], 0x44);
+        w[i + 1] = _mm256_shuffle_ps(u[i], u[i + 2], 0xee);
+        w[i + 2] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+        w[i + 3] = _mm256_shuffle_ps(u[i + 1], u[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm256_permute2f128_ps(w[i], w[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(w[i], w[i + 4], 0x31);
+    }
+}
+
+AT static void transpose_avx2(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
+                              int64_t cols, float scale, const float *colscale)
+{
+    int64_t r0 = 0;
+    for (; r0 + 8 <= rows; r0 += 8) {
+        int64_t c0 = 0;
+        for (; c0 + 8 <= cols; c0 += 8) {
+            __m256 t[8];
+            for (int i = 0; i < 8; i++) t[i] = _mm256_loadu_ps(src + (r0 + i) * lds + c0);
+            transpose8(t);
+            for (int j = 0; j < 8; j++)
+                _mm256_storeu_ps(
+                    dst + (c0 + j) * ldd + r0,
+                    _mm256_mul_ps(t[j], _mm256_set1_ps(colscale ? colscale[c0 + j] : scale)));
+        }
+        for (; c0 < cols; c0++)
+            for (int64_t r = r0; r < r0 + 8; r++)
+                dst[c0 * ldd + r] = src[r * lds + c0] * (colscale ? colscale[c0] : scale);
+    }
+    for (; r0 < rows; r0++)
+        for (int64_t c = 0; c < cols; c++)
+            dst[c * ldd + r0] = src[r0 * lds + c] * (colscale ? colscale[c] : scale);
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_avx2 = {"avx2",  qk_avx2,  softmax_avx2,
+                                                pv_avx2, exp_avx2, transpose_avx2};
 
 #endif

@@ -20,15 +20,16 @@
 #define NR 6 /* rows of a register block */
 #define NVMAX 4
 
-/* e^x as in exp_scalar1 (Cephes), 0 below ln(FLT_MIN); vscalefps applies 2^n. */
+/* e^x as in exp_scalar1; vscalefps applies 2^n and the live mask zeroes
+ * x < ln(FLT_MIN), so no lower clamp is needed (-inf gives a NaN r that the
+ * mask drops).  The unordered predicate keeps a NaN x live: NaN out. */
 AI __m512 exp16(__m512 x)
 {
-    /* operand order and the unordered predicate let a NaN through as NaN */
     __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.33654f), _CMP_NLT_UQ);
-    __m512 xc = _mm512_min_ps(_mm512_set1_ps(88.0f), _mm512_max_ps(_mm512_set1_ps(-88.0f), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+    x = _mm512_min_ps(_mm512_set1_ps(88.0f), x); /* NaN stays (second operand) */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
     __m512 p = _mm512_set1_ps(1.9875691500e-4f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
@@ -36,8 +37,9 @@ AI __m512 exp16(__m512 x)
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    return _mm512_maskz_scalef_ps(live, y, n);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
 }
 
 AT static void exp_avx512(const float *x, float *y, int64_t n)
@@ -86,7 +88,8 @@ AI void qk_block(const as_cpu_flash_qk_args *a, const int R, const int NV, int64
             if (a->rowbias) x = _mm512_add_ps(x, _mm512_set1_ps(a->rowbias[n]));
             if (a->jmax) {
                 __m512i lim = _mm512_load_si512((const void *)(a->jmax + m0 + 16 * v));
-                x = _mm512_mask_mov_ps(x, _mm512_cmpgt_epi32_mask(jv, lim), _mm512_set1_ps(-INFINITY));
+                x = _mm512_mask_mov_ps(x, _mm512_cmpgt_epi32_mask(jv, lim),
+                                       _mm512_set1_ps(-INFINITY));
             }
             _mm512_store_ps(s + 16 * v, x);
             cmax[v] = _mm512_max_ps(cmax[v], x);
@@ -95,22 +98,33 @@ AI void qk_block(const as_cpu_flash_qk_args *a, const int R, const int NV, int64
 }
 
 #define QK_NV(R)                                                                                   \
-    switch (nv) {                                                                                  \
-    case 1: qk_block(a, R, 1, n0, m0, cmax); break;                                                \
-    case 2: qk_block(a, R, 2, n0, m0, cmax); break;                                                \
-    case 3: qk_block(a, R, 3, n0, m0, cmax); break;                                                \
-    default: qk_block(a, R, 4, n0, m0, cmax); break;                                               \
+    switch (w) {                                                                                   \
+    case 1: qk_block(a, R, 1, n0, m1, cmax + vs); break;                                           \
+    case 2: qk_block(a, R, 2, n0, m1, cmax + vs); break;                                           \
+    case 3: qk_block(a, R, 3, n0, m1, cmax + vs); break;                                           \
+    default: qk_block(a, R, 4, n0, m1, cmax + vs); break;                                          \
     }
 
 AT static void qk_avx512(const as_cpu_flash_qk_args *a)
 {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
     for (int64_t m0 = 0; m0 < a->mpad; m0 += 16 * NVMAX) {
         int nv = (int)((a->mpad - m0) / 16);
         if (nv > NVMAX) nv = NVMAX;
         __m512 cmax[NVMAX];
-        for (int v = 0; v < NVMAX; v++) cmax[v] = _mm512_set1_ps(-INFINITY);
+        for (int v = 0; v < NVMAX; v++) cmax[v] = ninf;
         for (int64_t n0 = 0; n0 < a->n; n0 += NR) {
-            switch (a->n - n0 < NR ? (int)(a->n - n0) : NR) {
+            int rows = a->n - n0 < NR ? (int)(a->n - n0) : NR;
+            /* causal diagonal: leading column groups that see none of these rows */
+            int vs = 0;
+            while (a->vis && vs < nv && a->vis[m0 / 16 + vs] <= n0) vs++;
+            for (int r = 0; r < rows; r++)
+                for (int v = 0; v < vs; v++)
+                    _mm512_store_ps(a->s + (n0 + r) * a->mpad + m0 + 16 * v, ninf);
+            const int w = nv - vs;
+            const int64_t m1 = m0 + 16 * vs;
+            if (w == 0) continue;
+            switch (rows) {
             case 1: QK_NV(1); break;
             case 2: QK_NV(2); break;
             case 3: QK_NV(3); break;
@@ -145,7 +159,8 @@ AT static bool softmax_avx512(const as_cpu_flash_softmax_args *a)
         __m512 mo = _mm512_load_ps(a->m + m0);
         __m512 mn = _mm512_max_ps(mo, _mm512_load_ps(a->colmax + m0));
         changed |= _mm512_cmp_ps_mask(mn, mo, _CMP_NEQ_UQ);
-        __m512 mu = _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        __m512 mu =
+            _mm512_mask_mov_ps(mn, _mm512_cmp_ps_mask(mn, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
         __m512 al = exp16(_mm512_sub_ps(mo, mu));
         _mm512_store_ps(a->alpha + m0, al);
         _mm512_store_ps(a->m + m0, mn);
@@ -181,7 +196,10 @@ AT static bool softmax_avx512(const as_cpu_flash_softmax_args *a)
 
 /* ---- O^T (Dv, M) += V^T P^T ---- */
 
-AI void pv_block(const as_cpu_flash_pv_args *a, const int R, const int NV, int64_t c0, int64_t m0)
+/* Rows [0, e[0]) update all NV vectors, then [e[0], e[1]) vectors 1.., and
+ * so on: past e[v] group v's probabilities are 0 (causal diagonal). */
+AI void pv_block(const as_cpu_flash_pv_args *a, const int R, const int NV, int64_t c0, int64_t m0,
+                 const int64_t *e)
 {
     const int64_t mp = a->mpad, ldv = a->ldv, N = a->n;
     __m512 acc[NR][NVMAX];
@@ -191,19 +209,25 @@ AI void pv_block(const as_cpu_flash_pv_args *a, const int R, const int NV, int64
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             acc[r][v] = _mm512_load_ps(o + r * mp + 16 * v);
-            if (a->alpha) acc[r][v] = _mm512_mul_ps(acc[r][v], _mm512_load_ps(a->alpha + m0 + 16 * v));
+            if (a->alpha)
+                acc[r][v] = _mm512_mul_ps(acc[r][v], _mm512_load_ps(a->alpha + m0 + 16 * v));
         }
     const float *vr = a->v + c0;
     const float *p = a->pt + m0;
-    for (int64_t n = 0; n < N; n++, vr += ldv, p += mp) {
-        __m512 b[NVMAX];
+    int64_t n = 0;
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) b[v] = _mm512_load_ps(p + 16 * v);
+    for (int s = 0; s < NV; s++) {
+        const int64_t end = e ? e[s] : N;
+        for (; n < end; n++, vr += ldv, p += mp) {
+            __m512 b[NVMAX];
+#pragma GCC unroll 4
+            for (int v = s; v < NV; v++) b[v] = _mm512_load_ps(p + 16 * v);
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) {
-            __m512 x = _mm512_set1_ps(vr[r]);
+            for (int r = 0; r < R; r++) {
+                __m512 x = _mm512_set1_ps(vr[r]);
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(x, b[v], acc[r][v]);
+                for (int v = s; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(x, b[v], acc[r][v]);
+            }
         }
     }
 #pragma GCC unroll 8
@@ -214,10 +238,10 @@ AI void pv_block(const as_cpu_flash_pv_args *a, const int R, const int NV, int64
 
 #define PV_NV(R)                                                                                   \
     switch (nv) {                                                                                  \
-    case 1: pv_block(a, R, 1, c0, m0); break;                                                      \
-    case 2: pv_block(a, R, 2, c0, m0); break;                                                      \
-    case 3: pv_block(a, R, 3, c0, m0); break;                                                      \
-    default: pv_block(a, R, 4, c0, m0); break;                                                     \
+    case 1: pv_block(a, R, 1, c0, m0, e); break;                                                   \
+    case 2: pv_block(a, R, 2, c0, m0, e); break;                                                   \
+    case 3: pv_block(a, R, 3, c0, m0, e); break;                                                   \
+    default: pv_block(a, R, 4, c0, m0, e); break;                                                  \
     }
 
 AT static void pv_avx512(const as_cpu_flash_pv_args *a)
@@ -225,6 +249,7 @@ AT static void pv_avx512(const as_cpu_flash_pv_args *a)
     for (int64_t m0 = 0; m0 < a->mpad; m0 += 16 * NVMAX) {
         int nv = (int)((a->mpad - m0) / 16);
         if (nv > NVMAX) nv = NVMAX;
+        const int64_t *e = a->vis ? a->vis + m0 / 16 : NULL;
         for (int64_t c0 = 0; c0 < a->dv; c0 += NR) {
             switch (a->dv - c0 < NR ? (int)(a->dv - c0) : NR) {
             case 1: PV_NV(1); break;
@@ -238,7 +263,56 @@ AT static void pv_avx512(const as_cpu_flash_pv_args *a)
     }
 }
 
-const as_cpu_flash_isa as_cpu_flash_isa_avx512 = {"avx512", qk_avx512, softmax_avx512, pv_avx512,
-                                                  exp_avx512};
+/* ---- 16 x 16 transposes for packing Q^T and writing O ---- */
+
+AI void transpose16(__m512 *t)
+{
+    __m512 u[16], w[16];
+    for (int i = 0; i < 16; i += 2) {
+        u[i] = _mm512_unpacklo_ps(t[i], t[i + 1]); /* pairs of rows interleaved */
+        u[i + 1] = _mm512_unpackhi_ps(t[i], t[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* 4 x 4 blocks transposed within each 128-bit lane */
+        w[i] = _mm512_shuffle_ps(u[i], u[i + 2], 0x44);
+        w[i + 1] = _mm512_shuffle_ps(u[i], u[i + 2], 0xee);
+        w[i + 2] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0x44);
+        w[i + 3] = _mm512_shuffle_ps(u[i + 1], u[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) { /* then the 4 x 4 grid of lanes */
+        u[i] = _mm512_shuffle_f32x4(w[i], w[i + 4], 0x88);
+        u[i + 4] = _mm512_shuffle_f32x4(w[i], w[i + 4], 0xdd);
+        u[i + 8] = _mm512_shuffle_f32x4(w[i + 8], w[i + 12], 0x88);
+        u[i + 12] = _mm512_shuffle_f32x4(w[i + 8], w[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        t[i] = _mm512_shuffle_f32x4(u[i], u[i + 8], 0x88);
+        t[i + 8] = _mm512_shuffle_f32x4(u[i], u[i + 8], 0xdd);
+    }
+}
+
+AT static void transpose_avx512(float *dst, int64_t ldd, const float *src, int64_t lds,
+                                int64_t rows, int64_t cols, float scale, const float *colscale)
+{
+    for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+        int nr = rows - r0 < 16 ? (int)(rows - r0) : 16;
+        __mmask16 rmask = (__mmask16)((1u << nr) - 1);
+        for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+            int nc = cols - c0 < 16 ? (int)(cols - c0) : 16;
+            __mmask16 cmask = (__mmask16)((1u << nc) - 1);
+            __m512 t[16];
+            for (int i = 0; i < 16; i++)
+                t[i] = i < nr ? _mm512_maskz_loadu_ps(cmask, src + (r0 + i) * lds + c0)
+                              : _mm512_setzero_ps();
+            transpose16(t);
+            for (int j = 0; j < nc; j++) {
+                __m512 s = _mm512_set1_ps(colscale ? colscale[c0 + j] : scale);
+                _mm512_mask_storeu_ps(dst + (c0 + j) * ldd + r0, rmask, _mm512_mul_ps(t[j], s));
+            }
+        }
+    }
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_avx512 = {"avx512",  qk_avx512,  softmax_avx512,
+                                                  pv_avx512, exp_avx512, transpose_avx512};
 
 #endif

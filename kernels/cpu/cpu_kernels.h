@@ -3,10 +3,28 @@
 #ifndef AS_CPU_KERNELS_H
 #define AS_CPU_KERNELS_H
 
+#include "ops.h"
 #include "tensor.h"
 
 /* dst and src have the same shape (src expanded); dtypes may differ. */
 void as_cpu_copy(as_tensor *dst, const as_tensor *src);
 void as_cpu_fill(as_tensor *dst, double value);
+
+/* Elementwise: operands expanded to out's shape; a and b share the compute
+ * dtype (float32, int64 or int32); comparisons write bool. */
+void as_cpu_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b);
+/* float32 in and out, or NEG/ABS/RELU on int64/int32, or LOGICAL_NOT to bool */
+void as_cpu_unary(as_unop op, as_tensor *out, const as_tensor *a);
+void as_cpu_clamp(as_tensor *out, const as_tensor *a, double lo, double hi); /* float32 */
+void as_cpu_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b);
+
+/* Row kernels over contiguous rows of length n (float32). */
+void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
+                        int64_t *idx);
+void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
+void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
+void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
+                            const float *b, double eps);
+void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);
 
 #endif

@@ -30,9 +30,18 @@ as.attention = registry.attention
 as.swap_attention = swap.swap_attention
 as.swapped = swap.swapped
 
--- the implementations register themselves
-for _, name in ipairs { "scaled_dot_product" } do
-  require("attnswap.attention." .. name)
+-- The implementations register themselves, one file each under attention/.
+as.attention.modules = {
+  "scaled_dot_product", "flash_attention",
+  "sparse_attention", "local_attention", "dynamic_attention", "sink_attention",
+  "linear_attention", "performer_attention", "efficient_attention", "nystrom_attention",
+  "relative_attention", "adaptive_attention", "gated_attention", "entmax_attention",
+  "sigmoid_attention", "cosine_attention", "flex_attention",
+}
+for _, name in ipairs(as.attention.modules) do
+  if package.searchpath("attnswap.attention." .. name, package.path) then
+    require("attnswap.attention." .. name)
+  end
 end
 
 return as

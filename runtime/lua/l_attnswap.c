@@ -10,5 +10,12 @@ int luaopen_attnswap_core(lua_State *L)
     lua_newtable(L);
     l_open_tensor(L);
     l_open_file(L);
+    l_open_module(L);
+    l_open_registry(L);
+    l_open_attention(L);
+    l_open_bench(L);
+    l_open_zoo_sparse(L);
+    l_open_zoo_linear(L);
+    l_open_zoo_reweight(L);
     return 1;
 }

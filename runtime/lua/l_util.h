@@ -17,6 +17,12 @@
 void l_pushtensor(lua_State *L, as_tensor *t);
 as_tensor *l_checktensor(lua_State *L, int idx);
 as_tensor *l_totensor(lua_State *L, int idx); /* NULL when not a tensor */
+/* luaL_error with the full printf format (luaL_error knows no %lld or %g). */
+int l_error(lua_State *L, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 /* Raises the runtime's last error as a Lua error. */
 int l_raise(lua_State *L);
 /* 1-based or negative Lua dim -> 0-based or negative C dim; 0 is an error. */
@@ -41,6 +47,11 @@ void l_open_tensor(lua_State *L);   /* leaves nothing; fills the module table at
 void l_open_file(lua_State *L);
 void l_open_module(lua_State *L);
 void l_open_registry(lua_State *L);
+void l_open_attention(lua_State *L);
+void l_open_bench(lua_State *L);
+void l_open_zoo_sparse(lua_State *L);   /* sparse, local, dynamic, sink kernels */
+void l_open_zoo_linear(lua_State *L);   /* linear, performer, efficient, nystrom */
+void l_open_zoo_reweight(lua_State *L); /* relative, adaptive, gated, entmax, ... */
 /* Math methods (l_tensor_ops.c): table of methods at -1, Tensor metatable at -2;
  * module functions go in the table at -3. */
 void l_open_tensor_ops(lua_State *L);

@@ -47,7 +47,8 @@ static double *reference(const ref_case *c)
                 double mx = -INFINITY, sum = 0;
                 for (int64_t j = 0; j < Lk; j++) {
                     double x = 0;
-                    for (int64_t d = 0; d < D; d++) x += get4(q, b, h, i, d) * get4(k, b, h / G, j, d);
+                    for (int64_t d = 0; d < D; d++)
+                        x += get4(q, b, h, i, d) * get4(k, b, h / G, j, d);
                     x *= scale;
                     if (c->mask && c->mask->dtype == AS_BOOL)
                         x = get4(c->mask, b, h, i, j) != 0 ? x : -INFINITY;
@@ -101,13 +102,14 @@ static void check_case(const char *what, const ref_case *c, double tol)
         CHECK(out->ndim == 4 && as_is_contiguous(out) && out->dtype == c->q->dtype);
         CHECK(out->shape[0] == c->q->shape[0] && out->shape[1] == c->q->shape[1] &&
               out->shape[2] == c->q->shape[2] && out->shape[3] == c->v->shape[3]);
-        CHECK(!strncmp(as_flash_backend(), "flash/", 6) && !strcmp(as_flash_backend() + 6, isas[p]));
+        CHECK(!strncmp(as_flash_backend(), "flash/", 6) &&
+              !strcmp(as_flash_backend() + 6, isas[p]));
         double err = rel_err(out, ref);
         if (!(err <= tol)) {
             char s1[64], s2[64];
             fprintf(stderr, "  %s [%s] q %s k %s causal=%d: rel err %.3g > %.3g\n", what, isas[p],
-                    as_shape_str(s1, sizeof s1, 4, c->q->shape), as_shape_str(s2, sizeof s2, 4, c->k->shape),
-                    c->causal, err, tol);
+                    as_shape_str(s1, sizeof s1, 4, c->q->shape),
+                    as_shape_str(s2, sizeof s2, 4, c->k->shape), c->causal, err, tol);
         }
         CHECK(err <= tol);
         as_release(out);
@@ -140,7 +142,8 @@ static as_tensor *rnd_bool(int ndim, const int64_t *shape, double pk)
 {
     as_tensor *t = as_empty(ndim, shape, AS_BOOL, AS_CPU);
     uint8_t *p = as_data(t);
-    for (int64_t i = 0, n = as_numel(t); i < n; i++) p[i] = (as_test_rand_u64() >> 11) * 0x1p-53 < pk;
+    for (int64_t i = 0, n = as_numel(t); i < n; i++)
+        p[i] = (as_test_rand_u64() >> 11) * 0x1p-53 < pk;
     return t;
 }
 
@@ -190,7 +193,8 @@ static void test_gqa_and_views(void)
     as_tensor *k2 = as_narrow(k, 2, 0, 9), *v2 = as_narrow(v, 2, 0, 9);
     ref_case c2 = {q, k2, v2, NULL, true, NAN, 0, 0};
     check_case("causal Lq > Lk", &c2, 1e-5);
-    as_tensor *out = as_flash_attention(q, k2, v2, NULL, &(as_attention_opts){.causal = true, .scale = NAN}, false);
+    as_tensor *out = as_flash_attention(q, k2, v2, NULL,
+                                        &(as_attention_opts){.causal = true, .scale = NAN}, false);
     CHECK(out && as_get_flat(out, 0) == 0 && as_get_flat(out, 10 * 24 - 1) == 0);
     as_release(out), as_release(k2), as_release(v2);
     as_release(q), as_release(kt), as_release(k), as_release(vw), as_release(v);
@@ -231,7 +235,8 @@ static void test_masks(void)
     check_case("padding (B,1,1,Lk)", &c, 1e-5);
     out = as_flash_attention(q, k, v, m, NULL, false);
     double mx = 0;
-    for (int64_t i = H * Lq * D; out && i < 2 * H * Lq * D; i++) mx = fmax(mx, fabs(as_get_flat(out, i)));
+    for (int64_t i = H * Lq * D; out && i < 2 * H * Lq * D; i++)
+        mx = fmax(mx, fabs(as_get_flat(out, i)));
     CHECK(out && mx == 0); /* batch 1: zeros, not NaN */
     as_release(out), as_release(m);
 
@@ -239,6 +244,11 @@ static void test_masks(void)
     m = rnd_bool(4, (int64_t[]){B, 1, Lq, 1}, 0.8);
     c = (ref_case){q, k, v, m, true, NAN, 0, 0};
     check_case("mask (B,1,Lq,1)", &c, 1e-5);
+    as_release(m);
+    /* per head, shared over queries: with GQA the G heads of a kv-head differ */
+    m = rnd_bool(4, (int64_t[]){1, H, 1, Lk}, 0.6);
+    c = (ref_case){q, k, v, m, false, NAN, 0, 0};
+    check_case("mask (1,H,1,Lk)", &c, 1e-5);
     as_release(m);
     m = rnd_bool(1, (int64_t[]){Lk}, 0.6);
     c = (ref_case){q, k, v, m, false, NAN, 0, 0};
@@ -287,9 +297,11 @@ static void test_empty_and_half(void)
     as_dtype dts[2] = {AS_BF16, AS_F16};
     double tols[2] = {1.0 / 256, 1.0 / 2048};
     for (int t = 0; t < 2; t++) {
-        as_tensor *q32 = rnd(4, (int64_t[]){2, 6, 65, 64}, 2), *k32 = rnd_bhld_view(2, 2, 257, 64, 2);
+        as_tensor *q32 = rnd(4, (int64_t[]){2, 6, 65, 64}, 2),
+                  *k32 = rnd_bhld_view(2, 2, 257, 64, 2);
         as_tensor *v32 = rnd(4, (int64_t[]){2, 2, 257, 80}, 1);
-        as_tensor *q = as_to_dtype(q32, dts[t]), *k = as_to_dtype(k32, dts[t]), *v = as_to_dtype(v32, dts[t]);
+        as_tensor *q = as_to_dtype(q32, dts[t]), *k = as_to_dtype(k32, dts[t]),
+                  *v = as_to_dtype(v32, dts[t]);
         ref_case c = {q, k, v, NULL, true, NAN, 0, 0};
         check_case(as_dtype_name(dts[t]), &c, tols[t]);
         /* k with a strided last dim: a transposed (B, Hkv, D, L) tensor */
@@ -298,27 +310,28 @@ static void test_empty_and_half(void)
         c.k = kv, c.causal = false;
         check_case("half, k last dim strided", &c, tols[t]);
         as_release(kt32), as_release(kh), as_release(kv);
-        as_release(q32), as_release(k32), as_release(v32), as_release(q), as_release(k), as_release(v);
+        as_release(q32), as_release(k32), as_release(v32);
+        as_release(q), as_release(k), as_release(v);
     }
 }
 
 /* Calls the kernel directly with a known dropout seed. */
 static as_tensor *kernel_call(const as_tensor *q, const as_tensor *k, const as_tensor *v, float p,
-                              uint64_t seed)
+                              uint64_t seed, int nthreads)
 {
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3], Dv = v->shape[3];
     as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, AS_F32, AS_CPU);
-    as_cpu_flash_params pr = {.B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2], .D = D,
-                              .Dv = Dv, .scale = 1 / sqrtf((float)D), .dropout = p, .seed = seed,
-                              .out = as_data(out), .out_dtype = AS_F32};
+    as_cpu_flash_params pr = {.B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2],
+                              .D = D, .Dv = Dv, .scale = 1 / sqrtf((float)D), .dropout = p,
+                              .seed = seed, .out = as_data(out), .out_dtype = AS_F32};
     const as_tensor *in[3] = {q, k, v};
     as_cpu_flash_operand *op[3] = {&pr.q, &pr.k, &pr.v};
     for (int i = 0; i < 3; i++) {
         op[i]->data = as_data(in[i]), op[i]->dtype = in[i]->dtype;
         memcpy(op[i]->stride, in[i]->stride, sizeof op[i]->stride);
     }
-    void *ws = malloc(as_cpu_flash_workspace_size(&pr, 2));
-    as_cpu_flash_attention(&pr, ws, 2);
+    void *ws = malloc(as_cpu_flash_workspace_size(&pr, nthreads));
+    as_cpu_flash_attention(&pr, ws, nthreads);
     free(ws);
     return out;
 }
@@ -353,11 +366,15 @@ static void test_dropout(void)
         as_cpu_flash_force_isa(isas[p]);
         ref_case c = {q, k, v, NULL, false, NAN, 0.25f, 99};
         double *ref = reference(&c);
-        as_tensor *out = kernel_call(q, k, v, 0.25f, 99);
+        as_tensor *out = kernel_call(q, k, v, 0.25f, 99, 2);
         double err = rel_err(out, ref);
         if (!(err <= 1e-5)) fprintf(stderr, "  dropout [%s]: rel err %.3g\n", isas[p], err);
         CHECK(err <= 1e-5);
-        as_release(out), free(ref);
+        /* more threads make smaller work items: the same bits all the same */
+        as_tensor *o1 = kernel_call(q, k, v, 0.25f, 99, 1), *o8 = kernel_call(q, k, v, 0.25f, 99, 8);
+        CHECK(!memcmp(as_data(o1), as_data(out), (size_t)as_numel(out) * sizeof(float)));
+        CHECK(!memcmp(as_data(o8), as_data(out), (size_t)as_numel(out) * sizeof(float)));
+        as_release(out), as_release(o1), as_release(o8), free(ref);
     }
     as_cpu_flash_force_isa(NULL);
 
@@ -391,7 +408,8 @@ static void test_exp(void)
         const int64_t N = 4000000;
         for (int64_t i0 = 0; i0 < N; i0 += 65535) {
             int64_t n = N - i0 < 65535 ? N - i0 : 65535;
-            for (int64_t i = 0; i < n; i++) x[i] = (float)(-87.33 + (88.0 + 87.33) * (double)(i0 + i) / (double)N);
+            for (int64_t i = 0; i < n; i++)
+                x[i] = (float)(-87.33 + (88.0 + 87.33) * (double)(i0 + i) / (double)N);
             as_cpu_flash_exp(x, y, n);
             for (int64_t i = 0; i < n; i++) {
                 double e = exp((double)x[i]), r = fabs(y[i] - e) / e;
@@ -399,13 +417,15 @@ static void test_exp(void)
             }
         }
         /* float32 rounding is 2^-24 = 6e-8 relative; allow two ulps */
-        if (!(worst <= 2.4e-7)) fprintf(stderr, "  exp [%s]: rel err %.3g at %.7g\n", isas[p], worst, at);
+        if (!(worst <= 2.4e-7))
+            fprintf(stderr, "  exp [%s]: rel err %.3g at %.7g\n", isas[p], worst, at);
         CHECK(worst <= 2.4e-7);
         float sp[7] = {-INFINITY, -1000, -87.5f, 0, NAN, -0.0f, 1}, r[7];
         as_cpu_flash_exp(sp, r, 7);
         CHECK(r[0] == 0 && r[1] == 0 && r[2] == 0 && r[3] == 1 && isnan(r[4]) && r[5] == 1);
         CHECK(fabs(r[6] - 2.718281828) < 3e-7);
-        printf("  exp [%s]: max rel err %.3g (%.2f ulp of 2^-24)\n", isas[p], worst, worst / 0x1p-24);
+        printf("  exp [%s]: max rel err %.3g (%.2f ulp of 2^-24)\n", isas[p], worst,
+               worst / 0x1p-24);
     }
     as_cpu_flash_force_isa(NULL);
 }
@@ -433,8 +453,10 @@ static void test_errors(void)
         as_attention_opts o = {.scale = NAN, .dropout = cases[i].dropout};
         as_tensor *r = as_flash_attention(cases[i].q, cases[i].k, cases[i].v, cases[i].m, &o, true);
         CHECK(r == NULL);
-        CHECK(!strncmp(as_error_get(), "flash_attention: ", 17) && strstr(as_error_get(), cases[i].msg));
-        if (r || !strstr(as_error_get(), cases[i].msg)) fprintf(stderr, "  got: %s\n", as_error_get());
+        CHECK(!strncmp(as_error_get(), "flash_attention: ", 17) &&
+              strstr(as_error_get(), cases[i].msg));
+        if (r || !strstr(as_error_get(), cases[i].msg))
+            fprintf(stderr, "  got: %s\n", as_error_get());
     }
     as_tensor *qi = as_zeros(4, (int64_t[]){1, 2, 8, 16}, AS_I32, AS_CPU);
     CHECK(as_flash_attention(qi, qi, qi, NULL, NULL, false) == NULL);

@@ -45,7 +45,7 @@ local cases = {
   { "broadcast mismatch", function() return as.zeros(2, 3) + as.zeros(4) end, "add: shapes (2, 3) and (4) cannot be broadcast together" },
   { "matmul mismatch", function() return as.zeros(2, 3):matmul(as.zeros(4, 5)) end, "matmul: shapes (2, 3) and (4, 5) do not align" },
   { "matmul of a 0-d", function() return as.tensor(1.0):matmul(as.zeros(2)) end, "matmul: both arguments need at least 1 dimension" },
-  { "matmul with a number", function() return as.zeros(2, 2):matmul(3) end, "bad argument #2 to 'matmul' (Tensor expected, got number)" },
+  { "matmul with a number", function() return as.zeros(2, 2):matmul(3) end, "bad argument #1 to 'matmul' (Tensor expected, got number)" },
   { "softmax of ints", function() return as.tensor({ 1, 2 }):softmax(1) end, "softmax: expected a floating-point tensor, got int64" },
   { "softmax bad dim", function() return as.zeros(2, 3):softmax(3) end, "softmax: dimension 3 out of range" },
   { "where with a float condition", function() return as.where(as.zeros(2), as.zeros(2), as.zeros(2)) end, "where: condition must be bool, got float32" },

@@ -241,7 +241,8 @@ local function repr(m, indent)
   local extra = m:extra_repr()
   local kids = core.members(m, "children")
   if #kids == 0 then return head .. extra .. ")" end
-  local lines = { head .. extra }
+  local lines = { head }
+  if extra ~= "" then lines[2] = indent .. "  " .. extra end
   for _, e in ipairs(kids) do
     lines[#lines + 1] = indent .. "  (" .. e[1] .. "): " .. repr(e[2], indent .. "  ")
   end

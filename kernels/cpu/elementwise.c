@@ -1,0 +1,281 @@
+/* Elementwise kernels: binary arithmetic and comparisons, unary maps, where.
+ * Operands arrive expanded to the output's shape and converted to the compute
+ * dtype (float32, int64 or int32); comparisons write bool. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "strided.h"
+
+#define AT(T, p, s, i) (*(T *)((p) + (i) * (s)))
+
+/* ---- binary ---- */
+
+typedef struct {
+    as_binop op;
+} binop_ctx;
+
+static inline float f32_binop(as_binop op, float x, float y)
+{
+    switch (op) {
+    case AS_ADD: return x + y;
+    case AS_SUB: return x - y;
+    case AS_MUL: return x * y;
+    case AS_DIV: return x / y;
+    case AS_POW: return powf(x, y);
+    case AS_MAXIMUM: return (x != x || x > y) ? x : y; /* NaN propagates, as torch */
+    case AS_MINIMUM: return (x != x || x < y) ? x : y;
+    default: return 0;
+    }
+}
+
+static inline int64_t i64_binop(as_binop op, int64_t x, int64_t y)
+{
+    switch (op) {
+    case AS_ADD: return (int64_t)((uint64_t)x + (uint64_t)y);
+    case AS_SUB: return (int64_t)((uint64_t)x - (uint64_t)y);
+    case AS_MUL: return (int64_t)((uint64_t)x * (uint64_t)y);
+    case AS_MAXIMUM: return x > y ? x : y;
+    case AS_MINIMUM: return x < y ? x : y;
+    case AS_POW: {
+        if (y < 0) return x == 1 ? 1 : (x == -1 ? (y & 1 ? -1 : 1) : 0);
+        uint64_t r = 1, b = (uint64_t)x;
+        for (; y; y >>= 1, b *= b)
+            if (y & 1) r *= b;
+        return (int64_t)r;
+    }
+    default: return 0;
+    }
+}
+
+static inline int compare(as_binop op, double x, double y)
+{
+    switch (op) {
+    case AS_EQ: return x == y;
+    case AS_NE: return x != y;
+    case AS_LT: return x < y;
+    case AS_LE: return x <= y;
+    case AS_GT: return x > y;
+    case AS_GE: return x >= y;
+    case AS_LOGICAL_AND: return x != 0 && y != 0;
+    case AS_LOGICAL_OR: return x != 0 || y != 0;
+    default: return 0;
+    }
+}
+
+static void loop_f32(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_binop op = ((binop_ctx *)ctx)->op;
+    if (s[0] == 4 && s[1] == 4 && s[2] == 4) {
+        float *o = (float *)p[0];
+        const float *x = (const float *)p[1], *y = (const float *)p[2];
+        switch (op) { /* the hot cases, written so the compiler vectorises them */
+        case AS_ADD: for (int64_t i = 0; i < n; i++) o[i] = x[i] + y[i]; return;
+        case AS_SUB: for (int64_t i = 0; i < n; i++) o[i] = x[i] - y[i]; return;
+        case AS_MUL: for (int64_t i = 0; i < n; i++) o[i] = x[i] * y[i]; return;
+        case AS_DIV: for (int64_t i = 0; i < n; i++) o[i] = x[i] / y[i]; return;
+        default: break;
+        }
+    } else if (s[0] == 4 && s[1] == 4 && s[2] == 0) {
+        float *o = (float *)p[0];
+        const float *x = (const float *)p[1], y = *(const float *)p[2];
+        switch (op) {
+        case AS_ADD: for (int64_t i = 0; i < n; i++) o[i] = x[i] + y; return;
+        case AS_SUB: for (int64_t i = 0; i < n; i++) o[i] = x[i] - y; return;
+        case AS_MUL: for (int64_t i = 0; i < n; i++) o[i] = x[i] * y; return;
+        case AS_DIV: for (int64_t i = 0; i < n; i++) o[i] = x[i] / y; return;
+        default: break;
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        AT(float, p[0], s[0], i) = f32_binop(op, AT(float, p[1], s[1], i), AT(float, p[2], s[2], i));
+}
+
+static void loop_i64(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_binop op = ((binop_ctx *)ctx)->op;
+    for (int64_t i = 0; i < n; i++)
+        AT(int64_t, p[0], s[0], i) = i64_binop(op, AT(int64_t, p[1], s[1], i), AT(int64_t, p[2], s[2], i));
+}
+
+static void loop_i32(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_binop op = ((binop_ctx *)ctx)->op;
+    for (int64_t i = 0; i < n; i++)
+        AT(int32_t, p[0], s[0], i) =
+            (int32_t)i64_binop(op, AT(int32_t, p[1], s[1], i), AT(int32_t, p[2], s[2], i));
+}
+
+typedef struct {
+    as_binop op;
+    as_dtype dt;
+} cmp_ctx;
+
+static void loop_cmp(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    const cmp_ctx *c = ctx;
+    for (int64_t i = 0; i < n; i++) {
+        double x = as_load_elem(p[1] + i * s[1], c->dt, 0), y = as_load_elem(p[2] + i * s[2], c->dt, 0);
+        AT(uint8_t, p[0], s[0], i) = (uint8_t)compare(c->op, x, y);
+    }
+}
+
+static void loop_cmp_i64(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_binop op = ((cmp_ctx *)ctx)->op;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t x = AT(int64_t, p[1], s[1], i), y = AT(int64_t, p[2], s[2], i);
+        int r = op == AS_EQ ? x == y : op == AS_NE ? x != y : op == AS_LT ? x < y : op == AS_LE ? x <= y
+              : op == AS_GT ? x > y : op == AS_GE ? x >= y : compare(op, (double)(x != 0), (double)(y != 0));
+        AT(uint8_t, p[0], s[0], i) = (uint8_t)r;
+    }
+}
+
+static void loop_cmp_f32(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_binop op = ((cmp_ctx *)ctx)->op;
+    for (int64_t i = 0; i < n; i++)
+        AT(uint8_t, p[0], s[0], i) = (uint8_t)compare(op, AT(float, p[1], s[1], i), AT(float, p[2], s[2], i));
+}
+
+void as_cpu_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
+{
+    as_cpu_iter it;
+    const as_tensor *ops[3] = {out, a, b};
+    as_cpu_iter_init(&it, 3, ops, out->ndim, out->shape);
+    if (op >= AS_EQ) {
+        cmp_ctx c = {op, a->dtype};
+        /* int64 beyond 2^53 compares exactly only as integers */
+        as_cpu_iter_run(&it, a->dtype == AS_F32 ? loop_cmp_f32 : a->dtype == AS_I64 ? loop_cmp_i64 : loop_cmp, &c);
+        return;
+    }
+    binop_ctx c = {op};
+    switch (a->dtype) {
+    case AS_F32: as_cpu_iter_run(&it, loop_f32, &c); break;
+    case AS_I64: as_cpu_iter_run(&it, loop_i64, &c); break;
+    case AS_I32: as_cpu_iter_run(&it, loop_i32, &c); break;
+    default: break;
+    }
+}
+
+/* ---- unary ---- */
+
+typedef struct {
+    as_unop op;
+    double lo, hi;
+} unop_ctx;
+
+static inline float f32_unop(as_unop op, float x)
+{
+    switch (op) {
+    case AS_NEG: return -x;
+    case AS_ABS: return fabsf(x);
+    case AS_EXP: return expf(x);
+    case AS_LOG: return logf(x);
+    case AS_SQRT: return sqrtf(x);
+    case AS_RSQRT: return 1.0f / sqrtf(x);
+    case AS_TANH: return tanhf(x);
+    case AS_SIGMOID: return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+    case AS_RELU: return x > 0 ? x : (x != x ? x : 0.0f);
+    case AS_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case AS_GELU_TANH: {
+        float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+        return 0.5f * x * (1.0f + tanhf(inner));
+    }
+    case AS_SILU: return x >= 0 ? x / (1.0f + expf(-x)) : x * expf(x) / (1.0f + expf(x));
+    case AS_SIN: return sinf(x);
+    case AS_COS: return cosf(x);
+    default: return 0;
+    }
+}
+
+static void loop_unary_f32(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_unop op = ((unop_ctx *)ctx)->op;
+    if (s[0] == 4 && s[1] == 4) {
+        float *o = (float *)p[0];
+        const float *x = (const float *)p[1];
+        switch (op) {
+        case AS_NEG: for (int64_t i = 0; i < n; i++) o[i] = -x[i]; return;
+        case AS_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.0f; return;
+        default: for (int64_t i = 0; i < n; i++) o[i] = f32_unop(op, x[i]); return;
+        }
+    }
+    for (int64_t i = 0; i < n; i++) AT(float, p[0], s[0], i) = f32_unop(op, AT(float, p[1], s[1], i));
+}
+
+static void loop_unary_int(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    /* integer NEG / ABS / RELU (int64 or int32 in ctx->lo as the element size) */
+    const unop_ctx *c = ctx;
+    int wide = c->lo == 8;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t x = wide ? AT(int64_t, p[1], s[1], i) : AT(int32_t, p[1], s[1], i);
+        int64_t r = c->op == AS_NEG ? (int64_t)(0 - (uint64_t)x) : c->op == AS_ABS ? (x < 0 ? (int64_t)(0 - (uint64_t)x) : x) : (x > 0 ? x : 0);
+        if (wide) AT(int64_t, p[0], s[0], i) = r;
+        else AT(int32_t, p[0], s[0], i) = (int32_t)r;
+    }
+}
+
+static void loop_not(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_dtype dt = *(as_dtype *)ctx;
+    for (int64_t i = 0; i < n; i++) AT(uint8_t, p[0], s[0], i) = as_load_elem(p[1] + i * s[1], dt, 0) == 0;
+}
+
+void as_cpu_unary(as_unop op, as_tensor *out, const as_tensor *a)
+{
+    as_cpu_iter it;
+    const as_tensor *ops[2] = {out, a};
+    as_cpu_iter_init(&it, 2, ops, out->ndim, out->shape);
+    if (op == AS_LOGICAL_NOT) {
+        as_dtype dt = a->dtype;
+        as_cpu_iter_run(&it, loop_not, &dt);
+    } else if (a->dtype == AS_F32) {
+        unop_ctx c = {op, 0, 0};
+        as_cpu_iter_run(&it, loop_unary_f32, &c);
+    } else {
+        unop_ctx c = {op, (double)as_dtype_size(a->dtype), 0};
+        as_cpu_iter_run(&it, loop_unary_int, &c);
+    }
+}
+
+static void loop_clamp(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    const unop_ctx *c = ctx;
+    float lo = (float)c->lo, hi = (float)c->hi;
+    int has_lo = !isnan(c->lo), has_hi = !isnan(c->hi);
+    for (int64_t i = 0; i < n; i++) {
+        float x = AT(float, p[1], s[1], i);
+        if (has_lo && x < lo) x = lo;
+        if (has_hi && x > hi) x = hi;
+        AT(float, p[0], s[0], i) = x;
+    }
+}
+
+void as_cpu_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
+{
+    as_cpu_iter it;
+    const as_tensor *ops[2] = {out, a};
+    as_cpu_iter_init(&it, 2, ops, out->ndim, out->shape);
+    unop_ctx c = {AS_NUNOPS, lo, hi};
+    as_cpu_iter_run(&it, loop_clamp, &c);
+}
+
+/* ---- where ---- */
+
+static void loop_where(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    size_t es = *(size_t *)ctx;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(p[0] + i * s[0], AT(uint8_t, p[1], s[1], i) ? p[2] + i * s[2] : p[3] + i * s[3], es);
+}
+
+void as_cpu_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+{
+    as_cpu_iter it;
+    const as_tensor *ops[4] = {out, cond, a, b};
+    as_cpu_iter_init(&it, 4, ops, out->ndim, out->shape);
+    size_t es = as_dtype_size(out->dtype);
+    as_cpu_iter_run(&it, loop_where, &es);
+}

@@ -1,0 +1,134 @@
+/* Row kernels: reductions, softmax and norms over contiguous float32 rows,
+ * parallel over rows.  Sums accumulate in double. */
+#include <math.h>
+
+#include "cpu_kernels.h"
+
+#define PARALLEL_ROWS(rows, n) if ((rows) * (n) >= 65536 && (rows) > 1)
+
+void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
+                        int64_t *idx)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * n;
+        switch (op) {
+        case AS_SUM:
+        case AS_MEAN: {
+            double s = 0;
+            for (int64_t i = 0; i < n; i++) s += p[i];
+            out[r] = (float)(op == AS_MEAN ? s / (double)n : s);
+            break;
+        }
+        case AS_PROD: {
+            double s = 1;
+            for (int64_t i = 0; i < n; i++) s *= p[i];
+            out[r] = (float)s;
+            break;
+        }
+        case AS_VAR: {
+            double m = 0, ss = 0;
+            for (int64_t i = 0; i < n; i++) m += p[i];
+            m /= (double)n;
+            for (int64_t i = 0; i < n; i++) ss += (p[i] - m) * (p[i] - m);
+            double d = (double)(n - correction);
+            out[r] = (float)(d > 0 ? ss / d : NAN);
+            break;
+        }
+        default: { /* max, min, argmax, argmin: NaN wins, first index on ties */
+            int is_max = op == AS_MAX || op == AS_ARGMAX;
+            int64_t best = 0;
+            float v = p[0];
+            for (int64_t i = 1; i < n && v == v; i++) {
+                float y = p[i];
+                if (y != y || (is_max ? y > v : y < v)) v = y, best = i;
+            }
+            if (out) out[r] = v;
+            if (idx) idx[r] = best;
+        }
+        }
+    }
+}
+
+void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t *p = x + r * n;
+        int64_t acc = op == AS_PROD ? 1 : 0, best = 0;
+        for (int64_t i = 0; i < n; i++) {
+            switch (op) {
+            case AS_SUM: acc = (int64_t)((uint64_t)acc + (uint64_t)p[i]); break;
+            case AS_PROD: acc = (int64_t)((uint64_t)acc * (uint64_t)p[i]); break;
+            case AS_MAX: if (i == 0 || p[i] > acc) acc = p[i]; break;
+            case AS_MIN: if (i == 0 || p[i] < acc) acc = p[i]; break;
+            case AS_ARGMAX: if (p[i] > p[best]) best = i; break;
+            case AS_ARGMIN: if (p[i] < p[best]) best = i; break;
+            default: break;
+            }
+        }
+        out[r] = (op == AS_ARGMAX || op == AS_ARGMIN) ? best : acc;
+    }
+}
+
+void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * n;
+        float *o = y + r * n;
+        float m = -INFINITY;
+        for (int64_t i = 0; i < n; i++) m = p[i] > m ? p[i] : m;
+        if (m == -INFINITY) { /* nothing to attend to: zeros (log: -inf) */
+            for (int64_t i = 0; i < n; i++) o[i] = log ? -INFINITY : 0.0f;
+            continue;
+        }
+        double s = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float e = expf(p[i] - m);
+            if (!log) o[i] = e;
+            s += e;
+        }
+        if (log) {
+            float ls = (float)(m + logf((float)s));
+            for (int64_t i = 0; i < n; i++) o[i] = p[i] - ls;
+        } else {
+            float inv = (float)(1.0 / s);
+            for (int64_t i = 0; i < n; i++) o[i] *= inv;
+        }
+    }
+}
+
+void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
+                            const float *b, double eps)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * n;
+        float *o = y + r * n;
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < n; i++) m += p[i];
+        m /= (double)n;
+        for (int64_t i = 0; i < n; i++) v += (p[i] - m) * (p[i] - m);
+        float rstd = (float)(1.0 / sqrt(v / (double)n + eps)), mf = (float)m;
+        for (int64_t i = 0; i < n; i++) {
+            float t = (p[i] - mf) * rstd;
+            if (w) t *= w[i];
+            if (b) t += b[i];
+            o[i] = t;
+        }
+    }
+}
+
+void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * n;
+        float *o = y + r * n;
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)p[i] * p[i];
+        float rr = (float)(1.0 / sqrt(ss / (double)n + eps));
+        for (int64_t i = 0; i < n; i++) o[i] = p[i] * rr * (w ? w[i] : 1.0f);
+    }
+}

@@ -1,0 +1,63 @@
+/* Measuring aids for the benchmarks: a clock, and raw cblas_sgemm timed in C
+ * so a benchmark can quote the API's speed as a ratio to BLAS measured in the
+ * same process. */
+#include <cblas.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "l_util.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int l_clock(lua_State *L)
+{
+    lua_pushnumber(L, now());
+    return 1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* raw_sgemm_seconds(m, n, k, reps) -> median seconds of one C = A B on
+ * float32 row-major buffers, after one warm-up call. */
+static int l_raw_sgemm_seconds(lua_State *L)
+{
+    lua_Integer m = luaL_checkinteger(L, 1), n = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
+    lua_Integer reps = luaL_optinteger(L, 4, 5);
+    if (m <= 0 || n <= 0 || k <= 0 || m > 65536 || n > 65536 || k > 65536 || reps < 1 || reps > 1000)
+        return luaL_error(L, "raw_sgemm_seconds: sizes must be 1..65536 and reps 1..1000");
+    float *a = aligned_alloc(64, sizeof(float) * (size_t)(m * k + 15) / 16 * 16 + 64);
+    float *b = aligned_alloc(64, sizeof(float) * (size_t)(k * n + 15) / 16 * 16 + 64);
+    float *c = aligned_alloc(64, sizeof(float) * (size_t)(m * n + 15) / 16 * 16 + 64);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    if (!a || !b || !c || !t) {
+        free(a), free(b), free(c), free(t);
+        return luaL_error(L, "raw_sgemm_seconds: out of memory");
+    }
+    for (lua_Integer i = 0; i < m * k; i++) a[i] = (float)((i * 7) % 13) * 0.1f;
+    for (lua_Integer i = 0; i < k * n; i++) b[i] = (float)((i * 5) % 11) * 0.1f;
+    for (lua_Integer r = -1; r < reps; r++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a, (int)k, b,
+                    (int)n, 0.0f, c, (int)n);
+        if (r >= 0) t[r] = now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    lua_pushnumber(L, t[reps / 2]);
+    free(a), free(b), free(c), free(t);
+    return 1;
+}
+
+static const luaL_Reg bench_functions[] = {
+    {"clock", l_clock}, {"raw_sgemm_seconds", l_raw_sgemm_seconds}, {NULL, NULL},
+};
+
+void l_open_bench(lua_State *L) { luaL_setfuncs(L, bench_functions, 0); }

@@ -1,0 +1,194 @@
+/* Gathering and joining: index_select, embedding, cat, tril/triu, arange. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ops_internal.h"
+
+as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
+{
+    const as_tensor *ts[2] = {a, index};
+    if (as_ops_check_cpu("index_select", 2, ts)) return NULL;
+    if (index->dtype != AS_I64 && index->dtype != AS_I32) {
+        as_error_set("index_select: index must be int64 or int32, got %s", as_dtype_name(index->dtype));
+        return NULL;
+    }
+    if (index->ndim > 1) {
+        as_error_set("index_select: index must be 1-d, got %d-d", index->ndim);
+        return NULL;
+    }
+    if (a->ndim == 0) {
+        as_error_set("index_select: cannot index a 0-d tensor");
+        return NULL;
+    }
+    dim = as_wrap_dim("index_select", dim, a->ndim);
+    if (dim < 0) return NULL;
+    int64_t n = as_numel(index), size = a->shape[dim];
+    as_tensor *idx = as_to_dtype(index, AS_I64);
+    as_tensor *ci = idx ? as_contiguous(idx) : NULL;
+    as_release(idx);
+    if (!ci) return NULL;
+    const int64_t *ip = as_data(ci);
+    for (int64_t i = 0; i < n; i++)
+        if (ip[i] < 0 || ip[i] >= size) {
+            as_error_set("index_select: index %lld is out of range for dimension %d of size %lld",
+                         (long long)ip[i] + 1, dim + 1, (long long)size);
+            as_release(ci);
+            return NULL;
+        }
+    as_tensor *ca = as_contiguous(a);
+    int64_t shape[AS_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
+    shape[dim] = n;
+    as_tensor *out = ca ? as_empty(a->ndim, shape, a->dtype, AS_CPU) : NULL;
+    if (out) {
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < dim; d++) outer *= a->shape[d];
+        for (int d = dim + 1; d < a->ndim; d++) inner *= a->shape[d];
+        size_t row = (size_t)inner * as_dtype_size(a->dtype);
+        const char *src = as_data(ca);
+        char *dst = as_data(out);
+#pragma omp parallel for if (outer * n * inner > 65536)
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t i = 0; i < n; i++)
+                memcpy(dst + (size_t)(o * n + i) * row, src + (size_t)(o * size + ip[i]) * row, row);
+    }
+    as_release(ca), as_release(ci);
+    return out;
+}
+
+as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids)
+{
+    if (weight->ndim != 2) {
+        as_error_set("embedding: weight must be 2-d (num_embeddings, dim), got %d-d", weight->ndim);
+        return NULL;
+    }
+    if (ids->dtype != AS_I64 && ids->dtype != AS_I32) {
+        as_error_set("embedding: ids must be int64 or int32, got %s", as_dtype_name(ids->dtype));
+        return NULL;
+    }
+    if (ids->ndim >= AS_MAX_DIMS) {
+        as_error_set("embedding: ids have too many dimensions (%d)", ids->ndim);
+        return NULL;
+    }
+    as_tensor *flat = as_reshape(ids, 1, (int64_t[]){as_numel(ids)});
+    if (!flat) return NULL;
+    int64_t n = as_numel(flat), V = weight->shape[0];
+    for (int64_t i = 0; i < n; i++) {
+        double id = as_get_flat(flat, i);
+        if (id < 0 || id >= (double)V) {
+            as_error_set("embedding: id %lld is out of range for %lld embeddings", (long long)id, (long long)V);
+            as_release(flat);
+            return NULL;
+        }
+    }
+    as_tensor *rows = as_index_select(weight, 0, flat);
+    as_release(flat);
+    if (!rows) return NULL;
+    int64_t shape[AS_MAX_DIMS];
+    memcpy(shape, ids->shape, sizeof(int64_t) * (size_t)ids->ndim);
+    shape[ids->ndim] = weight->shape[1];
+    as_tensor *out = as_reshape(rows, ids->ndim + 1, shape);
+    as_release(rows);
+    return out;
+}
+
+as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
+{
+    if (n < 1) {
+        as_error_set("cat: expected at least one tensor");
+        return NULL;
+    }
+    if (as_ops_check_cpu("cat", n, ts)) return NULL;
+    const as_tensor *ref = ts[0];
+    if (ref->ndim == 0) {
+        as_error_set("cat: cannot concatenate 0-d tensors");
+        return NULL;
+    }
+    dim = as_wrap_dim("cat", dim, ref->ndim);
+    if (dim < 0) return NULL;
+    int64_t shape[AS_MAX_DIMS];
+    memcpy(shape, ref->shape, sizeof(int64_t) * (size_t)ref->ndim);
+    shape[dim] = 0;
+    as_dtype dt = ref->dtype;
+    for (int i = 0; i < n; i++) {
+        const as_tensor *t = ts[i];
+        int ok = t->ndim == ref->ndim;
+        for (int d = 0; ok && d < ref->ndim; d++)
+            if (d != dim && t->shape[d] != ref->shape[d]) ok = 0;
+        if (!ok) {
+            char s1[128];
+            /* show the free dim as ? */
+            char expect[192] = "(";
+            for (int d = 0; d < ref->ndim; d++) {
+                char part[32];
+                if (d == dim) snprintf(part, sizeof part, d ? ", ?" : "?");
+                else snprintf(part, sizeof part, d ? ", %lld" : "%lld", (long long)ref->shape[d]);
+                strncat(expect, part, sizeof expect - strlen(expect) - 1);
+            }
+            strncat(expect, ")", sizeof expect - strlen(expect) - 1);
+            as_error_set("cat: tensor %d has shape %s, expected %s", i + 1,
+                         as_shape_str(s1, sizeof s1, t->ndim, t->shape), expect);
+            return NULL;
+        }
+        shape[dim] += t->shape[dim];
+        dt = as_dtype_promote(dt, t->dtype);
+    }
+    as_tensor *out = as_empty(ref->ndim, shape, dt, AS_CPU);
+    int64_t at = 0;
+    for (int i = 0; out && i < n; i++) {
+        as_tensor *slot = as_narrow(out, dim, at, ts[i]->shape[dim]);
+        if (!slot || as_copy_(slot, ts[i])) {
+            as_release(slot);
+            as_release(out);
+            return NULL;
+        }
+        as_release(slot);
+        at += ts[i]->shape[dim];
+    }
+    return out;
+}
+
+/* Zeroes the entries above (tril) or below (triu) the k-th diagonal of every matrix. */
+static as_tensor *triangle(const char *fn, const as_tensor *a, int64_t k, int lower)
+{
+    if (as_ops_check_cpu(fn, 1, &a)) return NULL;
+    if (a->ndim < 2) {
+        as_error_set("%s: expected at least 2 dimensions, got %d", fn, a->ndim);
+        return NULL;
+    }
+    as_tensor *out = as_clone(a);
+    if (!out) return NULL;
+    int64_t R = a->shape[a->ndim - 2], C = a->shape[a->ndim - 1];
+    int64_t mats = R > 0 && C > 0 ? as_numel(a) / (R * C) : 0;
+    size_t es = as_dtype_size(a->dtype);
+    char *p = as_data(out);
+    for (int64_t m = 0; m < mats; m++)
+        for (int64_t i = 0; i < R; i++)
+            for (int64_t j = 0; j < C; j++)
+                if (lower ? j - i > k : j - i < k) memset(p + (size_t)((m * R + i) * C + j) * es, 0, es);
+    return out;
+}
+
+as_tensor *as_tril(const as_tensor *a, int64_t diagonal) { return triangle("tril", a, diagonal, 1); }
+as_tensor *as_triu(const as_tensor *a, int64_t diagonal) { return triangle("triu", a, diagonal, 0); }
+
+as_tensor *as_arange(double start, double end, double step, as_dtype dt)
+{
+    if (step == 0 || !isfinite(step) || !isfinite(start) || !isfinite(end)) {
+        as_error_set("arange: step must be nonzero and bounds finite (got start %g, end %g, step %g)", start, end, step);
+        return NULL;
+    }
+    double count = ceil((end - start) / step);
+    if (count < 0) count = 0;
+    if (count > 1e12) {
+        as_error_set("arange: too many elements (%g)", count);
+        return NULL;
+    }
+    int64_t n = (int64_t)count;
+    as_tensor *t = as_empty(1, &n, dt, AS_CPU);
+    if (!t) return NULL;
+    void *p = as_data(t);
+    for (int64_t i = 0; i < n; i++) as_store_elem(p, dt, i, start + (double)i * step);
+    return t;
+}

@@ -1,0 +1,218 @@
+/* Reductions over one dim or everything, softmax and norms.  The reduced dim
+ * is moved last and made contiguous, so the kernels see plain rows. */
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "ops_internal.h"
+
+static const char *const redop_names[AS_NREDOPS] = {"sum", "mean", "max", "min", "argmax", "argmin", "var", "prod"};
+
+/* t with dim moved last (a view), then contiguous in `dt`.  Sets rows and n. */
+static as_tensor *rows_of(const as_tensor *t, int dim, as_dtype dt, int64_t *rows, int64_t *n)
+{
+    int perm[AS_MAX_DIMS], k = 0;
+    for (int d = 0; d < t->ndim; d++)
+        if (d != dim) perm[k++] = d;
+    perm[k] = dim;
+    as_tensor *p = as_permute(t, perm);
+    as_tensor *c = p ? as_to_dtype(p, dt) : NULL;
+    as_tensor *r = c ? as_contiguous(c) : NULL;
+    as_release(p), as_release(c);
+    *n = t->shape[dim];
+    *rows = *n ? as_numel(t) / *n : 0;
+    if (*n == 0) {
+        *rows = 1;
+        for (int d = 0; d < t->ndim; d++)
+            if (d != dim) *rows *= t->shape[d];
+    }
+    return r;
+}
+
+as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
+{
+    const char *fn = op < AS_NREDOPS ? redop_names[op] : "reduce";
+    if (as_ops_check_cpu(fn, 1, (const as_tensor *[]){a})) return NULL;
+    int all = dim == AS_ALL_DIMS;
+    as_tensor *src;
+    if (all) {
+        src = as_reshape(a, 1, (int64_t[]){as_numel(a)});
+        dim = 0;
+        keepdim = false;
+    } else {
+        if (a->ndim == 0) {
+            if (dim != 0 && dim != -1) {
+                as_error_set("%s: dimension %d out of range for a 0-d tensor", fn, dim >= 0 ? dim + 1 : dim);
+                return NULL;
+            }
+            src = as_reshape(a, 1, (int64_t[]){1});
+            dim = 0;
+        } else {
+            dim = as_wrap_dim(fn, dim, a->ndim);
+            if (dim < 0) return NULL;
+            src = as_retain((as_tensor *)a);
+        }
+    }
+    if (!src) return NULL;
+    int needs_values = op == AS_MAX || op == AS_MIN || op == AS_ARGMAX || op == AS_ARGMIN;
+    if (needs_values && src->shape[dim] == 0) {
+        as_error_set("%s: cannot reduce an empty tensor%s", fn, all ? "" : " along an empty dimension");
+        as_release(src);
+        return NULL;
+    }
+    /* output shape */
+    int64_t shape[AS_MAX_DIMS];
+    int nd = 0;
+    if (!all) {
+        for (int d = 0; d < a->ndim; d++) {
+            if (d == dim) {
+                if (keepdim) shape[nd++] = 1;
+            } else {
+                shape[nd++] = a->shape[d];
+            }
+        }
+    }
+    int integer = !as_dtype_is_float(a->dtype) && op != AS_MEAN && op != AS_VAR;
+    as_dtype out_dt = op == AS_ARGMAX || op == AS_ARGMIN ? AS_I64
+                    : integer ? ((op == AS_MAX || op == AS_MIN) ? a->dtype : AS_I64)
+                    : as_dtype_is_float(a->dtype) ? a->dtype : AS_F32;
+    int64_t rows, n;
+    as_tensor *r = rows_of(src, dim, integer ? AS_I64 : AS_F32, &rows, &n);
+    as_release(src);
+    if (!r) return NULL;
+    as_tensor *out = as_empty(nd, shape, integer || op == AS_ARGMAX || op == AS_ARGMIN ? AS_I64 : AS_F32, AS_CPU);
+    if (!out) {
+        as_release(r);
+        return NULL;
+    }
+    if (integer)
+        as_cpu_reduce_rows_i64(op, as_data(r), rows, n, as_data(out));
+    else if (op == AS_ARGMAX || op == AS_ARGMIN)
+        as_cpu_reduce_rows(op, as_data(r), rows, n, correction, NULL, as_data(out));
+    else
+        as_cpu_reduce_rows(op, as_data(r), rows, n, correction, as_data(out), NULL);
+    as_release(r);
+    if (out->dtype != out_dt) {
+        as_tensor *c = as_to_dtype(out, out_dt);
+        as_release(out);
+        out = c;
+    }
+    return out;
+}
+
+/* Applies a row kernel along dim: move it last, run, move it back. */
+typedef void (*row_fn)(const float *x, float *y, int64_t rows, int64_t n, const void *ctx);
+
+static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn f, const void *ctx)
+{
+    if (as_ops_check_cpu(fn, 1, (const as_tensor *[]){a}) || as_ops_check_float(fn, a)) return NULL;
+    int nd = a->ndim ? a->ndim : 1;
+    dim = as_wrap_dim(fn, dim, nd);
+    if (dim < 0) return NULL;
+    as_tensor *src = a->ndim ? as_retain((as_tensor *)a) : as_reshape(a, 1, (int64_t[]){1});
+    if (!src) return NULL;
+    int64_t rows, n;
+    as_tensor *r = rows_of(src, dim, AS_F32, &rows, &n);
+    as_tensor *y = r ? as_empty_like(r) : NULL;
+    if (y && n > 0) f(as_data(r), as_data(y), rows, n, ctx);
+    as_release(r);
+    if (!y) {
+        as_release(src);
+        return NULL;
+    }
+    /* y is src permuted (dim last); undo the permutation */
+    int perm[AS_MAX_DIMS];
+    for (int d = 0; d < src->ndim; d++) perm[d] = d < dim ? d : d == dim ? src->ndim - 1 : d - 1;
+    as_tensor *back = as_permute(y, perm);
+    as_release(y);
+    as_tensor *out = back ? as_contiguous(back) : NULL;
+    as_release(back);
+    if (out && a->ndim == 0) {
+        as_tensor *s = as_reshape(out, 0, NULL);
+        as_release(out);
+        out = s;
+    }
+    if (out && a->dtype != AS_F32) {
+        as_tensor *c = as_to_dtype(out, a->dtype);
+        as_release(out);
+        out = c;
+    }
+    as_release(src);
+    return out;
+}
+
+static void softmax_fn(const float *x, float *y, int64_t rows, int64_t n, const void *ctx)
+{
+    as_cpu_softmax_rows(x, y, rows, n, *(const int *)ctx);
+}
+
+as_tensor *as_softmax(const as_tensor *a, int dim)
+{
+    static const int no_log = 0;
+    return along_dim("softmax", a, dim, softmax_fn, &no_log);
+}
+
+as_tensor *as_log_softmax(const as_tensor *a, int dim)
+{
+    static const int with_log = 1;
+    return along_dim("log_softmax", a, dim, softmax_fn, &with_log);
+}
+
+/* ---- norms over the last dim ---- */
+
+static int check_norm_param(const char *fn, const char *what, const as_tensor *p, int64_t n)
+{
+    if (!p) return 0;
+    if (p->ndim != 1 || p->shape[0] != n) {
+        char s[128];
+        as_error_set("%s: %s of shape %s does not match the last dimension %lld", fn, what,
+                     as_shape_str(s, sizeof s, p->ndim, p->shape), (long long)n);
+        return -1;
+    }
+    return 0;
+}
+
+static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, const as_tensor *b, double eps)
+{
+    const as_tensor *ts[3] = {x, w, b};
+    if (as_ops_check_cpu(fn, 3, ts) || as_ops_check_float(fn, x)) return NULL;
+    if (x->ndim == 0) {
+        as_error_set("%s: expected at least 1 dimension, got a 0-d tensor", fn);
+        return NULL;
+    }
+    int64_t n = x->shape[x->ndim - 1];
+    if (check_norm_param(fn, "weight", w, n) || check_norm_param(fn, "bias", b, n)) return NULL;
+    if (!(eps >= 0)) {
+        as_error_set("%s: eps must be non-negative, got %g", fn, eps);
+        return NULL;
+    }
+    as_tensor *cx = as_ops_f32_contiguous(x);
+    as_tensor *cw = cx && w ? as_ops_f32_contiguous(w) : NULL;
+    as_tensor *cb = cx && b ? as_ops_f32_contiguous(b) : NULL;
+    as_tensor *y = cx && (!w || cw) && (!b || cb) ? as_empty_like(cx) : NULL;
+    if (y && n > 0) {
+        int64_t rows = as_numel(cx) / n;
+        if (b || strcmp(fn, "layer_norm") == 0)
+            as_cpu_layer_norm_rows(as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL,
+                                   cb ? as_data(cb) : NULL, eps);
+        else
+            as_cpu_rms_norm_rows(as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL, eps);
+    }
+    as_ops_release4(cx, cw, cb, NULL);
+    if (y && x->dtype != AS_F32) {
+        as_tensor *c = as_to_dtype(y, x->dtype);
+        as_release(y);
+        y = c;
+    }
+    return y;
+}
+
+as_tensor *as_layer_norm(const as_tensor *x, const as_tensor *weight, const as_tensor *bias, double eps)
+{
+    return norm("layer_norm", x, weight, bias, eps);
+}
+
+as_tensor *as_rms_norm(const as_tensor *x, const as_tensor *weight, double eps)
+{
+    return norm("rms_norm", x, weight, NULL, eps);
+}
