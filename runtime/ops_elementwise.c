@@ -79,7 +79,10 @@ as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
     as_dtype cdt = (op == AS_DIV && !as_dtype_is_float(promoted)) ? AS_F32 : compute_dtype(promoted);
     if (is_cmp && promoted == AS_I32) cdt = AS_I64;
     as_tensor *ca = as_to_dtype(a, cdt), *cb = ca ? as_to_dtype(b, cdt) : NULL;
-    as_tensor *ea = cb ? as_expand(ca, nd, shape) : NULL, *eb = ea ? as_expand(cb, nd, shape) : NULL;
+    /* same shapes need no expanded views (the common case, and the tiny-op cost) */
+    int same = as_same_shape(a, b) && a->ndim == nd;
+    as_tensor *ea = cb ? (same ? as_retain(ca) : as_expand(ca, nd, shape)) : NULL;
+    as_tensor *eb = ea ? (same ? as_retain(cb) : as_expand(cb, nd, shape)) : NULL;
     as_tensor *out = eb ? as_empty(nd, shape, is_cmp ? AS_BOOL : cdt, AS_CPU) : NULL;
     if (out) as_cpu_binary(op, out, ea, eb);
     as_ops_release4(ca, cb, ea, eb);

@@ -43,7 +43,8 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
     shape[nb] = M, shape[nb + 1] = N;
     ash[nb] = M, ash[nb + 1] = K;
     bsh[nb] = K, bsh[nb + 1] = N;
-    as_tensor *out = as_zeros(nb + 2, shape, AS_F32, AS_CPU);
+    /* sgemm with beta = 0 writes every element; only K = 0 needs the zeros */
+    as_tensor *out = K == 0 ? as_zeros(nb + 2, shape, AS_F32, AS_CPU) : as_empty(nb + 2, shape, AS_F32, AS_CPU);
     if (!out || M == 0 || N == 0 || K == 0) return out;
     as_tensor *a = as_expand(a0, nb + 2, ash), *b = a ? as_expand(b0, nb + 2, bsh) : NULL;
     if (!b) {

@@ -1,5 +1,6 @@
 #include "storage.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,9 +18,23 @@ static void free_owned(as_storage *s)
         allocators[s->device.type]->free(s->data, s->device.index);
 }
 
+/* glibc returns large blocks to the kernel on free and page-faults them back
+ * on the next allocation: for a tensor runtime that re-allocates the same
+ * sizes every step this costs more than the op (a 1024^2 matmul lost 18%).
+ * Keep freed blocks in the heap instead, as PyTorch's CPU allocator does. */
+static void keep_large_blocks(void)
+{
+    static int done;
+    if (done) return;
+    done = 1;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20); /* glibc's largest allowed value */
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 as_storage *as_storage_new(size_t nbytes, as_device dev)
 {
     void *data = NULL;
+    keep_large_blocks();
     if (dev.type == AS_DEV_CPU) {
         size_t rounded = (nbytes + 63) & ~(size_t)63;
         if (rounded < nbytes) {
