@@ -14,7 +14,7 @@ function DummyModel:forward(q, k, v) return self.attn(q, k, v) end
 local model = DummyModel()
 print("Before swap: " .. model.attn:type())
 
-model = as.swap_attention(model, DummyAttention, "scaled_dot_product", { dropout = 0.1 })
+model = as.swap_attention(model, DummyAttention, "flash_attention", { dropout = 0.1 })
 print("After swap: " .. model.attn:type())
 
 local q = as.randn(1, 1, 5, 10)
