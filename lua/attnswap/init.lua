@@ -30,6 +30,18 @@ as.attention = registry.attention
 as.swap_attention = swap.swap_attention
 as.swapped = swap.swapped
 
+-- Models load on first use (they require this module themselves).
+as.models = setmetatable({}, {
+  __index = function(t, name)
+    if type(name) ~= "string" or not package.searchpath("attnswap.models." .. name, package.path) then
+      return nil
+    end
+    local m = require("attnswap.models." .. name)
+    rawset(t, name, m)
+    return m
+  end,
+})
+
 -- The implementations register themselves, one file each under attention/.
 as.attention.modules = {
   "scaled_dot_product", "flash_attention",

@@ -1,0 +1,223 @@
+-- GPT-2: HF transformers' GPT2LMHeadModel (Radford et al. 2019) with HF's
+-- parameter names, so a save_pretrained folder loads as it is.  GPT-2's
+-- projections are Conv1D layers (weight stored (in, out), y = x W + b), kept
+-- as such here.  Each block's attention core (transformer.h.N.attn.core) is
+-- swappable; generation keeps a KV cache and asks the core for a query
+-- shorter than the keys (causal, aligned bottom-right).
+local as = require "attnswap"
+local common = require "attnswap.models.common"
+local nn = as.nn
+
+local DEFAULTS = {
+  vocab_size = 50257, n_positions = 1024, n_embd = 768, n_layer = 12, n_head = 12, n_inner = false,
+  layer_norm_epsilon = 1e-5, activation_function = "gelu_new", attention = "scaled_dot_product",
+  attention_opts = false,
+}
+-- config.json keys HF writes that do not change the forward (ignored)
+local IGNORED = {}
+for _, k in ipairs { "architectures", "model_type", "attn_pdrop", "embd_pdrop", "resid_pdrop",
+  "initializer_range", "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
+  "summary_first_dropout", "bos_token_id", "eos_token_id", "torch_dtype", "dtype", "transformers_version",
+  "scale_attn_weights", "use_cache", "reorder_and_upcast_attn", "scale_attn_by_inverse_layer_idx",
+  "task_specific_params", "n_ctx", "tie_word_embeddings", "add_cross_attention", "_name_or_path" } do
+  IGNORED[k] = false
+end
+
+local Conv1D = nn.class("Conv1D")
+
+function Conv1D:init(nx, nf)
+  self.weight = nn.Parameter(as.randn(nx, nf) * 0.02)
+  self.bias = nn.Parameter(as.zeros(nf))
+end
+
+function Conv1D:forward(x) return x:matmul(self.weight) + self.bias end
+
+function Conv1D:extra_repr() return string.format("nf=%d, nx=%d", self.weight:size(2), self.weight:size(1)) end
+
+local GPT2Attention = nn.class("GPT2Attention")
+
+function GPT2Attention:init(c)
+  self.c_attn = Conv1D(c.n_embd, 3 * c.n_embd)
+  self.c_proj = Conv1D(c.n_embd, c.n_embd)
+  local opts = {}
+  for k, v in pairs(c.attention_opts or {}) do opts[k] = v end
+  opts.causal = true
+  self.core = as.attention.new(c.attention, opts)
+  self.n_head = c.n_head
+end
+
+-- x (B, L, E), past {k, v} each (B, H, Lpast, D) or nil -> (B, L, E), {k, v}
+function GPT2Attention:forward(x, past)
+  local B, L, E = x:size(1), x:size(2), x:size(3)
+  local H = self.n_head
+  local q, k, v = self.c_attn(x):split(E, 3)
+  local function heads(t) return t:reshape(B, L, H, E // H):permute(1, 3, 2, 4) end
+  q, k, v = heads(q), heads(k), heads(v)
+  if past then
+    k = as.cat({ past[1], k }, 3)
+    v = as.cat({ past[2], v }, 3)
+  end
+  local o = self.core(q, k, v)
+  o = o:permute(1, 3, 2, 4):reshape(B, L, E)
+  return self.c_proj(o), { k, v }
+end
+
+local GPT2MLP = nn.class("GPT2MLP")
+
+function GPT2MLP:init(c)
+  local inner = c.n_inner or 4 * c.n_embd
+  self.c_fc = Conv1D(c.n_embd, inner)
+  self.act = nn.GELU(c.activation_function == "gelu" and "none" or "tanh")
+  self.c_proj = Conv1D(inner, c.n_embd)
+end
+
+function GPT2MLP:forward(x) return self.c_proj(self.act(self.c_fc(x))) end
+
+local GPT2Block = nn.class("GPT2Block")
+
+function GPT2Block:init(c)
+  self.ln_1 = nn.LayerNorm(c.n_embd, c.layer_norm_epsilon)
+  self.attn = GPT2Attention(c)
+  self.ln_2 = nn.LayerNorm(c.n_embd, c.layer_norm_epsilon)
+  self.mlp = GPT2MLP(c)
+end
+
+function GPT2Block:forward(x, past)
+  local a, present = self.attn(self.ln_1(x), past)
+  x = x + a
+  return x + self.mlp(self.ln_2(x)), present
+end
+
+local GPT2Model = nn.class("GPT2Model")
+
+function GPT2Model:init(c)
+  self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+  self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+  local h = {}
+  for i = 1, c.n_layer do h[i] = GPT2Block(c) end
+  self.h = nn.ModuleList(h)
+  self.ln_f = nn.LayerNorm(c.n_embd, c.layer_norm_epsilon)
+  self.n_positions = c.n_positions
+end
+
+-- ids (B, L) int64; past: list of per-layer {k, v} or nil
+function GPT2Model:forward(ids, past)
+  local L = ids:size(2)
+  local offset = past and past[1] and past[1][1]:size(3) or 0
+  if offset + L > self.n_positions then
+    error(string.format("GPT2: sequence of %d tokens exceeds n_positions = %d", offset + L, self.n_positions), 2)
+  end
+  local pos = as.arange(offset, offset + L)
+  local x = self.wte(ids) + self.wpe(pos)
+  local presents = {}
+  for i, blk in ipairs(self.h:children()) do
+    x, presents[i] = blk(x, past and past[i])
+  end
+  return self.ln_f(x), presents
+end
+
+local GPT2LMHeadModel = nn.class("GPT2LMHeadModel")
+
+function GPT2LMHeadModel:init(c)
+  self.config = c
+  self.transformer = GPT2Model(c)
+end
+
+--- forward(input_ids (B, L) int64 [, {past = cache}]) -> logits (B, L, vocab), cache
+-- The head is tied to the token embedding (as HF ties lm_head.weight to wte.weight).
+function GPT2LMHeadModel:forward(ids, opts)
+  if not as.is_tensor(ids) or ids:dim() ~= 2 or (ids:dtype() ~= "int64" and ids:dtype() ~= "int32") then
+    error("GPT2LMHeadModel: expected input_ids as an int64 tensor (B, L), got " ..
+      (as.is_tensor(ids) and (ids:dtype() .. " " .. tostring(ids:shape())) or type(ids)), 2)
+  end
+  local h, presents = self.transformer(ids, opts and opts.past)
+  return h:matmul(self.transformer.wte.weight:t()), presents
+end
+
+local function check_incremental(model)
+  for path, m in model:named_modules() do
+    if path:match("%.core$") then
+      local name
+      for _, n in ipairs(as.attention.names()) do
+        if as.isinstance(m, as.attention.get(n)) then name = n break end
+      end
+      local info = name and as.attention.info(name)
+      if info and not info.incremental then
+        error(string.format("generate: %s (%s) cannot run incrementally with a KV cache; pass {use_cache = false}",
+          path, name), 3)
+      end
+    end
+  end
+end
+
+local function sample(logits, opts)
+  -- logits (V,) float32
+  if not opts.do_sample then return logits:argmax():item() - 1 end
+  local t = opts.temperature or 1.0
+  local p = (logits / t):softmax(-1):tolist()
+  local idx = {}
+  for i = 1, #p do idx[i] = i end
+  table.sort(idx, function(a, b) return p[a] > p[b] end)
+  local k = opts.top_k and math.min(opts.top_k, #idx) or #idx
+  local kept, total = {}, 0
+  for r = 1, k do
+    kept[r] = idx[r]
+    total = total + p[idx[r]]
+    if opts.top_p and total >= opts.top_p then break end
+  end
+  local u = as.rand(1):item() * total
+  for _, i in ipairs(kept) do
+    u = u - p[i]
+    if u <= 0 then return i - 1 end
+  end
+  return kept[#kept] - 1
+end
+
+--- generate(ids (1, L), {max_new_tokens = 20, use_cache = true, do_sample = false,
+---           top_k, top_p, temperature}) -> ids (1, L + new)
+function GPT2LMHeadModel:generate(ids, opts)
+  opts = opts or {}
+  local n = opts.max_new_tokens or 20
+  local use_cache = opts.use_cache ~= false
+  if ids:size(1) ~= 1 then error("generate: batch size 1 only, got " .. ids:size(1), 2) end
+  if use_cache then check_incremental(self) end
+  local out = ids:tolist()[1]
+  local past
+  local input = ids
+  for _ = 1, n do
+    local logits, presents = self(input, use_cache and { past = past } or nil)
+    local next_id = sample(logits[1][logits:size(2)], opts)
+    out[#out + 1] = next_id
+    if use_cache then
+      past, input = presents, as.tensor({ { next_id } })
+    else
+      input = as.tensor({ out })
+    end
+  end
+  return as.tensor({ out })
+end
+
+local gpt2 = {}
+
+function gpt2.new(config) return GPT2LMHeadModel(common.config("gpt2", config, DEFAULTS, IGNORED)) end
+
+function gpt2.load(model, path)
+  local sd = common.filter(as.load(path), function(k)
+    -- the tied head, and the causal-mask buffers older checkpoints carry
+    return k == "lm_head.weight" or k:match("%.attn%.bias$") or k:match("%.attn%.masked_bias$")
+  end)
+  model:load_state_dict(sd)
+  return model
+end
+
+--- gpt2.from_pretrained(dir_or_file [, config]) loads a save_pretrained folder.
+function gpt2.from_pretrained(path, config)
+  local weights, cfg = common.locate("gpt2", path)
+  local c = {}
+  for k, v in pairs(cfg or {}) do if DEFAULTS[k] ~= nil then c[k] = v end end
+  for k, v in pairs(config or {}) do c[k] = v end
+  return gpt2.load(gpt2.new(c), weights):eval()
+end
+
+gpt2.Class = GPT2LMHeadModel
+return setmetatable(gpt2, { __call = function(_, config) return gpt2.new(config) end })
