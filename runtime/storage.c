@@ -10,10 +10,25 @@ static const as_device_allocator *allocators[2];
 
 void as_register_allocator(as_device_type type, const as_device_allocator *a) { allocators[type] = a; }
 
+/* Bytes held by owned CPU storages now, and the most since the last reset.
+ * Storages are made and freed on the thread that runs Lua (kernels never
+ * allocate), so plain counters suffice. */
+static size_t cpu_live, cpu_peak;
+
+void as_cpu_memory_stats(size_t *live, size_t *peak)
+{
+    *live = cpu_live;
+    *peak = cpu_peak;
+}
+
+void as_cpu_reset_peak(void) { cpu_peak = cpu_live; }
+
 static void free_owned(as_storage *s)
 {
-    if (s->device.type == AS_DEV_CPU)
+    if (s->device.type == AS_DEV_CPU) {
+        cpu_live -= s->nbytes;
         free(s->data);
+    }
     else if (allocators[s->device.type])
         allocators[s->device.type]->free(s->data, s->device.index);
 }
@@ -53,7 +68,11 @@ as_storage *as_storage_new(size_t nbytes, as_device dev)
         return NULL;
     }
     as_storage *s = as_storage_wrap(data, nbytes, dev, free_owned, NULL);
-    if (!s) free_owned(&(as_storage){.data = data, .device = dev});
+    if (!s) {
+        free_owned(&(as_storage){.data = data, .device = dev, .nbytes = 0});
+        return NULL;
+    }
+    if (dev.type == AS_DEV_CPU && (cpu_live += nbytes) > cpu_peak) cpu_peak = cpu_live;
     return s;
 }
 

@@ -33,6 +33,11 @@ as_storage *as_storage_wrap(void *data, size_t nbytes, as_device dev,
 as_storage *as_storage_retain(as_storage *s);
 void as_storage_release(as_storage *s);
 
+/* Bytes of CPU tensor storage alive now and at the peak since the last reset
+ * (memory-mapped checkpoints are not counted: they are the file's pages). */
+void as_cpu_memory_stats(size_t *live, size_t *peak);
+void as_cpu_reset_peak(void);
+
 const char *as_device_name(as_device dev); /* "cpu", "cuda:0" */
 int as_device_equal(as_device a, as_device b);
 

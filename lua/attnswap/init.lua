@@ -29,6 +29,7 @@ as.register_attention = registry.register_attention
 as.attention = registry.attention
 as.swap_attention = swap.swap_attention
 as.swapped = swap.swapped
+as.compare = require("attnswap.compare").compare
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {

@@ -74,6 +74,15 @@ function attention.new(name, opts)
   return Class(opts or {})
 end
 
+--- is_core(m): whether m is an instance of a registered attention class.
+function attention.is_core(m)
+  if not core.is_module(m) then return false end
+  for _, name in ipairs(core.registry_names()) do
+    if nn.isinstance(m, (core.registry_get(name))) then return true, name end
+  end
+  return false
+end
+
 local function yesno(b) return b and "yes" or "-" end
 
 --- list() prints the registry as a table and returns the rows.

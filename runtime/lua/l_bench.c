@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "l_util.h"
+#include "storage.h"
 
 static double now(void)
 {
@@ -56,8 +57,27 @@ static int l_raw_sgemm_seconds(lua_State *L)
     return 1;
 }
 
+/* memory_stats() -> {allocated = bytes, peak = bytes} of CPU tensor storage */
+static int l_memory_stats(lua_State *L)
+{
+    size_t live, peak;
+    as_cpu_memory_stats(&live, &peak);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)live);
+    lua_setfield(L, -2, "allocated");
+    lua_pushinteger(L, (lua_Integer)peak);
+    lua_setfield(L, -2, "peak");
+    return 1;
+}
+
+static int l_reset_peak_memory(lua_State *L)
+{
+    as_cpu_reset_peak();
+    return 0;
+}
+
 static const luaL_Reg bench_functions[] = {
-    {"clock", l_clock}, {"raw_sgemm_seconds", l_raw_sgemm_seconds}, {NULL, NULL},
+    {"clock", l_clock}, {"memory_stats", l_memory_stats}, {"reset_peak_memory", l_reset_peak_memory}, {"raw_sgemm_seconds", l_raw_sgemm_seconds}, {NULL, NULL},
 };
 
 void l_open_bench(lua_State *L) { luaL_setfuncs(L, bench_functions, 0); }
