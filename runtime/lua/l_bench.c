@@ -35,9 +35,10 @@ static int l_raw_sgemm_seconds(lua_State *L)
     lua_Integer reps = luaL_optinteger(L, 4, 5);
     if (m <= 0 || n <= 0 || k <= 0 || m > 65536 || n > 65536 || k > 65536 || reps < 1 || reps > 1000)
         return luaL_error(L, "raw_sgemm_seconds: sizes must be 1..65536 and reps 1..1000");
-    float *a = aligned_alloc(64, sizeof(float) * (size_t)(m * k + 15) / 16 * 16 + 64);
-    float *b = aligned_alloc(64, sizeof(float) * (size_t)(k * n + 15) / 16 * 16 + 64);
-    float *c = aligned_alloc(64, sizeof(float) * (size_t)(m * n + 15) / 16 * 16 + 64);
+    /* aligned_alloc wants a multiple of the alignment: round up to 16 floats */
+    float *a = aligned_alloc(64, sizeof(float) * (size_t)((m * k + 15) / 16 * 16));
+    float *b = aligned_alloc(64, sizeof(float) * (size_t)((k * n + 15) / 16 * 16));
+    float *c = aligned_alloc(64, sizeof(float) * (size_t)((m * n + 15) / 16 * 16));
     double *t = malloc(sizeof(double) * (size_t)reps);
     if (!a || !b || !c || !t) {
         free(a), free(b), free(c), free(t);

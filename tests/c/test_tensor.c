@@ -23,7 +23,9 @@ static void test_views(void)
     CHECK(u && u->ndim == 4 && u->shape[1] == 1);
     as_tensor *q = as_squeeze(u, INT32_MIN);
     CHECK(q && q->ndim == 3);
-    as_tensor *e = as_expand(as_select(t, 0, 0), 3, (int64_t[]){5, 3, 4});
+    as_tensor *row = as_select(t, 0, 0);
+    as_tensor *e = as_expand(row, 3, (int64_t[]){5, 3, 4});
+    as_release(row);
     CHECK(e && e->stride[0] == 0 && as_get_flat(e, 12 * 4 + 5) == as_get_flat(t, 5));
     as_tensor *p = as_permute(t, (int[]){2, 0, 1});
     CHECK(p && p->shape[0] == 4 && as_get_flat(p, 1) == as_get_flat(t, 4));
