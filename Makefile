@@ -9,7 +9,7 @@ CMAKE ?= cmake
 CTEST ?= ctest
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps run test install clean
+.PHONY: all build deps run test test-asan install clean
 
 all: build
 
@@ -25,6 +25,14 @@ run: build
 
 test: build
 	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j2
+
+# The whole suite (C tests, specs, examples) under AddressSanitizer and
+# UndefinedBehaviorSanitizer with leak checking, in its own build folder.
+ASAN_BUILD_DIR ?= build-asan
+test-asan: deps
+	$(CMAKE) --preset asan -B $(ASAN_BUILD_DIR) -DATTNSWAP_WERROR=$(WERROR)
+	$(CMAKE) --build $(ASAN_BUILD_DIR) -j$(JOBS)
+	$(CTEST) --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j2 -LE packaging
 
 install: build
 	$(CMAKE) --install $(BUILD_DIR) --prefix $(PREFIX)
