@@ -117,14 +117,24 @@ double as_load_elem(const void *p, as_dtype dt, int64_t i)
     }
 }
 
+/* Float to integer saturates (NaN gives 0): the C cast is undefined out of
+ * range.  [lo, hi) is the range of doubles that convert exactly. */
+static int64_t saturate(double v, double lo, double hi, int64_t min, int64_t max)
+{
+    if (v != v) return 0;
+    if (v < lo) return min;
+    if (v >= hi) return max;
+    return (int64_t)v;
+}
+
 void as_store_elem(void *p, as_dtype dt, int64_t i, double v)
 {
     switch (dt) {
     case AS_F32: ((float *)p)[i] = (float)v; break;
     case AS_F16: ((uint16_t *)p)[i] = as_f32_to_f16((float)v); break;
     case AS_BF16: ((uint16_t *)p)[i] = as_f32_to_bf16((float)v); break;
-    case AS_I64: ((int64_t *)p)[i] = isfinite(v) ? (int64_t)v : 0; break;
-    case AS_I32: ((int32_t *)p)[i] = isfinite(v) ? (int32_t)v : 0; break;
+    case AS_I64: ((int64_t *)p)[i] = saturate(v, -0x1p63, 0x1p63, INT64_MIN, INT64_MAX); break;
+    case AS_I32: ((int32_t *)p)[i] = (int32_t)saturate(v, -0x1p31, 0x1p31, INT32_MIN, INT32_MAX); break;
     case AS_BOOL: ((uint8_t *)p)[i] = v != 0; break;
     default: break;
     }

@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L
 /* Measuring aids for the benchmarks: a clock, and raw cblas_sgemm timed in C
  * so a benchmark can quote the API's speed as a ratio to BLAS measured in the
  * same process. */

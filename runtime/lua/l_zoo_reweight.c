@@ -1,4 +1,200 @@
-/* Bindings of the reweight attention kernels (filled by the zoo work). */
+/* Bindings of the reweight attention kernels: functional forms that the Lua
+ * classes in lua/attnswap/attention/ call, also public as as.<name>:
+ *
+ *   as.relative_attention(q, k, v [, mask [, opts [, training]]])
+ *     opts: causal, scale, dropout, alibi, bidirectional, num_buckets,
+ *           max_distance, bias (num_buckets, H)
+ *   as.adaptive_attention(...)  opts: span (H), max_span, ramp
+ *   as.gated_attention(...)     opts: gate_weight (H, D, G), gate_bias (H, G)
+ *   as.entmax_attention(...)    opts: alpha, pre_alpha (H)
+ *   as.sigmoid_attention(...)   opts: bias (number; default -log(Lk))
+ *   as.cosine_attention(...)    opts: logit_scale (H, 1, 1), max_logit
+ *   as.entmax(x [, alpha = 1.5 [, dim = -1]])
+ *   core.flex_attention_step(acc, m, l, s, v [, keep, keep_scale]),
+ *   core.flex_attention_finish(acc, l [, dtype])   (flex_attention's tile loop) */
+#include <math.h>
+#include <string.h>
+
+#include "attention_reweight.h"
 #include "l_util.h"
 
-void l_open_zoo_reweight(lua_State *L) { (void)L; }
+/* Reads opts[field] as a number (def when nil). */
+static double opt_number(lua_State *L, int idx, const char *field, double def, const char *fn)
+{
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, field);
+    double r = def;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isnumber(L, -1))
+            l_error(L, "%s: %s must be a number, got %s", fn, field, luaL_typename(L, -1));
+        r = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+static int64_t opt_integer(lua_State *L, int idx, const char *field, int64_t def, const char *fn)
+{
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, field);
+    int64_t r = def;
+    if (!lua_isnil(L, -1)) {
+        int ok;
+        r = (int64_t)lua_tointegerx(L, -1, &ok);
+        if (!ok) l_error(L, "%s: %s must be an integer, got %s", fn, field, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+static bool opt_bool(lua_State *L, int idx, const char *field, bool def)
+{
+    if (lua_isnoneornil(L, idx)) return def;
+    lua_getfield(L, idx, field);
+    bool r = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return r;
+}
+
+/* opts[field] as a tensor or NULL; the tensor stays referenced by opts. */
+static as_tensor *opt_tensor(lua_State *L, int idx, const char *field, const char *fn)
+{
+    if (lua_isnoneornil(L, idx)) return NULL;
+    lua_getfield(L, idx, field);
+    as_tensor *t = NULL;
+    if (!lua_isnil(L, -1)) {
+        t = l_totensor(L, -1);
+        if (!t) l_error(L, "%s: %s must be a Tensor, got %s", fn, field, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return t;
+}
+
+typedef struct {
+    as_tensor *q, *k, *v, *mask;
+    as_attention_opts o;
+    bool training;
+} call_args;
+
+/* f(q, k, v [, mask [, opts [, training]]]): the common part. */
+static void check_call(lua_State *L, const char *fn, call_args *a)
+{
+    a->q = l_checktensor(L, 1), a->k = l_checktensor(L, 2), a->v = l_checktensor(L, 3);
+    a->mask = lua_isnoneornil(L, 4) ? NULL : l_checktensor(L, 4);
+    if (!lua_isnoneornil(L, 5) && !lua_istable(L, 5)) l_argerror(L, 5, fn, "options table");
+    a->o = (as_attention_opts){
+        .causal = opt_bool(L, 5, "causal", false),
+        .scale = opt_number(L, 5, "scale", NAN, fn),
+        .dropout = opt_number(L, 5, "dropout", 0, fn),
+    };
+    a->training = lua_toboolean(L, 6);
+}
+
+static int l_relative_attention(lua_State *L)
+{
+    const char *fn = "relative_attention";
+    call_args a;
+    check_call(L, fn, &a);
+    as_relative_opts r = {
+        .alibi = opt_bool(L, 5, "alibi", false),
+        .bidirectional = opt_bool(L, 5, "bidirectional", !a.o.causal),
+        .num_buckets = opt_integer(L, 5, "num_buckets", 32, fn),
+        .max_distance = opt_integer(L, 5, "max_distance", 128, fn),
+    };
+    as_tensor *bias = opt_tensor(L, 5, "bias", fn);
+    l_pushtensor(L, as_relative_attention(a.q, a.k, a.v, a.mask, &a.o, &r, bias, a.training));
+    return 1;
+}
+
+static int l_adaptive_attention(lua_State *L)
+{
+    const char *fn = "adaptive_attention";
+    call_args a;
+    check_call(L, fn, &a);
+    as_tensor *span = opt_tensor(L, 5, "span", fn);
+    double max_span = opt_number(L, 5, "max_span", 1024, fn), ramp = opt_number(L, 5, "ramp", 32, fn);
+    l_pushtensor(L, as_adaptive_attention(a.q, a.k, a.v, a.mask, &a.o, span, max_span, ramp, a.training));
+    return 1;
+}
+
+static int l_gated_attention(lua_State *L)
+{
+    const char *fn = "gated_attention";
+    call_args a;
+    check_call(L, fn, &a);
+    as_tensor *w = opt_tensor(L, 5, "gate_weight", fn), *b = opt_tensor(L, 5, "gate_bias", fn);
+    l_pushtensor(L, as_gated_attention(a.q, a.k, a.v, a.mask, &a.o, w, b, a.training));
+    return 1;
+}
+
+static int l_entmax_attention(lua_State *L)
+{
+    const char *fn = "entmax_attention";
+    call_args a;
+    check_call(L, fn, &a);
+    double alpha = opt_number(L, 5, "alpha", 1.5, fn);
+    as_tensor *pre = opt_tensor(L, 5, "pre_alpha", fn);
+    l_pushtensor(L, as_entmax_attention(a.q, a.k, a.v, a.mask, &a.o, alpha, pre, a.training));
+    return 1;
+}
+
+static int l_sigmoid_attention(lua_State *L)
+{
+    const char *fn = "sigmoid_attention";
+    call_args a;
+    check_call(L, fn, &a);
+    double bias = opt_number(L, 5, "bias", NAN, fn);
+    l_pushtensor(L, as_sigmoid_attention(a.q, a.k, a.v, a.mask, &a.o, bias, a.training));
+    return 1;
+}
+
+static int l_cosine_attention(lua_State *L)
+{
+    const char *fn = "cosine_attention";
+    call_args a;
+    check_call(L, fn, &a);
+    as_tensor *ls = opt_tensor(L, 5, "logit_scale", fn);
+    double max_logit = opt_number(L, 5, "max_logit", log(100.0), fn);
+    l_pushtensor(L, as_cosine_attention(a.q, a.k, a.v, a.mask, &a.o, ls, max_logit, a.training));
+    return 1;
+}
+
+/* entmax(x [, alpha [, dim]]) */
+static int l_entmax(lua_State *L)
+{
+    as_tensor *x = l_checktensor(L, 1);
+    double alpha = luaL_optnumber(L, 2, 1.5);
+    int dim = l_optdim(L, 3, -1, "entmax");
+    l_pushtensor(L, as_entmax(x, dim, alpha));
+    return 1;
+}
+
+/* flex_attention_step(acc, m, l, s, v [, keep [, keep_scale]]) */
+static int l_flex_step(lua_State *L)
+{
+    as_tensor *acc = l_checktensor(L, 1), *m = l_checktensor(L, 2), *l = l_checktensor(L, 3);
+    as_tensor *s = l_checktensor(L, 4), *v = l_checktensor(L, 5);
+    as_tensor *keep = lua_isnoneornil(L, 6) ? NULL : l_checktensor(L, 6);
+    double ks = luaL_optnumber(L, 7, 1.0);
+    if (as_flex_step(acc, m, l, s, v, keep, ks)) return l_raise(L);
+    return 0;
+}
+
+/* flex_attention_finish(acc, l [, dtype]) */
+static int l_flex_finish(lua_State *L)
+{
+    as_tensor *acc = l_checktensor(L, 1), *l = l_checktensor(L, 2);
+    as_dtype dt = l_optdtype(L, 3, AS_F32, "flex_attention");
+    l_pushtensor(L, as_flex_finish(acc, l, dt));
+    return 1;
+}
+
+static const luaL_Reg reweight_functions[] = {
+    {"relative_attention", l_relative_attention}, {"adaptive_attention", l_adaptive_attention},
+    {"gated_attention", l_gated_attention},       {"entmax_attention", l_entmax_attention},
+    {"sigmoid_attention", l_sigmoid_attention},   {"cosine_attention", l_cosine_attention},
+    {"entmax", l_entmax},                         {"flex_attention_step", l_flex_step},
+    {"flex_attention_finish", l_flex_finish},     {NULL, NULL},
+};
+
+void l_open_zoo_reweight(lua_State *L) { luaL_setfuncs(L, reweight_functions, 0); }

@@ -28,6 +28,12 @@ describe("as.tensor", function()
     assert.are.equal(16777217, as.tensor({ 16777217 }):item())
   end)
 
+  it("out-of-range values saturate when stored as integers (found by fuzzing)", function()
+    assert.are.same({ 2147483647, -2147483648, 0 }, as.tensor({ 1e19, -1e300, 0 / 0 }, "int32"):tolist())
+    assert.are.same({ math.maxinteger, math.mininteger }, as.tensor({ 1e300, -1e300 }, "int64"):tolist())
+    assert.are.same({ 2147483647 }, as.tensor({ 9.2e18 }):int():tolist())
+  end)
+
   it("scalars are 0-d", function()
     local s = as.tensor(3.5)
     assert.are.equal(0, s:dim())

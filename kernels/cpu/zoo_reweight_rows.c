@@ -1,0 +1,154 @@
+/* The reweight driver: per (batch, head, block of BQ queries)
+ *
+ *   S (m, n) = Q_blk (m, D) K_rng^T (D, n) * scale    sgemm
+ *   S        = masked (-inf) / biased by the mask    causal, bool, float
+ *   P        = mech.rows(S)                          the mechanism's reweighting
+ *   P        = P * keep / (1 - p)                    dropout, training only
+ *   O_blk    = P (m, n) V_rng (n, Dv)                sgemm
+ *
+ * Only BQ x n scores live at a time (per thread). */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "attention_flash.h"
+#include "zoo_reweight.h"
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static size_t per_thread(const as_cpu_rw_params *p)
+{
+    size_t s = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float));
+    if (p->mech.scratch_bytes) s += align64(p->mech.scratch_bytes(p));
+    return s;
+}
+
+size_t as_cpu_rw_workspace_size(const as_cpu_rw_params *p, int nthreads)
+{
+    return per_thread(p) * (size_t)(nthreads > 0 ? nthreads : 1) + 64;
+}
+
+void as_cpu_rw_softmax_row(float *x, int64_t n)
+{
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    if (mx == -INFINITY) {
+        memset(x, 0, (size_t)n * sizeof *x);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) x[j] -= mx;
+    as_cpu_flash_exp(x, x, n); /* exp(-inf) = 0 */
+    double sum = 0;
+    for (int64_t j = 0; j < n; j++) sum += x[j];
+    float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < n; j++) x[j] *= inv;
+}
+
+/* Masks rows [i0, i0 + m) x keys [j0, j0 + n) of (b, h) in s. */
+static void apply_mask(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t i0, int64_t m,
+                       int64_t j0, int64_t n, float *s, int64_t lds)
+{
+    int64_t off = p->Lk - p->Lq;
+    const as_cpu_rw_mask *mk = &p->mask;
+    for (int64_t r = 0; r < m; r++) {
+        float *row = s + r * lds;
+        int64_t i = i0 + r;
+        if (p->causal) {
+            int64_t last = i + off - j0; /* columns past last are in the future */
+            for (int64_t c = last + 1 < 0 ? 0 : last + 1; c < n; c++) row[c] = -INFINITY;
+        }
+        if (!mk->data) continue;
+        int64_t base = b * mk->stride[0] + h * mk->stride[1] + i * mk->stride[2];
+        int64_t sj = mk->stride[3];
+        if (mk->dtype == AS_BOOL) {
+            const bool *keep = (const bool *)mk->data + base;
+            for (int64_t c = 0; c < n; c++)
+                if (!keep[(j0 + c) * sj]) row[c] = -INFINITY;
+        } else {
+            const float *add = (const float *)mk->data + base;
+            for (int64_t c = 0; c < n; c++) row[c] += add[(j0 + c) * sj];
+        }
+    }
+}
+
+static void drop(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t j0,
+                 int64_t n, float *s, int64_t lds)
+{
+    uint32_t thr = as_cpu_flash_drop_threshold(p->dropout);
+    float ks = 1.0f / (1.0f - p->dropout);
+    for (int64_t r = 0; r < m; r++) {
+        uint32_t key = as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, h, i0 + r);
+        float *row = s + r * lds;
+        for (int64_t c = 0; c < n; c++)
+            row[c] = as_cpu_flash_keep(key, j0 + c, thr) ? row[c] * ks : 0.0f;
+    }
+}
+
+static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *scratch)
+{
+    int64_t nblk = (p->Lq + AS_CPU_RW_BQ - 1) / AS_CPU_RW_BQ;
+    int64_t bh = item / nblk, i0 = (item % nblk) * AS_CPU_RW_BQ;
+    int64_t b = bh / p->H, h = bh % p->H, hk = h / (p->H / p->Hkv);
+    int64_t m = p->Lq - i0 < AS_CPU_RW_BQ ? p->Lq - i0 : AS_CPU_RW_BQ;
+    int64_t D = p->D, Dv = p->Dv;
+    float *out = p->out + ((bh * p->Lq) + i0) * Dv;
+
+    int64_t j0 = 0, n = p->Lk;
+    if (p->causal) { /* the last row sees keys up to i0 + m - 1 + Lk - Lq */
+        int64_t end = i0 + m + p->Lk - p->Lq;
+        n = end < n ? end : n;
+    }
+    if (n > 0 && p->mech.range) p->mech.range(p, h, i0, m, &j0, &n);
+    if (n <= 0) {
+        memset(out, 0, (size_t)(m * Dv) * sizeof *out);
+        return;
+    }
+    const float *q = p->q + (bh * p->Lq + i0) * D;
+    const float *k = p->k + ((b * p->Hkv + hk) * p->Lk + j0) * D;
+    const float *v = p->v + ((b * p->Hkv + hk) * p->Lk + j0) * Dv;
+    int64_t lds = n;
+    int ld = D > 0 ? (int)D : 1;
+    if (D > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)D, p->scale, q, ld, k,
+                    ld, 0.0f, s, (int)lds);
+    } else {
+        memset(s, 0, (size_t)(m * lds) * sizeof *s);
+    }
+    apply_mask(p, b, h, i0, m, j0, n, s, lds);
+    p->mech.rows(p, h, i0, m, j0, n, s, lds, scratch);
+    if (p->dropout > 0) drop(p, b, h, i0, m, j0, n, s, lds);
+    if (Dv > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)n, 1.0f, s, (int)lds,
+                    v, (int)Dv, 0.0f, out, (int)Dv);
+}
+
+void as_cpu_rw_attention(const as_cpu_rw_params *p, void *workspace, int nthreads)
+{
+    if (p->B == 0 || p->H == 0 || p->Lq == 0) return;
+    int64_t nblk = (p->Lq + AS_CPU_RW_BQ - 1) / AS_CPU_RW_BQ;
+    int64_t items = p->B * p->H * nblk;
+    size_t stride = per_thread(p);
+    char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
+    size_t sbytes = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float));
+    if (nthreads < 1) nthreads = 1;
+    if (items < nthreads) nthreads = (int)items;
+    /* OpenBLAS runs in the calling thread inside the parallel region */
+    int blas_threads = openblas_get_num_threads();
+    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num();
+#else
+        int t = 0;
+#endif
+        char *mine = ws + (size_t)t * stride;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) run_item(p, it, (float *)mine, mine + sbytes);
+    }
+    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+}

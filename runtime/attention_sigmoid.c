@@ -1,0 +1,28 @@
+/* sigmoid_attention: sigma(q k^T * scale + b) v, no normalisation
+ * (Ramapuram et al. 2024); b = -log(Lk) unless given
+ * (kernels/cpu/zoo_reweight_sigmoid.c). */
+#include <math.h>
+
+#include "as_error.h"
+#include "attention_reweight.h"
+
+#define FN "sigmoid_attention"
+
+as_tensor *as_sigmoid_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                const as_tensor *mask, const as_attention_opts *o, double bias,
+                                bool training)
+{
+    if (isinf(bias)) {
+        as_error_set(FN ": bias must be finite (or NaN for -log(Lk)), got %g", bias);
+        return NULL;
+    }
+    as_rw_inputs in;
+    if (as_rw_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    if (isnan(bias)) bias = in.p.Lk > 0 ? -log((double)in.p.Lk) : 0.0;
+    as_cpu_rw_sigmoid_ctx ctx = {.bias = (float)bias};
+    in.p.mech = as_cpu_rw_sigmoid_mech;
+    in.p.mech.ctx = &ctx;
+    as_tensor *out = as_rw_run(FN, &in);
+    as_rw_release(&in);
+    return out;
+}
