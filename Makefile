@@ -9,7 +9,7 @@ CMAKE ?= cmake
 CTEST ?= ctest
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps run test test-asan install clean
+.PHONY: all build deps run test test-asan fuzz install clean
 
 all: build
 
@@ -36,6 +36,27 @@ test-asan: deps
 	$(CMAKE) --preset asan -B $(ASAN_BUILD_DIR) -DATTNSWAP_WERROR=$(WERROR)
 	$(CMAKE) --build $(ASAN_BUILD_DIR) -j$(JOBS)
 	$(CTEST) --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j2 -LE packaging
+
+# libFuzzer harnesses (tests/fuzz), each run for FUZZ_SECONDS under ASan and
+# UBSan; new inputs collect in $(FUZZ_BUILD_DIR)/corpus, seeds come from tests/fuzz/corpus.
+FUZZ_BUILD_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZERS ?= safetensors tensor state_dict
+fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang libclang-rt-14-dev" >&2; exit 1; }
+	CC=clang $(CMAKE) -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNSWAP_FUZZ=ON \
+		-DATTNSWAP_SANITIZE=address,undefined -DATTNSWAP_TESTS=OFF
+	$(CMAKE) --build $(FUZZ_BUILD_DIR) -j$(JOBS) $(addprefix --target fuzz_,$(FUZZERS))
+	@for h in $(FUZZERS); do \
+		mkdir -p $(FUZZ_BUILD_DIR)/corpus/$$h; \
+		echo "fuzz_$$h: $(FUZZ_SECONDS) s"; \
+		ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 $(FUZZ_BUILD_DIR)/tests/fuzz/fuzz_$$h \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_BUILD_DIR)/ $(FUZZ_BUILD_DIR)/corpus/$$h tests/fuzz/corpus/$$h \
+			> $(FUZZ_BUILD_DIR)/fuzz_$$h.log 2>&1; status=$$?; \
+		grep -E "^(stat::number_of_executed_units|stat::new_units_added|==[0-9]+==ERROR|SUMMARY)" $(FUZZ_BUILD_DIR)/fuzz_$$h.log; \
+		[ $$status -eq 0 ] || { echo "fuzz_$$h failed: see $(FUZZ_BUILD_DIR)/fuzz_$$h.log" >&2; exit 1; }; \
+	done
 
 install: build
 	$(CMAKE) --install $(BUILD_DIR) --prefix $(PREFIX)

@@ -55,10 +55,15 @@ static int shown(const printer *p, int64_t n, int64_t i)
     return !p->summarize || n <= 2 * EDGE || i < EDGE || i >= n - EDGE;
 }
 
-static void format_value(const printer *p, double v, char *out, size_t size)
+/* Element off of the tensor as text; integers are read as integers (a double
+ * cannot hold every int64). */
+static void format_elem(const printer *p, int64_t off, char *out, size_t size)
 {
-    if (p->t->dtype == AS_BOOL) snprintf(out, size, "%s", v != 0 ? "true" : "false");
-    else if (!p->is_float) snprintf(out, size, "%lld", (long long)v);
+    const as_tensor *t = p->t;
+    double v = as_load_elem(as_data(t), t->dtype, off);
+    if (t->dtype == AS_BOOL) snprintf(out, size, "%s", v != 0 ? "true" : "false");
+    else if (t->dtype == AS_I64) snprintf(out, size, "%lld", (long long)((const int64_t *)as_data(t))[off]);
+    else if (t->dtype == AS_I32) snprintf(out, size, "%d", ((const int32_t *)as_data(t))[off]);
     else if (isnan(v)) snprintf(out, size, "nan");
     else if (isinf(v)) snprintf(out, size, v > 0 ? "inf" : "-inf");
     else if (p->sci) snprintf(out, size, "%.4e", v);
@@ -80,7 +85,7 @@ static void scan(printer *p, int dim, int64_t off, double *maxabs, double *minab
             if (v != floor(v)) *all_int = 0;
         }
         if (maxabs != minabs) return; /* first pass only collects the mode */
-        format_value(p, v, s, sizeof s);
+        format_elem(p, off, s, sizeof s);
         if ((int)strlen(s) > p->width) p->width = (int)strlen(s);
         return;
     }
@@ -93,7 +98,7 @@ static void emit(printer *p, int dim, int64_t off, int indent)
     const as_tensor *t = p->t;
     if (dim == t->ndim) {
         char s[64];
-        format_value(p, as_load_elem(as_data(t), t->dtype, off), s, sizeof s);
+        format_elem(p, off, s, sizeof s);
         sb_printf(&p->sb, "%*s", p->width, s);
         return;
     }

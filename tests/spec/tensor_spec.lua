@@ -206,6 +206,10 @@ describe("printing", function()
     assert.are.equal("tensor([], size=(0, 3))", tostring(as.zeros(0, 3)))
   end)
 
+  it("prints int64 exactly, even past 2^53 (found by fuzzing)", function()
+    assert.are.equal("tensor([9223372036854775807,                  -5])", tostring(as.tensor { math.maxinteger, -5 }))
+  end)
+
   it("summarises large tensors", function()
     local s = tostring(as.zeros(100, 100))
     assert.is_truthy(s:find("...", 1, true))

@@ -1,0 +1,48 @@
+-- adaptive_attention: adaptive attention span (Sukhbaatar et al. 2019,
+-- "Adaptive Attention Span in Transformers", eq. 3-4).  Each head h learns a
+-- span z_h; its softmax weights are multiplied by the soft mask
+--   m_z(x) = clamp((R + z - x) / R, 0, 1),   x = i - j (causal) or |i - j|
+-- and renormalised to sum 1.  z_h = clamp(span_h, 0, 1) * max_span with the
+-- parameter span (num_heads,) initialised to init_span.  A banded C kernel
+-- (kernels/cpu/zoo_reweight_adaptive.c): keys at distance >= z + R are never
+-- visited, so the cost is O(L (z + R) D).
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+
+local FN = "adaptive_attention"
+
+local AdaptiveAttention = nn.class("AdaptiveSpanAttention")
+
+local SPEC = {
+  num_heads = { O.positive_integer, 8 },
+  max_span = { O.positive_number, 1024 },
+  ramp = { O.positive_number, 32 },
+  init_span = { O.number_in(0, 1), 0 },
+}
+
+function AdaptiveAttention:init(opts)
+  local o = O.parse(FN, opts, SPEC, 3)
+  self.span = nn.Parameter(core.full({ o.num_heads }, o.init_span))
+  self.opts = o
+end
+
+function AdaptiveAttention:forward(q, k, v, mask)
+  local o = self.opts
+  return core.adaptive_attention(q, k, v, mask, O.call_opts(o, {
+    span = self.span, max_span = o.max_span, ramp = o.ramp,
+  }), self:is_training())
+end
+
+function AdaptiveAttention:extra_repr()
+  return O.repr(self.opts, { "num_heads", "max_span", "ramp", "causal", "scale", "dropout" })
+end
+
+registry.register_attention(FN, AdaptiveAttention, {
+  exact = false, complexity = "O(L (z+R) D), z = learned span", causal = true, mask = true, gqa = true,
+  incremental = true, devices = "cpu", paper = "Sukhbaatar et al. 2019",
+  summary = "softmax times a learned soft span mask per head, renormalised; keys past the span are skipped",
+})
+
+return AdaptiveAttention

@@ -1,0 +1,53 @@
+-- gated_attention: output gating after attention (Qiu et al. 2025, "Gated
+-- Attention for Large Language Models: Non-linearity, Sparsity, and
+-- Attention-Sink-Free", gate position G1):
+--   out = Attention(Q, K, V) * sigma(q W_g + b_g)
+-- A core sees only q, k, v, so the gate of head h reads that head's query
+-- q_h (the head's projection of the block input the paper gates on).
+-- gate = "headwise" (default): one scalar per head and query, W_g
+-- (num_heads, head_dim, 1); "elementwise": one per channel, W_g
+-- (num_heads, head_dim, head_dim) (needs Dv = head_dim).  Initialised
+-- W_g = 0, b_g = init_bias (10): sigma = 0.99995, so a fresh swap scales
+-- the exact output by 1 - 4.5e-5.  Exact attention by the fused flash kernel,
+-- the gate by kernels/cpu/zoo_reweight_gated.c.
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+
+local FN = "gated_attention"
+
+local GatedAttention = nn.class("GatedAttention")
+
+local SPEC = {
+  num_heads = { O.positive_integer, 8 },
+  head_dim = { O.positive_integer, 64 },
+  gate = { O.one_of("headwise", "elementwise"), "headwise" },
+  init_bias = { O.finite_number, 10 },
+}
+
+function GatedAttention:init(opts)
+  local o = O.parse(FN, opts, SPEC, 3)
+  local g = o.gate == "headwise" and 1 or o.head_dim
+  self.gate_weight = nn.Parameter(core.zeros(o.num_heads, o.head_dim, g))
+  self.gate_bias = nn.Parameter(core.full({ o.num_heads, g }, o.init_bias))
+  self.opts = o
+end
+
+function GatedAttention:forward(q, k, v, mask)
+  return core.gated_attention(q, k, v, mask, O.call_opts(self.opts, {
+    gate_weight = self.gate_weight, gate_bias = self.gate_bias,
+  }), self:is_training())
+end
+
+function GatedAttention:extra_repr()
+  return O.repr(self.opts, { "num_heads", "head_dim", "gate", "causal", "scale", "dropout" })
+end
+
+registry.register_attention(FN, GatedAttention, {
+  exact = false, complexity = "O(L^2 D), O(L) memory", causal = true, mask = true, gqa = true,
+  incremental = true, devices = "cpu", paper = "Qiu et al. 2025",
+  summary = "exact attention times a sigmoid gate per head computed from the head's query",
+})
+
+return GatedAttention
