@@ -35,7 +35,7 @@ ASAN_BUILD_DIR ?= build-asan
 test-asan: deps
 	$(CMAKE) --preset asan -B $(ASAN_BUILD_DIR) -DATTNSWAP_WERROR=$(WERROR)
 	$(CMAKE) --build $(ASAN_BUILD_DIR) -j$(JOBS)
-	$(CTEST) --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j2 -LE packaging
+	$(CTEST) --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j2 -LE "packaging|soak"
 
 # libFuzzer harnesses (tests/fuzz), each run for FUZZ_SECONDS under ASan and
 # UBSan; new inputs collect in $(FUZZ_BUILD_DIR)/corpus, seeds come from tests/fuzz/corpus.

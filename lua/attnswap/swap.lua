@@ -160,7 +160,7 @@ local function swap(model, target, name, opts, swap_opts, undo)
     end
     local new = registry.attention.new(name, opts)
     local carried, dropped, initialized = carry(old, new)
-    if #dropped > 0 then
+    if #dropped > 0 and not swap_opts.quiet then
       io.stderr:write(string.format("swap_attention: warning: %s: parameters of %s not carried to %s: %s\n",
         e.path == "" and "<root>" or e.path, core.type_name(old), core.type_name(new), table.concat(dropped, ", ")))
     end

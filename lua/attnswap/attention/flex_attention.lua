@@ -1,0 +1,176 @@
+-- flex_attention: FlexAttention's idea (Dong et al. 2024, "Flex Attention:
+-- A Programming Model for Generating Optimized Attention Kernels") without a
+-- compiler.  The user writes
+--   score_mod(score, b, h, q_idx, kv_idx) -> new scores
+--   mask_mod(b, h, q_idx, kv_idx)         -> bool keep (true = may attend)
+-- as Lua functions of TILE TENSORS, called once per tile, not per element:
+--   score   float32 (B, H, Bq, Bk): q k^T * scale for one block of queries and keys
+--   b       int64 (B, 1, 1, 1)   batch index
+--   h       int64 (1, H, 1, 1)   query head index
+--   q_idx   int64 (1, 1, Bq, 1)  query position, 0-based; counted from Lk - Lq so
+--                                that it lines up with kv_idx under a KV cache
+--                                (= FlexAttention's q_idx when Lq = Lk)
+--   kv_idx  int64 (1, 1, 1, Bk)  key position, 0-based
+-- both returning tensors broadcastable to the tile.  A tile whose mask_mod is
+-- all false is skipped (the mask is evaluated before any score is made), and
+-- tiles wholly in the future are skipped when causal.  The tiles are
+-- combined by an online softmax (Dao et al. 2022) whose per-tile step is C
+-- (core.flex_attention_step, kernels/cpu/zoo_reweight_flex.c).
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+
+local FN = "flex_attention"
+
+local FlexAttention = nn.class("FlexAttention")
+
+local SPEC = {
+  score_mod = { O.func, nil },
+  mask_mod = { O.func, nil },
+  block_size = { O.positive_integer, 128 },
+}
+
+function FlexAttention:init(opts)
+  self.opts = O.parse(FN, opts, SPEC, 3)
+end
+
+local function shape_str(t) return tostring(t:shape()) end
+
+local function check_inputs(q, k, v, mask)
+  for i, t in ipairs { q, k, v } do
+    if not core.is_tensor(t) then
+      error(string.format("%s: %s must be a Tensor, got %s", FN, ("qkv"):sub(i, i), type(t)), 3)
+    end
+    if t:dim() ~= 4 then
+      error(string.format("%s: %s must be 4-d (B, H, L, D), got shape %s", FN, ("qkv"):sub(i, i), shape_str(t)), 3)
+    end
+  end
+  local B, H, D = q:size(1), q:size(2), q:size(4)
+  if k:size(1) ~= B or v:size(1) ~= B then
+    error(string.format("%s: batch sizes differ: q %s, k %s, v %s", FN, shape_str(q), shape_str(k), shape_str(v)), 3)
+  end
+  if k:size(2) ~= v:size(2) or k:size(3) ~= v:size(3) then
+    error(string.format("%s: k %s and v %s must have the same heads and length", FN, shape_str(k), shape_str(v)), 3)
+  end
+  if k:size(2) == 0 or H % k:size(2) ~= 0 then
+    error(string.format("%s: the query heads (%d) must be a multiple of the key/value heads (%d)", FN, H, k:size(2)), 3)
+  end
+  if k:size(4) ~= D then
+    error(string.format("%s: q %s and k %s must have the same head dimension", FN, shape_str(q), shape_str(k)), 3)
+  end
+  local float = { float32 = true, float16 = true, bfloat16 = true }
+  if not float[q:dtype()] or k:dtype() ~= q:dtype() or v:dtype() ~= q:dtype() then
+    error(string.format("%s: q, k and v must be floating point of one dtype, got %s, %s and %s", FN,
+      q:dtype(), k:dtype(), v:dtype()), 3)
+  end
+  if mask ~= nil then
+    if not core.is_tensor(mask) then error(string.format("%s: mask must be a Tensor, got %s", FN, type(mask)), 3) end
+    local target = { B, H, q:size(3), k:size(3) }
+    local ok = mask:dim() <= 4
+    for d = 1, ok and mask:dim() or 0 do
+      local n = mask:size(mask:dim() - d + 1)
+      ok = ok and (n == 1 or n == target[5 - d])
+    end
+    if not ok then
+      error(string.format("%s: mask of shape %s is not broadcastable to (B, H, Lq, Lk) = (%d, %d, %d, %d)", FN,
+        shape_str(mask), B, H, q:size(3), k:size(3)), 3)
+    end
+    if mask:dtype() ~= "bool" and not float[mask:dtype()] then
+      error(string.format("%s: mask must be bool (keep) or floating point (additive), got %s", FN, mask:dtype()), 3)
+    end
+  end
+end
+
+-- The block [i0, i0 + n) (0-based) of a broadcastable mask along dim d (1-based).
+local function narrow_mask(mask, d, i0, n)
+  if mask:size(d) == 1 then return mask end
+  return mask:narrow(d, i0 + 1, n)
+end
+
+local NEG_INF = -math.huge
+
+function FlexAttention:forward(q, k, v, mask)
+  check_inputs(q, k, v, mask)
+  local o = self.opts
+  local B, H, Lq, D = q:size(1), q:size(2), q:size(3), q:size(4)
+  local Hkv, Lk, Dv = k:size(2), k:size(3), v:size(4)
+  local G, off = H // Hkv, Lk - Lq
+  local scale = o.scale or (D > 0 and 1 / math.sqrt(D) or 1)
+  local dtype = q:dtype()
+  q, k, v = q:float(), k:float(), v:float()
+  if mask ~= nil then
+    while mask:dim() < 4 do mask = mask:unsqueeze(1) end
+    if mask:dtype() ~= "bool" then mask = mask:float() end
+  end
+  local training = self:is_training() and o.dropout > 0
+  local bs = o.block_size
+  local b_idx = core.arange(0, B):view(B, 1, 1, 1)
+  local h_idx = core.arange(0, H):view(1, H, 1, 1)
+  local tiles = {}
+  for i0 = 0, Lq - 1, bs do
+    local bq = math.min(bs, Lq - i0)
+    local q_idx = core.arange(i0 + off, i0 + off + bq):view(1, 1, bq, 1)
+    -- (B, Hkv, G * bq, D): one matmul per kv head serves its G query heads
+    local qt = q:narrow(3, i0 + 1, bq)
+    if G > 1 then qt = qt:reshape(B, Hkv, G * bq, D) end
+    local acc = core.zeros(B, H, bq, Dv)
+    local m = core.full({ B, H, bq }, NEG_INF)
+    local l = core.zeros(B, H, bq)
+    local last_key = o.causal and math.min(Lk, i0 + bq + off) or Lk -- keys [0, last_key)
+    for j0 = 0, last_key - 1, bs do
+      local bk = math.min(bs, Lk - j0)
+      local kv_idx = core.arange(j0, j0 + bk):view(1, 1, 1, bk)
+      local keep = true
+      if o.mask_mod then
+        keep = o.mask_mod(b_idx, h_idx, q_idx, kv_idx)
+        if type(keep) ~= "boolean" and not (core.is_tensor(keep) and keep:dtype() == "bool") then
+          error(string.format("%s: mask_mod must return a bool Tensor (or a boolean), got %s", FN,
+            core.is_tensor(keep) and keep:dtype() .. " Tensor" or type(keep)), 2)
+        end
+        if core.is_tensor(keep) and not keep:max():item() then keep = false end -- an empty tile
+      end
+      if keep ~= false then
+        local s = qt:matmul(k:narrow(3, j0 + 1, bk):transpose(3, 4)) -- (B, Hkv, G*bq, bk)
+        if G > 1 then s = s:reshape(B, H, bq, bk) end
+        s = s * scale
+        if o.score_mod then
+          s = o.score_mod(s, b_idx, h_idx, q_idx, kv_idx)
+          if not core.is_tensor(s) then
+            error(string.format("%s: score_mod must return a Tensor, got %s", FN, type(s)), 2)
+          end
+          if shape_str(s) ~= string.format("(%d, %d, %d, %d)", B, H, bq, bk) then s = s:expand(B, H, bq, bk) end
+        end
+        if keep ~= true then s = core.where(keep, s, NEG_INF) end
+        if o.causal then s = core.where(q_idx:ge(kv_idx), s, NEG_INF) end
+        if mask ~= nil then
+          local mt = narrow_mask(narrow_mask(mask, 3, i0, bq), 4, j0, bk)
+          if mt:dtype() == "bool" then s = core.where(mt, s, NEG_INF) else s = s + mt end
+        end
+        local drop
+        if training then drop = core.rand(B, H, bq, bk):ge(o.dropout) end
+        core.flex_attention_step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
+      end
+    end
+    tiles[#tiles + 1] = core.flex_attention_finish(acc, l, dtype)
+  end
+  if #tiles == 0 then return core.zeros({ B, H, Lq, Dv }, dtype) end
+  if #tiles == 1 then return tiles[1] end
+  return core.cat(tiles, 3)
+end
+
+function FlexAttention:extra_repr()
+  local o = self.opts
+  local parts = { O.repr(o, { "block_size", "causal", "scale", "dropout" }) }
+  if o.score_mod then parts[#parts + 1] = "score_mod=<function>" end
+  if o.mask_mod then parts[#parts + 1] = "mask_mod=<function>" end
+  return table.concat(parts, ", ")
+end
+
+registry.register_attention(FN, FlexAttention, {
+  exact = true, complexity = "O(L^2 D), skips empty tiles", causal = true, mask = true, gqa = true,
+  incremental = true, devices = "cpu", paper = "Dong et al. 2024 (FlexAttention)",
+  summary = "user score_mod / mask_mod on tile tensors, online softmax over tiles, empty tiles skipped",
+})
+
+return FlexAttention
