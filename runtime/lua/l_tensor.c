@@ -149,18 +149,19 @@ static int infer_table_shape(lua_State *L, int idx, int64_t *shape)
 }
 
 typedef struct {
-    as_tensor *t;
+    int ndim;
+    const int64_t *shape;
+    as_tensor *t; /* NULL: only check the structure and note the value kinds */
     int64_t pos;
     int saw_float, saw_bool, saw_number;
 } fill_state;
 
-/* Depth-first copy; raises on ragged or non-numeric entries.  The tensor is
- * anchored on the Lua stack (as userdata) before this runs, so raising here
- * does not leak it. */
+/* Depth-first walk of the nested table: raises on ragged or non-numeric
+ * entries, stores into st->t when there is one.  The tensor is anchored on
+ * the Lua stack (as userdata) before this runs, so raising does not leak it. */
 static void fill_from_table(lua_State *L, int idx, int dim, fill_state *st)
 {
-    as_tensor *t = st->t;
-    if (dim == t->ndim) {
+    if (dim == st->ndim) {
         int type = lua_type(L, idx);
         double v;
         if (type == LUA_TNUMBER) {
@@ -174,17 +175,20 @@ static void fill_from_table(lua_State *L, int idx, int dim, fill_state *st)
             luaL_error(L, "tensor: expected a number or boolean, got %s", luaL_typename(L, idx));
             return;
         }
-        as_store_elem(as_data(t), t->dtype, st->pos++, v);
+        if (st->t && st->t->dtype == AS_I64 && lua_isinteger(L, idx))
+            ((int64_t *)as_data(st->t))[st->pos++] = lua_tointeger(L, idx); /* exact past 2^53 */
+        else if (st->t)
+            as_store_elem(as_data(st->t), st->t->dtype, st->pos++, v);
         return;
     }
     if (!lua_istable(L, idx))
         l_error(L, "tensor: ragged nested table (expected a table of %lld entries at depth %d, got %s)",
-                   (long long)t->shape[dim], dim + 1, luaL_typename(L, idx));
-    if ((int64_t)luaL_len(L, idx) != t->shape[dim])
+                (long long)st->shape[dim], dim + 1, luaL_typename(L, idx));
+    if ((int64_t)luaL_len(L, idx) != st->shape[dim])
         l_error(L, "tensor: ragged nested table (expected %lld entries at depth %d, got %lld)",
-                   (long long)t->shape[dim], dim + 1, (long long)luaL_len(L, idx));
+                (long long)st->shape[dim], dim + 1, (long long)luaL_len(L, idx));
     luaL_checkstack(L, 2, "tensor: nesting too deep");
-    for (int64_t i = 1; i <= t->shape[dim]; i++) {
+    for (int64_t i = 1; i <= st->shape[dim]; i++) {
         lua_geti(L, idx, (lua_Integer)i);
         fill_from_table(L, lua_gettop(L), dim + 1, st);
         lua_pop(L, 1);
@@ -211,28 +215,18 @@ static int l_tensor_new(lua_State *L)
     as_dtype dt = l_optdtype(L, 2, AS_F32, "tensor");
     int64_t shape[AS_MAX_DIMS];
     int ndim = type == LUA_TTABLE ? infer_table_shape(L, 1, shape) : 0;
-    /* Fill as float32 first unless a dtype is given; then pick the natural
-     * dtype (bool for booleans, int64 for integers) as torch does. */
-    as_tensor *probe = as_empty(ndim, shape, has_dtype ? dt : AS_F32, AS_CPU);
-    l_pushtensor(L, probe);
-    fill_state st = {.t = probe};
+    /* First check the whole structure (so a small ragged table cannot make a
+     * huge allocation) and see what kinds of values it holds; then pick the
+     * dtype as torch does (bool, int64 for integers, else float32). */
+    fill_state st = {.ndim = ndim, .shape = shape};
+    fill_from_table(L, 1, 0, &st);
     if (!has_dtype) {
-        /* All integers: refill as int64, so that values above 2^24 survive. */
-        fill_from_table(L, 1, 0, &st);
         if (st.saw_number && st.saw_bool) return luaL_error(L, "tensor: mixes numbers and booleans");
-        if (!st.saw_float && st.saw_number) {
-            as_tensor *i = as_empty(ndim, shape, AS_I64, AS_CPU);
-            l_pushtensor(L, i);
-            st = (fill_state){.t = i};
-            fill_from_table(L, 1, 0, &st);
-            return 1;
-        }
-        if (st.saw_bool) {
-            l_pushtensor(L, as_to_dtype(probe, AS_BOOL));
-            return 1;
-        }
-        return 1;
+        dt = st.saw_bool ? AS_BOOL : st.saw_float || !st.saw_number ? AS_F32 : AS_I64;
     }
+    as_tensor *t = as_empty(ndim, shape, dt, AS_CPU);
+    l_pushtensor(L, t);
+    st = (fill_state){.ndim = ndim, .shape = shape, .t = t};
     fill_from_table(L, 1, 0, &st);
     return 1;
 }

@@ -9,6 +9,15 @@ local cases = {
   -- construction
   { "tensor from a string", function() return as.tensor("abc") end, "bad argument #1 to 'tensor' (table, number or boolean expected, got string)" },
   { "ragged table", function() return as.tensor { { 1, 2 }, { 3 } } end, "tensor: ragged nested table (expected 2 entries at depth 2, got 1)" },
+  { "a small ragged table whose first entries imply 15^8 elements (fuzz finding: it used to allocate them)", function()
+    local t = 1
+    for _ = 1, 8 do
+      local level = { t }
+      for i = 2, 15 do level[i] = 0 end
+      t = level
+    end
+    return as.tensor(t)
+  end, "tensor: ragged nested table" },
   { "non-number entry", function() return as.tensor { 1, "x" } end, "tensor: expected a number or boolean, got string" },
   { "mixed numbers and booleans", function() return as.tensor { 1, true } end, "tensor: mixes numbers and booleans" },
   { "unknown dtype", function() return as.tensor({ 1 }, "float64") end, "tensor: unknown dtype 'float64'" },
