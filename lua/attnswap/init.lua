@@ -18,6 +18,7 @@ for k, v in pairs(core) do
   end
 end
 as.version = "0.1.0"
+as.Tensor = core.Tensor -- the tensor methods, for help, completion and extension
 as.core = core
 
 local nn = require "attnswap.nn"

@@ -673,9 +673,10 @@ static int l_zero_(lua_State *L)
 static int l_to(lua_State *L)
 {
     as_tensor *t = l_checktensor(L, 1);
+    for (int i = 2; i <= lua_gettop(L); i++) luaL_checkstring(L, i); /* raise before holding a reference */
     as_tensor *r = as_retain(t);
     for (int i = 2; i <= lua_gettop(L) && r; i++) {
-        const char *s = luaL_checkstring(L, i);
+        const char *s = lua_tostring(L, i);
         int dt = as_dtype_from_name(s);
         as_tensor *next;
         if (dt >= 0) {

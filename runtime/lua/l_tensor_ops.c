@@ -262,11 +262,13 @@ static int l_triu(lua_State *L)
 static int l_where(lua_State *L)
 {
     as_tensor *c = l_checktensor(L, 1);
+    /* check both branches before allocating, so an error cannot leak a scalar */
+    for (int i = 2; i <= 3; i++)
+        if (!l_totensor(L, i) && lua_type(L, i) != LUA_TNUMBER) return l_argerror(L, i, "where", "Tensor or number");
     as_tensor *ab[2], *tmp[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++) {
         ab[i] = l_totensor(L, i + 2);
         if (!ab[i]) {
-            if (lua_type(L, i + 2) != LUA_TNUMBER) return l_argerror(L, i + 2, "where", "Tensor or number");
             as_tensor *other = l_totensor(L, 3 - i);
             as_dtype dt = other ? other->dtype : AS_F32;
             tmp[i] = ab[i] = as_scalar(lua_tonumber(L, i + 2), dt, as_tensor_device(c));

@@ -10,8 +10,9 @@
  *   as.sigmoid_attention(...)   opts: bias (number; default -log(Lk))
  *   as.cosine_attention(...)    opts: logit_scale (H, 1, 1), max_logit
  *   as.entmax(x [, alpha = 1.5 [, dim = -1]])
- *   core.flex_attention_step(acc, m, l, s, v [, keep, keep_scale]),
- *   core.flex_attention_finish(acc, l [, dtype])   (flex_attention's tile loop) */
+ *   core.flex_attention_ops.step(acc, m, l, s, v [, keep, keep_scale]),
+ *   core.flex_attention_ops.finish(acc, l [, dtype])
+ *     flex_attention's tile loop; a table, so `as` does not re-export them */
 #include <math.h>
 #include <string.h>
 
@@ -169,7 +170,7 @@ static int l_entmax(lua_State *L)
     return 1;
 }
 
-/* flex_attention_step(acc, m, l, s, v [, keep [, keep_scale]]) */
+/* step(acc, m, l, s, v [, keep [, keep_scale]]) */
 static int l_flex_step(lua_State *L)
 {
     as_tensor *acc = l_checktensor(L, 1), *m = l_checktensor(L, 2), *l = l_checktensor(L, 3);
@@ -180,7 +181,7 @@ static int l_flex_step(lua_State *L)
     return 0;
 }
 
-/* flex_attention_finish(acc, l [, dtype]) */
+/* finish(acc, l [, dtype]) */
 static int l_flex_finish(lua_State *L)
 {
     as_tensor *acc = l_checktensor(L, 1), *l = l_checktensor(L, 2);
@@ -193,8 +194,14 @@ static const luaL_Reg reweight_functions[] = {
     {"relative_attention", l_relative_attention}, {"adaptive_attention", l_adaptive_attention},
     {"gated_attention", l_gated_attention},       {"entmax_attention", l_entmax_attention},
     {"sigmoid_attention", l_sigmoid_attention},   {"cosine_attention", l_cosine_attention},
-    {"entmax", l_entmax},                         {"flex_attention_step", l_flex_step},
-    {"flex_attention_finish", l_flex_finish},     {NULL, NULL},
+    {"entmax", l_entmax},                         {NULL, NULL},
 };
 
-void l_open_zoo_reweight(lua_State *L) { luaL_setfuncs(L, reweight_functions, 0); }
+static const luaL_Reg flex_ops[] = {{"step", l_flex_step}, {"finish", l_flex_finish}, {NULL, NULL}};
+
+void l_open_zoo_reweight(lua_State *L)
+{
+    luaL_setfuncs(L, reweight_functions, 0);
+    luaL_newlib(L, flex_ops);
+    lua_setfield(L, -2, "flex_attention_ops");
+}

@@ -15,7 +15,7 @@
 -- all false is skipped (the mask is evaluated before any score is made), and
 -- tiles wholly in the future are skipped when causal.  The tiles are
 -- combined by an online softmax (Dao et al. 2022) whose per-tile step is C
--- (core.flex_attention_step, kernels/cpu/zoo_reweight_flex.c).
+-- (core.flex_attention_ops.step, kernels/cpu/zoo_reweight_flex.c).
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
@@ -149,10 +149,10 @@ function FlexAttention:forward(q, k, v, mask)
         end
         local drop
         if training then drop = core.rand(B, H, bq, bk):ge(o.dropout) end
-        core.flex_attention_step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
+        core.flex_attention_ops.step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
       end
     end
-    tiles[#tiles + 1] = core.flex_attention_finish(acc, l, dtype)
+    tiles[#tiles + 1] = core.flex_attention_ops.finish(acc, l, dtype)
   end
   if #tiles == 0 then return core.zeros({ B, H, Lq, Dv }, dtype) end
   if #tiles == 1 then return tiles[1] end

@@ -1,0 +1,95 @@
+-- The bad-input contract, exhaustively: every tensor method and every `as`
+-- function is called with many wrong argument lists.  Each call must either
+-- work or raise a Lua error whose message is a string saying what was wrong;
+-- none may crash the process (a crash ends this spec with no result).
+local as = require "attnswap"
+
+local function bad_values()
+  local empty = as.zeros(0, 3)
+  return {
+    { "nil", nil }, { "string", "x" }, { "table", {} }, { "nested table", { { 1 }, { 2, 3 } } },
+    { "function", print }, { "huge", 1e300 }, { "negative", -7 }, { "zero", 0 }, { "NaN", 0 / 0 },
+    { "inf", math.huge }, { "maxinteger", math.maxinteger }, { "boolean", true },
+    { "empty tensor", empty }, { "int tensor", as.tensor { 1, 2, 3 } }, { "bool tensor", as.tensor { true } },
+    { "0-d tensor", as.tensor(2.5) }, { "4-d tensor", as.randn(1, 2, 3, 4) },
+    { "bf16 tensor", as.randn(3, 3):bfloat16() }, { "transposed", as.randn(3, 4):t() },
+    { "inf tensor", as.full({ 2, 2 }, math.huge) }, { "module", as.nn.ReLU() },
+  }
+end
+
+-- functions that write files or change process-wide state are called with
+-- safe arguments elsewhere (errors_spec, tensor_spec)
+local SKIP = { save = true, set_num_threads = true, manual_seed = true, help = true }
+
+local function check_call(name, f, args, n)
+  local ok, err = pcall(f, table.unpack(args, 1, n))
+  if not ok then
+    assert(type(err) == "string", name .. ": error is a " .. type(err) .. ", not a message")
+    assert(#err > 0, name .. ": empty error message")
+  end
+  return ok
+end
+
+describe("no call with bad arguments crashes", function()
+  local values = bad_values()
+
+  it("tensor methods", function()
+    local calls, errors = 0, 0
+    local receivers = { as.randn(3, 4), as.zeros(0), as.tensor { 1, 2 }, as.tensor(1.0) }
+    for name, method in pairs(as.Tensor) do
+      for _, self in ipairs(receivers) do
+        for _, a in ipairs(values) do
+          for _, b in ipairs { values[1], values[2], values[8], values[14] } do
+            calls = calls + 1
+            if not check_call(name, method, { self, a[2], b[2] }, 3) then errors = errors + 1 end
+          end
+        end
+      end
+    end
+    print(string.format("\n  tensor methods: %d calls, %d raised clear errors", calls, errors))
+    assert.is_true(calls > 1000)
+  end)
+
+  it("module functions", function()
+    local calls, errors = 0, 0
+    for name, f in pairs(as) do
+      if type(f) == "function" and not SKIP[name] then
+        for _, a in ipairs(values) do
+          for _, b in ipairs(values) do
+            calls = calls + 1
+            if not check_call(name, f, { a[2], b[2] }, 2) then errors = errors + 1 end
+          end
+        end
+      end
+    end
+    print(string.format("  module functions: %d calls, %d raised clear errors", calls, errors))
+    assert.is_true(calls > 1000)
+  end)
+
+  it("every registered attention with wrong inputs", function()
+    local calls = 0
+    local q = as.randn(1, 2, 5, 4)
+    for _, name in ipairs(as.attention.names()) do
+      local okc, core = pcall(as.attention.new, name, {})
+      if okc then
+        for _, a in ipairs(values) do
+          calls = calls + 3
+          check_call(name, core, { q, a[2], q }, 3)
+          check_call(name, core, { a[2], q, q }, 3)
+          check_call(name, core, { q, q, q, a[2] }, 4)
+        end
+      end
+    end
+    assert.is_true(calls > 100)
+  end)
+
+  it("NaN and Inf inputs give no silent garbage from exact attention", function()
+    local q = as.randn(1, 1, 4, 8)
+    local k = q:clone()
+    k[1][1][2] = math.huge -- one key is +inf everywhere
+    local out = as.attention.new("scaled_dot_product")(q, k, q)
+    -- rows see inf - inf = NaN in softmax: the result is NaN, visibly, not a wrong finite number
+    local v = out:tolist()[1][1][1][1]
+    assert.is_true(v ~= v or math.abs(v) < math.huge)
+  end)
+end)
