@@ -79,15 +79,18 @@ function Module:add_module(name, m) core.add_module(self, name, m) end
 function Module:register_parameter(name, t) core.register_parameter(self, name, t) end
 function Module:register_buffer(name, t) core.register_buffer(self, name, t) end
 
---- children() -> iterator over (name, module) of the direct children.
-function Module:named_children()
-  local list, i = core.members(self, "children"), 0
+-- An iterator over a list of {name, value} pairs: the shape of every named_*.
+local function pairs_of(list)
+  local i = 0
   return function()
     i = i + 1
     local e = list[i]
     if e then return e[1], e[2] end
   end
 end
+
+--- named_children() -> iterator over (name, module) of the direct children.
+function Module:named_children() return pairs_of(core.members(self, "children")) end
 
 function Module:children()
   local list, out = core.members(self, "children"), {}
@@ -104,14 +107,7 @@ local function collect_modules(m, prefix, out)
 end
 
 --- named_modules() -> iterator over (path, module), depth-first, root first with "".
-function Module:named_modules()
-  local list, i = collect_modules(self, "", {}), 0
-  return function()
-    i = i + 1
-    local e = list[i]
-    if e then return e[1], e[2] end
-  end
-end
+function Module:named_modules() return pairs_of(collect_modules(self, "", {})) end
 
 function Module:modules()
   local out = {}
@@ -130,14 +126,7 @@ local function named_tensors(self, kind)
 end
 
 --- named_parameters() -> iterator over (path, tensor).
-function Module:named_parameters()
-  local list, i = named_tensors(self, "parameters"), 0
-  return function()
-    i = i + 1
-    local e = list[i]
-    if e then return e[1], e[2] end
-  end
-end
+function Module:named_parameters() return pairs_of(named_tensors(self, "parameters")) end
 
 function Module:parameters()
   local out = {}
@@ -145,14 +134,7 @@ function Module:parameters()
   return out
 end
 
-function Module:named_buffers()
-  local list, i = named_tensors(self, "buffers"), 0
-  return function()
-    i = i + 1
-    local e = list[i]
-    if e then return e[1], e[2] end
-  end
-end
+function Module:named_buffers() return pairs_of(named_tensors(self, "buffers")) end
 
 function Module:num_parameters() return core.num_parameters(self) end
 
