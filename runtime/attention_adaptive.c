@@ -1,6 +1,6 @@
 /* adaptive_attention: softmax weights times the soft span mask
  * m(x) = clamp((R + z_h - x) / R, 0, 1), renormalised (Sukhbaatar et al.
- * 2019, eq. 3-4); z_h = clamp(span_h, 0, 1) * max_span.  A banded kernel:
+ * 2019); z_h = clamp(span_h, 0, 1) * max_span.  A banded kernel:
  * keys at distance z_h + R or more are never visited
  * (kernels/cpu/zoo_reweight_adaptive.c). */
 #include <math.h>
@@ -47,6 +47,11 @@ as_tensor *as_adaptive_attention(const as_tensor *q, const as_tensor *k, const a
     as_cpu_rw_adaptive_ctx ctx = {.span = z, .ramp = (float)ramp};
     in.p.mech = as_cpu_rw_adaptive_mech;
     in.p.mech.ctx = &ctx;
+    /* blocks of 16 queries while the widest band is narrow: a block scores at
+     * most 15 keys per row beyond that row's band, and weighs them 0 */
+    double widest = 0;
+    for (int64_t h = 0; h < H; h++) widest = fmax(widest, (double)z[h] + ramp);
+    in.p.mech.bq = widest < 256 ? 16 : 0;
     out = as_rw_run(FN, &in);
 done:
     free(z);

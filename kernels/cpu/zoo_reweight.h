@@ -23,7 +23,7 @@
 
 #include "dtype.h"
 
-/* Query rows per work item. */
+/* Query rows per work item (at most). */
 #define AS_CPU_RW_BQ 64
 
 /* A mask broadcast to (B, H, Lq, Lk) by its strides (0 on broadcast dims). */
@@ -50,6 +50,10 @@ typedef struct {
     /* Optional: scratch bytes rows() needs per thread. */
     size_t (*scratch_bytes)(const as_cpu_rw_params *p);
     const void *ctx; /* the mechanism's own parameters */
+    /* Query rows per work item, 1..AS_CPU_RW_BQ (0: AS_CPU_RW_BQ); a banded
+     * mechanism takes fewer so that a block's key range stays close to
+     * each row's band. */
+    int64_t bq;
 } as_cpu_rw_mech;
 
 struct as_cpu_rw_params {

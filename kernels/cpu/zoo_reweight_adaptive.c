@@ -1,4 +1,4 @@
-/* adaptive_attention: adaptive attention span (Sukhbaatar et al. 2019, eq. 3-4).
+/* adaptive_attention: adaptive attention span (Sukhbaatar et al. 2019).
  *
  *   m_z(x) = clamp((R + z - x) / R, 0, 1)      x: distance from query to key
  *   a_ij   = m_z(x_ij) exp(s_ij) / sum_j' m_z(x_ij') exp(s_ij')

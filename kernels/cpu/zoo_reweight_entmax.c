@@ -5,22 +5,49 @@
  *   entmax_a(z) = argmax_p  p.z + H_a(p)   =>   p_i = [(a - 1) z_i - tau]_+^(1 / (a - 1))
  *
  * with tau the threshold that makes p sum to 1.  a = 2 is sparsemax
- * (Martins & Astudillo 2016, Algorithm 1: sort, find the support, tau in
- * closed form); a = 1.5 has the exact sort-based threshold of Peters et al.
- * (Algorithm 2); other a bisect on tau (Algorithm 1 of Correia et al.'s
- * entmax_bisect).  Only entries above max - 1 / (a - 1) can be in the
+ * (Martins & Astudillo 2016: sort, find the support, tau in closed form);
+ * a = 1.5 has the exact sort-based threshold of Peters et al.; other a
+ * bisect on tau (as Correia et al.'s entmax_bisect), then finish with
+ * Newton steps.  Only entries above max - 1 / (a - 1) can be in the
  * support (p_max <= 1 bounds tau from below), so the sorts and the
  * bisection see those candidates alone. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "zoo_reweight.h"
 
-static int desc(const void *a, const void *b)
+/* Sorts a[0..n) in descending order: quicksort with a median-of-three pivot,
+ * insertion sort below 24 (no comparator calls: the rows sort a few dozen
+ * candidates each, thousands of times). */
+static void sort_desc(double *a, int64_t n)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x < y) - (x > y);
+    while (n > 24) {
+        double x = a[0], y = a[n / 2], z = a[n - 1];
+        double pivot = x > y ? (y > z ? y : (x > z ? z : x)) : (x > z ? x : (y > z ? z : y));
+        int64_t i = 0, j = n - 1;
+        for (;;) {
+            while (a[i] > pivot) i++;
+            while (a[j] < pivot) j--;
+            if (i >= j) break;
+            double t = a[i];
+            a[i] = a[j], a[j] = t;
+            i++, j--;
+        }
+        /* [0, j] >= pivot >= [j + 1, n): recurse on the smaller side */
+        if (j + 1 < n - j - 1) {
+            sort_desc(a, j + 1);
+            a += j + 1, n -= j + 1;
+        } else {
+            sort_desc(a + j + 1, n - j - 1);
+            n = j + 1;
+        }
+    }
+    for (int64_t i = 1; i < n; i++) {
+        double t = a[i];
+        int64_t j = i;
+        for (; j > 0 && a[j - 1] < t; j--) a[j] = a[j - 1];
+        a[j] = t;
+    }
 }
 
 /* Sparsemax threshold of z (shifted so max z = 0): tau = (sum of the top k - 1) / k,
@@ -32,7 +59,7 @@ static double sparsemax_tau(const float *x, int64_t n, double mx, double *cand)
         double z = (double)x[j] - mx;
         if (z > -1) cand[K++] = z;
     }
-    qsort(cand, (size_t)K, sizeof *cand, desc);
+    sort_desc(cand, K);
     double cs = 0, tau = 0;
     for (int64_t t = 0; t < K; t++) {
         cs += cand[t];
@@ -42,7 +69,7 @@ static double sparsemax_tau(const float *x, int64_t n, double mx, double *cand)
     return tau;
 }
 
-/* 1.5-entmax threshold of X = (z - max) / 2 (Peters et al. 2019, Algorithm 2):
+/* 1.5-entmax threshold of X = (z - max) / 2 (Peters et al. 2019, sort-based):
  * over the sorted prefix of size t, tau_t = mean - sqrt((1 - t (meansq - mean^2)) / t);
  * the support is the number of t with tau_t <= X_(t). */
 static double entmax15_tau(const float *x, int64_t n, double mx, double *cand)
@@ -52,7 +79,7 @@ static double entmax15_tau(const float *x, int64_t n, double mx, double *cand)
         double X = ((double)x[j] - mx) / 2;
         if (X > -1) cand[K++] = X;
     }
-    qsort(cand, (size_t)K, sizeof *cand, desc);
+    sort_desc(cand, K);
     double cs = 0, css = 0, *taus = cand + n;
     int64_t support = 0;
     for (int64_t t = 0; t < K; t++) {
@@ -110,12 +137,30 @@ void as_cpu_entmax_row(float *x, int64_t n, double alpha, void *scratch)
             if (X > -1) cand[K++] = X;
         }
         double lo = -1, dm = (-pow(1.0 / (double)finite, am1)) - lo;
-        for (int it = 0; it < 60 && dm > 1e-11; it++) {
+        /* bisection until the bracket is narrow on the scale of the power,
+         * then Newton from the left: f(tau) = sum (X - tau)_+^inv - 1 is convex
+         * and decreasing, so from f(lo) >= 0 the steps rise monotonically to
+         * the root without passing it */
+        double narrow = 0.05 / inv;
+        for (int it = 0; it < 60 && dm > narrow; it++) {
             dm /= 2;
             double mid = lo + dm, f = -1;
             for (int64_t t = 0; t < K; t++)
                 if (cand[t] > mid) f += pow(cand[t] - mid, inv);
             if (f >= 0) lo = mid; /* f(lo) >= 0 throughout: sum at lo is >= 1 */
+        }
+        for (int it = 0; it < 30; it++) {
+            double f = -1, df = 0;
+            for (int64_t t = 0; t < K; t++) {
+                if (cand[t] > lo) {
+                    double d = cand[t] - lo, pm1 = pow(d, inv - 1);
+                    f += pm1 * d, df += pm1;
+                }
+            }
+            double step = df > 0 ? f / (inv * df) : 0;
+            if (!(step > 0) || !isfinite(step)) break;
+            lo += step;
+            if (step <= 1e-13 * (1 + fabs(lo))) break;
         }
         for (int64_t j = 0; j < n; j++) {
             double d = am1 * ((double)x[j] - mx) - lo;

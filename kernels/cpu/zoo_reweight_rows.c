@@ -8,6 +8,7 @@
  *
  * Only BQ x n scores live at a time (per thread). */
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -44,8 +45,12 @@ void as_cpu_rw_softmax_row(float *x, int64_t n)
     as_cpu_flash_exp(x, x, n); /* exp(-inf) = 0 */
     double sum = 0;
     for (int64_t j = 0; j < n; j++) sum += x[j];
+    /* weights below FLT_MIN flushed to 0: subnormals would slow the P V product */
     float inv = (float)(1.0 / sum);
-    for (int64_t j = 0; j < n; j++) x[j] *= inv;
+    for (int64_t j = 0; j < n; j++) {
+        float w = x[j] * inv;
+        x[j] = w < FLT_MIN ? 0.0f : w;
+    }
 }
 
 /* Masks rows [i0, i0 + m) x keys [j0, j0 + n) of (b, h) in s. */
@@ -88,12 +93,18 @@ static void drop(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t i0, in
     }
 }
 
+static int64_t block_rows(const as_cpu_rw_params *p)
+{
+    int64_t bq = p->mech.bq;
+    return bq >= 1 && bq <= AS_CPU_RW_BQ ? bq : AS_CPU_RW_BQ;
+}
+
 static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *scratch)
 {
-    int64_t nblk = (p->Lq + AS_CPU_RW_BQ - 1) / AS_CPU_RW_BQ;
-    int64_t bh = item / nblk, i0 = (item % nblk) * AS_CPU_RW_BQ;
+    int64_t BQ = block_rows(p), nblk = (p->Lq + BQ - 1) / BQ;
+    int64_t bh = item / nblk, i0 = (item % nblk) * BQ;
     int64_t b = bh / p->H, h = bh % p->H, hk = h / (p->H / p->Hkv);
-    int64_t m = p->Lq - i0 < AS_CPU_RW_BQ ? p->Lq - i0 : AS_CPU_RW_BQ;
+    int64_t m = p->Lq - i0 < BQ ? p->Lq - i0 : BQ;
     int64_t D = p->D, Dv = p->Dv;
     float *out = p->out + ((bh * p->Lq) + i0) * Dv;
 
@@ -129,7 +140,7 @@ static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *sc
 void as_cpu_rw_attention(const as_cpu_rw_params *p, void *workspace, int nthreads)
 {
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return;
-    int64_t nblk = (p->Lq + AS_CPU_RW_BQ - 1) / AS_CPU_RW_BQ;
+    int64_t BQ = block_rows(p), nblk = (p->Lq + BQ - 1) / BQ;
     int64_t items = p->B * p->H * nblk;
     size_t stride = per_thread(p);
     char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);

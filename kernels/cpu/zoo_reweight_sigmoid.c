@@ -1,5 +1,5 @@
 /* sigmoid_attention (Ramapuram et al. 2024, "Theory, Analysis, and Best
- * Practices for Sigmoid Self-Attention", eq. 2):
+ * Practices for Sigmoid Self-Attention"):
  *
  *   out = sigma(q k^T * scale + b) v,   b = -log(Lk) by default
  *

@@ -51,7 +51,7 @@ static void naive_softmax(double *s, int64_t n)
     for (int64_t j = 0; j < n; j++) s[j] = sum > 0 ? s[j] / sum : 0;
 }
 
-/* Sparsemax without sorting (Martins & Astudillo 2016, eq. 2): z_i is in the
+/* Sparsemax without sorting (Martins & Astudillo 2016): z_i is in the
  * support iff 1 + k_i z_i > sum_{z_j >= z_i} z_j, k_i = #{j : z_j >= z_i}. */
 static void naive_sparsemax(double *z, int64_t n)
 {
@@ -441,18 +441,19 @@ static void test_alibi_slopes(void)
 
 static void test_entmax_rows(void)
 {
-    double scratch[2 * 64], ref[64];
-    float x[64];
+    enum { N = 300 };
+    static double scratch[2 * N], ref[N];
+    static float x[N], y[N];
     for (int trial = 0; trial < 200; trial++) {
-        int64_t n = as_test_randint(1, 64);
+        int64_t n = as_test_randint(1, trial % 2 ? 64 : N); /* long rows: the quicksort path */
         double spread = trial % 3 == 0 ? 0.2 : trial % 3 == 1 ? 3 : 20;
         for (int64_t j = 0; j < n; j++) {
             x[j] = (float)(as_test_randf() * spread);
+            if (trial % 5 == 0) x[j] = roundf(x[j] * 4) / 4; /* ties */
             if (n > 2 && as_test_randint(0, 9) == 0) x[j] = -INFINITY;
         }
         const double alphas[] = {1.5, 2, 1.1, 1.7};
         for (int a = 0; a < 4; a++) {
-            float y[64];
             memcpy(y, x, sizeof y);
             for (int64_t j = 0; j < n; j++) ref[j] = x[j];
             as_cpu_entmax_row(y, n, alphas[a], scratch);

@@ -1,5 +1,5 @@
 -- adaptive_attention: adaptive attention span (Sukhbaatar et al. 2019,
--- "Adaptive Attention Span in Transformers", eq. 3-4).  Each head h learns a
+-- "Adaptive Attention Span in Transformers").  Each head h learns a
 -- span z_h; its softmax weights are multiplied by the soft mask
 --   m_z(x) = clamp((R + z - x) / R, 0, 1),   x = i - j (causal) or |i - j|
 -- and renormalised to sum 1.  z_h = clamp(span_h, 0, 1) * max_span with the

@@ -5,7 +5,7 @@
 -- Weights are exactly zero below the threshold.  alpha = 1 is softmax, 1.5
 -- the exact sort-based 1.5-entmax, 2 sparsemax (exact, sort-based), other
 -- values bisect on tau.  learn_alpha = true gives each head its own
--- a_h = 1 + sigmoid(pre_alpha_h) (Correia et al. sec. 3.2), the parameter
+-- a_h = 1 + sigmoid(pre_alpha_h) (Correia et al.), the parameter
 -- pre_alpha (num_heads,) initialised so that a_h = alpha.  The scores of a
 -- block of query rows are materialised and normalised in C
 -- (kernels/cpu/zoo_reweight_entmax.c).

@@ -98,7 +98,7 @@ function FlexAttention:forward(q, k, v, mask)
   local G, off = H // Hkv, Lk - Lq
   local scale = o.scale or (D > 0 and 1 / math.sqrt(D) or 1)
   local dtype = q:dtype()
-  q, k, v = q:float(), k:float(), v:float()
+  q, k, v = q:float() * scale, k:float(), v:float() -- scores come out scaled
   if mask ~= nil then
     while mask:dim() < 4 do mask = mask:unsqueeze(1) end
     if mask:dtype() ~= "bool" then mask = mask:float() end
@@ -133,7 +133,6 @@ function FlexAttention:forward(q, k, v, mask)
       if keep ~= false then
         local s = qt:matmul(k:narrow(3, j0 + 1, bk):transpose(3, 4)) -- (B, Hkv, G*bq, bk)
         if G > 1 then s = s:reshape(B, H, bq, bk) end
-        s = s * scale
         if o.score_mod then
           s = o.score_mod(s, b_idx, h_idx, q_idx, kv_idx)
           if not core.is_tensor(s) then
@@ -142,7 +141,7 @@ function FlexAttention:forward(q, k, v, mask)
           if shape_str(s) ~= string.format("(%d, %d, %d, %d)", B, H, bq, bk) then s = s:expand(B, H, bq, bk) end
         end
         if keep ~= true then s = core.where(keep, s, NEG_INF) end
-        if o.causal then s = core.where(q_idx:ge(kv_idx), s, NEG_INF) end
+        if o.causal and j0 + bk - 1 > i0 + off then s = core.where(q_idx:ge(kv_idx), s, NEG_INF) end
         if mask ~= nil then
           local mt = narrow_mask(narrow_mask(mask, 3, i0, bq), 4, j0, bk)
           if mt:dtype() == "bool" then s = core.where(mt, s, NEG_INF) else s = s + mt end

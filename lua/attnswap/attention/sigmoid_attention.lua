@@ -1,5 +1,5 @@
 -- sigmoid_attention (Ramapuram et al. 2024, "Theory, Analysis, and Best
--- Practices for Sigmoid Self-Attention", eq. 2 and sec. 3.2):
+-- Practices for Sigmoid Self-Attention"):
 --   out = sigma(Q K^T * scale + b) V,   b = -log(Lk) by default
 -- Each weight stands alone (no normalisation over the row); masked keys
 -- contribute 0.  A C kernel (kernels/cpu/zoo_reweight_sigmoid.c).
