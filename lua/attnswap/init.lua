@@ -31,6 +31,7 @@ as.attention = registry.attention
 as.swap_attention = swap.swap_attention
 as.swapped = swap.swapped
 as.compare = require("attnswap.compare").compare
+as.patterns = require "attnswap.patterns"
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {
