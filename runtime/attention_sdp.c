@@ -16,81 +16,7 @@
 
 #define FN "scaled_dot_product"
 
-static int check_opts(const as_attention_opts *o)
-{
-    if (!(o->dropout >= 0 && o->dropout < 1)) {
-        as_error_set(FN ": dropout must be in [0, 1), got %g", o->dropout);
-        return -1;
-    }
-    if (isinf(o->scale)) {
-        as_error_set(FN ": scale must be finite (or NaN for 1/sqrt(D)), got %g", o->scale);
-        return -1;
-    }
-    return 0;
-}
 
-static int check_inputs(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask)
-{
-    char s1[128], s2[128], s3[128];
-    const as_tensor *in[3] = {q, k, v};
-    const char *names = "qkv";
-    for (int i = 0; i < 3; i++) {
-        if (!in[i]) {
-            as_error_set(FN ": %c must be a Tensor, got nil", names[i]);
-            return -1;
-        }
-        if (in[i]->ndim != 4) {
-            as_error_set(FN ": %c must be 4-d (B, H, L, D), got shape %s", names[i],
-                         as_shape_str(s1, sizeof s1, in[i]->ndim, in[i]->shape));
-            return -1;
-        }
-        if (!as_dtype_is_float(in[i]->dtype) || in[i]->dtype != q->dtype) {
-            as_error_set(FN ": q, k and v must be floating point of one dtype, got %s, %s and %s",
-                         as_dtype_name(q->dtype), as_dtype_name(k->dtype), as_dtype_name(v->dtype));
-            return -1;
-        }
-    }
-    as_shape_str(s1, sizeof s1, 4, q->shape);
-    as_shape_str(s2, sizeof s2, 4, k->shape);
-    as_shape_str(s3, sizeof s3, 4, v->shape);
-    if (k->shape[0] != q->shape[0] || v->shape[0] != q->shape[0]) {
-        as_error_set(FN ": batch sizes differ: q %s, k %s, v %s", s1, s2, s3);
-        return -1;
-    }
-    if (k->shape[1] != v->shape[1] || k->shape[2] != v->shape[2]) {
-        as_error_set(FN ": k %s and v %s must have the same heads and length", s2, s3);
-        return -1;
-    }
-    if (k->shape[1] == 0 || q->shape[1] % k->shape[1] != 0) {
-        as_error_set(FN ": the query heads (%lld) must be a multiple of the key/value heads (%lld): "
-                     "q %s, k %s",
-                     (long long)q->shape[1], (long long)k->shape[1], s1, s2);
-        return -1;
-    }
-    if (k->shape[3] != q->shape[3]) {
-        as_error_set(FN ": q %s and k %s must have the same head dimension", s1, s2);
-        return -1;
-    }
-    if (!mask) return 0;
-    int64_t target[4] = {q->shape[0], q->shape[1], q->shape[2], k->shape[2]};
-    bool ok = mask->ndim <= 4;
-    for (int d = 0; ok && d < mask->ndim; d++) {
-        int64_t n = mask->shape[mask->ndim - 1 - d];
-        ok = n == 1 || n == target[3 - d];
-    }
-    if (!ok) {
-        as_error_set(FN ": mask of shape %s is not broadcastable to (B, H, Lq, Lk) = %s",
-                     as_shape_str(s1, sizeof s1, mask->ndim, mask->shape),
-                     as_shape_str(s2, sizeof s2, 4, target));
-        return -1;
-    }
-    if (mask->dtype != AS_BOOL && !as_dtype_is_float(mask->dtype)) {
-        as_error_set(FN ": mask must be bool (keep) or floating point (additive), got %s",
-                     as_dtype_name(mask->dtype));
-        return -1;
-    }
-    return 0;
-}
 
 /* s = where(keep, s, -inf); consumes s. */
 static as_tensor *mask_out(as_tensor *s, const as_tensor *keep)
@@ -135,7 +61,7 @@ as_tensor *as_sdp_attention(const as_tensor *q, const as_tensor *k, const as_ten
                             const as_tensor *mask, const as_attention_opts *opts, bool training)
 {
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
-    if (check_inputs(q, k, v, mask) || check_opts(&o)) return NULL;
+    if (as_attention_check(FN, q, k, v, mask, &o)) return NULL;
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     int64_t Hkv = k->shape[1], Lk = k->shape[2], Dv = v->shape[3], G = H / Hkv;
     double scale = isnan(o.scale) ? 1.0 / sqrt((double)D) : o.scale;
@@ -202,7 +128,7 @@ static const as_module_class sdp_class = {.name = "ScaledDotProductAttention",
 as_module *as_sdp_attention_new(const as_attention_opts *opts)
 {
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
-    if (check_opts(&o)) return NULL;
+    if (as_attention_check_opts(FN, &o)) return NULL;
     as_attention_opts *c = malloc(sizeof *c);
     if (!c) {
         as_error_set("out of memory");

@@ -33,6 +33,19 @@ typedef struct {
     double dropout; /* applied in training mode only */
 } as_attention_opts;
 
+/* The attention contract, checked for fn ("flash_attention: k (1, 2, 3, 4) and v
+ * (1, 2, 5, 4) must have the same heads and length"): q, k, v 4-d floating
+ * point of one dtype, one batch, H % Hkv == 0, one D for q and k, a mask
+ * broadcastable to (B, H, Lq, Lk) that is bool or float, valid options (opts
+ * may be NULL).  0 or -1 with the error set (runtime/attention_check.c). */
+int as_attention_check(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                       const as_tensor *mask, const as_attention_opts *opts);
+/* dropout in [0, 1), scale finite or NaN. */
+int as_attention_check_opts(const char *fn, const as_attention_opts *opts);
+/* What a CPU kernel adds: every operand on the CPU, sizes it can index. */
+int as_attention_check_cpu_kernel(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                  const as_tensor *mask);
+
 /* The reference attention: softmax(q k^T * scale + bias) v, materialising the
  * scores.  q (B, H, Lq, D); k, v (B, Hkv, Lk, D) with H % Hkv == 0; mask NULL,
  * bool keep-mask or float additive bias, broadcastable to (B, H, Lq, Lk).
