@@ -49,6 +49,22 @@ static int l_new_flash(lua_State *L)
     return 1;
 }
 
+/* attention_check(fn, q, k, v [, mask]): the attention contract, for
+ * implementations written in Lua (one check for every implementation) */
+static int l_attention_check(lua_State *L)
+{
+    const char *fn = luaL_checkstring(L, 1);
+    as_tensor *t[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++) {
+        if (lua_isnoneornil(L, i + 2)) continue;
+        t[i] = l_totensor(L, i + 2);
+        if (!t[i]) return l_error(L, "%s: %s must be a Tensor, got %s", fn, i < 3 ? (const char *[]){"q", "k", "v"}[i] : "mask",
+                                  luaL_typename(L, i + 2));
+    }
+    if (as_attention_check(fn, t[0], t[1], t[2], t[3], NULL)) return l_raise(L);
+    return 0;
+}
+
 /* sdpa_backend() -> the kernel and vector path of the last flash call */
 static int l_sdpa_backend(lua_State *L)
 {
@@ -58,7 +74,8 @@ static int l_sdpa_backend(lua_State *L)
 
 static const luaL_Reg attention_functions[] = {
     {"sdp_attention", l_sdp_attention}, {"flash_attention", l_flash_attention},
-    {"new_flash", l_new_flash}, {"sdpa_backend", l_sdpa_backend}, {NULL, NULL},
+    {"new_flash", l_new_flash}, {"sdpa_backend", l_sdpa_backend},
+    {"attention_check", l_attention_check}, {NULL, NULL},
 };
 
 void l_open_attention(lua_State *L) { luaL_setfuncs(L, attention_functions, 0); }

@@ -1,0 +1,40 @@
+-- linear_attention (Katharopoulos et al. 2020, "Transformers are RNNs: Fast
+-- Autoregressive Transformers with Linear Attention", eq. 4-6 and 10-12):
+--   phi(x) = elu(x) + 1,   out_i = phi(q_i)^T sum_j phi(k_j) v_j^T / phi(q_i)^T sum_j phi(k_j)
+-- O(L D Dv): the D x Dv sums replace the L x L matrix; causal keeps them as
+-- running prefix sums (a C scan, kernels/cpu/zoo_linear.c).  Key-padding
+-- masks drop those keys from the sums.
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+local C = require "attnswap.attention.linear_common"
+
+local FN = "linear_attention"
+local LinearAttention = nn.class("LinearAttention")
+
+function LinearAttention:init(opts)
+  self.opts = O.parse(FN, opts, { scale = false }, 3)
+end
+
+local function phi(x) return core.where(x:gt(0), x + 1, x:exp()) end -- elu(x) + 1
+
+function LinearAttention:forward(q, k, v, mask)
+  local o = self.opts
+  C.check(FN, q, k, v, mask, o)
+  local H = q:size(2)
+  local fk = phi(C.expand_heads(k, H))
+  local keep = C.key_padding(FN, mask, k:size(3))
+  if keep then fk = fk * keep end
+  return C.attend(phi(q), fk, C.expand_heads(v, H), o.causal):to(q:dtype())
+end
+
+function LinearAttention:extra_repr() return O.repr(self.opts, { "causal" }) end
+
+registry.register_attention(FN, LinearAttention, {
+  exact = false, complexity = "O(L D^2)", causal = true, mask = true, gqa = true, incremental = true,
+  devices = "cpu", paper = "Katharopoulos et al. 2020",
+  summary = "elu+1 feature map; D x Dv sums instead of the L x L matrix; causal by prefix sums",
+})
+
+return LinearAttention

@@ -1,0 +1,44 @@
+-- local_attention: sliding-window attention (Beltagy et al. 2020,
+-- "Longformer: The Long-Document Transformer", section 3.1; lucidrains'
+-- local-attention).  Query i (at i' = i + Lk - Lq, so a KV cache works)
+-- attends the keys within window_size positions:
+--
+--   S_i = {j : i' - w <= j <= i' + w}      (causal: i' - w <= j <= i')
+--   out_i = sum_{j in S_i} softmax_{j in S_i}(q_i . k_j * scale + bias_ij) v_j
+--
+-- A banded kernel (kernels/cpu/zoo_sparse_tiles.c): tiles of keys outside
+-- the band are never visited, so the cost is O(L w D), never L^2.
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+
+local FN = "local_attention"
+
+local LocalAttention = nn.class("LocalAttention")
+
+local SPEC = {
+  window_size = { O.positive_integer, 64 },
+}
+
+function LocalAttention:init(opts)
+  self.opts = O.parse(FN, opts, SPEC, 3)
+end
+
+function LocalAttention:forward(q, k, v, mask)
+  local o = self.opts
+  return core.local_attention(q, k, v, mask, O.call_opts(o, { window_size = o.window_size }),
+    self:is_training())
+end
+
+function LocalAttention:extra_repr()
+  return O.repr(self.opts, { "window_size", "causal", "scale", "dropout" })
+end
+
+registry.register_attention(FN, LocalAttention, {
+  exact = false, complexity = "O(L w D)", causal = true, mask = true, gqa = true,
+  incremental = true, devices = "cpu", paper = "Beltagy et al. 2020",
+  summary = "sliding window: each query sees the keys within w positions; a banded kernel",
+})
+
+return LocalAttention

@@ -1,0 +1,86 @@
+-- performer_attention: FAVOR+ (Choromanski et al. 2021, "Rethinking Attention
+-- with Performers", eq. 5 and Lemma 1): softmax attention approximated with
+-- positive orthogonal random features
+--   phi(x) = exp(w_i . x - |x|^2 / 2) / sqrt(m),  x = input * D^(-1/4)
+-- so that E[phi(q) . phi(k)] = exp(q . k / sqrt(D)); then the linear-attention
+-- sums (O(L m D)), causal by the prefix scan.  The m x D projection is drawn
+-- from the seeded generator in orthogonal blocks (Gram-Schmidt on Gaussian
+-- D x D blocks, rows rescaled to chi(D) norms), kept as a buffer, and drawn
+-- again by redraw().  Stabilised as the paper's code does: the max of each
+-- query's exponent and one max over all keys are subtracted (they cancel).
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+local C = require "attnswap.attention.linear_common"
+
+local FN = "performer_attention"
+local Performer = nn.class("PerformerAttention")
+
+function Performer:init(opts)
+  self.opts = O.parse(FN, opts, { scale = false, nb_features = { O.positive_integer, nil } }, 3)
+end
+
+-- (m, D): orthogonal blocks of Gaussian rows, each row scaled to a chi(D) norm.
+local function orthogonal_features(m, D)
+  local blocks, rows = {}, 0
+  while rows < m do
+    local g = core.randn(D, D)
+    local basis = {}
+    for i = 1, D do -- Gram-Schmidt, row by row (D <= a few hundred, at construction only)
+      local r = g:narrow(1, i, 1)
+      for _, b in ipairs(basis) do r = r - b * (r * b):sum() end
+      basis[i] = r / (r * r):sum():sqrt()
+    end
+    local block = core.cat(basis, 1)
+    local take = math.min(D, m - rows)
+    blocks[#blocks + 1] = block:narrow(1, 1, take)
+    rows = rows + take
+  end
+  local w = core.cat(blocks, 1)
+  local norms = (core.randn(m, D) ^ 2):sum(2, true):sqrt() -- chi(D)
+  return w * norms
+end
+
+--- Draws a new random projection (the next forward uses it).
+function Performer:redraw(D)
+  D = D or (self.projection and self.projection:size(2))
+  if not D then return self end -- drawn at the first forward, when D is known
+  local m = self.opts.nb_features or math.max(1, math.ceil(D * math.log(D)))
+  self:register_buffer("projection", orthogonal_features(m, D))
+  return self
+end
+
+-- phi(x) for x (B, H, L, D); is_query: stabilise per row, else with one max.
+local function features(x, w, is_query)
+  local D = x:size(4)
+  local xs = x * (D ^ -0.25)
+  local proj = xs:matmul(w:t())                        -- (B, H, L, m)
+  local sq = (xs * xs):sum(4, true) * 0.5              -- (B, H, L, 1)
+  local e = proj - sq
+  local stab = is_query and e:max(4, true) or e:max()
+  return (e - stab):exp() * (w:size(1) ^ -0.5) + 1e-6
+end
+
+function Performer:forward(q, k, v, mask)
+  local o = self.opts
+  C.check(FN, q, k, v, mask, o)
+  local D = q:size(4)
+  if self.projection == nil or self.projection:size(2) ~= D then self:redraw(D) end
+  local H = q:size(2)
+  local w = self.projection
+  local fk = features(C.expand_heads(k, H):float(), w, false)
+  local keep = C.key_padding(FN, mask, k:size(3))
+  if keep then fk = fk * keep end
+  return C.attend(features(q:float(), w, true), fk, C.expand_heads(v, H):float(), o.causal):to(q:dtype())
+end
+
+function Performer:extra_repr() return O.repr(self.opts, { "nb_features", "causal" }) end
+
+registry.register_attention(FN, Performer, {
+  exact = false, complexity = "O(L m D), m = D ln D", causal = true, mask = true, gqa = true,
+  incremental = true, devices = "cpu", paper = "Choromanski et al. 2021",
+  summary = "FAVOR+: positive orthogonal random features for the softmax kernel",
+})
+
+return Performer

@@ -1,0 +1,112 @@
+-- sparse_attention: exact softmax attention restricted to a sparsity layout
+-- (Child et al. 2019, "Generating Long Sequences with Sparse Transformers",
+-- eq. 2: attend(X, S) with the connectivity pattern S_i of each query; the
+-- block-sparse kernels of OpenAI's blocksparse and xFormers).
+--
+--   out_i = sum_{j in S_i} softmax_{j in S_i}(q_i . k_j * scale + bias_ij) v_j
+--
+-- The layout is a bool tensor, true = may attend: element level (Lq, Lk) as
+-- as.patterns builds them, or block level (ceil(Lq/b), ceil(Lk/b)) from
+-- as.patterns.to_blocks / bigbird{blocks = true}; optionally with a leading
+-- dim of 1 or H (one per head).  A block kernel (kernels/cpu/
+-- zoo_sparse_tiles.c): for each query block only its non-empty key blocks
+-- are visited, with an online softmax as in flash attention; blocks only
+-- partly kept by an element layout are masked element by element.  Cost
+-- O(nnz_blocks b^2 D).
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+local O = require "attnswap.attention.reweight_opts"
+local patterns = require "attnswap.patterns"
+
+local FN = "sparse_attention"
+local CACHE_SIZE = 8 -- layouts built per (Lq, Lk) that a layout function keeps
+
+local SparseAttention = nn.class("SparseAttention")
+
+local function describe(v)
+  if core.is_tensor(v) then return v:dtype() .. " tensor " .. tostring(v:shape()) end
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+local function layout_arg(fn, name, v)
+  if type(v) == "function" then return v end
+  if core.is_tensor(v) and v:dtype() == "bool" and (v:dim() == 2 or v:dim() == 3) then return v end
+  error(string.format("%s: %s must be a 2-d or 3-d bool tensor (elements or blocks, see as.patterns) "
+    .. "or a function(Lq, Lk) returning one, got %s", fn, name, describe(v)), 0)
+end
+
+local SPEC = {
+  layout = { layout_arg, nil },
+  mask = { layout_arg, nil }, -- a synonym of layout
+  block_size = { O.positive_integer, 32 },
+}
+
+-- The default when no layout is given: each query block sees its own block,
+-- one on either side and the first block (global), as blocks.
+local function default_layout(block)
+  return function(_, Lk)
+    return patterns.bigbird(math.max(Lk, 1), { block = block, window = 3, globals = 1, randoms = 0, blocks = true })
+  end
+end
+
+function SparseAttention:init(opts)
+  local o = O.parse(FN, opts, SPEC, 3)
+  if o.layout ~= nil and o.mask ~= nil then
+    error(FN .. ": give layout or its synonym mask, not both", 3)
+  end
+  o.layout, o.mask = o.layout or o.mask, nil
+  o.default = o.layout == nil
+  if o.default then o.layout = default_layout(o.block_size) end
+  self.opts = o
+  self.layouts = {} -- a layout function's results by "Lq,Lk"
+end
+
+local placeholder = core.ones(1, 1, "bool")
+
+-- The layout for these inputs (a layout function is called once per (Lq, Lk)).
+function SparseAttention:layout_for(q, k)
+  local layout = self.opts.layout
+  if type(layout) ~= "function" then return layout end
+  if not (core.is_tensor(q) and core.is_tensor(k) and q:dim() == 4 and k:dim() == 4) then
+    return placeholder -- the kernel reports what is wrong with q or k first
+  end
+  local key = q:size(3) .. "," .. k:size(3)
+  local cache = self.layouts
+  local t = cache[key]
+  if t == nil then
+    t = layout(q:size(3), k:size(3))
+    if not (core.is_tensor(t) and t:dtype() == "bool") then
+      error(string.format("%s: the layout function returned %s, expected a bool tensor", FN, describe(t)), 3)
+    end
+    local n = 0
+    for _ in pairs(cache) do n = n + 1 end
+    if n >= CACHE_SIZE then cache = {}; self.layouts = cache end
+    cache[key] = t
+  end
+  return t
+end
+
+function SparseAttention:forward(q, k, v, mask)
+  local o = self.opts
+  return core.sparse_attention(q, k, v, mask, O.call_opts(o, {
+    layout = self:layout_for(q, k), block_size = o.block_size,
+  }), self:is_training())
+end
+
+function SparseAttention:extra_repr()
+  local o, what = self.opts, nil
+  if o.default then what = "layout=default (3-block window + 1 global block)"
+  elseif type(o.layout) == "function" then what = "layout=function"
+  else what = "layout=" .. tostring(o.layout:shape()) end
+  return what .. ", " .. O.repr(o, { "block_size", "causal", "scale", "dropout" })
+end
+
+registry.register_attention(FN, SparseAttention, {
+  exact = false, complexity = "O(nnz_blocks b^2 D)", causal = true, mask = true, gqa = true,
+  incremental = true, devices = "cpu", paper = "Child et al. 2019",
+  summary = "exact softmax over a block layout (as.patterns); only non-empty blocks are computed",
+})
+
+return SparseAttention

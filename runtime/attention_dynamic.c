@@ -1,0 +1,53 @@
+/* dynamic_attention: per-query top-k sparse attention (Zhao et al. 2019,
+ * "Explicit Sparse Transformer: Concentrated Attention Through Explicit
+ * Selection", eq. 4-6; Gupta et al. 2021, "Memory-efficient Transformers via
+ * Top-k Attention").  Each query keeps its top_k largest scores (ties to the
+ * lower key index; masked keys never), softmax over those, the rest get 0.
+ * Choosing needs every score of a row: cost O(Lq Lk D) for the scores plus
+ * O(Lq top_k Dv) for the output, memory O(BQ Lk) per thread
+ * (kernels/cpu/zoo_sparse_topk.c). */
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "as_error.h"
+#include "attention_sparse.h"
+
+#define FN "dynamic_attention"
+
+as_tensor *as_dynamic_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                const as_tensor *mask, const as_attention_opts *o, int64_t top_k,
+                                bool training)
+{
+    if (top_k < 1) {
+        as_error_set(FN ": top_k must be a positive integer, got %lld", (long long)top_k);
+        return NULL;
+    }
+    as_sp_inputs in;
+    if (as_sp_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_tensor *out = as_sp_output(&in);
+    if (!out) goto done;
+    if (as_numel(out) > 0) {
+#ifdef _OPENMP
+        int nt = omp_get_max_threads();
+#else
+        int nt = 1;
+#endif
+        size_t bytes = as_cpu_topk_workspace_size(&in.c, nt);
+        void *ws = malloc(bytes);
+        if (!ws) {
+            as_release(out);
+            out = NULL;
+            as_error_set(FN ": out of memory (%zu bytes of scratch)", bytes);
+            goto done;
+        }
+        as_cpu_topk_attention(&in.c, top_k > in.c.Lk ? in.c.Lk : top_k, ws, nt);
+        free(ws);
+    }
+    out = as_sp_finish(&in, out);
+done:
+    as_sp_release(&in);
+    return out;
+}

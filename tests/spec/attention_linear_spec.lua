@@ -1,0 +1,168 @@
+-- The linear-cost implementations: linear, performer, efficient, nystrom.
+-- Each against a naive reference of its own math, plus the property that
+-- pins it to its paper.
+local as = require "attnswap"
+
+local function maxdiff(a, b) return (a - b):abs():max():item() end
+local function mean_err(a, b) return (a - b):abs():mean():item() end
+local function expand(t, H)
+  local B, Hkv, L, D = t:size(1), t:size(2), t:size(3), t:size(4)
+  return t:unsqueeze(3):expand(B, Hkv, H // Hkv, L, D):reshape(B, H, L, D)
+end
+local function phi(x) return as.where(x:gt(0), x + 1, x:exp()) end
+
+describe("linear_attention", function()
+  local q, k, v = as.randn(2, 4, 9, 8), as.randn(2, 2, 9, 8), as.randn(2, 2, 9, 5)
+
+  it("matches the kernelised formula with the L x L kernel written out", function()
+    local a = phi(q):matmul(phi(expand(k, 4)):transpose(3, 4))     -- (B, H, L, L)
+    local ref = a:matmul(expand(v, 4)) / a:sum(4, true)
+    assert.is_true(maxdiff(as.attention.new("linear_attention")(q, k, v), ref) < 1e-5)
+    local causal_a = a * as.ones(9, 9):tril()
+    local causal_ref = causal_a:matmul(expand(v, 4)) / causal_a:sum(4, true)
+    assert.is_true(maxdiff(as.attention.new("linear_attention", { causal = true })(q, k, v), causal_ref) < 1e-5)
+  end)
+
+  it("causal output at position i equals non-causal output on the prefix", function()
+    local full, causal = as.attention.new("linear_attention"), as.attention.new("linear_attention", { causal = true })
+    local out = causal(q, k, v)
+    for i = 1, 9 do
+      local pre = full(q:narrow(3, i, 1), k:narrow(3, 1, i), v:narrow(3, 1, i))
+      assert.is_true(maxdiff(pre, out:narrow(3, i, 1)) < 1e-5)
+    end
+  end)
+
+  it("a short query after a cache aligns with the last keys", function()
+    local causal = as.attention.new("linear_attention", { causal = true })
+    local all = causal(q, k, v)
+    assert.is_true(maxdiff(causal(q:narrow(3, 7, 3), k, v), all:narrow(3, 7, 3)) < 1e-5)
+  end)
+
+  it("key padding drops those keys", function()
+    local keep = as.ones(2, 1, 1, 9, "bool")
+    keep[1]:narrow(3, 6, 4):fill_(false)
+    local c = as.attention.new("linear_attention")
+    local out = c(q, k, v, keep)
+    local ref = c(q:narrow(1, 1, 1), k:narrow(1, 1, 1):narrow(3, 1, 5), v:narrow(1, 1, 1):narrow(3, 1, 5))
+    assert.is_true(maxdiff(out:narrow(1, 1, 1), ref) < 1e-5)
+    local ok, err = pcall(c, q, k, v, as.ones(9, 9, "bool"))
+    assert.is_false(ok)
+    assert.is_truthy(err:find("only key-padding masks are supported", 1, true))
+  end)
+end)
+
+describe("performer_attention", function()
+  it("its error against softmax attention shrinks as nb_features grows", function()
+    local q, k, v = as.randn(1, 2, 48, 16) * 0.5, as.randn(1, 2, 48, 16) * 0.5, as.randn(1, 2, 48, 16)
+    local exact = as.sdp_attention(q, k, v)
+    local errs = {}
+    for i, m in ipairs { 8, 128, 2048 } do
+      errs[i] = 0
+      for s = 1, 4 do
+        as.manual_seed(s)
+        errs[i] = errs[i] + mean_err(as.attention.new("performer_attention", { nb_features = m })(q, k, v), exact)
+      end
+    end
+    assert.is_true(errs[1] > errs[2] and errs[2] > errs[3], table.concat(errs, ", "))
+    assert.is_true(errs[3] / 4 < 0.02)
+  end)
+
+  it("keeps its features as a buffer, stable across calls, redrawn on request", function()
+    local c = as.attention.new("performer_attention")
+    local q = as.randn(1, 1, 6, 8)
+    local a = c(q, q, q)
+    assert.are.equal(0, maxdiff(c(q, q, q), a))
+    local names = {}
+    for n in c:named_buffers() do names[#names + 1] = n end
+    assert.are.same({ "projection" }, names)
+    assert.are.equal(math.ceil(8 * math.log(8)), c.projection:size(1))
+    c:redraw()
+    assert.is_true(maxdiff(c(q, q, q), a) > 0)
+  end)
+
+  it("causal output equals non-causal output on each prefix", function()
+    as.manual_seed(3)
+    local c = as.attention.new("performer_attention", { causal = true })
+    local q, k, v = as.randn(1, 2, 6, 8), as.randn(1, 2, 6, 8), as.randn(1, 2, 6, 8)
+    local out = c(q, k, v)
+    c.opts.causal = false
+    for i = 1, 6 do
+      assert.is_true(maxdiff(c(q:narrow(3, i, 1), k:narrow(3, 1, i), v:narrow(3, 1, i)), out:narrow(3, i, 1)) < 1e-4)
+    end
+  end)
+end)
+
+describe("efficient_attention", function()
+  local q, k, v = as.randn(2, 4, 10, 8), as.randn(2, 4, 10, 8), as.randn(2, 4, 10, 6)
+
+  it("is rho_q(Q) (rho_k(K)^T V)", function()
+    local ref = q:softmax(4):matmul(k:softmax(3):transpose(3, 4):matmul(v))
+    assert.is_true(maxdiff(as.attention.new("efficient_attention")(q, k, v), ref) < 1e-5)
+  end)
+
+  it("key padding equals leaving those keys out; causal is a clear error", function()
+    local keep = as.ones(2, 1, 1, 10, "bool")
+    keep:narrow(4, 8, 3):fill_(false)
+    local c = as.attention.new("efficient_attention")
+    assert.is_true(maxdiff(c(q, k, v, keep), c(q, k:narrow(3, 1, 7), v:narrow(3, 1, 7))) < 1e-5)
+    local ok, err = pcall(as.attention.new, "efficient_attention", { causal = true })
+    assert.is_false(ok)
+    assert.is_truthy(err:find("efficient_attention: causal is not supported", 1, true))
+  end)
+end)
+
+describe("nystrom_attention", function()
+  it("is exact when every token is a landmark", function()
+    local q, k, v = as.randn(1, 2, 20, 8), as.randn(1, 2, 20, 8), as.randn(1, 2, 20, 8)
+    assert.is_true(maxdiff(as.attention.new("nystrom_attention", { num_landmarks = 32 })(q, k, v),
+      as.sdp_attention(q, k, v)) < 1e-6)
+  end)
+
+  it("approaches softmax attention as landmarks grow", function()
+    as.manual_seed(5)
+    local q, k, v = as.randn(1, 2, 96, 8) * 0.5, as.randn(1, 2, 96, 8) * 0.5, as.randn(1, 2, 96, 8)
+    local exact = as.sdp_attention(q, k, v)
+    local e4 = mean_err(as.attention.new("nystrom_attention", { num_landmarks = 4 })(q, k, v), exact)
+    local e48 = mean_err(as.attention.new("nystrom_attention", { num_landmarks = 48 })(q, k, v), exact)
+    assert.is_true(e48 < e4, e4 .. " vs " .. e48)
+  end)
+
+  it("matches the paper's formula written out (eq. 14-16, iterative pseudo-inverse)", function()
+    local q, k, v = as.randn(1, 1, 12, 4), as.randn(1, 1, 12, 4), as.randn(1, 1, 12, 4)
+    local s = 1 / math.sqrt(4)
+    local function lm(x) return x:reshape(1, 1, 4, 3, 4):mean(4) end -- 4 landmarks of 3 tokens each
+    local f = (q:matmul(lm(k):transpose(3, 4)) * s):softmax(4)
+    local a = (lm(q):matmul(lm(k):transpose(3, 4)) * s):softmax(4)
+    local b = (lm(q):matmul(k:transpose(3, 4)) * s):softmax(4)
+    local I = as.tensor { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 } }:float()
+    local z = a:transpose(3, 4) / (a:sum(3):max() * a:sum(4):max())
+    for _ = 1, 6 do
+      local az = a:matmul(z)
+      z = z:matmul(I * 13 - az:matmul(I * 15 - az:matmul(I * 7 - az))) * 0.25
+    end
+    local ref = f:matmul(z):matmul(b:matmul(v))
+    local out = as.attention.new("nystrom_attention", { num_landmarks = 4 })(q, k, v)
+    assert.is_true(maxdiff(out, ref) < 1e-5, "max diff " .. maxdiff(out, ref))
+  end)
+end)
+
+describe("the linear-cost group in a model", function()
+  for _, name in ipairs { "linear_attention", "performer_attention", "efficient_attention", "nystrom_attention" } do
+    it(name .. " swaps into a block and back, and rejects bad options", function()
+      local block = as.nn.TransformerBlock { dim = 16, num_heads = 4 }:eval()
+      local x = as.randn(2, 5, 16)
+      local before = block(x)
+      do
+        local s <close> = as.swapped(block, "scaled_dot_product", name)
+        assert.are.equal("(2, 5, 16)", tostring(block(x):shape()))
+      end
+      assert.are.equal(0, maxdiff(block(x), before))
+      local ok, err = pcall(as.attention.new, name, { no_such_option = 1 })
+      assert.is_false(ok)
+      assert.is_truthy(err:find(name .. ": unknown option 'no_such_option'", 1, true))
+      ok, err = pcall(as.attention.new(name), as.randn(1, 2, 3, 4), as.randn(1, 2, 3, 5), as.randn(1, 2, 3, 4))
+      assert.is_false(ok)
+      assert.is_truthy(err:find(name .. ": q (1, 2, 3, 4) and k (1, 2, 3, 5) must have the same head dimension", 1, true))
+    end)
+  end
+end)
