@@ -9,7 +9,7 @@ CMAKE ?= cmake
 CTEST ?= ctest
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps run test test-asan fuzz install clean
+.PHONY: all build deps run test test-cuda test-asan fuzz install clean
 
 all: build
 
@@ -28,6 +28,11 @@ run: build
 
 test: build
 	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j2
+
+# The GPU tests only (label cuda): every CUDA op against the CPU, the flash
+# kernel against the CPU flash, the Lua face.  They skip where no GPU is seen.
+test-cuda: build
+	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -L cuda
 
 # The whole suite (C tests, specs, examples) under AddressSanitizer and
 # UndefinedBehaviorSanitizer with leak checking, in its own build folder.

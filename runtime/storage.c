@@ -23,11 +23,54 @@ void as_cpu_memory_stats(size_t *live, size_t *peak)
 
 void as_cpu_reset_peak(void) { cpu_peak = cpu_live; }
 
+/* Blocks above glibc's largest mmap threshold (32 MiB) are always mmapped,
+ * and page-fault in again on every allocation.  The last few freed ones are
+ * kept here for reuse by an allocation of the same (MiB-rounded) size. */
+#define BIG_BLOCK ((size_t)32 << 20)
+#define BIG_CACHE_SLOTS 8
+#define BIG_CACHE_BYTES ((size_t)1 << 30)
+static struct {
+    void *p;
+    size_t size;
+} big_cache[BIG_CACHE_SLOTS];
+static size_t big_cached;
+
+static size_t cpu_block_size(size_t nbytes)
+{
+    size_t r = (nbytes + 63) & ~(size_t)63;
+    if (r > BIG_BLOCK) r = (r + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    return r ? r : 64;
+}
+
+static void *big_take(size_t size)
+{
+    for (int i = 0; i < BIG_CACHE_SLOTS; i++)
+        if (big_cache[i].p && big_cache[i].size == size) {
+            void *p = big_cache[i].p;
+            big_cache[i].p = NULL;
+            big_cached -= size;
+            return p;
+        }
+    return NULL;
+}
+
+static int big_keep(void *p, size_t size)
+{
+    if (size <= BIG_BLOCK || big_cached + size > BIG_CACHE_BYTES) return 0;
+    for (int i = 0; i < BIG_CACHE_SLOTS; i++)
+        if (!big_cache[i].p) {
+            big_cache[i].p = p, big_cache[i].size = size;
+            big_cached += size;
+            return 1;
+        }
+    return 0;
+}
+
 static void free_owned(as_storage *s)
 {
     if (s->device.type == AS_DEV_CPU) {
         cpu_live -= s->nbytes;
-        free(s->data);
+        if (!big_keep(s->data, cpu_block_size(s->nbytes))) free(s->data);
     }
     else if (allocators[s->device.type])
         allocators[s->device.type]->free(s->data, s->device.index);
@@ -51,12 +94,13 @@ as_storage *as_storage_new(size_t nbytes, as_device dev)
     void *data = NULL;
     keep_large_blocks();
     if (dev.type == AS_DEV_CPU) {
-        size_t rounded = (nbytes + 63) & ~(size_t)63;
+        size_t rounded = cpu_block_size(nbytes);
         if (rounded < nbytes) {
             as_error_set("out of memory (requested %zu bytes)", nbytes);
             return NULL;
         }
-        data = aligned_alloc(64, rounded ? rounded : 64);
+        data = rounded > BIG_BLOCK ? big_take(rounded) : NULL;
+        if (!data) data = aligned_alloc(64, rounded);
     } else if (allocators[dev.type]) {
         data = allocators[dev.type]->alloc(nbytes, dev.index);
     } else {
@@ -69,7 +113,8 @@ as_storage *as_storage_new(size_t nbytes, as_device dev)
     }
     as_storage *s = as_storage_wrap(data, nbytes, dev, free_owned, NULL);
     if (!s) {
-        free_owned(&(as_storage){.data = data, .device = dev, .nbytes = 0});
+        if (dev.type == AS_DEV_CPU) free(data);
+        else free_owned(&(as_storage){.data = data, .device = dev});
         return NULL;
     }
     if (dev.type == AS_DEV_CPU && (cpu_live += nbytes) > cpu_peak) cpu_peak = cpu_live;

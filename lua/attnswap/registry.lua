@@ -91,10 +91,10 @@ function attention.list(out)
   local rows = {}
   for _, name in ipairs(core.registry_names()) do
     local _, i = core.registry_get(name)
-    rows[#rows + 1] = { name, i.exact and "exact" or "approx", i.complexity, yesno(i.causal),
+    rows[#rows + 1] = { name, yesno(i.exact), i.complexity, yesno(i.causal),
       yesno(i.mask), yesno(i.gqa), i.devices, i.paper }
   end
-  local head = { "name", "kind", "cost", "causal", "mask", "gqa", "devices", "paper" }
+  local head = { "name", "exact", "cost", "causal", "mask", "gqa", "devices", "paper" }
   local width = {}
   for c = 1, #head do
     width[c] = #head[c]

@@ -26,9 +26,26 @@ int l_error(lua_State *L, const char *fmt, ...)
     return luaL_error(L, "%s", buf);
 }
 
+/* Lua's collector sees a tensor as a few bytes of userdata and does not know
+ * the storage behind it, so large temporaries could pile up until a step
+ * that happens to run late.  Collect when CPU tensor memory has doubled since
+ * the last collection (and passed 64 MiB), as Torch7's heap tracking did. */
+static void collect_if_grown(lua_State *L)
+{
+    static size_t after_last;
+    size_t live, peak;
+    as_cpu_memory_stats(&live, &peak);
+    if (live > ((size_t)64 << 20) && live > 2 * after_last) {
+        lua_gc(L, LUA_GCCOLLECT);
+        as_cpu_memory_stats(&live, &peak);
+        after_last = live;
+    }
+}
+
 void l_pushtensor(lua_State *L, as_tensor *t)
 {
     if (!t) l_raise(L);
+    collect_if_grown(L);
     as_tensor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
     *ud = t; /* lua_newuserdatauv raises only before this line, when t could leak:
                 that is a memory error, where Lua itself is already failing */
