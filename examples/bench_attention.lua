@@ -1,6 +1,6 @@
 -- What every attention implementation costs on this machine.
 --   attnswap-run examples/bench_attention.lua [--impl a,b] [--L 256,1024] [--D 64,128]
---       [--causal] [--threads N] [--B 1] [--H 8] [--repeats 3] [--budget 20] [--out DIR] [--quick]
+--       [--causal] [--device cpu|cuda] [--threads N] [--B 1] [--H 8] [--repeats 3] [--budget 20] [--out DIR] [--quick]
 -- Sweeps implementations x sequence lengths x head dims; reports the median
 -- time after a warm-up, GFLOP/s (4 B H L^2 D, unmasked pairs only when
 -- causal), that rate as a % of sgemm measured just before in this process,
@@ -14,6 +14,16 @@ local function list(s, num)
   local out = {}
   for item in s:gmatch("[^,]+") do out[#out + 1] = num and assert(math.tointeger(tonumber(item)), "not an integer: " .. item) or item end
   return out
+end
+
+-- --device cuda: the GPU sweep (examples/bench_attention_cuda.lua) takes over
+for j = 1, #arg - 1 do
+  if arg[j] == "--device" and arg[j + 1]:match("^cuda") then
+    local dir = (arg[0] or ""):match("^(.*)/") or "."
+    return dofile(dir .. "/bench_attention_cuda.lua")
+  elseif arg[j] == "--device" and arg[j + 1] ~= "cpu" then
+    error("bench_attention: --device must be cpu or cuda, got " .. tostring(arg[j + 1]))
+  end
 end
 
 local o = { L = { 256, 512, 1024, 2048, 4096, 8192, 16384 }, D = { 64, 128 }, causal = false, B = 1, H = 8,
@@ -31,6 +41,7 @@ while i <= #arg do
   elseif a == "--repeats" then o.repeats = assert(math.tointeger(tonumber(v))); i = i + 1
   elseif a == "--budget" then o.budget = assert(tonumber(v)); i = i + 1
   elseif a == "--out" then o.out = v; i = i + 1
+  elseif a == "--device" then i = i + 1 -- cpu
   elseif a == "--quick" then o.L, o.D, o.repeats, o.H = { 64, 128 }, { 16 }, 1, 2
   else error("bench_attention: unknown option " .. tostring(a) .. " (see the header of this file)") end
   i = i + 1

@@ -2,6 +2,7 @@
  * implementation's front-end. */
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "as_error.h"
 #include "layers.h"
@@ -85,6 +86,15 @@ int as_attention_check(const char *fn, const as_tensor *q, const as_tensor *k, c
         return -1;
     }
     if (mask && check_mask(fn, q, k, mask)) return -1;
+    const as_tensor *all[3] = {k, v, mask};
+    const char *what[3] = {"k", "v", "mask"};
+    for (int i = 0; i < 3; i++)
+        if (all[i] && !as_device_equal(as_tensor_device(all[i]), as_tensor_device(q))) {
+            snprintf(s1, sizeof s1, "%s", as_device_name(as_tensor_device(q)));
+            as_error_set("%s: q is on %s but %s is on %s; move them to one device first", fn, s1, what[i],
+                         as_device_name(as_tensor_device(all[i])));
+            return -1;
+        }
     return as_attention_check_opts(fn, opts);
 }
 

@@ -4,12 +4,18 @@
  * strides and broadcast masks as they come (no copies) and dispatches to
  * the CPU kernel (kernels/cpu/attention_flash.c). */
 #include <math.h>
+#include <stdint.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "as_error.h"
 #include "attention_flash.h"
+#include "cuda_device.h"
+#ifdef ATTNSWAP_HAVE_CUDA
+#include "attention_flash_cuda.h"
+#include "cuda_kernels.h"
+#endif
 #include "layers.h"
 
 #define FN "flash_attention"
@@ -54,14 +60,49 @@ static int dropout_seed(uint64_t *seed)
     return 0;
 }
 
+/* The CUDA kernel (kernels/cuda/attention_flash.cu) takes the very same
+ * parameters, with device pointers. */
+static int run_cuda(as_cpu_flash_params *p, as_device dev)
+{
+#ifdef ATTNSWAP_HAVE_CUDA
+    if (as_cuda_use(FN, dev.index)) return -1;
+    last_backend = as_cuda_flash_path(p);
+    return as_cuda_check(FN, as_cuda_flash_attention(p, as_cuda_current_stream()));
+#else
+    (void)p;
+    return as_cuda_use(FN, dev.index);
+#endif
+}
+
+static int run_cpu(as_cpu_flash_params *p)
+{
+    last_backend = backend_name(as_cpu_flash_isa_name());
+    int nthreads = omp_get_max_threads();
+    size_t bytes = as_cpu_flash_workspace_size(p, nthreads);
+    void *ws = malloc(bytes);
+    if (!ws) {
+        as_error_set(FN ": out of memory (%zu bytes of scratch)", bytes);
+        return -1;
+    }
+    as_cpu_flash_attention(p, ws, nthreads);
+    free(ws);
+    return 0;
+}
+
 as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *opts, bool training)
 {
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
-    if (as_attention_check(FN, q, k, v, mask, &o) || as_attention_check_cpu_kernel(FN, q, k, v, mask)) return NULL;
+    if (as_attention_check(FN, q, k, v, mask, &o)) return NULL;
+    as_device dev = as_tensor_device(q);
+    if (dev.type == AS_DEV_CPU && as_attention_check_cpu_kernel(FN, q, k, v, mask)) return NULL;
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     int64_t Dv = v->shape[3];
-    as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, AS_CPU);
+    if (k->shape[2] > INT32_MAX - 1) {
+        as_error_set(FN ": sizes past 2^31 are more than this kernel indexes");
+        return NULL;
+    }
+    as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, dev);
     if (!out) return NULL;
     as_cpu_flash_params p = {
         .B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2], .D = D, .Dv = Dv,
@@ -78,17 +119,13 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
             return NULL;
         }
     }
-    last_backend = backend_name(as_cpu_flash_isa_name());
-    if (as_numel(out) == 0) return out;
-    int nthreads = omp_get_max_threads();
-    size_t bytes = as_cpu_flash_workspace_size(&p, nthreads);
-    void *ws = malloc(bytes);
-    if (!ws) {
+    if (as_numel(out) == 0) {
+        last_backend = dev.type == AS_DEV_CPU ? backend_name(as_cpu_flash_isa_name()) : "flash/cuda";
+        return out;
+    }
+    if (dev.type == AS_DEV_CPU ? run_cpu(&p) : run_cuda(&p, dev)) {
         as_release(out);
-        as_error_set(FN ": out of memory (%zu bytes of scratch)", bytes);
         return NULL;
     }
-    as_cpu_flash_attention(&p, ws, nthreads);
-    free(ws);
     return out;
 }

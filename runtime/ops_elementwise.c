@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "cpu_kernels.h"
+#include "kernels.h"
 #include "ops_internal.h"
 
 static const char *const binop_names[AS_NBINOPS] = {
@@ -17,7 +17,7 @@ static const char *const unop_names[AS_NUNOPS] = {
 const char *as_binop_name(as_binop op) { return op < AS_NBINOPS ? binop_names[op] : "?"; }
 const char *as_unop_name(as_unop op) { return op < AS_NUNOPS ? unop_names[op] : "?"; }
 
-int as_ops_check_cpu(const char *fn, int n, const as_tensor *const *ts)
+int as_ops_check_device(const char *fn, int n, const as_tensor *const *ts)
 {
     const as_tensor *first = NULL;
     for (int i = 0; i < n; i++) {
@@ -31,6 +31,14 @@ int as_ops_check_cpu(const char *fn, int n, const as_tensor *const *ts)
             return -1;
         }
     }
+    return 0;
+}
+
+int as_ops_check_cpu(const char *fn, int n, const as_tensor *const *ts)
+{
+    if (as_ops_check_device(fn, n, ts)) return -1;
+    const as_tensor *first = NULL;
+    for (int i = 0; i < n && !first; i++) first = ts[i];
     if (first && as_tensor_device(first).type != AS_DEV_CPU) {
         as_error_set("%s: device %s is not supported yet", fn, as_device_name(as_tensor_device(first)));
         return -1;
@@ -67,7 +75,7 @@ as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
 {
     const char *fn = as_binop_name(op);
     const as_tensor *ts[2] = {a, b};
-    if (as_ops_check_cpu(fn, 2, ts)) return NULL;
+    if (as_ops_check_device(fn, 2, ts)) return NULL;
     int64_t shape[AS_MAX_DIMS];
     int nd = as_broadcast_shape(fn, a->ndim, a->shape, b->ndim, b->shape, shape);
     if (nd < 0) return NULL;
@@ -83,8 +91,11 @@ as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
     int same = as_same_shape(a, b) && a->ndim == nd;
     as_tensor *ea = cb ? (same ? as_retain(ca) : as_expand(ca, nd, shape)) : NULL;
     as_tensor *eb = ea ? (same ? as_retain(cb) : as_expand(cb, nd, shape)) : NULL;
-    as_tensor *out = eb ? as_empty(nd, shape, is_cmp ? AS_BOOL : cdt, AS_CPU) : NULL;
-    if (out) as_cpu_binary(op, out, ea, eb);
+    as_tensor *out = eb ? as_empty(nd, shape, is_cmp ? AS_BOOL : cdt, as_tensor_device(a)) : NULL;
+    if (out && as_k_binary(op, out, ea, eb)) {
+        as_release(out);
+        out = NULL;
+    }
     as_ops_release4(ca, cb, ea, eb);
     if (out && out->dtype != result) {
         as_tensor *r = as_to_dtype(out, result);
@@ -116,24 +127,32 @@ int as_binary_(as_binop op, as_tensor *dst, const as_tensor *src)
     return rc;
 }
 
+/* out = op(a); consumes out, which is NULL on failure. */
+static as_tensor *unary_into(as_unop op, as_tensor *out, const as_tensor *a)
+{
+    if (out && as_k_unary(op, out, a)) {
+        as_release(out);
+        return NULL;
+    }
+    return out;
+}
+
 as_tensor *as_unary(as_unop op, const as_tensor *a)
 {
     const char *fn = as_unop_name(op);
-    if (as_ops_check_cpu(fn, 1, (const as_tensor *[]){a})) return NULL;
+    if (as_ops_check_device(fn, 1, (const as_tensor *[]){a})) return NULL;
+    as_device dev = as_tensor_device(a);
     if (op == AS_LOGICAL_NOT) {
-        as_tensor *out = as_empty(a->ndim, a->shape, AS_BOOL, AS_CPU);
-        if (out) as_cpu_unary(op, out, a);
-        return out;
+        as_tensor *out = as_empty(a->ndim, a->shape, AS_BOOL, dev);
+        return unary_into(op, out, a);
     }
     int int_op = (op == AS_NEG || op == AS_ABS || op == AS_RELU) && (a->dtype == AS_I64 || a->dtype == AS_I32);
     if (int_op) {
-        as_tensor *out = as_empty(a->ndim, a->shape, a->dtype, AS_CPU);
-        if (out) as_cpu_unary(op, out, a);
-        return out;
+        as_tensor *out = as_empty(a->ndim, a->shape, a->dtype, dev);
+        return unary_into(op, out, a);
     }
     as_tensor *fa = as_to_dtype(a, AS_F32);
-    as_tensor *out = fa ? as_empty(a->ndim, a->shape, AS_F32, AS_CPU) : NULL;
-    if (out) as_cpu_unary(op, out, fa);
+    as_tensor *out = fa ? unary_into(op, as_empty(a->ndim, a->shape, AS_F32, dev), fa) : NULL;
     as_release(fa);
     as_dtype result = as_dtype_is_float(a->dtype) ? a->dtype : AS_F32;
     if (out && result != AS_F32) {
@@ -146,7 +165,7 @@ as_tensor *as_unary(as_unop op, const as_tensor *a)
 
 as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
 {
-    if (as_ops_check_cpu("clamp", 1, (const as_tensor *[]){a})) return NULL;
+    if (as_ops_check_device("clamp", 1, (const as_tensor *[]){a})) return NULL;
     if (!as_dtype_is_float(a->dtype)) {
         /* integers: clamp through the elementwise max/min, keeping the dtype */
         as_tensor *r = as_retain((as_tensor *)a);
@@ -163,8 +182,11 @@ as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
         return r;
     }
     as_tensor *fa = as_to_dtype(a, AS_F32);
-    as_tensor *out = fa ? as_empty(a->ndim, a->shape, AS_F32, AS_CPU) : NULL;
-    if (out) as_cpu_clamp(out, fa, lo, hi);
+    as_tensor *out = fa ? as_empty(a->ndim, a->shape, AS_F32, as_tensor_device(a)) : NULL;
+    if (out && as_k_clamp(out, fa, lo, hi)) {
+        as_release(out);
+        out = NULL;
+    }
     as_release(fa);
     if (out && a->dtype != AS_F32) {
         as_tensor *r = as_to_dtype(out, a->dtype);
@@ -177,7 +199,7 @@ as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
 as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *ts[3] = {cond, a, b};
-    if (as_ops_check_cpu("where", 3, ts)) return NULL;
+    if (as_ops_check_device("where", 3, ts)) return NULL;
     if (cond->dtype != AS_BOOL) {
         as_error_set("where: condition must be bool, got %s", as_dtype_name(cond->dtype));
         return NULL;
@@ -191,8 +213,11 @@ as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *
     as_tensor *ca = as_to_dtype(a, dt), *cb = ca ? as_to_dtype(b, dt) : NULL;
     as_tensor *ea = cb ? as_expand(ca, nd, shape) : NULL, *eb = ea ? as_expand(cb, nd, shape) : NULL;
     as_tensor *ec = eb ? as_expand(cond, nd, shape) : NULL;
-    as_tensor *out = ec ? as_empty(nd, shape, dt, AS_CPU) : NULL;
-    if (out) as_cpu_where(out, ec, ea, eb);
+    as_tensor *out = ec ? as_empty(nd, shape, dt, as_tensor_device(a)) : NULL;
+    if (out && as_k_where(out, ec, ea, eb)) {
+        as_release(out);
+        out = NULL;
+    }
     as_ops_release4(ca, cb, ea, eb);
     as_release(ec);
     return out;

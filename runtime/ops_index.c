@@ -3,12 +3,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "ops_internal.h"
 
 as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
 {
     const as_tensor *ts[2] = {a, index};
-    if (as_ops_check_cpu("index_select", 2, ts)) return NULL;
+    if (as_ops_check_device("index_select", 2, ts)) return NULL;
     if (index->dtype != AS_I64 && index->dtype != AS_I32) {
         as_error_set("index_select: index must be int64 or int32, got %s", as_dtype_name(index->dtype));
         return NULL;
@@ -24,9 +25,14 @@ as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
     dim = as_wrap_dim("index_select", dim, a->ndim);
     if (dim < 0) return NULL;
     int64_t n = as_numel(index), size = a->shape[dim];
+    /* the indices are checked on the host, then used where a lives */
+    as_device dev = as_tensor_device(a);
     as_tensor *idx = as_to_dtype(index, AS_I64);
-    as_tensor *ci = idx ? as_contiguous(idx) : NULL;
+    as_tensor *ci = idx ? as_to_device(idx, AS_CPU) : NULL;
     as_release(idx);
+    idx = ci ? as_contiguous(ci) : NULL;
+    as_release(ci);
+    ci = idx;
     if (!ci) return NULL;
     const int64_t *ip = as_data(ci);
     for (int64_t i = 0; i < n; i++)
@@ -40,20 +46,19 @@ as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
     int64_t shape[AS_MAX_DIMS];
     memcpy(shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
     shape[dim] = n;
-    as_tensor *out = ca ? as_empty(a->ndim, shape, a->dtype, AS_CPU) : NULL;
+    as_tensor *di = ca ? as_to_device(ci, dev) : NULL;
+    as_tensor *out = di ? as_empty(a->ndim, shape, a->dtype, dev) : NULL;
     if (out) {
         int64_t outer = 1, inner = 1;
         for (int d = 0; d < dim; d++) outer *= a->shape[d];
         for (int d = dim + 1; d < a->ndim; d++) inner *= a->shape[d];
-        size_t row = (size_t)inner * as_dtype_size(a->dtype);
-        const char *src = as_data(ca);
-        char *dst = as_data(out);
-#pragma omp parallel for if (outer * n * inner > 65536)
-        for (int64_t o = 0; o < outer; o++)
-            for (int64_t i = 0; i < n; i++)
-                memcpy(dst + (size_t)(o * n + i) * row, src + (size_t)(o * size + ip[i]) * row, row);
+        int64_t row = inner * (int64_t)as_dtype_size(a->dtype);
+        if (as_k_gather_rows(dev, as_data(out), as_data(ca), as_data(di), outer, n, size, row)) {
+            as_release(out);
+            out = NULL;
+        }
     }
-    as_release(ca), as_release(ci);
+    as_release(ca), as_release(ci), as_release(di);
     return out;
 }
 
@@ -71,17 +76,24 @@ as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids)
         as_error_set("embedding: ids have too many dimensions (%d)", ids->ndim);
         return NULL;
     }
+    const as_tensor *ts[2] = {weight, ids};
+    if (as_ops_check_device("embedding", 2, ts)) return NULL;
     as_tensor *flat = as_reshape(ids, 1, (int64_t[]){as_numel(ids)});
-    if (!flat) return NULL;
+    as_tensor *host = flat ? as_to_device(flat, AS_CPU) : NULL;
+    if (!host) {
+        as_release(flat);
+        return NULL;
+    }
     int64_t n = as_numel(flat), V = weight->shape[0];
     for (int64_t i = 0; i < n; i++) {
-        double id = as_get_flat(flat, i);
+        double id = as_get_flat(host, i);
         if (id < 0 || id >= (double)V) {
             as_error_set("embedding: id %lld is out of range for %lld embeddings", (long long)id, (long long)V);
-            as_release(flat);
+            as_release(flat), as_release(host);
             return NULL;
         }
     }
+    as_release(host);
     as_tensor *rows = as_index_select(weight, 0, flat);
     as_release(flat);
     if (!rows) return NULL;
@@ -99,7 +111,7 @@ as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
         as_error_set("cat: expected at least one tensor");
         return NULL;
     }
-    if (as_ops_check_cpu("cat", n, ts)) return NULL;
+    if (as_ops_check_device("cat", n, ts)) return NULL;
     const as_tensor *ref = ts[0];
     if (ref->ndim == 0) {
         as_error_set("cat: cannot concatenate 0-d tensors");
@@ -134,7 +146,7 @@ as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
         shape[dim] += t->shape[dim];
         dt = as_dtype_promote(dt, t->dtype);
     }
-    as_tensor *out = as_empty(ref->ndim, shape, dt, AS_CPU);
+    as_tensor *out = as_empty(ref->ndim, shape, dt, as_tensor_device(ref));
     int64_t at = 0;
     for (int i = 0; out && i < n; i++) {
         as_tensor *slot = as_narrow(out, dim, at, ts[i]->shape[dim]);
@@ -152,7 +164,7 @@ as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
 /* Zeroes the entries above (tril) or below (triu) the k-th diagonal of every matrix. */
 static as_tensor *triangle(const char *fn, const as_tensor *a, int64_t k, int lower)
 {
-    if (as_ops_check_cpu(fn, 1, &a)) return NULL;
+    if (as_ops_check_device(fn, 1, &a)) return NULL;
     if (a->ndim < 2) {
         as_error_set("%s: expected at least 2 dimensions, got %d", fn, a->ndim);
         return NULL;
@@ -161,12 +173,10 @@ static as_tensor *triangle(const char *fn, const as_tensor *a, int64_t k, int lo
     if (!out) return NULL;
     int64_t R = a->shape[a->ndim - 2], C = a->shape[a->ndim - 1];
     int64_t mats = R > 0 && C > 0 ? as_numel(a) / (R * C) : 0;
-    size_t es = as_dtype_size(a->dtype);
-    char *p = as_data(out);
-    for (int64_t m = 0; m < mats; m++)
-        for (int64_t i = 0; i < R; i++)
-            for (int64_t j = 0; j < C; j++)
-                if (lower ? j - i > k : j - i < k) memset(p + (size_t)((m * R + i) * C + j) * es, 0, es);
+    if (as_k_triangle(as_tensor_device(out), as_data(out), mats, R, C, k, lower, (int64_t)as_dtype_size(a->dtype))) {
+        as_release(out);
+        return NULL;
+    }
     return out;
 }
 

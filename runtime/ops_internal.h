@@ -5,8 +5,10 @@
 #include "as_error.h"
 #include "ops.h"
 
-/* 0 when every tensor (NULL entries skipped) is on the CPU; otherwise the
- * error for fn: mixed devices, or a device without kernels for this op. */
+/* 0 when every tensor (NULL entries skipped) is on one device, else the
+ * error for fn naming both devices. */
+int as_ops_check_device(const char *fn, int n, const as_tensor *const *ts);
+/* The same, and that device is the CPU (ops with CPU kernels only). */
 int as_ops_check_cpu(const char *fn, int n, const as_tensor *const *ts);
 /* 0 when t is floating point, else "fn: expected a floating-point tensor, got int64". */
 int as_ops_check_float(const char *fn, const as_tensor *t);

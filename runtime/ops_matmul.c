@@ -1,9 +1,11 @@
-/* matmul (torch.matmul semantics) and linear on OpenBLAS sgemm.  Operands
- * whose last two dims have a unit stride in either direction go to BLAS as
- * they are, transposed by flag; only other layouts are copied. */
+/* matmul (torch.matmul semantics) and linear on OpenBLAS sgemm, or cuBLAS
+ * on CUDA.  Operands whose last two dims have a unit stride in either
+ * direction go to BLAS as they are, transposed by flag; only other layouts
+ * are copied. */
 #include <cblas.h>
 #include <string.h>
 
+#include "cuda_gemm.h"
 #include "ops_internal.h"
 
 /* How BLAS can read a (rows, cols) matrix with strides (rs, cs): 0 fine, -1 copy needed. */
@@ -22,7 +24,21 @@ static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS
     return -1;
 }
 
-/* a (..., M, K) @ b (..., K, N), both float32 and at least 2-d. */
+/* Batches [0, nbatch) as one stride per operand, when the batch dims allow. */
+static int uniform_batch(int nb, const int64_t *batch, const int64_t *stride, int64_t *step)
+{
+    int64_t s = -1, expect = 0;
+    for (int d = nb - 1; d >= 0; d--) {
+        if (batch[d] == 1) continue;
+        if (s < 0) s = stride[d], expect = s * batch[d];
+        else if (stride[d] != expect) return 0;
+        else expect *= batch[d];
+    }
+    *step = s < 0 ? 0 : s;
+    return 1;
+}
+
+/* a (..., M, K) @ b (..., K, N), of one dtype (float32 on the CPU), at least 2-d. */
 static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
 {
     char s1[128], s2[128];
@@ -43,8 +59,9 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
     shape[nb] = M, shape[nb + 1] = N;
     ash[nb] = M, ash[nb + 1] = K;
     bsh[nb] = K, bsh[nb + 1] = N;
-    /* sgemm with beta = 0 writes every element; only K = 0 needs the zeros */
-    as_tensor *out = K == 0 ? as_zeros(nb + 2, shape, AS_F32, AS_CPU) : as_empty(nb + 2, shape, AS_F32, AS_CPU);
+    /* gemm with beta = 0 writes every element; only K = 0 needs the zeros */
+    as_device dev = as_tensor_device(a0);
+    as_tensor *out = K == 0 ? as_zeros(nb + 2, shape, a0->dtype, dev) : as_empty(nb + 2, shape, a0->dtype, dev);
     if (!out || M == 0 || N == 0 || K == 0) return out;
     as_tensor *a = as_expand(a0, nb + 2, ash), *b = a ? as_expand(b0, nb + 2, bsh) : NULL;
     if (!b) {
@@ -81,6 +98,32 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
         if (batch[d] != 1 && a->stride[d] != expect) a_rows_contig = 0;
         expect *= batch[d];
     }
+    if (dev.type == AS_DEV_CUDA) {
+        int64_t sa, sb;
+        int rc;
+        if (b_shared && a_rows_contig) {
+            rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M * nbatch, N, K, lda, ldb, N, 1, 0, 0, 0);
+        } else if (uniform_batch(nb, batch, a->stride, &sa) && uniform_batch(nb, batch, b->stride, &sb)) {
+            rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M, N, K, lda, ldb, N, nbatch, sa, sb, M * N);
+        } else {
+            rc = 0;
+            for (int64_t i = 0; i < nbatch && !rc; i++) {
+                int64_t oa = 0, ob = 0, rem = i;
+                for (int d = nb - 1; d >= 0; d--) {
+                    int64_t idx = rem % batch[d];
+                    rem /= batch[d];
+                    oa += idx * a->stride[d], ob += idx * b->stride[d];
+                }
+                rc = as_cuda_gemm_at(a, oa, b, ob, out, i * M * N, ta == CblasTrans, tb == CblasTrans, M, N, K, lda, ldb, N);
+            }
+        }
+        as_ops_release4(a, b, ca, cb);
+        if (rc) {
+            as_release(out);
+            return NULL;
+        }
+        return out;
+    }
     float *po = as_data(out);
     if (b_shared && a_rows_contig && nbatch > 1) {
         cblas_sgemm(CblasRowMajor, ta, tb, (int)(M * nbatch), (int)N, (int)K, 1.0f, as_data(a), (int)lda,
@@ -108,7 +151,7 @@ fail:
 as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *ts[2] = {a, b};
-    if (as_ops_check_cpu("matmul", 2, ts)) return NULL;
+    if (as_ops_check_device("matmul", 2, ts)) return NULL;
     if (a->ndim == 0 || b->ndim == 0) {
         as_error_set("matmul: both arguments need at least 1 dimension, got %d-d and %d-d", a->ndim, b->ndim);
         return NULL;
@@ -119,7 +162,9 @@ as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
         return NULL;
     }
     as_dtype result = as_dtype_promote(a->dtype, b->dtype);
-    as_tensor *fa = as_to_dtype(a, AS_F32), *fb = fa ? as_to_dtype(b, AS_F32) : NULL;
+    /* cuBLAS multiplies float16 and bfloat16 as they are (float32 accumulation) */
+    as_dtype cdt = as_tensor_device(a).type == AS_DEV_CUDA ? result : AS_F32;
+    as_tensor *fa = as_to_dtype(a, cdt), *fb = fa ? as_to_dtype(b, cdt) : NULL;
     as_tensor *ua = fb ? (a->ndim == 1 ? as_unsqueeze(fa, 0) : as_retain(fa)) : NULL;
     as_tensor *ub = ua ? (b->ndim == 1 ? as_unsqueeze(fb, 1) : as_retain(fb)) : NULL;
     as_tensor *out = ub ? matmul_2d_plus(ua, ub) : NULL;
@@ -137,7 +182,7 @@ as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
         as_release(out);
         out = r;
     }
-    if (out && result != AS_F32) {
+    if (out && result != out->dtype) {
         as_tensor *r = as_to_dtype(out, result);
         as_release(out);
         out = r;
@@ -148,7 +193,7 @@ as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
 as_tensor *as_linear(const as_tensor *x, const as_tensor *w, const as_tensor *bias)
 {
     const as_tensor *ts[3] = {x, w, bias};
-    if (as_ops_check_cpu("linear", 3, ts)) return NULL;
+    if (as_ops_check_device("linear", 3, ts)) return NULL;
     char s1[128], s2[128];
     if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) {
         as_error_set("linear: input of shape %s does not match weight of shape %s",

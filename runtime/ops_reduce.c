@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "cpu_kernels.h"
+#include "kernels.h"
 #include "ops_internal.h"
 
 static const char *const redop_names[AS_NREDOPS] = {"sum", "mean", "max", "min", "argmax", "argmin", "var", "prod"};
@@ -32,7 +32,7 @@ static as_tensor *rows_of(const as_tensor *t, int dim, as_dtype dt, int64_t *row
 as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
 {
     const char *fn = op < AS_NREDOPS ? redop_names[op] : "reduce";
-    if (as_ops_check_cpu(fn, 1, (const as_tensor *[]){a})) return NULL;
+    if (as_ops_check_device(fn, 1, (const as_tensor *[]){a})) return NULL;
     int all = dim == AS_ALL_DIMS;
     as_tensor *src;
     if (all) {
@@ -80,18 +80,17 @@ as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int
     as_tensor *r = rows_of(src, dim, integer ? AS_I64 : AS_F32, &rows, &n);
     as_release(src);
     if (!r) return NULL;
-    as_tensor *out = as_empty(nd, shape, integer || op == AS_ARGMAX || op == AS_ARGMIN ? AS_I64 : AS_F32, AS_CPU);
-    if (!out) {
-        as_release(r);
+    as_device dev = as_tensor_device(a);
+    as_tensor *out = as_empty(nd, shape, integer || op == AS_ARGMAX || op == AS_ARGMIN ? AS_I64 : AS_F32, dev);
+    int rc = !out ? -1
+           : integer ? as_k_reduce_rows_i64(dev, op, as_data(r), rows, n, as_data(out))
+           : op == AS_ARGMAX || op == AS_ARGMIN ? as_k_reduce_rows(dev, op, as_data(r), rows, n, correction, NULL, as_data(out))
+           : as_k_reduce_rows(dev, op, as_data(r), rows, n, correction, as_data(out), NULL);
+    as_release(r);
+    if (rc) {
+        as_release(out);
         return NULL;
     }
-    if (integer)
-        as_cpu_reduce_rows_i64(op, as_data(r), rows, n, as_data(out));
-    else if (op == AS_ARGMAX || op == AS_ARGMIN)
-        as_cpu_reduce_rows(op, as_data(r), rows, n, correction, NULL, as_data(out));
-    else
-        as_cpu_reduce_rows(op, as_data(r), rows, n, correction, as_data(out), NULL);
-    as_release(r);
     if (out->dtype != out_dt) {
         as_tensor *c = as_to_dtype(out, out_dt);
         as_release(out);
@@ -101,11 +100,11 @@ as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int
 }
 
 /* Applies a row kernel along dim: move it last, run, move it back. */
-typedef void (*row_fn)(const float *x, float *y, int64_t rows, int64_t n, const void *ctx);
+typedef int (*row_fn)(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const void *ctx);
 
 static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn f, const void *ctx)
 {
-    if (as_ops_check_cpu(fn, 1, (const as_tensor *[]){a}) || as_ops_check_float(fn, a)) return NULL;
+    if (as_ops_check_device(fn, 1, (const as_tensor *[]){a}) || as_ops_check_float(fn, a)) return NULL;
     int nd = a->ndim ? a->ndim : 1;
     dim = as_wrap_dim(fn, dim, nd);
     if (dim < 0) return NULL;
@@ -114,7 +113,10 @@ static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn 
     int64_t rows, n;
     as_tensor *r = rows_of(src, dim, AS_F32, &rows, &n);
     as_tensor *y = r ? as_empty_like(r) : NULL;
-    if (y && n > 0) f(as_data(r), as_data(y), rows, n, ctx);
+    if (y && n > 0 && f(as_tensor_device(y), as_data(r), as_data(y), rows, n, ctx)) {
+        as_release(y);
+        y = NULL;
+    }
     as_release(r);
     if (!y) {
         as_release(src);
@@ -141,9 +143,9 @@ static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn 
     return out;
 }
 
-static void softmax_fn(const float *x, float *y, int64_t rows, int64_t n, const void *ctx)
+static int softmax_fn(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const void *ctx)
 {
-    as_cpu_softmax_rows(x, y, rows, n, *(const int *)ctx);
+    return as_k_softmax_rows(dev, x, y, rows, n, *(const int *)ctx);
 }
 
 as_tensor *as_softmax(const as_tensor *a, int dim)
@@ -175,7 +177,7 @@ static int check_norm_param(const char *fn, const char *what, const as_tensor *p
 static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, const as_tensor *b, double eps)
 {
     const as_tensor *ts[3] = {x, w, b};
-    if (as_ops_check_cpu(fn, 3, ts) || as_ops_check_float(fn, x)) return NULL;
+    if (as_ops_check_device(fn, 3, ts) || as_ops_check_float(fn, x)) return NULL;
     if (x->ndim == 0) {
         as_error_set("%s: expected at least 1 dimension, got a 0-d tensor", fn);
         return NULL;
@@ -192,11 +194,15 @@ static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, c
     as_tensor *y = cx && (!w || cw) && (!b || cb) ? as_empty_like(cx) : NULL;
     if (y && n > 0) {
         int64_t rows = as_numel(cx) / n;
-        if (b || strcmp(fn, "layer_norm") == 0)
-            as_cpu_layer_norm_rows(as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL,
-                                   cb ? as_data(cb) : NULL, eps);
-        else
-            as_cpu_rms_norm_rows(as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL, eps);
+        as_device dev = as_tensor_device(y);
+        int rc = b || strcmp(fn, "layer_norm") == 0
+                   ? as_k_layer_norm_rows(dev, as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL,
+                                          cb ? as_data(cb) : NULL, eps)
+                   : as_k_rms_norm_rows(dev, as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL, eps);
+        if (rc) {
+            as_release(y);
+            y = NULL;
+        }
     }
     as_ops_release4(cx, cw, cb, NULL);
     if (y && x->dtype != AS_F32) {

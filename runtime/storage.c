@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "as_error.h"
+#include "cuda_device.h"
 
 static const as_device_allocator *allocators[2];
 
@@ -101,6 +102,8 @@ as_storage *as_storage_new(size_t nbytes, as_device dev)
         }
         data = rounded > BIG_BLOCK ? big_take(rounded) : NULL;
         if (!data) data = aligned_alloc(64, rounded);
+    } else if (dev.type == AS_DEV_CUDA && as_cuda_use("cuda", dev.index)) {
+        return NULL; /* no such device, or a build without CUDA */
     } else if (allocators[dev.type]) {
         data = allocators[dev.type]->alloc(nbytes, dev.index);
     } else {

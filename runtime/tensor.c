@@ -5,6 +5,7 @@
 
 #include "as_error.h"
 #include "cpu_kernels.h"
+#include "kernels.h"
 
 static as_tensor *tensor_alloc(void)
 {
@@ -507,15 +508,7 @@ int as_copy_(as_tensor *dst, const as_tensor *src)
 
 int as_fill_(as_tensor *dst, double value)
 {
-    if (dst->storage->device.type != AS_DEV_CPU) {
-        as_tensor *s = as_scalar(value, dst->dtype, AS_CPU);
-        if (!s) return -1;
-        int r = as_copy_(dst, s);
-        as_release(s);
-        return r;
-    }
-    as_cpu_fill(dst, value);
-    return 0;
+    return as_k_fill(dst, value);
 }
 
 as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt)

@@ -73,3 +73,23 @@ void as_cpu_fill(as_tensor *dst, double value)
     as_cpu_iter_init(&it, 1, ops, dst->ndim, dst->shape);
     as_cpu_iter_run(&it, fill_loop, v);
 }
+
+void as_cpu_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                        int64_t row_bytes)
+{
+    char *d = dst;
+    const char *s = src;
+#pragma omp parallel for if (outer * n * row_bytes > 262144)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < n; i++)
+            memcpy(d + (o * n + i) * row_bytes, s + (o * size + idx[i]) * row_bytes, (size_t)row_bytes);
+}
+
+void as_cpu_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es)
+{
+    char *c = p;
+    for (int64_t m = 0; m < mats; m++)
+        for (int64_t i = 0; i < R; i++)
+            for (int64_t j = 0; j < C; j++)
+                if (lower ? j - i > k : j - i < k) memset(c + ((m * R + i) * C + j) * es, 0, (size_t)es);
+}

@@ -18,6 +18,13 @@ void as_cpu_unary(as_unop op, as_tensor *out, const as_tensor *a);
 void as_cpu_clamp(as_tensor *out, const as_tensor *a, double lo, double hi); /* float32 */
 void as_cpu_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b);
 
+/* dst[o, i, :] = src[o, idx[i], :] (rows of row_bytes; idx checked in [0, size)). */
+void as_cpu_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                        int64_t row_bytes);
+/* Zeroes, in mats contiguous R x C matrices, the entries above (lower) or
+ * below (!lower) diagonal k. */
+void as_cpu_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
+
 /* Row kernels over contiguous rows of length n (float32). */
 void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
                         int64_t *idx);

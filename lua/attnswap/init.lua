@@ -20,6 +20,7 @@ end
 as.version = "0.1.0"
 as.Tensor = core.Tensor -- the tensor methods, for help, completion and extension
 as.core = core
+as.cuda = core.cuda -- is_available, device_count, synchronize, memory_stats, ...
 
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "as_error.h"
+#include "cuda_device.h"
 #include "l_util.h"
 #include "ops.h"
 #include "tensor_print.h"
@@ -28,17 +29,20 @@ int l_error(lua_State *L, const char *fmt, ...)
 
 /* Lua's collector sees a tensor as a few bytes of userdata and does not know
  * the storage behind it, so large temporaries could pile up until a step
- * that happens to run late.  Collect when CPU tensor memory has doubled since
- * the last collection (and passed 64 MiB), as Torch7's heap tracking did. */
+ * that happens to run late (and on a GPU, each new one would be a fresh
+ * cudaMalloc).  Collect when tensor memory, CPU and CUDA apart, has doubled
+ * since the last collection (and passed 64 MiB), as Torch7's heap tracking
+ * did. */
 static void collect_if_grown(lua_State *L)
 {
-    static size_t after_last;
-    size_t live, peak;
+    static size_t cpu_after, cuda_after;
+    size_t live, peak, cuda = as_cuda_allocated_bytes();
     as_cpu_memory_stats(&live, &peak);
-    if (live > ((size_t)64 << 20) && live > 2 * after_last) {
+    const size_t floor = (size_t)64 << 20;
+    if ((live > floor && live > 2 * cpu_after) || (cuda > floor && cuda > 2 * cuda_after)) {
         lua_gc(L, LUA_GCCOLLECT);
         as_cpu_memory_stats(&live, &peak);
-        after_last = live;
+        cpu_after = live, cuda_after = as_cuda_allocated_bytes();
     }
 }
 

@@ -49,6 +49,7 @@ void l_open_module(lua_State *L);
 void l_open_registry(lua_State *L);
 void l_open_attention(lua_State *L);
 void l_open_bench(lua_State *L);
+void l_open_cuda(lua_State *L);     /* the as.cuda table */
 void l_open_json(lua_State *L);
 void l_open_zoo_sparse(lua_State *L);   /* sparse, local, dynamic, sink kernels */
 void l_open_zoo_linear(lua_State *L);   /* linear, performer, efficient, nystrom */

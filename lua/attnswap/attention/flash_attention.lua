@@ -16,7 +16,7 @@ end)
 
 registry.register_attention("flash_attention", FlashAttention, {
   exact = true, complexity = "O(L^2 D), O(L) memory", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Dao et al. 2022",
+  incremental = true, devices = "cpu, cuda", paper = "Dao et al. 2022",
   summary = "fused tiles with online softmax; never materialises the scores",
 })
 

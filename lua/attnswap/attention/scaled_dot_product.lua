@@ -14,7 +14,7 @@ end)
 
 registry.register_attention("scaled_dot_product", ScaledDotProductAttention, {
   exact = true, complexity = "O(L^2 D)", causal = true, mask = true, gqa = true, incremental = true,
-  devices = "cpu", paper = "Vaswani et al. 2017",
+  devices = "cpu, cuda", paper = "Vaswani et al. 2017",
   summary = "softmax(QK^T * scale + bias) V with the scores materialised; the reference",
 })
 

@@ -1,0 +1,35 @@
+#!/bin/bash
+# One job on the GPU host (../shared/GPU.md): unpack the Debian packages
+# carried in .debs, build with CUDA for the card, run the CUDA tests, then the
+# attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
+#   bash bench/gpu_host.sh [test|bench|all]   (default all)
+set -u
+what=${1:-all}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/sys
+for f in .debs/*.deb; do dpkg -x "$f" /tmp/sys; done
+S=/tmp/sys/usr
+export LD_LIBRARY_PATH=$S/lib/x86_64-linux-gnu:$S/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export OPENBLAS_CORETYPE=SkylakeX
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$S \
+  "-DLUA_INCLUDE_DIR=$S/include/lua5.4;$S/include/x86_64-linux-gnu" -DLUA_LIBRARY=$S/lib/x86_64-linux-gnu/liblua5.4.so \
+  -DBLAS_INCLUDE_DIR=$S/include/x86_64-linux-gnu/openblas-pthread \
+  -DBLAS_LIBRARIES=$S/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so \
+  -DCJSON_INCLUDE_DIR=$S/include -DCJSON_LIBRARY=$S/lib/x86_64-linux-gnu/libcjson.so \
+  -DATTNSWAP_BUSTED_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
+rc=0
+if [ "$what" != bench ]; then
+  ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  tail -40 "$OUT/ctest-cuda.log"
+  ctest --test-dir build-gpu -L c -j8 > "$OUT/ctest-c.log" 2>&1 || rc=1
+  tail -3 "$OUT/ctest-c.log"
+fi
+if [ "$what" != test ]; then
+  build-gpu/tests/flash_kernel_test --bench > "$OUT/flash_kernel_bench.txt" 2>&1; tail -30 "$OUT/flash_kernel_bench.txt"
+  python3 bench/torch_sdpa.py --out "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || tail "$OUT/torch.log"
+  build-gpu/attnswap-run examples/bench_attention.lua --device cuda --torch "$OUT/torch.json" \
+    --out "$OUT/attnswap.json" 2>&1 | tee "$OUT/bench.txt"
+fi
+exit $rc

@@ -1,0 +1,681 @@
+/* FlashAttention-2 forward on CUDA (Dao 2023), two paths:
+ *
+ *  flash/mma       q, k, v all F16 or all BF16, D = Dv in {64, 128}, unit
+ *                  last stride, 16-byte aligned rows.  A CTA of 4 warps owns
+ *                  BM = 64 or 128 query rows of one (b, h); a warp owns 16 or
+ *                  32 of them.  Key tiles of BN = 64 stream through a 2-stage
+ *                  cp.async pipeline into XOR-swizzled shared memory; ldmatrix
+ *                  feeds mma.sync m16n8k16 (fp32 accumulate) for S = Q K^T and
+ *                  O += P V; the online softmax lives in registers (one row is
+ *                  spread over a quad of 4 lanes), P never leaves registers.
+ *  flash/cuda-f32  everything else: one warp per query row, fp32 throughout.
+ *
+ * Semantics follow kernels/cpu/attention_flash.c: S = scale q.k (+ bias), a
+ * bool mask keeps where true, causal keeps j <= i + Lk - Lq, dropout drops
+ * normalised probabilities with the CPU's counter hash and scales the kept
+ * ones by 1 / (1 - p), a row that sees no key gives zeros.  See
+ * docs/cuda_flash.md. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include <type_traits>
+
+#include "attention_flash_cuda.h"
+
+namespace {
+
+/* ---- the CPU's dropout hash (attention_flash.h), on the device ---- */
+
+__device__ __forceinline__ uint64_t fl_mix64(uint64_t x)
+{
+    x ^= x >> 30, x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27, x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+__device__ __forceinline__ uint32_t fl_mix32(uint32_t x)
+{
+    x ^= x >> 16, x *= 0x7feb352du;
+    x ^= x >> 15, x *= 0x846ca68bu;
+    return x ^ (x >> 16);
+}
+__device__ __forceinline__ uint32_t fl_row_key(uint64_t seed, int64_t H, int64_t Lq, int64_t b,
+                                               int64_t h, int64_t i)
+{
+    return (uint32_t)fl_mix64(seed ^ fl_mix64((uint64_t)((b * H + h) * Lq + i)));
+}
+__device__ __forceinline__ bool fl_keep(uint32_t row_key, int64_t j, uint32_t threshold)
+{
+    return (fl_mix32(row_key + (uint32_t)j * 0x9e3779b9u) >> 8) >= threshold;
+}
+
+/* ---- parameters, by value ---- */
+
+struct Opnd {
+    const char *data;
+    int64_t s0, s1, s2, s3; /* elements */
+    int dtype;
+};
+
+struct KParams {
+    Opnd q, k, v, mask;
+    int64_t B, H, G, Lq, Lk, D, Dv;
+    int64_t nm; /* query blocks per (b, h) (mma path) */
+    float scale;
+    float sl2;      /* multiplier of the scores in the exp2 domain */
+    int causal;
+    int has_mask;
+    int prescale;   /* scores scaled before the mask / bias is added */
+    int dropout;
+    uint32_t threshold;
+    float keep_scale;
+    uint64_t seed;
+    void *out;
+    int out_dtype;
+};
+
+#define LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ float load_f(const char *base, int dt, int64_t i)
+{
+    switch (dt) {
+    case AS_F32: return ((const float *)base)[i];
+    case AS_F16: return __half2float(((const __half *)base)[i]);
+    case AS_BF16: return __bfloat162float(((const __nv_bfloat16 *)base)[i]);
+    case AS_BOOL: return base[i] ? 0.0f : -INFINITY;
+    default: return 0.0f;
+    }
+}
+
+__device__ __forceinline__ void store_f(void *base, int dt, int64_t i, float x)
+{
+    switch (dt) {
+    case AS_F32: ((float *)base)[i] = x; break;
+    case AS_F16: ((__half *)base)[i] = __float2half_rn(x); break;
+    default: ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn(x); break;
+    }
+}
+
+__device__ __forceinline__ float ex2(float x) /* 2^x, 2^-inf = 0 */
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* ---- PTX wrappers ---- */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared; zero-filled when !valid (src then only needs to be mapped) */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+template <typename T>
+struct Mma;
+
+template <>
+struct Mma<__half> {
+    static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+                     "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
+    {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+
+template <>
+struct Mma<__nv_bfloat16> {
+    static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1)
+    {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+                     "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
+    {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+};
+
+/* ---- the tensor-core path ----
+ *
+ * Shared memory: Q (BM, D), K[2] (BN, D), V[2] (BN, D), row-major, each row
+ * D / 8 chunks of 16 bytes; chunk c of row r lives at chunk c ^ (r & 7), so
+ * the 8 row addresses of one ldmatrix phase (8 rows, same logical chunk) hit
+ * 8 different 16-byte bank groups.
+ *
+ * Fragments of mma.m16n8k16 (g = lane / 4, t = lane % 4):
+ *   A (16x16): a0 (g, 2t..2t+1)  a1 (g+8, 2t..)  a2 (g, 2t+8..)  a3 (g+8, 2t+8..)
+ *   B (16x8):  b0 (k 2t..2t+1, n g)  b1 (k 2t+8.., n g)
+ *   C (16x8):  c0 c1 (g, 2t..2t+1)  c2 c3 (g+8, 2t..)
+ * ldmatrix.x4: lanes 8m..8m+7 address the rows of matrix m; register m of
+ * lane l then holds row l/4, columns 2(l%4), +1 of matrix m (.trans: the
+ * transpose: column l/4, rows 2(l%4), +1). */
+
+constexpr int NWARPS = 4;
+constexpr int NTHREADS = NWARPS * 32;
+
+template <int D, int WM, int BN>
+struct Cfg {
+    static constexpr int BM = 16 * WM * NWARPS;
+    static constexpr int CH = D / 8; /* 16-byte chunks per row */
+    static constexpr size_t smem = (size_t)(BM + 4 * BN) * D * 2;
+};
+
+template <typename T, int D, int WM, int BN>
+__global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
+{
+    using C = Cfg<D, WM, BN>;
+    constexpr int BM = C::BM, CH = C::CH, NT = BN / 8, DT = D / 8;
+    static_assert(BN % 16 == 0 && D % 16 == 0 && (BM * CH) % NTHREADS == 0 &&
+                      (BN * CH) % NTHREADS == 0,
+                  "tile shape");
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    T *sQ = reinterpret_cast<T *>(smem_raw);
+    T *sK = sQ + BM * D;
+    T *sV = sK + 2 * BN * D;
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t BH = P.B * P.H, bid = blockIdx.x;
+    int64_t m_block, bh;
+    if (P.causal) { /* longest query blocks (the last ones) first, over all heads */
+        m_block = P.nm - 1 - bid / BH;
+        bh = bid % BH;
+    } else { /* the blocks of one head together: its K, V stay in L2 */
+        m_block = bid % P.nm;
+        bh = bid / P.nm;
+    }
+    const int64_t b = bh / P.H, h = bh % P.H, hk = h / P.G;
+    const int64_t Lq = P.Lq, Lk = P.Lk, off = Lk - Lq, row0 = m_block * BM;
+    const int64_t row_end = row0 + BM < Lq ? row0 + BM : Lq;
+    T *out = reinterpret_cast<T *>(P.out) + bh * Lq * D;
+
+    int64_t n_end = Lk;
+    if (P.causal && row_end - 1 + off + 1 < n_end) n_end = row_end - 1 + off + 1;
+    if (n_end <= 0) { /* no row of the block sees a key */
+        for (int64_t x = tid; x < (row_end - row0) * D; x += NTHREADS) out[row0 * D + x] = T(0.0f);
+        return;
+    }
+    const int n_tiles = (int)((n_end + BN - 1) / BN);
+
+    const T *qg = reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
+    const T *kg = reinterpret_cast<const T *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
+    const T *vg = reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
+    const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
+
+    /* rows [r0, r0 + NR) of a (lim, D) matrix into a swizzled tile; rows >= lim zero */
+    auto load_tile = [&](T *s, const T *g, int64_t gs, int64_t r0, int64_t lim, auto nr) {
+        constexpr int NR = decltype(nr)::value;
+#pragma unroll
+        for (int it = 0; it < NR * CH / NTHREADS; it++) {
+            int idx = tid + it * NTHREADS, r = idx / CH, c = idx % CH;
+            bool ok = r0 + r < lim;
+            const T *src = ok ? g + (r0 + r) * gs + c * 8 : g;
+            cp_async16(smem_u32(s + r * D + ((c ^ (r & 7)) << 3)), src, ok);
+        }
+    };
+    using NBM = std::integral_constant<int, BM>;
+    using NBN = std::integral_constant<int, BN>;
+
+    /* prologue: {Q, K0}, {V0} */
+    load_tile(sQ, qg, qs, row0, Lq, NBM());
+    load_tile(sK, kg, ks, 0, Lk, NBN());
+    cp_async_commit();
+    load_tile(sV, vg, vs, 0, Lk, NBN());
+    cp_async_commit();
+
+    const int64_t wrow0 = row0 + warp * 16 * WM; /* the warp's first row */
+    int64_t wrow_last = wrow0 + 16 * WM - 1;
+    if (wrow_last > Lq - 1) wrow_last = Lq - 1;
+    const bool warp_idle = wrow0 >= Lq;
+
+    float acc_o[WM][DT][4];
+    float m_r[WM][2], l_r[WM][2];
+    uint32_t rkey[WM][2];
+#pragma unroll
+    for (int mi = 0; mi < WM; mi++) {
+#pragma unroll
+        for (int nt = 0; nt < DT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc_o[mi][nt][e] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            m_r[mi][r] = -INFINITY, l_r[mi][r] = 0.0f;
+            rkey[mi][r] = P.dropout ? fl_row_key(P.seed, P.H, Lq, b, h,
+                                                 wrow0 + mi * 16 + (lane >> 2) + 8 * r)
+                                    : 0u;
+        }
+    }
+
+    /* per-lane parts of the ldmatrix addresses (bytes); every tile row base
+     * below is a multiple of 8, so a row's swizzle key is lane & 7 */
+    const uint32_t sw = lane & 7;
+    const uint32_t q_lane = smem_u32(sQ) + ((warp * 16 * WM + (lane & 15)) * D) * 2;
+    const uint32_t q_hi = lane >> 4;
+    const uint32_t k_lane = smem_u32(sK) + (((lane & 7) + ((lane >> 4) << 3)) * D) * 2;
+    const uint32_t k_hi = (lane >> 3) & 1;
+    const uint32_t v_lane = smem_u32(sV) + ((lane & 15) * D) * 2;
+    const uint32_t v_hi = lane >> 4;
+    const float sl2 = P.sl2;
+
+    for (int n = 0; n < n_tiles; n++) {
+        const int st = n & 1;
+        if (n + 1 < n_tiles) load_tile(sK + (st ^ 1) * BN * D, kg, ks, (int64_t)(n + 1) * BN, Lk, NBN());
+        cp_async_commit();
+        if (n + 1 < n_tiles) load_tile(sV + (st ^ 1) * BN * D, vg, vs, (int64_t)(n + 1) * BN, Lk, NBN());
+        cp_async_commit();
+
+        const int64_t j0 = (int64_t)n * BN;
+        /* causal: the warp's rows see none of this tile */
+        const bool skip = warp_idle || (P.causal && j0 > wrow_last + off);
+
+        cp_async_wait<3>(); /* Q, K[n] landed */
+        __syncthreads();
+
+        float acc_s[WM][NT][4];
+#pragma unroll
+        for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc_s[mi][nt][e] = 0.0f;
+
+        if (!skip) {
+            /* S = Q K^T */
+            const uint32_t kbase = k_lane + st * BN * D * 2;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t qa[WM][4];
+#pragma unroll
+                for (int mi = 0; mi < WM; mi++)
+                    ldsm_x4(qa[mi], q_lane + mi * 16 * D * 2 + (((2 * kk + q_hi) ^ sw) << 4));
+#pragma unroll
+                for (int np = 0; np < NT / 2; np++) {
+                    uint32_t kb[4];
+                    ldsm_x4(kb, kbase + np * 16 * D * 2 + (((2 * kk + k_hi) ^ sw) << 4));
+#pragma unroll
+                    for (int mi = 0; mi < WM; mi++) {
+                        Mma<T>::run(acc_s[mi][2 * np], qa[mi], kb[0], kb[1]);
+                        Mma<T>::run(acc_s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+                    }
+                }
+            }
+
+            /* the mask, causal diagonal, key tail; scores scaled first when a bias is added */
+            const bool bound = j0 + BN > Lk, diag = P.causal && j0 + BN - 1 > wrow0 + off;
+            if (bound || diag || P.has_mask || P.prescale) {
+#pragma unroll
+                for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int64_t i = wrow0 + mi * 16 + (lane >> 2) + ((e >> 1) << 3);
+                        const int64_t mrow =
+                            b * P.mask.s0 + h * P.mask.s1 + (i < Lq ? i : 0) * P.mask.s2;
+#pragma unroll
+                        for (int nt = 0; nt < NT; nt++) {
+                            const int64_t j = j0 + nt * 8 + ((lane & 3) << 1) + (e & 1);
+                            float x = acc_s[mi][nt][e];
+                            if (P.prescale) x *= P.scale;
+                            if (P.has_mask && j < Lk)
+                                x += load_f(P.mask.data, P.mask.dtype, mrow + j * P.mask.s3);
+                            if (j >= Lk || (P.causal && j > i + off)) x = -INFINITY;
+                            acc_s[mi][nt][e] = x;
+                        }
+                    }
+            }
+
+            /* online softmax, in the exp2 domain: p = 2^(s sl2 - m sl2) */
+#pragma unroll
+            for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float mx = m_r[mi][r];
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+                        mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
+                    const float alpha = ex2(m_r[mi][r] * sl2 - ms); /* 0 when m was -inf */
+                    m_r[mi][r] = mx;
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            float p = ex2(fmaf(acc_s[mi][nt][2 * r + c], sl2, -ms));
+                            sum += p;
+                            acc_s[mi][nt][2 * r + c] = p;
+                        }
+                    l_r[mi][r] = l_r[mi][r] * alpha + sum;
+#pragma unroll
+                    for (int nt = 0; nt < DT; nt++) {
+                        acc_o[mi][nt][2 * r] *= alpha;
+                        acc_o[mi][nt][2 * r + 1] *= alpha;
+                    }
+                }
+
+            if (P.dropout) { /* on the probabilities; 1 / (1 - p) goes in at the end */
+#pragma unroll
+                for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int64_t j = j0 + nt * 8 + ((lane & 3) << 1) + (e & 1);
+                            if (!fl_keep(rkey[mi][e >> 1], j, P.threshold)) acc_s[mi][nt][e] = 0.0f;
+                        }
+            }
+        }
+
+        cp_async_wait<2>(); /* V[n] landed */
+        __syncthreads();
+
+        if (!skip) {
+            /* O += P V, P from the S accumulators: k-step kk takes n-tiles 2kk, 2kk+1 */
+            const uint32_t vbase = v_lane + st * BN * D * 2;
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                uint32_t pa[WM][4];
+#pragma unroll
+                for (int mi = 0; mi < WM; mi++) {
+                    pa[mi][0] = Mma<T>::pack(acc_s[mi][2 * kk][0], acc_s[mi][2 * kk][1]);
+                    pa[mi][1] = Mma<T>::pack(acc_s[mi][2 * kk][2], acc_s[mi][2 * kk][3]);
+                    pa[mi][2] = Mma<T>::pack(acc_s[mi][2 * kk + 1][0], acc_s[mi][2 * kk + 1][1]);
+                    pa[mi][3] = Mma<T>::pack(acc_s[mi][2 * kk + 1][2], acc_s[mi][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int dp = 0; dp < D / 16; dp++) {
+                    uint32_t vb[4];
+                    ldsm_x4_t(vb, vbase + kk * 16 * D * 2 + (((2 * dp + v_hi) ^ sw) << 4));
+#pragma unroll
+                    for (int mi = 0; mi < WM; mi++) {
+                        Mma<T>::run(acc_o[mi][2 * dp], pa[mi], vb[0], vb[1]);
+                        Mma<T>::run(acc_o[mi][2 * dp + 1], pa[mi], vb[2], vb[3]);
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* stage st is free for tile n + 2 */
+    }
+    cp_async_wait<0>();
+
+    /* out = O / l (x 1 / (1 - p)); zero where nothing was seen */
+#pragma unroll
+    for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float l = l_r[mi][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
+            const int64_t i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
+            if (i < Lq) {
+                uint32_t *o = reinterpret_cast<uint32_t *>(out + i * D + ((lane & 3) << 1));
+#pragma unroll
+                for (int nt = 0; nt < DT; nt++)
+                    o[nt * 4] = Mma<T>::pack(acc_o[mi][nt][2 * r] * inv, acc_o[mi][nt][2 * r + 1] * inv);
+            }
+        }
+}
+
+/* ---- the fallback: one warp per query row, fp32 ----
+ * Per 32 keys: lane t scores key j0 + t against q (scaled, in shared
+ * memory), the warp updates max and sum, then the lanes sweep Dv adding the
+ * 32 weighted V rows to O (in shared memory). */
+
+__global__ void __launch_bounds__(128) flash_f32_kernel(const KParams P, int warps)
+{
+    extern __shared__ float fsm[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int64_t D = P.D, Dv = P.Dv, Lq = P.Lq, Lk = P.Lk, off = Lk - Lq;
+    float *qs = fsm + (int64_t)warp * (D + Dv + 32), *os = qs + D, *ps = os + Dv;
+    const int64_t rows = P.B * P.H * Lq;
+
+    for (int64_t gr = (int64_t)blockIdx.x * warps + warp; gr < rows; gr += (int64_t)gridDim.x * warps) {
+        const int64_t i = gr % Lq, bh = gr / Lq, h = bh % P.H, b = bh / P.H, hk = h / P.G;
+        const int64_t qo = b * P.q.s0 + h * P.q.s1 + i * P.q.s2;
+        const int64_t ko = b * P.k.s0 + hk * P.k.s1, vo = b * P.v.s0 + hk * P.v.s1;
+        const int64_t mo = b * P.mask.s0 + h * P.mask.s1 + i * P.mask.s2;
+        for (int64_t d = lane; d < D; d += 32) qs[d] = load_f(P.q.data, P.q.dtype, qo + d * P.q.s3) * P.scale;
+        for (int64_t d = lane; d < Dv; d += 32) os[d] = 0.0f;
+        __syncwarp();
+        const uint32_t rk = P.dropout ? fl_row_key(P.seed, P.H, Lq, b, h, i) : 0u;
+
+        int64_t j_end = Lk;
+        if (P.causal && i + off + 1 < j_end) j_end = i + off + 1;
+        float m = -INFINITY, l = 0.0f;
+        for (int64_t j0 = 0; j0 < j_end; j0 += 32) {
+            const int64_t j = j0 + lane;
+            float s = -INFINITY;
+            if (j < j_end) {
+                float acc = 0.0f;
+                const int64_t kr = ko + j * P.k.s2;
+                for (int64_t d = 0; d < D; d++) acc = fmaf(qs[d], load_f(P.k.data, P.k.dtype, kr + d * P.k.s3), acc);
+                if (P.has_mask) acc += load_f(P.mask.data, P.mask.dtype, mo + j * P.mask.s3);
+                s = acc;
+            }
+            float mx = s;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mn = fmaxf(m, mx), mu = mn == -INFINITY ? 0.0f : mn;
+            const float alpha = expf(m - mu);
+            float p = expf(s - mu), sum = p;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            l = l * alpha + sum;
+            m = mn;
+            if (P.dropout && !fl_keep(rk, j, P.threshold)) p = 0.0f;
+            ps[lane] = p;
+            __syncwarp();
+            const int nk = (int)(j_end - j0 < 32 ? j_end - j0 : 32);
+            for (int64_t d = lane; d < Dv; d += 32) {
+                float acc = os[d] * alpha;
+                int64_t vr = vo + j0 * P.v.s2 + d * P.v.s3;
+                for (int t = 0; t < nk; t++, vr += P.v.s2)
+                    acc = fmaf(ps[t], load_f(P.v.data, P.v.dtype, vr), acc);
+                os[d] = acc;
+            }
+            __syncwarp();
+        }
+        const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
+        for (int64_t d = lane; d < Dv; d += 32) store_f(P.out, P.out_dtype, gr * Dv + d, os[d] * inv);
+        __syncwarp();
+    }
+}
+
+/* ---- host side ---- */
+
+int g_force_bm = 0;
+
+bool aligned16(const as_cpu_flash_operand *o)
+{
+    return ((uintptr_t)o->data & 15) == 0 && o->stride[0] % 8 == 0 && o->stride[1] % 8 == 0 &&
+           o->stride[2] % 8 == 0;
+}
+
+bool mma_ok(const as_cpu_flash_params *p)
+{
+    as_dtype t = p->q.dtype;
+    if (t != AS_F16 && t != AS_BF16) return false;
+    if (p->k.dtype != t || p->v.dtype != t || p->out_dtype != t) return false;
+    if (p->D != p->Dv || (p->D != 64 && p->D != 128)) return false;
+    if (p->q.stride[3] != 1 || p->k.stride[3] != 1 || p->v.stride[3] != 1) return false;
+    if (!aligned16(&p->q) || !aligned16(&p->k) || !aligned16(&p->v)) return false;
+    return ((uintptr_t)p->out & 3) == 0;
+}
+
+Opnd opnd(const as_cpu_flash_operand &o)
+{
+    Opnd r;
+    r.data = (const char *)o.data;
+    r.s0 = o.stride[0], r.s1 = o.stride[1], r.s2 = o.stride[2], r.s3 = o.stride[3];
+    r.dtype = (int)o.dtype;
+    return r;
+}
+
+int sm_count(void)
+{
+    static int cache[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 132;
+    if (dev >= 0 && dev < 64 && cache[dev]) return cache[dev];
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
+    if (dev >= 0 && dev < 64) cache[dev] = n;
+    return n;
+}
+
+/* the large-shared-memory opt-in, once per kernel and device */
+int smem_optin(const void *fn, size_t bytes, uint64_t *done)
+{
+    if (bytes <= 48 * 1024) return 0;
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e != cudaSuccess) return (int)e;
+    uint64_t bit = 1ull << (dev & 63);
+    if (*done & bit) return 0;
+    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess) return (int)e;
+    *done |= bit;
+    return 0;
+}
+
+template <typename T, int D, int WM, int BN>
+int launch_mma(KParams kp, cudaStream_t s)
+{
+    using C = Cfg<D, WM, BN>;
+    static uint64_t done;
+    const void *fn = (const void *)flash_mma_kernel<T, D, WM, BN>;
+    int e = smem_optin(fn, C::smem, &done);
+    if (e) return e;
+    kp.nm = (kp.Lq + C::BM - 1) / C::BM;
+    int64_t blocks = kp.nm * kp.B * kp.H;
+    if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+    flash_mma_kernel<T, D, WM, BN><<<(unsigned)blocks, NTHREADS, C::smem, s>>>(kp);
+    return (int)cudaGetLastError();
+}
+
+template <typename T, int D>
+int launch_mma_d(KParams kp, cudaStream_t s)
+{
+    int bm = g_force_bm;
+    if (!bm) { /* 128 rows per CTA (a warp reuses each K, V fragment twice) when that fills the GPU */
+        int64_t ctas = kp.B * kp.H * ((kp.Lq + 127) / 128);
+        bm = ctas >= 2 * (int64_t)sm_count() ? 128 : 64;
+    }
+    return bm == 128 ? launch_mma<T, D, 2, 64>(kp, s) : launch_mma<T, D, 1, 64>(kp, s);
+}
+
+int launch_f32(KParams kp, cudaStream_t s)
+{
+    static uint64_t done;
+    size_t per_warp = (size_t)(kp.D + kp.Dv + 32) * sizeof(float);
+    int warps = 4;
+    while (warps > 1 && warps * per_warp > 48 * 1024) warps >>= 1;
+    size_t bytes = warps * per_warp;
+    if (bytes > 227 * 1024) return (int)cudaErrorInvalidValue; /* D + Dv > ~58000 */
+    if (bytes > 48 * 1024) {
+        int dev = 0, optin = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if ((size_t)optin < bytes) return (int)cudaErrorInvalidValue;
+        /* the largest size the device allows, once */
+        int e = smem_optin((const void *)flash_f32_kernel, (size_t)optin, &done);
+        if (e) return e;
+    }
+    int64_t rows = kp.B * kp.H * kp.Lq, blocks = (rows + warps - 1) / warps;
+    if (blocks > (1 << 30)) blocks = 1 << 30;
+    flash_f32_kernel<<<(unsigned)blocks, warps * 32, bytes, s>>>(kp, warps);
+    return (int)cudaGetLastError();
+}
+
+} // namespace
+
+extern "C" int as_cuda_flash_force_block_m(int block_m)
+{
+    if (block_m != 0 && block_m != 64 && block_m != 128) return -1;
+    g_force_bm = block_m;
+    return 0;
+}
+
+extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
+{
+    return mma_ok(p) ? "flash/mma" : "flash/cuda-f32";
+}
+
+extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream)
+{
+    if (!p) return (int)cudaErrorInvalidValue;
+    if (p->B <= 0 || p->H <= 0 || p->Lq <= 0 || p->Dv <= 0) return 0;
+    if (p->Hkv <= 0 || p->H % p->Hkv != 0 || p->Lk < 0 || p->D < 0) return (int)cudaErrorInvalidValue;
+    cudaStream_t s = (cudaStream_t)stream;
+
+    KParams kp;
+    kp.q = opnd(p->q), kp.k = opnd(p->k), kp.v = opnd(p->v), kp.mask = opnd(p->mask);
+    kp.B = p->B, kp.H = p->H, kp.G = p->H / p->Hkv, kp.Lq = p->Lq, kp.Lk = p->Lk;
+    kp.D = p->D, kp.Dv = p->Dv, kp.nm = 1;
+    kp.scale = p->scale;
+    kp.causal = p->causal;
+    kp.has_mask = p->mask.data != NULL;
+    if (!kp.has_mask) kp.mask.s0 = kp.mask.s1 = kp.mask.s2 = kp.mask.s3 = 0;
+    /* a bias is added to scale q.k, so those scores are scaled before the
+     * exp2 (sl2 = log2 e); otherwise the scale folds into sl2 */
+    kp.prescale = (kp.has_mask && p->mask.dtype != AS_BOOL) || !(p->scale > 0.0f);
+    kp.sl2 = kp.prescale ? LOG2E : p->scale * LOG2E;
+    kp.dropout = p->dropout > 0.0f;
+    kp.threshold = kp.dropout ? as_cpu_flash_drop_threshold(p->dropout) : 0u;
+    kp.keep_scale = !kp.dropout ? 1.0f : p->dropout < 1.0f ? 1.0f / (1.0f - p->dropout) : 0.0f;
+    kp.seed = p->seed;
+    kp.out = p->out;
+    kp.out_dtype = (int)p->out_dtype;
+
+    if (mma_ok(p)) {
+        if (p->q.dtype == AS_F16)
+            return p->D == 64 ? launch_mma_d<__half, 64>(kp, s) : launch_mma_d<__half, 128>(kp, s);
+        return p->D == 64 ? launch_mma_d<__nv_bfloat16, 64>(kp, s)
+                          : launch_mma_d<__nv_bfloat16, 128>(kp, s);
+    }
+    return launch_f32(kp, s);
+}

@@ -1,0 +1,84 @@
+/* What every .cu file shares: the C headers, the strided iterator carried
+ * into a kernel by value, element loads and stores, launch sizes. */
+#ifndef AS_CUDA_COMMON_CUH
+#define AS_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "strided.h"
+}
+#include "cuda_kernels.h"
+
+#define AS_CUDA_THREADS 256
+
+static inline cudaStream_t as_stream(void) { return (cudaStream_t)as_cuda_current_stream(); }
+
+static inline unsigned as_blocks(int64_t n, int threads = AS_CUDA_THREADS)
+{
+    int64_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32); /* grid-stride loops do the rest */
+}
+
+/* The iterator's layout (merged dims, byte strides) computed on the host by
+ * as_cpu_iter_init, which does not touch memory: the same walk on both sides. */
+template <int NOPS>
+struct Offsets {
+    int64_t off[NOPS];
+};
+
+template <int NOPS>
+__device__ __forceinline__ Offsets<NOPS> iter_offsets(const as_cpu_iter &it, int64_t i)
+{
+    Offsets<NOPS> o;
+#pragma unroll
+    for (int k = 0; k < NOPS; k++) o.off[k] = 0;
+    for (int d = it.ndim - 1; d >= 0; d--) {
+        int64_t n = it.shape[d], idx = i % n;
+        i /= n;
+#pragma unroll
+        for (int k = 0; k < NOPS; k++) o.off[k] += idx * it.stride[k][d];
+    }
+    return o;
+}
+
+/* Elements as float / double, and back, as the CPU's as_load_elem and
+ * as_store_elem do (float to integer saturates, NaN gives 0). */
+__device__ __forceinline__ double load_elem(const char *p, as_dtype dt)
+{
+    switch (dt) {
+    case AS_F32: return *(const float *)p;
+    case AS_F16: return __half2float(*(const __half *)p);
+    case AS_BF16: return __bfloat162float(*(const __nv_bfloat16 *)p);
+    case AS_I64: return (double)*(const int64_t *)p;
+    case AS_I32: return *(const int32_t *)p;
+    default: return *(const uint8_t *)p;
+    }
+}
+
+__device__ __forceinline__ int64_t saturate(double v, double lo, double hi, int64_t mn, int64_t mx)
+{
+    if (v != v) return 0;
+    if (v < lo) return mn;
+    if (v >= hi) return mx;
+    return (int64_t)v;
+}
+
+__device__ __forceinline__ void store_elem(char *p, as_dtype dt, double v)
+{
+    switch (dt) {
+    case AS_F32: *(float *)p = (float)v; break;
+    case AS_F16: *(__half *)p = __float2half_rn((float)v); break;
+    case AS_BF16: *(__nv_bfloat16 *)p = __float2bfloat16_rn((float)v); break;
+    case AS_I64: *(int64_t *)p = saturate(v, -0x1p63, 0x1p63, INT64_MIN, INT64_MAX); break;
+    case AS_I32: *(int32_t *)p = (int32_t)saturate(v, -0x1p31, 0x1p31, INT32_MIN, INT32_MAX); break;
+    default: *(uint8_t *)p = v != 0; break;
+    }
+}
+
+static inline int as_launched(void) { return (int)cudaGetLastError(); }
+
+#endif

@@ -1,0 +1,48 @@
+/* CUDA kernels: the GPU twins of kernels/cpu/cpu_kernels.h, with the same
+ * contracts (operands checked, expanded and converted by runtime/ops*.c),
+ * except that a launch can fail: each returns 0 or the cudaError_t it met.
+ * Every kernel runs on the current device's stream (as_cuda_current_stream)
+ * and does not synchronise; pointers in row kernels are device pointers. */
+#ifndef AS_CUDA_KERNELS_H
+#define AS_CUDA_KERNELS_H
+
+#include <stdint.h>
+
+#include "ops.h"
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The stream every kernel of the current device is queued on (runtime/cuda_device.c). */
+void *as_cuda_current_stream(void);
+
+int as_cuda_copy(as_tensor *dst, const as_tensor *src);
+int as_cuda_fill(as_tensor *dst, double value);
+int as_cuda_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b);
+int as_cuda_unary(as_unop op, as_tensor *out, const as_tensor *a);
+int as_cuda_clamp(as_tensor *out, const as_tensor *a, double lo, double hi);
+int as_cuda_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b);
+
+int as_cuda_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
+                        int64_t *idx);
+int as_cuda_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
+int as_cuda_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
+int as_cuda_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
+                            const float *b, double eps);
+int as_cuda_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);
+
+/* dst[o, i, :] = src[o, idx[i], :] for o < outer, i < n; rows of row_bytes;
+ * idx (device, int64) already checked to lie in [0, size). */
+int as_cuda_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
+                        int64_t size, int64_t row_bytes);
+/* Zeroes, in mats contiguous R x C matrices of es-byte elements, the entries
+ * above (lower) or below (!lower) diagonal k. */
+int as_cuda_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,278 @@
+/* Elementwise kernels on the GPU: copy with conversion, fill, binary and
+ * unary maps, clamp, where.  One thread per element, grid-stride; operands
+ * are walked by the same merged-dims iterator as on the CPU, and the element
+ * functions are the CPU's (kernels/cpu/elementwise.c) so results agree. */
+#include <math.h>
+
+#include "cuda_common.cuh"
+
+#define AT(T, base, off) (*(T *)((base) + (off)))
+
+template <int NOPS, typename F>
+__global__ void map_kernel(as_cpu_iter it, F f)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < it.numel;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        Offsets<NOPS> o = iter_offsets<NOPS>(it, i);
+        f(it.base, o.off);
+    }
+}
+
+template <int NOPS, typename F>
+static int run_map(int n, const as_tensor *const *ops, const as_tensor *out, F f)
+{
+    as_cpu_iter it;
+    as_cpu_iter_init(&it, n, ops, out->ndim, out->shape);
+    if (it.numel == 0) return 0;
+    map_kernel<NOPS><<<as_blocks(it.numel), AS_CUDA_THREADS, 0, as_stream()>>>(it, f);
+    return as_launched();
+}
+
+/* ---- copy and fill ---- */
+
+struct CopySame {
+    int64_t es;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        switch (es) {
+        case 8: AT(uint64_t, p[0], o[0]) = AT(const uint64_t, p[1], o[1]); break;
+        case 4: AT(uint32_t, p[0], o[0]) = AT(const uint32_t, p[1], o[1]); break;
+        case 2: AT(uint16_t, p[0], o[0]) = AT(const uint16_t, p[1], o[1]); break;
+        default: AT(uint8_t, p[0], o[0]) = AT(const uint8_t, p[1], o[1]); break;
+        }
+    }
+};
+
+struct CopyConvert {
+    as_dtype dst, src;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        if (src == AS_I64 && dst == AS_I32) AT(int32_t, p[0], o[0]) = (int32_t)AT(const int64_t, p[1], o[1]);
+        else if (src == AS_I32 && dst == AS_I64) AT(int64_t, p[0], o[0]) = AT(const int32_t, p[1], o[1]);
+        else store_elem(p[0] + o[0], dst, load_elem(p[1] + o[1], src));
+    }
+};
+
+extern "C" int as_cuda_copy(as_tensor *dst, const as_tensor *src)
+{
+    const as_tensor *ops[2] = {dst, src};
+    if (dst->dtype == src->dtype) return run_map<2>(2, ops, dst, CopySame{(int64_t)as_dtype_size(dst->dtype)});
+    return run_map<2>(2, ops, dst, CopyConvert{dst->dtype, src->dtype});
+}
+
+struct Fill {
+    uint64_t bits;
+    int64_t es;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        switch (es) {
+        case 8: AT(uint64_t, p[0], o[0]) = bits; break;
+        case 4: AT(uint32_t, p[0], o[0]) = (uint32_t)bits; break;
+        case 2: AT(uint16_t, p[0], o[0]) = (uint16_t)bits; break;
+        default: AT(uint8_t, p[0], o[0]) = (uint8_t)bits; break;
+        }
+    }
+};
+
+extern "C" int as_cuda_fill(as_tensor *dst, double value)
+{
+    uint64_t bits = 0; /* the value encoded on the host, as the CPU fill does */
+    as_store_elem(&bits, dst->dtype, 0, value);
+    const as_tensor *ops[1] = {dst};
+    return run_map<1>(1, ops, dst, Fill{bits, (int64_t)as_dtype_size(dst->dtype)});
+}
+
+/* ---- binary ---- */
+
+__device__ __forceinline__ float f32_binop(as_binop op, float x, float y)
+{
+    switch (op) {
+    case AS_ADD: return x + y;
+    case AS_SUB: return x - y;
+    case AS_MUL: return x * y;
+    case AS_DIV: return x / y;
+    case AS_POW: return powf(x, y);
+    case AS_MAXIMUM: return (x != x || x > y) ? x : y; /* NaN propagates, as torch */
+    case AS_MINIMUM: return (x != x || x < y) ? x : y;
+    default: return 0;
+    }
+}
+
+__device__ __forceinline__ int64_t i64_binop(as_binop op, int64_t x, int64_t y)
+{
+    switch (op) {
+    case AS_ADD: return (int64_t)((uint64_t)x + (uint64_t)y);
+    case AS_SUB: return (int64_t)((uint64_t)x - (uint64_t)y);
+    case AS_MUL: return (int64_t)((uint64_t)x * (uint64_t)y);
+    case AS_MAXIMUM: return x > y ? x : y;
+    case AS_MINIMUM: return x < y ? x : y;
+    case AS_POW: {
+        if (y < 0) return x == 1 ? 1 : (x == -1 ? (y & 1 ? -1 : 1) : 0);
+        uint64_t r = 1, b = (uint64_t)x;
+        for (; y; y >>= 1, b *= b)
+            if (y & 1) r *= b;
+        return (int64_t)r;
+    }
+    default: return 0;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ int compare(as_binop op, T x, T y)
+{
+    switch (op) {
+    case AS_EQ: return x == y;
+    case AS_NE: return x != y;
+    case AS_LT: return x < y;
+    case AS_LE: return x <= y;
+    case AS_GT: return x > y;
+    case AS_GE: return x >= y;
+    case AS_LOGICAL_AND: return x != 0 && y != 0;
+    case AS_LOGICAL_OR: return x != 0 || y != 0;
+    default: return 0;
+    }
+}
+
+struct BinaryF32 {
+    as_binop op;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        AT(float, p[0], o[0]) = f32_binop(op, AT(const float, p[1], o[1]), AT(const float, p[2], o[2]));
+    }
+};
+
+template <typename T>
+struct BinaryInt {
+    as_binop op;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        AT(T, p[0], o[0]) = (T)i64_binop(op, AT(const T, p[1], o[1]), AT(const T, p[2], o[2]));
+    }
+};
+
+template <typename T>
+struct Compare {
+    as_binop op;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        AT(uint8_t, p[0], o[0]) = (uint8_t)compare<T>(op, AT(const T, p[1], o[1]), AT(const T, p[2], o[2]));
+    }
+};
+
+extern "C" int as_cuda_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
+{
+    const as_tensor *ops[3] = {out, a, b};
+    if (op >= AS_EQ) {
+        switch (a->dtype) {
+        case AS_F32: return run_map<3>(3, ops, out, Compare<float>{op});
+        case AS_I64: return run_map<3>(3, ops, out, Compare<int64_t>{op});
+        default: return run_map<3>(3, ops, out, Compare<int32_t>{op});
+        }
+    }
+    switch (a->dtype) {
+    case AS_F32: return run_map<3>(3, ops, out, BinaryF32{op});
+    case AS_I64: return run_map<3>(3, ops, out, BinaryInt<int64_t>{op});
+    default: return run_map<3>(3, ops, out, BinaryInt<int32_t>{op});
+    }
+}
+
+/* ---- unary ---- */
+
+__device__ __forceinline__ float f32_unop(as_unop op, float x)
+{
+    switch (op) {
+    case AS_NEG: return -x;
+    case AS_ABS: return fabsf(x);
+    case AS_EXP: return expf(x);
+    case AS_LOG: return logf(x);
+    case AS_SQRT: return sqrtf(x);
+    case AS_RSQRT: return 1.0f / sqrtf(x);
+    case AS_TANH: return tanhf(x);
+    case AS_SIGMOID: return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+    case AS_RELU: return x > 0 ? x : (x != x ? x : 0.0f);
+    case AS_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case AS_GELU_TANH: {
+        float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+        return 0.5f * x * (1.0f + tanhf(inner));
+    }
+    case AS_SILU: return x >= 0 ? x / (1.0f + expf(-x)) : x * expf(x) / (1.0f + expf(x));
+    case AS_SIN: return sinf(x);
+    case AS_COS: return cosf(x);
+    default: return 0;
+    }
+}
+
+struct UnaryF32 {
+    as_unop op;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        AT(float, p[0], o[0]) = f32_unop(op, AT(const float, p[1], o[1]));
+    }
+};
+
+template <typename T>
+struct UnaryInt { /* NEG, ABS, RELU on integers */
+    as_unop op;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        int64_t x = AT(const T, p[1], o[1]);
+        int64_t r = op == AS_NEG ? (int64_t)(0 - (uint64_t)x)
+                  : op == AS_ABS ? (x < 0 ? (int64_t)(0 - (uint64_t)x) : x) : (x > 0 ? x : 0);
+        AT(T, p[0], o[0]) = (T)r;
+    }
+};
+
+struct LogicalNot {
+    as_dtype dt;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        AT(uint8_t, p[0], o[0]) = load_elem(p[1] + o[1], dt) == 0;
+    }
+};
+
+extern "C" int as_cuda_unary(as_unop op, as_tensor *out, const as_tensor *a)
+{
+    const as_tensor *ops[2] = {out, a};
+    if (op == AS_LOGICAL_NOT) return run_map<2>(2, ops, out, LogicalNot{a->dtype});
+    if (a->dtype == AS_F32) return run_map<2>(2, ops, out, UnaryF32{op});
+    if (a->dtype == AS_I64) return run_map<2>(2, ops, out, UnaryInt<int64_t>{op});
+    return run_map<2>(2, ops, out, UnaryInt<int32_t>{op});
+}
+
+struct Clamp {
+    float lo, hi;
+    int has_lo, has_hi;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        float x = AT(const float, p[1], o[1]);
+        if (has_lo && x < lo) x = lo;
+        if (has_hi && x > hi) x = hi;
+        AT(float, p[0], o[0]) = x;
+    }
+};
+
+extern "C" int as_cuda_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
+{
+    const as_tensor *ops[2] = {out, a};
+    return run_map<2>(2, ops, out, Clamp{(float)lo, (float)hi, !isnan(lo), !isnan(hi)});
+}
+
+struct Where {
+    int64_t es;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        const char *s = AT(const uint8_t, p[1], o[1]) ? p[2] + o[2] : p[3] + o[3];
+        switch (es) {
+        case 8: AT(uint64_t, p[0], o[0]) = *(const uint64_t *)s; break;
+        case 4: AT(uint32_t, p[0], o[0]) = *(const uint32_t *)s; break;
+        case 2: AT(uint16_t, p[0], o[0]) = *(const uint16_t *)s; break;
+        default: AT(uint8_t, p[0], o[0]) = *(const uint8_t *)s; break;
+        }
+    }
+};
+
+extern "C" int as_cuda_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+{
+    const as_tensor *ops[4] = {out, cond, a, b};
+    return run_map<4>(4, ops, out, Where{(int64_t)as_dtype_size(out->dtype)});
+}

@@ -1,0 +1,366 @@
+/* CUDA devices, streams, cuBLAS handles, the caching allocator and copies
+ * across devices.  Built in every configuration; without the toolkit it
+ * says there are no devices.
+ *
+ * Allocator: cudaMalloc and cudaFree synchronise the device and cost tens of
+ * microseconds, so freed blocks are kept per device and handed out again
+ * (PyTorch's caching allocator, much simplified).  Sizes are rounded (512 B
+ * below 1 MiB, 2 MiB above) and a request takes the smallest free block that
+ * fits without wasting more than a quarter of it.  Every kernel of a device
+ * runs on that device's one stream, so a block freed after its last kernel
+ * was queued is safe to reuse by the next kernel queued.  When cudaMalloc
+ * fails the cache is emptied and the call retried once. */
+#include "cuda_device.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "as_error.h"
+
+#ifndef ATTNSWAP_HAVE_CUDA
+
+int as_cuda_built(void) { return 0; }
+int as_cuda_device_count(void) { return 0; }
+int as_cuda_synchronize(int index)
+{
+    (void)index;
+    return 0;
+}
+int as_cuda_memory_stats(int index, as_cuda_memory *m)
+{
+    (void)index;
+    memset(m, 0, sizeof *m);
+    return 0;
+}
+void as_cuda_empty_cache(void) {}
+size_t as_cuda_allocated_bytes(void) { return 0; }
+void as_cuda_reset_peak(int index) { (void)index; }
+int as_cuda_use(const char *fn, int index)
+{
+    as_error_set("%s: device cuda:%d is not available: attnswap was built without CUDA", fn, index);
+    return -1;
+}
+int as_cuda_check(const char *fn, int err)
+{
+    if (!err) return 0;
+    as_error_set("%s: CUDA is not available in this build", fn);
+    return -1;
+}
+int as_cublas_check(const char *fn, int status) { return as_cuda_check(fn, status); }
+void *as_cuda_blas_handle(void) { return NULL; }
+void *as_cuda_current_stream(void) { return NULL; }
+
+#else
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "cuda_kernels.h"
+#include "storage.h"
+
+#define MAX_DEVICES 16
+
+typedef struct block {
+    void *p;
+    size_t size;
+    struct block *next;
+} block;
+
+typedef struct {
+    int ready;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    block *free_list;
+    as_cuda_memory mem;
+} device_state;
+
+static device_state devices[MAX_DEVICES];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int device_count = -1;
+static int current = -1;
+
+int as_cuda_built(void) { return 1; }
+
+int as_cuda_device_count(void)
+{
+    if (device_count < 0) {
+        int n = 0;
+        if (cudaGetDeviceCount(&n) != cudaSuccess) {
+            n = 0;
+            cudaGetLastError(); /* no driver, no GPU: not an error to keep */
+        }
+        device_count = n > MAX_DEVICES ? MAX_DEVICES : n;
+    }
+    return device_count;
+}
+
+int as_cuda_check(const char *fn, int err)
+{
+    if (err == cudaSuccess) return 0;
+    as_error_set("%s: CUDA error: %s", fn, cudaGetErrorString((cudaError_t)err));
+    return -1;
+}
+
+int as_cublas_check(const char *fn, int status)
+{
+    if (status == CUBLAS_STATUS_SUCCESS) return 0;
+    as_error_set("%s: cuBLAS error: %s", fn, cublasGetStatusString((cublasStatus_t)status));
+    return -1;
+}
+
+static size_t round_size(size_t n)
+{
+    if (n < ((size_t)1 << 20)) return n ? (n + 511) & ~(size_t)511 : 512;
+    return (n + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+}
+
+static void release_cache(device_state *d)
+{
+    for (block *b = d->free_list, *next; b; b = next) {
+        next = b->next;
+        cudaFree(b->p);
+        d->mem.reserved -= b->size;
+        free(b);
+    }
+    d->free_list = NULL;
+}
+
+/* The allocator's interface (storage.h) passes sizes on free: the real size
+ * of a block is kept in a header-less side table, the block list itself. */
+typedef struct live_block {
+    void *p;
+    size_t size;
+} live_block;
+
+static live_block *live;
+static size_t nlive, caplive;
+
+static int remember(void *p, size_t size)
+{
+    if (nlive == caplive) {
+        size_t cap = caplive ? 2 * caplive : 256;
+        live_block *n = realloc(live, cap * sizeof *n);
+        if (!n) return -1;
+        live = n, caplive = cap;
+    }
+    live[nlive++] = (live_block){p, size};
+    return 0;
+}
+
+static size_t forget(void *p)
+{
+    for (size_t i = nlive; i-- > 0;)
+        if (live[i].p == p) {
+            size_t s = live[i].size;
+            live[i] = live[--nlive];
+            return s;
+        }
+    return 0;
+}
+
+static void *cuda_alloc(size_t nbytes, int index)
+{
+    device_state *d = &devices[index];
+    size_t size = round_size(nbytes);
+    void *p = NULL;
+    pthread_mutex_lock(&lock);
+    block **best = NULL;
+    for (block **b = &d->free_list; *b; b = &(*b)->next)
+        if ((*b)->size >= size && (*b)->size - size <= (*b)->size / 4 && (!best || (*b)->size < (*best)->size))
+            best = b;
+    if (best) {
+        block *b = *best;
+        *best = b->next;
+        p = b->p, size = b->size;
+        free(b);
+    } else { /* the caller (as_storage_new) made index the current device */
+        if (cudaMalloc(&p, size) != cudaSuccess) {
+            cudaGetLastError();
+            release_cache(d);
+            if (cudaMalloc(&p, size) != cudaSuccess) {
+                cudaGetLastError();
+                p = NULL;
+            }
+        }
+        if (p) d->mem.reserved += size, d->mem.num_mallocs++;
+    }
+    if (p && remember(p, size)) { /* cannot track it: give it back */
+        cudaFree(p);
+        d->mem.reserved -= size;
+        p = NULL;
+    }
+    if (p) {
+        d->mem.allocated += size;
+        if (d->mem.allocated > d->mem.peak_allocated) d->mem.peak_allocated = d->mem.allocated;
+    }
+    pthread_mutex_unlock(&lock);
+    return p;
+}
+
+static void cuda_free(void *p, int index)
+{
+    device_state *d = &devices[index];
+    pthread_mutex_lock(&lock);
+    size_t size = forget(p);
+    block *b = malloc(sizeof *b);
+    d->mem.allocated -= size;
+    if (b) {
+        *b = (block){p, size, d->free_list};
+        d->free_list = b;
+    } else {
+        cudaFree(p);
+        d->mem.reserved -= size;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static const as_device_allocator allocator = {cuda_alloc, cuda_free};
+
+static int device_copy(as_tensor *dst, const as_tensor *src);
+
+int as_cuda_use(const char *fn, int index)
+{
+    int n = as_cuda_device_count();
+    if (index < 0 || index >= n) {
+        if (n == 0) as_error_set("%s: no CUDA device is available", fn);
+        else as_error_set("%s: device cuda:%d does not exist (%d device%s)", fn, index, n, n == 1 ? "" : "s");
+        return -1;
+    }
+    if (current != index) {
+        if (as_cuda_check(fn, cudaSetDevice(index))) return -1;
+        current = index;
+    }
+    device_state *d = &devices[index];
+    if (!d->ready) {
+        if (as_cuda_check(fn, cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking))) return -1;
+        if (as_cublas_check(fn, cublasCreate(&d->blas))) {
+            cudaStreamDestroy(d->stream);
+            return -1;
+        }
+        cublasSetStream(d->blas, d->stream);
+        as_register_allocator(AS_DEV_CUDA, &allocator);
+        as_register_device_copy(device_copy);
+        d->ready = 1;
+    }
+    return 0;
+}
+
+void *as_cuda_current_stream(void) { return current >= 0 ? devices[current].stream : NULL; }
+void *as_cuda_blas_handle(void) { return current >= 0 ? devices[current].blas : NULL; }
+
+int as_cuda_synchronize(int index)
+{
+    int n = as_cuda_device_count();
+    for (int i = 0; i < n; i++) {
+        if ((index >= 0 && i != index) || !devices[i].ready) continue;
+        if (as_cuda_use("synchronize", i) || as_cuda_check("synchronize", cudaStreamSynchronize(devices[i].stream)))
+            return -1;
+    }
+    return 0;
+}
+
+int as_cuda_memory_stats(int index, as_cuda_memory *m)
+{
+    if (index < 0 || index >= as_cuda_device_count()) {
+        memset(m, 0, sizeof *m);
+        return -1;
+    }
+    pthread_mutex_lock(&lock);
+    *m = devices[index].mem;
+    pthread_mutex_unlock(&lock);
+    return 0;
+}
+
+size_t as_cuda_allocated_bytes(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_DEVICES; i++) n += devices[i].mem.allocated;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+void as_cuda_reset_peak(int index)
+{
+    if (index < 0 || index >= as_cuda_device_count()) return;
+    pthread_mutex_lock(&lock);
+    devices[index].mem.peak_allocated = devices[index].mem.allocated;
+    pthread_mutex_unlock(&lock);
+}
+
+void as_cuda_empty_cache(void)
+{
+    as_cuda_synchronize(-1);
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_DEVICES; i++)
+        if (devices[i].ready) release_cache(&devices[i]);
+    pthread_mutex_unlock(&lock);
+}
+
+/* ---- copies: dst and src have broadcast-compatible shapes (checked by as_copy_) ---- */
+
+static int is_cuda(const as_tensor *t) { return as_tensor_device(t).type == AS_DEV_CUDA; }
+
+/* Contiguous, same dtype, same size: one cudaMemcpyAsync. */
+static int memcpy_whole(as_tensor *dst, const as_tensor *src, enum cudaMemcpyKind kind)
+{
+    size_t bytes = (size_t)as_numel(dst) * as_dtype_size(dst->dtype);
+    if (bytes == 0) return 0;
+    cudaStream_t s = as_cuda_current_stream();
+    if (as_cuda_check("copy_", cudaMemcpyAsync(as_data(dst), as_data(src), bytes, kind, s))) return -1;
+    /* the host side may read (or free) its buffer right after */
+    return kind == cudaMemcpyDeviceToDevice ? 0 : as_cuda_check("copy_", cudaStreamSynchronize(s));
+}
+
+static int plain_pair(const as_tensor *dst, const as_tensor *src)
+{
+    return dst->dtype == src->dtype && as_is_contiguous(dst) && as_is_contiguous(src) &&
+           as_same_shape(dst, src);
+}
+
+static int device_copy(as_tensor *dst, const as_tensor *src)
+{
+    as_device dd = as_tensor_device(dst), sd = as_tensor_device(src);
+    as_tensor *s = as_expand(src, dst->ndim, dst->shape);
+    if (!s) return -1;
+    int rc = -1;
+    if (is_cuda(dst) && is_cuda(src) && dd.index == sd.index) {
+        /* on one device: a kernel walks the strides and converts */
+        if (!as_cuda_use("copy_", dd.index))
+            rc = plain_pair(dst, s) ? memcpy_whole(dst, s, cudaMemcpyDeviceToDevice)
+                                     : as_cuda_check("copy_", as_cuda_copy(dst, s));
+    } else if (is_cuda(dst) && !is_cuda(src)) {
+        /* upload src as it is laid out contiguously, then convert/scatter on the GPU */
+        as_tensor *cs = as_contiguous(s), *stage = NULL;
+        if (cs && !plain_pair(dst, cs)) stage = as_empty(dst->ndim, dst->shape, cs->dtype, dd);
+        if (cs && (stage || plain_pair(dst, cs)) && !as_cuda_use("copy_", dd.index)) {
+            if (!stage) rc = memcpy_whole(dst, cs, cudaMemcpyHostToDevice);
+            else if (!memcpy_whole(stage, cs, cudaMemcpyHostToDevice))
+                rc = as_cuda_check("copy_", as_cuda_copy(dst, stage));
+        }
+        as_release(cs), as_release(stage);
+    } else if (!is_cuda(dst) && is_cuda(src)) {
+        /* gather/convert on the GPU into dst's dtype, download, then place on the CPU */
+        as_tensor *stage = NULL, *host = NULL;
+        if (!as_cuda_use("copy_", sd.index)) {
+            stage = plain_pair(dst, s) ? as_retain(s) : as_empty(dst->ndim, dst->shape, dst->dtype, sd);
+            if (stage && (stage == s || !as_cuda_check("copy_", as_cuda_copy(stage, s)))) {
+                host = as_is_contiguous(dst) ? as_retain(dst) : as_empty(dst->ndim, dst->shape, dst->dtype, AS_CPU);
+                if (host && !memcpy_whole(host, stage, cudaMemcpyDeviceToHost))
+                    rc = host == dst ? 0 : as_copy_(dst, host);
+            }
+        }
+        as_release(stage), as_release(host);
+    } else {
+        /* between two GPUs: through the host, simple and rare */
+        as_tensor *host = as_empty(dst->ndim, dst->shape, src->dtype, AS_CPU);
+        if (host && !as_copy_(host, s)) rc = as_copy_(dst, host);
+        as_release(host);
+    }
+    as_release(s);
+    return rc;
+}
+
+#endif

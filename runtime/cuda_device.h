@@ -1,0 +1,44 @@
+/* The CUDA backend's runtime side: devices, one stream and one cuBLAS
+ * handle per device, the caching allocator and copies across devices.
+ * Present in every build; without CUDA it reports no devices. */
+#ifndef AS_CUDA_DEVICE_H
+#define AS_CUDA_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* Number of CUDA devices visible; 0 in a build without CUDA or with no GPU. */
+int as_cuda_device_count(void);
+/* 1 when this build has the CUDA backend. */
+int as_cuda_built(void);
+/* Waits for every queued kernel on device index (-1: all); 0 or -1 with the error set. */
+int as_cuda_synchronize(int index);
+
+typedef struct {
+    size_t allocated;      /* bytes in tensors now */
+    size_t reserved;       /* bytes held from cudaMalloc (allocated + cached) */
+    size_t peak_allocated; /* since the last reset */
+    size_t num_mallocs;    /* cudaMalloc calls so far */
+} as_cuda_memory;
+int as_cuda_memory_stats(int index, as_cuda_memory *m);
+/* Bytes in CUDA tensors now, all devices together (0 without CUDA). */
+size_t as_cuda_allocated_bytes(void);
+/* Gives the cached blocks back to the driver (as torch.cuda.empty_cache). */
+void as_cuda_empty_cache(void);
+void as_cuda_reset_peak(int index);
+
+/* Makes device index current and registers the backend (allocator, copies)
+ * on first use; 0, or -1 with "fn: ..." set when the device does not exist. */
+int as_cuda_use(const char *fn, int index);
+
+/* 0 when err (a cudaError_t or cublasStatus_t, as int) is success, else
+ * sets "fn: CUDA error: <text>" and returns -1. */
+int as_cuda_check(const char *fn, int err);
+int as_cublas_check(const char *fn, int status);
+
+/* The current device's cuBLAS handle (a cublasHandle_t), bound to its stream. */
+void *as_cuda_blas_handle(void);
+
+#endif

@@ -1,0 +1,20 @@
+/* Row-major GEMM on cuBLAS for ops_matmul.c: C = op(A) op(B) with the
+ * transposes as flags, float32 / float16 / bfloat16 operands of one dtype,
+ * float32 accumulation (CUBLAS_COMPUTE_32F: no TF32, so float32 results
+ * match the CPU's to rounding).  0, or -1 with the error set. */
+#ifndef AS_CUDA_GEMM_H
+#define AS_CUDA_GEMM_H
+
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* batch matrices, the i-th at element offsets i*sa, i*sb, i*sc. */
+int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
+                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
+                 int64_t sc);
+/* One matrix at element offsets oa, ob, oc. */
+int as_cuda_gemm_at(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, as_tensor *c, int64_t oc,
+                    int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc);
+
+#endif

@@ -1,0 +1,33 @@
+/* The one door from the op front-ends (runtime/ops*.c) to the kernels of a
+ * tensor's device: the CPU's (kernels/cpu) or CUDA's (kernels/cuda).  Same
+ * contracts as cpu_kernels.h; each returns 0, or -1 with the error set
+ * ("fn: CUDA error: ..." or "fn: device ... is not available"). */
+#ifndef AS_KERNELS_H
+#define AS_KERNELS_H
+
+#include "ops.h"
+#include "tensor.h"
+
+int as_k_copy(as_tensor *dst, const as_tensor *src); /* same device */
+int as_k_fill(as_tensor *dst, double value);
+int as_k_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b);
+int as_k_unary(as_unop op, as_tensor *out, const as_tensor *a);
+int as_k_clamp(as_tensor *out, const as_tensor *a, double lo, double hi);
+int as_k_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b);
+
+/* Buffers on dev, as in cpu_kernels.h. */
+int as_k_gather_rows(as_device dev, void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
+                     int64_t size, int64_t row_bytes);
+int as_k_triangle(as_device dev, void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
+
+/* Row kernels: x, y, out, idx are contiguous buffers on dev. */
+int as_k_reduce_rows(as_device dev, as_redop op, const float *x, int64_t rows, int64_t n, int correction,
+                     float *out, int64_t *idx);
+int as_k_reduce_rows_i64(as_device dev, as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
+int as_k_softmax_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, int log);
+int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
+                         const float *b, double eps);
+int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
+                       double eps);
+
+#endif

@@ -1,0 +1,86 @@
+-- The Lua face of the CUDA backend, run by attnswap-run (ctest label cuda):
+-- device moves, as.cuda, a model moved with model:to("cuda") giving the
+-- CPU's outputs, swaps on the GPU, and clear errors.  Exit 77: no GPU here.
+if not as.cuda.is_available() then
+  print("cuda_lua: no CUDA device, skipped")
+  os.exit(77)
+end
+
+local failures, checks = 0, 0
+local function check(cond, what)
+  checks = checks + 1
+  if not cond then
+    failures = failures + 1
+    io.stderr:write("FAILED: ", what, "\n")
+  end
+end
+
+local function maxdiff(a, b)
+  return (a:cpu():float() - b:cpu():float()):abs():max():item()
+end
+
+print(string.format("devices: %d", as.cuda.device_count()))
+
+-- tensors move and come back
+as.manual_seed(1)
+local x = as.randn(3, 5)
+local g = x:cuda()
+check(g:device() == "cuda:0", "t:cuda() device is " .. g:device())
+check(x:to("cuda"):device() == "cuda:0", "t:to('cuda')")
+check(maxdiff(g:cpu(), x) == 0, "round trip is exact")
+check(g:cpu():device() == "cpu", "t:cpu()")
+check(maxdiff((g * 2 + 1):exp(), (x * 2 + 1):exp()) < 1e-5, "math on the GPU")
+check(tostring(g):find("cuda:0") ~= nil, "print names the device: " .. tostring(g))
+check(g:sum():item() - x:sum():item() < 1e-4, "item() from the GPU")
+
+-- mixing devices: a clear error naming both
+local ok, err = pcall(function() return x + g end)
+check(not ok and tostring(err):find("cpu") and tostring(err):find("cuda:0"), "mixed devices error: " .. tostring(err))
+
+-- a model, moved whole, gives the CPU's output
+local model = nn.Sequential(
+  nn.TransformerBlock { dim = 64, num_heads = 4 },
+  nn.TransformerBlock { dim = 64, num_heads = 4 },
+  nn.LayerNorm(64)
+)
+model:eval()
+local inp = as.randn(2, 37, 64)
+local want = model(inp)
+model:to("cuda")
+local got = model(inp:cuda())
+check(got:device() == "cuda:0", "output on the GPU")
+local d = maxdiff(got, want)
+print(string.format("TransformerBlock x2 on cuda vs cpu: max |diff| = %.3g", d))
+check(d < 1e-4, "model on cuda matches the cpu: " .. d)
+
+-- swap on the GPU: flash (the CUDA kernel) and back
+as.swap_attention(model, "scaled_dot_product", "flash_attention", {}, { quiet = true })
+local flash = model(inp:cuda())
+d = maxdiff(flash, want)
+print(string.format("after the swap to flash_attention: max |diff| = %.3g (backend %s)", d, as.sdpa_backend and as.sdpa_backend() or "?"))
+check(d < 1e-4, "flash on cuda matches: " .. d)
+
+-- bfloat16 model on the GPU within bf16 tolerance
+model:to("bfloat16")
+local half = model(inp:cuda():to("bfloat16"))
+check(half:dtype() == "bfloat16", "bf16 output dtype " .. half:dtype())
+d = maxdiff(half, want)
+print(string.format("bfloat16 on cuda: max |diff| = %.3g", d))
+check(d < 0.15, "bf16 model close to fp32: " .. d)
+
+-- a zoo implementation with no CUDA kernel says so, never falls back silently
+local q = as.randn(1, 2, 16, 8):cuda()
+local okz, errz = pcall(function() return as.attention.new("local_attention", { window_size = 4 })(q, q, q) end)
+check(okz or tostring(errz):find("cuda"), "local_attention on cuda runs or names the device: " .. tostring(errz))
+
+-- memory: the caching allocator holds what it freed
+as.cuda.synchronize()
+local m = as.cuda.memory_stats()
+check(m.reserved >= m.allocated and m.num_mallocs > 0, "memory_stats")
+print(string.format("cuda memory: %.1f MiB allocated, %.1f MiB reserved, peak %.1f MiB, %d cudaMalloc calls",
+  m.allocated / 2^20, m.reserved / 2^20, m.peak_allocated / 2^20, m.num_mallocs))
+ok, err = pcall(as.cuda.memory_stats, 99)
+check(not ok and tostring(err):find("no CUDA device 99"), "memory_stats(99): " .. tostring(err))
+
+print(string.format("cuda_lua: %d checks, %d failures", checks, failures))
+os.exit(failures == 0 and 0 or 1)

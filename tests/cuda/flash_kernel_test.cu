@@ -1,0 +1,496 @@
+/* The CUDA FlashAttention kernel (kernels/cuda/attention_flash.cu) against
+ * a host reference in double that reads the same rounded inputs and uses
+ * the CPU kernel's dropout hash (kernels/cpu/attention_flash.h).
+ *
+ *   nvcc -O3 -std=c++17 -arch=sm_90 -Iruntime -Ikernels/cpu -Ikernels/cuda \
+ *        tests/cuda/flash_kernel_test.cu kernels/cuda/attention_flash.cu -o flash_kernel_test
+ *   ./flash_kernel_test            correctness cases; exit 1 on a failure, 77 without a GPU
+ *   ./flash_kernel_test --bench [64|128]   bf16 throughput table (optionally forcing BM) */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attention_flash_cuda.h"
+
+#define CK(x)                                                                                     \
+    do {                                                                                          \
+        cudaError_t e_ = (x);                                                                     \
+        if (e_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(e_));           \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+
+static size_t esize(as_dtype t) { return t == AS_F32 ? 4 : t == AS_BOOL ? 1 : 2; }
+static const char *dname(as_dtype t)
+{
+    return t == AS_F32 ? "f32" : t == AS_F16 ? "f16" : t == AS_BF16 ? "bf16" : "bool";
+}
+
+/* x rounded to t and stored at byte buffer index i */
+static float put(std::vector<unsigned char> &buf, as_dtype t, size_t i, float x)
+{
+    switch (t) {
+    case AS_F32: memcpy(&buf[i * 4], &x, 4); return x;
+    case AS_F16: {
+        __half h = __float2half_rn(x);
+        memcpy(&buf[i * 2], &h, 2);
+        return __half2float(h);
+    }
+    case AS_BF16: {
+        __nv_bfloat16 h = __float2bfloat16_rn(x);
+        memcpy(&buf[i * 2], &h, 2);
+        return __bfloat162float(h);
+    }
+    default: buf[i] = x != 0.0f; return x != 0.0f ? 1.0f : 0.0f;
+    }
+}
+static float get(const std::vector<unsigned char> &buf, as_dtype t, size_t i)
+{
+    switch (t) {
+    case AS_F32: {
+        float x;
+        memcpy(&x, &buf[i * 4], 4);
+        return x;
+    }
+    case AS_F16: {
+        __half h;
+        memcpy(&h, &buf[i * 2], 2);
+        return __half2float(h);
+    }
+    case AS_BF16: {
+        __nv_bfloat16 h;
+        memcpy(&h, &buf[i * 2], 2);
+        return __bfloat162float(h);
+    }
+    default: return buf[i] ? 1.0f : 0.0f;
+    }
+}
+
+static uint64_t rng_state = 0x1234567887654321ull;
+static double urand() /* [0, 1) */
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* A host + device operand: storage of n elements, the float values as rounded. */
+struct Op {
+    as_dtype dt = AS_F32;
+    size_t n = 0;
+    std::vector<unsigned char> bytes;
+    std::vector<float> val;
+    int64_t stride[4] = {0, 0, 0, 0};
+    void *dev = nullptr;
+    void alloc(as_dtype t, size_t count)
+    {
+        dt = t, n = count;
+        bytes.assign(std::max<size_t>(count, 1) * esize(t), 0);
+        val.assign(std::max<size_t>(count, 1), 0.0f);
+    }
+    void set(size_t i, float x) { val[i] = put(bytes, dt, i, x); }
+    void upload()
+    {
+        CK(cudaMalloc(&dev, bytes.size()));
+        CK(cudaMemcpy(dev, bytes.data(), bytes.size(), cudaMemcpyHostToDevice));
+    }
+    float at(int64_t a, int64_t b, int64_t c, int64_t d) const
+    {
+        return val[a * stride[0] + b * stride[1] + c * stride[2] + d * stride[3]];
+    }
+    void release()
+    {
+        if (dev) cudaFree(dev);
+        dev = nullptr;
+    }
+};
+
+enum Layout { BHLD, BLHD, DMAJOR, PADDED };
+enum MaskKind { M_NONE, M_BOOL_QK, M_BOOL_BK, M_FLOAT_FULL, M_BOOL_DEADROW };
+
+/* a (B, H, L, D) operand in the given storage layout, values uniform in [-amp, amp] */
+static void make_qkv(Op &o, as_dtype t, int64_t B, int64_t H, int64_t L, int64_t D, Layout lay,
+                     float amp)
+{
+    int64_t *s = o.stride;
+    size_t n;
+    switch (lay) {
+    case BLHD: s[0] = L * H * D, s[1] = D, s[2] = H * D, s[3] = 1, n = B * L * H * D; break;
+    case DMAJOR: s[0] = H * D * L, s[1] = D * L, s[2] = 1, s[3] = L, n = B * H * D * L; break;
+    case PADDED: s[0] = H * L * (D + 8), s[1] = L * (D + 8), s[2] = D + 8, s[3] = 1, n = B * H * L * (D + 8); break;
+    default: s[0] = H * L * D, s[1] = L * D, s[2] = D, s[3] = 1, n = B * H * L * D; break;
+    }
+    o.alloc(t, n);
+    for (size_t i = 0; i < n; i++) o.set(i, (float)((2 * urand() - 1) * amp));
+}
+
+struct Case {
+    std::string name;
+    as_dtype dt = AS_F32;
+    int64_t B = 1, H = 1, Hkv = 1, Lq = 1, Lk = 1, D = 64, Dv = 64;
+    bool causal = false;
+    MaskKind mask = M_NONE;
+    as_dtype mask_dt = AS_BOOL;
+    Layout qlay = BHLD, klay = BHLD;
+    float dropout = 0.0f;
+    int bm = 0; /* forced block_m on the mma path */
+};
+
+struct Ref {
+    const Case *c;
+    const Op *q, *k, *v, *m;
+    float scale;
+    uint64_t seed;
+    std::vector<double> *out;
+};
+
+static void ref_rows(const Ref &r, int64_t r0, int64_t r1)
+{
+    const Case &c = *r.c;
+    const int64_t G = c.H / c.Hkv, off = c.Lk - c.Lq;
+    const uint32_t thr = as_cpu_flash_drop_threshold(c.dropout);
+    std::vector<double> s(c.Lk > 0 ? c.Lk : 1), o(c.Dv);
+    for (int64_t row = r0; row < r1; row++) {
+        int64_t i = row % c.Lq, bh = row / c.Lq, h = bh % c.H, b = bh / c.H, hk = h / G;
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < c.Lk; j++) {
+            double x = -INFINITY;
+            if (!c.causal || j <= i + off) {
+                double acc = 0;
+                for (int64_t d = 0; d < c.D; d++)
+                    acc += (double)r.q->at(b, h, i, d) * (double)r.k->at(b, hk, j, d);
+                x = acc * (double)r.scale;
+                if (r.m) {
+                    float mv = r.m->at(b, h, i, j);
+                    if (r.m->dt == AS_BOOL)
+                        x = mv != 0.0f ? x : -INFINITY;
+                    else
+                        x += mv;
+                }
+            }
+            s[j] = x;
+            mx = std::max(mx, x);
+        }
+        std::fill(o.begin(), o.end(), 0.0);
+        if (mx != -INFINITY) {
+            double l = 0;
+            uint32_t rk = as_cpu_flash_row_key(r.seed, c.H, c.Lq, b, h, i);
+            for (int64_t j = 0; j < c.Lk; j++) {
+                double p = s[j] == -INFINITY ? 0.0 : std::exp(s[j] - mx);
+                l += p;
+                if (c.dropout > 0) p = as_cpu_flash_keep(rk, j, thr) ? p / (1.0 - c.dropout) : 0.0;
+                if (p != 0)
+                    for (int64_t d = 0; d < c.Dv; d++) o[d] += p * (double)r.v->at(b, hk, j, d);
+            }
+            for (int64_t d = 0; d < c.Dv; d++) o[d] /= l;
+        }
+        for (int64_t d = 0; d < c.Dv; d++) (*r.out)[row * c.Dv + d] = o[d];
+    }
+}
+
+static bool mma_eligible(const Case &c)
+{
+    return c.dt != AS_F32 && c.D == c.Dv && (c.D == 64 || c.D == 128) && c.qlay != DMAJOR &&
+           c.klay != DMAJOR;
+}
+
+static bool run_case(const Case &c, int idx)
+{
+    Op q, k, v, m;
+    make_qkv(q, c.dt, c.B, c.H, c.Lq, c.D, c.qlay, 2.0f);
+    make_qkv(k, c.dt, c.B, c.Hkv, c.Lk, c.D, c.klay, 1.0f);
+    make_qkv(v, c.dt, c.B, c.Hkv, c.Lk, c.Dv, c.klay, 1.0f);
+    bool has_mask = c.mask != M_NONE;
+    if (has_mask) {
+        int64_t *s = m.stride;
+        switch (c.mask) {
+        case M_BOOL_QK: /* (1, 1, Lq, Lk) */
+            m.alloc(AS_BOOL, c.Lq * c.Lk);
+            s[0] = 0, s[1] = 0, s[2] = c.Lk, s[3] = 1;
+            for (size_t x = 0; x < m.n; x++) m.set(x, urand() < 0.8 ? 1.0f : 0.0f);
+            break;
+        case M_BOOL_BK: /* (B, 1, 1, Lk) */
+            m.alloc(AS_BOOL, c.B * c.Lk);
+            s[0] = c.Lk, s[1] = 0, s[2] = 0, s[3] = 1;
+            for (size_t x = 0; x < m.n; x++) m.set(x, urand() < 0.7 ? 1.0f : 0.0f);
+            break;
+        case M_BOOL_DEADROW: /* (B, H, Lq, Lk), query row Lq / 2 of head 0 sees nothing */
+            m.alloc(AS_BOOL, c.B * c.H * c.Lq * c.Lk);
+            s[0] = c.H * c.Lq * c.Lk, s[1] = c.Lq * c.Lk, s[2] = c.Lk, s[3] = 1;
+            for (size_t x = 0; x < m.n; x++) m.set(x, urand() < 0.9 ? 1.0f : 0.0f);
+            for (int64_t j = 0; j < c.Lk; j++) m.set((c.Lq / 2) * c.Lk + j, 0.0f);
+            break;
+        default: /* M_FLOAT_FULL: (B, H, Lq, Lk) bias, some -inf, row 0 of head 0 all -inf */
+            m.alloc(c.mask_dt, c.B * c.H * c.Lq * c.Lk);
+            s[0] = c.H * c.Lq * c.Lk, s[1] = c.Lq * c.Lk, s[2] = c.Lk, s[3] = 1;
+            for (size_t x = 0; x < m.n; x++)
+                m.set(x, urand() < 0.1 ? -INFINITY : (float)(2 * urand() - 1));
+            for (int64_t j = 0; j < c.Lk; j++) m.set(j, -INFINITY);
+            break;
+        }
+    }
+    q.upload(), k.upload(), v.upload();
+    if (has_mask) m.upload();
+    const size_t nout = c.B * c.H * c.Lq * c.Dv;
+    void *dout;
+    CK(cudaMalloc(&dout, std::max<size_t>(nout, 1) * esize(c.dt)));
+    CK(cudaMemset(dout, 0xff, std::max<size_t>(nout, 1) * esize(c.dt))); /* NaN if unwritten */
+
+    as_cpu_flash_params p;
+    memset(&p, 0, sizeof p);
+    p.B = c.B, p.H = c.H, p.Hkv = c.Hkv, p.Lq = c.Lq, p.Lk = c.Lk, p.D = c.D, p.Dv = c.Dv;
+    auto opnd = [](const Op &o) {
+        as_cpu_flash_operand r;
+        r.data = o.dev, r.dtype = o.dt;
+        for (int x = 0; x < 4; x++) r.stride[x] = o.stride[x];
+        return r;
+    };
+    p.q = opnd(q), p.k = opnd(k), p.v = opnd(v);
+    if (has_mask) p.mask = opnd(m);
+    p.causal = c.causal;
+    p.scale = (float)(1.0 / std::sqrt((double)c.D));
+    p.dropout = c.dropout;
+    p.seed = 0x5eed0000ull + (uint64_t)idx * 7919u;
+    p.out = dout;
+    p.out_dtype = c.dt;
+
+    const char *path = as_cuda_flash_path(&p);
+    as_cuda_flash_force_block_m(c.bm);
+    int rc = as_cuda_flash_attention(&p, nullptr);
+    as_cuda_flash_force_block_m(0);
+    cudaError_t sync = cudaDeviceSynchronize();
+
+    std::vector<double> ref(std::max<size_t>(nout, 1));
+    Ref r = {&c, &q, &k, &v, has_mask ? &m : nullptr, p.scale, p.seed, &ref};
+    const int64_t rows = c.B * c.H * c.Lq;
+    int nth = (int)std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
+    std::vector<std::thread> th;
+    for (int t = 0; t < nth; t++)
+        th.emplace_back(ref_rows, std::cref(r), rows * t / nth, rows * (t + 1) / nth);
+    for (auto &t : th) t.join();
+
+    std::vector<unsigned char> ob(std::max<size_t>(nout, 1) * esize(c.dt));
+    CK(cudaMemcpy(ob.data(), dout, ob.size(), cudaMemcpyDeviceToHost));
+    double err = 0;
+    bool finite = true;
+    for (size_t x = 0; x < nout; x++) {
+        double o = get(ob, c.dt, x), e = ref[x];
+        if (!std::isfinite(o)) finite = false;
+        double d = std::fabs(o - e);
+        if (c.dt != AS_F32) d /= 1.0 + std::fabs(e);
+        err = std::max(err, d);
+    }
+    const double tol = c.dt == AS_F32 ? 2e-3 : 2e-2;
+    const bool path_ok = !strcmp(path, mma_eligible(c) ? "flash/mma" : "flash/cuda-f32");
+    const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok;
+    printf("[%3d] %-4s %-44s %-15s err %.2e  %s%s%s\n", idx, ok ? "ok" : "FAIL", c.name.c_str(),
+           path, err, rc ? cudaGetErrorString((cudaError_t)rc) : "",
+           sync != cudaSuccess ? cudaGetErrorString(sync) : "", path_ok ? "" : " (wrong path)");
+    fflush(stdout);
+    if (sync != cudaSuccess) exit(1); /* the context is gone */
+    q.release(), k.release(), v.release(), m.release();
+    cudaFree(dout);
+    return ok;
+}
+
+static std::string describe(const Case &c)
+{
+    static const char *mk[] = {"", " mask=bool(1,1,Lq,Lk)", " mask=bool(B,1,1,Lk)", " mask=bias", " mask=deadrow"};
+    static const char *ly[] = {"", " q=BLHD", " q=Dmajor", " q=padded"};
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s B%lld H%lld/%lld Lq%lld Lk%lld D%lld%s%s%s%s%s%s", dname(c.dt),
+             (long long)c.B, (long long)c.H, (long long)c.Hkv, (long long)c.Lq, (long long)c.Lk,
+             (long long)c.D, c.Dv != c.D ? (" Dv" + std::to_string(c.Dv)).c_str() : "",
+             c.causal ? " causal" : "", mk[c.mask],
+             c.mask == M_FLOAT_FULL ? (std::string("/") + dname(c.mask_dt)).c_str() : "", ly[c.qlay],
+             c.dropout > 0 ? " drop0.3" : "");
+    std::string s = buf;
+    if (c.klay == PADDED) s += " kv=padded";
+    if (c.klay == BLHD) s += " kv=BLHD";
+    if (c.bm) s += " bm" + std::to_string(c.bm);
+    return s;
+}
+
+static std::vector<Case> cases()
+{
+    std::vector<Case> v;
+    auto add = [&](Case c) {
+        if (mma_eligible(c) && c.bm == 0) { /* both CTA shapes */
+            for (int bm : {64, 128}) {
+                c.bm = bm;
+                c.name = describe(c);
+                v.push_back(c);
+            }
+            return;
+        }
+        c.name = describe(c);
+        v.push_back(c);
+    };
+    const int64_t pairs[][2] = {{1, 1}, {7, 63}, {63, 7}, {65, 129}, {129, 65}, {300, 1000}, {1000, 300}, {64, 64}, {128, 192}};
+    for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
+        for (int64_t D : {64, 128, 32, 80})
+            for (auto &pr : pairs)
+                for (bool causal : {false, true}) {
+                    if ((D == 32 || D == 80) && pr[0] * pr[1] > 100000) continue;
+                    Case c;
+                    c.dt = t, c.B = 2, c.H = 2, c.Hkv = 2, c.Lq = pr[0], c.Lk = pr[1], c.D = c.Dv = D;
+                    c.causal = causal;
+                    add(c);
+                }
+    /* GQA */
+    for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
+        for (int64_t D : {64, 128})
+            for (bool causal : {false, true})
+                for (auto &pr : {std::pair<int64_t, int64_t>{300, 300}, {65, 1000}}) {
+                    Case c;
+                    c.dt = t, c.B = 2, c.H = 8, c.Hkv = 2, c.Lq = pr.first, c.Lk = pr.second, c.D = c.Dv = D;
+                    c.causal = causal;
+                    add(c);
+                }
+    /* masks */
+    for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
+        for (int64_t D : {64, 128, 80})
+            for (MaskKind mk : {M_BOOL_QK, M_BOOL_BK, M_FLOAT_FULL, M_BOOL_DEADROW})
+                for (bool causal : {false, true}) {
+                    Case c;
+                    c.dt = t, c.B = 2, c.H = 4, c.Hkv = 2, c.Lq = 129, c.Lk = 300, c.D = c.Dv = D;
+                    c.causal = causal, c.mask = mk;
+                    c.mask_dt = t == AS_F16 ? AS_F32 : t; /* bias in f32 for f16 runs */
+                    add(c);
+                }
+    /* layouts */
+    for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
+        for (Layout ql : {BLHD, DMAJOR, PADDED})
+            for (int64_t D : {64, 128}) {
+                Case c;
+                c.dt = t, c.B = 2, c.H = 4, c.Hkv = 4, c.Lq = 200, c.Lk = 333, c.D = c.Dv = D;
+                c.qlay = ql, c.klay = ql == DMAJOR ? BHLD : ql, c.causal = D == 64;
+                add(c);
+            }
+    /* dropout */
+    for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
+        for (int64_t D : {64, 128})
+            for (bool causal : {false, true}) {
+                Case c;
+                c.dt = t, c.B = 2, c.H = 4, c.Hkv = 2, c.Lq = 129, c.Lk = 257, c.D = c.Dv = D;
+                c.causal = causal, c.dropout = 0.3f;
+                if (causal) c.mask = M_BOOL_QK;
+                add(c);
+            }
+    /* Dv != D, empty keys, long rows */
+    for (as_dtype t : {AS_F32, AS_BF16}) {
+        Case c;
+        c.dt = t, c.B = 1, c.H = 2, c.Hkv = 1, c.Lq = 65, c.Lk = 130, c.D = 64, c.Dv = 32;
+        add(c);
+        c.D = 128, c.Dv = 64, c.causal = true;
+        add(c);
+        c.D = c.Dv = 64, c.Lq = 5, c.Lk = 0, c.causal = false;
+        add(c);
+    }
+    for (as_dtype t : {AS_F16, AS_BF16}) {
+        Case c;
+        c.dt = t, c.B = 1, c.H = 2, c.Hkv = 1, c.Lq = 1000, c.Lk = 4099, c.D = c.Dv = 128, c.causal = true;
+        add(c);
+    }
+    return v;
+}
+
+/* ---- benchmark ---- */
+
+__global__ void fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 0x9e3779b9u ^ salt;
+        h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
+        x[i] = __float2bfloat16_rn((float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+    }
+}
+
+static int bench(int bm)
+{
+    const int64_t tokens = 16384, hidden = 2048;
+    const size_t n = tokens * hidden;
+    __nv_bfloat16 *q, *k, *v, *o;
+    CK(cudaMalloc(&q, n * 2));
+    CK(cudaMalloc(&k, n * 2));
+    CK(cudaMalloc(&v, n * 2));
+    CK(cudaMalloc(&o, n * 2));
+    fill_bf16<<<1024, 256>>>(q, n, 1u);
+    fill_bf16<<<1024, 256>>>(k, n, 2u);
+    fill_bf16<<<1024, 256>>>(v, n, 3u);
+    CK(cudaDeviceSynchronize());
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    if (bm) as_cuda_flash_force_block_m(bm);
+    printf("bf16 forward, %lld tokens, hidden %lld%s\n", (long long)tokens, (long long)hidden,
+           bm ? (bm == 64 ? ", BM forced 64" : ", BM forced 128") : "");
+    printf("%6s %4s %4s %4s %6s %10s %9s  %s\n", "L", "D", "B", "H", "causal", "ms", "TFLOP/s", "path");
+    for (int64_t D : {64, 128})
+        for (bool causal : {false, true})
+            for (int64_t L : {512, 1024, 2048, 4096, 8192, 16384}) {
+                int64_t B = tokens / L, H = hidden / D;
+                as_cpu_flash_params p;
+                memset(&p, 0, sizeof p);
+                p.B = B, p.H = H, p.Hkv = H, p.Lq = L, p.Lk = L, p.D = D, p.Dv = D;
+                as_cpu_flash_operand op;
+                op.dtype = AS_BF16;
+                op.stride[0] = H * L * D, op.stride[1] = L * D, op.stride[2] = D, op.stride[3] = 1;
+                p.q = op, p.k = op, p.v = op;
+                p.q.data = q, p.k.data = k, p.v.data = v;
+                p.causal = causal;
+                p.scale = (float)(1.0 / std::sqrt((double)D));
+                p.out = o, p.out_dtype = AS_BF16;
+                for (int w = 0; w < 3; w++)
+                    if (int rc = as_cuda_flash_attention(&p, nullptr)) {
+                        printf("launch failed: %s\n", cudaGetErrorString((cudaError_t)rc));
+                        return 1;
+                    }
+                CK(cudaDeviceSynchronize());
+                std::vector<float> ms;
+                for (int r = 0; r < 15; r++) {
+                    CK(cudaEventRecord(e0));
+                    as_cuda_flash_attention(&p, nullptr);
+                    CK(cudaEventRecord(e1));
+                    CK(cudaEventSynchronize(e1));
+                    float t;
+                    CK(cudaEventElapsedTime(&t, e0, e1));
+                    ms.push_back(t);
+                }
+                std::sort(ms.begin(), ms.end());
+                double t = ms[ms.size() / 2];
+                double flops = 4.0 * B * H * (double)L * L * D / (causal ? 2 : 1);
+                printf("%6lld %4lld %4lld %4lld %6s %10.3f %9.1f  %s\n", (long long)L, (long long)D,
+                       (long long)B, (long long)H, causal ? "yes" : "no", t, flops / (t * 1e-3) / 1e12,
+                       as_cuda_flash_path(&p));
+                fflush(stdout);
+            }
+    as_cuda_flash_force_block_m(0);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("flash_kernel_test: no CUDA device, skipped\n");
+        return 77;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--bench")) return bench(argc > 2 ? atoi(argv[2]) : 0);
+    std::vector<Case> cs = cases();
+    int passed = 0;
+    for (size_t x = 0; x < cs.size(); x++) passed += run_case(cs[x], (int)x);
+    printf("%d/%d passed\n", passed, (int)cs.size());
+    return passed == (int)cs.size() ? 0 : 1;
+}
