@@ -2,6 +2,7 @@
  * the globals `as` and `nn`.  Options and the `arg` table follow lua.c. */
 #define _XOPEN_SOURCE 700 /* readlink, realpath */
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,23 +24,98 @@ enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
 int luaopen_attnswap_core(lua_State *L);
 
 /* options seen before the script, as bits */
-enum { HAS_I = 1, HAS_V = 2, HAS_E = 4, HAS_L = 8, HAS_H = 16, HAS_W = 32 };
+enum { HAS_I = 1, HAS_V = 2, HAS_E = 4, HAS_L = 8, HAS_H = 16, HAS_W = 32, HAS_LIST = 64 };
+
+/* The long options that take a value (--opt VALUE or --opt=VALUE). */
+enum { OPT_DEVICE, OPT_THREADS, OPT_SEED, OPT_SWAP, OPT_COMPARE, N_VALUE_OPTS };
+static const char *const value_opts[N_VALUE_OPTS] = {"--device", "--threads", "--seed", "--swap",
+                                                      "--compare"};
 
 typedef struct {
     int flags;
-    int script;        /* argv index of the script; 0 when there is none */
-    const char *bad;   /* the argument that failed */
-    int needs_value;   /* it failed for want of a value, else it is unknown */
+    int script;                     /* argv index of the script; 0 when there is none */
+    const char *value[N_VALUE_OPTS]; /* of the long options, NULL when not given */
+    char error[256];                /* why the command line is bad */
 } cli_args;
 
-static int bad_arg(cli_args *a, const char *arg, int needs_value)
+/* fmt has one %s, for opt (or none) */
+static int bad_arg(cli_args *a, const char *fmt, const char *opt)
 {
-    a->bad = arg;
-    a->needs_value = needs_value;
+    snprintf(a->error, sizeof a->error, fmt, opt);
     return -1;
 }
 
-/* Reads the options up to the script name; returns 0, or -1 with a->bad. */
+/* Which of value_opts o is, as "--name" or "--name=..."; -1 for none. */
+static int value_option(const char *o)
+{
+    for (int k = 0; k < N_VALUE_OPTS; k++) {
+        size_t n = strlen(value_opts[k]);
+        if (strncmp(o, value_opts[k], n) == 0 && (o[n] == '\0' || o[n] == '=')) return k;
+    }
+    return -1;
+}
+
+/* Whole-string integer within [lo, hi]. */
+static int parse_int(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end == s || *end != '\0' || errno == ERANGE || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* Checks the value of a long option now, so that a typo is a usage error
+ * before anything runs; 0 or -1 with a->error. */
+static int check_value(cli_args *a, int k, const char *v)
+{
+    long long n;
+    const char *want = NULL;
+    switch (k) {
+    case OPT_DEVICE:
+        if (strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0) want = "cpu or cuda";
+        break;
+    case OPT_THREADS:
+        if (parse_int(v, 1, INT_MAX, &n) != 0) want = "a positive integer";
+        break;
+    case OPT_SEED:
+        if (parse_int(v, LLONG_MIN, LLONG_MAX, &n) != 0) want = "an integer";
+        break;
+    default: /* --swap, --compare: the names are checked against the registry later */
+        if (*v == '\0' || *v == ':' || *v == ',') want = "attention names";
+        break;
+    }
+    if (want == NULL) return 0;
+    snprintf(a->error, sizeof a->error, "bad value '%s' for option '%s' (%s expected)", v,
+             value_opts[k], want);
+    return -1;
+}
+
+/* --help, --version, --list-attention and the value_opts; i may advance
+ * past a value.  0, or -1 with a->error. */
+static int long_option(char **argv, int *i, cli_args *a)
+{
+    const char *o = argv[*i];
+    if (strcmp(o, "--help") == 0)
+        a->flags |= HAS_H;
+    else if (strcmp(o, "--version") == 0)
+        a->flags |= HAS_V;
+    else if (strcmp(o, "--list-attention") == 0)
+        a->flags |= HAS_LIST;
+    else {
+        int k = value_option(o);
+        if (k < 0) return bad_arg(a, "unrecognized option '%s'", o);
+        const char *eq = strchr(o, '=');
+        const char *v = eq ? eq + 1 : argv[++*i];
+        if (v == NULL) return bad_arg(a, "option '%s' needs an argument", value_opts[k]);
+        if (check_value(a, k, v) != 0) return -1;
+        a->value[k] = v;
+    }
+    return 0;
+}
+
+/* Reads the options up to the script name; returns 0, or -1 with a->error. */
 static int collectargs(char **argv, cli_args *a)
 {
     *a = (cli_args){0};
@@ -48,24 +124,19 @@ static int collectargs(char **argv, cli_args *a)
         const char *o = argv[i];
         if (o[0] != '-' || o[1] == '\0') { /* the script, or '-' for stdin */
             a->script = i;
-            return 0;
+            break;
         }
         if (o[1] == '-') {
             if (o[2] == '\0') { /* '--' */
                 a->script = argv[i + 1] ? i + 1 : 0;
-                return 0;
+                break;
             }
-            if (strcmp(o, "--help") == 0)
-                a->flags |= HAS_H;
-            else if (strcmp(o, "--version") == 0)
-                a->flags |= HAS_V;
-            else
-                return bad_arg(a, o, 0);
+            if (long_option(argv, &i, a) != 0) return -1;
             continue;
         }
         switch (o[1]) {
         case 'h': case 'i': case 'v': case 'W':
-            if (o[2] != '\0') return bad_arg(a, o, 0);
+            if (o[2] != '\0') return bad_arg(a, "unrecognized option '%s'", o);
             a->flags |= o[1] == 'h' ? HAS_H : o[1] == 'W' ? HAS_W
                       : o[1] == 'i' ? HAS_I | HAS_V /* -i shows the version, as in lua */
                                     : HAS_V;
@@ -74,14 +145,28 @@ static int collectargs(char **argv, cli_args *a)
             a->flags |= o[1] == 'e' ? HAS_E : HAS_L;
             if (o[2] == '\0') { /* the value is the next argument */
                 i++;
-                if (argv[i] == NULL || argv[i][0] == '-') return bad_arg(a, o, 1);
+                if (argv[i] == NULL || argv[i][0] == '-')
+                    return bad_arg(a, "option '%s' needs an argument", o);
             }
             break;
         default:
-            return bad_arg(a, o, 0);
+            return bad_arg(a, "unrecognized option '%s'", o);
         }
     }
+    if (a->value[OPT_SWAP] && a->value[OPT_COMPARE])
+        return bad_arg(a, "options '--swap' and '--compare' do not go together", "");
+    for (int k = OPT_SWAP; k <= OPT_COMPARE; k++)
+        if (a->value[k] && a->script == 0)
+            return bad_arg(a, "option '%s' needs a script that returns a model and its inputs",
+                           value_opts[k]);
     return 0;
+}
+
+static void usage_error(const char *msg)
+{
+    fflush(stdout);
+    fprintf(stderr, "%s: %s\n%s\n", PROGNAME, msg, USAGE);
+    fflush(stderr);
 }
 
 static void print_version(void)
@@ -103,8 +188,20 @@ static void print_help(void)
            "  -v, --version  show version information\n"
            "  -W             turn warnings on\n"
            "  -h, --help     show this help\n"
+           "  --device D     set as.device to 'cpu' or 'cuda' before anything runs\n"
+           "  --threads N    CPU threads for the kernels (as.set_num_threads(N))\n"
+           "  --seed N       seed the random generator (as.manual_seed(N))\n"
+           "  --list-attention\n"
+           "                 print the attention registry; then exit unless a script is given\n"
+           "  --swap NAME[:key=value,...]\n"
+           "                 the script returns a model and its inputs (a tensor or a list of\n"
+           "                 arguments): swap every attention core for NAME with those options,\n"
+           "                 run the model, print the report and the output\n"
+           "  --compare NAME,NAME,...\n"
+           "                 the same script: as.compare(model, inputs, {NAME, ...})\n"
            "  --             stop handling options\n"
-           "  -              stop handling options and execute stdin\n");
+           "  -              stop handling options and execute stdin\n"
+           "Options with a value also take the form --opt=VALUE.\n");
 }
 
 /* arg[0] is the script (the interpreter when there is none), arg[1..] its
@@ -158,7 +255,8 @@ static void push_lua_dir(lua_State *L)
 }
 
 /* Preloads attnswap.core, puts our Lua files first on package.path, and
- * sets the globals as = require "attnswap" and nn = as.nn. */
+ * sets the globals as = require "attnswap", nn = as.nn and help (only here:
+ * a library should not add globals to a stock lua5.4). */
 static int load_attnswap(lua_State *L)
 {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
@@ -181,6 +279,13 @@ static int load_attnswap(lua_State *L)
     lua_getfield(L, -1, "nn");
     lua_setglobal(L, "nn");
     lua_setglobal(L, "as");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "attnswap.help");
+    status = as_repl_docall(L, 1, 1);
+    if (status != LUA_OK) return as_repl_report(L, PROGNAME, status);
+    lua_getfield(L, -1, "help");
+    lua_setglobal(L, "help");
+    lua_pop(L, 1);
     return LUA_OK;
 }
 
@@ -213,6 +318,10 @@ static int dolibrary(lua_State *L, const char *spec)
 static int runargs(lua_State *L, char **argv, int lim)
 {
     for (int i = 1; i < lim; i++) {
+        if (value_option(argv[i]) >= 0 && strchr(argv[i], '=') == NULL) {
+            i++; /* "--seed -e" seeds with "-e": it is no -e */
+            continue;
+        }
         int option = argv[i][1];
         if (option != 'e' && option != 'l') continue;
         const char *value = argv[i] + 2;
@@ -226,8 +335,8 @@ static int runargs(lua_State *L, char **argv, int lim)
 }
 
 /* Runs argv[0] (stdin for '-', unless it came after '--') with arg[1..] as
- * its varargs. */
-static int handle_script(lua_State *L, char **argv)
+ * its varargs, leaving nres of its results. */
+static int handle_script(lua_State *L, char **argv, int nres)
 {
     const char *fname = argv[0];
     if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL;
@@ -238,9 +347,169 @@ static int handle_script(lua_State *L, char **argv)
         luaL_checkstack(L, n + 3, "too many arguments to script");
         for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
         lua_remove(L, -n - 1);
-        status = as_repl_docall(L, n, 0);
+        status = as_repl_docall(L, n, nres);
     }
     return as_repl_report(L, PROGNAME, status);
+}
+
+/* What the options --device ... --compare do, in Lua since it is all calls
+ * into attnswap.  Each function returns nothing when it went well, else a
+ * message and the exit status; a Lua error is the model's own (status 1). */
+static const char CLI_LUA[] =
+    "local as = require 'attnswap'\n"
+    "local cli = {}\n"
+    "function cli.setup(device, threads, seed)\n"
+    "  if device == 'cuda' and not (as.cuda and as.cuda.is_available()) then\n"
+    "    return '--device cuda: no CUDA device is available', 1\n"
+    "  end\n"
+    "  if device then as.device = device end\n"
+    "  if threads then\n"
+    "    local ok, err = pcall(as.set_num_threads, threads)\n"
+    "    if not ok then return '--threads: ' .. tostring(err), 2 end\n"
+    "  end\n"
+    "  if seed then as.manual_seed(seed) end\n"
+    "end\n"
+    "local function unknown(opt, name)\n"
+    "  return string.format(\"--%s: no attention named '%s' (registered: %s)\", opt, name,\n"
+    "    table.concat(as.attention.names(), ', ')), 2\n"
+    "end\n"
+    "-- 'flash_attention:causal=true,window_size=8' -> name, {causal = true, window_size = 8}\n"
+    "local function parse_swap(spec)\n"
+    "  local name, rest = spec:match('^([^:]*):?(.*)$')\n"
+    "  local opts = {}\n"
+    "  for item in rest:gmatch('[^,]+') do\n"
+    "    local k, v = item:match('^%s*([%a_][%w_]*)%s*=%s*(.-)%s*$')\n"
+    "    if not k then return nil, string.format(\"--swap: '%s' is not key=value\", item), 2 end\n"
+    "    if v == 'true' then v = true elseif v == 'false' then v = false else v = tonumber(v) or v end\n"
+    "    opts[k] = v\n"
+    "  end\n"
+    "  return name, opts\n"
+    "end\n"
+    "-- The first output when the model returns several (a list), as compare does.\n"
+    "local function show_output(out)\n"
+    "  if type(out) == 'table' and not as.is_tensor(out) then out = out[1] end\n"
+    "  if not as.is_tensor(out) then return print('output: ' .. tostring(out)) end\n"
+    "  local flat = out:cpu():float():flatten()\n"
+    "  local first = {}\n"
+    "  for i = 1, math.min(flat:numel(), 6) do first[i] = string.format('%.5g', flat[i]) end\n"
+    "  print(string.format('output: %s %s, mean %.5g, first values %s%s', tostring(out:shape()),\n"
+    "    out:dtype(), flat:numel() > 0 and flat:mean():item() or 0, table.concat(first, ' '),\n"
+    "    flat:numel() > #first and ' ...' or ''))\n"
+    "end\n"
+    "function cli.model(opt, spec, model, inputs)\n"
+    "  if not as.is_module(model) then\n"
+    "    return string.format('--%s: the script must return a model and its inputs (it returned %s)',\n"
+    "      opt, model == nil and 'nothing' or 'a ' .. type(model) .. ' first'), 2\n"
+    "  end\n"
+    "  if as.is_tensor(inputs) then inputs = { inputs } end\n"
+    "  if type(inputs) ~= 'table' then\n"
+    "    return string.format('--%s: the script must return the inputs after the model: a tensor or '\n"
+    "      .. 'a list of arguments (it returned %s)', opt, inputs == nil and 'none' or 'a ' .. type(inputs)), 2\n"
+    "  end\n"
+    "  if opt == 'compare' then\n"
+    "    local names = {}\n"
+    "    for n in spec:gmatch('[^,]+') do names[#names + 1] = n end\n"
+    "    for _, n in ipairs(names) do\n"
+    "      if not as.attention.exists(n) then return unknown(opt, n) end\n"
+    "    end\n"
+    "    as.compare(model, inputs, names)\n"
+    "    return\n"
+    "  end\n"
+    "  local name, opts, code = parse_swap(spec)\n"
+    "  if not name then return opts, code end\n"
+    "  if not as.attention.exists(name) then return unknown(opt, name) end\n"
+    "  local has_core = as.attention.is_core(model)\n"
+    "  for _, m in model:named_modules() do has_core = has_core or as.attention.is_core(m) end\n"
+    "  if not has_core then return '--swap: the model holds no attention core to swap', 1 end\n"
+    "  local swapped, report = as.swap_attention(model, as.attention.is_core, name, opts)\n"
+    "  print(report)\n"
+    "  show_output(swapped(table.unpack(inputs, 1, inputs.n or #inputs)))\n"
+    "end\n"
+    "return cli\n";
+
+#define CLI_KEY "attnswap-run.cli" /* registry: the table CLI_LUA returns */
+
+/* Calls cli[fn] on the narg values on top; returns an exit status, having
+ * said what went wrong. */
+static int call_cli(lua_State *L, const char *fn, int narg)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CLI_KEY);
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    lua_insert(L, -narg - 1);
+    if (as_repl_report(L, PROGNAME, as_repl_docall(L, narg, 2)) != LUA_OK) return EXIT_ERROR;
+    int code = EXIT_OK;
+    if (lua_isstring(L, -2)) {
+        code = (int)lua_tointeger(L, -1);
+        if (code == EXIT_USAGE) {
+            usage_error(lua_tostring(L, -2));
+        } else {
+            fflush(stdout);
+            fprintf(stderr, "%s: %s\n", PROGNAME, lua_tostring(L, -2));
+        }
+    }
+    lua_pop(L, 2);
+    return code;
+}
+
+/* Loads CLI_LUA and applies --device, --threads and --seed; an exit status. */
+static int setup_options(lua_State *L, const cli_args *a)
+{
+    int status = luaL_loadbuffer(L, CLI_LUA, sizeof CLI_LUA - 1, "=(attnswap-run)");
+    if (status == LUA_OK) status = as_repl_docall(L, 0, 1);
+    if (as_repl_report(L, PROGNAME, status) != LUA_OK) return EXIT_ERROR;
+    lua_setfield(L, LUA_REGISTRYINDEX, CLI_KEY);
+    long long n;
+    lua_pushstring(L, a->value[OPT_DEVICE]); /* nil when not given */
+    if (a->value[OPT_THREADS] && parse_int(a->value[OPT_THREADS], 1, INT_MAX, &n) == 0)
+        lua_pushinteger(L, (lua_Integer)n);
+    else
+        lua_pushnil(L);
+    if (a->value[OPT_SEED] && parse_int(a->value[OPT_SEED], LLONG_MIN, LLONG_MAX, &n) == 0)
+        lua_pushinteger(L, (lua_Integer)n);
+    else
+        lua_pushnil(L);
+    return call_cli(L, "setup", 3);
+}
+
+/* Runs the script; with --swap or --compare, then does that to the model
+ * and inputs it returned.  An exit status. */
+static int run_script(lua_State *L, const cli_args *a, char **argv)
+{
+    int k = a->value[OPT_SWAP] ? OPT_SWAP : a->value[OPT_COMPARE] ? OPT_COMPARE : -1;
+    if (handle_script(L, argv + a->script, k < 0 ? 0 : 2) != LUA_OK) return EXIT_ERROR;
+    if (k < 0) return EXIT_OK;
+    lua_pushstring(L, value_opts[k] + 2);
+    lua_pushstring(L, a->value[k]);
+    lua_rotate(L, -4, 2); /* opt, spec, model, inputs */
+    return call_cli(L, "model", 4);
+}
+
+/* With no script: a REPL on a terminal, else stdin is the script; nothing
+ * when -e, -v or --list-attention already gave the run something to do. */
+static int run_default(lua_State *L, const cli_args *a)
+{
+    if (a->flags & HAS_I) {
+        as_repl_loop(L);
+    } else if (a->script == 0 && !(a->flags & (HAS_E | HAS_V | HAS_LIST))) {
+        if (isatty(STDIN_FILENO)) {
+            print_version();
+            as_repl_loop(L);
+        } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
+            return EXIT_ERROR;
+        }
+    }
+    return EXIT_OK;
+}
+
+static int list_attention(lua_State *L)
+{
+    lua_getglobal(L, "as");
+    lua_getfield(L, -1, "attention");
+    lua_getfield(L, -1, "list");
+    lua_remove(L, -2);
+    lua_remove(L, -2);
+    return as_repl_report(L, PROGNAME, as_repl_docall(L, 0, 0));
 }
 
 /* The whole program, in protected mode; returns the exit status. */
@@ -250,9 +519,7 @@ static int pmain(lua_State *L)
     char **argv = lua_touserdata(L, 2);
     cli_args a;
     if (collectargs(argv, &a) != 0) {
-        fprintf(stderr, a.needs_value ? "%s: option '%s' needs an argument\n%s\n"
-                                      : "%s: unrecognized option '%s'\n%s\n",
-                PROGNAME, a.bad, USAGE);
+        usage_error(a.error);
         lua_pushinteger(L, EXIT_USAGE);
         return 1;
     }
@@ -263,7 +530,7 @@ static int pmain(lua_State *L)
         goto done;
     }
     if (a.flags & HAS_V) print_version();
-    if ((a.flags & HAS_V) && a.script == 0 && !(a.flags & (HAS_E | HAS_L | HAS_I)))
+    if ((a.flags & HAS_V) && a.script == 0 && !(a.flags & (HAS_E | HAS_L | HAS_I | HAS_LIST)))
         goto done; /* nothing else asked: do not load attnswap just for -v */
 
     luaL_openlibs(L);
@@ -273,19 +540,12 @@ static int pmain(lua_State *L)
     lua_gc(L, LUA_GCGEN, 0, 0);
     status = EXIT_ERROR;
     if (load_attnswap(L) != LUA_OK) goto done;
+    if ((status = setup_options(L, &a)) != EXIT_OK) goto done;
+    status = EXIT_ERROR;
     if (runargs(L, argv, lim) != LUA_OK) goto done;
-    if (a.script > 0 && handle_script(L, argv + a.script) != LUA_OK) goto done;
-    if (a.flags & HAS_I) {
-        as_repl_loop(L);
-    } else if (a.script == 0 && !(a.flags & (HAS_E | HAS_V))) {
-        if (isatty(STDIN_FILENO)) {
-            print_version();
-            as_repl_loop(L);
-        } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
-            goto done;
-        }
-    }
-    status = EXIT_OK;
+    if ((a.flags & HAS_LIST) && list_attention(L) != LUA_OK) goto done;
+    if (a.script > 0 && (status = run_script(L, &a, argv)) != EXIT_OK) goto done;
+    status = run_default(L, &a);
 done:
     lua_pushinteger(L, status);
     return 1;

@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -19,6 +21,7 @@ enum { LINE_EOF = -1, LINE_DROPPED = -2 };
 
 static lua_State *volatile running;          /* where laction sets its hook */
 static volatile sig_atomic_t line_interrupted; /* Ctrl-C while reading a line */
+static int editing;                            /* lines come through libedit */
 
 static void set_sigint(void (*handler)(int), int flags, struct sigaction *old)
 {
@@ -51,6 +54,7 @@ static void on_line_sigint(int sig)
 {
     (void)sig;
     line_interrupted = 1;
+    as_edit_interrupt(); /* a no-op unless libedit is set up */
 }
 
 static int msghandler(lua_State *L)
@@ -94,21 +98,27 @@ int as_repl_report(lua_State *L, const char *progname, int status)
     return status;
 }
 
-/* Shows the prompt (_PROMPT / _PROMPT2 when set, as lua does) and pushes
- * the next line of stdin, of any length, without its newline.  Returns 1,
- * LINE_EOF at end of input or LINE_DROPPED after Ctrl-C (nothing pushed). */
-static int pushline(lua_State *L, int firstline)
+/* Reads a line with libedit and pushes it.  With rl_catch_signals off,
+ * on_line_sigint has Ctrl-C make readline return NULL, told apart from end
+ * of input by line_interrupted. */
+static int read_edited(lua_State *L, const char *prompt)
 {
-    lua_getglobal(L, firstline ? "_PROMPT" : "_PROMPT2");
-    const char *prompt = lua_tostring(L, -1);
-    fputs(prompt ? prompt : firstline ? PROMPT : PROMPT2, stdout);
-    fflush(stdout);
-    lua_pop(L, 1);
+    char *line = as_edit_readline(prompt);
+    if (line == NULL) return line_interrupted ? LINE_DROPPED : LINE_EOF;
+    lua_pushstring(L, line);
+    free(line);
+    return 1;
+}
 
+/* Shows the prompt and pushes the next line of stdin, of any length,
+ * without its newline. */
+static int read_plain(lua_State *L, const char *prompt)
+{
+    fputs(prompt, stdout);
+    fflush(stdout);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     int result = 1, got = 0;
-    line_interrupted = 0;
     for (;;) {
         char *p = luaL_prepbuffer(&b);
         if (fgets(p, LUAL_BUFFERSIZE, stdin) == NULL) {
@@ -131,12 +141,30 @@ static int pushline(lua_State *L, int firstline)
     }
     size_t len;
     const char *line = lua_tolstring(L, -1, &len);
-    if (len > 0 && line[len - 1] == '\n') len--;
-    if (firstline && line[0] == '=') /* '=expr' means 'return expr', as in Lua 5.1 */
+    if (len > 0 && line[len - 1] == '\n') {
+        lua_pushlstring(L, line, len - 1);
+        lua_remove(L, -2);
+    }
+    return 1;
+}
+
+/* Shows the prompt (_PROMPT / _PROMPT2 when set, as lua does) and pushes
+ * the next line.  Returns 1, LINE_EOF at end of input or LINE_DROPPED after
+ * Ctrl-C (nothing pushed). */
+static int pushline(lua_State *L, int firstline)
+{
+    lua_getglobal(L, firstline ? "_PROMPT" : "_PROMPT2");
+    const char *prompt = lua_tostring(L, -1);
+    if (prompt == NULL) prompt = firstline ? PROMPT : PROMPT2;
+    line_interrupted = 0;
+    int r = editing ? read_edited(L, prompt) : read_plain(L, prompt);
+    lua_remove(L, r == 1 ? -2 : -1); /* the prompt */
+    if (r != 1) return r;
+    const char *line = lua_tostring(L, -1);
+    if (firstline && line[0] == '=') { /* '=expr' means 'return expr', as in Lua 5.1 */
         lua_pushfstring(L, "return %s", line + 1);
-    else
-        lua_pushlstring(L, line, len);
-    lua_remove(L, -2);
+        lua_remove(L, -2);
+    }
     return 1;
 }
 
@@ -194,6 +222,8 @@ static int loadline(lua_State *L)
     if (r != 1) return r;
     int status = addreturn(L);
     if (status != LUA_OK) status = multiline(L);
+    if (editing && status != LINE_DROPPED) /* the whole statement, as lua.c */
+        as_edit_add_history(lua_tostring(L, 1));
     lua_remove(L, 1);
     return status;
 }
@@ -239,7 +269,9 @@ static void print_results(lua_State *L)
 void as_repl_loop(lua_State *L)
 {
     struct sigaction old;
-    set_sigint(on_line_sigint, 0, &old); /* no SA_RESTART: Ctrl-C ends fgets */
+    set_sigint(on_line_sigint, 0, &old); /* no SA_RESTART: Ctrl-C ends the read */
+    editing = isatty(STDIN_FILENO);
+    if (editing) as_edit_open(L);
     int status;
     while ((status = loadline(L)) != LINE_EOF) {
         if (status == LINE_DROPPED) {
@@ -252,6 +284,8 @@ void as_repl_loop(lua_State *L)
         else
             as_repl_report(L, NULL, status);
     }
+    if (editing) as_edit_close();
+    editing = 0;
     sigaction(SIGINT, &old, NULL);
     lua_settop(L, 0);
     fputc('\n', stdout);

@@ -193,6 +193,13 @@ struct Mma<__nv_bfloat16> {
  * lane l then holds row l/4, columns 2(l%4), +1 of matrix m (.trans: the
  * transpose: column l/4, rows 2(l%4), +1). */
 
+#ifndef AS_FLASH_CUDA_BN_D128 /* key tile at D = 128, BM = 128 (overridable for tuning runs) */
+#define AS_FLASH_CUDA_BN_D128 64
+#endif
+#ifndef AS_FLASH_CUDA_BN_D64 /* likewise at D = 64 */
+#define AS_FLASH_CUDA_BN_D64 64
+#endif
+
 constexpr int NWARPS = 4;
 constexpr int NTHREADS = NWARPS * 32;
 
@@ -203,7 +210,7 @@ struct Cfg {
     static constexpr size_t smem = (size_t)(BM + 4 * BN) * D * 2;
 };
 
-template <typename T, int D, int WM, int BN>
+template <typename T, int D, int WM, int BN, bool EXTRA>
 __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
 {
     using C = Cfg<D, WM, BN>;
@@ -282,7 +289,7 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             m_r[mi][r] = -INFINITY, l_r[mi][r] = 0.0f;
-            rkey[mi][r] = P.dropout ? fl_row_key(P.seed, P.H, Lq, b, h,
+            rkey[mi][r] = EXTRA && P.dropout ? fl_row_key(P.seed, P.H, Lq, b, h,
                                                  wrow0 + mi * 16 + (lane >> 2) + 8 * r)
                                     : 0u;
         }
@@ -342,9 +349,28 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
                 }
             }
 
-            /* the mask, causal diagonal, key tail; scores scaled first when a bias is added */
+            /* the key tail and the causal diagonal; with EXTRA, also the mask / bias
+             * (scores scaled first when a bias is added) */
             const bool bound = j0 + BN > Lk, diag = P.causal && j0 + BN - 1 > wrow0 + off;
-            if (bound || diag || P.has_mask || P.prescale) {
+            if (!EXTRA) {
+                if (bound || diag) {
+#pragma unroll
+                    for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+                        for (int r = 0; r < 2; r++) {
+                            /* keys j0 + c with c > lim are hidden from this row */
+                            const int64_t i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
+                            int64_t lim = Lk - 1 - j0;
+                            if (P.causal && i + off - j0 < lim) lim = i + off - j0;
+                            const int lm = lim < -1 ? -1 : (int)(lim > BN ? BN : lim);
+#pragma unroll
+                            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                                for (int c = 0; c < 2; c++)
+                                    if (nt * 8 + ((lane & 3) << 1) + c > lm) acc_s[mi][nt][2 * r + c] = -INFINITY;
+                        }
+                }
+            } else {
 #pragma unroll
                 for (int mi = 0; mi < WM; mi++)
 #pragma unroll
@@ -396,7 +422,7 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
                     }
                 }
 
-            if (P.dropout) { /* on the probabilities; 1 / (1 - p) goes in at the end */
+            if (EXTRA && P.dropout) { /* on the probabilities; 1 / (1 - p) goes in at the end */
 #pragma unroll
                 for (int mi = 0; mi < WM; mi++)
 #pragma unroll
@@ -582,18 +608,18 @@ int smem_optin(const void *fn, size_t bytes, uint64_t *done)
     return 0;
 }
 
-template <typename T, int D, int WM, int BN>
+template <typename T, int D, int WM, int BN, bool EXTRA>
 int launch_mma(KParams kp, cudaStream_t s)
 {
     using C = Cfg<D, WM, BN>;
     static uint64_t done;
-    const void *fn = (const void *)flash_mma_kernel<T, D, WM, BN>;
+    const void *fn = (const void *)flash_mma_kernel<T, D, WM, BN, EXTRA>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     kp.nm = (kp.Lq + C::BM - 1) / C::BM;
     int64_t blocks = kp.nm * kp.B * kp.H;
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_mma_kernel<T, D, WM, BN><<<(unsigned)blocks, NTHREADS, C::smem, s>>>(kp);
+    flash_mma_kernel<T, D, WM, BN, EXTRA><<<(unsigned)blocks, NTHREADS, C::smem, s>>>(kp);
     return (int)cudaGetLastError();
 }
 
@@ -605,7 +631,11 @@ int launch_mma_d(KParams kp, cudaStream_t s)
         int64_t ctas = kp.B * kp.H * ((kp.Lq + 127) / 128);
         bm = ctas >= 2 * (int64_t)sm_count() ? 128 : 64;
     }
-    return bm == 128 ? launch_mma<T, D, 2, 64>(kp, s) : launch_mma<T, D, 1, 64>(kp, s);
+    constexpr int BN2 = D == 128 ? AS_FLASH_CUDA_BN_D128 : AS_FLASH_CUDA_BN_D64;
+    /* EXTRA: a mask, a bias, dropout or a non-positive scale; the plain kernels carry none of it */
+    if (kp.has_mask || kp.dropout || kp.prescale)
+        return bm == 128 ? launch_mma<T, D, 2, BN2, true>(kp, s) : launch_mma<T, D, 1, 64, true>(kp, s);
+    return bm == 128 ? launch_mma<T, D, 2, BN2, false>(kp, s) : launch_mma<T, D, 1, 64, false>(kp, s);
 }
 
 int launch_f32(KParams kp, cudaStream_t s)

@@ -122,6 +122,28 @@ function Report:__tostring()
   return table.concat(lines, "\n")
 end
 
+-- Options an implementation sizes its parameters by (Class.shape_options:
+-- num_heads, head_dim), taken from the MultiheadAttention the core sits in
+-- when the caller did not give them, so a per-head gate or bias fits the
+-- model it is swapped into.  Returns opts itself when nothing is added.
+local function with_shape(name, opts, parent)
+  local keys = rawget(registry.attention.get(name), "shape_options")
+  if not keys or not parent or core.type_name(parent) ~= "MultiheadAttention" then return opts end
+  local r = core.extra_repr(parent) -- "dim=D, num_heads=H, num_kv_heads=K[, head_dim=E]"
+  local dim, heads = tonumber(r:match("dim=(%d+)")), tonumber(r:match("num_heads=(%d+)"))
+  local shape = { num_heads = heads, head_dim = tonumber(r:match("head_dim=(%d+)")) or (dim and heads and dim // heads) }
+  local o
+  for _, k in ipairs(keys) do
+    if (opts == nil or opts[k] == nil) and shape[k] then
+      o = o or setmetatable({}, { __index = opts })
+      rawset(o, k, math.tointeger(shape[k]))
+    end
+  end
+  if not o then return opts end
+  for k, v in pairs(opts or {}) do rawset(o, k, v) end
+  return setmetatable(o, nil)
+end
+
 -- The swap itself; `undo` receives (parent or nil, name, old module) per swap.
 local function swap(model, target, name, opts, swap_opts, undo)
   if not core.is_module(model) then
@@ -158,7 +180,7 @@ local function swap(model, target, name, opts, swap_opts, undo)
       parent, child_name = parent_of(root, e.path)
       old = parent[child_name]
     end
-    local new = registry.attention.new(name, opts)
+    local new = registry.attention.new(name, with_shape(name, opts, parent))
     local carried, dropped, initialized = carry(old, new)
     if #dropped > 0 and not swap_opts.quiet then
       io.stderr:write(string.format("swap_attention: warning: %s: parameters of %s not carried to %s: %s\n",

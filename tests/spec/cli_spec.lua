@@ -71,9 +71,14 @@ describe("attnswap-run options", function()
       local r = run { opt }
       assert.equals(0, r.code)
       assert.equals(USAGE, r.out:match("^[^\n]*"))
-      for _, o in ipairs { "-e stat", "-i", "-l mod", "-v, --version", "-h, --help", "--", "-" } do
+      for _, o in ipairs { "-e stat", "-i", "-l mod", "-v, --version", "-h, --help", "--", "-",
+                           "--device D", "--threads N", "--seed N" } do
         assert.truthy(r.out:find("\n  " .. o .. " ", 1, true), o)
       end
+      for _, o in ipairs { "--list-attention", "--swap NAME[:key=value,...]", "--compare NAME,NAME,..." } do
+        assert.truthy(r.out:find("\n  " .. o .. "\n", 1, true), o)
+      end
+      assert.truthy(r.out:find("--opt=VALUE", 1, true))
     end
   end)
 
@@ -85,6 +90,27 @@ describe("attnswap-run options", function()
       { { "-e" }, "attnswap-run: option '-e' needs an argument" },
       { { "-l", "-i" }, "attnswap-run: option '-l' needs an argument" },
       { { "-i", "-x", "script.lua" }, "attnswap-run: unrecognized option '-x'" },
+      { { "--threads" }, "attnswap-run: option '--threads' needs an argument" },
+      { { "--seed" }, "attnswap-run: option '--seed' needs an argument" },
+      { { "--device" }, "attnswap-run: option '--device' needs an argument" },
+      { { "--swap" }, "attnswap-run: option '--swap' needs an argument" },
+      { { "--compare" }, "attnswap-run: option '--compare' needs an argument" },
+      { { "--threads", "abc" }, "attnswap-run: bad value 'abc' for option '--threads' (a positive integer expected)" },
+      { { "--threads=0" }, "attnswap-run: bad value '0' for option '--threads' (a positive integer expected)" },
+      { { "--threads", "-2" }, "attnswap-run: bad value '-2' for option '--threads' (a positive integer expected)" },
+      { { "--threads", "1.5" }, "attnswap-run: bad value '1.5' for option '--threads' (a positive integer expected)" },
+      { { "--threads=" }, "attnswap-run: bad value '' for option '--threads' (a positive integer expected)" },
+      { { "--seed", "x1" }, "attnswap-run: bad value 'x1' for option '--seed' (an integer expected)" },
+      { { "--seed", "-e" }, "attnswap-run: bad value '-e' for option '--seed' (an integer expected)" },
+      { { "--device", "tpu" }, "attnswap-run: bad value 'tpu' for option '--device' (cpu or cuda expected)" },
+      { { "--device=" }, "attnswap-run: bad value '' for option '--device' (cpu or cuda expected)" },
+      { { "--swap", ":causal=true", "m.lua" }, "attnswap-run: bad value ':causal=true' for option '--swap' (attention names expected)" },
+      { { "--list-attention=yes" }, "attnswap-run: unrecognized option '--list-attention=yes'" },
+      { { "--help=me" }, "attnswap-run: unrecognized option '--help=me'" },
+      { { "--devices", "cpu" }, "attnswap-run: unrecognized option '--devices'" },
+      { { "--swap", "flash_attention" }, "attnswap-run: option '--swap' needs a script that returns a model and its inputs" },
+      { { "--compare=flash_attention", "-e", "x=1" }, "attnswap-run: option '--compare' needs a script that returns a model and its inputs" },
+      { { "--swap", "a", "--compare", "b", "m.lua" }, "attnswap-run: options '--swap' and '--compare' do not go together" },
     }
     for _, c in ipairs(cases) do
       local r = run(c[1])
@@ -184,7 +210,162 @@ io.write(table.concat(t, "\n"), "\n")
   end)
 end)
 
+describe("attnswap-run --device, --threads, --seed, --list-attention", function()
+  local has_cuda = run({ "-e", "io.write(tostring(as.cuda ~= nil and as.cuda.is_available()))" }).out == "true"
+
+  it("--device cpu sets as.device before -e and the script run", function()
+    local r = run { "--device", "cpu", "-e", "print(as.device)", script "print(as.device)" }
+    assert.equals(0, r.code)
+    assert.equals("cpu\ncpu\n", r.out)
+    assert.equals("cpu\n", run({ "--device=cpu", "-e", "print(as.device)" }).out)
+    assert.equals("nil\n", run({ "-e", "print(as.device)" }).out)
+  end)
+
+  it("--device cuda sets it where a GPU is, else fails with exit status 1", function()
+    local r = run { "--device", "cuda", "-e", "print(as.device)" }
+    if has_cuda then
+      assert.equals(0, r.code)
+      assert.equals("cuda\n", r.out)
+    else
+      assert.equals(1, r.code)
+      assert.equals("", r.out)
+      assert.equals("attnswap-run: --device cuda: no CUDA device is available\n", r.err)
+    end
+  end)
+
+  it("--threads N sets the kernels' thread count", function()
+    assert.equals("3\n", run({ "--threads", "3", "-e", "print(as.get_num_threads())" }).out)
+    assert.equals("1\n", run({ "--threads=1", "-e", "print(as.get_num_threads())" }).out)
+    local r = run { "--threads", "5000", "-e", "print(1)" }
+    assert.equals(2, r.code)
+    assert.matches("^attnswap%-run: %-%-threads: .*1024.*\n" .. (USAGE:gsub("%p", "%%%0")) .. "\n$", r.err)
+  end)
+
+  it("--seed N seeds the generator as as.manual_seed(N) does", function()
+    local a = run { "--seed", "42", "-e", "print(as.initial_seed(), as.randn(3):tolist()[2])" }
+    local b = run { "-e", "as.manual_seed(42) print(as.initial_seed(), as.randn(3):tolist()[2])" }
+    assert.equals(0, a.code)
+    assert.equals(b.out, a.out)
+    assert.matches("^42\t", a.out)
+    assert.matches("^%-7\n", run({ "--seed=-7", "-e", "print(as.initial_seed())" }).out)
+  end)
+
+  it("--list-attention prints the registry and exits without reading stdin", function()
+    local r = run({ "--list-attention" }, "print('stdin ran')")
+    assert.equals(0, r.code)
+    assert.matches("^name%s+exact%s+cost", r.out)
+    assert.truthy(r.out:find("\nscaled_dot_product ", 1, true))
+    assert.truthy(r.out:find("\nflash_attention ", 1, true))
+    assert.falsy(r.out:find("stdin ran", 1, true))
+    assert.equals("", r.err)
+  end)
+
+  it("--list-attention with a script lists, then runs the script", function()
+    local r = run { "--list-attention", script "print('script ran')" }
+    assert.equals(0, r.code)
+    assert.matches("^name%s+exact", r.out)
+    assert.matches("\nscript ran\n$", r.out)
+  end)
+
+  it("a value that looks like an option is a value, not an option", function()
+    local r = run { "--swap", "-e", script "return 1" }
+    assert.equals(2, r.code)
+    assert.matches("^attnswap%-run: %-%-swap: the script must return a model", r.err)
+  end)
+end)
+
+describe("attnswap-run --swap and --compare", function()
+  local model = script [[
+as.manual_seed(1)
+local m = nn.Sequential(nn.TransformerBlock{dim = 8, num_heads = 2}, nn.TransformerBlock{dim = 8, num_heads = 2})
+return m:eval(), as.randn(1, 5, 8)
+]]
+  -- a registered attention that shows the options it was made with
+  local probe = script [[
+local Probe = nn.class("Probe")
+function Probe:init(opts)
+  local keys = {}
+  for k, v in pairs(opts) do keys[#keys + 1] = k .. "=" .. tostring(v) .. ":" .. (math.type(v) or type(v)) end
+  table.sort(keys)
+  print("opts " .. table.concat(keys, " "))
+end
+function Probe:forward(q, k, v) return v end
+as.register_attention("probe_attention", Probe)
+return nn.TransformerBlock{dim = 8, num_heads = 2}, { as.randn(1, 3, 8) }
+]]
+
+  it("--swap NAME swaps every attention core, runs the model and shows the output", function()
+    local r = run { "--swap", "flash_attention", model }
+    assert.equals(0, r.code, r.err)
+    assert.matches("^swapped 2 module%(s%) for 'flash_attention'\n", r.out)
+    assert.truthy(r.out:find("0.attn.core", 1, true))
+    assert.truthy(r.out:find("ScaledDotProductAttention -> FlashAttention", 1, true))
+    assert.matches("\noutput: %(1, 5, 8%) float32, mean %S+, first values %S+ %S+ %S+ %S+ %S+ %S+ %.%.%.\n$", r.out)
+  end)
+
+  it("--swap NAME:key=value,... passes typed options (number, boolean, string)", function()
+    local r = run { "--swap=probe_attention:a=2,b=0.5,c=true,d=false,e=text", probe }
+    assert.equals(0, r.code, r.err)
+    assert.truthy(r.out:find("opts a=2:integer b=0.5:float c=true:boolean d=false:boolean e=text:string\n", 1, true), r.out)
+    assert.matches("output: %(1, 3, 8%) float32", r.out)
+  end)
+
+  it("--compare NAME,... runs as.compare on the script's model and inputs", function()
+    local r = run { "--compare", "flash_attention,local_attention", model }
+    assert.equals(0, r.code, r.err)
+    assert.matches("^implementation%s+time", r.out)
+    assert.truthy(r.out:find("\n(as is) ", 1, true))
+    assert.truthy(r.out:find("\nflash_attention ", 1, true))
+    assert.truthy(r.out:find("\nlocal_attention ", 1, true))
+  end)
+
+  it("passes the script its arguments", function()
+    local r = run { "--swap", "flash_attention", script "print('args', ...) return nn.TransformerBlock{dim=8, num_heads=2}, as.randn(1, 2, 8)", "x", "y" }
+    assert.equals(0, r.code, r.err)
+    assert.matches("^args\tx\ty\n", r.out)
+  end)
+
+  it("rejects unknown names, bad options and scripts that return no model with status 2", function()
+    local U = "\n" .. USAGE:gsub("%p", "%%%0") .. "\n$"
+    local cases = {
+      { { "--swap", "nope", model }, "^attnswap%-run: %-%-swap: no attention named 'nope' %(registered: .*flash_attention.*%)" .. U },
+      { { "--compare", "flash_attention,zzz", model }, "^attnswap%-run: %-%-compare: no attention named 'zzz'" },
+      { { "--swap", "flash_attention:window", model }, "^attnswap%-run: %-%-swap: 'window' is not key=value" .. U },
+      { { "--swap", "flash_attention", script "x = 1" }, "^attnswap%-run: %-%-swap: the script must return a model and its inputs %(it returned nothing%)" .. U },
+      { { "--compare", "flash_attention", script "return 5" }, "^attnswap%-run: %-%-compare: the script must return a model and its inputs %(it returned a number first%)" .. U },
+      { { "--swap", "flash_attention", script "return nn.Linear(2, 2)" }, "^attnswap%-run: %-%-swap: the script must return the inputs after the model" },
+    }
+    for _, c in ipairs(cases) do
+      local r = run(c[1])
+      assert.equals(2, r.code, r.err)
+      assert.matches(c[2], r.err)
+      assert.equals(1, select(2, r.err:gsub("\n", "")) - 1, r.err) -- one line, then the usage
+    end
+  end)
+
+  it("an error in the script or the model exits 1", function()
+    local r = run { "--swap", "flash_attention", script "error('in script')" }
+    assert.equals(1, r.code)
+    assert.matches("in script", r.err)
+    r = run { "--swap", "flash_attention", script "return nn.Linear(2, 2), as.randn(1, 2)" }
+    assert.equals(1, r.code)
+    assert.equals("attnswap-run: --swap: the model holds no attention core to swap\n", r.err)
+    r = run { "--swap", "flash_attention", script "return nn.TransformerBlock{dim=8, num_heads=2}, as.randn(1, 2, 3)" }
+    assert.equals(1, r.code)
+    assert.matches("^attnswap%-run: .*\nstack traceback:", r.err)
+  end)
+end)
+
 describe("attnswap-run with stdin", function()
+  it("a script reads what is piped to it", function()
+    local r = run({ script "io.write(io.read('a'):upper())" }, "hello\nworld\n")
+    assert.equals(0, r.code)
+    assert.equals("HELLO\nWORLD\n", r.out)
+    r = run({ "--seed", "1", script "io.write(#io.read('a'))", "arg1" }, "abc")
+    assert.equals("3", r.out)
+  end)
+
+
   it("runs stdin as the script when there is none and stdin is not a terminal", function()
     local r = run({}, "print('from stdin', arg[0] ~= nil, type(as))")
     assert.equals(0, r.code)
@@ -234,6 +415,36 @@ describe("attnswap-run REPL on a pipe (-i)", function()
     assert.equals(0, code)
     assert.equals("> >> > \n", out)
     assert.matches("^stdin:1: 'end' expected near <eof>", err)
+  end)
+
+  it("prints several values and modules, tensors with their __tostring", function()
+    local out = repl("1, 'two', nil, false\nnn.Linear(2, 3)\nas.tensor{1, 2}\n")
+    assert.equals("> 1\ttwo\tnil\tfalse\n> Linear(in_features=2, out_features=3, bias=true)\n> " ..
+                  "tensor([1, 2])\n> \n", out)
+  end)
+
+  it("has help: help(), help(tensor), help(module), help(as.attention), help('name')", function()
+    local out, err, code = repl(table.concat({
+      "help()", "help(as.randn(2, 3))", "help(nn.TransformerBlock{dim = 8, num_heads = 2})",
+      "help(as.attention)", "help('swap_attention')", "help(as.compare)", "help(nn)", "" }, "\n"))
+    assert.equals(0, code)
+    assert.equals("", err)
+    assert.truthy(out:find("attnswap: swap the attention", 1, true))
+    assert.truthy(out:find("Tensor (2, 3) float32 on cpu", 1, true))
+    assert.truthy(out:find("  abs add add_", 1, true))
+    assert.truthy(out:find("TransformerBlock: a module, 872 parameters; the tree:\nTransformerBlock(", 1, true))
+    assert.truthy(out:find("children: m.norm1 m.attn m.norm2 m.mlp", 1, true))
+    assert.truthy(out:find("\nscaled_dot_product ", 1, true))
+    assert.truthy(out:find("as.swap_attention(model, target, name", 1, true))
+    assert.truthy(out:find("as.compare(model, inputs, names", 1, true))
+    assert.truthy(out:find("MultiheadAttention", 1, true))
+  end)
+
+  it("help is attnswap-run's own global, not the library's", function()
+    assert.equals("function\n", run({ "-e", "print(type(help))" }).out)
+    local p = assert(io.popen("lua5.4 -e 'require \"attnswap\" print(type(help))'"))
+    assert.equals("nil\n", p:read("a"))
+    p:close()
   end)
 
   it("runs the script first and keeps its globals", function()

@@ -39,6 +39,9 @@ function AdaptiveAttention:extra_repr()
   return O.repr(self.opts, { "num_heads", "max_span", "ramp", "causal", "scale", "dropout" })
 end
 
+-- swap_attention fills these from the MultiheadAttention it swaps into
+AdaptiveAttention.shape_options = { "num_heads" }
+
 registry.register_attention(FN, AdaptiveAttention, {
   exact = false, complexity = "O(L (z+R) D), z = learned span", causal = true, mask = true, gqa = true,
   incremental = true, devices = "cpu", paper = "Sukhbaatar et al. 2019",

@@ -44,6 +44,9 @@ function GatedAttention:extra_repr()
   return O.repr(self.opts, { "num_heads", "head_dim", "gate", "causal", "scale", "dropout" })
 end
 
+-- swap_attention fills these from the MultiheadAttention it swaps into
+GatedAttention.shape_options = { "num_heads", "head_dim" }
+
 registry.register_attention(FN, GatedAttention, {
   exact = false, complexity = "O(L^2 D), O(L) memory", causal = true, mask = true, gqa = true,
   incremental = true, devices = "cpu", paper = "Qiu et al. 2025",

@@ -57,6 +57,9 @@ function RelativeAttention:extra_repr()
   return O.repr(self.opts, { "num_heads", "num_buckets", "max_distance", "bidirectional", "causal", "scale", "dropout" })
 end
 
+-- swap_attention fills these from the MultiheadAttention it swaps into
+RelativeAttention.shape_options = { "num_heads" }
+
 registry.register_attention(FN, RelativeAttention, {
   exact = false, complexity = "O(L^2 D)", causal = true, mask = true, gqa = true, incremental = true,
   devices = "cpu", paper = "Raffel et al. 2020 (T5); Press et al. 2022 (ALiBi)",

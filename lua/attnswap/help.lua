@@ -1,0 +1,173 @@
+-- help() and help(x) for attnswap-run's REPL (main.c makes `help` a global
+-- there; from lua5.4: require("attnswap.help").help(x)).  Short texts only:
+-- docs/api.md is the reference, this is what to type next.
+local core = require "attnswap.core"
+local nn = require "attnswap.nn"
+local registry = require "attnswap.registry"
+
+local H = {}
+
+local OVERVIEW = [[
+attnswap: swap the attention inside a transformer.  In scope: as, nn, help.
+  tensors     as.tensor{{1,2},{3,4}}  as.randn(2, 3)  as.zeros(2, 3)  as.arange(5)
+              t:shape()  t:softmax(-1)  t:matmul(u)  t + u  (help(t) lists the methods)
+  modules     nn.Linear(8, 8)  nn.MultiheadAttention{dim=8, num_heads=2}
+              nn.TransformerBlock{dim=8, num_heads=2}  nn.Sequential(a, b)  nn.class("Name")
+              m(x) runs it; m.child, m:named_modules(), m:parameters()  (help(m))
+  models      as.models.vit{...}  as.models.gpt2{...}  (see docs/api.md)
+  registry    as.attention.list()  as.attention.names()  as.attention.info(name)
+              as.register_attention(name, Class, info)          (help(as.attention))
+  swapping    model, report = as.swap_attention(model, target, name [, opts])
+              local s <close> = as.swapped(model, target, name [, opts])
+              as.compare(model, inputs, {"flash_attention", "local_attention"})
+  misc        as.manual_seed(n)  as.set_num_threads(n)  as.save(path, t)  as.load(path)
+help(x) describes x: a module, a tensor, a class, a function of as/nn, or a name
+("swap_attention").  Tab completes names, fields, methods and children.
+Ctrl-C stops a running statement, Ctrl-D leaves.]]
+
+-- One line per function that is not obvious from its name.
+local DOCS = {
+  tensor = "as.tensor(values [, dtype]) -> Tensor from nested tables (or a copy of a tensor)",
+  randn = "as.randn(d1, d2, ... | {dims} [, dtype]) -> N(0,1) samples from the seeded generator",
+  rand = "as.rand(d1, d2, ... | {dims} [, dtype]) -> U[0,1) samples",
+  zeros = "as.zeros(d1, d2, ... | {dims} [, dtype])",
+  ones = "as.ones(d1, d2, ... | {dims} [, dtype])",
+  arange = "as.arange(n) | as.arange(a, b [, step]) -> [a, b)",
+  manual_seed = "as.manual_seed(n): seed the generator (same numbers on every machine)",
+  set_num_threads = "as.set_num_threads(n): CPU threads for the kernels",
+  swap_attention = "as.swap_attention(model, target, name [, opts [, swap_opts]]) -> model, report\n" ..
+    "  target: a class, a class or registry name, or a function(module, path);\n" ..
+    "  name: a registered attention (as.attention.names()); opts: its options;\n" ..
+    "  swap_opts: {where = pattern|fn, layers = {1, 3}, allow_empty = true, quiet = true}",
+  swapped = "local s <close> = as.swapped(model, target, name [, opts]): a swap undone when s\n" ..
+    "  goes out of scope (s.model, s.report, s:restore())",
+  compare = "as.compare(model, inputs, names [, {repeats=3, opts={name={...}}}]) -> rows\n" ..
+    "  runs the model as it is and with each attention swapped in; prints time, memory, diffs",
+  register_attention = "as.register_attention(name, Class, info): add an implementation to the registry",
+  list = "as.attention.list(): print the registry as a table",
+  names = "as.attention.names() -> the registered names",
+  info = "as.attention.info(name) -> {exact=, complexity=, causal=, mask=, gqa=, devices=, paper=}",
+  new = "as.attention.new(name [, opts]) -> a new attention core module",
+  class = "nn.class(name [, parent]) -> Class; define Class:init(...) and Class:forward(...)",
+  save = "as.save(path, tensors): write a safetensors file",
+  load = "as.load(path) -> table of tensors from a safetensors file",
+}
+
+local function sorted_keys(set)
+  local out = {}
+  for k in pairs(set) do out[#out + 1] = k end
+  table.sort(out)
+  return out
+end
+
+-- Wraps words into lines of at most 78 columns, each starting with indent.
+local function wrap(words, indent)
+  local lines, line = {}, indent
+  for _, w in ipairs(words) do
+    if #line + #w + 1 > 78 and line ~= indent then
+      lines[#lines + 1] = line
+      line = indent
+    end
+    line = line .. (line == indent and "" or " ") .. w
+  end
+  if line ~= indent then lines[#lines + 1] = line end
+  return table.concat(lines, "\n")
+end
+
+local function methods_of(t, out, depth)
+  out = out or {}
+  if type(t) ~= "table" or (depth or 1) > 8 then return out end
+  for k, v in next, t do
+    if type(k) == "string" and type(v) == "function" and k:sub(1, 2) ~= "__" then out[k] = true end
+  end
+  local mt = getmetatable(t)
+  if type(mt) == "table" then methods_of(rawget(mt, "__index"), out, (depth or 1) + 1) end
+  return out
+end
+
+local function help_tensor(t)
+  print(string.format("Tensor %s %s on %s", tostring(t:shape()), t:dtype(), t:device()))
+  print("methods (t:name(...)); operators + - * / and t[i] work too:")
+  print(wrap(sorted_keys(methods_of(getmetatable(t).__methods)), "  "))
+end
+
+local function help_module(m)
+  local n = m:num_parameters()
+  print(string.format("%s: a module, %d parameter%s; the tree:", core.type_name(m), n, n == 1 and "" or "s"))
+  print(tostring(m))
+  local kids = {}
+  for name in m:named_children() do
+    kids[#kids + 1] = name:match("^[%a_][%w_]*$") and "m." .. name or "m[" .. (#kids + 1) .. "]"
+  end
+  if #kids > 0 then print("children: " .. table.concat(kids, " ")) end
+  local methods = methods_of(nn.class_of(m))
+  methods_of(nn.Module, methods)
+  print("methods (m:name(...)); m(...) runs forward:")
+  print(wrap(sorted_keys(methods), "  "))
+end
+
+local function help_class(cls)
+  print(tostring(cls) .. (rawget(cls, "__builtin") and " (built in)" or ""))
+  print("instances: " .. cls.__name .. "(...); methods:")
+  print(wrap(sorted_keys(methods_of(cls)), "  "))
+end
+
+-- The name under which f is found in as, nn or as.attention, and its doc.
+local function find_function(f)
+  local as = require "attnswap"
+  for _, place in ipairs { { as, "as." }, { nn, "nn." }, { as.attention, "as.attention." } } do
+    for k, v in pairs(place[1]) do
+      if v == f then return place[2] .. k, DOCS[k] end
+    end
+  end
+end
+
+local function help_name(name)
+  local short = name:match("([%w_]+)$")
+  if DOCS[short] then return print(DOCS[short]) end
+  if registry.attention.exists(name) then
+    local i = registry.attention.info(name)
+    return print(string.format("attention '%s' (%s): exact %s, cost %s, causal %s, mask %s, devices %s\n" ..
+      "  swap it in: as.swap_attention(model, as.attention.is_core, '%s', opts)", name, tostring(i.paper),
+      tostring(i.exact), tostring(i.complexity), tostring(i.causal), tostring(i.mask), tostring(i.devices), name))
+  end
+  local as = require "attnswap"
+  local v = as[name] or nn[name] or as.attention[name]
+  if v ~= nil then return H.help(v) end
+  print("no help for '" .. name .. "'; help() lists what there is")
+end
+
+--- help([x]): prints what x is and what can be done with it.
+function H.help(...)
+  if select("#", ...) == 0 then return print(OVERVIEW) end
+  local x = ...
+  local as = require "attnswap"
+  if core.is_tensor(x) then return help_tensor(x) end
+  if core.is_module(x) then return help_module(x) end
+  if x == as.attention or x == registry then
+    print("the attention registry: as.attention.names(), .info(name), .new(name, opts), .list()")
+    registry.attention.list()
+    return
+  end
+  if x == as then return print(OVERVIEW) end
+  if x == nn then
+    local classes = {}
+    for k, v in pairs(nn) do
+      if type(v) == "table" and rawget(v, "__name") then classes[#classes + 1] = k end
+    end
+    table.sort(classes)
+    print("nn: module classes (help(nn.Linear) for one):")
+    return print(wrap(classes, "  "))
+  end
+  if type(x) == "table" and rawget(x, "__name") and getmetatable(x) and getmetatable(x).__call then
+    return help_class(x)
+  end
+  if type(x) == "function" then
+    local name, doc = find_function(x)
+    return print(doc or (name and name .. "(...)") or "a function (no help for it)")
+  end
+  if type(x) == "string" then return help_name(x) end
+  print(string.format("a %s: %s", type(x), tostring(x)))
+end
+
+return H
