@@ -36,9 +36,11 @@ test-cuda: build
 
 # The whole suite (C tests, specs, examples) under AddressSanitizer and
 # UndefinedBehaviorSanitizer with leak checking, in its own build folder.
+# CPU only: the sanitizers do not see into GPU kernels, and `make test` has
+# already compiled the CUDA code.
 ASAN_BUILD_DIR ?= build-asan
 test-asan: deps
-	$(CMAKE) --preset asan -B $(ASAN_BUILD_DIR) -DATTNSWAP_WERROR=$(WERROR)
+	$(CMAKE) --preset asan -B $(ASAN_BUILD_DIR) -DATTNSWAP_WERROR=$(WERROR) -DATTNSWAP_CUDA=OFF
 	$(CMAKE) --build $(ASAN_BUILD_DIR) -j$(JOBS)
 	$(CTEST) --test-dir $(ASAN_BUILD_DIR) --output-on-failure -j2 -LE "packaging|soak"
 

@@ -2,7 +2,7 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|all]   (default all)
+#   bash bench/gpu_host.sh [test|bench|models|all]   (default all)
 set -u
 what=${1:-all}
 OUT=${OUT:-/tmp/out}
@@ -20,16 +20,20 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90
   -DATTNSWAP_BUSTED_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
 cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
 rc=0
-if [ "$what" != bench ]; then
+if [ "$what" = test ] || [ "$what" = all ]; then
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   tail -40 "$OUT/ctest-cuda.log"
   ctest --test-dir build-gpu -L c -j8 > "$OUT/ctest-c.log" 2>&1 || rc=1
   tail -3 "$OUT/ctest-c.log"
 fi
-if [ "$what" != test ]; then
+if [ "$what" = bench ] || [ "$what" = all ]; then
   build-gpu/tests/flash_kernel_test --bench > "$OUT/flash_kernel_bench.txt" 2>&1; tail -30 "$OUT/flash_kernel_bench.txt"
   python3 bench/torch_sdpa.py --out "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || tail "$OUT/torch.log"
   build-gpu/attnswap-run examples/bench_attention.lua --device cuda --torch "$OUT/torch.json" \
     --out "$OUT/attnswap.json" 2>&1 | tee "$OUT/bench.txt"
+fi
+if [ "$what" = models ] || [ "$what" = all ]; then
+  python3 bench/torch_models.py --out "$OUT/torch_models.json" 2>&1 | tee "$OUT/torch_models.txt"
+  build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
 fi
 exit $rc

@@ -30,8 +30,8 @@ end
 
 function BertEmbeddings:forward(ids, token_type_ids)
   local L = ids:size(2)
-  token_type_ids = token_type_ids or as.zeros({ ids:size(1), L }, "int64")
-  local x = self.word_embeddings(ids) + self.position_embeddings(as.arange(L)) + self.token_type_embeddings(token_type_ids)
+  token_type_ids = token_type_ids or as.zeros({ ids:size(1), L }, "int64"):to(ids:device())
+  local x = self.word_embeddings(ids) + self.position_embeddings(as.arange(L):to(ids:device())) + self.token_type_embeddings(token_type_ids)
   return self.LayerNorm(x)
 end
 

@@ -107,7 +107,7 @@ function GPT2Model:forward(ids, past)
   if offset + L > self.n_positions then
     error(string.format("GPT2: sequence of %d tokens exceeds n_positions = %d", offset + L, self.n_positions), 2)
   end
-  local pos = as.arange(offset, offset + L)
+  local pos = as.arange(offset, offset + L):to(ids:device())
   local x = self.wte(ids) + self.wpe(pos)
   local presents = {}
   for i, blk in ipairs(self.h:children()) do
@@ -189,9 +189,9 @@ function GPT2LMHeadModel:generate(ids, opts)
     local next_id = sample(logits[1][logits:size(2)], opts)
     out[#out + 1] = next_id
     if use_cache then
-      past, input = presents, as.tensor({ { next_id } })
+      past, input = presents, as.tensor({ { next_id } }):to(ids:device())
     else
-      input = as.tensor({ out })
+      input = as.tensor({ out }):to(ids:device())
     end
   end
   return as.tensor({ out })
