@@ -139,15 +139,6 @@ static void generate(const gen_params *g, void *dst, as_dtype dt, int64_t n)
     for (int64_t b = 0; b < nblocks; b++) gen_block(g, word0, key, dt, dst, b, n);
 }
 
-static int check_device(const char *fn, as_device dev)
-{
-    if (dev.type != AS_DEV_CPU) {
-        as_error_set("%s: device %s is not supported yet", fn, as_device_name(dev));
-        return -1;
-    }
-    return 0;
-}
-
 static int check_float(const char *fn, as_dtype dt)
 {
     if (!as_dtype_is_float(dt)) {
@@ -157,12 +148,14 @@ static int check_float(const char *fn, as_dtype dt)
     return 0;
 }
 
-/* Draws into t: in place when t is contiguous, else through a contiguous
- * temporary (element i of the draw goes to t's i-th element in row-major order). */
+/* Draws into t: in place when t is a contiguous CPU tensor, else through a
+ * contiguous CPU temporary (element i of the draw goes to t's i-th element
+ * in row-major order).  Device tensors get the host's numbers, so a seed
+ * gives the same values on every device. */
 static int fill(const char *fn, as_tensor *t, const gen_params *g)
 {
-    if (check_device(fn, as_tensor_device(t)) || check_float(fn, t->dtype)) return -1;
-    if (as_is_contiguous(t)) {
+    if (check_float(fn, t->dtype)) return -1;
+    if (as_is_contiguous(t) && as_tensor_device(t).type == AS_DEV_CPU) {
         generate(g, as_data(t), t->dtype, as_numel(t));
         return 0;
     }
@@ -174,13 +167,22 @@ static int fill(const char *fn, as_tensor *t, const gen_params *g)
     return r;
 }
 
+/* A new tensor of draws, made on the host and moved to dev. */
+static as_tensor *drawn(const gen_params *g, int ndim, const int64_t *shape, as_dtype dt, as_device dev)
+{
+    as_tensor *t = as_empty(ndim, shape, dt, AS_CPU);
+    if (t) generate(g, as_data(t), dt, as_numel(t));
+    if (!t || dev.type == AS_DEV_CPU) return t;
+    as_tensor *d = as_to_device(t, dev);
+    as_release(t);
+    return d;
+}
+
 static as_tensor *make(const char *fn, int ndim, const int64_t *shape, as_dtype dt, as_device dev,
                        const gen_params *g)
 {
-    if (check_device(fn, dev) || check_float(fn, dt)) return NULL;
-    as_tensor *t = as_empty(ndim, shape, dt, dev);
-    if (t) generate(g, as_data(t), dt, as_numel(t));
-    return t;
+    if (check_float(fn, dt)) return NULL;
+    return drawn(g, ndim, shape, dt, dev);
 }
 
 as_tensor *as_rand(int ndim, const int64_t *shape, as_dtype dt, as_device dev)
@@ -221,9 +223,6 @@ as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device
         as_error_set("bernoulli: drop probability must be in [0, 1], got %g", p);
         return NULL;
     }
-    if (check_device("bernoulli", dev)) return NULL;
     gen_params g = {GEN_BERNOULLI, 0, 0, (uint64_t)llround(p * 0x1p32)};
-    as_tensor *t = as_empty(ndim, shape, AS_BOOL, dev);
-    if (t) generate(&g, as_data(t), AS_BOOL, as_numel(t));
-    return t;
+    return drawn(&g, ndim, shape, AS_BOOL, dev);
 }
