@@ -133,19 +133,30 @@ as_dtype l_optdtype(lua_State *L, int idx, as_dtype def, const char *fn)
     return (as_dtype)dt;
 }
 
+/* "cpu", "cuda" or "cuda:N" (N a decimal index); 0 when s is one of them. */
+static int parse_device(const char *s, as_device *dev)
+{
+    if (strcmp(s, "cpu") == 0) {
+        *dev = AS_CPU;
+        return 0;
+    }
+    if (strncmp(s, "cuda", 4) != 0) return -1;
+    if (s[4] == '\0') {
+        *dev = (as_device){AS_DEV_CUDA, 0};
+        return 0;
+    }
+    if (s[4] != ':' || !s[5] || strlen(s + 5) > 4 || strspn(s + 5, "0123456789") != strlen(s + 5)) return -1;
+    *dev = (as_device){AS_DEV_CUDA, atoi(s + 5)};
+    return 0;
+}
+
 as_device l_checkdevice(lua_State *L, int idx, const char *fn)
 {
     const char *s = luaL_checkstring(L, idx);
-    if (strcmp(s, "cpu") == 0) return AS_CPU;
-    if (strncmp(s, "cuda", 4) == 0) {
-        int index = 0;
-        if (s[4] == ':') index = atoi(s + 5);
-        else if (s[4]) goto bad;
-        return (as_device){AS_DEV_CUDA, index};
-    }
-bad:
-    luaL_error(L, "%s: unknown device '%s' (expected \"cpu\" or \"cuda[:N]\")", fn, s);
-    return AS_CPU;
+    as_device dev;
+    if (parse_device(s, &dev))
+        luaL_error(L, "%s: unknown device '%s' (expected \"cpu\" or \"cuda[:N]\")", fn, s);
+    return dev;
 }
 
 /* ---- as.tensor: nested tables -> tensor ---- */
@@ -696,15 +707,14 @@ static int l_to(lua_State *L)
     as_tensor *t = l_checktensor(L, 1);
     for (int i = 2; i <= lua_gettop(L); i++) luaL_checkstring(L, i); /* raise before holding a reference */
     as_tensor *r = as_retain(t);
+    as_device dev;
     for (int i = 2; i <= lua_gettop(L) && r; i++) {
         const char *s = lua_tostring(L, i);
         int dt = as_dtype_from_name(s);
         as_tensor *next;
         if (dt >= 0) {
             next = as_to_dtype(r, (as_dtype)dt);
-        } else if (strcmp(s, "cpu") == 0 || strncmp(s, "cuda", 4) == 0) {
-            as_device dev = AS_CPU;
-            if (s[0] == 'c' && s[1] == 'u') dev = (as_device){AS_DEV_CUDA, s[4] == ':' ? atoi(s + 5) : 0};
+        } else if (!parse_device(s, &dev)) {
             next = as_to_device(r, dev);
         } else {
             as_release(r);

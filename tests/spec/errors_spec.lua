@@ -28,6 +28,10 @@ local cases = {
   { "arange without numbers", function() return as.arange("a") end, "bad argument #1 to 'arange' (number expected, got string)" },
   { "arange zero step", function() return as.arange(0, 5, 0) end, "arange: step must be nonzero" },
   { "full without value", function() return as.full({ 2 }) end, "number expected, got no value" },
+  -- devices
+  { "a misspelt device", function() return as.zeros(2):to("cudax") end, "to: 'cudax' is neither a dtype nor a device" },
+  { "a device index that is not a number", function() return nn.Linear(2, 2):to("cuda:x") end, "to: unknown device 'cuda:x'" },
+  { "memory_stats of a missing device", function() return as.cuda.memory_stats(99) end, "memory_stats: no CUDA device 99" },
   -- facts and indexing
   { "size of a missing dim", function() return as.zeros(2, 3):size(3) end, "size: dimension 3 out of range for a 2-d tensor" },
   { "dim 0", function() return as.zeros(2, 3):size(0) end, "dimension 0 is invalid (dimensions are 1-based" },
@@ -102,6 +106,10 @@ local cases = {
     return c(as.zeros(1, 3, 3, 4), as.zeros(1, 2, 3, 4), as.zeros(1, 2, 3, 4))
   end, "scaled_dot_product:" },
 }
+if not as.cuda.is_available() then -- here a GPU tensor cannot be made: say so, never crash
+  cases[#cases + 1] = { "cuda without a GPU", function() return as.zeros(2):cuda() end, "cuda: " }
+  cases[#cases + 1] = { "a model to cuda without a GPU", function() return nn.Linear(2, 2):to("cuda") end, "cuda: " }
+end
 
 describe("bad input gives a clear error", function()
   it("has at least 40 cases", function() assert.is_true(#cases >= 40) end)
