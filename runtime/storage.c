@@ -24,7 +24,7 @@ void as_cpu_memory_stats(size_t *live, size_t *peak)
 
 void as_cpu_reset_peak(void) { cpu_peak = cpu_live; }
 
-/* Blocks above glibc's largest mmap threshold (32 MiB) are always mmapped,
+/* Blocks of glibc's largest mmap threshold (32 MiB) and up are always mmapped,
  * and page-fault in again on every allocation.  The last few freed ones are
  * kept here for reuse by an allocation of the same (MiB-rounded) size. */
 #define BIG_BLOCK ((size_t)32 << 20)
@@ -39,7 +39,7 @@ static size_t big_cached;
 static size_t cpu_block_size(size_t nbytes)
 {
     size_t r = (nbytes + 63) & ~(size_t)63;
-    if (r > BIG_BLOCK) r = (r + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    if (r >= BIG_BLOCK) r = (r + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
     return r ? r : 64;
 }
 
@@ -57,7 +57,7 @@ static void *big_take(size_t size)
 
 static int big_keep(void *p, size_t size)
 {
-    if (size <= BIG_BLOCK || big_cached + size > BIG_CACHE_BYTES) return 0;
+    if (size < BIG_BLOCK || big_cached + size > BIG_CACHE_BYTES) return 0;
     for (int i = 0; i < BIG_CACHE_SLOTS; i++)
         if (!big_cache[i].p) {
             big_cache[i].p = p, big_cache[i].size = size;
@@ -100,7 +100,7 @@ as_storage *as_storage_new(size_t nbytes, as_device dev)
             as_error_set("out of memory (requested %zu bytes)", nbytes);
             return NULL;
         }
-        data = rounded > BIG_BLOCK ? big_take(rounded) : NULL;
+        data = rounded >= BIG_BLOCK ? big_take(rounded) : NULL;
         if (!data) data = aligned_alloc(64, rounded);
     } else if (dev.type == AS_DEV_CUDA && as_cuda_use("cuda", dev.index)) {
         return NULL; /* no such device, or a build without CUDA */
