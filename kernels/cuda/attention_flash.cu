@@ -3,8 +3,9 @@
  *  flash/mma       q, k, v all F16 or all BF16, D = Dv in {64, 128}, unit
  *                  last stride, 16-byte aligned rows.  A CTA of 4 warps owns
  *                  BM = 64 or 128 query rows of one (b, h); a warp owns 16 or
- *                  32 of them.  Key tiles of BN = 64 stream through a 2-stage
- *                  cp.async pipeline into XOR-swizzled shared memory; ldmatrix
+ *                  32 of them.  Key tiles of BN = 64 (D = 128) or 128 (D = 64,
+ *                  BM = 128) stream through a 2-stage cp.async pipeline (two
+ *                  barriers a tile) into XOR-swizzled shared memory; ldmatrix
  *                  feeds mma.sync m16n8k16 (fp32 accumulate) for S = Q K^T and
  *                  O += P V; the online softmax lives in registers (one row is
  *                  spread over a quad of 4 lanes), P never leaves registers.
@@ -197,7 +198,13 @@ struct Mma<__nv_bfloat16> {
 #define AS_FLASH_CUDA_BN_D128 64
 #endif
 #ifndef AS_FLASH_CUDA_BN_D64 /* likewise at D = 64 */
-#define AS_FLASH_CUDA_BN_D64 64
+#define AS_FLASH_CUDA_BN_D64 128
+#endif
+#ifndef AS_FLASH_CUDA_QREG_D128 /* Q fragments held in registers at D = 128, BM = 128 */
+#define AS_FLASH_CUDA_QREG_D128 0
+#endif
+#ifndef AS_FLASH_CUDA_QREG_D64 /* likewise at D = 64 */
+#define AS_FLASH_CUDA_QREG_D64 0
 #endif
 
 constexpr int NWARPS = 4;
@@ -210,13 +217,13 @@ struct Cfg {
     static constexpr size_t smem = (size_t)(BM + 4 * BN) * D * 2;
 };
 
-template <typename T, int D, int WM, int BN, bool EXTRA>
+template <typename T, int D, int WM, int BN, bool EXTRA, bool QREG>
 __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
 {
     using C = Cfg<D, WM, BN>;
-    constexpr int BM = C::BM, CH = C::CH, NT = BN / 8, DT = D / 8;
-    static_assert(BN % 16 == 0 && D % 16 == 0 && (BM * CH) % NTHREADS == 0 &&
-                      (BN * CH) % NTHREADS == 0,
+    constexpr int BM = C::BM, CH = C::CH, NT = BN / 8, DT = D / 8, KS = D / 16;
+    constexpr int RPI = NTHREADS / CH; /* tile rows one pass of the CTA's cp.async covers */
+    static_assert(BN % 16 == 0 && D % 16 == 0 && RPI % 8 == 0 && BM % RPI == 0 && BN % RPI == 0,
                   "tile shape");
     extern __shared__ __align__(128) unsigned char smem_raw[];
     T *sQ = reinterpret_cast<T *>(smem_raw);
@@ -225,56 +232,70 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t BH = P.B * P.H, bid = blockIdx.x;
-    int64_t m_block, bh;
+    int64_t bh;
+    int m_block;
     if (P.causal) { /* longest query blocks (the last ones) first, over all heads */
-        m_block = P.nm - 1 - bid / BH;
+        m_block = (int)(P.nm - 1 - bid / BH);
         bh = bid % BH;
     } else { /* the blocks of one head together: its K, V stay in L2 */
-        m_block = bid % P.nm;
+        m_block = (int)(bid % P.nm);
         bh = bid / P.nm;
     }
     const int64_t b = bh / P.H, h = bh % P.H, hk = h / P.G;
-    const int64_t Lq = P.Lq, Lk = P.Lk, off = Lk - Lq, row0 = m_block * BM;
-    const int64_t row_end = row0 + BM < Lq ? row0 + BM : Lq;
-    T *out = reinterpret_cast<T *>(P.out) + bh * Lq * D;
+    /* sequence positions in 32 bits (the host keeps Lq, Lk <= 2^30 on this path) */
+    const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq, row0 = m_block * BM;
+    const int row_end = row0 + BM < Lq ? row0 + BM : Lq;
+    T *out = reinterpret_cast<T *>(P.out) + bh * P.Lq * D;
 
-    int64_t n_end = Lk;
-    if (P.causal && row_end - 1 + off + 1 < n_end) n_end = row_end - 1 + off + 1;
+    int n_end = Lk;
+    if (P.causal && row_end + off < n_end) n_end = row_end + off; /* last row's diagonal + 1 */
     if (n_end <= 0) { /* no row of the block sees a key */
-        for (int64_t x = tid; x < (row_end - row0) * D; x += NTHREADS) out[row0 * D + x] = T(0.0f);
+        for (int x = tid; x < (row_end - row0) * D; x += NTHREADS) out[(int64_t)row0 * D + x] = T(0.0f);
         return;
     }
-    const int n_tiles = (int)((n_end + BN - 1) / BN);
+    const int n_tiles = (n_end + BN - 1) / BN;
 
     const T *qg = reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
     const T *kg = reinterpret_cast<const T *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
     const T *vg = reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
     const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
 
-    /* rows [r0, r0 + NR) of a (lim, D) matrix into a swizzled tile; rows >= lim zero */
-    auto load_tile = [&](T *s, const T *g, int64_t gs, int64_t r0, int64_t lim, auto nr) {
+    /* the thread's share of every tile load: rows lr + RPI it, 16-byte chunk lc; RPI is a
+     * multiple of 8, so the swizzle (chunk lc ^ (row & 7)) is the same for all of them */
+    const int lr = tid / CH, lc = tid % CH;
+    const uint32_t s_ld = (uint32_t)(lr * D + ((lc ^ (lr & 7)) << 3)) * 2;
+    const T *q_ld = qg + (int64_t)row0 * qs + (int64_t)lr * qs + lc * 8;
+    const T *k_ld = kg + (int64_t)lr * ks + lc * 8;
+    const T *v_ld = vg + (int64_t)lr * vs + lc * 8;
+
+    /* rows [r0, r0 + NR) of a (lim, D) matrix (g: the thread's element of row r0) into a
+     * swizzled tile at shared address s; rows >= lim are zero-filled (source g0, mapped) */
+    auto load_rows = [&](uint32_t s, const T *g, int64_t gs, int r0, int lim, const T *g0, auto nr) {
         constexpr int NR = decltype(nr)::value;
+        if (r0 + NR <= lim) {
 #pragma unroll
-        for (int it = 0; it < NR * CH / NTHREADS; it++) {
-            int idx = tid + it * NTHREADS, r = idx / CH, c = idx % CH;
-            bool ok = r0 + r < lim;
-            const T *src = ok ? g + (r0 + r) * gs + c * 8 : g;
-            cp_async16(smem_u32(s + r * D + ((c ^ (r & 7)) << 3)), src, ok);
+            for (int it = 0; it < NR / RPI; it++) cp_async16(s + it * RPI * D * 2, g + it * RPI * gs, true);
+        } else {
+#pragma unroll
+            for (int it = 0; it < NR / RPI; it++) {
+                const bool ok = r0 + lr + it * RPI < lim;
+                cp_async16(s + it * RPI * D * 2, ok ? g + it * RPI * gs : g0, ok);
+            }
         }
     };
     using NBM = std::integral_constant<int, BM>;
     using NBN = std::integral_constant<int, BN>;
+    const uint32_t sQa = smem_u32(sQ), sKa = smem_u32(sK), sVa = smem_u32(sV);
 
     /* prologue: {Q, K0}, {V0} */
-    load_tile(sQ, qg, qs, row0, Lq, NBM());
-    load_tile(sK, kg, ks, 0, Lk, NBN());
+    load_rows(sQa + s_ld, q_ld, qs, row0, Lq, qg, NBM());
+    load_rows(sKa + s_ld, k_ld, ks, 0, Lk, kg, NBN());
     cp_async_commit();
-    load_tile(sV, vg, vs, 0, Lk, NBN());
+    load_rows(sVa + s_ld, v_ld, vs, 0, Lk, vg, NBN());
     cp_async_commit();
 
-    const int64_t wrow0 = row0 + warp * 16 * WM; /* the warp's first row */
-    int64_t wrow_last = wrow0 + 16 * WM - 1;
-    if (wrow_last > Lq - 1) wrow_last = Lq - 1;
+    const int wrow0 = row0 + warp * 16 * WM; /* the warp's first row */
+    const int wrow_last = wrow0 + 16 * WM - 1 < Lq - 1 ? wrow0 + 16 * WM - 1 : Lq - 1;
     const bool warp_idle = wrow0 >= Lq;
 
     float acc_o[WM][DT][4];
@@ -289,7 +310,7 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             m_r[mi][r] = -INFINITY, l_r[mi][r] = 0.0f;
-            rkey[mi][r] = EXTRA && P.dropout ? fl_row_key(P.seed, P.H, Lq, b, h,
+            rkey[mi][r] = EXTRA && P.dropout ? fl_row_key(P.seed, P.H, P.Lq, b, h,
                                                  wrow0 + mi * 16 + (lane >> 2) + 8 * r)
                                     : 0u;
         }
@@ -298,27 +319,40 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
     /* per-lane parts of the ldmatrix addresses (bytes); every tile row base
      * below is a multiple of 8, so a row's swizzle key is lane & 7 */
     const uint32_t sw = lane & 7;
-    const uint32_t q_lane = smem_u32(sQ) + ((warp * 16 * WM + (lane & 15)) * D) * 2;
+    const uint32_t q_lane = sQa + ((warp * 16 * WM + (lane & 15)) * D) * 2;
     const uint32_t q_hi = lane >> 4;
-    const uint32_t k_lane = smem_u32(sK) + (((lane & 7) + ((lane >> 4) << 3)) * D) * 2;
+    const uint32_t k_lane = sKa + (((lane & 7) + ((lane >> 4) << 3)) * D) * 2;
     const uint32_t k_hi = (lane >> 3) & 1;
-    const uint32_t v_lane = smem_u32(sV) + ((lane & 15) * D) * 2;
+    const uint32_t v_lane = sVa + ((lane & 15) * D) * 2;
     const uint32_t v_hi = lane >> 4;
     const float sl2 = P.sl2;
 
+    /* QREG: the warp's Q fragments stay in registers for the whole key loop */
+    uint32_t qf[QREG ? WM : 1][QREG ? KS : 1][4];
+    if constexpr (QREG) {
+        cp_async_wait<1>(); /* Q, K0 landed */
+        __syncthreads();
+#pragma unroll
+        for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+                ldsm_x4(qf[mi][kk], q_lane + mi * 16 * D * 2 + (((2 * kk + q_hi) ^ sw) << 4));
+    }
+
     for (int n = 0; n < n_tiles; n++) {
-        const int st = n & 1;
-        if (n + 1 < n_tiles) load_tile(sK + (st ^ 1) * BN * D, kg, ks, (int64_t)(n + 1) * BN, Lk, NBN());
+        const int st = n & 1, j0 = n * BN;
+        cp_async_wait<1>(); /* K[n] landed (V[n] may still be in flight) */
+        __syncthreads();    /* ... for every thread, and every warp is done with tile n - 1 */
+        /* tile n + 1 into the stage tile n - 1 used */
+        if (n + 1 < n_tiles)
+            load_rows(sKa + (st ^ 1) * BN * D * 2 + s_ld, k_ld + (int64_t)(j0 + BN) * ks, ks, j0 + BN, Lk, kg, NBN());
         cp_async_commit();
-        if (n + 1 < n_tiles) load_tile(sV + (st ^ 1) * BN * D, vg, vs, (int64_t)(n + 1) * BN, Lk, NBN());
+        if (n + 1 < n_tiles)
+            load_rows(sVa + (st ^ 1) * BN * D * 2 + s_ld, v_ld + (int64_t)(j0 + BN) * vs, vs, j0 + BN, Lk, vg, NBN());
         cp_async_commit();
 
-        const int64_t j0 = (int64_t)n * BN;
         /* causal: the warp's rows see none of this tile */
         const bool skip = warp_idle || (P.causal && j0 > wrow_last + off);
-
-        cp_async_wait<3>(); /* Q, K[n] landed */
-        __syncthreads();
 
         float acc_s[WM][NT][4];
 #pragma unroll
@@ -332,11 +366,18 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
             /* S = Q K^T */
             const uint32_t kbase = k_lane + st * BN * D * 2;
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
+            for (int kk = 0; kk < KS; kk++) {
                 uint32_t qa[WM][4];
+                if constexpr (QREG) {
 #pragma unroll
-                for (int mi = 0; mi < WM; mi++)
-                    ldsm_x4(qa[mi], q_lane + mi * 16 * D * 2 + (((2 * kk + q_hi) ^ sw) << 4));
+                    for (int mi = 0; mi < WM; mi++)
+#pragma unroll
+                        for (int x = 0; x < 4; x++) qa[mi][x] = qf[mi][QREG ? kk : 0][x];
+                } else {
+#pragma unroll
+                    for (int mi = 0; mi < WM; mi++)
+                        ldsm_x4(qa[mi], q_lane + mi * 16 * D * 2 + (((2 * kk + q_hi) ^ sw) << 4));
+                }
 #pragma unroll
                 for (int np = 0; np < NT / 2; np++) {
                     uint32_t kb[4];
@@ -358,11 +399,10 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
                     for (int mi = 0; mi < WM; mi++)
 #pragma unroll
                         for (int r = 0; r < 2; r++) {
-                            /* keys j0 + c with c > lim are hidden from this row */
-                            const int64_t i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
-                            int64_t lim = Lk - 1 - j0;
+                            const int i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
+                            int lim = Lk - 1 - j0;
                             if (P.causal && i + off - j0 < lim) lim = i + off - j0;
-                            const int lm = lim < -1 ? -1 : (int)(lim > BN ? BN : lim);
+                            const int lm = lim < -1 ? -1 : (lim > BN ? BN : lim);
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -375,16 +415,16 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
                 for (int mi = 0; mi < WM; mi++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const int64_t i = wrow0 + mi * 16 + (lane >> 2) + ((e >> 1) << 3);
+                        const int i = wrow0 + mi * 16 + (lane >> 2) + ((e >> 1) << 3);
                         const int64_t mrow =
-                            b * P.mask.s0 + h * P.mask.s1 + (i < Lq ? i : 0) * P.mask.s2;
+                            b * P.mask.s0 + h * P.mask.s1 + (int64_t)(i < Lq ? i : 0) * P.mask.s2;
 #pragma unroll
                         for (int nt = 0; nt < NT; nt++) {
-                            const int64_t j = j0 + nt * 8 + ((lane & 3) << 1) + (e & 1);
+                            const int j = j0 + nt * 8 + ((lane & 3) << 1) + (e & 1);
                             float x = acc_s[mi][nt][e];
                             if (P.prescale) x *= P.scale;
                             if (P.has_mask && j < Lk)
-                                x += load_f(P.mask.data, P.mask.dtype, mrow + j * P.mask.s3);
+                                x += load_f(P.mask.data, P.mask.dtype, mrow + (int64_t)j * P.mask.s3);
                             if (j >= Lk || (P.causal && j > i + off)) x = -INFINITY;
                             acc_s[mi][nt][e] = x;
                         }
@@ -463,7 +503,6 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
                 }
             }
         }
-        __syncthreads(); /* stage st is free for tile n + 2 */
     }
     cp_async_wait<0>();
 
@@ -476,9 +515,9 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
-            const int64_t i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
+            const int i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
             if (i < Lq) {
-                uint32_t *o = reinterpret_cast<uint32_t *>(out + i * D + ((lane & 3) << 1));
+                uint32_t *o = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
 #pragma unroll
                 for (int nt = 0; nt < DT; nt++)
                     o[nt * 4] = Mma<T>::pack(acc_o[mi][nt][2 * r] * inv, acc_o[mi][nt][2 * r + 1] * inv);
@@ -569,6 +608,7 @@ bool mma_ok(const as_cpu_flash_params *p)
     if (p->D != p->Dv || (p->D != 64 && p->D != 128)) return false;
     if (p->q.stride[3] != 1 || p->k.stride[3] != 1 || p->v.stride[3] != 1) return false;
     if (!aligned16(&p->q) || !aligned16(&p->k) || !aligned16(&p->v)) return false;
+    if (p->Lq > (1 << 30) || p->Lk > (1 << 30)) return false; /* positions in 32 bits */
     return ((uintptr_t)p->out & 3) == 0;
 }
 
@@ -608,18 +648,18 @@ int smem_optin(const void *fn, size_t bytes, uint64_t *done)
     return 0;
 }
 
-template <typename T, int D, int WM, int BN, bool EXTRA>
+template <typename T, int D, int WM, int BN, bool EXTRA, bool QREG>
 int launch_mma(KParams kp, cudaStream_t s)
 {
     using C = Cfg<D, WM, BN>;
     static uint64_t done;
-    const void *fn = (const void *)flash_mma_kernel<T, D, WM, BN, EXTRA>;
+    const void *fn = (const void *)flash_mma_kernel<T, D, WM, BN, EXTRA, QREG>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     kp.nm = (kp.Lq + C::BM - 1) / C::BM;
     int64_t blocks = kp.nm * kp.B * kp.H;
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_mma_kernel<T, D, WM, BN, EXTRA><<<(unsigned)blocks, NTHREADS, C::smem, s>>>(kp);
+    flash_mma_kernel<T, D, WM, BN, EXTRA, QREG><<<(unsigned)blocks, NTHREADS, C::smem, s>>>(kp);
     return (int)cudaGetLastError();
 }
 
@@ -632,10 +672,12 @@ int launch_mma_d(KParams kp, cudaStream_t s)
         bm = ctas >= 2 * (int64_t)sm_count() ? 128 : 64;
     }
     constexpr int BN2 = D == 128 ? AS_FLASH_CUDA_BN_D128 : AS_FLASH_CUDA_BN_D64;
+    constexpr bool QR2 = D == 128 ? AS_FLASH_CUDA_QREG_D128 : AS_FLASH_CUDA_QREG_D64;
     /* EXTRA: a mask, a bias, dropout or a non-positive scale; the plain kernels carry none of it */
     if (kp.has_mask || kp.dropout || kp.prescale)
-        return bm == 128 ? launch_mma<T, D, 2, BN2, true>(kp, s) : launch_mma<T, D, 1, 64, true>(kp, s);
-    return bm == 128 ? launch_mma<T, D, 2, BN2, false>(kp, s) : launch_mma<T, D, 1, 64, false>(kp, s);
+        return bm == 128 ? launch_mma<T, D, 2, BN2, true, false>(kp, s)
+                         : launch_mma<T, D, 1, 64, true, false>(kp, s);
+    return bm == 128 ? launch_mma<T, D, 2, BN2, false, QR2>(kp, s) : launch_mma<T, D, 1, 64, false, true>(kp, s);
 }
 
 int launch_f32(KParams kp, cudaStream_t s)

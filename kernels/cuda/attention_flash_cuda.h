@@ -19,7 +19,8 @@ extern "C" {
 int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
 
 /* Which path it would take: "flash/mma" (tensor cores: q, k, v all F16 or
- * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows) or
+ * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
+ * Lq, Lk <= 2^30) or
  * "flash/cuda-f32" (everything else). */
 const char *as_cuda_flash_path(const as_cpu_flash_params *p);
 
