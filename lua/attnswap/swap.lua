@@ -122,26 +122,36 @@ function Report:__tostring()
   return table.concat(lines, "\n")
 end
 
--- Options an implementation sizes its parameters by (Class.shape_options:
--- num_heads, head_dim), taken from the MultiheadAttention the core sits in
--- when the caller did not give them, so a per-head gate or bias fits the
--- model it is swapped into.  Returns opts itself when nothing is added.
-local function with_shape(name, opts, parent)
+-- Options the new core inherits when the caller does not give them:
+-- * `causal` from the core it replaces (a decoder stays a decoder: swapping
+--   GPT-2's attention for one that cannot be causal is then an error, not a
+--   silently different model);
+-- * the options an implementation sizes its parameters by (Class.shape_options:
+--   num_heads, head_dim), from the MultiheadAttention the core sits in, so a
+--   per-head gate or bias fits the model it is swapped into.
+-- Returns opts itself when nothing is added.
+local function inherited(name, opts, parent, old)
+  local add = {}
+  if registry.attention.is_core(old) and tostring(old:extra_repr() or ""):find("causal=true", 1, true) then
+    add.causal = true
+  end
   local keys = rawget(registry.attention.get(name), "shape_options")
-  if not keys or not parent or core.type_name(parent) ~= "MultiheadAttention" then return opts end
-  local r = core.extra_repr(parent) -- "dim=D, num_heads=H, num_kv_heads=K[, head_dim=E]"
-  local dim, heads = tonumber(r:match("dim=(%d+)")), tonumber(r:match("num_heads=(%d+)"))
-  local shape = { num_heads = heads, head_dim = tonumber(r:match("head_dim=(%d+)")) or (dim and heads and dim // heads) }
+  if keys and parent and core.type_name(parent) == "MultiheadAttention" then
+    local r = core.extra_repr(parent) -- "dim=D, num_heads=H, num_kv_heads=K[, head_dim=E]"
+    local dim, heads = tonumber(r:match("dim=(%d+)")), tonumber(r:match("num_heads=(%d+)"))
+    local shape = { num_heads = heads, head_dim = tonumber(r:match("head_dim=(%d+)")) or (dim and heads and dim // heads) }
+    for _, k in ipairs(keys) do add[k] = shape[k] and math.tointeger(shape[k]) end
+  end
   local o
-  for _, k in ipairs(keys) do
-    if (opts == nil or opts[k] == nil) and shape[k] then
-      o = o or setmetatable({}, { __index = opts })
-      rawset(o, k, math.tointeger(shape[k]))
+  for k, v in pairs(add) do
+    if opts == nil or opts[k] == nil then
+      o = o or {}
+      o[k] = v
     end
   end
   if not o then return opts end
-  for k, v in pairs(opts or {}) do rawset(o, k, v) end
-  return setmetatable(o, nil)
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return o
 end
 
 -- The swap itself; `undo` receives (parent or nil, name, old module) per swap.
@@ -180,7 +190,7 @@ local function swap(model, target, name, opts, swap_opts, undo)
       parent, child_name = parent_of(root, e.path)
       old = parent[child_name]
     end
-    local new = registry.attention.new(name, with_shape(name, opts, parent))
+    local new = registry.attention.new(name, inherited(name, opts, parent, old))
     local carried, dropped, initialized = carry(old, new)
     if #dropped > 0 and not swap_opts.quiet then
       io.stderr:write(string.format("swap_attention: warning: %s: parameters of %s not carried to %s: %s\n",

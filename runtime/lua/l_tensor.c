@@ -31,15 +31,17 @@ int l_error(lua_State *L, const char *fmt, ...)
  * the storage behind it, so large temporaries could pile up until a step
  * that happens to run late (and on a GPU, each new one would be a fresh
  * cudaMalloc).  Collect when tensor memory, CPU and CUDA apart, has doubled
- * since the last collection (and passed 64 MiB), as Torch7's heap tracking
- * did. */
+ * since the last collection (and passed 64 MiB, 1 GiB on CUDA), as Torch7's
+ * heap tracking did. */
 static void collect_if_grown(lua_State *L)
 {
     static size_t cpu_after, cuda_after;
     size_t live, peak, cuda = as_cuda_allocated_bytes();
     as_cpu_memory_stats(&live, &peak);
-    const size_t floor = (size_t)64 << 20;
-    if ((live > floor && live > 2 * cpu_after) || (cuda > floor && cuda > 2 * cuda_after)) {
+    /* a full collection costs a fraction of a millisecond: on the GPU, where
+     * one op can take less, wait for a larger heap */
+    const size_t cpu_floor = (size_t)64 << 20, cuda_floor = (size_t)1 << 30;
+    if ((live > cpu_floor && live > 2 * cpu_after) || (cuda > cuda_floor && cuda > 2 * cuda_after)) {
         lua_gc(L, LUA_GCCOLLECT);
         as_cpu_memory_stats(&live, &peak);
         cpu_after = live, cuda_after = as_cuda_allocated_bytes();

@@ -68,10 +68,38 @@ d = maxdiff(half, want)
 print(string.format("bfloat16 on cuda: max |diff| = %.3g", d))
 check(d < 0.15, "bf16 model close to fp32: " .. d)
 
--- a zoo implementation with no CUDA kernel says so, never falls back silently
-local q = as.randn(1, 2, 16, 8):cuda()
-local okz, errz = pcall(function() return as.attention.new("local_attention", { window_size = 4 })(q, q, q) end)
-check(okz or tostring(errz):find("cuda"), "local_attention on cuda runs or names the device: " .. tostring(errz))
+-- every zoo implementation runs on cuda (its ops path) and gives the CPU kernel's output
+as.manual_seed(3)
+local zq, zk, zv = as.randn(2, 4, 37, 16), as.randn(2, 2, 53, 16), as.randn(2, 2, 53, 16)
+local zmask = as.rand(2, 1, 37, 53):gt(0.2)
+zmask[1][1][5] = false -- a fully masked row
+for _, spec in ipairs {
+  { "sparse_attention", { block_size = 8, causal = true } }, { "local_attention", { window_size = 5 } },
+  { "sink_attention", { window_size = 6, num_sinks = 2 } }, { "dynamic_attention", { top_k = 7 } },
+  { "relative_attention", { num_heads = 4 } }, { "relative_attention", { alibi = true, causal = true } },
+  { "adaptive_attention", { num_heads = 4, init_span = 0.01 } },
+  { "gated_attention", { num_heads = 4, head_dim = 16 } }, { "entmax_attention", { alpha = 1.5 } },
+  { "entmax_attention", { alpha = 2, causal = true } }, { "entmax_attention", { alpha = 1.25 } },
+  { "sigmoid_attention", {} }, { "cosine_attention", { num_heads = 4 } },
+  { "flex_attention", { block_size = 16, causal = true } },
+  { "linear_attention", { causal = true } }, { "performer_attention", { causal = true, nb_features = 32 } },
+  { "efficient_attention", {} }, { "nystrom_attention", { num_landmarks = 8 } },
+} do
+  local name, opts = spec[1], spec[2]
+  local core = as.attention.new(name, opts)
+  core:eval()
+  local linear = name:find("linear") or name:find("performer") or name:find("efficient") or name:find("nystrom")
+  local m = not linear and zmask or nil
+  local okc, want = pcall(core, zq, zk, zv, m)
+  core:to("cuda")
+  local okg, got = pcall(core, zq:cuda(), zk:cuda(), zv:cuda(), m and m:cuda())
+  check(okc and okg, name .. " runs on cpu and cuda: " .. tostring(not okc and want or got))
+  if okc and okg then
+    check(got:device() == "cuda:0", name .. " output stays on cuda")
+    local dz = maxdiff(got, want)
+    check(dz <= 1e-4, string.format("%s on cuda matches the CPU kernel: %.3g", name, dz))
+  end
+end
 
 -- memory: the caching allocator holds what it freed
 as.cuda.synchronize()

@@ -588,7 +588,7 @@ describe("the reweight registry entries", function()
       local info = as.attention.info(name)
       assert.is_string(info.paper)
       assert.is_true(info.causal and info.mask and info.gqa)
-      assert.are.equal("cpu", info.devices)
+      assert.are.equal("cpu, cuda", info.devices)
     end
   end)
 

@@ -199,4 +199,18 @@ describe("scoped swap", function()
     assert.are.equal("(3, 7, 1)", tostring(m.attn.core.gate_weight:shape()))
     assert.has_error(function() m(x) end)
   end)
+
+  it("keeps a causal model causal, and refuses a core that cannot be", function()
+    local m = nn.TransformerBlock { dim = 16, num_heads = 2, core_opts = { causal = true } }
+    as.swap_attention(m, "scaled_dot_product", "flash_attention")
+    assert.truthy(tostring(m.attn.core):find("causal=true", 1, true))
+    as.swap_attention(m, "flash_attention", "local_attention", { window_size = 3 })
+    assert.truthy(tostring(m.attn.core):find("causal=true", 1, true))
+    -- efficient_attention has no causal form
+    local ok, err = pcall(as.swap_attention, m, "local_attention", "efficient_attention")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("causal is not supported", 1, true))
+    as.swap_attention(m, "local_attention", "scaled_dot_product", { causal = false }) -- what the caller says wins
+    assert.truthy(tostring(m.attn.core):find("causal=false", 1, true))
+  end)
 end)

@@ -12,6 +12,7 @@ local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "cosine_attention"
 
@@ -30,7 +31,28 @@ function CosineAttention:init(opts)
   self.opts = o
 end
 
+-- rows of x scaled to unit norm (norm clamped at 1e-12, as F.normalize)
+local function normalize(x)
+  return x / (x * x):sum(4, true):sqrt():clamp(1e-12)
+end
+
+-- The ops path: q and k rows normalised (q times 1 / tau_h) with tensor ops,
+-- then exact attention with scale 1 by the device's flash kernel.
+local function ops_forward(self, q, k, v, mask)
+  local _, H, _, _, _, _, _, dev = P.check(FN, q, k, v, mask)
+  local ls = self.logit_scale
+  if ls:dim() == 3 and ls:size(1) ~= H then
+    error(string.format("%s: logit_scale was made for %d heads (num_heads) but q has %d; "
+      .. "build the core with num_heads = %d", FN, ls:size(1), H, H), 3)
+  end
+  P.check_param(FN, "logit_scale", ls, dev)
+  local gain = P.float(ls):clamp(-math.huge, math.log(100)):exp():view(1, H, 1, 1)
+  local qn, kn = normalize(P.float(q)) * gain, normalize(P.float(k))
+  return P.flash(qn, kn, P.float(v), P.mask4(mask), self.opts, self:is_training(), 1.0):to(q:dtype())
+end
+
 function CosineAttention:forward(q, k, v, mask)
+  if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.cosine_attention(q, k, v, mask, O.call_opts(self.opts, {
     logit_scale = self.logit_scale, max_logit = math.log(100),
   }), self:is_training())
@@ -42,7 +64,7 @@ end
 
 registry.register_attention(FN, CosineAttention, {
   exact = false, complexity = "O(L^2 D), O(L) memory", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Liu et al. 2022 (Swin V2)",
+  incremental = true, devices = "cpu, cuda", paper = "Liu et al. 2022 (Swin V2)",
   summary = "softmax of cosine similarities over a learned per-head temperature (Swin V2)",
 })
 

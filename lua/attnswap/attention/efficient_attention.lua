@@ -38,7 +38,7 @@ function EfficientAttention:extra_repr() return "causal=false" end
 
 registry.register_attention(FN, EfficientAttention, {
   exact = false, complexity = "O(L D^2)", causal = false, mask = true, gqa = true, incremental = false,
-  devices = "cpu", paper = "Shen et al. 2021",
+  devices = "cpu, cuda", paper = "Shen et al. 2021",
   summary = "softmax over query features and over key positions; rho_q(Q)(rho_k(K)^T V)",
 })
 

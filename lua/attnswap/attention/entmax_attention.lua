@@ -13,6 +13,7 @@ local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "entmax_attention"
 
@@ -36,8 +37,87 @@ function EntmaxAttention:init(opts)
   self.opts = o
 end
 
+local NEG_INF = -math.huge
+local BISECT = 32 -- halvings of the threshold's bracket (its width starts below 1)
+
+-- alpha-entmax over the last dim of s (-inf masked) with tensor ops only:
+-- bisection on the threshold tau (Blondel et al.'s entmax_bisect: f(tau) =
+-- sum (X - tau)_+^(1/(alpha-1)) - 1 is decreasing, the bracket
+-- [max X - 1, max X - (1/n)^(alpha-1)] as the C kernel's), a fixed number of
+-- elementwise passes and row sums instead of a sort.  For alpha = 1.5 and 2
+-- the support the bisection finds gives tau in closed form (the formulas of
+-- the kernel's sort-based paths), so they are exact; other alpha (and a
+-- learned alpha per head, a (1, H, 1, 1) tensor) keep the bisected tau,
+-- precise to float32 (the kernel polishes it in double with Newton steps).
+-- Rows with nothing visible give zeros.
+local function entmax_rows(s, alpha)
+  if alpha == 1 then return P.masked_softmax(s) end
+  local mx = s:max(4, true)
+  local valid = mx:gt(NEG_INF)
+  local z = s - core.where(valid, mx, 0.0) -- max 0; masked stay -inf
+  local finite = s:gt(NEG_INF):sum(4, true):float():clamp(1)
+  local am1 = alpha - 1                    -- a number or a (1, H, 1, 1) tensor
+  local inv = 1 / am1
+  local X = z * am1
+  local function power(d) -- d >= 0
+    if alpha == 2 then return d elseif alpha == 1.5 then return d * d end
+    return d:pow(inv)
+  end
+  local lo = core.full({ s:size(1), s:size(2), s:size(3), 1 }, -1.0)
+  if s:device() ~= "cpu" then lo = lo:to(s:device()) end
+  local dm = (-(1 / finite):pow(am1)) - lo
+  for _ = 1, BISECT do
+    dm = dm * 0.5
+    local mid = lo + dm
+    local f = power((X - mid):clamp(0)):sum(4, true) - 1
+    lo = core.where(f:ge(0), mid, lo)
+  end
+  local tau = lo
+  if alpha == 2 or alpha == 1.5 then
+    local sup = X:gt(lo)
+    local n = sup:sum(4, true):float():clamp(1)
+    local Xs = core.where(sup, X, 0.0)
+    local s1 = Xs:sum(4, true)
+    if alpha == 2 then
+      tau = (s1 - 1) / n
+    else
+      local mean = s1 / n
+      local ss = ((Xs * Xs):sum(4, true) / n - mean * mean) * n
+      tau = mean - ((1 - ss) / n):clamp(0):sqrt()
+    end
+  end
+  local p = power((X - tau):clamp(0))
+  local sum = p:sum(4, true)
+  return core.where(valid, p / core.where(valid, sum, 1.0), 0.0)
+end
+
+-- The ops path: scores materialised by blocks of queries (ops_path's weights
+-- driver), entmax by bisection above.
+local function ops_forward(self, q, k, v, mask)
+  local o = self.opts
+  local _, H, _, _, _, _, _, dev = P.check(FN, q, k, v, mask)
+  local alpha = o.alpha
+  if o.learn_alpha then
+    local pre = self.pre_alpha
+    if pre:dim() == 1 and pre:size(1) ~= H then
+      error(string.format("%s: pre_alpha was made for %d heads (num_heads) but q has %d; "
+        .. "build the core with num_heads = %d", FN, pre:size(1), H, H), 3)
+    end
+    P.check_param(FN, "pre_alpha", pre, dev)
+    pre = P.float(pre)
+    local nan = pre:ne(pre)
+    if nan:sum():item() > 0 then
+      error(string.format("%s: pre_alpha[%d] is NaN", FN, nan:long():argmax():item()), 3)
+    end
+    alpha = (pre:sigmoid() + 1):view(1, H, 1, 1)
+  end
+  return P.weights_attention(FN, q, k, v, mask, o, self:is_training(),
+    function(s) return entmax_rows(s, alpha) end)
+end
+
 function EntmaxAttention:forward(q, k, v, mask)
   local o = self.opts
+  if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.entmax_attention(q, k, v, mask, O.call_opts(o, {
     alpha = o.alpha, pre_alpha = o.learn_alpha and self.pre_alpha or nil,
   }), self:is_training())
@@ -49,7 +129,7 @@ end
 
 registry.register_attention(FN, EntmaxAttention, {
   exact = false, complexity = "O(L^2 D + L k log k), k = support candidates", causal = true, mask = true,
-  gqa = true, incremental = true, devices = "cpu", paper = "Peters et al. 2019; Correia et al. 2019",
+  gqa = true, incremental = true, devices = "cpu, cuda", paper = "Peters et al. 2019; Correia et al. 2019",
   summary = "alpha-entmax instead of softmax: sparse weights with exact zeros (1.5 default, 2 = sparsemax)",
 })
 

@@ -20,6 +20,7 @@ local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "flex_attention"
 
@@ -90,8 +91,56 @@ end
 
 local NEG_INF = -math.huge
 
+-- The tile step of the ops path: core.flex_attention_ops.step (the online
+-- softmax of Dao et al. 2022) written with tensor ops; returns the new
+-- acc (B, H, Bq, Dv), m, l (B, H, Bq, 1).  Rows with nothing visible so far
+-- keep m = -inf, l = 0, acc = 0.
+local function ops_step(acc, m, l, s, v, drop, keep_scale)
+  local m_new = m:maximum(s:max(4, true))
+  local has = m_new:gt(NEG_INF)
+  local m_safe = core.where(has, m_new, 0.0)
+  local alpha = (m - m_safe):exp()                 -- m = -inf: 0
+  local p = (s - m_safe):exp()                     -- masked: 0
+  l = l * alpha + p:sum(4, true)
+  if drop ~= nil then p = core.where(drop, p * keep_scale, 0.0) end
+  acc = acc * alpha + P.weights_times_v(p, v)
+  return acc, core.where(has, m_new, m), l
+end
+
+local c_ops = {
+  new = function(B, H, bq, Dv)
+    return core.zeros(B, H, bq, Dv), core.full({ B, H, bq }, NEG_INF), core.zeros(B, H, bq)
+  end,
+  step = function(acc, m, l, s, v, drop, ks)
+    core.flex_attention_ops.step(acc, m, l, s, v, drop, ks)
+    return acc, m, l
+  end,
+  finish = function(acc, l, dtype) return core.flex_attention_ops.finish(acc, l, dtype) end,
+}
+
+local function device_ops(dev)
+  return {
+    new = function(B, H, bq, Dv)
+      return P.on(core.zeros(B, H, bq, Dv), dev), P.on(core.full({ B, H, bq, 1 }, NEG_INF), dev),
+        P.on(core.zeros(B, H, bq, 1), dev)
+    end,
+    step = ops_step,
+    finish = function(acc, l, dtype)
+      local safe = l:gt(0)
+      return core.where(safe, acc / core.where(safe, l, 1.0), 0.0):to(dtype)
+    end,
+  }
+end
+
 function FlexAttention:forward(q, k, v, mask)
   check_inputs(q, k, v, mask)
+  local dev = q:device()
+  local ops = c_ops
+  if P.active(q) then
+    core.attention_check(FN, q, k, v, mask) -- one device for q, k, v and the mask
+    ops = device_ops(dev)
+  end
+  local function here(t) return ops == c_ops and t or P.on(t, dev) end
   local o = self.opts
   local B, H, Lq, D = q:size(1), q:size(2), q:size(3), q:size(4)
   local Hkv, Lk, Dv = k:size(2), k:size(3), v:size(4)
@@ -105,22 +154,20 @@ function FlexAttention:forward(q, k, v, mask)
   end
   local training = self:is_training() and o.dropout > 0
   local bs = o.block_size
-  local b_idx = core.arange(0, B):view(B, 1, 1, 1)
-  local h_idx = core.arange(0, H):view(1, H, 1, 1)
+  local b_idx = here(core.arange(0, B)):view(B, 1, 1, 1)
+  local h_idx = here(core.arange(0, H)):view(1, H, 1, 1)
   local tiles = {}
   for i0 = 0, Lq - 1, bs do
     local bq = math.min(bs, Lq - i0)
-    local q_idx = core.arange(i0 + off, i0 + off + bq):view(1, 1, bq, 1)
+    local q_idx = here(core.arange(i0 + off, i0 + off + bq)):view(1, 1, bq, 1)
     -- (B, Hkv, G * bq, D): one matmul per kv head serves its G query heads
     local qt = q:narrow(3, i0 + 1, bq)
     if G > 1 then qt = qt:reshape(B, Hkv, G * bq, D) end
-    local acc = core.zeros(B, H, bq, Dv)
-    local m = core.full({ B, H, bq }, NEG_INF)
-    local l = core.zeros(B, H, bq)
+    local acc, m, l = ops.new(B, H, bq, Dv)
     local last_key = o.causal and math.min(Lk, i0 + bq + off) or Lk -- keys [0, last_key)
     for j0 = 0, last_key - 1, bs do
       local bk = math.min(bs, Lk - j0)
-      local kv_idx = core.arange(j0, j0 + bk):view(1, 1, 1, bk)
+      local kv_idx = here(core.arange(j0, j0 + bk)):view(1, 1, 1, bk)
       local keep = true
       if o.mask_mod then
         keep = o.mask_mod(b_idx, h_idx, q_idx, kv_idx)
@@ -147,13 +194,13 @@ function FlexAttention:forward(q, k, v, mask)
           if mt:dtype() == "bool" then s = core.where(mt, s, NEG_INF) else s = s + mt end
         end
         local drop
-        if training then drop = core.rand(B, H, bq, bk):ge(o.dropout) end
-        core.flex_attention_ops.step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
+        if training then drop = here(core.rand(B, H, bq, bk):ge(o.dropout)) end
+        acc, m, l = ops.step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
       end
     end
-    tiles[#tiles + 1] = core.flex_attention_ops.finish(acc, l, dtype)
+    tiles[#tiles + 1] = ops.finish(acc, l, dtype)
   end
-  if #tiles == 0 then return core.zeros({ B, H, Lq, Dv }, dtype) end
+  if #tiles == 0 then return here(core.zeros({ B, H, Lq, Dv }, dtype)) end
   if #tiles == 1 then return tiles[1] end
   return core.cat(tiles, 3)
 end
@@ -168,7 +215,7 @@ end
 
 registry.register_attention(FN, FlexAttention, {
   exact = true, complexity = "O(L^2 D), skips empty tiles", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Dong et al. 2024 (FlexAttention)",
+  incremental = true, devices = "cpu, cuda", paper = "Dong et al. 2024 (FlexAttention)",
   summary = "user score_mod / mask_mod on tile tensors, online softmax over tiles, empty tiles skipped",
 })
 

@@ -14,6 +14,7 @@ local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "gated_attention"
 
@@ -34,7 +35,30 @@ function GatedAttention:init(opts)
   self.opts = o
 end
 
+-- The ops path: exact attention by the device's flash kernel (float32, as
+-- the C front-end), times sigma(q W_g + b_g) by one batched matmul.
+local function ops_forward(self, q, k, v, mask)
+  local _, H, _, _, _, D, Dv, dev = P.check(FN, q, k, v, mask)
+  local w, b = self.gate_weight, self.gate_bias
+  if w:dim() == 3 and (w:size(1) ~= H or w:size(2) ~= D) then
+    error(string.format("%s: the gate was made for %d heads of size %d (num_heads, head_dim) "
+      .. "but q has %d heads of size %d", FN, w:size(1), w:size(2), H, D), 3)
+  end
+  local G = w:size(3)
+  if G ~= 1 and G ~= Dv then
+    error(string.format("%s: the gate has %d outputs per head; expected 1 (headwise) or Dv = %d (elementwise)",
+      FN, G, Dv), 3)
+  end
+  P.check_param(FN, "gate_weight", w, dev)
+  P.check_param(FN, "gate_bias", b, dev)
+  local qf = P.float(q)
+  local att = P.flash(qf, P.float(k), P.float(v), P.mask4(mask), self.opts, self:is_training())
+  local gate = (qf:matmul(P.float(w)) + P.float(b):view(1, H, 1, G)):sigmoid() -- (B, H, Lq, G)
+  return (att * gate):to(q:dtype())
+end
+
 function GatedAttention:forward(q, k, v, mask)
+  if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.gated_attention(q, k, v, mask, O.call_opts(self.opts, {
     gate_weight = self.gate_weight, gate_bias = self.gate_bias,
   }), self:is_training())
@@ -49,7 +73,7 @@ GatedAttention.shape_options = { "num_heads", "head_dim" }
 
 registry.register_attention(FN, GatedAttention, {
   exact = false, complexity = "O(L^2 D), O(L) memory", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Qiu et al. 2025",
+  incremental = true, devices = "cpu, cuda", paper = "Qiu et al. 2025",
   summary = "exact attention times a sigmoid gate per head computed from the head's query",
 })
 

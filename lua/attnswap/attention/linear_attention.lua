@@ -33,7 +33,7 @@ function LinearAttention:extra_repr() return O.repr(self.opts, { "causal" }) end
 
 registry.register_attention(FN, LinearAttention, {
   exact = false, complexity = "O(L D^2)", causal = true, mask = true, gqa = true, incremental = true,
-  devices = "cpu", paper = "Katharopoulos et al. 2020",
+  devices = "cpu, cuda", paper = "Katharopoulos et al. 2020",
   summary = "elu+1 feature map; D x Dv sums instead of the L x L matrix; causal by prefix sums",
 })
 

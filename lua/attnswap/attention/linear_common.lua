@@ -3,6 +3,7 @@
 -- kernelised attention  out = phi(Q) (phi(K)^T V) / phi(Q) (phi(K)^T 1)
 -- that never forms the Lq x Lk matrix.  Not an attention itself.
 local core = require "attnswap.core"
+local P = require "attnswap.attention.ops_path"
 
 local M = {}
 
@@ -21,6 +22,8 @@ function M.expand_heads(t, H)
   if Hkv == H then return t end
   return t:unsqueeze(3):expand(B, Hkv, H // Hkv, L, D):reshape(B, H, L, D)
 end
+
+function M.float(t) return P.float(t) end
 
 local function shape_str(t) return tostring(t:shape()) end
 
@@ -47,9 +50,67 @@ function M.key_padding(fn, mask, Lk)
   return keep:float():reshape(m:size(1), 1, Lk, 1)
 end
 
---- out = phi_q (phi_k^T v) / (phi_q . sum phi_k); causal by the prefix scan in C.
+local CHUNK = 64 -- keys per chunk of the ops path's causal scan
+
+-- The causal sums on device ops, chunked: query i sees keys j <= e_i =
+-- i + Lk - Lq.  Queries are grouped by g = floor((e_i + 1) / CHUNK), the
+-- number of whole key chunks before their own; a group reads the running
+-- state of those chunks (S = sum phi(k_j) v_j^T, z = sum phi(k_j), one
+-- matmul per chunk added in order) plus its own partial chunk as a small
+-- masked (queries x CHUNK) product.  O(L F Dv + L CHUNK (F + Dv)), float32
+-- sums (the C scan keeps them in double).
+local function causal_ops(fq, fk, v)
+  local B, H, Lq, F = fq:size(1), fq:size(2), fq:size(3), fq:size(4)
+  local Lk, Dv = fk:size(3), v:size(4)
+  local dev = fq:device()
+  local out = {}
+  local S = P.on(core.zeros(B, H, F, Dv), dev)
+  local z = P.on(core.zeros(B, H, F, 1), dev)
+  local done = 0 -- key chunks in S, z
+  local off = Lk - Lq
+  local i = 0    -- next query (0-based)
+  while i < Lq do
+    local e = i + off -- last key of query i
+    local g = e < 0 and 0 or math.min((e + 1) // CHUNK, (Lk + CHUNK - 1) // CHUNK)
+    -- the queries of this group: e_i + 1 < (g + 1) * CHUNK
+    local last = math.min(Lq - 1, (g + 1) * CHUNK - 2 - off)
+    if e < 0 then last = math.min(Lq - 1, -1 - off) end -- queries before every key
+    local n = last - i + 1
+    while done < g do
+      local j0 = done * CHUNK
+      local c = math.min(CHUNK, Lk - j0)
+      local kc, vc = fk:narrow(3, j0 + 1, c), v:narrow(3, j0 + 1, c)
+      S = S + kc:transpose(3, 4):matmul(vc)
+      z = z + kc:sum(3, true):transpose(3, 4)
+      done = done + 1
+    end
+    local qg = fq:narrow(3, i + 1, n)
+    local num, den = qg:matmul(S), qg:matmul(z)
+    local j0 = g * CHUNK
+    if e >= 0 and j0 < Lk then -- the group's own partial chunk, masked j <= e_i
+      local c = math.min(CHUNK, Lk - j0)
+      local a = qg:matmul(fk:narrow(3, j0 + 1, c):transpose(3, 4)) -- (B, H, n, c)
+      local qi = P.on(core.arange(i + off, i + off + n), dev):view(n, 1)
+      local kj = P.on(core.arange(j0, j0 + c), dev):view(1, c)
+      a = core.where(kj:le(qi), a, 0.0)
+      num = num + a:matmul(v:narrow(3, j0 + 1, c))
+      den = den + a:sum(4, true)
+    end
+    local safe = den:ne(0)
+    out[#out + 1] = core.where(safe, num / core.where(safe, den, 1.0), 0.0)
+    i = last + 1
+  end
+  if #out == 0 then return P.on(core.zeros(B, H, Lq, Dv), dev) end
+  return #out == 1 and out[1] or core.cat(out, 3)
+end
+
+--- out = phi_q (phi_k^T v) / (phi_q . sum phi_k); causal by the prefix scan in C,
+--- or on device ops (ops_path) when q is not on the CPU.
 function M.attend(fq, fk, v, causal)
-  if causal then return core.linear_attention_causal(fq, fk, v) end
+  if causal then
+    if P.active(fq) then return causal_ops(M.float(fq), M.float(fk), M.float(v)) end
+    return core.linear_attention_causal(fq, fk, v)
+  end
   local kv = fk:transpose(3, 4):matmul(v)              -- (B, H, F, Dv)
   local z = fk:sum(3, true):transpose(3, 4)            -- (B, H, F, 1)
   local num, den = fq:matmul(kv), fq:matmul(z)         -- (B, H, Lq, Dv), (B, H, Lq, 1)

@@ -12,6 +12,7 @@ local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "local_attention"
 
@@ -25,8 +26,21 @@ function LocalAttention:init(opts)
   self.opts = O.parse(FN, opts, SPEC, 3)
 end
 
+-- The ops path: exact softmax over the band, i.e. flash_attention with the
+-- band as a keep-mask (O(Lq Lk D) on the device's flash kernel, not O(L w D)).
+local function ops_forward(self, q, k, v, mask)
+  local o = self.opts
+  local _, _, _, Lq, Lk, _, _, dev = P.check(FN, q, k, v, mask)
+  local qi, kj = P.positions(Lq, Lk, dev)
+  local w = o.window_size
+  local band = kj:ge(qi - w)
+  if not o.causal then band = band:logical_and(kj:le(qi + w)) end
+  return P.flash(q, k, v, P.combine(P.mask4(mask), band), o, self:is_training())
+end
+
 function LocalAttention:forward(q, k, v, mask)
   local o = self.opts
+  if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.local_attention(q, k, v, mask, O.call_opts(o, { window_size = o.window_size }),
     self:is_training())
 end
@@ -37,7 +51,7 @@ end
 
 registry.register_attention(FN, LocalAttention, {
   exact = false, complexity = "O(L w D)", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Beltagy et al. 2020",
+  incremental = true, devices = "cpu, cuda", paper = "Beltagy et al. 2020",
   summary = "sliding window: each query sees the keys within w positions; a banded kernel",
 })
 

@@ -41,6 +41,7 @@ local function pinv(a, iters)
   local z = a:transpose(3, 4) / (col * row)
   local r = core.arange(m)
   local I = r:unsqueeze(2):eq(r:unsqueeze(1)):float()
+  if a:device() ~= "cpu" then I = I:to(a:device()) end
   for _ = 1, iters do
     local az = a:matmul(z)
     z = z:matmul(I * 13 - az:matmul(I * 15 - az:matmul(I * 7 - az))) * 0.25
@@ -72,7 +73,7 @@ function Nystrom:extra_repr() return O.repr(self.opts, { "num_landmarks", "pinv_
 
 registry.register_attention(FN, Nystrom, {
   exact = false, complexity = "O(L m D), m landmarks", causal = false, mask = true, gqa = true,
-  incremental = false, devices = "cpu", paper = "Xiong et al. 2021",
+  incremental = false, devices = "cpu, cuda", paper = "Xiong et al. 2021",
   summary = "landmark (segment-mean) Nystrom approximation with an iterative pseudo-inverse",
 })
 

@@ -13,6 +13,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local C = require "attnswap.attention.linear_common"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "performer_attention"
 local Performer = nn.class("PerformerAttention")
@@ -42,12 +43,14 @@ local function orthogonal_features(m, D)
   return w * norms
 end
 
---- Draws a new random projection (the next forward uses it).
-function Performer:redraw(D)
+--- Draws a new random projection (the next forward uses it), on the host from
+--- the seeded generator, then on `device` (default: where the old one is).
+function Performer:redraw(D, device)
   D = D or (self.projection and self.projection:size(2))
   if not D then return self end -- drawn at the first forward, when D is known
+  device = device or (self.projection and self.projection:device()) or "cpu"
   local m = self.opts.nb_features or math.max(1, math.ceil(D * math.log(D)))
-  self:register_buffer("projection", orthogonal_features(m, D))
+  self:register_buffer("projection", P.on(orthogonal_features(m, D), device))
   return self
 end
 
@@ -66,9 +69,10 @@ function Performer:forward(q, k, v, mask)
   local o = self.opts
   C.check(FN, q, k, v, mask, o)
   local D = q:size(4)
-  if self.projection == nil or self.projection:size(2) ~= D then self:redraw(D) end
+  if self.projection == nil or self.projection:size(2) ~= D then self:redraw(D, q:device()) end
   local H = q:size(2)
   local w = self.projection
+  P.check_param(FN, "projection", w, q:device())
   local fk = features(C.expand_heads(k, H):float(), w, false)
   local keep = C.key_padding(FN, mask, k:size(3))
   if keep then fk = fk * keep end
@@ -79,7 +83,7 @@ function Performer:extra_repr() return O.repr(self.opts, { "nb_features", "causa
 
 registry.register_attention(FN, Performer, {
   exact = false, complexity = "O(L m D), m = D ln D", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Choromanski et al. 2021",
+  incremental = true, devices = "cpu, cuda", paper = "Choromanski et al. 2021",
   summary = "FAVOR+: positive orthogonal random features for the softmax kernel",
 })
 

@@ -12,6 +12,7 @@ local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "sink_attention"
 
@@ -42,8 +43,19 @@ function SinkAttention:init(opts)
   self.opts = O.parse(FN, opts, SPEC, 3)
 end
 
+-- The ops path: flash_attention (causal) with the sinks and the window as a
+-- keep-mask, O(Lq Lk D) on the device's flash kernel.
+local function ops_forward(self, q, k, v, mask)
+  local o = self.opts
+  local _, _, _, Lq, Lk, _, _, dev = P.check(FN, q, k, v, mask)
+  local qi, kj = P.positions(Lq, Lk, dev)
+  local keep = kj:gt(qi - o.window_size):logical_or(kj:lt(o.num_sinks))
+  return P.flash(q, k, v, P.combine(P.mask4(mask), keep), o, self:is_training())
+end
+
 function SinkAttention:forward(q, k, v, mask)
   local o = self.opts
+  if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.sink_attention(q, k, v, mask, O.call_opts(o, {
     window_size = o.window_size, num_sinks = o.num_sinks,
   }), self:is_training())
@@ -55,7 +67,7 @@ end
 
 registry.register_attention(FN, SinkAttention, {
   exact = false, complexity = "O(L (w + s) D)", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Xiao et al. 2023",
+  incremental = true, devices = "cpu, cuda", paper = "Xiao et al. 2023",
   summary = "StreamingLLM: the first s keys (attention sinks) plus a causal window of w recent keys",
 })
 

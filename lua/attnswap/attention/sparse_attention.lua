@@ -18,6 +18,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local patterns = require "attnswap.patterns"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "sparse_attention"
 local CACHE_SIZE = 8 -- layouts built per (Lq, Lk) that a layout function keeps
@@ -88,8 +89,53 @@ function SparseAttention:layout_for(q, k)
   return t
 end
 
+local function cdiv(a, b) return (a + b - 1) // b end
+
+-- The layout as an element keep-mask (LH, Lq, Lk) on dev, read as the C
+-- front-end reads it (runtime/attention_sparse.c: elements first, then
+-- blocks; Lk rows with a shorter query are read from the last Lq rows).
+local function element_keep(layout, H, Lq, Lk, bs, dev)
+  local t = layout
+  if t:dim() == 2 then t = t:unsqueeze(1) end
+  local LH, rows, cols = t:size(1), t:size(2), t:size(3)
+  if LH ~= 1 and LH ~= H then
+    error(string.format("%s: a 3-d layout has one layout per head: its first dim must be 1 or %d "
+      .. "(the query heads), got shape %s", FN, H, tostring(layout:shape())), 3)
+  end
+  local Lr
+  if cols == Lk and (rows == Lq or (rows == Lk and Lk > Lq)) then
+    Lr = rows
+    t = P.on_cached(layout, dev)
+    if t:dim() == 2 then t = t:unsqueeze(1) end
+  elseif cols == cdiv(Lk, bs) and ((rows == cdiv(Lk, bs) and Lk > Lq) or rows == cdiv(Lq, bs)) then
+    Lr = (rows == cdiv(Lk, bs) and Lk > Lq) and Lk or Lq
+    t = P.on_cached(layout, dev)
+    if t:dim() == 2 then t = t:unsqueeze(1) end
+    -- a kept block attends all its elements
+    t = t:view(LH, rows, 1, cols, 1):expand(LH, rows, bs, cols, bs):reshape(LH, rows * bs, cols * bs)
+    t = t:narrow(2, 1, Lr):narrow(3, 1, Lk)
+  else
+    error(string.format("%s: layout of shape %s fits neither the elements (%d, %d) nor the "
+      .. "%d-blocks (%d, %d) of Lq = %d queries and Lk = %d keys", FN, tostring(layout:shape()), Lq, Lk,
+      bs, cdiv(Lq, bs), cdiv(Lk, bs), Lq, Lk), 3)
+  end
+  if Lr > Lq then t = t:narrow(2, Lr - Lq + 1, Lq) end
+  return t
+end
+
+-- The ops path: exact softmax over the layout, i.e. flash_attention with the
+-- layout's elements as a keep-mask (O(Lq Lk D) on the device's flash kernel:
+-- empty blocks are masked, not skipped).
+local function ops_forward(self, q, k, v, mask)
+  local o = self.opts
+  local _, H, _, Lq, Lk, _, _, dev = P.check(FN, q, k, v, mask)
+  local keep = element_keep(self:layout_for(q, k), H, Lq, Lk, o.block_size, dev)
+  return P.flash(q, k, v, P.combine(P.mask4(mask), keep), o, self:is_training())
+end
+
 function SparseAttention:forward(q, k, v, mask)
   local o = self.opts
+  if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.sparse_attention(q, k, v, mask, O.call_opts(o, {
     layout = self:layout_for(q, k), block_size = o.block_size,
   }), self:is_training())
@@ -105,7 +151,7 @@ end
 
 registry.register_attention(FN, SparseAttention, {
   exact = false, complexity = "O(nnz_blocks b^2 D)", causal = true, mask = true, gqa = true,
-  incremental = true, devices = "cpu", paper = "Child et al. 2019",
+  incremental = true, devices = "cpu, cuda", paper = "Child et al. 2019",
   summary = "exact softmax over a block layout (as.patterns); only non-empty blocks are computed",
 })
 
