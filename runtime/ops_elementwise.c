@@ -67,9 +67,15 @@ void as_ops_release4(as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d)
     as_release(a), as_release(b), as_release(c), as_release(d);
 }
 
-/* The dtype kernels compute in: float32 for every float type (f16/bf16 are
- * storage types on the CPU), int64/int32 for integers, int64 for bools. */
-static as_dtype compute_dtype(as_dtype dt) { return as_dtype_is_float(dt) ? AS_F32 : dt == AS_BOOL ? AS_I64 : dt; }
+/* The dtype kernels take: int64/int32 for integers, int64 for bools; for
+ * floats, float32 on the CPU (f16/bf16 are storage types there), while the
+ * CUDA kernels read and write float16/bfloat16 themselves, computing in
+ * float32 and rounding once, so both give the same numbers. */
+static as_dtype compute_dtype(as_dtype dt, as_device dev)
+{
+    if (as_dtype_is_float(dt)) return dev.type == AS_DEV_CUDA ? dt : AS_F32;
+    return dt == AS_BOOL ? AS_I64 : dt;
+}
 
 as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
 {
@@ -84,7 +90,7 @@ as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
     as_dtype result = is_cmp ? AS_BOOL : promoted;
     if (op == AS_DIV && !as_dtype_is_float(promoted)) result = AS_F32;
     if (!is_cmp && promoted == AS_BOOL) result = AS_I64;
-    as_dtype cdt = (op == AS_DIV && !as_dtype_is_float(promoted)) ? AS_F32 : compute_dtype(promoted);
+    as_dtype cdt = (op == AS_DIV && !as_dtype_is_float(promoted)) ? AS_F32 : compute_dtype(promoted, as_tensor_device(a));
     if (is_cmp && promoted == AS_I32) cdt = AS_I64;
     as_tensor *ca = as_to_dtype(a, cdt), *cb = ca ? as_to_dtype(b, cdt) : NULL;
     /* same shapes need no expanded views (the common case, and the tiny-op cost) */
@@ -117,8 +123,33 @@ as_tensor *as_binary_scalar(as_binop op, const as_tensor *a, double s, bool scal
     return r;
 }
 
+/* Whether dst op= src can run straight into dst: the kernel computes in
+ * dst's own dtype, src broadcasts to dst's shape and cannot alias it, and
+ * dst writes each element once (no dim of size > 1 with stride 0). */
+static int in_place_ok(as_binop op, const as_tensor *dst, const as_tensor *src)
+{
+    as_device dev = as_tensor_device(dst);
+    if (op >= AS_EQ || dst->dtype == AS_BOOL || (op == AS_DIV && !as_dtype_is_float(dst->dtype))) return 0;
+    if (dst->dtype != compute_dtype(dst->dtype, dev) || as_dtype_promote(dst->dtype, src->dtype) != dst->dtype) return 0;
+    if (!as_device_equal(dev, as_tensor_device(src)) || dst->storage == src->storage || src->ndim > dst->ndim) return 0;
+    for (int d = 0; d < src->ndim; d++) {
+        int64_t n = src->shape[src->ndim - 1 - d];
+        if (n != 1 && n != dst->shape[dst->ndim - 1 - d]) return 0;
+    }
+    for (int d = 0; d < dst->ndim; d++)
+        if (dst->shape[d] > 1 && dst->stride[d] == 0) return 0;
+    return 1;
+}
+
 int as_binary_(as_binop op, as_tensor *dst, const as_tensor *src)
 {
+    if (in_place_ok(op, dst, src)) { /* nn.Linear's bias, residual adds: no temporary */
+        as_tensor *cs = as_to_dtype(src, dst->dtype);
+        as_tensor *es = cs ? as_expand(cs, dst->ndim, dst->shape) : NULL;
+        int rc = es ? as_k_binary(op, dst, dst, es) : -1;
+        as_release(cs), as_release(es);
+        return rc;
+    }
     as_tensor *r = as_binary(op, dst, src);
     if (!r) return -1;
     int rc = as_copy_(dst, r);
@@ -151,11 +182,12 @@ as_tensor *as_unary(as_unop op, const as_tensor *a)
         as_tensor *out = as_empty(a->ndim, a->shape, a->dtype, dev);
         return unary_into(op, out, a);
     }
-    as_tensor *fa = as_to_dtype(a, AS_F32);
-    as_tensor *out = fa ? unary_into(op, as_empty(a->ndim, a->shape, AS_F32, dev), fa) : NULL;
+    as_dtype fdt = compute_dtype(as_dtype_is_float(a->dtype) ? a->dtype : AS_F32, dev);
+    as_tensor *fa = as_to_dtype(a, fdt);
+    as_tensor *out = fa ? unary_into(op, as_empty(a->ndim, a->shape, fdt, dev), fa) : NULL;
     as_release(fa);
     as_dtype result = as_dtype_is_float(a->dtype) ? a->dtype : AS_F32;
-    if (out && result != AS_F32) {
+    if (out && result != out->dtype) {
         as_tensor *r = as_to_dtype(out, result);
         as_release(out);
         out = r;
@@ -181,14 +213,15 @@ as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
         }
         return r;
     }
-    as_tensor *fa = as_to_dtype(a, AS_F32);
-    as_tensor *out = fa ? as_empty(a->ndim, a->shape, AS_F32, as_tensor_device(a)) : NULL;
+    as_dtype fdt = compute_dtype(a->dtype, as_tensor_device(a));
+    as_tensor *fa = as_to_dtype(a, fdt);
+    as_tensor *out = fa ? as_empty(a->ndim, a->shape, fdt, as_tensor_device(a)) : NULL;
     if (out && as_k_clamp(out, fa, lo, hi)) {
         as_release(out);
         out = NULL;
     }
     as_release(fa);
-    if (out && a->dtype != AS_F32) {
+    if (out && a->dtype != out->dtype) {
         as_tensor *r = as_to_dtype(out, a->dtype);
         as_release(out);
         out = r;

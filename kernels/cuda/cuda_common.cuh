@@ -30,20 +30,37 @@ struct Offsets {
     int64_t off[NOPS];
 };
 
-template <int NOPS>
-__device__ __forceinline__ Offsets<NOPS> iter_offsets(const as_cpu_iter &it, int64_t i)
+/* Byte offsets of element i for every operand.  One merged dim (the
+ * contiguous and the scalar-broadcast cases) needs no division; below 2^32
+ * elements the divisions are 32-bit, several times cheaper on the GPU. */
+template <int NOPS, typename Index>
+__device__ __forceinline__ Offsets<NOPS> iter_offsets(const as_cpu_iter &it, Index i)
 {
     Offsets<NOPS> o;
+    if (it.ndim == 1) {
+#pragma unroll
+        for (int k = 0; k < NOPS; k++) o.off[k] = (int64_t)i * it.stride[k][0];
+        return o;
+    }
 #pragma unroll
     for (int k = 0; k < NOPS; k++) o.off[k] = 0;
     for (int d = it.ndim - 1; d >= 0; d--) {
-        int64_t n = it.shape[d], idx = i % n;
+        Index n = (Index)it.shape[d], idx = i % n;
         i /= n;
 #pragma unroll
-        for (int k = 0; k < NOPS; k++) o.off[k] += idx * it.stride[k][d];
+        for (int k = 0; k < NOPS; k++) o.off[k] += (int64_t)idx * it.stride[k][d];
     }
     return o;
 }
+
+/* float16 / bfloat16 / float32 element <-> float */
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> __device__ __forceinline__ T from_f(float x);
+template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 /* Elements as float / double, and back, as the CPU's as_load_elem and
  * as_store_elem do (float to integer saturates, NaN gives 0). */

@@ -1,6 +1,8 @@
 /* CUDA kernels: the GPU twins of kernels/cpu/cpu_kernels.h, with the same
  * contracts (operands checked, expanded and converted by runtime/ops*.c),
- * except that a launch can fail: each returns 0 or the cudaError_t it met.
+ * except that a launch can fail (each returns 0 or the cudaError_t it met)
+ * and that float maps (binary, unary, clamp) read and write float16 and
+ * bfloat16 operands directly, computing in float32.
  * Every kernel runs on the current device's stream (as_cuda_current_stream)
  * and does not synchronise; pointers in row kernels are device pointers. */
 #ifndef AS_CUDA_KERNELS_H

@@ -8,12 +8,12 @@
 
 #define AT(T, base, off) (*(T *)((base) + (off)))
 
-template <int NOPS, typename F>
+template <int NOPS, typename Index, typename F>
 __global__ void map_kernel(as_cpu_iter it, F f)
 {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < it.numel;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        Offsets<NOPS> o = iter_offsets<NOPS>(it, i);
+    for (Index i = blockIdx.x * (Index)blockDim.x + threadIdx.x; i < (Index)it.numel;
+         i += (Index)gridDim.x * blockDim.x) {
+        Offsets<NOPS> o = iter_offsets<NOPS, Index>(it, i);
         f(it.base, o.off);
     }
 }
@@ -24,7 +24,10 @@ static int run_map(int n, const as_tensor *const *ops, const as_tensor *out, F f
     as_cpu_iter it;
     as_cpu_iter_init(&it, n, ops, out->ndim, out->shape);
     if (it.numel == 0) return 0;
-    map_kernel<NOPS><<<as_blocks(it.numel), AS_CUDA_THREADS, 0, as_stream()>>>(it, f);
+    if (it.numel < ((int64_t)1 << 31))
+        map_kernel<NOPS, uint32_t><<<as_blocks(it.numel), AS_CUDA_THREADS, 0, as_stream()>>>(it, f);
+    else
+        map_kernel<NOPS, int64_t><<<as_blocks(it.numel), AS_CUDA_THREADS, 0, as_stream()>>>(it, f);
     return as_launched();
 }
 
@@ -133,11 +136,12 @@ __device__ __forceinline__ int compare(as_binop op, T x, T y)
     }
 }
 
-struct BinaryF32 {
+template <typename T>
+struct BinaryFloat { /* float32, float16, bfloat16: computed in float32, rounded once */
     as_binop op;
     __device__ void operator()(char *const *p, const int64_t *o) const
     {
-        AT(float, p[0], o[0]) = f32_binop(op, AT(const float, p[1], o[1]), AT(const float, p[2], o[2]));
+        AT(T, p[0], o[0]) = from_f<T>(f32_binop(op, to_f(AT(const T, p[1], o[1])), to_f(AT(const T, p[2], o[2]))));
     }
 };
 
@@ -159,18 +163,31 @@ struct Compare {
     }
 };
 
+template <typename T>
+struct CompareHalf {
+    as_binop op;
+    __device__ void operator()(char *const *p, const int64_t *o) const
+    {
+        AT(uint8_t, p[0], o[0]) = (uint8_t)compare<float>(op, to_f(AT(const T, p[1], o[1])), to_f(AT(const T, p[2], o[2])));
+    }
+};
+
 extern "C" int as_cuda_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *ops[3] = {out, a, b};
     if (op >= AS_EQ) {
         switch (a->dtype) {
         case AS_F32: return run_map<3>(3, ops, out, Compare<float>{op});
+        case AS_F16: return run_map<3>(3, ops, out, CompareHalf<__half>{op});
+        case AS_BF16: return run_map<3>(3, ops, out, CompareHalf<__nv_bfloat16>{op});
         case AS_I64: return run_map<3>(3, ops, out, Compare<int64_t>{op});
         default: return run_map<3>(3, ops, out, Compare<int32_t>{op});
         }
     }
     switch (a->dtype) {
-    case AS_F32: return run_map<3>(3, ops, out, BinaryF32{op});
+    case AS_F32: return run_map<3>(3, ops, out, BinaryFloat<float>{op});
+    case AS_F16: return run_map<3>(3, ops, out, BinaryFloat<__half>{op});
+    case AS_BF16: return run_map<3>(3, ops, out, BinaryFloat<__nv_bfloat16>{op});
     case AS_I64: return run_map<3>(3, ops, out, BinaryInt<int64_t>{op});
     default: return run_map<3>(3, ops, out, BinaryInt<int32_t>{op});
     }
@@ -202,11 +219,12 @@ __device__ __forceinline__ float f32_unop(as_unop op, float x)
     }
 }
 
-struct UnaryF32 {
+template <typename T>
+struct UnaryFloat {
     as_unop op;
     __device__ void operator()(char *const *p, const int64_t *o) const
     {
-        AT(float, p[0], o[0]) = f32_unop(op, AT(const float, p[1], o[1]));
+        AT(T, p[0], o[0]) = from_f<T>(f32_unop(op, to_f(AT(const T, p[1], o[1]))));
     }
 };
 
@@ -234,27 +252,34 @@ extern "C" int as_cuda_unary(as_unop op, as_tensor *out, const as_tensor *a)
 {
     const as_tensor *ops[2] = {out, a};
     if (op == AS_LOGICAL_NOT) return run_map<2>(2, ops, out, LogicalNot{a->dtype});
-    if (a->dtype == AS_F32) return run_map<2>(2, ops, out, UnaryF32{op});
+    if (a->dtype == AS_F32) return run_map<2>(2, ops, out, UnaryFloat<float>{op});
+    if (a->dtype == AS_F16) return run_map<2>(2, ops, out, UnaryFloat<__half>{op});
+    if (a->dtype == AS_BF16) return run_map<2>(2, ops, out, UnaryFloat<__nv_bfloat16>{op});
     if (a->dtype == AS_I64) return run_map<2>(2, ops, out, UnaryInt<int64_t>{op});
     return run_map<2>(2, ops, out, UnaryInt<int32_t>{op});
 }
 
+template <typename T>
 struct Clamp {
     float lo, hi;
     int has_lo, has_hi;
     __device__ void operator()(char *const *p, const int64_t *o) const
     {
-        float x = AT(const float, p[1], o[1]);
+        float x = to_f(AT(const T, p[1], o[1]));
         if (has_lo && x < lo) x = lo;
         if (has_hi && x > hi) x = hi;
-        AT(float, p[0], o[0]) = x;
+        AT(T, p[0], o[0]) = from_f<T>(x);
     }
 };
 
 extern "C" int as_cuda_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
 {
     const as_tensor *ops[2] = {out, a};
-    return run_map<2>(2, ops, out, Clamp{(float)lo, (float)hi, !isnan(lo), !isnan(hi)});
+    float l = (float)lo, h = (float)hi;
+    int hl = !isnan(lo), hh = !isnan(hi);
+    if (a->dtype == AS_F16) return run_map<2>(2, ops, out, Clamp<__half>{l, h, hl, hh});
+    if (a->dtype == AS_BF16) return run_map<2>(2, ops, out, Clamp<__nv_bfloat16>{l, h, hl, hh});
+    return run_map<2>(2, ops, out, Clamp<float>{l, h, hl, hh});
 }
 
 struct Where {
