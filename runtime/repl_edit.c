@@ -30,6 +30,7 @@
 
 static lua_State *session;  /* the state Tab completion looks into */
 static int wakeup[2] = {-1, -1}; /* a pipe: Ctrl-C writes, get_key polls */
+static int keys = -1;            /* the terminal, opened again non-blocking */
 static char *history_path;  /* NULL when no history file is kept */
 static lua_Integer next_candidate;
 
@@ -83,11 +84,14 @@ static char **complete(const char *text, int start, int end)
 /* One byte of the terminal, or -1 at end of input or after Ctrl-C.  A
  * signal alone can come while libedit is busy rather than blocked in read
  * (or land on another thread, e.g. an OpenMP worker) and be missed until
- * the next key; the pipe the handler writes to is never missed. */
+ * the next key; the pipe the handler writes to is never missed.  The read
+ * must not block: Ctrl-C flushes the terminal's input, and when it comes
+ * between poll and read the keys poll saw are gone, so a blocking read would
+ * wait for the next key with the interrupt already spent. */
 static int read_byte(void)
 {
     for (;;) {
-        struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+        struct pollfd p[2] = {{.fd = keys, .events = POLLIN},
                               {.fd = wakeup[0], .events = POLLIN}};
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR) continue;
@@ -95,11 +99,21 @@ static int read_byte(void)
         }
         if (p[1].revents & POLLIN) return -1;
         unsigned char c;
-        ssize_t n = read(STDIN_FILENO, &c, 1);
+        ssize_t n = read(keys, &c, 1);
         if (n == 1) return c;
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         return -1;
     }
+}
+
+/* A file description of our own for the terminal, so that O_NONBLOCK is not
+ * set on the one stdin shares with the shell; stdin itself (blocking) when
+ * the terminal has no name to open. */
+static int open_keys(void)
+{
+    const char *name = ttyname(STDIN_FILENO);
+    int fd = name ? open(name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) : -1;
+    return fd >= 0 ? fd : STDIN_FILENO;
 }
 
 /* libedit's rl_getc_function hands back one character, so a UTF-8 sequence
@@ -158,6 +172,7 @@ void as_edit_open(lua_State *L)
             fcntl(wakeup[i], F_SETFL, O_NONBLOCK);
             fcntl(wakeup[i], F_SETFD, FD_CLOEXEC);
         }
+        keys = open_keys();
         rl_getc_function = get_key;
     }
     /* the terminal's encoding, so libedit turns the keys back into UTF-8 */
@@ -204,6 +219,8 @@ void as_edit_close(void)
         if (wakeup[i] >= 0) close(wakeup[i]);
     }
     wakeup[0] = wakeup[1] = -1;
+    if (keys > STDIN_FILENO) close(keys);
+    keys = -1;
     setlocale(LC_CTYPE, "C");
     session = NULL;
 }

@@ -11,7 +11,10 @@
 
 /* Tile sizes: BK keys per tile, about MT query columns per work item.  The
  * S^T/P^T tile (BK x MT floats, 32 KiB) stays in L1 across the softmax and
- * P V passes; K and V tiles (BK x D) stream from L2. */
+ * P V passes; K and V tiles (BK x D) stream from L2.  Every item reads all
+ * of its head's K and V once, so when they outgrow L2 (KV_L2 bytes) an item
+ * takes up to LONG_MT columns: K and V then come from memory fewer times,
+ * for an S^T tile that lives in L2 instead of L1. */
 #ifndef AS_FLASH_BK /* overridable for tuning runs */
 #define AS_FLASH_BK 128
 #endif
@@ -21,6 +24,8 @@
 #define BK AS_FLASH_BK
 #define MT AS_FLASH_MT
 #define MIN_COLS 16
+#define KV_L2 ((size_t)1 << 20)
+#define LONG_MT 256
 
 /* ---- path selection ---- */
 
@@ -209,6 +214,8 @@ static bool packed_in_place(const as_cpu_flash_operand *o, int64_t d)
 static void make_layout(const as_cpu_flash_params *p, int nthreads, layout *L)
 {
     int64_t G = p->H / p->Hkv, P = G >= MT ? 1 : MT / G;
+    size_t kv_bytes = (size_t)p->Lk * (size_t)(p->D + p->Dv) * sizeof(float);
+    while (kv_bytes > KV_L2 && G * P * 2 <= LONG_MT) P *= 2;
     if (P > p->Lq) P = p->Lq > 0 ? p->Lq : 1;
     /* enough items for the threads, while keeping at least MIN_COLS columns */
     int64_t bh = p->B * p->Hkv;

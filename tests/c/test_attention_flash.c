@@ -166,6 +166,20 @@ static void test_shapes(void)
                 }
 }
 
+/* Keys whose K and V outgrow L2 (4200 x 128 floats): items take more query
+ * columns (the long-sequence layout), with a tail block and causal. */
+static void test_long_keys(void)
+{
+    for (int causal = 0; causal < 2; causal++) {
+        as_tensor *q = rnd(4, (int64_t[]){1, 2, 300, 64}, 2);
+        as_tensor *k = rnd(4, (int64_t[]){1, 1, 4200, 64}, 2);
+        as_tensor *v = rnd(4, (int64_t[]){1, 1, 4200, 64}, 1);
+        ref_case c = {q, k, v, NULL, causal, NAN, 0, 0};
+        check_case("long keys", &c, 1e-5);
+        as_release(q), as_release(k), as_release(v);
+    }
+}
+
 static void test_gqa_and_views(void)
 {
     const int64_t hkvs[] = {2, 1, 6};
@@ -476,6 +490,7 @@ int main(void)
     CHECK(have_isa[0]);
     test_exp();
     test_shapes();
+    test_long_keys();
     test_gqa_and_views();
     test_masks();
     test_empty_and_half();
