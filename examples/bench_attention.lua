@@ -10,6 +10,17 @@
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
+-- the header above, for --help and after a bad option
+local function usage(status, msg)
+  local out = status == 0 and io.stdout or io.stderr
+  if msg then out:write("bench_attention: ", msg, "\n") end
+  for line in io.lines(arg[0]) do
+    if not line:match("^%-%-") then break end
+    out:write(line:sub(4), "\n")
+  end
+  os.exit(status)
+end
+
 local function list(s, num)
   local out = {}
   for item in s:gmatch("[^,]+") do out[#out + 1] = num and assert(math.tointeger(tonumber(item)), "not an integer: " .. item) or item end
@@ -43,12 +54,15 @@ while i <= #arg do
   elseif a == "--out" then o.out = v; i = i + 1
   elseif a == "--device" then i = i + 1 -- cpu
   elseif a == "--quick" then o.L, o.D, o.repeats, o.H = { 64, 128 }, { 16 }, 1, 2
-  else error("bench_attention: unknown option " .. tostring(a) .. " (see the header of this file)") end
+  elseif a == "--help" or a == "-h" then usage(0)
+  else usage(2, "unknown option " .. tostring(a)) end
   i = i + 1
 end
 o.impl = o.impl or as.attention.names()
 for _, n in ipairs(o.impl) do
-  if not as.attention.exists(n) then error("bench_attention: no attention named '" .. n .. "'") end
+  if not as.attention.exists(n) then
+    usage(2, "no attention named '" .. n .. "' (these are: " .. table.concat(as.attention.names(), ", ") .. ")")
+  end
 end
 
 local SDP_MEMORY_CAP = 2 << 30 -- bytes of scores the materialising reference may allocate
@@ -87,7 +101,10 @@ for _, D in ipairs(o.D) do
       bench.progress(done, total, string.format("%s L=%d D=%d", name, L, D))
       local row = { impl = name, L = L, D = D, causal = o.causal, B = o.B, H = o.H }
       local prev = last_time[name .. D]
-      local predicted = prev and prev.t * (L / prev.L) ^ 2 or 0
+      -- the cost's growth in L, from the registry: "O(L D^2)" linear, else quadratic
+      local complexity = as.attention.info(name).complexity or ""
+      local power = complexity:match("^O%(L ") and 1 or 2
+      local predicted = prev and prev.t * (L / prev.L) ^ power or 0
       local core, why = make_core(name, D)
       if not core then
         row.skipped = "unsupported: " .. why

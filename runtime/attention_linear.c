@@ -1,9 +1,14 @@
-/* Front-end of the causal linear-attention scan (kernels/cpu/zoo_linear.c),
+/* Front-ends of the linear-cost attention kernels (kernels/cpu/zoo_linear.c),
  * shared by linear_attention and performer_attention: they differ only in
- * the feature map that makes fq and fk. */
+ * the feature map.  The causal scan takes the features made; the non-causal
+ * kernel makes them itself, a chunk of rows at a time. */
 #include "attention_linear.h"
+
+#include <stdlib.h>
+
 #include "as_error.h"
 #include "ops_internal.h"
+#include "ops.h"
 #include "zoo_linear.h"
 
 as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, const as_tensor *v)
@@ -27,5 +32,79 @@ as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, 
     if (out && B * H * Lq * Dv > 0)
         as_cpu_linear_causal(as_data(cq), as_data(ck), as_data(cv), as_data(out), B * H, Lq, Lk, F, Dv);
     as_ops_release4(cq, ck, cv, NULL);
+    return out;
+}
+
+/* k, v, keep, w against q: (B, Hkv, Lk, D), (B, Hkv, Lk, Dv), (1 or B, Lk),
+ * (m, D); 0 or -1 with the error set. */
+static int check_kernelized(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                            const as_tensor *keep, const as_tensor *w, as_feature_map feature)
+{
+    char s1[128], s2[128], s3[128];
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4 || k->shape[0] != q->shape[0] || v->shape[0] != q->shape[0] ||
+        k->shape[1] != v->shape[1] || k->shape[1] == 0 || q->shape[1] % k->shape[1] != 0 ||
+        k->shape[2] != v->shape[2] || k->shape[3] != q->shape[3]) {
+        as_error_set("%s: expected q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) with H a multiple of Hkv, "
+                     "got q %s, k %s, v %s", fn, as_shape_str(s1, sizeof s1, q->ndim, q->shape),
+                     as_shape_str(s2, sizeof s2, k->ndim, k->shape), as_shape_str(s3, sizeof s3, v->ndim, v->shape));
+        return -1;
+    }
+    if (keep && (keep->ndim != 2 || (keep->shape[0] != 1 && keep->shape[0] != q->shape[0]) ||
+                 keep->shape[1] != k->shape[2])) {
+        as_error_set("%s: key weights must be (1 or B, Lk) = (1 or %lld, %lld), got %s", fn,
+                     (long long)q->shape[0], (long long)k->shape[2], as_shape_str(s1, sizeof s1, keep->ndim, keep->shape));
+        return -1;
+    }
+    if (feature == AS_FEATURE_FAVOR && (w == NULL || w->ndim != 2 || w->shape[0] < 1 || w->shape[1] != q->shape[3])) {
+        as_error_set("%s: the projection must be (m, D) with m >= 1, D = %lld, got %s", fn, (long long)q->shape[3],
+                     w ? as_shape_str(s1, sizeof s1, w->ndim, w->shape) : "none");
+        return -1;
+    }
+    return 0;
+}
+
+as_tensor *as_kernelized_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *keep,
+                                   const as_tensor *w, as_feature_map feature)
+{
+    const char *fn = feature == AS_FEATURE_FAVOR     ? "performer_attention"
+                     : feature == AS_FEATURE_SOFTMAX ? "efficient_attention"
+                                                     : "linear_attention";
+    const as_tensor *ts[5] = {q, k, v, keep, w};
+    int n = 3 + (keep != NULL) + (w != NULL && feature == AS_FEATURE_FAVOR);
+    if (keep == NULL) ts[3] = ts[4];
+    if (as_ops_check_cpu(fn, n, ts)) return NULL;
+    for (int i = 0; i < n; i++)
+        if (as_ops_check_float(fn, ts[i])) return NULL;
+    if (check_kernelized(fn, q, k, v, keep, w, feature)) return NULL;
+
+    as_tensor *c[5] = {NULL};
+    as_tensor *out = NULL;
+    void *ws = NULL;
+    const as_tensor *in[5] = {q, k, v, keep, feature == AS_FEATURE_FAVOR ? w : NULL};
+    for (int i = 0; i < 5; i++)
+        if (in[i] && !(c[i] = as_ops_f32_contiguous(in[i]))) goto done;
+    as_cpu_kernelized_params p = {
+        .q = as_data(c[0]), .k = as_data(c[1]), .v = as_data(c[2]),
+        .keep = c[3] ? as_data(c[3]) : NULL, .keep_B = c[3] ? c[3]->shape[0] : 1,
+        .w = c[4] ? as_data(c[4]) : NULL, .m = c[4] ? c[4]->shape[0] : 0,
+        .B = q->shape[0], .H = q->shape[1], .Hkv = k->shape[1], .Lq = q->shape[2], .Lk = k->shape[2],
+        .D = q->shape[3], .Dv = v->shape[3], .feature = feature,
+    };
+    out = as_empty(4, (int64_t[]){p.B, p.H, p.Lq, p.Dv}, AS_F32, AS_CPU);
+    if (!out || as_numel(out) == 0) goto done;
+    p.out = as_data(out);
+    int nthreads = as_get_num_threads();
+    size_t bytes = as_cpu_kernelized_workspace_size(&p, nthreads);
+    ws = malloc(bytes);
+    if (!ws) {
+        as_error_set("%s: out of memory (%zu bytes of scratch)", fn, bytes);
+        as_release(out);
+        out = NULL;
+        goto done;
+    }
+    as_cpu_kernelized_attention(&p, ws, nthreads);
+done:
+    free(ws);
+    for (int i = 0; i < 5; i++) as_release(c[i]);
     return out;
 }

@@ -1,7 +1,12 @@
 #include "zoo_linear.h"
 
+#include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 void as_cpu_linear_causal(const float *fq, const float *fk, const float *v, float *out, int64_t N, int64_t Lq,
                           int64_t Lk, int64_t F, int64_t Dv)
@@ -49,4 +54,189 @@ void as_cpu_linear_causal(const float *fq, const float *fk, const float *v, floa
         }
         free(S);
     }
+}
+
+/* ---- non-causal, fused feature maps ---- */
+
+#define KZ_ROWS 128 /* rows of features made at a time */
+
+static int64_t features_of(const as_cpu_kernelized_params *p)
+{
+    return p->feature == AS_FEATURE_FAVOR ? p->m : p->D;
+}
+
+static size_t kz_floats_per_thread(const as_cpu_kernelized_params *p)
+{
+    int64_t F = features_of(p);
+    /* a chunk of features, the state S and z, one denominator per row, the
+     * keys' column max and sum (AS_FEATURE_SOFTMAX) */
+    return (size_t)(KZ_ROWS * F + F * p->Dv + F + KZ_ROWS + 2 * F + 16);
+}
+
+size_t as_cpu_kernelized_workspace_size(const as_cpu_kernelized_params *p, int nthreads)
+{
+    return kz_floats_per_thread(p) * sizeof(float) * (size_t)(nthreads > 0 ? nthreads : 1);
+}
+
+/* FAVOR exponents of rows x (n, D): e = w x' - |x'|^2 / 2, into f (n, m). */
+static void favor_exponents(const as_cpu_kernelized_params *p, const float *x, int64_t n, float *f)
+{
+    int64_t D = p->D, m = p->m;
+    float s = powf((float)D, -0.25f);
+    if (D > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)D, s, x, (int)D, p->w, (int)D,
+                    0.0f, f, (int)m);
+    else
+        memset(f, 0, sizeof(float) * (size_t)(n * m));
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * D;
+        float sq = 0;
+        for (int64_t d = 0; d < D; d++) sq += xr[d] * xr[d];
+        sq *= 0.5f * s * s;
+        float *fr = f + r * m;
+        for (int64_t i = 0; i < m; i++) fr[i] -= sq;
+    }
+}
+
+/* A softmax over each of the n rows of x (n, D), into f. */
+static void softmax_rows(const float *x, int64_t n, int64_t D, float *f)
+{
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * D;
+        float *fr = f + r * D, mx = -INFINITY, sum = 0;
+        for (int64_t d = 0; d < D; d++) mx = xr[d] > mx ? xr[d] : mx;
+        for (int64_t d = 0; d < D; d++) sum += fr[d] = expf(xr[d] - mx);
+        for (int64_t d = 0; d < D; d++) fr[d] /= sum;
+    }
+}
+
+/* For the softmax over the keys: each feature's max over the kept keys of k
+ * (Lk, D) into cmax, and its sum of exp(k - cmax) into csum. */
+static void key_columns(const as_cpu_kernelized_params *p, const float *k, const float *keep, float *cmax,
+                        float *csum)
+{
+    int64_t D = p->D;
+    for (int64_t d = 0; d < D; d++) cmax[d] = -INFINITY, csum[d] = 0;
+    for (int64_t j = 0; j < p->Lk; j++) {
+        if (keep && keep[j] == 0) continue;
+        for (int64_t d = 0; d < D; d++) cmax[d] = k[j * D + d] > cmax[d] ? k[j * D + d] : cmax[d];
+    }
+    for (int64_t j = 0; j < p->Lk; j++) {
+        if (keep && keep[j] == 0) continue;
+        for (int64_t d = 0; d < D; d++) csum[d] += expf(k[j * D + d] - cmax[d]);
+    }
+}
+
+/* phi of rows x (n, D) into f (n, F).  stab: the keys' max (FAVOR keys), or
+ * NAN for queries (each row its own max). */
+static void make_features(const as_cpu_kernelized_params *p, const float *x, int64_t n, float stab, float *f)
+{
+    if (p->feature == AS_FEATURE_ELU1) {
+        for (int64_t i = 0; i < n * p->D; i++) f[i] = x[i] > 0 ? x[i] + 1.0f : expf(x[i]);
+        return;
+    }
+    if (p->feature == AS_FEATURE_SOFTMAX) { /* queries; the keys' are made in kernelized_item */
+        softmax_rows(x, n, p->D, f);
+        return;
+    }
+    int64_t m = p->m;
+    float norm = 1.0f / sqrtf((float)m);
+    favor_exponents(p, x, n, f);
+    for (int64_t r = 0; r < n; r++) {
+        float *fr = f + r * m, st = stab;
+        if (isnan(st)) {
+            st = -INFINITY;
+            for (int64_t i = 0; i < m; i++) st = fr[i] > st ? fr[i] : st;
+        }
+        for (int64_t i = 0; i < m; i++) fr[i] = expf(fr[i] - st) * norm + 1e-6f;
+    }
+}
+
+/* The max FAVOR exponent over the keys of one KV head. */
+static float favor_key_max(const as_cpu_kernelized_params *p, const float *k, float *f)
+{
+    float mx = -INFINITY;
+    for (int64_t j0 = 0; j0 < p->Lk; j0 += KZ_ROWS) {
+        int64_t n = p->Lk - j0 < KZ_ROWS ? p->Lk - j0 : KZ_ROWS;
+        favor_exponents(p, k + j0 * p->D, n, f);
+        for (int64_t i = 0; i < n * p->m; i++) mx = f[i] > mx ? f[i] : mx;
+    }
+    return mx;
+}
+
+static void kernelized_item(const as_cpu_kernelized_params *p, int64_t bh, float *ws)
+{
+    int64_t F = features_of(p), D = p->D, Dv = p->Dv;
+    int64_t b = bh / p->H, h = bh % p->H, hk = h / (p->H / p->Hkv);
+    float *f = ws, *S = f + KZ_ROWS * F, *z = S + F * Dv, *den = z + F, *cmax = den + KZ_ROWS, *csum = cmax + F;
+    const float *k = p->k + (b * p->Hkv + hk) * p->Lk * D, *v = p->v + (b * p->Hkv + hk) * p->Lk * Dv;
+    const float *keep = p->keep ? p->keep + (p->keep_B == 1 ? 0 : b) * p->Lk : NULL;
+    memset(S, 0, sizeof(float) * (size_t)(F * Dv + F));
+
+    float stab = p->feature == AS_FEATURE_FAVOR && p->Lk > 0 ? favor_key_max(p, k, f) : NAN;
+    if (p->feature == AS_FEATURE_SOFTMAX) key_columns(p, k, keep, cmax, csum);
+    for (int64_t j0 = 0; j0 < p->Lk; j0 += KZ_ROWS) {
+        int64_t n = p->Lk - j0 < KZ_ROWS ? p->Lk - j0 : KZ_ROWS;
+        if (p->feature == AS_FEATURE_SOFTMAX) { /* a column of no kept keys stays 0 (keep is 0 there) */
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t d = 0; d < D; d++) {
+                    float x = k[(j0 + r) * D + d];
+                    f[r * D + d] = csum[d] > 0 ? expf(x - cmax[d]) / csum[d] : 0.0f;
+                }
+        } else {
+            make_features(p, k + j0 * D, n, stab, f);
+        }
+        if (keep)
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t i = 0; i < F; i++) f[r * F + i] *= keep[j0 + r];
+        if (Dv > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)n, 1.0f, f, (int)F,
+                        v + j0 * Dv, (int)Dv, 1.0f, S, (int)Dv);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t i = 0; i < F; i++) z[i] += f[r * F + i];
+    }
+
+    const float *q = p->q + bh * p->Lq * D;
+    float *out = p->out + bh * p->Lq * Dv;
+    for (int64_t i0 = 0; i0 < p->Lq; i0 += KZ_ROWS) {
+        int64_t n = p->Lq - i0 < KZ_ROWS ? p->Lq - i0 : KZ_ROWS;
+        float *o = out + i0 * Dv;
+        make_features(p, q + i0 * D, n, NAN, f);
+        if (Dv > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)F, 1.0f, f, (int)F, S,
+                        (int)Dv, 0.0f, o, (int)Dv);
+        for (int64_t r = 0; r < n; r++) {
+            double d = 0;
+            for (int64_t i = 0; i < F; i++) d += (double)f[r * F + i] * z[i];
+            den[r] = (float)d;
+        }
+        for (int64_t r = 0; r < n; r++) {
+            float inv = den[r] != 0 ? 1.0f / den[r] : 0.0f;
+            for (int64_t d = 0; d < Dv; d++) o[r * Dv + d] *= inv;
+        }
+    }
+}
+
+void as_cpu_kernelized_attention(const as_cpu_kernelized_params *p, void *workspace, int nthreads)
+{
+    int64_t items = p->B * p->H;
+    if (items == 0 || p->Lq == 0) return;
+    size_t stride = kz_floats_per_thread(p);
+    if (nthreads < 1) nthreads = 1;
+    if (items < nthreads) nthreads = (int)items;
+    /* OpenBLAS runs in the calling thread inside the parallel region */
+    int blas_threads = openblas_get_num_threads();
+    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num();
+#else
+        int t = 0;
+#endif
+        float *mine = (float *)workspace + (size_t)t * stride;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) kernelized_item(p, it, mine);
+    }
+    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
 }

@@ -2,6 +2,7 @@
 #ifndef AS_CPU_ZOO_LINEAR_H
 #define AS_CPU_ZOO_LINEAR_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Causal linear attention by a running prefix state (Katharopoulos et al.
@@ -12,5 +13,35 @@
  * off = Lk - Lq aligns the last query with the last key. */
 void as_cpu_linear_causal(const float *fq, const float *fk, const float *v, float *out, int64_t N, int64_t Lq,
                           int64_t Lk, int64_t F, int64_t Dv);
+
+/* The feature maps the fused non-causal kernel applies itself. */
+typedef enum {
+    AS_FEATURE_ELU1,  /* phi(x) = elu(x) + 1 (linear_attention), F = D */
+    AS_FEATURE_FAVOR, /* phi(x) = exp(w x' - |x'|^2 / 2 - stab) / sqrt(m) + 1e-6,
+                       * x' = x D^-1/4 (performer_attention), F = m; stab: each
+                       * query's own max, one max over each item's keys */
+    AS_FEATURE_SOFTMAX /* efficient_attention: phi(q) a softmax over each query's
+                        * features, phi(k) a softmax over the (kept) keys for each
+                        * feature; F = D */
+} as_feature_map;
+
+typedef struct {
+    const float *q, *k, *v; /* (B, H, Lq, D), (B, Hkv, Lk, D), (B, Hkv, Lk, Dv), contiguous */
+    const float *keep;      /* key weights (keep_B, Lk) multiplying phi(k), or NULL */
+    int64_t keep_B;         /* 1 or B */
+    const float *w;         /* AS_FEATURE_FAVOR: the projection (m, D) */
+    int64_t m;
+    float *out;             /* (B, H, Lq, Dv) */
+    int64_t B, H, Hkv, Lq, Lk, D, Dv;
+    as_feature_map feature;
+} as_cpu_kernelized_params;
+
+/* Non-causal kernelised attention, fused: out_i = phi(q_i)^T S / (phi(q_i) . z)
+ * with S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j), per (batch, head);
+ * zeros where the denominator is 0.  Features are made a chunk of rows at a
+ * time in per-thread scratch, so nothing of size L x F is ever allocated.
+ * Query heads share their KV head (H a multiple of Hkv). */
+size_t as_cpu_kernelized_workspace_size(const as_cpu_kernelized_params *p, int nthreads);
+void as_cpu_kernelized_attention(const as_cpu_kernelized_params *p, void *workspace, int nthreads);
 
 #endif

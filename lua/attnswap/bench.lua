@@ -12,10 +12,15 @@ function B.median(xs)
 end
 
 --- time(f, repeats [, warmup = 1]) -> median seconds of f()
+--- A full collection (untimed) before each call: the last call's tensors go
+--- back to the allocator, so every call finds the same warm memory, as in a
+--- steady training or inference loop, instead of some calls paying for fresh
+--- pages from the kernel when the collector happened not to run.
 function B.time(f, repeats, warmup)
   for _ = 1, warmup or 1 do f() end
   local t = {}
   for i = 1, repeats do
+    collectgarbage()
     local t0 = core.clock()
     f()
     t[i] = core.clock() - t0

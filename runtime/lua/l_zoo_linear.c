@@ -1,6 +1,6 @@
-/* Bindings of the linear-cost attention kernels: the causal prefix scan that
- * linear_attention and performer_attention share (their feature maps and the
- * non-causal path are tensor ops, in lua/attnswap/attention/). */
+/* Bindings of the linear-cost attention kernels that linear_attention and
+ * performer_attention share: the causal prefix scan (features made by tensor
+ * ops in lua/attnswap/attention/) and the fused non-causal kernel. */
 #include "l_util.h"
 
 #include "attention_linear.h"
@@ -13,8 +13,23 @@ static int l_linear_attention_causal(lua_State *L)
     return 1;
 }
 
+/* kernelized_attention(q, k, v, keep|nil, w|nil, "elu1"|"favor"|"softmax") -> (B,H,Lq,Dv) */
+static int l_kernelized_attention(lua_State *L)
+{
+    static const char *const maps[] = {"elu1", "favor", "softmax", NULL};
+    static const as_feature_map map_of[] = {AS_FEATURE_ELU1, AS_FEATURE_FAVOR, AS_FEATURE_SOFTMAX};
+    as_tensor *q = l_checktensor(L, 1), *k = l_checktensor(L, 2), *v = l_checktensor(L, 3);
+    as_tensor *keep = lua_isnoneornil(L, 4) ? NULL : l_checktensor(L, 4);
+    as_tensor *w = lua_isnoneornil(L, 5) ? NULL : l_checktensor(L, 5);
+    int map = luaL_checkoption(L, 6, NULL, maps);
+    l_pushtensor(L, as_kernelized_attention(q, k, v, keep, w, map_of[map]));
+    return 1;
+}
+
 void l_open_zoo_linear(lua_State *L)
 {
+    lua_pushcfunction(L, l_kernelized_attention);
+    lua_setfield(L, -2, "kernelized_attention");
     lua_pushcfunction(L, l_linear_attention_causal);
     lua_setfield(L, -2, "linear_attention_causal");
 }

@@ -51,6 +51,98 @@ describe("linear_attention", function()
   end)
 end)
 
+-- The fused non-causal CPU kernel that linear_attention and performer_attention
+-- run, against the same math written out in tensor ops, on shapes that cross
+-- its 128-row chunks, with GQA, key weights, odd and empty sizes.
+describe("the fused kernelised-attention kernel", function()
+  local core = require "attnswap.core"
+
+  local function favor(x, w, per_row)
+    local D = x:size(4)
+    local xs = x * (D ^ -0.25)
+    local e = xs:matmul(w:t()) - (xs * xs):sum(4, true) * 0.5
+    local stab = per_row and e:max(4, true) or e:max(4, true):max(3, true)
+    return (e - stab):exp() * (w:size(1) ^ -0.5) + 1e-6
+  end
+
+  local function reference(q, k, v, keep, w)
+    local H = q:size(2)
+    local fq, fk
+    if w == "softmax" then
+      local kk = expand(k, H)
+      if keep then kk = as.where(keep:reshape(keep:size(1), 1, keep:size(2), 1):gt(0), kk, -math.huge) end
+      fq, fk = q:softmax(4), kk:softmax(3)
+    elseif w then fq, fk = favor(q, w, true), favor(expand(k, H), w, false)
+    else fq, fk = phi(q), phi(expand(k, H)) end
+    if keep then fk = fk * keep:reshape(keep:size(1), 1, keep:size(2), 1) end
+    local num = fq:matmul(fk:transpose(3, 4):matmul(expand(v, H)))
+    local den = fq:matmul(fk:sum(3, true):transpose(3, 4))
+    return as.where(den:ne(0), num / as.where(den:ne(0), den, 1.0), 0.0)
+  end
+
+  local function rel(a, b) return maxdiff(a, b) / math.max(b:abs():max():item(), 1e-30) end
+
+  it("equals the written-out math on random shapes, both feature maps", function()
+    as.manual_seed(7)
+    local shapes = { -- B, H, Hkv, Lq, Lk, D, Dv
+      { 1, 1, 1, 1, 1, 1, 1 }, { 2, 4, 2, 7, 300, 8, 5 }, { 1, 3, 1, 130, 129, 16, 16 },
+      { 3, 2, 2, 257, 5, 3, 7 }, { 1, 6, 3, 33, 128, 12, 1 },
+    }
+    for _, s in ipairs(shapes) do
+      local B, H, Hkv, Lq, Lk, D, Dv = table.unpack(s)
+      local q, k, v = as.randn(B, H, Lq, D), as.randn(B, Hkv, Lk, D), as.randn(B, Hkv, Lk, Dv)
+      local w = as.randn(11, D)
+      for _, keepB in ipairs { 0, 1, B } do
+        local keep = keepB > 0 and as.rand(keepB, Lk):gt(0.3):float() or nil -- 0 / 1 weights
+        local e1 = rel(core.kernelized_attention(q, k, v, keep, nil, "elu1"), reference(q, k, v, keep))
+        local e2 = rel(core.kernelized_attention(q, k, v, keep, w, "favor"), reference(q, k, v, keep, w))
+        assert.is_true(e1 < 1e-5, string.format("elu1 %s keep %d: %g", table.concat(s, ","), keepB, e1))
+        assert.is_true(e2 < 1e-4, string.format("favor %s keep %d: %g", table.concat(s, ","), keepB, e2))
+        local e3 = rel(core.kernelized_attention(q, k, v, keep, nil, "softmax"), reference(q, k, v, keep, "softmax"))
+        assert.is_true(e3 < 1e-5, string.format("softmax %s keep %d: %g", table.concat(s, ","), keepB, e3))
+      end
+    end
+  end)
+
+  it("takes non-contiguous and bfloat16 inputs, and gives zeros where nothing is kept", function()
+    local q = as.randn(2, 9, 3, 8):transpose(2, 3)               -- (2, 3, 9, 8), strided
+    local k, v = as.randn(2, 3, 20, 8), as.randn(2, 3, 8, 20):transpose(3, 4)
+    assert.is_false(q:is_contiguous())
+    assert.is_true(rel(core.kernelized_attention(q, k, v, nil, nil, "elu1"), reference(q, k, v)) < 1e-5)
+    local qb = q:to("bfloat16")
+    local out = core.kernelized_attention(qb, k, v, nil, nil, "elu1")
+    assert.are.equal("float32", out:dtype())
+    assert.is_true(rel(out, reference(qb:float(), k, v)) < 1e-5)
+    local none = as.zeros(2, 20)
+    for _, map in ipairs { "elu1", "softmax" } do
+      assert.are.equal(0, core.kernelized_attention(q, k, v, none, nil, map):abs():max():item())
+    end
+  end)
+
+  it("handles empty sizes", function()
+    local out = core.kernelized_attention(as.randn(1, 2, 0, 4), as.randn(1, 2, 5, 4), as.randn(1, 2, 5, 3), nil, nil, "elu1")
+    assert.are.same({ 1, 2, 0, 3 }, { out:size(1), out:size(2), out:size(3), out:size(4) })
+    out = core.kernelized_attention(as.randn(1, 2, 4, 4), as.randn(1, 2, 0, 4), as.randn(1, 2, 0, 3), nil,
+      as.randn(5, 4), "favor")
+    assert.are.equal(0, out:abs():max():item())
+  end)
+
+  it("rejects bad shapes and options with the function's name", function()
+    local q, k, v = as.randn(1, 4, 6, 8), as.randn(1, 2, 6, 8), as.randn(1, 2, 6, 8)
+    local function fails(pattern, ...)
+      local ok, err = pcall(core.kernelized_attention, ...)
+      assert.is_false(ok)
+      assert.is_truthy(tostring(err):find(pattern, 1, true), tostring(err))
+    end
+    fails("linear_attention: expected q (B, H, Lq, D)", q, as.randn(1, 3, 6, 8), as.randn(1, 3, 6, 8), nil, nil, "elu1")
+    fails("linear_attention: key weights must be (1 or B, Lk)", q, k, v, as.ones(1, 5), nil, "elu1")
+    fails("performer_attention: the projection must be (m, D)", q, k, v, nil, nil, "favor")
+    fails("performer_attention: the projection must be (m, D)", q, k, v, nil, as.randn(3, 7), "favor")
+    fails("invalid option 'relu'", q, k, v, nil, nil, "relu")
+    fails("expected a floating-point tensor", q:long(), k, v, nil, nil, "elu1")
+  end)
+end)
+
 describe("performer_attention", function()
   it("its error against softmax attention shrinks as nb_features grows", function()
     local q, k, v = as.randn(1, 2, 48, 16) * 0.5, as.randn(1, 2, 48, 16) * 0.5, as.randn(1, 2, 48, 16)

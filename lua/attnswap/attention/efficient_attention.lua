@@ -4,7 +4,8 @@
 --                                    rho_k = softmax over the sequence for each feature
 -- O(L D Dv), non-causal by construction (the key softmax runs over the whole
 -- sequence): asking for causal is an error.  Key-padding masks give those
--- keys -inf before the sequence softmax.
+-- keys -inf before the sequence softmax.  On the CPU one fused C kernel
+-- (kernels/cpu/zoo_linear.c) makes both softmaxes a chunk of rows at a time.
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
@@ -25,8 +26,10 @@ end
 function EfficientAttention:forward(q, k, v, mask)
   C.check(FN, q, k, v, mask, self.opts)
   local H = q:size(2)
-  local kk = C.expand_heads(k, H):float()
   local keep = C.key_padding(FN, mask, k:size(3))
+  local fused = C.fused(q, k, v, keep, nil, "softmax", false)
+  if fused then return fused:to(q:dtype()) end
+  local kk = C.expand_heads(k, H):float()
   if keep then kk = core.where(keep:gt(0), kk, -math.huge) end
   local rq = q:float():softmax(4)                        -- over features
   local rk = kk:softmax(3)                               -- over the sequence (masked keys get 0)

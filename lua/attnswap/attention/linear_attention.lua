@@ -2,8 +2,9 @@
 -- Autoregressive Transformers with Linear Attention", eq. 4-6 and 10-12):
 --   phi(x) = elu(x) + 1,   out_i = phi(q_i)^T sum_j phi(k_j) v_j^T / phi(q_i)^T sum_j phi(k_j)
 -- O(L D Dv): the D x Dv sums replace the L x L matrix; causal keeps them as
--- running prefix sums (a C scan, kernels/cpu/zoo_linear.c).  Key-padding
--- masks drop those keys from the sums.
+-- running prefix sums (a C scan, kernels/cpu/zoo_linear.c); non-causal on the
+-- CPU is one fused kernel there that makes phi a chunk of rows at a time.
+-- Key-padding masks drop those keys from the sums.
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
@@ -23,8 +24,10 @@ function LinearAttention:forward(q, k, v, mask)
   local o = self.opts
   C.check(FN, q, k, v, mask, o)
   local H = q:size(2)
-  local fk = phi(C.expand_heads(k, H))
   local keep = C.key_padding(FN, mask, k:size(3))
+  local fused = C.fused(q, k, v, keep, nil, "elu1", o.causal)
+  if fused then return fused:to(q:dtype()) end
+  local fk = phi(C.expand_heads(k, H))
   if keep then fk = fk * keep end
   return C.attend(phi(q), fk, C.expand_heads(v, H), o.causal):to(q:dtype())
 end

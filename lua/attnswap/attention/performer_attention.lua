@@ -6,8 +6,10 @@
 -- sums (O(L m D)), causal by the prefix scan.  The m x D projection is drawn
 -- from the seeded generator in orthogonal blocks (Gram-Schmidt on Gaussian
 -- D x D blocks, rows rescaled to chi(D) norms), kept as a buffer, and drawn
--- again by redraw().  Stabilised as the paper's code does: the max of each
--- query's exponent and one max over all keys are subtracted (they cancel).
+-- again by redraw().  Stabilised as lucidrains' performer-pytorch does: the
+-- max of each query's exponent and one max over each (batch, head)'s keys are
+-- subtracted (they cancel).  Non-causal on the CPU, one fused C kernel
+-- (kernels/cpu/zoo_linear.c) makes the features a chunk of rows at a time.
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
@@ -61,7 +63,7 @@ local function features(x, w, is_query)
   local proj = xs:matmul(w:t())                        -- (B, H, L, m)
   local sq = (xs * xs):sum(4, true) * 0.5              -- (B, H, L, 1)
   local e = proj - sq
-  local stab = is_query and e:max(4, true) or e:max()
+  local stab = is_query and e:max(4, true) or e:max(4, true):max(3, true)
   return (e - stab):exp() * (w:size(1) ^ -0.5) + 1e-6
 end
 
@@ -73,8 +75,10 @@ function Performer:forward(q, k, v, mask)
   local H = q:size(2)
   local w = self.projection
   P.check_param(FN, "projection", w, q:device())
-  local fk = features(C.expand_heads(k, H):float(), w, false)
   local keep = C.key_padding(FN, mask, k:size(3))
+  local fused = C.fused(q, k, v, keep, w, "favor", o.causal)
+  if fused then return fused:to(q:dtype()) end
+  local fk = features(C.expand_heads(k, H):float(), w, false)
   if keep then fk = fk * keep end
   return C.attend(features(q:float(), w, true), fk, C.expand_heads(v, H):float(), o.causal):to(q:dtype())
 end
