@@ -20,11 +20,11 @@ build: deps
 	$(CMAKE) -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DATTNSWAP_WERROR=$(WERROR)
 	$(CMAKE) --build $(BUILD_DIR) -j$(JOBS)
 
-# The seed example, then a ViT compared across every registered attention.
+# The seed example, then a small ViT compared across every registered attention.
 run: build
 	$(BUILD_DIR)/attnswap-run examples/dummy.lua
 	@echo
-	$(BUILD_DIR)/attnswap-run examples/compare.lua
+	$(BUILD_DIR)/attnswap-run examples/tiny_vit.lua --compare all
 
 test: build
 	$(CTEST) --test-dir $(BUILD_DIR) --output-on-failure -j2

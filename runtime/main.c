@@ -35,6 +35,7 @@ typedef struct {
     int flags;
     int script;                     /* argv index of the script; 0 when there is none */
     const char *value[N_VALUE_OPTS]; /* of the long options, NULL when not given */
+    int taken;                      /* arguments after the script taken as options */
     char error[256];                /* why the command line is bad */
 } cli_args;
 
@@ -115,6 +116,37 @@ static int long_option(char **argv, int *i, cli_args *a)
     return 0;
 }
 
+/* --swap and --compare may also follow the script, as in
+ * `attnswap-run model.lua --compare a,b`: they are about the model the script
+ * returns, not arguments for it.  They are taken out of argv (the script's
+ * `arg` does not see them); a '--' after the script ends the search. */
+static int options_after_script(char **argv, cli_args *a)
+{
+    int w = a->script + 1;
+    for (int r = a->script + 1; argv[r] != NULL; r++) {
+        int k = value_option(argv[r]);
+        if (strcmp(argv[r], "--") == 0) {
+            while (argv[r] != NULL) argv[w++] = argv[r++];
+            break;
+        }
+        if (k != OPT_SWAP && k != OPT_COMPARE) {
+            argv[w++] = argv[r];
+            continue;
+        }
+        const char *eq = strchr(argv[r], '=');
+        const char *v = eq ? eq + 1 : argv[r + 1];
+        if (v == NULL) return bad_arg(a, "option '%s' needs an argument", value_opts[k]);
+        if (check_value(a, k, v) != 0) return -1;
+        if (a->value[k]) return bad_arg(a, "option '%s' is given twice", value_opts[k]);
+        a->value[k] = v;
+        if (!eq) r++;
+    }
+    a->taken = 0;
+    for (int r = w; argv[r] != NULL; r++) a->taken++;
+    argv[w] = NULL;
+    return 0;
+}
+
 /* Reads the options up to the script name; returns 0, or -1 with a->error. */
 static int collectargs(char **argv, cli_args *a)
 {
@@ -153,6 +185,7 @@ static int collectargs(char **argv, cli_args *a)
             return bad_arg(a, "unrecognized option '%s'", o);
         }
     }
+    if (a->script > 0 && options_after_script(argv, a) != 0) return -1;
     if (a->value[OPT_SWAP] && a->value[OPT_COMPARE])
         return bad_arg(a, "options '--swap' and '--compare' do not go together", "");
     for (int k = OPT_SWAP; k <= OPT_COMPARE; k++)
@@ -198,7 +231,9 @@ static void print_help(void)
            "                 arguments): swap every attention core for NAME with those options,\n"
            "                 run the model, print the report and the output\n"
            "  --compare NAME,NAME,...\n"
-           "                 the same script: as.compare(model, inputs, {NAME, ...})\n"
+           "                 the same script: as.compare(model, inputs, {NAME, ...});\n"
+           "                 'all' stands for every registered implementation\n"
+           "                 (--swap and --compare may also follow the script)\n"
            "  --             stop handling options\n"
            "  -              stop handling options and execute stdin\n"
            "Options with a value also take the form --opt=VALUE.\n");
@@ -408,7 +443,13 @@ static const char CLI_LUA[] =
     "  end\n"
     "  if opt == 'compare' then\n"
     "    local names = {}\n"
-    "    for n in spec:gmatch('[^,]+') do names[#names + 1] = n end\n"
+    "    for n in spec:gmatch('[^,]+') do\n"
+    "      if n == 'all' then -- every registered implementation but the one the model has\n"
+    "        for _, r in ipairs(as.attention.names()) do\n"
+    "          if r ~= 'scaled_dot_product' then names[#names + 1] = r end\n"
+    "        end\n"
+    "      else names[#names + 1] = n end\n"
+    "    end\n"
     "    for _, n in ipairs(names) do\n"
     "      if not as.attention.exists(n) then return unknown(opt, n) end\n"
     "    end\n"
@@ -523,6 +564,7 @@ static int pmain(lua_State *L)
         lua_pushinteger(L, EXIT_USAGE);
         return 1;
     }
+    argc -= a.taken;
     int status = EXIT_OK;
     int lim = a.script > 0 ? a.script : argc; /* argv[lim] is the first non-option */
     if (a.flags & HAS_H) {

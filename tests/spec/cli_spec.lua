@@ -78,6 +78,7 @@ describe("attnswap-run options", function()
       for _, o in ipairs { "--list-attention", "--swap NAME[:key=value,...]", "--compare NAME,NAME,..." } do
         assert.truthy(r.out:find("\n  " .. o .. "\n", 1, true), o)
       end
+      assert.truthy(r.out:find("(--swap and --compare may also follow the script)", 1, true))
       assert.truthy(r.out:find("--opt=VALUE", 1, true))
     end
   end)
@@ -317,6 +318,31 @@ return nn.TransformerBlock{dim = 8, num_heads = 2}, { as.randn(1, 3, 8) }
     assert.truthy(r.out:find("\n(as is) ", 1, true))
     assert.truthy(r.out:find("\nflash_attention ", 1, true))
     assert.truthy(r.out:find("\nlocal_attention ", 1, true))
+  end)
+
+  it("takes --swap and --compare after the script too, out of the script's arg", function()
+    local r = run { model, "--compare", "local_attention" }
+    assert.equals(0, r.code, r.err)
+    assert.truthy(r.out:find("\nlocal_attention ", 1, true), r.out)
+    r = run { script "print('args', ...) return nn.TransformerBlock{dim=8, num_heads=2}, as.randn(1, 2, 8)",
+      "x", "--swap=flash_attention", "y", "--", "--compare", "z" }
+    assert.equals(0, r.code, r.err)
+    assert.matches("^args\tx\ty\t%-%-\t%-%-compare\tz\n", r.out)
+    assert.truthy(r.out:find("swapped 1 module(s) for 'flash_attention'", 1, true), r.out)
+    r = run { model, "--compare" }
+    assert.equals(2, r.code)
+    assert.matches("^attnswap%-run: option '%-%-compare' needs an argument\n", r.err)
+    r = run { "--swap", "flash_attention", model, "--swap", "local_attention" }
+    assert.equals(2, r.code)
+    assert.matches("^attnswap%-run: option '%-%-swap' is given twice\n", r.err)
+  end)
+
+  it("--compare all compares every registered implementation", function()
+    local r = run { model, "--compare", "all" }
+    assert.equals(0, r.code, r.err)
+    for _, name in ipairs { "flash_attention", "performer_attention", "sparse_attention", "entmax_attention" } do
+      assert.truthy(r.out:find("\n" .. name .. " ", 1, true), name .. " missing:\n" .. r.out)
+    end
   end)
 
   it("passes the script its arguments", function()

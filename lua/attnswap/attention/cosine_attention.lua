@@ -17,6 +17,7 @@ local P = require "attnswap.attention.ops_path"
 local FN = "cosine_attention"
 
 local CosineAttention = nn.class("CosineAttention")
+CosineAttention.shape_options = { "num_heads" } -- filled in by swap_attention
 
 local SPEC = {
   num_heads = { O.positive_integer, 8 },

@@ -18,6 +18,7 @@ local P = require "attnswap.attention.ops_path"
 local FN = "entmax_attention"
 
 local EntmaxAttention = nn.class("EntmaxAttention")
+EntmaxAttention.shape_options = { "num_heads" } -- filled in by swap_attention
 
 local SPEC = {
   alpha = { O.number_in(1, 2), 1.5 },
