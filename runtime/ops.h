@@ -88,8 +88,15 @@ int as_normal_(as_tensor *t, double mean, double std);
 as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device dev);
 
 /* ---- threads ---- */
-/* Sets OpenMP's and OpenBLAS's thread counts together. */
+/* OpenMP is the one thread pool (runtime/threads.c says why): n threads for
+ * the kernels; OpenBLAS stays single-threaded. */
 void as_set_num_threads(int n);
 int as_get_num_threads(void);
+void as_threads_init(void); /* once, when the library loads */
+/* cblas_sgemm (row-major; ta/tb: operand transposed) with C split into one
+ * slab per OpenMP thread when the product is large enough; one call when
+ * already inside a parallel region. */
+void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 #endif

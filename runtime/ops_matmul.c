@@ -126,9 +126,15 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
     }
     float *po = as_data(out);
     if (b_shared && a_rows_contig && nbatch > 1) {
-        cblas_sgemm(CblasRowMajor, ta, tb, (int)(M * nbatch), (int)N, (int)K, 1.0f, as_data(a), (int)lda,
-                    as_data(b), (int)ldb, 0.0f, po, (int)N);
+        as_cpu_sgemm(ta == CblasTrans, tb == CblasTrans, M * nbatch, N, K, 1.0f, as_data(a), lda, as_data(b), ldb,
+                     0.0f, po, N);
+    } else if (nbatch == 1) {
+        as_cpu_sgemm(ta == CblasTrans, tb == CblasTrans, M, N, K, 1.0f, as_data(a), lda, as_data(b), ldb, 0.0f, po,
+                     N);
     } else {
+        /* one product per thread at a time (each big one is not split again) */
+        const float *pa = as_data(a), *pb = as_data(b);
+#pragma omp parallel for schedule(dynamic, 1) if (nbatch > 1 && (double)M * N * K * nbatch >= 262144.0)
         for (int64_t i = 0; i < nbatch; i++) {
             int64_t oa = 0, ob = 0, rem = i;
             for (int d = nb - 1; d >= 0; d--) {
@@ -136,8 +142,8 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
                 rem /= batch[d];
                 oa += idx * a->stride[d], ob += idx * b->stride[d];
             }
-            cblas_sgemm(CblasRowMajor, ta, tb, (int)M, (int)N, (int)K, 1.0f, (float *)as_data(a) + oa, (int)lda,
-                        (float *)as_data(b) + ob, (int)ldb, 0.0f, po + i * M * N, (int)N);
+            as_cpu_sgemm(ta == CblasTrans, tb == CblasTrans, M, N, K, 1.0f, pa + oa, lda, pb + ob, ldb, 0.0f,
+                         po + i * M * N, N);
         }
     }
     as_ops_release4(a, b, ca, cb);

@@ -6,6 +6,7 @@
 #include <lua.h>
 
 #include "l_util.h"
+#include "ops.h"
 
 /* When a stock lua5.4 closes its state it dlcloses C modules; OpenBLAS and
  * OpenMP worker threads started from this one would then run unmapped code.
@@ -20,6 +21,7 @@ static void pin_module(void)
 int luaopen_attnswap_core(lua_State *L)
 {
     pin_module();
+    as_threads_init();
     lua_newtable(L);
     l_open_tensor(L);
     l_open_file(L);
