@@ -16,168 +16,13 @@
  * normalised probabilities with the CPU's counter hash and scales the kept
  * ones by 1 / (1 - p), a row that sees no key gives zeros.  See
  * docs/cuda_flash.md. */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <math.h>
-#include <stdint.h>
-
 #include <type_traits>
 
-#include "attention_flash_cuda.h"
+#include "attention_flash_common.cuh"
 
 namespace {
 
-/* ---- the CPU's dropout hash (attention_flash.h), on the device ---- */
-
-__device__ __forceinline__ uint64_t fl_mix64(uint64_t x)
-{
-    x ^= x >> 30, x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27, x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-__device__ __forceinline__ uint32_t fl_mix32(uint32_t x)
-{
-    x ^= x >> 16, x *= 0x7feb352du;
-    x ^= x >> 15, x *= 0x846ca68bu;
-    return x ^ (x >> 16);
-}
-__device__ __forceinline__ uint32_t fl_row_key(uint64_t seed, int64_t H, int64_t Lq, int64_t b,
-                                               int64_t h, int64_t i)
-{
-    return (uint32_t)fl_mix64(seed ^ fl_mix64((uint64_t)((b * H + h) * Lq + i)));
-}
-__device__ __forceinline__ bool fl_keep(uint32_t row_key, int64_t j, uint32_t threshold)
-{
-    return (fl_mix32(row_key + (uint32_t)j * 0x9e3779b9u) >> 8) >= threshold;
-}
-
-/* ---- parameters, by value ---- */
-
-struct Opnd {
-    const char *data;
-    int64_t s0, s1, s2, s3; /* elements */
-    int dtype;
-};
-
-struct KParams {
-    Opnd q, k, v, mask;
-    int64_t B, H, G, Lq, Lk, D, Dv;
-    int64_t nm; /* query blocks per (b, h) (mma path) */
-    float scale;
-    float sl2;      /* multiplier of the scores in the exp2 domain */
-    int causal;
-    int has_mask;
-    int prescale;   /* scores scaled before the mask / bias is added */
-    int dropout;
-    uint32_t threshold;
-    float keep_scale;
-    uint64_t seed;
-    void *out;
-    int out_dtype;
-};
-
-#define LOG2E 1.4426950408889634f
-
-__device__ __forceinline__ float load_f(const char *base, int dt, int64_t i)
-{
-    switch (dt) {
-    case AS_F32: return ((const float *)base)[i];
-    case AS_F16: return __half2float(((const __half *)base)[i]);
-    case AS_BF16: return __bfloat162float(((const __nv_bfloat16 *)base)[i]);
-    case AS_BOOL: return base[i] ? 0.0f : -INFINITY;
-    default: return 0.0f;
-    }
-}
-
-__device__ __forceinline__ void store_f(void *base, int dt, int64_t i, float x)
-{
-    switch (dt) {
-    case AS_F32: ((float *)base)[i] = x; break;
-    case AS_F16: ((__half *)base)[i] = __float2half_rn(x); break;
-    default: ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn(x); break;
-    }
-}
-
-__device__ __forceinline__ float ex2(float x) /* 2^x, 2^-inf = 0 */
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-/* ---- PTX wrappers ---- */
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16 bytes global -> shared; zero-filled when !valid (src then only needs to be mapped) */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr)
-                 : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-template <typename T>
-struct Mma;
-
-template <>
-struct Mma<__half> {
-    static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1)
-    {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
-                     "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
-    {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-};
-
-template <>
-struct Mma<__nv_bfloat16> {
-    static __device__ __forceinline__ void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1)
-    {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-                     "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi)
-    {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-};
+using namespace as_flash;
 
 /* ---- the tensor-core path ----
  *
@@ -633,20 +478,6 @@ int sm_count(void)
     return n;
 }
 
-/* the large-shared-memory opt-in, once per kernel and device */
-int smem_optin(const void *fn, size_t bytes, uint64_t *done)
-{
-    if (bytes <= 48 * 1024) return 0;
-    int dev = 0;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) return (int)e;
-    uint64_t bit = 1ull << (dev & 63);
-    if (*done & bit) return 0;
-    e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-    if (e != cudaSuccess) return (int)e;
-    *done |= bit;
-    return 0;
-}
 
 template <typename T, int D, int WM, int BN, bool EXTRA, bool QREG>
 int launch_mma(KParams kp, cudaStream_t s)
@@ -663,9 +494,43 @@ int launch_mma(KParams kp, cudaStream_t s)
     return (int)cudaGetLastError();
 }
 
+/* the wgmma kernel: built (AS_FLASH_WGMMA) and a device of compute capability 9.0 */
+int g_force_wgmma = 0; /* 1 whenever it can, -1 never, 0 when the grid fills the GPU */
+
+bool wgmma_device(void)
+{
+#ifdef AS_FLASH_WGMMA
+    static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!cache[dev]) {
+        int major = 0, minor = 0;
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        cache[dev] = major == 9 && minor == 0 ? 1 : -1;
+    }
+    return cache[dev] > 0;
+#else
+    return false;
+#endif
+}
+
+/* no mask, bias, dropout, and a positive scale: what the wgmma kernel does */
+bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
+
+bool use_wgmma(int64_t B, int64_t H, int64_t Lq, bool is_plain)
+{
+    if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return false;
+    return g_force_wgmma > 0 || B * H * ((Lq + 127) / 128) >= (int64_t)sm_count();
+}
+
 template <typename T, int D>
 int launch_mma_d(KParams kp, cudaStream_t s)
 {
+#ifdef AS_FLASH_WGMMA
+    if (use_wgmma(kp.B, kp.H, kp.Lq, plain(kp.has_mask, kp.dropout, kp.prescale)))
+        return launch_wgmma(kp, std::is_same<T, __half>::value, s);
+#endif
     int bm = g_force_bm;
     if (!bm) { /* 128 rows per CTA (a warp reuses each K, V fragment twice) when that fills the GPU */
         int64_t ctas = kp.B * kp.H * ((kp.Lq + 127) / 128);
@@ -712,9 +577,18 @@ extern "C" int as_cuda_flash_force_block_m(int block_m)
     return 0;
 }
 
+extern "C" int as_cuda_flash_force_wgmma(int mode)
+{
+    if (mode < -1 || mode > 1) return -1;
+    g_force_wgmma = mode;
+    return wgmma_device() ? 1 : 0;
+}
+
 extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
 {
-    return mma_ok(p) ? "flash/mma" : "flash/cuda-f32";
+    if (!mma_ok(p)) return "flash/cuda-f32";
+    const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
+    return use_wgmma(p->B, p->H, p->Lq, is_plain) ? "flash/wgmma" : "flash/mma";
 }
 
 extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream)

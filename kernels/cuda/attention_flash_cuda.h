@@ -20,13 +20,20 @@ int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
 
 /* Which path it would take: "flash/mma" (tensor cores: q, k, v all F16 or
  * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
- * Lq, Lk <= 2^30) or
- * "flash/cuda-f32" (everything else). */
+ * Lq, Lk <= 2^30), "flash/wgmma" (the same, on a compute capability 9.0
+ * device with the sm_90a kernel built, no mask, bias or dropout, and at
+ * least as many 128-row blocks as SMs) or "flash/cuda-f32" (everything
+ * else). */
 const char *as_cuda_flash_path(const as_cpu_flash_params *p);
 
 /* Tests and benchmarks: query rows per CTA on the mma path, 64 or 128;
  * 0 goes back to the automatic choice.  Returns -1 for any other value. */
 int as_cuda_flash_force_block_m(int block_m);
+
+/* Tests and benchmarks: 1 takes the wgmma kernel whenever it can, -1 never,
+ * 0 the automatic choice.  Returns 1 when the current device can run it,
+ * 0 when not, -1 for any other mode. */
+int as_cuda_flash_force_wgmma(int mode);
 
 #ifdef __cplusplus
 }

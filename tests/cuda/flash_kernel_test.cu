@@ -5,7 +5,8 @@
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iruntime -Ikernels/cpu -Ikernels/cuda \
  *        tests/cuda/flash_kernel_test.cu kernels/cuda/attention_flash.cu -o flash_kernel_test
  *   ./flash_kernel_test            correctness cases; exit 1 on a failure, 77 without a GPU
- *   ./flash_kernel_test --bench [64|128]   bf16 throughput table (optionally forcing BM) */
+ *   ./flash_kernel_test --bench [64|128|mma|wgmma]   bf16 throughput table (optionally
+ *                       forcing the mma.sync kernel's BM, that kernel, or the wgmma one) */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -144,6 +145,7 @@ struct Case {
     Layout qlay = BHLD, klay = BHLD;
     float dropout = 0.0f;
     int bm = 0; /* forced block_m on the mma path */
+    bool wg = false; /* the wgmma kernel forced (where the device and the case allow it) */
 };
 
 struct Ref {
@@ -264,10 +266,13 @@ static bool run_case(const Case &c, int idx)
     p.out = dout;
     p.out_dtype = c.dt;
 
+    /* the automatic choice is never wgmma on these small grids; wg forces it */
+    const bool wg_dev = as_cuda_flash_force_wgmma(c.wg ? 1 : -1) == 1;
     const char *path = as_cuda_flash_path(&p);
     as_cuda_flash_force_block_m(c.bm);
     int rc = as_cuda_flash_attention(&p, nullptr);
     as_cuda_flash_force_block_m(0);
+    as_cuda_flash_force_wgmma(0);
     cudaError_t sync = cudaDeviceSynchronize();
 
     std::vector<double> ref(std::max<size_t>(nout, 1));
@@ -291,7 +296,9 @@ static bool run_case(const Case &c, int idx)
         err = std::max(err, d);
     }
     const double tol = c.dt == AS_F32 ? 2e-3 : 2e-2;
-    const bool path_ok = !strcmp(path, mma_eligible(c) ? "flash/mma" : "flash/cuda-f32");
+    const bool wg_path = c.wg && wg_dev && c.mask == M_NONE && c.dropout == 0.0f;
+    const bool path_ok =
+        !strcmp(path, !mma_eligible(c) ? "flash/cuda-f32" : wg_path ? "flash/wgmma" : "flash/mma");
     const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok;
     printf("[%3d] %-4s %-44s %-15s err %.2e  %s%s%s\n", idx, ok ? "ok" : "FAIL", c.name.c_str(),
            path, err, rc ? cudaGetErrorString((cudaError_t)rc) : "",
@@ -318,6 +325,7 @@ static std::string describe(const Case &c)
     if (c.klay == PADDED) s += " kv=padded";
     if (c.klay == BLHD) s += " kv=BLHD";
     if (c.bm) s += " bm" + std::to_string(c.bm);
+    if (c.wg) s += " wgmma";
     return s;
 }
 
@@ -325,12 +333,15 @@ static std::vector<Case> cases()
 {
     std::vector<Case> v;
     auto add = [&](Case c) {
-        if (mma_eligible(c) && c.bm == 0) { /* both CTA shapes */
+        if (mma_eligible(c) && c.bm == 0) { /* both CTA shapes, and the wgmma kernel */
             for (int bm : {64, 128}) {
                 c.bm = bm;
                 c.name = describe(c);
                 v.push_back(c);
             }
+            c.bm = 0, c.wg = true;
+            c.name = describe(c);
+            v.push_back(c);
             return;
         }
         c.name = describe(c);
@@ -416,8 +427,11 @@ __global__ void fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt)
     }
 }
 
-static int bench(int bm)
+/* kernel: 0 automatic, 64 / 128 the mma kernel with that BM, -1 the mma
+ * kernel's own choice, 1 the wgmma kernel */
+static int bench(int kernel)
 {
+    const int bm = kernel == 64 || kernel == 128 ? kernel : 0;
     const int64_t tokens = 16384, hidden = 2048;
     const size_t n = tokens * hidden;
     __nv_bfloat16 *q, *k, *v, *o;
@@ -433,8 +447,9 @@ static int bench(int bm)
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     if (bm) as_cuda_flash_force_block_m(bm);
+    as_cuda_flash_force_wgmma(kernel == 1 ? 1 : kernel != 0 ? -1 : 0);
     printf("bf16 forward, %lld tokens, hidden %lld%s\n", (long long)tokens, (long long)hidden,
-           bm ? (bm == 64 ? ", BM forced 64" : ", BM forced 128") : "");
+           kernel == 1 ? ", wgmma forced" : kernel == -1 ? ", mma.sync" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
     printf("%6s %4s %4s %4s %6s %10s %9s  %s\n", "L", "D", "B", "H", "causal", "ms", "TFLOP/s", "path");
     for (int64_t D : {64, 128})
         for (bool causal : {false, true})
@@ -476,6 +491,7 @@ static int bench(int bm)
                 fflush(stdout);
             }
     as_cuda_flash_force_block_m(0);
+    as_cuda_flash_force_wgmma(0);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
     return 0;
 }
@@ -487,7 +503,10 @@ int main(int argc, char **argv)
         printf("flash_kernel_test: no CUDA device, skipped\n");
         return 77;
     }
-    if (argc > 1 && !strcmp(argv[1], "--bench")) return bench(argc > 2 ? atoi(argv[2]) : 0);
+    if (argc > 1 && !strcmp(argv[1], "--bench")) {
+        const char *k = argc > 2 ? argv[2] : "";
+        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "mma") ? -1 : atoi(k));
+    }
     std::vector<Case> cs = cases();
     int passed = 0;
     for (size_t x = 0; x < cs.size(); x++) passed += run_case(cs[x], (int)x);

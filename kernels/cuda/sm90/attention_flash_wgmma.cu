@@ -1,0 +1,300 @@
+/* FlashAttention forward for Hopper (sm_90a): wgmma.mma_async instead of
+ * mma.sync.  Built for sm_90a only (CMakeLists.txt), used on devices of
+ * compute capability 9.0 for plain attention (no mask, bias or dropout;
+ * causal or not), F16/BF16, D = Dv in {64, 128}; everything else stays on
+ * the mma.sync kernel in ../attention_flash.cu, whose semantics this one
+ * shares (zeros for a row that sees nothing, causal j <= i + Lk - Lq, GQA).
+ *
+ * A CTA is NWG warpgroups of 128 threads; warpgroup g owns query rows
+ * [64 g, 64 g + 64) of the CTA's BM = 64 NWG.  K and V tiles of BN keys
+ * stream through a 2-stage cp.async ring as in the mma.sync kernel, but into
+ * the 128-byte-swizzled layout wgmma reads from shared memory, so neither K
+ * nor V passes through registers:
+ *
+ *   S = Q K^T   wgmma m64nBNk16, A = Q and B = K from shared memory (K-major)
+ *   softmax     in registers, online, exp2 domain (as the mma.sync kernel)
+ *   O += P V    wgmma m64nDk16, A = P from registers (the S accumulators
+ *               repacked), B = V from shared memory (N-major: imm-trans-b)
+ *
+ * Shared-memory layout of a (R rows, D) tile: D splits into 64-element
+ * blocks; element (r, d) sits at byte
+ *     ((d / 64) R + r) 128 + ((d % 64 / 8) ^ (r % 8)) 16 + (d % 8) 2,
+ * i.e. 8-row x 128-byte swizzle atoms (1024-byte aligned), stacked along
+ * rows, one stack per 64 columns.  For a K-major operand (Q, K) that is the
+ * canonical SWIZZLE_128B layout with stride byte offset 1024 (8 rows to the
+ * next 8); the k-th 16-column step starts (k / 4) R 128 + (k % 4) 32 bytes in.
+ * Read as N-major (V: N = d, K = key), the same bytes have leading byte
+ * offset R 128 (next 64 columns) and stride byte offset 1024 (next 8 keys);
+ * the k-th 16-key step starts k 2048 bytes in. */
+#include "../attention_flash_common.cuh"
+#include "wgmma.cuh"
+
+#include <type_traits>
+
+namespace as_flash {
+namespace {
+
+constexpr int NWG = 2;               /* consumer warpgroups a CTA */
+constexpr int NTH = 128 * NWG;
+constexpr int BM = 64 * NWG;
+
+template <int D, int BN>
+struct WCfg {
+    static constexpr int QB = BM * D * 2, KB = BN * D * 2; /* tile bytes */
+    static constexpr size_t smem = (size_t)QB + 4 * KB + 1024; /* + alignment slack */
+};
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define AS_WGMMA_BODY 1
+#endif
+
+#ifdef AS_WGMMA_BODY
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo)
+{
+    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
+           ((uint64_t)(sbo >> 4) << 32) | (1ull << 62); /* 62-63: 1 = 128-byte swizzle */
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+/* cp.async wrote through the generic proxy; wgmma reads through the async one */
+__device__ __forceinline__ void proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+/* the registers of an async wgmma are read / written only after the wait */
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&r)[N])
+{
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void reg_fence(uint32_t (&r)[N][4])
+{
+#pragma unroll
+    for (int i = 0; i < N; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) asm volatile("" : "+r"(r[i][j])::"memory");
+}
+#endif
+
+template <typename T, int D, int BN>
+__global__ void __launch_bounds__(NTH, 1) flash_wgmma_kernel(const KParams P)
+{
+#ifdef AS_WGMMA_BODY
+    using C = WCfg<D, BN>;
+    constexpr int CH = D / 8, RPI = NTH / CH, NT = BN / 8, DT = D / 8;
+    static_assert(RPI % 8 == 0 && BM % RPI == 0 && BN % RPI == 0 && BN % 16 == 0, "tile shape");
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + 2 * C::KB;
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int64_t BH = P.B * P.H, bid = blockIdx.x;
+    int64_t bh;
+    int m_block;
+    if (P.causal) { /* longest query blocks first, over all heads */
+        m_block = (int)(P.nm - 1 - bid / BH);
+        bh = bid % BH;
+    } else { /* one head's blocks together: its K, V stay in L2 */
+        m_block = (int)(bid % P.nm);
+        bh = bid / P.nm;
+    }
+    const int64_t b = bh / P.H, h = bh % P.H, hk = h / P.G;
+    const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq, row0 = m_block * BM;
+    const int row_end = row0 + BM < Lq ? row0 + BM : Lq;
+    T *out = reinterpret_cast<T *>(P.out) + bh * P.Lq * D;
+
+    int n_end = Lk;
+    if (P.causal && row_end + off < n_end) n_end = row_end + off;
+    if (n_end <= 0) {
+        for (int x = tid; x < (row_end - row0) * D; x += NTH) out[(int64_t)row0 * D + x] = T(0.0f);
+        return;
+    }
+    const int n_tiles = (n_end + BN - 1) / BN;
+
+    const T *qg = reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
+    const T *kg = reinterpret_cast<const T *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
+    const T *vg = reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
+    const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
+
+    /* the thread's share of every tile load: rows lr + RPI it, chunk lc (RPI is a
+     * multiple of 8: one swizzle for all of them) */
+    const int lr = tid / CH, lc = tid % CH;
+    const uint32_t sw = (uint32_t)(lr * 128 + (((lc & 7) ^ (lr & 7)) << 4));
+    const uint32_t q_st = sw + (uint32_t)((lc >> 3) * BM * 128), kv_st = sw + (uint32_t)((lc >> 3) * BN * 128);
+    const T *q_ld = qg + (int64_t)(row0 + lr) * qs + lc * 8;
+    const T *k_ld = kg + (int64_t)lr * ks + lc * 8;
+    const T *v_ld = vg + (int64_t)lr * vs + lc * 8;
+
+    auto load_rows = [&](uint32_t s, const T *g, int64_t gs, int r0, int lim, const T *g0, auto nr) {
+        constexpr int NR = decltype(nr)::value;
+        if (r0 + NR <= lim) {
+#pragma unroll
+            for (int it = 0; it < NR / RPI; it++) cp_async16(s + it * RPI * 128, g + it * RPI * gs, true);
+        } else {
+#pragma unroll
+            for (int it = 0; it < NR / RPI; it++) {
+                const bool ok = r0 + lr + it * RPI < lim;
+                cp_async16(s + it * RPI * 128, ok ? g + it * RPI * gs : g0, ok);
+            }
+        }
+    };
+    using NBM = std::integral_constant<int, BM>;
+    using NBN = std::integral_constant<int, BN>;
+
+    load_rows(sQ + q_st, q_ld, qs, row0, Lq, qg, NBM());
+    load_rows(sK + kv_st, k_ld, ks, 0, Lk, kg, NBN());
+    cp_async_commit();
+    load_rows(sV + kv_st, v_ld, vs, 0, Lk, vg, NBN());
+    cp_async_commit();
+
+    const int grow0 = row0 + 64 * wg;            /* the warpgroup's first row */
+    const int wrow0 = grow0 + 16 * warp;         /* the warp's */
+    const int glast = grow0 + 63 < Lq - 1 ? grow0 + 63 : Lq - 1;
+    const bool wg_idle = grow0 >= Lq;
+    const float sl2 = P.sl2;
+
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
+    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+
+    const uint32_t qdesc0 = sQ + wg * 64 * 128;
+
+    for (int n = 0; n < n_tiles; n++) {
+        const int st = n & 1, j0 = n * BN;
+        cp_async_wait<1>(); /* K[n] */
+        proxy_fence();
+        __syncthreads(); /* ... for all; every warpgroup is done with tile n - 1 */
+        if (n + 1 < n_tiles)
+            load_rows(sK + (st ^ 1) * C::KB + kv_st, k_ld + (int64_t)(j0 + BN) * ks, ks, j0 + BN, Lk, kg, NBN());
+        cp_async_commit();
+        if (n + 1 < n_tiles)
+            load_rows(sV + (st ^ 1) * C::KB + kv_st, v_ld + (int64_t)(j0 + BN) * vs, vs, j0 + BN, Lk, vg, NBN());
+        cp_async_commit();
+
+        /* the same for the whole warpgroup, as wgmma needs */
+        const bool skip = wg_idle || (P.causal && j0 > glast + off);
+        float s[BN / 2];
+        uint32_t pa[BN / 16][4];
+        if (!skip) {
+            const uint32_t kt = sK + st * C::KB;
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++)
+                Wgmma<T, BN>::ss(s, smem_desc(qdesc0 + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
+                                 smem_desc(kt + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+            wg_commit();
+            wg_wait0();
+            reg_fence(s);
+
+            /* s[4 nt + 2 r + c]: row wrow0 + lane / 4 + 8 r, key j0 + 8 nt + 2 (lane % 4) + c */
+            if (j0 + BN > Lk || (P.causal && j0 + BN - 1 > wrow0 + off)) {
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int i = wrow0 + (lane >> 2) + 8 * r;
+                    int lim = Lk - 1 - j0;
+                    if (P.causal && i + off - j0 < lim) lim = i + off - j0;
+                    const int lm = lim < -1 ? -1 : (lim > BN ? BN : lim);
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++)
+                            if (nt * 8 + ((lane & 3) << 1) + c > lm) s[4 * nt + 2 * r + c] = -INFINITY;
+                }
+            }
+
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                float mx = m_r[r];
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
+                const float alpha = ex2(m_r[r] * sl2 - ms);
+                m_r[r] = mx;
+                float sum = 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const float p = ex2(fmaf(s[4 * nt + 2 * r + c], sl2, -ms));
+                        sum += p;
+                        s[4 * nt + 2 * r + c] = p;
+                    }
+                l_r[r] = l_r[r] * alpha + sum;
+#pragma unroll
+                for (int nt = 0; nt < DT; nt++) o[4 * nt + 2 * r] *= alpha, o[4 * nt + 2 * r + 1] *= alpha;
+            }
+            /* P as A fragments: k-step kk takes n-tiles 2 kk, 2 kk + 1 */
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                pa[kk][0] = Mma<T>::pack(s[8 * kk + 0], s[8 * kk + 1]);
+                pa[kk][1] = Mma<T>::pack(s[8 * kk + 2], s[8 * kk + 3]);
+                pa[kk][2] = Mma<T>::pack(s[8 * kk + 4], s[8 * kk + 5]);
+                pa[kk][3] = Mma<T>::pack(s[8 * kk + 6], s[8 * kk + 7]);
+            }
+        }
+
+        cp_async_wait<2>(); /* V[n] */
+        proxy_fence();
+        __syncthreads();
+
+        if (!skip) {
+            const uint32_t vt = sV + st * C::KB;
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++)
+                Wgmma<T, D>::rs(o, pa[kk], smem_desc(vt + kk * 2048, BN * 128, 1024), 1);
+            wg_commit();
+            wg_wait0();
+            reg_fence(o);
+            reg_fence(pa);
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = l_r[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const int i = wrow0 + (lane >> 2) + 8 * r;
+        if (i < Lq) {
+            uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
+#pragma unroll
+            for (int nt = 0; nt < DT; nt++) op[nt * 4] = Mma<T>::pack(o[4 * nt + 2 * r] * inv, o[4 * nt + 2 * r + 1] * inv);
+        }
+    }
+#endif
+}
+
+template <typename T, int D, int BN>
+int launch(KParams kp, cudaStream_t s)
+{
+    using C = WCfg<D, BN>;
+    static uint64_t done;
+    const void *fn = (const void *)flash_wgmma_kernel<T, D, BN>;
+    int e = smem_optin(fn, C::smem, &done);
+    if (e) return e;
+    kp.nm = (kp.Lq + BM - 1) / BM;
+    int64_t blocks = kp.nm * kp.B * kp.H;
+    if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+    flash_wgmma_kernel<T, D, BN><<<(unsigned)blocks, NTH, C::smem, s>>>(kp);
+    return (int)cudaGetLastError();
+}
+
+} // namespace
+
+#ifndef AS_FLASH_WGMMA_BN /* key tile (tuning runs override it) */
+#define AS_FLASH_WGMMA_BN 128
+#endif
+
+int launch_wgmma(const KParams &kp, bool f16, cudaStream_t s)
+{
+    constexpr int BN = AS_FLASH_WGMMA_BN;
+    if (f16) return kp.D == 64 ? launch<__half, 64, BN>(kp, s) : launch<__half, 128, BN>(kp, s);
+    return kp.D == 64 ? launch<__nv_bfloat16, 64, BN>(kp, s) : launch<__nv_bfloat16, 128, BN>(kp, s);
+}
+
+} // namespace as_flash
