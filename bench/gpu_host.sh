@@ -28,6 +28,7 @@ if [ "$what" = test ] || [ "$what" = all ]; then
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   build-gpu/tests/flash_kernel_test --bench > "$OUT/flash_kernel_bench.txt" 2>&1; tail -30 "$OUT/flash_kernel_bench.txt"
+  build-gpu/tests/flash_kernel_test --bench mma > "$OUT/flash_kernel_bench_mma.txt" 2>&1; tail -30 "$OUT/flash_kernel_bench_mma.txt"
   python3 bench/torch_sdpa.py --out "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || tail "$OUT/torch.log"
   build-gpu/attnswap-run examples/bench_attention.lua --device cuda --torch "$OUT/torch.json" \
     --out "$OUT/attnswap.json" 2>&1 | tee "$OUT/bench.txt"

@@ -19,13 +19,6 @@ int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, i
     return as_cuda_use("matmul", 0);
 }
 
-int as_cuda_gemm_at(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, as_tensor *c, int64_t oc,
-                    int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc)
-{
-    (void)oa, (void)ob, (void)oc;
-    return as_cuda_gemm(a, b, c, ta, tb, M, N, K, lda, ldb, ldc, 1, 0, 0, 0);
-}
-
 #else
 
 #include <cublas_v2.h>
@@ -37,9 +30,9 @@ static cudaDataType_t cuda_type(as_dtype dt)
 
 static int fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-static int gemm(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, as_tensor *c, int64_t oc, int ta,
-                int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
-                int64_t sa, int64_t sb, int64_t sc)
+int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
+                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
+                 int64_t sc)
 {
     if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) ||
         !fits_int(batch)) {
@@ -47,9 +40,8 @@ static int gemm(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, 
         return -1;
     }
     if (as_cuda_use("matmul", as_tensor_device(c).index)) return -1;
-    size_t es = as_dtype_size(c->dtype);
-    const char *pa = (const char *)as_data(a) + oa * (int64_t)es, *pb = (const char *)as_data(b) + ob * (int64_t)es;
-    char *pc = (char *)as_data(c) + oc * (int64_t)es;
+    const char *pa = as_data(a), *pb = as_data(b);
+    char *pc = as_data(c);
     cudaDataType_t t = cuda_type(c->dtype);
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float one = 1.0f, zero = 0.0f;
@@ -63,19 +55,6 @@ static int gemm(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, 
                                         (int)lda, sa, &zero, pc, t, (int)ldc, sc, (int)batch, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT);
     return as_cublas_check("matmul", st);
-}
-
-int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
-                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
-                 int64_t sc)
-{
-    return gemm(a, 0, b, 0, c, 0, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc);
-}
-
-int as_cuda_gemm_at(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, as_tensor *c, int64_t oc,
-                    int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc)
-{
-    return gemm(a, oa, b, ob, c, oc, ta, tb, M, N, K, lda, ldb, ldc, 1, 0, 0, 0);
 }
 
 #endif

@@ -13,8 +13,5 @@
 int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
                  int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
                  int64_t sc);
-/* One matrix at element offsets oa, ob, oc. */
-int as_cuda_gemm_at(const as_tensor *a, int64_t oa, const as_tensor *b, int64_t ob, as_tensor *c, int64_t oc,
-                    int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc);
 
 #endif

@@ -103,19 +103,27 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
         int rc;
         if (b_shared && a_rows_contig) {
             rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M * nbatch, N, K, lda, ldb, N, 1, 0, 0, 0);
-        } else if (uniform_batch(nb, batch, a->stride, &sa) && uniform_batch(nb, batch, b->stride, &sb)) {
-            rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M, N, K, lda, ldb, N, nbatch, sa, sb, M * N);
         } else {
+            /* Batches that one stride cannot step through (a head split out of a
+             * fused qkv projection: (B, H) strides (L 3HD, D)) are copied
+             * contiguous: one strided-batched call and a copy cost a fraction of
+             * a cuBLAS call per matrix (B H of them). */
             rc = 0;
-            for (int64_t i = 0; i < nbatch && !rc; i++) {
-                int64_t oa = 0, ob = 0, rem = i;
-                for (int d = nb - 1; d >= 0; d--) {
-                    int64_t idx = rem % batch[d];
-                    rem /= batch[d];
-                    oa += idx * a->stride[d], ob += idx * b->stride[d];
-                }
-                rc = as_cuda_gemm_at(a, oa, b, ob, out, i * M * N, ta == CblasTrans, tb == CblasTrans, M, N, K, lda, ldb, N);
+            if (!uniform_batch(nb, batch, a->stride, &sa)) {
+                as_tensor *c = as_contiguous(a);
+                rc = !c || blas_layout(M, K, c->stride[nb], c->stride[nb + 1], &ta, &lda) ||
+                     !uniform_batch(nb, batch, c->stride, &sa);
+                if (c) as_release(a), a = c;
             }
+            if (!rc && !uniform_batch(nb, batch, b->stride, &sb)) {
+                as_tensor *c = as_contiguous(b);
+                rc = !c || blas_layout(K, N, c->stride[nb], c->stride[nb + 1], &tb, &ldb) ||
+                     !uniform_batch(nb, batch, c->stride, &sb);
+                if (c) as_release(b), b = c;
+            }
+            if (!rc)
+                rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M, N, K, lda, ldb, N, nbatch, sa, sb,
+                                  M * N);
         }
         as_ops_release4(a, b, ca, cb);
         if (rc) {

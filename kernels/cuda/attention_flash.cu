@@ -521,7 +521,7 @@ bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dr
 bool use_wgmma(int64_t B, int64_t H, int64_t Lq, bool is_plain)
 {
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return false;
-    return g_force_wgmma > 0 || B * H * ((Lq + 127) / 128) >= (int64_t)sm_count();
+    return g_force_wgmma > 0 || B * H * ((Lq + 191) / 192) >= (int64_t)sm_count(); /* 192-row CTAs */
 }
 
 template <typename T, int D>
@@ -586,7 +586,7 @@ extern "C" int as_cuda_flash_force_wgmma(int mode)
 
 extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
 {
-    if (!mma_ok(p)) return "flash/cuda-f32";
+    if (!mma_ok(p)) return simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
     return use_wgmma(p->B, p->H, p->Lq, is_plain) ? "flash/wgmma" : "flash/mma";
 }
@@ -623,5 +623,6 @@ extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *strea
         return p->D == 64 ? launch_mma_d<__nv_bfloat16, 64>(kp, s)
                           : launch_mma_d<__nv_bfloat16, 128>(kp, s);
     }
+    if (simt_f32_ok(p)) return launch_simt_f32(kp, s);
     return launch_f32(kp, s);
 }

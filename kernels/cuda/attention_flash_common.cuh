@@ -1,7 +1,8 @@
-/* What the two FlashAttention CUDA kernels share (attention_flash.cu: the
- * mma.sync kernel for sm_80+ and the fp32 fallback; sm90/attention_flash_wgmma.cu:
- * the wgmma kernel for sm_90a): the parameter block, the CPU's dropout hash,
- * and the PTX wrappers both use. */
+/* What the FlashAttention CUDA kernels share (attention_flash.cu: the
+ * mma.sync kernel for sm_80+, the generic fallback and the dispatcher;
+ * attention_flash_simt.cu: float32 on the CUDA cores;
+ * sm90/attention_flash_wgmma.cu: the wgmma kernel for sm_90a): the parameter
+ * block, the CPU's dropout hash, and the PTX wrappers. */
 #ifndef AS_CUDA_ATTENTION_FLASH_COMMON_CUH
 #define AS_CUDA_ATTENTION_FLASH_COMMON_CUH
 
@@ -180,6 +181,12 @@ inline int smem_optin(const void *fn, size_t bytes, uint64_t *done)
     *done |= bit;
     return 0;
 }
+
+/* The float32 kernel on the CUDA cores (attention_flash_simt.cu): F32 q, k,
+ * v and out, D = Dv in {64, 128}, unit last strides; everything the
+ * parameters carry (masks, bias, dropout, causal, GQA). */
+bool simt_f32_ok(const as_cpu_flash_params *p);
+int launch_simt_f32(const KParams &kp, cudaStream_t s);
 
 /* The wgmma kernel (sm90/attention_flash_wgmma.cu, built for sm_90a only when
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,

@@ -22,8 +22,9 @@ int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
  * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
  * Lq, Lk <= 2^30), "flash/wgmma" (the same, on a compute capability 9.0
  * device with the sm_90a kernel built, no mask, bias or dropout, and at
- * least as many 128-row blocks as SMs) or "flash/cuda-f32" (everything
- * else). */
+ * least as many 192-row blocks as SMs), "flash/simt-f32" (float32 q, k, v,
+ * D = Dv in {64, 128}, unit last strides) or "flash/cuda-f32"
+ * (everything else: one warp a query row). */
 const char *as_cuda_flash_path(const as_cpu_flash_params *p);
 
 /* Tests and benchmarks: query rows per CTA on the mma path, 64 or 128;

@@ -251,6 +251,10 @@ static void test_matmul(void)
         x = as_matmul(cp, cq), y = as_matmul(gp, gq);
         check_same("matmul permuted batch", x, y, dt);
         as_release(x), as_release(y);
+        as_tensor *cpt = as_transpose(cp, 2, 3), *gpt = as_transpose(gp, 2, 3); /* both non-uniform: q k^T of split heads */
+        x = as_matmul(cp, cpt), y = as_matmul(gp, gpt);
+        check_same("matmul permuted batch @ permuted batch", x, y, dt);
+        as_release(x), as_release(y), as_release(cpt), as_release(gpt);
         as_tensor *v = as_test_random(1, (int64_t[]){24}), *cv = as_to_dtype(v, dt), *gv = as_to_device(cv, CUDA0);
         x = as_matmul(ca, cv), y = as_matmul(ga, gv);
         check_same("matmul @ 1-d", x, y, dt);

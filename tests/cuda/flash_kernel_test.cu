@@ -297,8 +297,11 @@ static bool run_case(const Case &c, int idx)
     }
     const double tol = c.dt == AS_F32 ? 2e-3 : 2e-2;
     const bool wg_path = c.wg && wg_dev && c.mask == M_NONE && c.dropout == 0.0f;
-    const bool path_ok =
-        !strcmp(path, !mma_eligible(c) ? "flash/cuda-f32" : wg_path ? "flash/wgmma" : "flash/mma");
+    const bool simt = c.dt == AS_F32 && c.D == c.Dv && (c.D == 64 || c.D == 128) &&
+                      c.qlay != DMAJOR && c.klay != DMAJOR;
+    const bool path_ok = !strcmp(path, mma_eligible(c) ? (wg_path ? "flash/wgmma" : "flash/mma")
+                                       : simt           ? "flash/simt-f32"
+                                                        : "flash/cuda-f32");
     const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok;
     printf("[%3d] %-4s %-44s %-15s err %.2e  %s%s%s\n", idx, ok ? "ok" : "FAIL", c.name.c_str(),
            path, err, rc ? cudaGetErrorString((cudaError_t)rc) : "",

@@ -34,12 +34,9 @@
 namespace as_flash {
 namespace {
 
-constexpr int NWG = 2;               /* consumer warpgroups a CTA */
-constexpr int NTH = 128 * NWG;
-constexpr int BM = 64 * NWG;
-
-template <int D, int BN>
+template <int D, int BN, int NWG> /* NWG warpgroups a CTA */
 struct WCfg {
+    static constexpr int NTH = 128 * NWG, BM = 64 * NWG;
     static constexpr int QB = BM * D * 2, KB = BN * D * 2; /* tile bytes */
     static constexpr size_t smem = (size_t)QB + 4 * KB + 1024; /* + alignment slack */
 };
@@ -56,7 +53,8 @@ __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint3
 }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 /* cp.async wrote through the generic proxy; wgmma reads through the async one */
 __device__ __forceinline__ void proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 /* the registers of an async wgmma are read / written only after the wait */
@@ -76,12 +74,14 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[N][4])
 }
 #endif
 
-template <typename T, int D, int BN>
-__global__ void __launch_bounds__(NTH, 1) flash_wgmma_kernel(const KParams P)
+template <typename T, int D, int BN, int NWG>
+__global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams P)
 {
 #ifdef AS_WGMMA_BODY
-    using C = WCfg<D, BN>;
-    constexpr int CH = D / 8, RPI = NTH / CH, NT = BN / 8, DT = D / 8;
+    using C = WCfg<D, BN, NWG>;
+    constexpr int NTH = C::NTH, BM = C::BM;
+    /* the first LTH threads load the tiles, RPI rows a pass */
+    constexpr int LTH = NTH < 256 ? NTH : 256, CH = D / 8, RPI = LTH / CH, NT = BN / 8, DT = D / 8;
     static_assert(RPI % 8 == 0 && BM % RPI == 0 && BN % RPI == 0 && BN % 16 == 0, "tile shape");
     extern __shared__ unsigned char smem_raw[];
     const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + 2 * C::KB;
@@ -126,6 +126,7 @@ __global__ void __launch_bounds__(NTH, 1) flash_wgmma_kernel(const KParams P)
 
     auto load_rows = [&](uint32_t s, const T *g, int64_t gs, int r0, int lim, const T *g0, auto nr) {
         constexpr int NR = decltype(nr)::value;
+        if (NTH > LTH && tid >= LTH) return;
         if (r0 + NR <= lim) {
 #pragma unroll
             for (int it = 0; it < NR / RPI; it++) cp_async16(s + it * RPI * 128, g + it * RPI * gs, true);
@@ -140,118 +141,152 @@ __global__ void __launch_bounds__(NTH, 1) flash_wgmma_kernel(const KParams P)
     using NBM = std::integral_constant<int, BM>;
     using NBN = std::integral_constant<int, BN>;
 
+    /* prologue: {Q, K0}, {V0}, {K1} */
     load_rows(sQ + q_st, q_ld, qs, row0, Lq, qg, NBM());
     load_rows(sK + kv_st, k_ld, ks, 0, Lk, kg, NBN());
     cp_async_commit();
     load_rows(sV + kv_st, v_ld, vs, 0, Lk, vg, NBN());
     cp_async_commit();
+    if (n_tiles > 1) load_rows(sK + C::KB + kv_st, k_ld + (int64_t)BN * ks, ks, BN, Lk, kg, NBN());
+    cp_async_commit();
 
     const int grow0 = row0 + 64 * wg;            /* the warpgroup's first row */
     const int wrow0 = grow0 + 16 * warp;         /* the warp's */
-    const int glast = grow0 + 63 < Lq - 1 ? grow0 + 63 : Lq - 1;
-    const bool wg_idle = grow0 >= Lq;
     const float sl2 = P.sl2;
 
     float o[D / 2];
 #pragma unroll
     for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
     float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
+    float s[BN / 2];
+    uint32_t pa[BN / 16][4], pn[BN / 16][4]; /* P of tile n (read by the PV wgmma), of n + 1 */
 
     const uint32_t qdesc0 = sQ + wg * 64 * 128;
-
-    for (int n = 0; n < n_tiles; n++) {
-        const int st = n & 1, j0 = n * BN;
-        cp_async_wait<1>(); /* K[n] */
-        proxy_fence();
-        __syncthreads(); /* ... for all; every warpgroup is done with tile n - 1 */
-        if (n + 1 < n_tiles)
-            load_rows(sK + (st ^ 1) * C::KB + kv_st, k_ld + (int64_t)(j0 + BN) * ks, ks, j0 + BN, Lk, kg, NBN());
-        cp_async_commit();
-        if (n + 1 < n_tiles)
-            load_rows(sV + (st ^ 1) * C::KB + kv_st, v_ld + (int64_t)(j0 + BN) * vs, vs, j0 + BN, Lk, vg, NBN());
-        cp_async_commit();
-
-        /* the same for the whole warpgroup, as wgmma needs */
-        const bool skip = wg_idle || (P.causal && j0 > glast + off);
-        float s[BN / 2];
-        uint32_t pa[BN / 16][4];
-        if (!skip) {
-            const uint32_t kt = sK + st * C::KB;
-            wg_fence();
+    auto issue_s = [&](int t) { /* S = Q K[t]^T */
+        const uint32_t kt = sK + (t & 1) * C::KB;
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++)
-                Wgmma<T, BN>::ss(s, smem_desc(qdesc0 + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
-                                 smem_desc(kt + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
-            wg_commit();
-            wg_wait0();
-            reg_fence(s);
-
-            /* s[4 nt + 2 r + c]: row wrow0 + lane / 4 + 8 r, key j0 + 8 nt + 2 (lane % 4) + c */
-            if (j0 + BN > Lk || (P.causal && j0 + BN - 1 > wrow0 + off)) {
-#pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    const int i = wrow0 + (lane >> 2) + 8 * r;
-                    int lim = Lk - 1 - j0;
-                    if (P.causal && i + off - j0 < lim) lim = i + off - j0;
-                    const int lm = lim < -1 ? -1 : (lim > BN ? BN : lim);
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                        for (int c = 0; c < 2; c++)
-                            if (nt * 8 + ((lane & 3) << 1) + c > lm) s[4 * nt + 2 * r + c] = -INFINITY;
-                }
-            }
-
+        for (int kk = 0; kk < D / 16; kk++)
+            Wgmma<T, BN>::ss(s, smem_desc(qdesc0 + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
+                             smem_desc(kt + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+        wg_commit();
+    };
+    /* masks, online softmax and P (into pn) of tile t from s; alpha rescales O */
+    auto softmax = [&](int t, float (&alpha)[2]) {
+        const int j0 = t * BN;
+        /* s[4 nt + 2 r + c]: row wrow0 + lane / 4 + 8 r, key j0 + 8 nt + 2 (lane % 4) + c */
+        if (j0 + BN > Lk || (P.causal && j0 + BN - 1 > wrow0 + off)) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                float mx = m_r[r];
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
-                const float alpha = ex2(m_r[r] * sl2 - ms);
-                m_r[r] = mx;
-                float sum = 0.0f;
+                const int i = wrow0 + (lane >> 2) + 8 * r;
+                int lim = Lk - 1 - j0;
+                if (P.causal && i + off - j0 < lim) lim = i + off - j0;
+                const int lm = lim < -1 ? -1 : (lim > BN ? BN : lim);
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        const float p = ex2(fmaf(s[4 * nt + 2 * r + c], sl2, -ms));
-                        sum += p;
-                        s[4 * nt + 2 * r + c] = p;
-                    }
-                l_r[r] = l_r[r] * alpha + sum;
-#pragma unroll
-                for (int nt = 0; nt < DT; nt++) o[4 * nt + 2 * r] *= alpha, o[4 * nt + 2 * r + 1] *= alpha;
-            }
-            /* P as A fragments: k-step kk takes n-tiles 2 kk, 2 kk + 1 */
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) {
-                pa[kk][0] = Mma<T>::pack(s[8 * kk + 0], s[8 * kk + 1]);
-                pa[kk][1] = Mma<T>::pack(s[8 * kk + 2], s[8 * kk + 3]);
-                pa[kk][2] = Mma<T>::pack(s[8 * kk + 4], s[8 * kk + 5]);
-                pa[kk][3] = Mma<T>::pack(s[8 * kk + 6], s[8 * kk + 7]);
+                    for (int c = 0; c < 2; c++)
+                        if (nt * 8 + ((lane & 3) << 1) + c > lm) s[4 * nt + 2 * r + c] = -INFINITY;
             }
         }
-
-        cp_async_wait<2>(); /* V[n] */
-        proxy_fence();
-        __syncthreads();
-
-        if (!skip) {
-            const uint32_t vt = sV + st * C::KB;
-            wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++)
-                Wgmma<T, D>::rs(o, pa[kk], smem_desc(vt + kk * 2048, BN * 128, 1024), 1);
-            wg_commit();
-            wg_wait0();
-            reg_fence(o);
-            reg_fence(pa);
+        for (int r = 0; r < 2; r++) {
+            float mx = m_r[r];
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * r], s[4 * nt + 2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
+            alpha[r] = ex2(m_r[r] * sl2 - ms);
+            m_r[r] = mx;
+            float sum = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const float p = ex2(fmaf(s[4 * nt + 2 * r + c], sl2, -ms));
+                    sum += p;
+                    s[4 * nt + 2 * r + c] = p;
+                }
+            l_r[r] = l_r[r] * alpha[r] + sum;
         }
+        /* k-step kk of P V takes n-tiles 2 kk, 2 kk + 1 */
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            pn[kk][0] = Mma<T>::pack(s[8 * kk + 0], s[8 * kk + 1]);
+            pn[kk][1] = Mma<T>::pack(s[8 * kk + 2], s[8 * kk + 3]);
+            pn[kk][2] = Mma<T>::pack(s[8 * kk + 4], s[8 * kk + 5]);
+            pn[kk][3] = Mma<T>::pack(s[8 * kk + 6], s[8 * kk + 7]);
+        }
+    };
+    auto take_next = [&]() {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) pa[kk][x] = pn[kk][x];
+    };
+
+    /* Every wgmma below is issued on a path all threads take (ptxas serialises
+     * the wgmma of a function with one under a branch): tiles a warpgroup's rows
+     * do not see (causal) are computed and masked, not skipped. */
+    auto issue_pv = [&](int t) { /* O += P[t] V[t] */
+        const uint32_t vt = sV + (t & 1) * C::KB;
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) Wgmma<T, D>::rs(o, pa[kk], smem_desc(vt + kk * 2048, BN * 128, 1024), 1);
+        wg_commit();
+    };
+
+    /* S0 and P0 */
+    cp_async_wait<2>(); /* Q, K0 */
+    proxy_fence();
+    __syncthreads();
+    {
+        float alpha[2];
+        wg_fence();
+        issue_s(0);
+        wg_wait<0>();
+        reg_fence(s);
+        softmax(0, alpha);
+        take_next();
     }
-    cp_async_wait<0>();
+
+    /* Tile n: S[n + 1] = Q K[n + 1]^T and O += P[n] V[n] in flight together, the
+     * softmax of S[n + 1] under the PV product (FlashAttention-3's intra-warpgroup
+     * overlap); K[n + 2] and V[n + 1] load meanwhile. */
+    for (int n = 0; n + 1 < n_tiles; n++) {
+        cp_async_wait<0>(); /* V[n], K[n + 1] */
+        proxy_fence();
+        __syncthreads(); /* ... for all; all are done with K[n] and V[n - 1] */
+        if (n + 2 < n_tiles)
+            load_rows(sK + (n & 1) * C::KB + kv_st, k_ld + (int64_t)(n + 2) * BN * ks, ks, (n + 2) * BN, Lk, kg, NBN());
+        load_rows(sV + ((n + 1) & 1) * C::KB + kv_st, v_ld + (int64_t)(n + 1) * BN * vs, vs, (n + 1) * BN, Lk, vg, NBN());
+        cp_async_commit();
+
+        wg_fence();
+        issue_s(n + 1);
+        issue_pv(n);
+        float alpha[2];
+        wg_wait<1>(); /* S[n + 1] (committed first) */
+        reg_fence(s);
+        softmax(n + 1, alpha);
+        wg_wait<0>(); /* P[n] V[n] */
+        reg_fence(o);
+        reg_fence(pa);
+#pragma unroll
+        for (int nt = 0; nt < DT; nt++) {
+            o[4 * nt] *= alpha[0], o[4 * nt + 1] *= alpha[0];
+            o[4 * nt + 2] *= alpha[1], o[4 * nt + 3] *= alpha[1];
+        }
+        take_next();
+    }
+    cp_async_wait<0>(); /* V[last] */
+    proxy_fence();
+    __syncthreads();
+    wg_fence();
+    issue_pv(n_tiles - 1);
+    wg_wait<0>();
+    reg_fence(o);
+    reg_fence(pa);
+
 
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -269,32 +304,48 @@ __global__ void __launch_bounds__(NTH, 1) flash_wgmma_kernel(const KParams P)
 #endif
 }
 
-template <typename T, int D, int BN>
+template <typename T, int D, int BN, int NWG>
 int launch(KParams kp, cudaStream_t s)
 {
-    using C = WCfg<D, BN>;
+    using C = WCfg<D, BN, NWG>;
+    constexpr int BM = C::BM;
     static uint64_t done;
-    const void *fn = (const void *)flash_wgmma_kernel<T, D, BN>;
+    const void *fn = (const void *)flash_wgmma_kernel<T, D, BN, NWG>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     kp.nm = (kp.Lq + BM - 1) / BM;
     int64_t blocks = kp.nm * kp.B * kp.H;
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_wgmma_kernel<T, D, BN><<<(unsigned)blocks, NTH, C::smem, s>>>(kp);
+    flash_wgmma_kernel<T, D, BN, NWG><<<(unsigned)blocks, C::NTH, C::smem, s>>>(kp);
     return (int)cudaGetLastError();
 }
 
 } // namespace
 
-#ifndef AS_FLASH_WGMMA_BN /* key tile (tuning runs override it) */
-#define AS_FLASH_WGMMA_BN 128
+/* key tile and warpgroups a CTA for each head dim (tuning runs override them) */
+#ifndef AS_FLASH_WGMMA_BN_D64
+#define AS_FLASH_WGMMA_BN_D64 128
 #endif
+#ifndef AS_FLASH_WGMMA_NWG_D64
+#define AS_FLASH_WGMMA_NWG_D64 3
+#endif
+#ifndef AS_FLASH_WGMMA_BN_D128
+#define AS_FLASH_WGMMA_BN_D128 64
+#endif
+#ifndef AS_FLASH_WGMMA_NWG_D128
+#define AS_FLASH_WGMMA_NWG_D128 3
+#endif
+
+template <typename T>
+int launch_d(const KParams &kp, cudaStream_t s)
+{
+    if (kp.D == 64) return launch<T, 64, AS_FLASH_WGMMA_BN_D64, AS_FLASH_WGMMA_NWG_D64>(kp, s);
+    return launch<T, 128, AS_FLASH_WGMMA_BN_D128, AS_FLASH_WGMMA_NWG_D128>(kp, s);
+}
 
 int launch_wgmma(const KParams &kp, bool f16, cudaStream_t s)
 {
-    constexpr int BN = AS_FLASH_WGMMA_BN;
-    if (f16) return kp.D == 64 ? launch<__half, 64, BN>(kp, s) : launch<__half, 128, BN>(kp, s);
-    return kp.D == 64 ? launch<__nv_bfloat16, 64, BN>(kp, s) : launch<__nv_bfloat16, 128, BN>(kp, s);
+    return f16 ? launch_d<__half>(kp, s) : launch_d<__nv_bfloat16>(kp, s);
 }
 
 } // namespace as_flash
