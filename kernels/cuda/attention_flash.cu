@@ -518,17 +518,21 @@ bool wgmma_device(void)
 /* no mask, bias, dropout, and a positive scale: what the wgmma kernel does */
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
 
-bool use_wgmma(int64_t B, int64_t H, int64_t Lq, bool is_plain)
+/* Measured on the H200 (docs/performance.md, v0.4): the wgmma kernel wins from
+ * 1024 keys (2048 when causal: it computes, masked, the tiles past a warpgroup's
+ * diagonal that flash/mma skips) when its 192-row CTAs fill the GPU. */
+bool use_wgmma(int64_t B, int64_t H, int64_t Lq, int64_t Lk, bool causal, bool is_plain)
 {
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return false;
-    return g_force_wgmma > 0 || B * H * ((Lq + 191) / 192) >= (int64_t)sm_count(); /* 192-row CTAs */
+    if (g_force_wgmma > 0) return true;
+    return Lk >= (causal ? 2048 : 1024) && B * H * ((Lq + 191) / 192) >= (int64_t)sm_count();
 }
 
 template <typename T, int D>
 int launch_mma_d(KParams kp, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
-    if (use_wgmma(kp.B, kp.H, kp.Lq, plain(kp.has_mask, kp.dropout, kp.prescale)))
+    if (use_wgmma(kp.B, kp.H, kp.Lq, kp.Lk, kp.causal, plain(kp.has_mask, kp.dropout, kp.prescale)))
         return launch_wgmma(kp, std::is_same<T, __half>::value, s);
 #endif
     int bm = g_force_bm;
@@ -588,7 +592,7 @@ extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
 {
     if (!mma_ok(p)) return simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
-    return use_wgmma(p->B, p->H, p->Lq, is_plain) ? "flash/wgmma" : "flash/mma";
+    return use_wgmma(p->B, p->H, p->Lq, p->Lk, p->causal, is_plain) ? "flash/wgmma" : "flash/mma";
 }
 
 extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream)

@@ -21,8 +21,9 @@ int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
 /* Which path it would take: "flash/mma" (tensor cores: q, k, v all F16 or
  * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
  * Lq, Lk <= 2^30), "flash/wgmma" (the same, on a compute capability 9.0
- * device with the sm_90a kernel built, no mask, bias or dropout, and at
- * least as many 192-row blocks as SMs), "flash/simt-f32" (float32 q, k, v,
+ * device with the sm_90a kernel built, no mask, bias or dropout, at least
+ * 1024 keys (2048 when causal) and as many 192-row blocks as SMs),
+ * "flash/simt-f32" (float32 q, k, v,
  * D = Dv in {64, 128}, unit last strides) or "flash/cuda-f32"
  * (everything else: one warp a query row). */
 const char *as_cuda_flash_path(const as_cpu_flash_params *p);
