@@ -24,9 +24,9 @@
 #define HISTORY_MAX 1000
 #define CANDIDATES_KEY "attnswap.repl.candidates" /* registry: the last Tab's answers */
 
-/* Lua names: letters, digits and '_', joined by '.' and ':'; anything else
- * ends the word Tab completes. */
-#define WORD_BREAKS " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#"
+/* Lua names: letters, digits and '_', joined by '.', ':' and integer
+ * indices ("model.blocks[2].attn"); anything else ends the word Tab completes. */
+#define WORD_BREAKS " \t\n\"\\'`@$><=;|&{}(),+-*/%^~#"
 
 static lua_State *session;  /* the state Tab completion looks into */
 static int wakeup[2] = {-1, -1}; /* a pipe: Ctrl-C writes, get_key polls */

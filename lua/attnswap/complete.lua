@@ -31,12 +31,17 @@ end
 
 -- A module offers its children, parameters and buffers (after '.') and the
 -- methods of its class chain and of nn.Module (after '.' and ':'), which is
--- what its C __index looks up.
-local function add_module(out, m, methods_only)
+-- what its C __index looks up.  Numbered children ("0", "1", ... of a
+-- ModuleList or Sequential) go to idx as the 1-based indices m[1], m[2], ...
+local function add_module(out, m, methods_only, idx)
   if not methods_only then
     for _, kind in ipairs { "children", "parameters", "buffers" } do
       for _, e in ipairs(core.members(m, kind)) do
-        if is_name(e[1]) then out[e[1]] = true end
+        if is_name(e[1]) then
+          out[e[1]] = true
+        elseif kind == "children" and e[1]:match("^%d+$") then
+          idx[#idx + 1] = math.tointeger(e[1]) + 1
+        end
       end
     end
     add_table(out, core.env(m), false, 1)
@@ -45,11 +50,12 @@ local function add_module(out, m, methods_only)
   add_table(out, nn.Module, methods_only, 1)
 end
 
--- The keys value v offers after '.' (all) or ':' (methods only).
+-- The keys value v offers after '.' (all) or ':' (methods only), and the
+-- indices of its numbered children.
 local function keys_of(v, methods_only)
-  local out = {}
+  local out, idx = {}, {}
   if core.is_module(v) then
-    add_module(out, v, methods_only)
+    add_module(out, v, methods_only, idx)
   elseif type(v) == "table" then
     add_table(out, v, methods_only, 1)
   elseif type(v) == "string" then
@@ -61,18 +67,25 @@ local function keys_of(v, methods_only)
       add_table(out, rawget(mt, "__index"), methods_only, 1)
     end
   end
-  return out
+  return out, idx
 end
 
--- Follows a dotted path ("model.blocks") from env; nil when a step fails.
+-- Follows a path ("model.blocks[2].attn") from env; nil when a step fails.
 -- Indexing runs __index (a module's children live there), inside pcall.
 local function resolve(path, env)
-  local v = env
-  for name in path:gmatch("[^.]+") do
-    if not is_name(name) then return nil end
-    local ok, x = pcall(function() return v[name] end)
+  local v, pos = env, 1
+  while pos <= #path do
+    local key, stop = path:match(pos == 1 and "^([%a_][%w_]*)()" or "^%.([%a_][%w_]*)()", pos)
+    if key and KEYWORDS[key] then return nil end
+    if not key and pos > 1 then
+      local n
+      n, stop = path:match("^%[(%d+)%]()", pos)
+      key = n and math.tointeger(tonumber(n))
+    end
+    if not key then return nil end
+    local ok, x = pcall(function() return v[key] end)
     if not ok or x == nil then return nil end
-    v = x
+    v, pos = x, stop
   end
   return v
 end
@@ -81,24 +94,41 @@ end
 --- starting with word.  env (default _G) is where the first name is looked up.
 function C.candidates(word, env)
   env = env or _G
-  local path, sep, partial = word:match("^([%w_.]-)([.:])([%w_]*)$")
-  local keys, prefix
+  local out = {}
+  -- "model.blocks[" (and "model.blocks[1"): the numbered children
+  local ipath, ipartial = word:match("^([%w_.%[%]]+)%[(%d*)$")
+  if ipath then
+    local v = resolve(ipath, env)
+    if v == nil then return {} end
+    local _, idx = keys_of(v, false)
+    for _, i in ipairs(idx) do
+      if tostring(i):sub(1, #ipartial) == ipartial then out[#out + 1] = ipath .. "[" .. i .. "]" end
+    end
+    table.sort(out, function(a, b) return #a < #b or (#a == #b and a < b) end)
+    return out
+  end
+  local path, sep, partial = word:match("^([%w_.%[%]]-)([.:])([%w_]*)$")
+  local keys, idx, prefix
   if path then
     if path == "" or path:find("%.%.") or path:sub(-1) == "." then return {} end
     local v = resolve(path, env)
     if v == nil then return {} end
-    keys, prefix = keys_of(v, sep == ":"), path .. sep
+    keys, idx = keys_of(v, sep == ":")
+    prefix = path .. sep
   elseif word:match("^[%w_]*$") then
-    keys, prefix, partial = keys_of(env, false), "", word
+    keys, idx, prefix, partial = keys_of(env, false), {}, "", word
     for k in pairs(KEYWORDS) do keys[k] = true end
   else
     return {}
   end
-  local out = {}
   for k in pairs(keys) do
     if k:sub(1, #partial) == partial then out[#out + 1] = prefix .. k end
   end
   table.sort(out)
+  -- after "model.blocks.", its numbered children as model.blocks[1], ...
+  if sep == "." and partial == "" then
+    for _, i in ipairs(idx) do out[#out + 1] = path .. "[" .. i .. "]" end
+  end
   return out
 end
 

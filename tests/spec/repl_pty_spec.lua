@@ -124,6 +124,9 @@ describe("the REPL on a terminal", function()
       line "t = as.randn(2, 3)",
       line("print('numel', t:so" .. TAB .. "(-1):numel())"), expect "numel\t6\r\n",
       line("pri" .. TAB .. "('global ' .. 'done')"), expect "global done\r\n",
+      line "s = nn.Sequential(nn.Linear(2, 3))",
+      line("print('out', s[" .. TAB .. ".weight:size(1))"), expect "out\t3\r\n",
+      line("print('w', s[1].we" .. TAB .. ":size(2))"), expect "w\t2\r\n",
     }
   end)
 
