@@ -76,6 +76,8 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
     T *sV = sK + 2 * BN * D;
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    /* FlashBlock's arithmetic, written out: through the struct ptxas allocates this
+     * kernel's registers differently (D 128: 12 -> 32-40 bytes of spill) */
     const int64_t BH = P.B * P.H, bid = blockIdx.x;
     int64_t bh;
     int m_block;
@@ -112,31 +114,13 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
     const T *q_ld = qg + (int64_t)row0 * qs + (int64_t)lr * qs + lc * 8;
     const T *k_ld = kg + (int64_t)lr * ks + lc * 8;
     const T *v_ld = vg + (int64_t)lr * vs + lc * 8;
-
-    /* rows [r0, r0 + NR) of a (lim, D) matrix (g: the thread's element of row r0) into a
-     * swizzled tile at shared address s; rows >= lim are zero-filled (source g0, mapped) */
-    auto load_rows = [&](uint32_t s, const T *g, int64_t gs, int r0, int lim, const T *g0, auto nr) {
-        constexpr int NR = decltype(nr)::value;
-        if (r0 + NR <= lim) {
-#pragma unroll
-            for (int it = 0; it < NR / RPI; it++) cp_async16(s + it * RPI * D * 2, g + it * RPI * gs, true);
-        } else {
-#pragma unroll
-            for (int it = 0; it < NR / RPI; it++) {
-                const bool ok = r0 + lr + it * RPI < lim;
-                cp_async16(s + it * RPI * D * 2, ok ? g + it * RPI * gs : g0, ok);
-            }
-        }
-    };
-    using NBM = std::integral_constant<int, BM>;
-    using NBN = std::integral_constant<int, BN>;
     const uint32_t sQa = smem_u32(sQ), sKa = smem_u32(sK), sVa = smem_u32(sV);
 
     /* prologue: {Q, K0}, {V0} */
-    load_rows(sQa + s_ld, q_ld, qs, row0, Lq, qg, NBM());
-    load_rows(sKa + s_ld, k_ld, ks, 0, Lk, kg, NBN());
+    load_rows<BM, RPI, D * 2>(sQa + s_ld, q_ld, qs, row0, lr, Lq, qg);
+    load_rows<BN, RPI, D * 2>(sKa + s_ld, k_ld, ks, 0, lr, Lk, kg);
     cp_async_commit();
-    load_rows(sVa + s_ld, v_ld, vs, 0, Lk, vg, NBN());
+    load_rows<BN, RPI, D * 2>(sVa + s_ld, v_ld, vs, 0, lr, Lk, vg);
     cp_async_commit();
 
     const int wrow0 = row0 + warp * 16 * WM; /* the warp's first row */
@@ -190,10 +174,10 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
         __syncthreads();    /* ... for every thread, and every warp is done with tile n - 1 */
         /* tile n + 1 into the stage tile n - 1 used */
         if (n + 1 < n_tiles)
-            load_rows(sKa + (st ^ 1) * BN * D * 2 + s_ld, k_ld + (int64_t)(j0 + BN) * ks, ks, j0 + BN, Lk, kg, NBN());
+            load_rows<BN, RPI, D * 2>(sKa + (st ^ 1) * BN * D * 2 + s_ld, k_ld + (int64_t)(j0 + BN) * ks, ks, j0 + BN, lr, Lk, kg);
         cp_async_commit();
         if (n + 1 < n_tiles)
-            load_rows(sVa + (st ^ 1) * BN * D * 2 + s_ld, v_ld + (int64_t)(j0 + BN) * vs, vs, j0 + BN, Lk, vg, NBN());
+            load_rows<BN, RPI, D * 2>(sVa + (st ^ 1) * BN * D * 2 + s_ld, v_ld + (int64_t)(j0 + BN) * vs, vs, j0 + BN, lr, Lk, vg);
         cp_async_commit();
 
         /* causal: the warp's rows see none of this tile */
@@ -244,10 +228,8 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
                     for (int mi = 0; mi < WM; mi++)
 #pragma unroll
                         for (int r = 0; r < 2; r++) {
-                            const int i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
-                            int lim = Lk - 1 - j0;
-                            if (P.causal && i + off - j0 < lim) lim = i + off - j0;
-                            const int lm = lim < -1 ? -1 : (lim > BN ? BN : lim);
+                            const int lm = tile_limit(wrow0 + mi * 16 + (lane >> 2) + 8 * r, j0, Lk, off,
+                                                      P.causal, BN);
 #pragma unroll
                             for (int nt = 0; nt < NT; nt++)
 #pragma unroll

@@ -167,6 +167,86 @@ struct Mma<__nv_bfloat16> {
     }
 };
 
+/* ---- what the tensor-core kernels do alike ---- */
+
+/* The (b, h) and the BM query rows CTA bid owns, and the keys they see.
+ * Causal grids run the longest blocks (the last ones) first, over all heads;
+ * non-causal ones keep one head's blocks together, so its K, V stay in L2.
+ * Positions are 32-bit (the host keeps Lq, Lk <= 2^30 on these paths). */
+template <typename T>
+struct FlashBlock {
+    int64_t b, h, hk, bh;
+    int Lq, Lk, off, row0, row_end, n_end; /* n_end: keys [0, n_end) matter */
+
+    __device__ __forceinline__ FlashBlock(const KParams &P, int64_t bid, int BM)
+    {
+        const int64_t BH = P.B * P.H;
+        int m_block;
+        if (P.causal) {
+            m_block = (int)(P.nm - 1 - bid / BH);
+            bh = bid % BH;
+        } else {
+            m_block = (int)(bid % P.nm);
+            bh = bid / P.nm;
+        }
+        b = bh / P.H, h = bh % P.H, hk = h / P.G;
+        Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq, row0 = m_block * BM;
+        row_end = row0 + BM < Lq ? row0 + BM : Lq;
+        n_end = Lk;
+        if (P.causal && row_end + off < n_end) n_end = row_end + off; /* last row's diagonal + 1 */
+    }
+
+    /* (b, h)'s q, (b, hk)'s k and v, (b, h)'s output rows (D apart) */
+    __device__ __forceinline__ const T *q(const KParams &P) const
+    {
+        return reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
+    }
+    __device__ __forceinline__ const T *k(const KParams &P) const
+    {
+        return reinterpret_cast<const T *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
+    }
+    __device__ __forceinline__ const T *v(const KParams &P) const
+    {
+        return reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
+    }
+    __device__ __forceinline__ T *out(const KParams &P, int D) const { return reinterpret_cast<T *>(P.out) + bh * P.Lq * D; }
+
+    /* no row of the block sees a key: zeros, by nth threads */
+    __device__ __forceinline__ void zero_rows(const KParams &P, int tid, int nth, int D) const
+    {
+        T *o = out(P, D);
+        for (int x = tid; x < (row_end - row0) * D; x += nth) o[(int64_t)row0 * D + x] = T(0.0f);
+    }
+};
+
+/* The last key of the tile at j0 (relative to j0, clamped to [-1, BN]) that query
+ * row i sees: the key tail and the causal diagonal. */
+__device__ __forceinline__ int tile_limit(int i, int j0, int Lk, int off, bool causal, int BN)
+{
+    int lim = Lk - 1 - j0;
+    if (causal && i + off - j0 < lim) lim = i + off - j0;
+    return lim < -1 ? -1 : (lim > BN ? BN : lim);
+}
+
+/* cp.async of rows [r0, r0 + NR) of a (lim, .) matrix into a tile: the calling
+ * thread's 16-byte chunk of rows lr, lr + RPI, ... (g: its element of row r0,
+ * rows gs apart) goes to shared byte s, s + RPI ROWB, ...; rows >= lim are
+ * zero-filled (source g0, any mapped address). */
+template <int NR, int RPI, int ROWB, typename T>
+__device__ __forceinline__ void load_rows(uint32_t s, const T *g, int64_t gs, int r0, int lr, int lim, const T *g0)
+{
+    if (r0 + NR <= lim) {
+#pragma unroll
+        for (int it = 0; it < NR / RPI; it++) cp_async16(s + it * RPI * ROWB, g + it * RPI * gs, true);
+    } else {
+#pragma unroll
+        for (int it = 0; it < NR / RPI; it++) {
+            const bool ok = r0 + lr + it * RPI < lim;
+            cp_async16(s + it * RPI * ROWB, ok ? g + it * RPI * gs : g0, ok);
+        }
+    }
+}
+
 /* the large-shared-memory opt-in, once per kernel and device */
 inline int smem_optin(const void *fn, size_t bytes, uint64_t *done)
 {

@@ -29,8 +29,6 @@
 #include "../attention_flash_common.cuh"
 #include "wgmma.cuh"
 
-#include <type_traits>
-
 namespace as_flash {
 namespace {
 
@@ -87,67 +85,31 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
     const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + 2 * C::KB;
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int64_t BH = P.B * P.H, bid = blockIdx.x;
-    int64_t bh;
-    int m_block;
-    if (P.causal) { /* longest query blocks first, over all heads */
-        m_block = (int)(P.nm - 1 - bid / BH);
-        bh = bid % BH;
-    } else { /* one head's blocks together: its K, V stay in L2 */
-        m_block = (int)(bid % P.nm);
-        bh = bid / P.nm;
-    }
-    const int64_t b = bh / P.H, h = bh % P.H, hk = h / P.G;
-    const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq, row0 = m_block * BM;
-    const int row_end = row0 + BM < Lq ? row0 + BM : Lq;
-    T *out = reinterpret_cast<T *>(P.out) + bh * P.Lq * D;
-
-    int n_end = Lk;
-    if (P.causal && row_end + off < n_end) n_end = row_end + off;
-    if (n_end <= 0) {
-        for (int x = tid; x < (row_end - row0) * D; x += NTH) out[(int64_t)row0 * D + x] = T(0.0f);
-        return;
-    }
-    const int n_tiles = (n_end + BN - 1) / BN;
-
-    const T *qg = reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
-    const T *kg = reinterpret_cast<const T *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
-    const T *vg = reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
+    const FlashBlock<T> blk(P, blockIdx.x, BM);
+    const int Lq = blk.Lq, Lk = blk.Lk, off = blk.off, row0 = blk.row0;
+    if (blk.n_end <= 0) return blk.zero_rows(P, tid, NTH, D);
+    const int n_tiles = (blk.n_end + BN - 1) / BN;
+    const T *qg = blk.q(P), *kg = blk.k(P), *vg = blk.v(P);
+    T *out = blk.out(P, D);
     const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
 
-    /* the thread's share of every tile load: rows lr + RPI it, chunk lc (RPI is a
-     * multiple of 8: one swizzle for all of them) */
+    /* the thread's share of every tile load (the first LTH threads): rows lr + RPI it,
+     * chunk lc (RPI is a multiple of 8: one swizzle for all of them) */
     const int lr = tid / CH, lc = tid % CH;
+    const bool loader = NTH == LTH || tid < LTH;
     const uint32_t sw = (uint32_t)(lr * 128 + (((lc & 7) ^ (lr & 7)) << 4));
     const uint32_t q_st = sw + (uint32_t)((lc >> 3) * BM * 128), kv_st = sw + (uint32_t)((lc >> 3) * BN * 128);
     const T *q_ld = qg + (int64_t)(row0 + lr) * qs + lc * 8;
     const T *k_ld = kg + (int64_t)lr * ks + lc * 8;
     const T *v_ld = vg + (int64_t)lr * vs + lc * 8;
 
-    auto load_rows = [&](uint32_t s, const T *g, int64_t gs, int r0, int lim, const T *g0, auto nr) {
-        constexpr int NR = decltype(nr)::value;
-        if (NTH > LTH && tid >= LTH) return;
-        if (r0 + NR <= lim) {
-#pragma unroll
-            for (int it = 0; it < NR / RPI; it++) cp_async16(s + it * RPI * 128, g + it * RPI * gs, true);
-        } else {
-#pragma unroll
-            for (int it = 0; it < NR / RPI; it++) {
-                const bool ok = r0 + lr + it * RPI < lim;
-                cp_async16(s + it * RPI * 128, ok ? g + it * RPI * gs : g0, ok);
-            }
-        }
-    };
-    using NBM = std::integral_constant<int, BM>;
-    using NBN = std::integral_constant<int, BN>;
-
     /* prologue: {Q, K0}, {V0}, {K1} */
-    load_rows(sQ + q_st, q_ld, qs, row0, Lq, qg, NBM());
-    load_rows(sK + kv_st, k_ld, ks, 0, Lk, kg, NBN());
+    if (loader) load_rows<BM, RPI, 128>(sQ + q_st, q_ld, qs, row0, lr, Lq, qg);
+    if (loader) load_rows<BN, RPI, 128>(sK + kv_st, k_ld, ks, 0, lr, Lk, kg);
     cp_async_commit();
-    load_rows(sV + kv_st, v_ld, vs, 0, Lk, vg, NBN());
+    if (loader) load_rows<BN, RPI, 128>(sV + kv_st, v_ld, vs, 0, lr, Lk, vg);
     cp_async_commit();
-    if (n_tiles > 1) load_rows(sK + C::KB + kv_st, k_ld + (int64_t)BN * ks, ks, BN, Lk, kg, NBN());
+    if (loader && n_tiles > 1) load_rows<BN, RPI, 128>(sK + C::KB + kv_st, k_ld + (int64_t)BN * ks, ks, BN, lr, Lk, kg);
     cp_async_commit();
 
     const int grow0 = row0 + 64 * wg;            /* the warpgroup's first row */
@@ -177,10 +139,7 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
         if (j0 + BN > Lk || (P.causal && j0 + BN - 1 > wrow0 + off)) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int i = wrow0 + (lane >> 2) + 8 * r;
-                int lim = Lk - 1 - j0;
-                if (P.causal && i + off - j0 < lim) lim = i + off - j0;
-                const int lm = lim < -1 ? -1 : (lim > BN ? BN : lim);
+                const int lm = tile_limit(wrow0 + (lane >> 2) + 8 * r, j0, Lk, off, P.causal, BN);
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -256,9 +215,9 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
         cp_async_wait<0>(); /* V[n], K[n + 1] */
         proxy_fence();
         __syncthreads(); /* ... for all; all are done with K[n] and V[n - 1] */
-        if (n + 2 < n_tiles)
-            load_rows(sK + (n & 1) * C::KB + kv_st, k_ld + (int64_t)(n + 2) * BN * ks, ks, (n + 2) * BN, Lk, kg, NBN());
-        load_rows(sV + ((n + 1) & 1) * C::KB + kv_st, v_ld + (int64_t)(n + 1) * BN * vs, vs, (n + 1) * BN, Lk, vg, NBN());
+        if (loader && n + 2 < n_tiles)
+            load_rows<BN, RPI, 128>(sK + (n & 1) * C::KB + kv_st, k_ld + (int64_t)(n + 2) * BN * ks, ks, (n + 2) * BN, lr, Lk, kg);
+        if (loader) load_rows<BN, RPI, 128>(sV + ((n + 1) & 1) * C::KB + kv_st, v_ld + (int64_t)(n + 1) * BN * vs, vs, (n + 1) * BN, lr, Lk, vg);
         cp_async_commit();
 
         wg_fence();
