@@ -477,7 +477,9 @@ int launch_mma(KParams kp, cudaStream_t s)
 }
 
 /* the wgmma kernel: built (AS_FLASH_WGMMA) and a device of compute capability 9.0 */
-int g_force_wgmma = 0; /* 1 whenever it can, -1 never, 0 when the grid fills the GPU */
+/* 0 automatic, -1 never, 1 the cp.async wgmma kernel whenever it can, 2 the
+ * warp-specialised (TMA) one whenever it can */
+int g_force_wgmma = 0;
 
 bool wgmma_device(void)
 {
@@ -500,22 +502,33 @@ bool wgmma_device(void)
 /* no mask, bias, dropout, and a positive scale: what the wgmma kernel does */
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
 
-/* Measured on the H200 (docs/performance.md, v0.4): the wgmma kernel wins from
- * 1024 keys (2048 when causal: it computes, masked, the tiles past a warpgroup's
- * diagonal that flash/mma skips) when its 192-row CTAs fill the GPU. */
-bool use_wgmma(int64_t B, int64_t H, int64_t Lq, int64_t Lk, bool causal, bool is_plain)
+/* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one.
+ * Measured on the H200 (docs/performance.md, v0.4): at D = 128 the
+ * warp-specialised kernel wins from 512 keys (1024 when causal), at D = 64 the
+ * cp.async one from 1024 keys (2048 when causal; it computes, masked, the tiles
+ * past a warpgroup's diagonal that flash/mma skips), when their CTAs (128 and
+ * 192 rows) fill the GPU. */
+int use_wgmma(const as_cpu_flash_params *p, bool is_plain)
 {
-    if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return false;
-    if (g_force_wgmma > 0) return true;
-    return Lk >= (causal ? 2048 : 1024) && B * H * ((Lq + 191) / 192) >= (int64_t)sm_count();
+    if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
+    int v = g_force_wgmma;
+    if (!v) {
+        const int64_t bm = p->D == 128 ? 128 : 192;
+        const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);
+        if (p->Lk < min_keys || p->B * p->H * ((p->Lq + bm - 1) / bm) < (int64_t)sm_count()) return 0;
+        v = p->D == 128 ? 2 : 1;
+    }
+#ifdef AS_FLASH_WGMMA
+    if (v == 2 && !wgmma_ws_ok(p)) v = 1;
+#endif
+    return v;
 }
 
 template <typename T, int D>
-int launch_mma_d(KParams kp, cudaStream_t s)
+int launch_mma_d(KParams kp, const as_cpu_flash_params *p, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
-    if (use_wgmma(kp.B, kp.H, kp.Lq, kp.Lk, kp.causal, plain(kp.has_mask, kp.dropout, kp.prescale)))
-        return launch_wgmma(kp, std::is_same<T, __half>::value, s);
+    if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale))) return launch_wgmma(kp, p, v == 2, s);
 #endif
     int bm = g_force_bm;
     if (!bm) { /* 128 rows per CTA (a warp reuses each K, V fragment twice) when that fills the GPU */
@@ -565,7 +578,7 @@ extern "C" int as_cuda_flash_force_block_m(int block_m)
 
 extern "C" int as_cuda_flash_force_wgmma(int mode)
 {
-    if (mode < -1 || mode > 1) return -1;
+    if (mode < -1 || mode > 2) return -1;
     g_force_wgmma = mode;
     return wgmma_device() ? 1 : 0;
 }
@@ -574,7 +587,8 @@ extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
 {
     if (!mma_ok(p)) return simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
-    return use_wgmma(p->B, p->H, p->Lq, p->Lk, p->causal, is_plain) ? "flash/wgmma" : "flash/mma";
+    const int v = use_wgmma(p, is_plain);
+    return v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
 }
 
 extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream)
@@ -605,9 +619,9 @@ extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *strea
 
     if (mma_ok(p)) {
         if (p->q.dtype == AS_F16)
-            return p->D == 64 ? launch_mma_d<__half, 64>(kp, s) : launch_mma_d<__half, 128>(kp, s);
-        return p->D == 64 ? launch_mma_d<__nv_bfloat16, 64>(kp, s)
-                          : launch_mma_d<__nv_bfloat16, 128>(kp, s);
+            return p->D == 64 ? launch_mma_d<__half, 64>(kp, p, s) : launch_mma_d<__half, 128>(kp, p, s);
+        return p->D == 64 ? launch_mma_d<__nv_bfloat16, 64>(kp, p, s)
+                          : launch_mma_d<__nv_bfloat16, 128>(kp, p, s);
     }
     if (simt_f32_ok(p)) return launch_simt_f32(kp, s);
     return launch_f32(kp, s);

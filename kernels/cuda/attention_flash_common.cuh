@@ -272,7 +272,10 @@ int launch_simt_f32(const KParams &kp, cudaStream_t s);
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,
  * D = Dv in {64, 128}, on a device of compute capability 9.0.  Returns a
  * cudaError_t value. */
-int launch_wgmma(const KParams &kp, bool f16, cudaStream_t s);
+int launch_wgmma(const KParams &kp, const as_cpu_flash_params *p, bool ws, cudaStream_t s);
+/* The warp-specialised variant (ws: TMA loads by a producer warpgroup) can take
+ * these operands (strides TMA accepts). */
+bool wgmma_ws_ok(const as_cpu_flash_params *p);
 
 } // namespace as_flash
 

@@ -20,21 +20,22 @@ int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
 
 /* Which path it would take: "flash/mma" (tensor cores: q, k, v all F16 or
  * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
- * Lq, Lk <= 2^30), "flash/wgmma" (the same, on a compute capability 9.0
- * device with the sm_90a kernel built, no mask, bias or dropout, at least
- * 1024 keys (2048 when causal) and as many 192-row blocks as SMs),
- * "flash/simt-f32" (float32 q, k, v,
- * D = Dv in {64, 128}, unit last strides) or "flash/cuda-f32"
- * (everything else: one warp a query row). */
+ * Lq, Lk <= 2^30); on a compute capability 9.0 device with the sm_90a
+ * kernels built, for no mask, bias or dropout and rows long enough (see
+ * use_wgmma), "flash/wgmma-ws" (D = 128: TMA, a producer warpgroup) or
+ * "flash/wgmma" (D = 64); "flash/simt-f32" (float32 q, k, v, D = Dv in
+ * {64, 128}, unit last strides) or "flash/cuda-f32" (everything else: one
+ * warp a query row). */
 const char *as_cuda_flash_path(const as_cpu_flash_params *p);
 
 /* Tests and benchmarks: query rows per CTA on the mma path, 64 or 128;
  * 0 goes back to the automatic choice.  Returns -1 for any other value. */
 int as_cuda_flash_force_block_m(int block_m);
 
-/* Tests and benchmarks: 1 takes the wgmma kernel whenever it can, -1 never,
- * 0 the automatic choice.  Returns 1 when the current device can run it,
- * 0 when not, -1 for any other mode. */
+/* Tests and benchmarks: 1 takes the wgmma kernel whenever it can, 2 its
+ * warp-specialised variant ("flash/wgmma-ws": TMA loads by a producer
+ * warpgroup) whenever it can, -1 never, 0 the automatic choice.  Returns 1
+ * when the current device can run them, 0 when not, -1 for any other mode. */
 int as_cuda_flash_force_wgmma(int mode);
 
 #ifdef __cplusplus

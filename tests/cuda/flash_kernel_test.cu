@@ -145,7 +145,7 @@ struct Case {
     Layout qlay = BHLD, klay = BHLD;
     float dropout = 0.0f;
     int bm = 0; /* forced block_m on the mma path */
-    bool wg = false; /* the wgmma kernel forced (where the device and the case allow it) */
+    int wg = 0; /* 1: the wgmma kernel forced, 2: its warp-specialised variant (where the device and the case allow it) */
 };
 
 struct Ref {
@@ -267,7 +267,7 @@ static bool run_case(const Case &c, int idx)
     p.out_dtype = c.dt;
 
     /* the automatic choice is never wgmma on these small grids; wg forces it */
-    const bool wg_dev = as_cuda_flash_force_wgmma(c.wg ? 1 : -1) == 1;
+    const bool wg_dev = as_cuda_flash_force_wgmma(c.wg ? c.wg : -1) == 1;
     const char *path = as_cuda_flash_path(&p);
     as_cuda_flash_force_block_m(c.bm);
     int rc = as_cuda_flash_attention(&p, nullptr);
@@ -297,9 +297,11 @@ static bool run_case(const Case &c, int idx)
     }
     const double tol = c.dt == AS_F32 ? 2e-3 : 2e-2;
     const bool wg_path = c.wg && wg_dev && c.mask == M_NONE && c.dropout == 0.0f;
+    /* the warp-specialised kernel takes what TMA accepts: not an empty K */
+    const char *wg_name = c.wg == 2 && c.Lk > 0 ? "flash/wgmma-ws" : "flash/wgmma";
     const bool simt = c.dt == AS_F32 && c.D == c.Dv && (c.D == 64 || c.D == 128) &&
                       c.qlay != DMAJOR && c.klay != DMAJOR;
-    const bool path_ok = !strcmp(path, mma_eligible(c) ? (wg_path ? "flash/wgmma" : "flash/mma")
+    const bool path_ok = !strcmp(path, mma_eligible(c) ? (wg_path ? wg_name : "flash/mma")
                                        : simt           ? "flash/simt-f32"
                                                         : "flash/cuda-f32");
     const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok;
@@ -328,7 +330,7 @@ static std::string describe(const Case &c)
     if (c.klay == PADDED) s += " kv=padded";
     if (c.klay == BLHD) s += " kv=BLHD";
     if (c.bm) s += " bm" + std::to_string(c.bm);
-    if (c.wg) s += " wgmma";
+    if (c.wg) s += c.wg == 2 ? " wgmma-ws" : " wgmma";
     return s;
 }
 
@@ -342,9 +344,11 @@ static std::vector<Case> cases()
                 c.name = describe(c);
                 v.push_back(c);
             }
-            c.bm = 0, c.wg = true;
-            c.name = describe(c);
-            v.push_back(c);
+            for (int wg : {1, 2}) {
+                c.bm = 0, c.wg = wg;
+                c.name = describe(c);
+                v.push_back(c);
+            }
             return;
         }
         c.name = describe(c);
@@ -434,7 +438,7 @@ __global__ void fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt)
  * kernel's own choice, 1 the wgmma kernel */
 static int bench(int kernel)
 {
-    const int bm = kernel == 64 || kernel == 128 ? kernel : 0;
+    const int bm = kernel == 64 || kernel == 128 ? kernel : 0; /* 2: wgmma-ws */
     const int64_t tokens = 16384, hidden = 2048;
     const size_t n = tokens * hidden;
     __nv_bfloat16 *q, *k, *v, *o;
@@ -450,9 +454,9 @@ static int bench(int kernel)
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     if (bm) as_cuda_flash_force_block_m(bm);
-    as_cuda_flash_force_wgmma(kernel == 1 ? 1 : kernel != 0 ? -1 : 0);
+    as_cuda_flash_force_wgmma(kernel == 1 || kernel == 2 ? kernel : kernel != 0 ? -1 : 0);
     printf("bf16 forward, %lld tokens, hidden %lld%s\n", (long long)tokens, (long long)hidden,
-           kernel == 1 ? ", wgmma forced" : kernel == -1 ? ", mma.sync" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
+           kernel == 1 ? ", wgmma forced" : kernel == 2 ? ", wgmma-ws forced" : kernel == -1 ? ", mma.sync" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
     printf("%6s %4s %4s %4s %6s %10s %9s  %s\n", "L", "D", "B", "H", "causal", "ms", "TFLOP/s", "path");
     for (int64_t D : {64, 128})
         for (bool causal : {false, true})
@@ -508,7 +512,7 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         const char *k = argc > 2 ? argv[2] : "";
-        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "mma") ? -1 : atoi(k));
+        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "mma") ? -1 : atoi(k));
     }
     std::vector<Case> cs = cases();
     int passed = 0;

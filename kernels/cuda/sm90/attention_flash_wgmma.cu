@@ -26,6 +26,9 @@
  * Read as N-major (V: N = d, K = key), the same bytes have leading byte
  * offset R 128 (next 64 columns) and stride byte offset 1024 (next 8 keys);
  * the k-th 16-key step starts k 2048 bytes in. */
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include "../attention_flash_common.cuh"
 #include "wgmma.cuh"
 
@@ -70,76 +73,87 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[N][4])
 #pragma unroll
         for (int j = 0; j < 4; j++) asm volatile("" : "+r"(r[i][j])::"memory");
 }
-#endif
 
-template <typename T, int D, int BN, int NWG>
-__global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams P)
+/* mbarriers and the tensor memory accelerator (the warp-specialised kernel) */
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count)
 {
-#ifdef AS_WGMMA_BODY
-    using C = WCfg<D, BN, NWG>;
-    constexpr int NTH = C::NTH, BM = C::BM;
-    /* the first LTH threads load the tiles, RPI rows a pass */
-    constexpr int LTH = NTH < 256 ? NTH : 256, CH = D / 8, RPI = LTH / CH, NT = BN / 8, DT = D / 8;
-    static_assert(RPI % 8 == 0 && BM % RPI == 0 && BN % RPI == 0 && BN % 16 == 0, "tile shape");
-    extern __shared__ unsigned char smem_raw[];
-    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + 2 * C::KB;
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+/* every consumer thread arrives (count 256): one elected thread under a branch
+ * or a predicate makes ptxas serialise the wgmma around it (C7513) */
+__device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* until the phase of this parity completes; the loop stays inside the asm, so
+ * ptxas sees straight-line code around the wgmma that follow */
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
+{
+    asm volatile("{\n.reg .pred P1;\nLAB_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
+                 "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
+                                         uint32_t bar)
+{
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+                 : "memory");
+}
 
-    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const FlashBlock<T> blk(P, blockIdx.x, BM);
-    const int Lq = blk.Lq, Lk = blk.Lk, off = blk.off, row0 = blk.row0;
-    if (blk.n_end <= 0) return blk.zero_rows(P, tid, NTH, D);
-    const int n_tiles = (blk.n_end + BN - 1) / BN;
-    const T *qg = blk.q(P), *kg = blk.k(P), *vg = blk.v(P);
-    T *out = blk.out(P, D);
-    const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
+/* One warpgroup's share of the attention: 64 query rows (the warp's 16 at
+ * wrow0), O and the online softmax in registers, P of two tiles (pa: read by
+ * the PV product in flight, pn: being made).  Q, K, V are tiles in the
+ * 128-byte-swizzled layout (header comment) at shared addresses given per call. */
+template <typename T, int D, int BN>
+struct WgConsumer {
+    static constexpr int NT = BN / 8, DT = D / 8;
+    float o[D / 2], s[BN / 2], m_r[2], l_r[2];
+    uint32_t pa[BN / 16][4], pn[BN / 16][4];
+    int wrow0, lane;
+    float sl2;
 
-    /* the thread's share of every tile load (the first LTH threads): rows lr + RPI it,
-     * chunk lc (RPI is a multiple of 8: one swizzle for all of them) */
-    const int lr = tid / CH, lc = tid % CH;
-    const bool loader = NTH == LTH || tid < LTH;
-    const uint32_t sw = (uint32_t)(lr * 128 + (((lc & 7) ^ (lr & 7)) << 4));
-    const uint32_t q_st = sw + (uint32_t)((lc >> 3) * BM * 128), kv_st = sw + (uint32_t)((lc >> 3) * BN * 128);
-    const T *q_ld = qg + (int64_t)(row0 + lr) * qs + lc * 8;
-    const T *k_ld = kg + (int64_t)lr * ks + lc * 8;
-    const T *v_ld = vg + (int64_t)lr * vs + lc * 8;
-
-    /* prologue: {Q, K0}, {V0}, {K1} */
-    if (loader) load_rows<BM, RPI, 128>(sQ + q_st, q_ld, qs, row0, lr, Lq, qg);
-    if (loader) load_rows<BN, RPI, 128>(sK + kv_st, k_ld, ks, 0, lr, Lk, kg);
-    cp_async_commit();
-    if (loader) load_rows<BN, RPI, 128>(sV + kv_st, v_ld, vs, 0, lr, Lk, vg);
-    cp_async_commit();
-    if (loader && n_tiles > 1) load_rows<BN, RPI, 128>(sK + C::KB + kv_st, k_ld + (int64_t)BN * ks, ks, BN, lr, Lk, kg);
-    cp_async_commit();
-
-    const int grow0 = row0 + 64 * wg;            /* the warpgroup's first row */
-    const int wrow0 = grow0 + 16 * warp;         /* the warp's */
-    const float sl2 = P.sl2;
-
-    float o[D / 2];
+    __device__ __forceinline__ WgConsumer(int wrow0_, int lane_, float sl2_) : wrow0(wrow0_), lane(lane_), sl2(sl2_)
+    {
 #pragma unroll
-    for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
-    float m_r[2] = {-INFINITY, -INFINITY}, l_r[2] = {0.0f, 0.0f};
-    float s[BN / 2];
-    uint32_t pa[BN / 16][4], pn[BN / 16][4]; /* P of tile n (read by the PV wgmma), of n + 1 */
+        for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
+        m_r[0] = m_r[1] = -INFINITY, l_r[0] = l_r[1] = 0.0f;
+    }
 
-    const uint32_t qdesc0 = sQ + wg * 64 * 128;
-    auto issue_s = [&](int t) { /* S = Q K[t]^T */
-        const uint32_t kt = sK + (t & 1) * C::KB;
+    /* S = Q K^T: q, the warpgroup's 64 rows of a Q tile of QR rows; k, a K tile of BN rows */
+    template <int QR>
+    __device__ __forceinline__ void issue_s(uint32_t q, uint32_t k)
+    {
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
-            Wgmma<T, BN>::ss(s, smem_desc(qdesc0 + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024),
-                             smem_desc(kt + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+            Wgmma<T, BN>::ss(s, smem_desc(q + (kk >> 2) * QR * 128 + (kk & 3) * 32, 16, 1024),
+                             smem_desc(k + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
         wg_commit();
-    };
-    /* masks, online softmax and P (into pn) of tile t from s; alpha rescales O */
-    auto softmax = [&](int t, float (&alpha)[2]) {
-        const int j0 = t * BN;
+    }
+
+    /* O += P V: v, a V tile of BN rows */
+    __device__ __forceinline__ void issue_pv(uint32_t v)
+    {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) Wgmma<T, D>::rs(o, pa[kk], smem_desc(v + kk * 2048, BN * 128, 1024), 1);
+        wg_commit();
+    }
+
+    /* masks, online softmax and P (into pn) of the tile at key j0, from s; alpha rescales O */
+    __device__ __forceinline__ void softmax(int j0, int Lk, int off, bool causal, float (&alpha)[2])
+    {
         /* s[4 nt + 2 r + c]: row wrow0 + lane / 4 + 8 r, key j0 + 8 nt + 2 (lane % 4) + c */
-        if (j0 + BN > Lk || (P.causal && j0 + BN - 1 > wrow0 + off)) {
+        if (j0 + BN > Lk || (causal && j0 + BN - 1 > wrow0 + off)) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int lm = tile_limit(wrow0 + (lane >> 2) + 8 * r, j0, Lk, off, P.causal, BN);
+                const int lm = tile_limit(wrow0 + (lane >> 2) + 8 * r, j0, Lk, off, causal, BN);
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -176,41 +190,134 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
             pn[kk][2] = Mma<T>::pack(s[8 * kk + 4], s[8 * kk + 5]);
             pn[kk][3] = Mma<T>::pack(s[8 * kk + 6], s[8 * kk + 7]);
         }
-    };
-    auto take_next = [&]() {
+    }
+
+    /* after the PV product: O rescaled to the new maxima, the next P becomes current */
+    __device__ __forceinline__ void next(const float (&alpha)[2])
+    {
+#pragma unroll
+        for (int nt = 0; nt < DT; nt++) {
+            o[4 * nt] *= alpha[0], o[4 * nt + 1] *= alpha[0];
+            o[4 * nt + 2] *= alpha[1], o[4 * nt + 3] *= alpha[1];
+        }
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
 #pragma unroll
             for (int x = 0; x < 4; x++) pa[kk][x] = pn[kk][x];
-    };
+    }
 
-    /* Every wgmma below is issued on a path all threads take (ptxas serialises
-     * the wgmma of a function with one under a branch): tiles a warpgroup's rows
-     * do not see (causal) are computed and masked, not skipped. */
-    auto issue_pv = [&](int t) { /* O += P[t] V[t] */
-        const uint32_t vt = sV + (t & 1) * C::KB;
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) Wgmma<T, D>::rs(o, pa[kk], smem_desc(vt + kk * 2048, BN * 128, 1024), 1);
-        wg_commit();
-    };
-
-    /* S0 and P0 */
-    cp_async_wait<2>(); /* Q, K0 */
-    proxy_fence();
-    __syncthreads();
+    /* S0 and P0: the first tile, nothing else in flight */
+    template <int QR>
+    __device__ __forceinline__ void first(uint32_t q, uint32_t k, int Lk, int off, bool causal)
     {
         float alpha[2];
         wg_fence();
-        issue_s(0);
+        issue_s<QR>(q, k);
         wg_wait<0>();
         reg_fence(s);
-        softmax(0, alpha);
-        take_next();
+        softmax(0, Lk, off, causal, alpha);
+        next(alpha);
     }
 
-    /* Tile n: S[n + 1] = Q K[n + 1]^T and O += P[n] V[n] in flight together, the
-     * softmax of S[n + 1] under the PV product (FlashAttention-3's intra-warpgroup
-     * overlap); K[n + 2] and V[n + 1] load meanwhile. */
+    /* S[n + 1] = Q K[n + 1]^T and O += P[n] V[n] in flight together, the softmax of
+     * S[n + 1] under the PV product (FlashAttention-3's intra-warpgroup overlap) */
+    template <int QR>
+    __device__ __forceinline__ void step(uint32_t q, uint32_t k_next, uint32_t v, int j_next, int Lk, int off,
+                                         bool causal)
+    {
+        float alpha[2];
+        wg_fence();
+        issue_s<QR>(q, k_next);
+        issue_pv(v);
+        wg_wait<1>(); /* S[n + 1] (committed first) */
+        reg_fence(s);
+        softmax(j_next, Lk, off, causal, alpha);
+        wg_wait<0>(); /* P[n] V[n] */
+        reg_fence(o);
+        reg_fence(pa);
+        next(alpha);
+    }
+
+    __device__ __forceinline__ void last(uint32_t v)
+    {
+        wg_fence();
+        issue_pv(v);
+        wg_wait<0>();
+        reg_fence(o);
+        reg_fence(pa);
+    }
+
+    /* out = O / l; zeros where nothing was seen */
+    __device__ __forceinline__ void store(T *out, int Lq)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float l = l_r[r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const int i = wrow0 + (lane >> 2) + 8 * r;
+            if (i < Lq) {
+                uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
+#pragma unroll
+                for (int nt = 0; nt < DT; nt++) op[nt * 4] = Mma<T>::pack(o[4 * nt + 2 * r] * inv, o[4 * nt + 2 * r + 1] * inv);
+            }
+        }
+    }
+};
+#endif
+
+template <typename T, int D, int BN, int NWG>
+__global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams P)
+{
+#ifdef AS_WGMMA_BODY
+    using C = WCfg<D, BN, NWG>;
+    constexpr int NTH = C::NTH, BM = C::BM;
+    /* the first LTH threads load the tiles, RPI rows a pass */
+    constexpr int LTH = NTH < 256 ? NTH : 256, CH = D / 8, RPI = LTH / CH;
+    static_assert(RPI % 8 == 0 && BM % RPI == 0 && BN % RPI == 0 && BN % 16 == 0, "tile shape");
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + 2 * C::KB;
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const FlashBlock<T> blk(P, blockIdx.x, BM);
+    const int Lq = blk.Lq, Lk = blk.Lk, off = blk.off, row0 = blk.row0;
+    if (blk.n_end <= 0) return blk.zero_rows(P, tid, NTH, D);
+    const int n_tiles = (blk.n_end + BN - 1) / BN;
+    const T *qg = blk.q(P), *kg = blk.k(P), *vg = blk.v(P);
+    T *out = blk.out(P, D);
+    const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
+
+    /* the thread's share of every tile load (the first LTH threads): rows lr + RPI it,
+     * chunk lc (RPI is a multiple of 8: one swizzle for all of them) */
+    const int lr = tid / CH, lc = tid % CH;
+    const bool loader = NTH == LTH || tid < LTH;
+    const uint32_t sw = (uint32_t)(lr * 128 + (((lc & 7) ^ (lr & 7)) << 4));
+    const uint32_t q_st = sw + (uint32_t)((lc >> 3) * BM * 128), kv_st = sw + (uint32_t)((lc >> 3) * BN * 128);
+    const T *q_ld = qg + (int64_t)(row0 + lr) * qs + lc * 8;
+    const T *k_ld = kg + (int64_t)lr * ks + lc * 8;
+    const T *v_ld = vg + (int64_t)lr * vs + lc * 8;
+
+    /* prologue: {Q, K0}, {V0}, {K1} */
+    if (loader) load_rows<BM, RPI, 128>(sQ + q_st, q_ld, qs, row0, lr, Lq, qg);
+    if (loader) load_rows<BN, RPI, 128>(sK + kv_st, k_ld, ks, 0, lr, Lk, kg);
+    cp_async_commit();
+    if (loader) load_rows<BN, RPI, 128>(sV + kv_st, v_ld, vs, 0, lr, Lk, vg);
+    cp_async_commit();
+    if (loader && n_tiles > 1) load_rows<BN, RPI, 128>(sK + C::KB + kv_st, k_ld + (int64_t)BN * ks, ks, BN, lr, Lk, kg);
+    cp_async_commit();
+
+    /* Every wgmma is issued on a path all threads take (ptxas serialises the
+     * wgmma of a function with one under a branch): tiles a warpgroup's rows do
+     * not see (causal) are computed and masked, not skipped. */
+    WgConsumer<T, D, BN> c(row0 + 64 * wg + 16 * warp, lane, P.sl2);
+    const uint32_t q = sQ + wg * 64 * 128;
+    cp_async_wait<2>(); /* Q, K0 */
+    proxy_fence();
+    __syncthreads();
+    c.template first<BM>(q, sK, Lk, off, P.causal);
+
+    /* tile n: K[n + 2] and V[n + 1] load during it, so one barrier a tile */
     for (int n = 0; n + 1 < n_tiles; n++) {
         cp_async_wait<0>(); /* V[n], K[n + 1] */
         proxy_fence();
@@ -219,47 +326,96 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
             load_rows<BN, RPI, 128>(sK + (n & 1) * C::KB + kv_st, k_ld + (int64_t)(n + 2) * BN * ks, ks, (n + 2) * BN, lr, Lk, kg);
         if (loader) load_rows<BN, RPI, 128>(sV + ((n + 1) & 1) * C::KB + kv_st, v_ld + (int64_t)(n + 1) * BN * vs, vs, (n + 1) * BN, lr, Lk, vg);
         cp_async_commit();
-
-        wg_fence();
-        issue_s(n + 1);
-        issue_pv(n);
-        float alpha[2];
-        wg_wait<1>(); /* S[n + 1] (committed first) */
-        reg_fence(s);
-        softmax(n + 1, alpha);
-        wg_wait<0>(); /* P[n] V[n] */
-        reg_fence(o);
-        reg_fence(pa);
-#pragma unroll
-        for (int nt = 0; nt < DT; nt++) {
-            o[4 * nt] *= alpha[0], o[4 * nt + 1] *= alpha[0];
-            o[4 * nt + 2] *= alpha[1], o[4 * nt + 3] *= alpha[1];
-        }
-        take_next();
+        c.template step<BM>(q, sK + ((n + 1) & 1) * C::KB, sV + (n & 1) * C::KB, (n + 1) * BN, Lk, off, P.causal);
     }
     cp_async_wait<0>(); /* V[last] */
     proxy_fence();
     __syncthreads();
-    wg_fence();
-    issue_pv(n_tiles - 1);
-    wg_wait<0>();
-    reg_fence(o);
-    reg_fence(pa);
+    c.last(sV + ((n_tiles - 1) & 1) * C::KB);
+    c.store(out, Lq);
+#endif
+}
 
+/* q, k, v as the tensor memory accelerator sees them: (D, L, heads, B), boxes
+ * of 64 columns (128 bytes, the swizzle's width) by 64 (q) or BN (k, v) rows */
+struct TmaMaps {
+    CUtensorMap q, k, v;
+};
 
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = l_r[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const int i = wrow0 + (lane >> 2) + 8 * r;
-        if (i < Lq) {
-            uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
-#pragma unroll
-            for (int nt = 0; nt < DT; nt++) op[nt * 4] = Mma<T>::pack(o[4 * nt + 2 * r] * inv, o[4 * nt + 2 * r + 1] * inv);
-        }
+/* The warp-specialised kernel (FlashAttention-3's structure): a producer warpgroup
+ * whose one thread loads Q and the K, V tiles with TMA into a 3-stage ring
+ * (mbarriers: full when a tile's bytes landed, empty when both consumers are
+ * done with it), and two consumer warpgroups that only compute, with 240
+ * registers each (setmaxnreg), so BN = 128 fits at D = 128. */
+#ifndef AS_WS_STAGES
+#define AS_WS_STAGES 3
+#endif
+constexpr int WS_STAGES = AS_WS_STAGES;
+
+template <int D, int BN>
+struct WsCfg {
+    static constexpr int BM = 128;
+    static constexpr uint32_t QB = BM * D * 2, TB = BN * D * 2;
+    static constexpr size_t smem = (size_t)QB + 2 * WS_STAGES * TB + 8 * (1 + 2 * WS_STAGES) + 1024;
+};
+
+template <typename T, int D, int BN>
+__global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P, const __grid_constant__ TmaMaps maps)
+{
+#ifdef AS_WGMMA_BODY
+    using C = WsCfg<D, BN>;
+    constexpr int BM = C::BM, NWG = 2;
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + WS_STAGES * C::TB;
+    const uint32_t qbar = sV + WS_STAGES * C::TB, full = qbar + 8, empty = full + 8 * WS_STAGES;
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const FlashBlock<T> blk(P, blockIdx.x, BM);
+    if (blk.n_end <= 0) return blk.zero_rows(P, tid, 384, D);
+    const int n_tiles = (blk.n_end + BN - 1) / BN;
+    if (tid == 0) {
+        mbar_init(qbar, 1);
+        for (int st = 0; st < WS_STAGES; st++) mbar_init(full + 8 * st, 1), mbar_init(empty + 8 * st, NWG * 128);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
+    __syncthreads();
+
+    if (wg == NWG) { /* the producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if (tid == NWG * 128) {
+            const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk;
+            mbar_expect_tx(qbar, C::QB);
+            for (int g = 0; g < BM / 64; g++)
+                for (int db = 0; db < D / 64; db++)
+                    tma_load(sQ + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, blk.row0 + 64 * g, h, b, qbar);
+            for (int n = 0; n < n_tiles; n++) {
+                const int st = n % WS_STAGES;
+                if (n >= WS_STAGES) mbar_wait(empty + 8 * st, (n / WS_STAGES - 1) & 1);
+                mbar_expect_tx(full + 8 * st, 2 * C::TB);
+                for (int db = 0; db < D / 64; db++) {
+                    tma_load(sK + st * C::TB + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
+                    tma_load(sV + st * C::TB + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
+                }
+            }
+        }
+        return;
+    }
+
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    const int Lq = blk.Lq, Lk = blk.Lk, off = blk.off;
+    WgConsumer<T, D, BN> c(blk.row0 + 64 * wg + 16 * warp, lane, P.sl2);
+    const uint32_t q = sQ + wg * 64 * 128;
+    mbar_wait(qbar, 0);
+    mbar_wait(full, 0);
+    c.template first<BM>(q, sK, Lk, off, P.causal);
+    for (int n = 0; n + 1 < n_tiles; n++) {
+        const int st = n % WS_STAGES, sn = (n + 1) % WS_STAGES;
+        mbar_wait(full + 8 * sn, ((n + 1) / WS_STAGES) & 1);
+        c.template step<BM>(q, sK + sn * C::TB, sV + st * C::TB, (n + 1) * BN, Lk, off, P.causal);
+        mbar_arrive(empty + 8 * st); /* K[n] and V[n] are done with, by every consumer thread */
+    }
+    c.last(sV + ((n_tiles - 1) % WS_STAGES) * C::TB);
+    c.store(blk.out(P, D), Lq);
 #endif
 }
 
@@ -276,6 +432,79 @@ int launch(KParams kp, cudaStream_t s)
     int64_t blocks = kp.nm * kp.B * kp.H;
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
     flash_wgmma_kernel<T, D, BN, NWG><<<(unsigned)blocks, C::NTH, C::smem, s>>>(kp);
+    return (int)cudaGetLastError();
+}
+
+/* ---- the warp-specialised kernel's host side ---- */
+
+#if CUDART_VERSION >= 12050
+#define AS_DRIVER_ENTRY(name, fn, q) cudaGetDriverEntryPointByVersion(name, fn, 12000, cudaEnableDefault, q)
+#else
+#define AS_DRIVER_ENTRY(name, fn, q) cudaGetDriverEntryPoint(name, fn, cudaEnableDefault, q)
+#endif
+
+/* cuTensorMapEncodeTiled from the driver the runtime loaded (no link to libcuda) */
+PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void)
+{
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    static bool tried;
+    if (!tried) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (AS_DRIVER_ENTRY("cuTensorMapEncodeTiled", &p, &q) == cudaSuccess && q == cudaDriverEntryPointSuccess)
+            fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+        tried = true;
+    }
+    return fn;
+}
+
+/* (B, heads, L, D) with element strides s0, s1, s2, 1 as a TMA map of 64-column
+ * boxes of `rows` rows, 128-byte swizzle; false when the driver will not (a
+ * broadcast stride, a layout it rejects): the cp.async kernel takes those */
+bool make_map(CUtensorMap *m, const as_cpu_flash_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
+              bool f16)
+{
+    PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
+    if (!encode) return false;
+    const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)heads, (cuuint64_t)B};
+    cuuint64_t stride[3];
+    const int64_t es[3] = {o.stride[2], o.stride[1], o.stride[0]};
+    for (int i = 0; i < 3; i++) {
+        if (dim[i + 1] > 1 && es[i] <= 0) return false;
+        stride[i] = dim[i + 1] > 1 ? (cuuint64_t)es[i] * 2 : 16 * dim[0]; /* unused when the size is 1 */
+    }
+    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estride[4] = {1, 1, 1, 1};
+    CUresult r = encode(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+                        const_cast<void *>(o.data), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS;
+}
+
+#ifndef AS_FLASH_WGMMA_WS_BN /* the warp-specialised kernel's key tile */
+#define AS_FLASH_WGMMA_WS_BN 128
+#endif
+
+bool make_maps(TmaMaps *maps, const as_cpu_flash_params *p)
+{
+    const bool f16 = p->q.dtype == AS_F16;
+    return make_map(&maps->q, p->q, p->B, p->H, p->Lq, (int)p->D, 64, f16) &&
+           make_map(&maps->k, p->k, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16) &&
+           make_map(&maps->v, p->v, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16);
+}
+
+template <typename T, int D, int BN>
+int launch_ws(KParams kp, const TmaMaps &maps, cudaStream_t s)
+{
+    using C = WsCfg<D, BN>;
+    static uint64_t done;
+    const void *fn = (const void *)flash_wgmma_ws_kernel<T, D, BN>;
+    int e = smem_optin(fn, C::smem, &done);
+    if (e) return e;
+    kp.nm = (kp.Lq + C::BM - 1) / C::BM;
+    int64_t blocks = kp.nm * kp.B * kp.H;
+    if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+    flash_wgmma_ws_kernel<T, D, BN><<<(unsigned)blocks, 384, C::smem, s>>>(kp, maps);
     return (int)cudaGetLastError();
 }
 
@@ -302,8 +531,21 @@ int launch_d(const KParams &kp, cudaStream_t s)
     return launch<T, 128, AS_FLASH_WGMMA_BN_D128, AS_FLASH_WGMMA_NWG_D128>(kp, s);
 }
 
-int launch_wgmma(const KParams &kp, bool f16, cudaStream_t s)
+bool wgmma_ws_ok(const as_cpu_flash_params *p)
 {
+    TmaMaps maps;
+    return make_maps(&maps, p);
+}
+
+int launch_wgmma(const KParams &kp, const as_cpu_flash_params *p, bool ws, cudaStream_t s)
+{
+    const bool f16 = p->q.dtype == AS_F16;
+    TmaMaps maps;
+    if (ws && make_maps(&maps, p)) {
+        constexpr int BN = AS_FLASH_WGMMA_WS_BN;
+        if (f16) return kp.D == 64 ? launch_ws<__half, 64, BN>(kp, maps, s) : launch_ws<__half, 128, BN>(kp, maps, s);
+        return kp.D == 64 ? launch_ws<__nv_bfloat16, 64, BN>(kp, maps, s) : launch_ws<__nv_bfloat16, 128, BN>(kp, maps, s);
+    }
     return f16 ? launch_d<__half>(kp, s) : launch_d<__nv_bfloat16>(kp, s);
 }
 
