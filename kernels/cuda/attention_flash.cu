@@ -503,20 +503,18 @@ bool wgmma_device(void)
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
 
 /* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one.
- * Measured on the H200 (docs/performance.md, v0.4): at D = 128 the
- * warp-specialised kernel wins from 512 keys (1024 when causal), at D = 64 the
- * cp.async one from 1024 keys (2048 when causal; it computes, masked, the tiles
- * past a warpgroup's diagonal that flash/mma skips), when their CTAs (128 and
- * 192 rows) fill the GPU. */
+ * Measured on the H200 (docs/performance.md, v0.4): the warp-specialised kernel
+ * wins from 512 keys at D = 128 (1024 when causal) and from 1024 at D = 64 (2048
+ * when causal) when its 128-row CTAs fill the GPU; the cp.async one takes what
+ * TMA refuses. */
 int use_wgmma(const as_cpu_flash_params *p, bool is_plain)
 {
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
     int v = g_force_wgmma;
     if (!v) {
-        const int64_t bm = p->D == 128 ? 128 : 192;
         const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);
-        if (p->Lk < min_keys || p->B * p->H * ((p->Lq + bm - 1) / bm) < (int64_t)sm_count()) return 0;
-        v = p->D == 128 ? 2 : 1;
+        if (p->Lk < min_keys || p->B * p->H * ((p->Lq + 127) / 128) < (int64_t)sm_count()) return 0;
+        v = 2;
     }
 #ifdef AS_FLASH_WGMMA
     if (v == 2 && !wgmma_ws_ok(p)) v = 1;

@@ -89,6 +89,16 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar)
 {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+/* named barriers among the 256 consumer threads (ids 1, 2; 0 is __syncthreads),
+ * predicated inside the asm (no C++ branch near the wgmma) */
+__device__ __forceinline__ void named_sync_if(int id, bool on)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p bar.sync %0, 256;\n}\n" ::"r"(id), "r"((int)on) : "memory");
+}
+__device__ __forceinline__ void named_arrive_if(int id, bool on)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p bar.arrive %0, 256;\n}\n" ::"r"(id), "r"((int)on) : "memory");
+}
 /* until the phase of this parity completes; the loop stays inside the asm, so
  * ptxas sees straight-line code around the wgmma that follow */
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
@@ -225,10 +235,19 @@ struct WgConsumer {
     __device__ __forceinline__ void step(uint32_t q, uint32_t k_next, uint32_t v, int j_next, int Lk, int off,
                                          bool causal)
     {
-        float alpha[2];
+        issue<QR>(q, k_next, v);
+        finish(j_next, Lk, off, causal);
+    }
+    template <int QR>
+    __device__ __forceinline__ void issue(uint32_t q, uint32_t k_next, uint32_t v)
+    {
         wg_fence();
         issue_s<QR>(q, k_next);
         issue_pv(v);
+    }
+    __device__ __forceinline__ void finish(int j_next, int Lk, int off, bool causal)
+    {
+        float alpha[2];
         wg_wait<1>(); /* S[n + 1] (committed first) */
         reg_fence(s);
         softmax(j_next, Lk, off, causal, alpha);
@@ -347,6 +366,9 @@ struct TmaMaps {
  * (mbarriers: full when a tile's bytes landed, empty when both consumers are
  * done with it), and two consumer warpgroups that only compute, with 240
  * registers each (setmaxnreg), so BN = 128 fits at D = 128. */
+#ifndef AS_WS_PINGPONG
+#define AS_WS_PINGPONG 1
+#endif
 #ifndef AS_WS_STAGES
 #define AS_WS_STAGES 3
 #endif
@@ -408,12 +430,21 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
     mbar_wait(qbar, 0);
     mbar_wait(full, 0);
     c.template first<BM>(q, sK, Lk, off, P.causal);
+    /* Ping-pong (FlashAttention-3): the two consumers issue their products in turn,
+     * warpgroup 0 first (barrier 1 + wg is "my turn"), so one's softmax runs while
+     * the other's products hold the tensor cores. */
+    const int mine = 1 + wg, theirs = 2 - wg;
+    named_arrive_if(1, AS_WS_PINGPONG && wg == 1);
     for (int n = 0; n + 1 < n_tiles; n++) {
         const int st = n % WS_STAGES, sn = (n + 1) % WS_STAGES;
         mbar_wait(full + 8 * sn, ((n + 1) / WS_STAGES) & 1);
-        c.template step<BM>(q, sK + sn * C::TB, sV + st * C::TB, (n + 1) * BN, Lk, off, P.causal);
+        named_sync_if(mine, AS_WS_PINGPONG);
+        c.template issue<BM>(q, sK + sn * C::TB, sV + st * C::TB);
+        named_arrive_if(theirs, AS_WS_PINGPONG);
+        c.finish((n + 1) * BN, Lk, off, P.causal);
         mbar_arrive(empty + 8 * st); /* K[n] and V[n] are done with, by every consumer thread */
     }
+    named_sync_if(1, AS_WS_PINGPONG && wg == 0); /* warpgroup 1's last arrival */
     c.last(sV + ((n_tiles - 1) % WS_STAGES) * C::TB);
     c.store(blk.out(P, D), Lq);
 #endif
