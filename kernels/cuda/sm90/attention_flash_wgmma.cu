@@ -496,7 +496,7 @@ bool make_map(CUtensorMap *m, const as_cpu_flash_operand &o, int64_t B, int64_t 
               bool f16)
 {
     PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
-    if (!encode) return false;
+    if (!encode || B <= 0 || heads <= 0 || L <= 0) return false; /* no empty maps: the driver says invalid */
     const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)heads, (cuuint64_t)B};
     cuuint64_t stride[3];
     const int64_t es[3] = {o.stride[2], o.stride[1], o.stride[0]};
