@@ -5,16 +5,24 @@
  * the mma.sync kernel in ../attention_flash.cu, whose semantics this one
  * shares (zeros for a row that sees nothing, causal j <= i + Lk - Lq, GQA).
  *
- * A CTA is NWG warpgroups of 128 threads; warpgroup g owns query rows
- * [64 g, 64 g + 64) of the CTA's BM = 64 NWG.  K and V tiles of BN keys
- * stream through a 2-stage cp.async ring as in the mma.sync kernel, but into
- * the 128-byte-swizzled layout wgmma reads from shared memory, so neither K
- * nor V passes through registers:
+ * Two kernels, one consumer (WgConsumer): a warpgroup of 128 threads owns 64
+ * query rows and computes, per key tile of BN keys,
  *
  *   S = Q K^T   wgmma m64nBNk16, A = Q and B = K from shared memory (K-major)
  *   softmax     in registers, online, exp2 domain (as the mma.sync kernel)
  *   O += P V    wgmma m64nDk16, A = P from registers (the S accumulators
  *               repacked), B = V from shared memory (N-major: imm-trans-b)
+ *
+ * with S of the next tile and PV of this one in flight together, the softmax
+ * under the PV product.  Neither K nor V passes through registers.
+ *
+ *   flash_wgmma_ws_kernel  (flash/wgmma-ws, the one the dispatcher takes)
+ *       a producer warpgroup loads Q, K, V with TMA into a 3-stage mbarrier
+ *       ring; two consumer warpgroups (240 registers each) take turns on the
+ *       tensor cores (ping-pong); BM = 128, BN = 128.
+ *   flash_wgmma_kernel     (flash/wgmma: operands TMA refuses)
+ *       NWG warpgroups load their own tiles with cp.async, 2 stages, one
+ *       barrier a tile.
  *
  * Shared-memory layout of a (R rows, D) tile: D splits into 64-element
  * blocks; element (r, d) sits at byte
