@@ -64,7 +64,7 @@ static int check_kernelized(const char *fn, const as_tensor *q, const as_tensor 
 }
 
 as_tensor *as_kernelized_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *keep,
-                                   const as_tensor *w, as_feature_map feature)
+                                   const as_tensor *w, as_feature_map feature, bool causal)
 {
     const char *fn = feature == AS_FEATURE_FAVOR     ? "performer_attention"
                      : feature == AS_FEATURE_SOFTMAX ? "efficient_attention"
@@ -76,6 +76,10 @@ as_tensor *as_kernelized_attention(const as_tensor *q, const as_tensor *k, const
     for (int i = 0; i < n; i++)
         if (as_ops_check_float(fn, ts[i])) return NULL;
     if (check_kernelized(fn, q, k, v, keep, w, feature)) return NULL;
+    if (causal && feature == AS_FEATURE_SOFTMAX) {
+        as_error_set("%s: causal is not supported (the keys' softmax runs over the whole sequence)", fn);
+        return NULL;
+    }
 
     as_tensor *c[5] = {NULL};
     as_tensor *out = NULL;
@@ -88,7 +92,7 @@ as_tensor *as_kernelized_attention(const as_tensor *q, const as_tensor *k, const
         .keep = c[3] ? as_data(c[3]) : NULL, .keep_B = c[3] ? c[3]->shape[0] : 1,
         .w = c[4] ? as_data(c[4]) : NULL, .m = c[4] ? c[4]->shape[0] : 0,
         .B = q->shape[0], .H = q->shape[1], .Hkv = k->shape[1], .Lq = q->shape[2], .Lk = k->shape[2],
-        .D = q->shape[3], .Dv = v->shape[3], .feature = feature,
+        .D = q->shape[3], .Dv = v->shape[3], .feature = feature, .causal = causal,
     };
     out = as_empty(4, (int64_t[]){p.B, p.H, p.Lq, p.Dv}, AS_F32, AS_CPU);
     if (!out || as_numel(out) == 0) goto done;

@@ -10,12 +10,13 @@
  * j <= i + (Lk - Lq); zeros where nothing is visible. */
 as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, const as_tensor *v);
 
-/* Non-causal linear_attention (AS_FEATURE_ELU1), performer_attention
- * (AS_FEATURE_FAVOR, projection w (m, D)) or efficient_attention
- * (AS_FEATURE_SOFTMAX), features made inside the kernel:
+/* linear_attention (AS_FEATURE_ELU1), performer_attention (AS_FEATURE_FAVOR,
+ * projection w (m, D)) or efficient_attention (AS_FEATURE_SOFTMAX, not
+ * causal), features made inside the kernel:
  * q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) -> (B, H, Lq, Dv) float32;
- * keep (1 or B, Lk) weights phi(k) (a key-padding mask), or NULL. */
+ * keep (1 or B, Lk) weights phi(k) (a key-padding mask), or NULL; causal: query
+ * i sees keys j <= i + Lk - Lq. */
 as_tensor *as_kernelized_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *keep,
-                                   const as_tensor *w, as_feature_map feature);
+                                   const as_tensor *w, as_feature_map feature, bool causal);
 
 #endif

@@ -69,8 +69,10 @@ static size_t kz_floats_per_thread(const as_cpu_kernelized_params *p)
 {
     int64_t F = features_of(p);
     /* a chunk of features, the state S and z, one denominator per row, the
-     * keys' column max and sum (AS_FEATURE_SOFTMAX) */
-    return (size_t)(KZ_ROWS * F + F * p->Dv + F + KZ_ROWS + 2 * F + 16);
+     * keys' column max and sum (AS_FEATURE_SOFTMAX); causal: a chunk of key
+     * features and the chunk's diagonal block */
+    size_t causal = p->causal ? (size_t)(KZ_ROWS * F + KZ_ROWS * KZ_ROWS) : 0;
+    return (size_t)(KZ_ROWS * F + F * p->Dv + F + KZ_ROWS + 2 * F + 16) + causal;
 }
 
 size_t as_cpu_kernelized_workspace_size(const as_cpu_kernelized_params *p, int nthreads)
@@ -164,6 +166,36 @@ static float favor_key_max(const as_cpu_kernelized_params *p, const float *k, fl
     return mx;
 }
 
+/* keys [j0, j1) of the item into the state: S += phi(k)^T v, z += sum phi(k)
+ * (keys' features a chunk of rows at a time, in fk; cmax, csum: the softmax
+ * map's column max and sum) */
+static void fold_keys(const as_cpu_kernelized_params *p, const float *k, const float *v, const float *keep,
+                      int64_t j0, int64_t j1, float stab, const float *cmax, const float *csum, float *fk, float *S,
+                      float *z)
+{
+    int64_t F = features_of(p), D = p->D, Dv = p->Dv;
+    for (int64_t n; j0 < j1; j0 += n) {
+        n = j1 - j0 < KZ_ROWS ? j1 - j0 : KZ_ROWS;
+        if (p->feature == AS_FEATURE_SOFTMAX) { /* a column of no kept keys stays 0 (keep is 0 there) */
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t d = 0; d < D; d++) {
+                    float x = k[(j0 + r) * D + d];
+                    fk[r * D + d] = csum[d] > 0 ? expf(x - cmax[d]) / csum[d] : 0.0f;
+                }
+        } else {
+            make_features(p, k + j0 * D, n, stab, fk);
+        }
+        if (keep)
+            for (int64_t r = 0; r < n; r++)
+                for (int64_t i = 0; i < F; i++) fk[r * F + i] *= keep[j0 + r];
+        if (Dv > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)n, 1.0f, fk, (int)F,
+                        v + j0 * Dv, (int)Dv, 1.0f, S, (int)Dv);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t i = 0; i < F; i++) z[i] += fk[r * F + i];
+    }
+}
+
 static void kernelized_item(const as_cpu_kernelized_params *p, int64_t bh, float *ws)
 {
     int64_t F = features_of(p), D = p->D, Dv = p->Dv;
@@ -175,26 +207,7 @@ static void kernelized_item(const as_cpu_kernelized_params *p, int64_t bh, float
 
     float stab = p->feature == AS_FEATURE_FAVOR && p->Lk > 0 ? favor_key_max(p, k, f) : NAN;
     if (p->feature == AS_FEATURE_SOFTMAX) key_columns(p, k, keep, cmax, csum);
-    for (int64_t j0 = 0; j0 < p->Lk; j0 += KZ_ROWS) {
-        int64_t n = p->Lk - j0 < KZ_ROWS ? p->Lk - j0 : KZ_ROWS;
-        if (p->feature == AS_FEATURE_SOFTMAX) { /* a column of no kept keys stays 0 (keep is 0 there) */
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t d = 0; d < D; d++) {
-                    float x = k[(j0 + r) * D + d];
-                    f[r * D + d] = csum[d] > 0 ? expf(x - cmax[d]) / csum[d] : 0.0f;
-                }
-        } else {
-            make_features(p, k + j0 * D, n, stab, f);
-        }
-        if (keep)
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t i = 0; i < F; i++) f[r * F + i] *= keep[j0 + r];
-        if (Dv > 0)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)n, 1.0f, f, (int)F,
-                        v + j0 * Dv, (int)Dv, 1.0f, S, (int)Dv);
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t i = 0; i < F; i++) z[i] += f[r * F + i];
-    }
+    fold_keys(p, k, v, keep, 0, p->Lk, stab, cmax, csum, f, S, z);
 
     const float *q = p->q + bh * p->Lq * D;
     float *out = p->out + bh * p->Lq * Dv;
@@ -209,6 +222,74 @@ static void kernelized_item(const as_cpu_kernelized_params *p, int64_t bh, float
             double d = 0;
             for (int64_t i = 0; i < F; i++) d += (double)f[r * F + i] * z[i];
             den[r] = (float)d;
+        }
+        for (int64_t r = 0; r < n; r++) {
+            float inv = den[r] != 0 ? 1.0f / den[r] : 0.0f;
+            for (int64_t d = 0; d < Dv; d++) o[r * Dv + d] *= inv;
+        }
+    }
+}
+
+/* Causal: query chunk [i0, i0 + n) sees the keys before lo = i0 + off + 1 in
+ * full (the state) and keys [lo, hi) through the masked diagonal block; those
+ * are folded into the state after the chunk, so each key's features are made
+ * once. */
+static void kernelized_item_causal(const as_cpu_kernelized_params *p, int64_t bh, float *ws)
+{
+    int64_t F = features_of(p), D = p->D, Dv = p->Dv, off = p->Lk - p->Lq;
+    int64_t b = bh / p->H, h = bh % p->H, hk = h / (p->H / p->Hkv);
+    float *fq = ws, *S = fq + KZ_ROWS * F, *z = S + F * Dv, *den = z + F;
+    float *fk = den + KZ_ROWS + 2 * F + 16, *A = fk + KZ_ROWS * F;
+    const float *k = p->k + (b * p->Hkv + hk) * p->Lk * D, *v = p->v + (b * p->Hkv + hk) * p->Lk * Dv;
+    const float *keep = p->keep ? p->keep + (p->keep_B == 1 ? 0 : b) * p->Lk : NULL;
+    const float *q = p->q + bh * p->Lq * D;
+    float *out = p->out + bh * p->Lq * Dv;
+    memset(S, 0, sizeof(float) * (size_t)(F * Dv + F));
+    float stab = p->feature == AS_FEATURE_FAVOR && p->Lk > 0 ? favor_key_max(p, k, fk) : NAN;
+
+    int64_t seen = 0; /* keys in the state */
+    for (int64_t i0 = 0; i0 < p->Lq; i0 += KZ_ROWS) {
+        int64_t n = p->Lq - i0 < KZ_ROWS ? p->Lq - i0 : KZ_ROWS;
+        int64_t lo = i0 + off + 1, hi = i0 + n + off;
+        lo = lo < 0 ? 0 : lo > p->Lk ? p->Lk : lo;
+        hi = hi < 0 ? 0 : hi > p->Lk ? p->Lk : hi;
+        if (seen < lo) fold_keys(p, k, v, keep, seen, lo, stab, NULL, NULL, fk, S, z), seen = lo;
+        float *o = out + i0 * Dv;
+        make_features(p, q + i0 * D, n, NAN, fq);
+        if (Dv > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)F, 1.0f, fq, (int)F, S,
+                        (int)Dv, 0.0f, o, (int)Dv);
+        for (int64_t r = 0; r < n; r++) {
+            double d = 0;
+            for (int64_t i = 0; i < F; i++) d += (double)fq[r * F + i] * z[i];
+            den[r] = (float)d;
+        }
+        int64_t np = hi - seen; /* the diagonal block's keys (at most n) */
+        if (np > 0) {
+            make_features(p, k + seen * D, np, stab, fk);
+            if (keep)
+                for (int64_t r = 0; r < np; r++)
+                    for (int64_t i = 0; i < F; i++) fk[r * F + i] *= keep[seen + r];
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)np, (int)F, 1.0f, fq, (int)F, fk,
+                        (int)F, 0.0f, A, (int)np);
+            for (int64_t r = 0; r < n; r++) { /* row i0 + r sees keys j <= i0 + r + off */
+                float *ar = A + r * np, sum = 0;
+                for (int64_t c = 0; c < np; c++) {
+                    if (seen + c > i0 + r + off) ar[c] = 0.0f;
+                    sum += ar[c];
+                }
+                den[r] += sum;
+            }
+            if (Dv > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)np, 1.0f, A, (int)np,
+                            v + seen * Dv, (int)Dv, 1.0f, o, (int)Dv);
+            /* into the state for the next chunks (features already made) */
+            if (Dv > 0)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)np, 1.0f, fk, (int)F,
+                            v + seen * Dv, (int)Dv, 1.0f, S, (int)Dv);
+            for (int64_t r = 0; r < np; r++)
+                for (int64_t i = 0; i < F; i++) z[i] += fk[r * F + i];
+            seen = hi;
         }
         for (int64_t r = 0; r < n; r++) {
             float inv = den[r] != 0 ? 1.0f / den[r] : 0.0f;
@@ -236,7 +317,10 @@ void as_cpu_kernelized_attention(const as_cpu_kernelized_params *p, void *worksp
 #endif
         float *mine = (float *)workspace + (size_t)t * stride;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) kernelized_item(p, it, mine);
+        for (int64_t it = 0; it < items; it++) {
+            if (p->causal) kernelized_item_causal(p, it, mine);
+            else kernelized_item(p, it, mine);
+        }
     }
     if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
 }

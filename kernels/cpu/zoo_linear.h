@@ -34,13 +34,17 @@ typedef struct {
     float *out;             /* (B, H, Lq, Dv) */
     int64_t B, H, Hkv, Lq, Lk, D, Dv;
     as_feature_map feature;
+    int causal;             /* query i sees keys j <= i + Lk - Lq (not with AS_FEATURE_SOFTMAX) */
 } as_cpu_kernelized_params;
 
-/* Non-causal kernelised attention, fused: out_i = phi(q_i)^T S / (phi(q_i) . z)
- * with S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j), per (batch, head);
- * zeros where the denominator is 0.  Features are made a chunk of rows at a
- * time in per-thread scratch, so nothing of size L x F is ever allocated.
- * Query heads share their KV head (H a multiple of Hkv). */
+/* Kernelised attention, fused: out_i = phi(q_i)^T S / (phi(q_i) . z) with
+ * S = sum_j phi(k_j) v_j^T and z = sum_j phi(k_j) over the keys query i sees,
+ * per (batch, head); zeros where the denominator is 0.  Features are made a
+ * chunk of rows at a time in per-thread scratch, so nothing of size L x F is
+ * ever allocated.  Causal: chunks of queries in order; the keys every row of a
+ * chunk sees are in the running state, the chunk's own diagonal block is a
+ * masked product phi(Q) phi(K)^T (the chunked form of Katharopoulos et al.'s
+ * prefix sums).  Query heads share their KV head (H a multiple of Hkv). */
 size_t as_cpu_kernelized_workspace_size(const as_cpu_kernelized_params *p, int nthreads);
 void as_cpu_kernelized_attention(const as_cpu_kernelized_params *p, void *workspace, int nthreads);
 

@@ -1,6 +1,7 @@
 /* Bindings of the linear-cost attention kernels that linear_attention and
- * performer_attention share: the causal prefix scan (features made by tensor
- * ops in lua/attnswap/attention/) and the fused non-causal kernel. */
+ * performer_attention share: the fused kernel (causal or not) and the
+ * per-row causal prefix scan over features made by tensor ops (the fused
+ * kernel's reference in the specs). */
 #include "l_util.h"
 
 #include "attention_linear.h"
@@ -13,7 +14,7 @@ static int l_linear_attention_causal(lua_State *L)
     return 1;
 }
 
-/* kernelized_attention(q, k, v, keep|nil, w|nil, "elu1"|"favor"|"softmax") -> (B,H,Lq,Dv) */
+/* kernelized_attention(q, k, v, keep|nil, w|nil, "elu1"|"favor"|"softmax" [, causal]) -> (B,H,Lq,Dv) */
 static int l_kernelized_attention(lua_State *L)
 {
     static const char *const maps[] = {"elu1", "favor", "softmax", NULL};
@@ -22,7 +23,8 @@ static int l_kernelized_attention(lua_State *L)
     as_tensor *keep = lua_isnoneornil(L, 4) ? NULL : l_checktensor(L, 4);
     as_tensor *w = lua_isnoneornil(L, 5) ? NULL : l_checktensor(L, 5);
     int map = luaL_checkoption(L, 6, NULL, maps);
-    l_pushtensor(L, as_kernelized_attention(q, k, v, keep, w, map_of[map]));
+    bool causal = lua_toboolean(L, 7);
+    l_pushtensor(L, as_kernelized_attention(q, k, v, keep, w, map_of[map], causal));
     return 1;
 }
 

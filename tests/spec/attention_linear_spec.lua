@@ -104,6 +104,33 @@ describe("the fused kernelised-attention kernel", function()
     end
   end)
 
+  it("causal: equals the per-row prefix scan (in double) on random shapes, both feature maps", function()
+    as.manual_seed(11)
+    local shapes = { -- B, H, Hkv, Lq, Lk, D, Dv: chunk edges (128), GQA, Lq < Lk, Lq > Lk (rows that see nothing)
+      { 1, 1, 1, 1, 1, 4, 4 }, { 2, 4, 2, 300, 300, 8, 5 }, { 1, 2, 1, 130, 129, 16, 16 },
+      { 1, 2, 2, 129, 300, 8, 3 }, { 1, 2, 2, 300, 129, 8, 3 }, { 2, 2, 1, 257, 257, 6, 1 },
+    }
+    for _, s in ipairs(shapes) do
+      local B, H, Hkv, Lq, Lk, D, Dv = table.unpack(s)
+      local q, k, v = as.randn(B, H, Lq, D), as.randn(B, Hkv, Lk, D), as.randn(B, Hkv, Lk, Dv)
+      local w = as.randn(11, D)
+      for _, keepB in ipairs { 0, B } do
+        local keep = keepB > 0 and as.rand(keepB, Lk):gt(0.3):float() or nil
+        local kw = keep and keep:reshape(keep:size(1), 1, Lk, 1) or 1
+        local ve = expand(v, H)
+        local r1 = core.linear_attention_causal(phi(q), phi(expand(k, H)) * kw, ve)
+        local r2 = core.linear_attention_causal(favor(q, w, true), favor(expand(k, H), w, false) * kw, ve)
+        local e1 = rel(core.kernelized_attention(q, k, v, keep, nil, "elu1", true), r1)
+        local e2 = rel(core.kernelized_attention(q, k, v, keep, w, "favor", true), r2)
+        assert.is_true(e1 < 1e-5, string.format("causal elu1 %s keep %d: %g", table.concat(s, ","), keepB, e1))
+        assert.is_true(e2 < 1e-4, string.format("causal favor %s keep %d: %g", table.concat(s, ","), keepB, e2))
+      end
+    end
+    local q = as.randn(1, 1, 4, 4)
+    assert.has_error(function() core.kernelized_attention(q, q, q, nil, nil, "softmax", true) end,
+      "efficient_attention: causal is not supported (the keys' softmax runs over the whole sequence)")
+  end)
+
   it("takes non-contiguous and bfloat16 inputs, and gives zeros where nothing is kept", function()
     local q = as.randn(2, 9, 3, 8):transpose(2, 3)               -- (2, 3, 9, 8), strided
     local k, v = as.randn(2, 3, 20, 8), as.randn(2, 3, 8, 20):transpose(3, 4)

@@ -104,14 +104,14 @@ local function causal_ops(fq, fk, v)
   return #out == 1 and out[1] or core.cat(out, 3)
 end
 
---- Non-causal on the CPU: the fused kernel that makes the features itself
---- (feature "elu1" or "favor" with projection w), so no L x F tensor is ever
---- allocated; keep is key_padding's weight or nil.  Returns nil elsewhere
---- (causal, or q on a device): the caller takes the tensor-op path.
+--- On the CPU: the fused kernel that makes the features itself (feature
+--- "elu1", "favor" with projection w, or "softmax", which is not causal), so
+--- no L x F tensor is ever allocated; keep is key_padding's weight or nil.
+--- Returns nil elsewhere (q on a device): the caller takes the tensor-op path.
 function M.fused(q, k, v, keep, w, feature, causal)
-  if causal or P.active(q) then return nil end
+  if P.active(q) then return nil end
   if keep then keep = keep:reshape(keep:size(1), keep:size(3)) end
-  return core.kernelized_attention(q, k, v, keep, w, feature)
+  return core.kernelized_attention(q, k, v, keep, w, feature, causal)
 end
 
 --- out = phi_q (phi_k^T v) / (phi_q . sum phi_k); causal by the prefix scan in C,
