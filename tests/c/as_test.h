@@ -10,7 +10,12 @@
 #include <stdlib.h>
 
 #include "as_error.h"
+#include "ops.h"
 #include "tensor.h"
+
+/* The one thread pool, as luaopen_attnswap_core sets it up (OpenBLAS single-
+ * threaded, products split over OpenMP): the C tests run the library as Lua does. */
+__attribute__((constructor)) static void as_test_threads(void) { as_threads_init(); }
 
 static int as_test_failures, as_test_checks;
 
