@@ -166,33 +166,70 @@ static float favor_key_max(const as_cpu_kernelized_params *p, const float *k, fl
     return mx;
 }
 
-/* keys [j0, j1) of the item into the state: S += phi(k)^T v, z += sum phi(k)
- * (keys' features a chunk of rows at a time, in fk; cmax, csum: the softmax
- * map's column max and sum) */
+/* phi(k) of keys [j0, j0 + n) (n <= KZ_ROWS) into fk, weighted by keep
+ * (cmax, csum: the softmax map's column max and sum) */
+static void key_features(const as_cpu_kernelized_params *p, const float *k, const float *keep, int64_t j0, int64_t n,
+                         float stab, const float *cmax, const float *csum, float *fk)
+{
+    int64_t F = features_of(p), D = p->D;
+    if (p->feature == AS_FEATURE_SOFTMAX) { /* a column of no kept keys stays 0 (keep is 0 there) */
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t d = 0; d < D; d++) {
+                float x = k[(j0 + r) * D + d];
+                fk[r * D + d] = csum[d] > 0 ? expf(x - cmax[d]) / csum[d] : 0.0f;
+            }
+    } else {
+        make_features(p, k + j0 * D, n, stab, fk);
+    }
+    if (keep)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t i = 0; i < F; i++) fk[r * F + i] *= keep[j0 + r];
+}
+
+/* n keys (features fk, values v) into the state: S += fk^T v, z += sum fk */
+static void add_keys(const as_cpu_kernelized_params *p, const float *fk, const float *v, int64_t n, float *S, float *z)
+{
+    int64_t F = features_of(p), Dv = p->Dv;
+    if (Dv > 0 && n > 0)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)n, 1.0f, fk, (int)F, v, (int)Dv,
+                    1.0f, S, (int)Dv);
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t i = 0; i < F; i++) z[i] += fk[r * F + i];
+}
+
+/* keys [j0, j1) of the item into the state, KZ_ROWS at a time */
 static void fold_keys(const as_cpu_kernelized_params *p, const float *k, const float *v, const float *keep,
                       int64_t j0, int64_t j1, float stab, const float *cmax, const float *csum, float *fk, float *S,
                       float *z)
 {
-    int64_t F = features_of(p), D = p->D, Dv = p->Dv;
     for (int64_t n; j0 < j1; j0 += n) {
         n = j1 - j0 < KZ_ROWS ? j1 - j0 : KZ_ROWS;
-        if (p->feature == AS_FEATURE_SOFTMAX) { /* a column of no kept keys stays 0 (keep is 0 there) */
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t d = 0; d < D; d++) {
-                    float x = k[(j0 + r) * D + d];
-                    fk[r * D + d] = csum[d] > 0 ? expf(x - cmax[d]) / csum[d] : 0.0f;
-                }
-        } else {
-            make_features(p, k + j0 * D, n, stab, fk);
-        }
-        if (keep)
-            for (int64_t r = 0; r < n; r++)
-                for (int64_t i = 0; i < F; i++) fk[r * F + i] *= keep[j0 + r];
-        if (Dv > 0)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)n, 1.0f, fk, (int)F,
-                        v + j0 * Dv, (int)Dv, 1.0f, S, (int)Dv);
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t i = 0; i < F; i++) z[i] += fk[r * F + i];
+        key_features(p, k, keep, j0, n, stab, cmax, csum, fk);
+        add_keys(p, fk, v + j0 * p->Dv, n, S, z);
+    }
+}
+
+/* n query rows (features fq) against the state: o = fq S, den = fq . z */
+static void query_rows(const as_cpu_kernelized_params *p, const float *fq, int64_t n, const float *S, const float *z,
+                       float *o, float *den)
+{
+    int64_t F = features_of(p), Dv = p->Dv;
+    if (Dv > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)F, 1.0f, fq, (int)F, S, (int)Dv,
+                    0.0f, o, (int)Dv);
+    for (int64_t r = 0; r < n; r++) {
+        double d = 0;
+        for (int64_t i = 0; i < F; i++) d += (double)fq[r * F + i] * z[i];
+        den[r] = (float)d;
+    }
+}
+
+/* o /= den by row; zeros where the denominator is 0 */
+static void divide_rows(float *o, const float *den, int64_t n, int64_t Dv)
+{
+    for (int64_t r = 0; r < n; r++) {
+        float inv = den[r] != 0 ? 1.0f / den[r] : 0.0f;
+        for (int64_t d = 0; d < Dv; d++) o[r * Dv + d] *= inv;
     }
 }
 
@@ -213,20 +250,9 @@ static void kernelized_item(const as_cpu_kernelized_params *p, int64_t bh, float
     float *out = p->out + bh * p->Lq * Dv;
     for (int64_t i0 = 0; i0 < p->Lq; i0 += KZ_ROWS) {
         int64_t n = p->Lq - i0 < KZ_ROWS ? p->Lq - i0 : KZ_ROWS;
-        float *o = out + i0 * Dv;
         make_features(p, q + i0 * D, n, NAN, f);
-        if (Dv > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)F, 1.0f, f, (int)F, S,
-                        (int)Dv, 0.0f, o, (int)Dv);
-        for (int64_t r = 0; r < n; r++) {
-            double d = 0;
-            for (int64_t i = 0; i < F; i++) d += (double)f[r * F + i] * z[i];
-            den[r] = (float)d;
-        }
-        for (int64_t r = 0; r < n; r++) {
-            float inv = den[r] != 0 ? 1.0f / den[r] : 0.0f;
-            for (int64_t d = 0; d < Dv; d++) o[r * Dv + d] *= inv;
-        }
+        query_rows(p, f, n, S, z, out + i0 * Dv, den);
+        divide_rows(out + i0 * Dv, den, n, Dv);
     }
 }
 
@@ -256,20 +282,10 @@ static void kernelized_item_causal(const as_cpu_kernelized_params *p, int64_t bh
         if (seen < lo) fold_keys(p, k, v, keep, seen, lo, stab, NULL, NULL, fk, S, z), seen = lo;
         float *o = out + i0 * Dv;
         make_features(p, q + i0 * D, n, NAN, fq);
-        if (Dv > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)F, 1.0f, fq, (int)F, S,
-                        (int)Dv, 0.0f, o, (int)Dv);
-        for (int64_t r = 0; r < n; r++) {
-            double d = 0;
-            for (int64_t i = 0; i < F; i++) d += (double)fq[r * F + i] * z[i];
-            den[r] = (float)d;
-        }
+        query_rows(p, fq, n, S, z, o, den);
         int64_t np = hi - seen; /* the diagonal block's keys (at most n) */
         if (np > 0) {
-            make_features(p, k + seen * D, np, stab, fk);
-            if (keep)
-                for (int64_t r = 0; r < np; r++)
-                    for (int64_t i = 0; i < F; i++) fk[r * F + i] *= keep[seen + r];
+            key_features(p, k, keep, seen, np, stab, NULL, NULL, fk);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)np, (int)F, 1.0f, fq, (int)F, fk,
                         (int)F, 0.0f, A, (int)np);
             for (int64_t r = 0; r < n; r++) { /* row i0 + r sees keys j <= i0 + r + off */
@@ -283,18 +299,10 @@ static void kernelized_item_causal(const as_cpu_kernelized_params *p, int64_t bh
             if (Dv > 0)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)Dv, (int)np, 1.0f, A, (int)np,
                             v + seen * Dv, (int)Dv, 1.0f, o, (int)Dv);
-            /* into the state for the next chunks (features already made) */
-            if (Dv > 0)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)F, (int)Dv, (int)np, 1.0f, fk, (int)F,
-                            v + seen * Dv, (int)Dv, 1.0f, S, (int)Dv);
-            for (int64_t r = 0; r < np; r++)
-                for (int64_t i = 0; i < F; i++) z[i] += fk[r * F + i];
+            add_keys(p, fk, v + seen * Dv, np, S, z); /* for the next chunks, features already made */
             seen = hi;
         }
-        for (int64_t r = 0; r < n; r++) {
-            float inv = den[r] != 0 ? 1.0f / den[r] : 0.0f;
-            for (int64_t d = 0; d < Dv; d++) o[r * Dv + d] *= inv;
-        }
+        divide_rows(o, den, n, Dv);
     }
 }
 
