@@ -507,7 +507,7 @@ bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dr
  * wins from 512 keys at D = 128 (1024 when causal) and from 1024 at D = 64 (2048
  * when causal) when its 128-row CTAs fill the GPU; the cp.async one takes what
  * TMA refuses. */
-int use_wgmma(const as_cpu_flash_params *p, bool is_plain)
+int use_wgmma(const as_cpu_flash_params *p, bool is_plain, bool probe_tma)
 {
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
     int v = g_force_wgmma;
@@ -517,7 +517,7 @@ int use_wgmma(const as_cpu_flash_params *p, bool is_plain)
         v = 2;
     }
 #ifdef AS_FLASH_WGMMA
-    if (v == 2 && !wgmma_ws_ok(p)) v = 1;
+    if (probe_tma && v == 2 && !wgmma_ws_ok(p)) v = 1; /* launch_wgmma falls back by itself */
 #endif
     return v;
 }
@@ -526,7 +526,8 @@ template <typename T, int D>
 int launch_mma_d(KParams kp, const as_cpu_flash_params *p, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
-    if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale))) return launch_wgmma(kp, p, v == 2, s);
+    if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale), false))
+        return launch_wgmma(kp, p, v == 2, s);
 #endif
     int bm = g_force_bm;
     if (!bm) { /* 128 rows per CTA (a warp reuses each K, V fragment twice) when that fills the GPU */
@@ -585,7 +586,7 @@ extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
 {
     if (!mma_ok(p)) return simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
-    const int v = use_wgmma(p, is_plain);
+    const int v = use_wgmma(p, is_plain, true);
     return v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
 }
 
