@@ -24,6 +24,8 @@ static _Thread_local const char *last_backend = "none";
 
 const char *as_flash_backend(void) { return last_backend; }
 
+void as_attention_note_backend(const char *name) { last_backend = name; }
+
 static const char *backend_name(const char *isa)
 {
     static const char *const names[] = {"flash/avx512", "flash/avx2", "flash/scalar"};

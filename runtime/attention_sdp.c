@@ -8,6 +8,7 @@
  * serves its G query heads, or, when q's strides cannot express that view,
  * as (B, Hkv, G, Lq, D) against k broadcast over G. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -101,23 +102,52 @@ done:
     return r;
 }
 
+/* The fused kernel takes every input the contract allows (any float dtype,
+ * strides, masks, dropout, CPU or CUDA) up to its index range; only past
+ * that does the default core materialise the scores. */
+static bool fused_can_take(const as_tensor *q, const as_tensor *k, const as_tensor *v)
+{
+    return k->shape[2] <= INT32_MAX - 1 && q->shape[3] <= INT32_MAX && v->shape[3] <= INT32_MAX;
+}
+
+as_tensor *as_sdpa(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,
+                   const as_attention_opts *opts, as_sdp_backend backend, bool training)
+{
+    as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
+    if (as_attention_check(FN, q, k, v, mask, &o)) return NULL;
+    if (backend == AS_SDP_AUTO && fused_can_take(q, k, v))
+        return as_flash_attention(q, k, v, mask, &o, training);
+    as_attention_note_backend("math");
+    return as_sdp_attention(q, k, v, mask, &o, training);
+}
+
 /* ---- the core module ---- */
+
+typedef struct {
+    as_attention_opts attn; /* first: the config reads as as_attention_opts too */
+    as_sdp_backend backend;
+} sdp_config;
 
 static as_tensor *sdp_forward(as_module *m, const as_args *args)
 {
     if (as_check_args(FN, args, 3, 4)) return NULL;
+    const sdp_config *c = m->config;
     const as_tensor *mask = args->n > 3 ? args->v[3] : NULL;
-    return as_sdp_attention(args->v[0], args->v[1], args->v[2], mask, m->config, m->training);
+    return as_sdpa(args->v[0], args->v[1], args->v[2], mask, &c->attn, c->backend, m->training);
 }
 
 static void sdp_repr(const as_module *m, char *buf, size_t size)
 {
-    const as_attention_opts *o = m->config;
+    const sdp_config *c = m->config;
+    const as_attention_opts *o = &c->attn;
+    int n;
     if (isnan(o->scale))
-        snprintf(buf, size, "causal=%s, dropout=%g", o->causal ? "true" : "false", o->dropout);
+        n = snprintf(buf, size, "causal=%s, dropout=%g", o->causal ? "true" : "false", o->dropout);
     else
-        snprintf(buf, size, "causal=%s, scale=%g, dropout=%g", o->causal ? "true" : "false", o->scale,
-                 o->dropout);
+        n = snprintf(buf, size, "causal=%s, scale=%g, dropout=%g", o->causal ? "true" : "false", o->scale,
+                     o->dropout);
+    if (c->backend == AS_SDP_MATH && n > 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n, ", backend=math");
 }
 
 static const as_module_class sdp_class = {.name = "ScaledDotProductAttention",
@@ -125,16 +155,16 @@ static const as_module_class sdp_class = {.name = "ScaledDotProductAttention",
                                           .free_config = free,
                                           .extra_repr = sdp_repr};
 
-as_module *as_sdp_attention_new(const as_attention_opts *opts)
+as_module *as_sdp_attention_new(const as_attention_opts *opts, as_sdp_backend backend)
 {
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
     if (as_attention_check_opts(FN, &o)) return NULL;
-    as_attention_opts *c = malloc(sizeof *c);
+    sdp_config *c = malloc(sizeof *c);
     if (!c) {
         as_error_set("out of memory");
         return NULL;
     }
-    *c = o;
+    *c = (sdp_config){o, backend};
     as_module *m = as_module_new(&sdp_class, NULL, c);
     if (!m) free(c);
     return m;

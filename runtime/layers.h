@@ -54,8 +54,17 @@ int as_attention_check_cpu_kernel(const char *fn, const as_tensor *q, const as_t
  * to attend to gives zeros.  Result (B, H, Lq, Dv). */
 as_tensor *as_sdp_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                             const as_tensor *mask, const as_attention_opts *opts, bool training);
-/* The "scaled_dot_product" core module: forward(q, k, v [, mask]). */
-as_module *as_sdp_attention_new(const as_attention_opts *opts);
+/* Which kernel the default exact attention runs: AS_SDP_AUTO the fused one
+ * (as_flash_attention) wherever it can take the inputs, as PyTorch's SDPA
+ * picks a fused backend; AS_SDP_MATH always as_sdp_attention. */
+typedef enum { AS_SDP_AUTO, AS_SDP_MATH } as_sdp_backend;
+/* The default exact attention: as_sdp_attention's contract and result, its
+ * errors named "scaled_dot_product", computed by the kernel backend picks
+ * (as_flash_backend() then says which: "flash/..." or "math"). */
+as_tensor *as_sdpa(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,
+                   const as_attention_opts *opts, as_sdp_backend backend, bool training);
+/* The "scaled_dot_product" core module: forward(q, k, v [, mask]) is as_sdpa. */
+as_module *as_sdp_attention_new(const as_attention_opts *opts, as_sdp_backend backend);
 
 typedef struct {
     int64_t dim, num_heads, num_kv_heads; /* num_kv_heads 0: = num_heads */
@@ -105,9 +114,11 @@ as_module *as_mlp_new(int64_t in_features, int64_t hidden, as_unop activation, d
  * from the generator as_manual_seed seeds. */
 as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *opts, bool training);
-/* The kernel and vector path the calling thread's last as_flash_attention
- * used: "flash/avx512", "flash/avx2" or "flash/scalar" ("none" before). */
+/* The kernel and vector path the calling thread's last exact attention
+ * used: "flash/avx512", "flash/avx2", "flash/scalar", a "flash/..." CUDA
+ * kernel, or "math" when as_sdpa materialised ("none" before). */
 const char *as_flash_backend(void);
+void as_attention_note_backend(const char *name);
 
 /* ---- attention cores over a functional kernel (runtime/attention_core.c) ---- */
 typedef as_tensor *(*as_attention_fn)(const as_tensor *q, const as_tensor *k, const as_tensor *v,

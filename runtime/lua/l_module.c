@@ -482,13 +482,17 @@ static void read_attention_opts(lua_State *L, int t, as_attention_opts *o)
     if (!(o->dropout >= 0 && o->dropout < 1)) l_error(L, "attention: dropout must be in [0, 1), got %g", o->dropout);
 }
 
-/* new_sdp({causal, scale, dropout}) */
+/* new_sdp({causal, scale, dropout, backend = "auto" | "math"}) */
 static int l_new_sdp(lua_State *L)
 {
+    static const char *const backends[] = {"auto", "math", NULL};
     as_attention_opts o;
     luaL_checktype(L, 1, LUA_TTABLE);
     read_attention_opts(L, 1, &o);
-    return push_new_module(L, as_sdp_attention_new(&o));
+    lua_getfield(L, 1, "backend");
+    int backend = luaL_checkoption(L, -1, "auto", backends);
+    lua_pop(L, 1);
+    return push_new_module(L, as_sdp_attention_new(&o, backend == 1 ? AS_SDP_MATH : AS_SDP_AUTO));
 }
 
 static void read_mha_config(lua_State *L, int t, as_mha_config *c)

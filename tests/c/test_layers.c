@@ -572,11 +572,11 @@ static void test_sdp_errors(void)
     CHECK_ERR(as_sdp_attention(q, k, v, imask, &o, false), "scaled_dot_product: mask must be bool (keep) or floating point (additive), got int64");
     as_attention_opts bad = {.scale = NAN, .dropout = 1.5};
     CHECK_ERR(as_sdp_attention(q, k, v, NULL, &bad, false), "scaled_dot_product: dropout must be in [0, 1), got 1.5");
-    CHECK_ERR(as_sdp_attention_new(&bad), "scaled_dot_product: dropout must be in [0, 1), got 1.5");
+    CHECK_ERR(as_sdp_attention_new(&bad, AS_SDP_AUTO), "scaled_dot_product: dropout must be in [0, 1), got 1.5");
 
     /* the core module: forward(q, k, v [, mask]) with its opts */
     as_attention_opts co = {.causal = true, .scale = 0.25};
-    as_module *core = as_sdp_attention_new(&co);
+    as_module *core = as_sdp_attention_new(&co, AS_SDP_AUTO);
     CHECK_OK(core);
     CHECK(strcmp(core->type_name, "ScaledDotProductAttention") == 0);
     CHECK(repr_is(core, "causal=true, scale=0.25, dropout=0"));
@@ -590,9 +590,26 @@ static void test_sdp_errors(void)
     CHECK_ERR(call(core, 2, q, k, NULL, NULL), "scaled_dot_product: expected 3 to 4 arguments, got 2");
     CHECK_ERR(call(core, 3, q, k, q3, NULL), "scaled_dot_product: v must be 4-d");
     as_module_release(core);
-    core = as_sdp_attention_new(NULL);
+    core = as_sdp_attention_new(NULL, AS_SDP_AUTO);
     CHECK(core && repr_is(core, "causal=false, dropout=0"));
     as_module_release(core);
+
+    /* the default core runs the fused kernel; backend=math materialises,
+     * and both agree with the naive reference */
+    as_module *fused = as_sdp_attention_new(&co, AS_SDP_AUTO), *math = as_sdp_attention_new(&co, AS_SDP_MATH);
+    CHECK(math && repr_is(math, "causal=true, scale=0.25, dropout=0, backend=math"));
+    ref = naive_sdp(q, k, v, NULL, true, 0.25, NULL, 0);
+    y = call(fused, 3, q, k, v, NULL);
+    CHECK(y && strncmp(as_flash_backend(), "flash/", 6) == 0 && as_test_maxdiff(y, ref) < 1e-5);
+    as_release(y);
+    y = call(math, 3, q, k, v, NULL);
+    CHECK(y && strcmp(as_flash_backend(), "math") == 0 && as_test_maxdiff(y, ref) < 1e-5);
+    as_release(y), as_release(ref);
+    as_tensor *y_auto = as_sdpa(q, k, v, NULL, &co, AS_SDP_AUTO, false);
+    CHECK(y_auto && strncmp(as_flash_backend(), "flash/", 6) == 0);
+    as_release(y_auto);
+    CHECK_ERR(as_sdpa(q3, k, v, NULL, &co, AS_SDP_AUTO, false), "scaled_dot_product: q must be 4-d");
+    as_module_release(fused), as_module_release(math);
 
     as_release(q), as_release(k), as_release(v), as_release(q3), as_release(k3h), as_release(kd);
     as_release(kb), as_release(vl), as_release(badmask), as_release(m5), as_release(imask);
@@ -669,7 +686,7 @@ static void test_mha(void)
     for (size_t t = 0; t < sizeof cases / sizeof *cases; t++) {
         const as_mha_config *cfg = &cases[t].cfg;
         as_attention_opts o = {.causal = cases[t].causal, .scale = NAN};
-        as_module *core = as_sdp_attention_new(&o);
+        as_module *core = as_sdp_attention_new(&o, AS_SDP_AUTO);
         as_module *m = as_mha_new(cfg, core);
         as_module_release(core);
         CHECK_OK(m);
@@ -701,16 +718,16 @@ static void test_mha(void)
     /* swapping the core: looked up by name at each forward */
     as_mha_config cfg = {.dim = 16, .num_heads = 4, .num_kv_heads = 2, .fused_qkv = true, .qkv_bias = true, .out_bias = true};
     as_attention_opts o = {.scale = NAN};
-    as_module *core = as_sdp_attention_new(&o), *m = as_mha_new(&cfg, core);
+    as_module *core = as_sdp_attention_new(&o, AS_SDP_AUTO), *m = as_mha_new(&cfg, core);
     as_tensor *x = random_t(3, (int64_t[]){2, 6, 16});
     as_tensor *y0 = as_module_call1(m, x);
-    as_module *same = as_sdp_attention_new(&o);
+    as_module *same = as_sdp_attention_new(&o, AS_SDP_AUTO);
     CHECK(as_module_set_child(m, "core", same) == 0 && as_module_child(m, "core") == same);
     CHECK(child_names_are(m, 3, (const char *const[]){"qkv", "core", "out_proj"})); /* keeps its place */
     as_tensor *y1 = as_module_call1(m, x);
     CHECK(y0 && y1 && as_test_maxdiff(y0, y1) == 0);
     as_attention_opts causal = {.causal = true, .scale = NAN};
-    as_module *other = as_sdp_attention_new(&causal);
+    as_module *other = as_sdp_attention_new(&causal, AS_SDP_AUTO);
     as_module_set_child(m, "core", other);
     as_tensor *y2 = as_module_call1(m, x), *ref = manual_mha(m, x, NULL, true);
     CHECK(y2 && as_test_maxdiff(y2, y1) > 1e-4 && as_test_maxdiff(y2, ref) < 1e-5);
@@ -793,7 +810,7 @@ static void test_block(void)
                                .mlp_ratio = 2.5, .pre_norm = pre, .norm_eps = 1e-6,
                                .activation = pre ? AS_GELU : AS_SILU};
         as_attention_opts o = {.scale = NAN};
-        as_module *core = as_sdp_attention_new(&o), *blk = as_transformer_block_new(&cfg, core);
+        as_module *core = as_sdp_attention_new(&o, AS_SDP_AUTO), *blk = as_transformer_block_new(&cfg, core);
         as_module_release(core);
         CHECK_OK(blk);
         if (!blk) continue;
@@ -833,7 +850,7 @@ static void test_block(void)
 
     /* zero config fields take the defaults; dropout adds drop children that act in training only */
     as_block_config cfg = {.attn = {.dim = 8, .num_heads = 2}, .pre_norm = true, .dropout = 0.3};
-    as_module *core = as_sdp_attention_new(NULL), *blk = as_transformer_block_new(&cfg, core);
+    as_module *core = as_sdp_attention_new(NULL, AS_SDP_AUTO), *blk = as_transformer_block_new(&cfg, core);
     CHECK_OK(blk);
     CHECK(blk && child_names_are(blk, 5, (const char *const[]){"norm1", "attn", "drop", "norm2", "mlp"}));
     as_module *mlp = blk ? as_module_child(blk, "mlp") : NULL;
