@@ -83,7 +83,7 @@ describe("model errors", function()
     assert.is_truthy(err:find("vit: unknown option 'embed_dimm'", 1, true))
     ok, err = pcall(as.models.gpt2.from_pretrained, "/nonexistent")
     assert.is_false(ok)
-    assert.is_truthy(err:find("neither a .safetensors file nor a folder", 1, true))
+    assert.is_truthy(err:find("neither a .safetensors file, a folder, nor a hub name", 1, true))
     local g = as.models.gpt2.new { vocab_size = 10, n_positions = 8, n_embd = 8, n_layer = 1, n_head = 2 }
     ok, err = pcall(g, as.zeros(1, 3))
     assert.is_false(ok)

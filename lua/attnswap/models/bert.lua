@@ -143,11 +143,10 @@ function bert.load(model, path)
   return model
 end
 
+--- bert.from_pretrained(path [, config]): a save_pretrained folder, a
+--- .safetensors file, or a hub name from the local Hugging Face cache.
 function bert.from_pretrained(path, config)
-  local weights, cfg = common.locate("bert", path)
-  local c = {}
-  for k, v in pairs(cfg or {}) do if DEFAULTS[k] ~= nil then c[k] = v end end
-  for k, v in pairs(config or {}) do c[k] = v end
+  local weights, c = common.pretrained("bert", path, config, DEFAULTS)
   return bert.load(bert.new(c), weights):eval()
 end
 

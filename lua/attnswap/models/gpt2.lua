@@ -210,12 +210,11 @@ function gpt2.load(model, path)
   return model
 end
 
---- gpt2.from_pretrained(dir_or_file [, config]) loads a save_pretrained folder.
+--- gpt2.from_pretrained(path [, config]) loads a save_pretrained folder, a
+--- .safetensors file, or a hub name ("gpt2", "org/name@rev") from the local
+--- Hugging Face cache; config may add revision and cache_dir (models/hub.lua).
 function gpt2.from_pretrained(path, config)
-  local weights, cfg = common.locate("gpt2", path)
-  local c = {}
-  for k, v in pairs(cfg or {}) do if DEFAULTS[k] ~= nil then c[k] = v end end
-  for k, v in pairs(config or {}) do c[k] = v end
+  local weights, c = common.pretrained("gpt2", path, config, DEFAULTS)
   return gpt2.load(gpt2.new(c), weights):eval()
 end
 

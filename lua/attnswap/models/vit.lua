@@ -99,15 +99,11 @@ function vit.load(model, path)
   return model
 end
 
---- vit.from_pretrained(file_or_dir [, config]): config from config.json (timm's
---- keys, or "architecture" + "model_args") merged with the given one.
+--- vit.from_pretrained(path [, config]): a file, a folder or a hub name (the
+--- local Hugging Face cache); config from config.json (timm's keys, or
+--- "architecture" + "model_args") merged with the given one.
 function vit.from_pretrained(path, config)
-  local weights, cfg = common.locate("vit", path)
-  local c = {}
-  if cfg then
-    for k, v in pairs(cfg.model_args or cfg) do if DEFAULTS[k] ~= nil then c[k] = v end end
-  end
-  for k, v in pairs(config or {}) do c[k] = v end
+  local weights, c = common.pretrained("vit", path, config, DEFAULTS, "model_args")
   return vit.load(vit.new(c), weights):eval()
 end
 
