@@ -106,6 +106,26 @@ describe("from_pretrained by hub name", function()
     assert.are.equal(2, #v.blocks:children())
   end)
 
+  it("loads the hub's own layouts: GPT-2 without 'transformer.', BERT with LayerNorm gamma/beta", function()
+    local function restage(repo_id, fixture, rename)
+      local _, snap = fake_cache(root, repo_id)
+      copy(fixtures .. fixture .. "/config.json", snap .. "/config.json")
+      local sd = {}
+      for k, v in pairs(as.load(fixtures .. fixture .. "/model.safetensors")) do sd[rename(k)] = v end
+      as.save(snap .. "/model.safetensors", sd)
+    end
+    restage("openai-community/gpt2", "gpt2", function(k) return (k:gsub("^transformer%.", "")) end)
+    local g = as.models.gpt2.from_pretrained("openai-community/gpt2", { cache_dir = root })
+    assert.is_true(maxdiff(g(gio.input_ids), gio.logits) < 1e-4)
+    restage("google-bert/bert-tiny", "bert", function(k)
+      return "bert." .. k:gsub("LayerNorm%.weight$", "LayerNorm.gamma"):gsub("LayerNorm%.bias$", "LayerNorm.beta")
+    end)
+    local bio = as.load(fixtures .. "bert/io.safetensors")
+    local b = as.models.bert.from_pretrained("google-bert/bert-tiny", { cache_dir = root })
+    local h = b(bio.input_ids, { attention_mask = bio.attention_mask, token_type_ids = bio.token_type_ids })
+    assert.is_true(maxdiff(h, bio.last_hidden_state) < 1e-4)
+  end)
+
   it("takes a revision as name@rev, as an option, or as a commit hash", function()
     local g = as.models.gpt2.from_pretrained("test/tiny-gpt2@v1", { cache_dir = root })
     assert.is_true(maxdiff(g(gio.input_ids), gio.logits) < 1e-4)

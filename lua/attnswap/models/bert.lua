@@ -135,9 +135,12 @@ local bert = {}
 
 function bert.new(config) return BertModel(common.config("bert", config, DEFAULTS, IGNORED)) end
 
--- HF checkpoints may carry a "bert." prefix (BertFor* heads) and position_ids buffers.
+-- HF checkpoints may carry a "bert." prefix (BertFor* heads) and position_ids
+-- buffers; older ones (bert-base-uncased) name LayerNorm's weight and bias
+-- gamma and beta, as transformers still accepts.
 function bert.load(model, path)
-  local sd = common.rename(as.load(path), { { "^bert%.", "" } })
+  local sd = common.rename(as.load(path), { { "^bert%.", "" }, { "LayerNorm%.gamma$", "LayerNorm.weight" },
+    { "LayerNorm%.beta$", "LayerNorm.bias" } })
   sd = common.filter(sd, function(k) return k:match("position_ids$") or k:match("^cls%.") end)
   model:load_state_dict(sd)
   return model

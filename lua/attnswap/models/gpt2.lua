@@ -201,11 +201,17 @@ local gpt2 = {}
 
 function gpt2.new(config) return GPT2LMHeadModel(common.config("gpt2", config, DEFAULTS, IGNORED)) end
 
+-- The hub's own gpt2 checkpoints hold the base model's names (wte.weight,
+-- h.0.attn.c_attn.weight): they get the "transformer." prefix that
+-- GPT2LMHeadModel's save_pretrained writes.
 function gpt2.load(model, path)
   local sd = common.filter(as.load(path), function(k)
     -- the tied head, and the causal-mask buffers older checkpoints carry
     return k == "lm_head.weight" or k:match("%.attn%.bias$") or k:match("%.attn%.masked_bias$")
   end)
+  local prefixed = false
+  for k in pairs(sd) do if k:match("^transformer%.") then prefixed = true break end end
+  if not prefixed then sd = common.rename(sd, { { "^", "transformer." } }) end
   model:load_state_dict(sd)
   return model
 end
