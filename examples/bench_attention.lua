@@ -6,7 +6,8 @@
 -- causal), that rate as a % of sgemm measured just before in this process,
 -- the peak extra memory of the call (tensor storage, exact), and the max and
 -- mean error against exact attention on the same input.  Progress on stderr;
--- a table on stdout; results.json, results.csv and plot.svg in --out.
+-- a table on stdout; results.json, results.csv and plot.svg in --out DIR, or
+-- else in a new folder under $TMPDIR (or /tmp), whose name it prints.
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
@@ -38,7 +39,7 @@ for j = 1, #arg - 1 do
 end
 
 local o = { L = { 256, 512, 1024, 2048, 4096, 8192, 16384 }, D = { 64, 128 }, causal = false, B = 1, H = 8,
-  repeats = 3, budget = 20, out = "bench-out" }
+  repeats = 3, budget = 20 }
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
@@ -51,7 +52,7 @@ while i <= #arg do
   elseif a == "--H" then o.H = assert(math.tointeger(tonumber(v))); i = i + 1
   elseif a == "--repeats" then o.repeats = assert(math.tointeger(tonumber(v))); i = i + 1
   elseif a == "--budget" then o.budget = assert(tonumber(v)); i = i + 1
-  elseif a == "--out" then o.out = v; i = i + 1
+  elseif a == "--out" then o.out = v or usage(2, "--out needs a folder"); i = i + 1
   elseif a == "--device" then i = i + 1 -- cpu
   elseif a == "--quick" then o.L, o.D, o.repeats, o.H = { 64, 128 }, { 16 }, 1, 2
   elseif a == "--help" or a == "-h" then usage(0)
@@ -152,7 +153,21 @@ for _, r in ipairs(rows) do
   end
 end
 
-os.execute("mkdir -p '" .. o.out:gsub("'", "'\\''") .. "'")
+-- the files go to --out, else to a fresh folder under $TMPDIR: never into the clone
+local function quote(path) return "'" .. path:gsub("'", "'\\''") .. "'" end
+if o.out then
+  if not os.execute("mkdir -p " .. quote(o.out)) then
+    error(string.format("bench_attention: cannot create the --out folder '%s'", o.out))
+  end
+else
+  local p = io.popen('mktemp -d "${TMPDIR:-/tmp}/attnswap-bench.XXXXXX"')
+  o.out = p and p:read("l")
+  if p then p:close() end
+  if not o.out or o.out == "" then
+    error("bench_attention: cannot create a temporary folder under " .. (os.getenv("TMPDIR") or "/tmp") ..
+      "; pass --out DIR")
+  end
+end
 local keys = { "impl", "L", "D", "causal", "B", "H", "time", "gflops", "pct_sgemm", "memory", "max_err", "mean_err",
   "backend", "skipped" }
 bench.write(o.out .. "/results.json", bench.json(rows, keys))
