@@ -431,6 +431,17 @@ static const char CLI_LUA[] =
     "    out:dtype(), flat:numel() > 0 and flat:mean():item() or 0, table.concat(first, ' '),\n"
     "    flat:numel() > #first and ' ...' or ''))\n"
     "end\n"
+    "local function has_core(model)\n"
+    "  if as.attention.is_core(model) then return true end\n"
+    "  for _, m in model:named_modules() do\n"
+    "    if as.attention.is_core(m) then return true end\n"
+    "  end\n"
+    "  return false\n"
+    "end\n"
+    "local function no_core(opt)\n"
+    "  return string.format('--%s: the model holds no attention core (no module the registry knows '\n"
+    "    .. 'as attention) to %s', opt, opt), 2\n"
+    "end\n"
     "function cli.model(opt, spec, model, inputs)\n"
     "  if not as.is_module(model) then\n"
     "    return string.format('--%s: the script must return a model and its inputs (it returned %s)',\n"
@@ -453,18 +464,45 @@ static const char CLI_LUA[] =
     "    for _, n in ipairs(names) do\n"
     "      if not as.attention.exists(n) then return unknown(opt, n) end\n"
     "    end\n"
+    "    if not has_core(model) then return no_core(opt) end\n"
     "    as.compare(model, inputs, names)\n"
     "    return\n"
     "  end\n"
     "  local name, opts, code = parse_swap(spec)\n"
     "  if not name then return opts, code end\n"
     "  if not as.attention.exists(name) then return unknown(opt, name) end\n"
-    "  local has_core = as.attention.is_core(model)\n"
-    "  for _, m in model:named_modules() do has_core = has_core or as.attention.is_core(m) end\n"
-    "  if not has_core then return '--swap: the model holds no attention core to swap', 1 end\n"
-    "  local swapped, report = as.swap_attention(model, as.attention.is_core, name, opts)\n"
+    "  if not has_core(model) then return no_core(opt) end\n"
+    "  -- what the swap refuses is the command line's fault (a bad option key or\n"
+    "  -- value): one line and the usage status, no traceback\n"
+    "  local ok, swapped, report = pcall(as.swap_attention, model, as.attention.is_core, name, opts)\n"
+    "  if not ok then return '--swap: ' .. tostring(swapped):gsub('^[^\\n]-:%d+: ', ''), 2 end\n"
     "  print(report)\n"
     "  show_output(swapped(table.unpack(inputs, 1, inputs.n or #inputs)))\n"
+    "end\n"
+    "-- -i after a script: what it returned becomes globals, as `lua -i` keeps a\n"
+    "-- script's globals; the documented `return model, inputs` by those names.\n"
+    "local function describe(v)\n"
+    "  if as.is_module(v) then return v:type() end\n"
+    "  if as.is_tensor(v) then return 'Tensor ' .. tostring(v:shape()) end\n"
+    "  if type(v) == 'table' then return 'a list of ' .. #v end\n"
+    "  return type(v)\n"
+    "end\n"
+    "function cli.bind(...)\n"
+    "  local n = select('#', ...)\n"
+    "  if n == 0 then return end\n"
+    "  local names = {}\n"
+    "  _G.results = table.pack(...)\n"
+    "  local first, second = ...\n"
+    "  if as.is_module(first) then\n"
+    "    _G.model = first\n"
+    "    names[#names + 1] = 'model (' .. describe(first) .. ')'\n"
+    "    if n >= 2 then\n"
+    "      _G.inputs = second\n"
+    "      names[#names + 1] = 'inputs (' .. describe(second) .. ')'\n"
+    "    end\n"
+    "  end\n"
+    "  names[#names + 1] = 'results (all ' .. n .. ' returned value' .. (n > 1 and 's' or '') .. ')'\n"
+    "  print('-- the script returned: ' .. table.concat(names, ', '))\n"
     "end\n"
     "return cli\n";
 
@@ -514,16 +552,33 @@ static int setup_options(lua_State *L, const cli_args *a)
 }
 
 /* Runs the script; with --swap or --compare, then does that to the model
- * and inputs it returned.  An exit status. */
+ * and inputs it returned; with -i, binds what it returned to globals.  An
+ * exit status. */
 static int run_script(lua_State *L, const cli_args *a, char **argv)
 {
     int k = a->value[OPT_SWAP] ? OPT_SWAP : a->value[OPT_COMPARE] ? OPT_COMPARE : -1;
-    if (handle_script(L, argv + a->script, k < 0 ? 0 : 2) != LUA_OK) return EXIT_ERROR;
-    if (k < 0) return EXIT_OK;
-    lua_pushstring(L, value_opts[k] + 2);
-    lua_pushstring(L, a->value[k]);
-    lua_rotate(L, -4, 2); /* opt, spec, model, inputs */
-    return call_cli(L, "model", 4);
+    int base = lua_gettop(L);
+    if (handle_script(L, argv + a->script, LUA_MULTRET) != LUA_OK) return EXIT_ERROR;
+    int nret = lua_gettop(L) - base, code = EXIT_OK;
+    if (k >= 0) {
+        if (nret < 2) lua_settop(L, base + 2); /* model, inputs: nil when not returned */
+        lua_pushstring(L, value_opts[k] + 2);
+        lua_pushstring(L, a->value[k]);
+        lua_pushvalue(L, base + 1);
+        lua_pushvalue(L, base + 2);
+        code = call_cli(L, "model", 4);
+        if (nret < 2) lua_settop(L, base + nret);
+    }
+    if (code == EXIT_OK && (a->flags & HAS_I) && nret > 0) {
+        luaL_checkstack(L, nret + 2, "too many results to bind");
+        lua_getfield(L, LUA_REGISTRYINDEX, CLI_KEY);
+        lua_getfield(L, -1, "bind");
+        lua_remove(L, -2);
+        lua_insert(L, base + 1);
+        if (as_repl_report(L, PROGNAME, as_repl_docall(L, nret, 0)) != LUA_OK) code = EXIT_ERROR;
+    }
+    lua_settop(L, base);
+    return code;
 }
 
 /* With no script: a REPL on a terminal, else stdin is the script; nothing

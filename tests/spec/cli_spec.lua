@@ -360,6 +360,14 @@ return nn.TransformerBlock{dim = 8, num_heads = 2}, { as.randn(1, 3, 8) }
       { { "--swap", "flash_attention", script "x = 1" }, "^attnswap%-run: %-%-swap: the script must return a model and its inputs %(it returned nothing%)" .. U },
       { { "--compare", "flash_attention", script "return 5" }, "^attnswap%-run: %-%-compare: the script must return a model and its inputs %(it returned a number first%)" .. U },
       { { "--swap", "flash_attention", script "return nn.Linear(2, 2)" }, "^attnswap%-run: %-%-swap: the script must return the inputs after the model" },
+      { { "--swap", "local_attention:windw_size=8", model },
+        "^attnswap%-run: %-%-swap: local_attention: unknown option 'windw_size' %(options: .*window_size%)" .. U },
+      { { "--swap", "local_attention:window_size=-3", model },
+        "^attnswap%-run: %-%-swap: local_attention: window_size must be a positive integer, got %-3" .. U },
+      { { "--compare", "all", script "return nn.Linear(2, 2), as.randn(1, 2)" },
+        "^attnswap%-run: %-%-compare: the model holds no attention core .* to compare" .. U },
+      { { "--swap", "flash_attention", script "return nn.Linear(2, 2), as.randn(1, 2)" },
+        "^attnswap%-run: %-%-swap: the model holds no attention core .* to swap" .. U },
     }
     for _, c in ipairs(cases) do
       local r = run(c[1])
@@ -373,9 +381,6 @@ return nn.TransformerBlock{dim = 8, num_heads = 2}, { as.randn(1, 3, 8) }
     local r = run { "--swap", "flash_attention", script "error('in script')" }
     assert.equals(1, r.code)
     assert.matches("in script", r.err)
-    r = run { "--swap", "flash_attention", script "return nn.Linear(2, 2), as.randn(1, 2)" }
-    assert.equals(1, r.code)
-    assert.equals("attnswap-run: --swap: the model holds no attention core to swap\n", r.err)
     r = run { "--swap", "flash_attention", script "return nn.TransformerBlock{dim=8, num_heads=2}, as.randn(1, 2, 3)" }
     assert.equals(1, r.code)
     assert.matches("^attnswap%-run: .*\nstack traceback:", r.err)
@@ -476,6 +481,18 @@ describe("attnswap-run REPL on a pipe (-i)", function()
   it("runs the script first and keeps its globals", function()
     local out = repl("y + 1\n", { "-i", script "y = 41" })
     assert.equals("> 42\n> \n", out)
+  end)
+
+  it("binds what the script returns: model and inputs by the documented convention", function()
+    local s = script "local m = nn.TransformerBlock{dim = 8, num_heads = 2}\nreturn m, { as.randn(1, 3, 8) }"
+    local out = repl("model:type()\ninputs[1]:shape()\nresults.n\nmodel(inputs[1]):shape()\n", { "-i", s })
+    assert.equals("-- the script returned: model (TransformerBlock), inputs (a list of 1), results (all 2 returned values)\n" ..
+      "> TransformerBlock\n> (1, 3, 8)\n> 2\n> (1, 3, 8)\n> \n", out)
+    out = repl("results[1] + results[2]\nmodel\n", { "-i", script "return 40, 2" })
+    assert.equals("-- the script returned: results (all 2 returned values)\n> 42\n> nil\n> \n", out)
+    out = repl("model.attn.core:type()\n", { "-i", s, "--swap", "flash_attention" })
+    assert.truthy(out:find("-- the script returned: model (TransformerBlock)", 1, true))
+    assert.truthy(out:find("\n> FlashAttention\n", 1, true))
   end)
 end)
 
