@@ -49,6 +49,13 @@ function LocalAttention:extra_repr()
   return O.repr(self.opts, { "window_size", "causal", "scale", "dropout" })
 end
 
+-- as.compare's options at a sequence of L keys when the default window
+-- would cover it all (and so be exact): a window of a quarter of it.
+function LocalAttention.sized_options(L)
+  if L > 64 + 1 then return nil end
+  return { window_size = math.max(1, L // 4) }
+end
+
 registry.register_attention(FN, LocalAttention, {
   exact = false, complexity = "O(L w D)", causal = true, mask = true, gqa = true,
   incremental = true, devices = "cpu, cuda", paper = "Beltagy et al. 2020",

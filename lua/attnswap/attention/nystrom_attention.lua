@@ -71,6 +71,13 @@ end
 
 function Nystrom:extra_repr() return O.repr(self.opts, { "num_landmarks", "pinv_iterations" }) end
 
+-- as.compare's options at L keys when the default 64 landmarks are as many
+-- as the keys: a quarter as many landmarks.
+function Nystrom.sized_options(L)
+  if L > 4 * 64 then return nil end
+  return { num_landmarks = math.max(1, L // 4) }
+end
+
 registry.register_attention(FN, Nystrom, {
   exact = false, complexity = "O(L m D), m landmarks", causal = false, mask = true, gqa = true,
   incremental = false, devices = "cpu, cuda", paper = "Xiong et al. 2021",

@@ -65,6 +65,13 @@ function SinkAttention:extra_repr()
   return O.repr(self.opts, { "num_sinks", "window_size", "scale", "dropout" })
 end
 
+-- as.compare's options at L keys when the default window and sinks would
+-- cover them all: a window of a quarter of the sequence.
+function SinkAttention.sized_options(L)
+  if L > 64 + 4 then return nil end
+  return { window_size = math.max(1, L // 4) }
+end
+
 registry.register_attention(FN, SinkAttention, {
   exact = false, complexity = "O(L (w + s) D)", causal = true, mask = true, gqa = true,
   incremental = true, devices = "cpu, cuda", paper = "Xiao et al. 2023",

@@ -149,6 +149,14 @@ function SparseAttention:extra_repr()
   return what .. ", " .. O.repr(o, { "block_size", "causal", "scale", "dropout" })
 end
 
+-- as.compare's options at L keys when the default layout (a query block
+-- sees at most 4 blocks of 32) would cover them all: blocks of L/16, so a
+-- query sees about a quarter of the keys.
+function SparseAttention.sized_options(L)
+  if L > 4 * 32 then return nil end
+  return { block_size = math.max(1, (L + 15) // 16) }
+end
+
 registry.register_attention(FN, SparseAttention, {
   exact = false, complexity = "O(nnz_blocks b^2 D)", causal = true, mask = true, gqa = true,
   incremental = true, devices = "cpu, cuda", paper = "Child et al. 2019",
