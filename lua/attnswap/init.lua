@@ -17,7 +17,10 @@ for k, v in pairs(core) do
     as[k] = v
   end
 end
-as.version = "0.1.0"
+as.version = core.version -- project(VERSION) in CMakeLists.txt
+-- A wall-clock timer (monotonic seconds).  os.clock() is the process's CPU
+-- time, summed over every thread, so it overstates multi-threaded work.
+as.clock = core.clock
 as.Tensor = core.Tensor -- the tensor methods, for help, completion and extension
 as.core = core
 as.cuda = core.cuda -- is_available, device_count, synchronize, memory_stats, ...

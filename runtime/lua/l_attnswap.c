@@ -34,5 +34,7 @@ int luaopen_attnswap_core(lua_State *L)
     l_open_zoo_sparse(L);
     l_open_zoo_linear(L);
     l_open_zoo_reweight(L);
+    lua_pushliteral(L, AS_VERSION); /* the project's version, from CMakeLists.txt */
+    lua_setfield(L, -2, "version");
     return 1;
 }
