@@ -140,14 +140,32 @@ static as_tensor *lua_forward_hook(as_module *m, const as_args *args)
 
 /* ---- metamethods ---- */
 
+/* m[i] counts the children from 1, as Lua tables do (-1 is the last);
+ * PyTorch's m[0] is an error that says so. */
+static int index_zero_error(lua_State *L, const as_module *m)
+{
+    if (m->children.n == 0)
+        return luaL_error(L, "%s: index 0 is invalid (indices start at 1 in attnswap, as in Lua; this %s has no children)",
+                          m->type_name, m->type_name);
+    return luaL_error(L, "%s: index 0 is invalid (indices start at 1 in attnswap, as in Lua: PyTorch's [0] is [1] "
+                      "here, the child named '%s'; [-1] is the last)", m->type_name, m->children.items[0].name);
+}
+
+/* The 0-based position of child index i, or -1 past either end. */
+static int child_position(lua_State *L, const as_module *m, lua_Integer i)
+{
+    if (i == 0) return index_zero_error(L, m);
+    if (i < 0) i += m->children.n + 1;
+    return i >= 1 && i <= m->children.n ? (int)(i - 1) : -1;
+}
+
 static int m_index(lua_State *L)
 {
     as_module *m = l_checkmodule(L, 1);
     if (lua_type(L, 2) == LUA_TNUMBER && lua_isinteger(L, 2)) {
-        /* container[i]: 1-based over children, as Lua tables */
-        lua_Integer i = lua_tointeger(L, 2);
-        if (i < 0) i += m->children.n + 1;
-        if (i >= 1 && i <= m->children.n) l_pushmodule(L, m->children.items[i - 1].value);
+        /* past the end: nil, as a Lua table gives (so ipairs(m) stops) */
+        int pos = child_position(L, m, lua_tointeger(L, 2));
+        if (pos >= 0) l_pushmodule(L, m->children.items[pos].value);
         else lua_pushnil(L);
         return 1;
     }
@@ -181,9 +199,27 @@ static int m_index(lua_State *L)
 
 #define PARAMETER_MT "attnswap.Parameter"
 
+/* m[i] = module replaces the i-th child, keeping its name. */
+static int set_numbered(lua_State *L, as_module *m)
+{
+    lua_Integer i = lua_tointeger(L, 2);
+    int pos = child_position(L, m, i);
+    if (pos < 0)
+        return luaL_error(L, "%s: index %I is out of range for %d children (m:append(x) adds one)", m->type_name,
+                          i, m->children.n);
+    as_module *child = l_tomodule(L, 3);
+    if (!child)
+        return luaL_error(L, "cannot assign %s to [%I] of %s: it is a child module (assign a Module)", luaL_typename(L, 3),
+                          i, m->type_name);
+    lua_pushstring(L, m->children.items[pos].name); /* a copy: the item may be rewritten */
+    if (as_module_set_child(m, lua_tostring(L, -1), child)) return l_raise(L);
+    return 0;
+}
+
 static int m_newindex(lua_State *L)
 {
     as_module *m = l_checkmodule(L, 1);
+    if (lua_type(L, 2) == LUA_TNUMBER && lua_isinteger(L, 2)) return set_numbered(L, m);
     const char *key = luaL_checkstring(L, 2);
     as_module *child = l_tomodule(L, 3);
     int rc = 0;
