@@ -139,18 +139,42 @@ local function check_config(fn, c)
   end
 end
 
+-- The options, as help shows them, and PyTorch's spellings
+-- (nn.MultiheadAttention, nn.TransformerEncoderLayer) pointed to, not accepted:
+-- one name per option keeps configs readable (docs/api.md).
+local MHA_OPTIONS = {
+  "dim", "num_heads", "num_kv_heads=num_heads", "head_dim=dim/num_heads", "qkv_bias=true", "out_bias=true",
+  "fused_qkv=false", "core=\"scaled_dot_product\"", "core_opts={}",
+}
+local BATCH_FIRST = "inputs here are always batch first, (B, L, dim)"
+local MHA_PYTORCH = {
+  embed_dim = "dim", d_model = "dim", nhead = "num_heads",
+  bias = "here it is two options, qkv_bias and out_bias",
+  batch_first = BATCH_FIRST, kdim = "not supported here (keys and values have dim features)",
+  vdim = "not supported here (keys and values have dim features)",
+  add_bias_kv = "not supported here", add_zero_attn = "not supported here",
+  device = "build, then m:to(...)", dtype = "build, then m:to(...)",
+}
+local BLOCK_OPTIONS = { "mlp_ratio=4", "norm=\"pre\"", "activation=\"gelu\"", "norm_eps=1e-05", "dropout=0" }
+for i, o in ipairs(MHA_OPTIONS) do table.insert(BLOCK_OPTIONS, i, o) end
+local BLOCK_PYTORCH = {
+  dim_feedforward = "here it is mlp_ratio = dim_feedforward / dim", layer_norm_eps = "norm_eps",
+  norm_first = "here it is norm = \"pre\" (true) or \"post\" (false)",
+}
+for k, v in pairs(MHA_PYTORCH) do BLOCK_PYTORCH[k] = v end
+
 --- MultiheadAttention{dim, num_heads, num_kv_heads, head_dim, qkv_bias, out_bias,
 ---                    fused_qkv, core = "scaled_dot_product", core_opts = {...}}
 nn.MultiheadAttention = nn.builtin("MultiheadAttention", function(c)
   check_config("MultiheadAttention", c)
   return core.new_mha(c, core_module(c.core, c.core_opts, "MultiheadAttention"))
-end)
+end, { options = MHA_OPTIONS, pytorch = MHA_PYTORCH })
 
 --- TransformerBlock{dim, num_heads, mlp_ratio = 4, norm = "pre" | "post", activation = "gelu", ...}
 nn.TransformerBlock = nn.builtin("TransformerBlock", function(c)
   check_config("TransformerBlock", c)
   return core.new_block(c, core_module(c.core, c.core_opts, "TransformerBlock"))
-end)
+end, { options = BLOCK_OPTIONS, pytorch = BLOCK_PYTORCH })
 
 nn.Mlp = nn.builtin("Mlp", function() error("Mlp is built by TransformerBlock", 2) end)
 

@@ -66,6 +66,22 @@ describe("no call with bad arguments crashes", function()
     assert.is_true(calls > 1000)
   end)
 
+  it("every built-in layer constructor with wrong arguments", function()
+    local calls = 0
+    for name, cls in pairs(as.nn) do
+      if type(cls) == "table" and rawget(cls, "__builtin") then
+        for _, a in ipairs(values) do
+          for _, b in ipairs { values[1], values[3], values[7], { "options", { bogus = 1 } } } do
+            calls = calls + 1
+            check_call("nn." .. name, cls, { a[2], b[2] }, 2)
+            check_call("nn." .. name, cls, { 4, a[2], b[2] }, 3)
+          end
+        end
+      end
+    end
+    assert.is_true(calls > 500)
+  end)
+
   it("every registered attention with wrong inputs", function()
     local calls = 0
     local q = as.randn(1, 2, 5, 4)

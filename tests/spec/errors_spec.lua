@@ -88,6 +88,13 @@ local cases = {
   { "module cycle", function() local s = nn.Sequential(nn.ReLU()); s[1].x = s end, "would make a cycle" },
   { "load_state_dict a non-table", function() return nn.Linear(2, 2):load_state_dict(5) end, "bad argument #1 to 'load_state_dict' (table expected, got number)" },
   { "dropout p out of range", function() return nn.Dropout(1.5) end, "Dropout: p must be in [0, 1), got 1.5" },
+  { "a misspelt layer option", function() return nn.TransformerBlock { dim = 8, num_heads = 2, mlp_raito = 2 } end, "nn.TransformerBlock: unknown option 'mlp_raito' (did you mean 'mlp_ratio'?); known options: dim, num_heads," },
+  { "PyTorch's option name", function() return nn.MultiheadAttention { embed_dim = 8, num_heads = 2 } end, "nn.MultiheadAttention: unknown option 'embed_dim' (PyTorch's name; here it is 'dim')" },
+  { "an unknown option of a positional layer", function() return nn.Linear(2, 2, { bias = false, device = "cuda" }) end, "nn.Linear: unknown option 'device'" },
+  { "too many arguments to a layer", function() return nn.Embedding(10, 4, 0) end, "nn.Embedding: too many arguments (at most 2: num_embeddings, embedding_dim; got 3)" },
+  { "a misspelt core option", function() return as.attention.new("scaled_dot_product", { casual = true }) end, "scaled_dot_product: unknown option 'casual' (did you mean 'causal'?)" },
+  { "child index 0", function() return nn.Sequential(nn.ReLU())[0] end, "Sequential: index 0 is invalid (indices start at 1 in attnswap, as in Lua: PyTorch's [0] is [1] here" },
+  { "assign child past the end", function() local s = nn.Sequential(nn.ReLU()); s[2] = nn.ReLU() end, "Sequential: index 2 is out of range for 1 children" },
   -- attention registry and swaps
   { "unknown attention", function() return as.attention.new("nope") end, "attention.new: no attention named 'nope'" },
   { "register without a class", function() return as.register_attention("x", 5) end, "bad argument #2 to 'register_attention' (attention class expected, got number)" },

@@ -247,3 +247,88 @@ describe("numbered children", function()
     assert.are.equal("(3, 2)", tostring(s(as.randn(3, 2)):shape()))
   end)
 end)
+
+describe("constructor options", function()
+  local function message(f)
+    local ok, err = pcall(f)
+    assert.is_false(ok, "expected an error")
+    return tostring(err)
+  end
+
+  it("a typo in a TransformerBlock option is an error naming the key and the known options", function()
+    local err = message(function()
+      local block = nn.TransformerBlock { dim = 64, num_heads = 4, mlp_raito = 2 }
+      return block
+    end)
+    assert.is_truthy(err:find("nn.TransformerBlock: unknown option 'mlp_raito' (did you mean 'mlp_ratio'?); known options: dim, num_heads,", 1, true), err)
+    assert.is_truthy(err:find("mlp_ratio, norm, activation, norm_eps, dropout", 1, true), err)
+    -- the error points at the caller's line, not into the library
+    assert.is_truthy(err:find("module_spec.lua:%d+: nn.TransformerBlock"), err)
+  end)
+
+  it("PyTorch's spelling is named, with ours", function()
+    local err = message(function() return nn.MultiheadAttention { embed_dim = 64, num_heads = 4 } end)
+    assert.is_truthy(err:find("nn.MultiheadAttention: unknown option 'embed_dim' (PyTorch's name; here it is 'dim')", 1, true), err)
+    for _, c in ipairs {
+      { function() return nn.TransformerBlock { d_model = 8, nhead = 2 } end, "unknown option 'd_model' (PyTorch's name; here it is 'dim')" },
+      { function() return nn.TransformerBlock { dim = 8, num_heads = 2, dim_feedforward = 32 } end, "(PyTorch's option; here it is mlp_ratio = dim_feedforward / dim)" },
+      { function() return nn.TransformerBlock { dim = 8, num_heads = 2, layer_norm_eps = 1e-6 } end, "(PyTorch's name; here it is 'norm_eps')" },
+      { function() return nn.MultiheadAttention { dim = 8, num_heads = 2, batch_first = true } end, "unknown option 'batch_first' (PyTorch's option; inputs here are always batch first" },
+      { function() return nn.LayerNorm(8, { elementwise_affine = false }) end, "nn.LayerNorm: unknown option 'elementwise_affine' (PyTorch's name; here it is 'affine')" },
+      { function() return nn.RMSNorm(8, { normalized_shape = 8 }) end, "nn.RMSNorm: unknown option 'normalized_shape' (PyTorch's name; here it is 'dim')" },
+      { function() return nn.Embedding(10, 4, { padding_idx = 0 }) end, "nn.Embedding: unknown option 'padding_idx' (PyTorch's option; not supported here)" },
+      { function() return nn.Dropout(0.1, { inplace = true }) end, "nn.Dropout: unknown option 'inplace'" },
+      { function() return nn.ReLU { inplace = true } end, "nn.ReLU: unknown option 'inplace' (PyTorch's option; not supported here" },
+      { function() return nn.Linear(4, 4, { dtype = "float16" }) end, "nn.Linear: unknown option 'dtype' (PyTorch's option; build, then m:to(...))" },
+      { function() return as.attention.new("scaled_dot_product", { is_causal = true }) end, "scaled_dot_product: unknown option 'is_causal' (PyTorch's name; here it is 'causal')" },
+      { function() return as.attention.new("flash_attention", { dropout_p = 0.1 }) end, "flash_attention: unknown option 'dropout_p' (PyTorch's name; here it is 'dropout')" },
+    } do
+      local e = message(c[1])
+      assert.is_truthy(e:find(c[2], 1, true), e)
+    end
+  end)
+
+  it("every built-in constructor rejects an unknown option", function()
+    for _, c in ipairs {
+      { "nn.Linear", function() return nn.Linear(4, 4, { bais = false }) end, "in_features, out_features, bias" },
+      { "nn.LayerNorm", function() return nn.LayerNorm(4, { epsilon = 1e-6 }) end, "dim, eps, affine" },
+      { "nn.RMSNorm", function() return nn.RMSNorm(4, { epsilon = 1e-6 }) end, "dim, eps, affine" },
+      { "nn.Embedding", function() return nn.Embedding(10, 4, { dim = 4 }) end, "num_embeddings, embedding_dim" },
+      { "nn.Dropout", function() return nn.Dropout { rate = 0.1 } end, "known options: p" },
+      { "nn.GELU", function() return nn.GELU { approx = "tanh" } end, "known options: approximate" },
+      { "nn.SiLU", function() return nn.SiLU { x = 1 } end, "known options: none" },
+      { "nn.Tanh", function() return nn.Tanh { x = 1 } end, "known options: none" },
+      { "nn.MultiheadAttention", function() return nn.MultiheadAttention { dim = 8, num_heads = 2, qkvbias = false } end, "(did you mean 'qkv_bias'?)" },
+      { "scaled_dot_product", function() return as.attention.new("scaled_dot_product", { casual = true }) end, "(did you mean 'causal'?); known options: causal, scale, dropout, backend" },
+      { "flash_attention", function() return as.attention.new("flash_attention", { casual = true }) end, "known options: causal, scale, dropout" },
+      { "scaled_dot_product", function() return nn.MultiheadAttention { dim = 8, num_heads = 2, core_opts = { casual = true } } end, "unknown option 'casual'" },
+    } do
+      local e = message(c[2])
+      assert.is_truthy(e:find(c[1] .. ": unknown option", 1, true), e)
+      assert.is_truthy(e:find(c[3], 1, true), e)
+    end
+  end)
+
+  it("options are named: positional entries, extra arguments and a name given twice are errors", function()
+    local e = message(function() return nn.MultiheadAttention { 8, 2 } end)
+    assert.is_truthy(e:find("nn.MultiheadAttention: unknown option [1] (options are named, as {dim = ...})", 1, true), e)
+    e = message(function() return nn.Embedding(10, 4, 0) end)
+    assert.is_truthy(e:find("nn.Embedding: too many arguments (at most 2: num_embeddings, embedding_dim; got 3)", 1, true), e)
+    e = message(function() return nn.ReLU(true) end)
+    assert.is_truthy(e:find("nn.ReLU: too many arguments (none expected; got 1)", 1, true), e)
+    e = message(function() return nn.Linear(4, 2, { in_features = 3 }) end)
+    assert.is_truthy(e:find("nn.Linear: in_features given twice (argument #1 and by name)", 1, true), e)
+    e = message(function() return nn.Linear(4, 2, 0) end)
+    assert.is_truthy(e:find("bad argument #3 to 'Linear' (boolean bias expected, got number)", 1, true), e)
+  end)
+
+  it("arguments named in a table build the same layer as positional ones", function()
+    assert.are.equal(tostring(nn.Linear(4, 2, false)), tostring(nn.Linear(4, 2, { bias = false })))
+    assert.are.equal(tostring(nn.Linear(4, 2, false)), tostring(nn.Linear { in_features = 4, out_features = 2, bias = false }))
+    assert.is_nil(nn.Linear(4, 2, { bias = false }).bias)
+    assert.are.equal(tostring(nn.LayerNorm(8, 1e-3, false)), tostring(nn.LayerNorm(8, { eps = 1e-3, affine = false })))
+    assert.are.equal(tostring(nn.Dropout(0.25)), tostring(nn.Dropout { p = 0.25 }))
+    assert.are.equal(tostring(nn.GELU("tanh")), tostring(nn.GELU { approximate = "tanh" }))
+    assert.are.equal("(10, 4)", tostring(nn.Embedding { num_embeddings = 10, embedding_dim = 4 }.weight:shape()))
+  end)
+end)

@@ -12,7 +12,8 @@ local FlashAttention = nn.builtin("FlashAttention", function(opts)
     error("bad argument #1 to 'FlashAttention' (options table expected, got " .. type(opts) .. ")", 2)
   end
   return core.new_flash(opts or {})
-end)
+end, { options = { "causal=false", "scale=1/sqrt(D)", "dropout=0" }, fn = "flash_attention",
+  pytorch = { is_causal = "causal", dropout_p = "dropout" } })
 
 registry.register_attention("flash_attention", FlashAttention, {
   exact = true, complexity = "O(L^2 D), O(L) memory", causal = true, mask = true, gqa = true,

@@ -18,7 +18,8 @@ local ScaledDotProductAttention = nn.builtin("ScaledDotProductAttention", functi
       .. "or 'math' (materialise the scores), got %s", tostring(opts.backend)), 2)
   end
   return core.new_sdp(opts)
-end)
+end, { options = { "causal=false", "scale=1/sqrt(D)", "dropout=0", "backend=\"auto\"" }, fn = "scaled_dot_product",
+  pytorch = { is_causal = "causal", dropout_p = "dropout" } })
 
 registry.register_attention("scaled_dot_product", ScaledDotProductAttention, {
   exact = true, complexity = "O(L^2 D)", causal = true, mask = true, gqa = true, incremental = true,

@@ -13,10 +13,115 @@ Module.__index = Module
 classes.Module = Module
 nn.Module = Module
 
+-- ---- constructor arguments ----
+
+-- Edit distance of two short strings, for "did you mean".
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function closest(key, known)
+  local best, best_d
+  for _, k in ipairs(known) do
+    local d = distance(key, k)
+    if d <= 2 and d < #k and (not best_d or d < best_d) then best, best_d = k, d end
+  end
+  return best
+end
+
+--- check_options(fn, given, known [, pytorch [, level]]): raises when the
+--- table given holds a key that is not in the list known, naming fn, the key
+--- and the known options.  pytorch maps PyTorch's spelling of an option to
+--- ours ("embed_dim" -> "dim"), or to a sentence saying what to do instead,
+--- so the message can point there.  level as error's (1: the caller).
+function nn.check_options(fn, given, known, pytorch, level)
+  local set, unknown = {}, {}
+  for _, k in ipairs(known) do set[k] = true end
+  for k in pairs(given) do
+    if not set[k] then unknown[#unknown + 1] = k end
+  end
+  if #unknown == 0 then return end
+  table.sort(unknown, function(a, b) return tostring(a) < tostring(b) end)
+  local k = unknown[1]
+  local hint
+  if type(k) ~= "string" then
+    hint = " (options are named, as {" .. (known[1] or "name") .. " = ...})"
+  elseif pytorch and pytorch[k] then
+    local p = pytorch[k]
+    hint = set[p] and string.format(" (PyTorch's name; here it is '%s')", p) or " (PyTorch's option; " .. p .. ")"
+  else
+    local near = closest(k, known)
+    hint = near and " (did you mean '" .. near .. "'?)" or ""
+  end
+  error(string.format("%s: unknown option %s%s; known options: %s", fn,
+    type(k) == "string" and "'" .. k .. "'" or "[" .. tostring(k) .. "]", hint,
+    #known > 0 and table.concat(known, ", ") or "none"), (level or 1) + 1)
+end
+
+-- The names of a signature's entries ("eps=1e-05" -> "eps").
+local function signature_names(list)
+  local out = {}
+  for i, s in ipairs(list) do out[i] = s:match("^[%w_]+") end
+  return out
+end
+
+-- Checks and binds a built-in constructor's arguments by its signature:
+--   sig.args: the arguments in order, as PyTorch's ("bias=true": optional);
+--     they may be given positionally or named in a table given last:
+--     nn.Linear(8, 4, {bias = false}), nn.Linear{in_features = 8, out_features = 4};
+--   sig.options: the constructor takes one table of named options;
+--   sig.pytorch: PyTorch's spellings, for the messages (check_options);
+--   sig.fn: the name messages give (default "nn.<class name>").
+-- Returns the arguments for cls.__new.  Errors point at the caller of the class.
+local function bind(cls, sig, n, ...)
+  local fn = sig.fn or "nn." .. cls.__name
+  if sig.options then
+    local c = ...
+    if type(c) == "table" then nn.check_options(fn, c, signature_names(sig.options), sig.pytorch, 3) end
+    return ...
+  end
+  local args, names = table.pack(...), signature_names(sig.args)
+  local named = args[n]
+  if n > 0 and type(named) == "table" and getmetatable(named) == nil then
+    args[n], n = nil, n - 1
+  else
+    named = nil
+  end
+  if n > #names then
+    error(string.format("%s: too many arguments (%s; got %d)", fn,
+      #names == 0 and "none expected" or "at most " .. #names .. ": " .. table.concat(names, ", "), n), 3)
+  end
+  if not named then return table.unpack(args, 1, n) end
+  nn.check_options(fn, named, names, sig.pytorch, 3)
+  for i, name in ipairs(names) do
+    if named[name] ~= nil then
+      if i <= n and args[i] ~= nil then
+        error(string.format("%s: %s given twice (argument #%d and by name)", fn, name, i), 3)
+      end
+      args[i] = named[name]
+    end
+  end
+  return table.unpack(args, 1, #names)
+end
+
 -- ---- classes ----
 
 local function class_call(cls, ...)
-  if cls.__builtin then return cls.__new(...) end
+  if cls.__builtin then
+    local sig = rawget(cls, "__signature")
+    if sig then return cls.__new(bind(cls, sig, select("#", ...), ...)) end
+    return cls.__new(...)
+  end
   local m = core.new_lua_module(cls.__name, cls)
   local init = cls.init
   if init then init(m, ...) end
@@ -41,8 +146,10 @@ function nn.class(name, parent)
   return cls
 end
 
-local function builtin(name, new)
-  local cls = { __name = name, __parent = Module, __builtin = true, __new = new }
+--- builtin(name, new [, signature]): a class whose instances new(...) makes in C;
+--- the signature (see bind) checks the arguments and is what help shows.
+local function builtin(name, new, signature)
+  local cls = { __name = name, __parent = Module, __builtin = true, __new = new, __signature = signature }
   setmetatable(cls, { __index = Module, __call = class_call, __tostring = function() return "class " .. name end })
   classes[name] = cls
   return cls
@@ -244,29 +351,58 @@ local function check_int(fn, i, v, what)
   end
 end
 
+-- A flag left out is the default; anything but a boolean is an error (0 is true in Lua).
+local function check_flag(fn, i, v, name)
+  if v ~= nil and type(v) ~= "boolean" then
+    error(string.format("bad argument #%d to '%s' (boolean %s expected, got %s)", i, fn, name, type(v)), 3)
+  end
+end
+
+-- PyTorch's factory options, which every layer takes.
+local TO = "build, then m:to(...)"
+local function pytorch(t)
+  t.device, t.dtype = TO, TO
+  return t
+end
+local INPLACE = pytorch { inplace = "not supported here (a forward never writes its input)" }
+
 nn.Linear = builtin("Linear", function(in_features, out_features, bias)
   check_int("Linear", 1, in_features, "integer in_features")
   check_int("Linear", 2, out_features, "integer out_features")
+  check_flag("Linear", 3, bias, "bias")
   return core.new_linear(in_features, out_features, bias)
-end)
+end, { args = { "in_features", "out_features", "bias=true" }, pytorch = pytorch {} })
+
+local NORM_PYTORCH = pytorch {
+  normalized_shape = "dim", elementwise_affine = "affine",
+  bias = "here affine = false leaves out the weight and the bias together",
+}
 
 nn.LayerNorm = builtin("LayerNorm", function(dim, eps, affine)
   check_int("LayerNorm", 1, dim, "integer dim")
+  check_flag("LayerNorm", 3, affine, "affine")
   return core.new_layer_norm(dim, eps, affine)
-end)
+end, { args = { "dim", "eps=1e-05", "affine=true" }, pytorch = NORM_PYTORCH })
 
 nn.RMSNorm = builtin("RMSNorm", function(dim, eps, affine)
   check_int("RMSNorm", 1, dim, "integer dim")
+  check_flag("RMSNorm", 3, affine, "affine")
   return core.new_rms_norm(dim, eps, affine)
-end)
+end, { args = { "dim", "eps=1e-06", "affine=true" }, pytorch = NORM_PYTORCH })
 
+local UNSUPPORTED = "not supported here"
 nn.Embedding = builtin("Embedding", function(num, dim)
   check_int("Embedding", 1, num, "integer num_embeddings")
   check_int("Embedding", 2, dim, "integer embedding_dim")
   return core.new_embedding(num, dim)
-end)
+end, { args = { "num_embeddings", "embedding_dim" }, pytorch = pytorch {
+  padding_idx = UNSUPPORTED, max_norm = UNSUPPORTED, norm_type = UNSUPPORTED,
+  scale_grad_by_freq = UNSUPPORTED, sparse = UNSUPPORTED, _weight = "build, then assign m.weight",
+  _freeze = UNSUPPORTED,
+} })
 
-nn.Dropout = builtin("Dropout", function(p) return core.new_dropout(p) end)
+nn.Dropout = builtin("Dropout", function(p) return core.new_dropout(p) end,
+  { args = { "p=0.5" }, pytorch = INPLACE })
 
 -- GELU([approximate = "none" | "tanh"]), as torch
 nn.GELU = builtin("GELU", function(approximate)
@@ -274,10 +410,10 @@ nn.GELU = builtin("GELU", function(approximate)
     error("GELU: approximate must be \"none\" or \"tanh\", got " .. tostring(approximate), 2)
   end
   return core.new_activation(approximate == "tanh" and "gelu_tanh" or "gelu")
-end)
-nn.SiLU = builtin("SiLU", function() return core.new_activation("silu") end)
-nn.ReLU = builtin("ReLU", function() return core.new_activation("relu") end)
-nn.Tanh = builtin("Tanh", function() return core.new_activation("tanh") end)
+end, { args = { "approximate=\"none\"" }, pytorch = pytorch {} })
+nn.SiLU = builtin("SiLU", function() return core.new_activation("silu") end, { args = {}, pytorch = INPLACE })
+nn.ReLU = builtin("ReLU", function() return core.new_activation("relu") end, { args = {}, pytorch = INPLACE })
+nn.Tanh = builtin("Tanh", function() return core.new_activation("tanh") end, { args = {}, pytorch = pytorch {} })
 
 nn.Sequential = builtin("Sequential", function(...)
   local s = core.new_sequential()
