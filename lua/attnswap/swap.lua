@@ -122,6 +122,37 @@ function Report:__tostring()
   return table.concat(lines, "\n")
 end
 
+-- The head counts (num_heads, num_kv_heads, head_dim) of the module a core
+-- sits in: a MultiheadAttention's config, or the numbers a Lua attention
+-- module keeps as fields of those names; nil when unknown.
+local function heads_of(parent)
+  if not parent then return nil end
+  if core.type_name(parent) == "MultiheadAttention" then
+    local r = core.extra_repr(parent) -- "dim=D, num_heads=H, num_kv_heads=K[, head_dim=E]"
+    local dim, heads = tonumber(r:match("dim=(%d+)")), tonumber(r:match("num_heads=(%d+)"))
+    return { num_heads = heads, num_kv_heads = tonumber(r:match("num_kv_heads=(%d+)")) or heads,
+      head_dim = tonumber(r:match("head_dim=(%d+)")) or (dim and heads and dim // heads) }
+  end
+  local heads = parent.num_heads
+  if math.type(heads) ~= "integer" then return nil end
+  local kv = parent.num_kv_heads
+  return { num_heads = heads, num_kv_heads = math.type(kv) == "integer" and kv or heads,
+    head_dim = math.type(parent.head_dim) == "integer" and parent.head_dim or nil }
+end
+
+-- Refuses an implementation registered with gqa = false where the module it
+-- would go into has fewer key/value heads than query heads: its forward would
+-- fail later with a shape error far from the swap.
+local function check_gqa(name, path, parent)
+  if registry.attention.info(name).gqa then return end
+  local h = heads_of(parent)
+  if h and h.num_kv_heads < h.num_heads then
+    error(string.format("swap_attention: '%s' is registered with gqa = false (k and v must have as many heads as q), " ..
+      "but %s sits in a grouped-query %s (num_heads = %d, num_kv_heads = %d)", name,
+      path == "" and "<root>" or path, core.type_name(parent), h.num_heads, h.num_kv_heads), 4)
+  end
+end
+
 -- Options the new core inherits when the caller does not give them:
 -- * `causal` from the core it replaces (a decoder stays a decoder: swapping
 --   GPT-2's attention for one that cannot be causal is then an error, not a
@@ -137,9 +168,7 @@ local function inherited(name, opts, parent, old)
   end
   local keys = rawget(registry.attention.get(name), "shape_options")
   if keys and parent and core.type_name(parent) == "MultiheadAttention" then
-    local r = core.extra_repr(parent) -- "dim=D, num_heads=H, num_kv_heads=K[, head_dim=E]"
-    local dim, heads = tonumber(r:match("dim=(%d+)")), tonumber(r:match("num_heads=(%d+)"))
-    local shape = { num_heads = heads, head_dim = tonumber(r:match("head_dim=(%d+)")) or (dim and heads and dim // heads) }
+    local shape = heads_of(parent)
     for _, k in ipairs(keys) do add[k] = shape[k] and math.tointeger(shape[k]) end
   end
   local o
@@ -182,14 +211,15 @@ local function swap(model, target, name, opts, swap_opts, undo)
       what, core.type_name(model),
       (swap_opts.where or swap_opts.layers) and " with the given where/layers" or ""), 3)
   end
+  -- every match is checked before the first swap, so a refusal leaves the model as it was
+  for _, e in ipairs(matches) do
+    if e.path ~= "" then e.parent, e.child_name = parent_of(model, e.path) end
+    check_gqa(name, e.path, e.parent)
+  end
   local root = model
   for _, e in ipairs(matches) do
-    local parent, child_name
-    local old
-    if e.path == "" then old = root else
-      parent, child_name = parent_of(root, e.path)
-      old = parent[child_name]
-    end
+    local parent, child_name = e.parent, e.child_name
+    local old = parent and parent[child_name] or root
     local new = registry.attention.new(name, inherited(name, opts, parent, old))
     local carried, dropped, initialized = carry(old, new)
     if #dropped > 0 and not swap_opts.quiet then

@@ -103,6 +103,11 @@ local cases = {
   { "swap a non-module", function() return as.swap_attention(5, "scaled_dot_product", "scaled_dot_product") end, "bad argument #1 to 'swap_attention' (Module expected, got number)" },
   { "swap to an unknown name", function() return as.swap_attention(nn.Linear(2, 2), "Linear", "nope") end, "swap_attention: no attention named 'nope'" },
   { "swap with a bad target", function() return as.swap_attention(nn.Linear(2, 2), 5, "scaled_dot_product") end, "bad argument #2 to 'swap_attention'" },
+  { "swap a gqa = false core into a grouped-query module", function()
+    local C = nn.class("ErrSameHeads")
+    as.register_attention("err_same_heads", C, { gqa = false })
+    return as.swap_attention(nn.MultiheadAttention { dim = 8, num_heads = 4, num_kv_heads = 1 }, "scaled_dot_product", "err_same_heads")
+  end, "swap_attention: 'err_same_heads' is registered with gqa = false (k and v must have as many heads as q), but core sits in a grouped-query MultiheadAttention (num_heads = 4, num_kv_heads = 1)" },
   { "swap with bad layers", function() return as.swap_attention(nn.Linear(2, 2), "Linear", "scaled_dot_product", nil, { layers = { 0 } }) end, "swap_opts.layers holds 1-based indices, got 0" },
   { "attention with mismatched shapes", function()
     local c = as.attention.new("scaled_dot_product")

@@ -214,3 +214,41 @@ describe("scoped swap", function()
     assert.truthy(tostring(m.attn.core):find("causal=false", 1, true))
   end)
 end)
+
+describe("registry facts checked at swap time", function()
+  -- A core that needs as many k/v heads as query heads, and says so.
+  local SameHeads = nn.class("SpecSameHeadsAttention")
+  function SameHeads:init() end
+  function SameHeads:forward(q, k, v) return q:matmul(k:transpose(-2, -1)):softmax(-1):matmul(v) end
+  as.register_attention("spec_same_heads", SameHeads, { gqa = false })
+
+  it("gqa = false is refused in a grouped-query module, before anything is swapped", function()
+    local model = nn.Sequential(nn.TransformerBlock { dim = 16, num_heads = 4 },
+      nn.TransformerBlock { dim = 16, num_heads = 4, num_kv_heads = 2 }):eval()
+    local x = as.randn(1, 5, 16)
+    local before = model(x)
+    local ok, err = pcall(as.swap_attention, model, "scaled_dot_product", "spec_same_heads")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("swap_attention: 'spec_same_heads' is registered with gqa = false", 1, true), err)
+    assert.truthy(tostring(err):find("1.attn.core sits in a grouped-query MultiheadAttention (num_heads = 4, num_kv_heads = 2)", 1, true), err)
+    -- the first block, which it could go into, was not swapped either
+    assert.are.equal("ScaledDotProductAttention", model[1].attn.core:type())
+    assert.are.equal(0, maxdiff(model(x), before))
+    -- as.swapped refuses the same way
+    assert.has_error(function() as.swapped(model, "scaled_dot_product", "spec_same_heads") end)
+  end)
+
+  it("gqa = false swaps where the heads match, and a Lua module's head counts are read too", function()
+    local model = nn.Sequential(nn.TransformerBlock { dim = 16, num_heads = 4 },
+      nn.TransformerBlock { dim = 16, num_heads = 4, num_kv_heads = 2 }):eval()
+    local _, report = as.swap_attention(model, "scaled_dot_product", "spec_same_heads", nil, { layers = { 1 } })
+    assert.are.equal("0.attn.core", report.swapped[1].path)
+    assert.are.equal("(1, 5, 16)", tostring(model(as.randn(1, 5, 16)):shape()))
+
+    local Attn = nn.class("SpecGQAAttention")
+    function Attn:init() self.num_heads, self.num_kv_heads = 8, 2; self.core = as.attention.new("scaled_dot_product") end
+    local ok, err = pcall(as.swap_attention, Attn(), "scaled_dot_product", "spec_same_heads")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("core sits in a grouped-query SpecGQAAttention (num_heads = 8, num_kv_heads = 2)", 1, true), err)
+  end)
+end)
