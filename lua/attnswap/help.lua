@@ -20,7 +20,8 @@ attnswap: swap the attention inside a transformer.  In scope: as, nn, help.
   swapping    model, report = as.swap_attention(model, target, name [, opts])
               local s <close> = as.swapped(model, target, name [, opts])
               as.compare(model, inputs, {"flash_attention", "local_attention"})
-  misc        as.manual_seed(n)  as.set_num_threads(n)  as.save(path, t)  as.load(path)
+  misc        as.manual_seed(n)  as.set_num_threads(n)  as.clock() (wall-clock seconds)
+              as.save(path, t | {name = t, ...})  as.load(path)
 help(x) describes x: a module, a tensor, a class, a function of as/nn, or a name
 ("swap_attention").  Tab completes names, fields, methods and children.
 Ctrl-C stops a running statement, Ctrl-D leaves.]]
@@ -49,8 +50,18 @@ local DOCS = {
   info = "as.attention.info(name) -> {exact=, complexity=, causal=, mask=, gqa=, devices=, paper=}",
   new = "as.attention.new(name [, opts]) -> a new attention core module",
   class = "nn.class(name [, parent]) -> Class; define Class:init(...) and Class:forward(...)",
-  save = "as.save(path, tensors): write a safetensors file",
-  load = "as.load(path) -> table of tensors from a safetensors file",
+  save = "as.save(path, tensor | {name = tensor, ...} [, {key = \"value\"}]): write a safetensors file;\n" ..
+    "  one tensor is saved under the name \"tensor\" (as.load(path).tensor reads it back)",
+  load = "as.load(path) -> {name = tensor, ...}, metadata from a safetensors file (memory-mapped)",
+  clock = "as.clock() -> seconds of a monotonic wall clock: t0 = as.clock(); ...; as.clock() - t0\n" ..
+    "  (os.clock() is CPU time summed over all threads: with n threads busy it runs n times fast)",
+}
+
+-- Constructors with no signature to show (their arguments are modules).
+local USAGE = {
+  Sequential = "nn.Sequential(m1, m2, ...): calls them in order; children \"0\", \"1\", ... (s[1] is \"0\")",
+  ModuleList = "nn.ModuleList{m1, m2, ...}: holds them, no forward; l:append(m); l[1] is the child \"0\"",
+  Mlp = "built by TransformerBlock (fc1, act, fc2), not on its own",
 }
 
 local function sorted_keys(set)
@@ -106,10 +117,109 @@ local function help_module(m)
   print(wrap(sorted_keys(methods), "  "))
 end
 
+-- The words of "nn.Linear(in_features, out_features [, bias=true])" from the
+-- class's signature (nn/init.lua), or of "nn.MultiheadAttention{dim, ...}".
+local function signature_words(name, sig)
+  if sig.options then
+    local words = {}
+    for i, o in ipairs(sig.options) do words[i] = o .. (i < #sig.options and "," or "") end
+    words[1] = name .. "{" .. (words[1] or "")
+    words[#words] = (words[#words] or "") .. "}"
+    return words
+  end
+  local text, open = "", 0
+  for _, a in ipairs(sig.args) do
+    if a:find("=", 1, true) then
+      text = text .. (text == "" and "[" or " [, ") .. a
+      open = open + 1
+    else
+      text = text .. (text == "" and "" or ", ") .. a
+    end
+  end
+  return { name .. "(" .. text .. string.rep("]", open) .. ")" }
+end
+
+-- PyTorch's spellings that are another name for one of ours: "embed_dim -> dim".
+local function renames(sig)
+  local known, out = {}, {}
+  for _, o in ipairs(sig.options or sig.args) do known[o:match("^[%w_]+")] = true end
+  for k, v in pairs(sig.pytorch or {}) do
+    if known[v] then out[#out + 1] = k .. " -> " .. v end
+  end
+  table.sort(out)
+  for i = 1, #out - 1 do out[i] = out[i] .. "," end
+  return out
+end
+
 local function help_class(cls)
   print(tostring(cls) .. (rawget(cls, "__builtin") and " (built in)" or ""))
+  local sig = rawget(cls, "__signature")
+  if sig then
+    local name = "nn." .. cls.__name
+    if sig.fn then -- an attention core, made by its registry name
+      name = string.format("as.attention.new(%q,", sig.fn)
+      local words = signature_words("", sig)
+      words[#words] = words[#words] .. ")"
+      print(wrap({ name, table.unpack(words) }, "  "))
+    else
+      print(wrap(signature_words(name, sig), "  "))
+    end
+    if sig.args and #sig.args > 0 then
+      local first = sig.args[#sig.args]:match("^[%w_]+")
+      print(string.format("  arguments may also be named, in a table given last: %s(..., {%s = ...})", name, first))
+    end
+    print("  an unknown option is an error")
+    local r = renames(sig)
+    if #r > 0 then print(wrap({ "PyTorch's names (not accepted, pointed to):", table.unpack(r) }, "  ")) end
+  elseif USAGE[cls.__name] then
+    print("  " .. USAGE[cls.__name])
+  end
   print("instances: " .. cls.__name .. "(...); methods:")
   print(wrap(sorted_keys(methods_of(cls)), "  "))
+end
+
+-- The models under as.models are tables with a __call; their options are the
+-- defaults they pass to models/common.lua's config, which this captures by
+-- calling the constructor with the config step replaced by a stop.
+local function model_name(x)
+  if type(x) ~= "table" or type(rawget(x, "new")) ~= "function" then return nil end
+  for k, v in pairs(package.loaded) do
+    if v == x then return k:match("^attnswap%.models%.([%w_]+)$") end
+  end
+end
+
+local function model_defaults(x)
+  local common = require "attnswap.models.common"
+  local config, seen = common.config, nil
+  local stop = {}
+  common.config = function(_, _, defaults) seen = defaults; error(stop) end
+  pcall(x.new, {})
+  common.config = config
+  return seen
+end
+
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+
+local function help_model(name, x)
+  local class = rawget(x, "Class")
+  print(string.format("as.models.%s: a model constructor%s", name, class and " (" .. class.__name .. ")" or ""))
+  print(string.format("  model = as.models.%s{option = value, ...}   (an unknown option is an error)", name))
+  local fns = {}
+  for k, v in pairs(x) do
+    if type(v) == "function" and k ~= "new" then fns[#fns + 1] = "as.models." .. name .. "." .. k .. "(...)" end
+  end
+  table.sort(fns)
+  if #fns > 0 then print(wrap(fns, "  ")) end
+  local defaults = model_defaults(x)
+  if defaults then
+    local opts = {}
+    for _, k in ipairs(sorted_keys(defaults)) do opts[#opts + 1] = k .. "=" .. show(defaults[k]) end
+    print("options (defaults):")
+    print(wrap(opts, "  "))
+  end
 end
 
 -- The name under which f is found in as, nn or as.attention, and its doc.
@@ -162,6 +272,8 @@ function H.help(...)
   if type(x) == "table" and rawget(x, "__name") and getmetatable(x) and getmetatable(x).__call then
     return help_class(x)
   end
+  local model = model_name(x)
+  if model then return help_model(model, x) end
   if type(x) == "function" then
     local name, doc = find_function(x)
     return print(doc or (name and name .. "(...)") or "a function (no help for it)")

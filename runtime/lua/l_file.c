@@ -1,5 +1,6 @@
 /* Files and random numbers from Lua:
  *   as.save(path, {name = tensor, ...} [, {key = "value", ...}])
+ *   as.save(path, tensor [, metadata]): one tensor, named "tensor"
  *   as.load(path) -> {name = tensor, ...}, {key = "value", ...}
  *   as.manual_seed(n), as.initial_seed()
  *   as.rand(2, 3), as.randn({2, 3}, "bfloat16")
@@ -73,8 +74,14 @@ static kv *collect(lua_State *L, int arg, const char *fn, bool tensors, int *n_o
 static int l_save(lua_State *L)
 {
     const char *path = check_path(L, 1, "save");
+    if (l_totensor(L, 2)) { /* one tensor: {tensor = t} */
+        lua_createtable(L, 0, 1);
+        lua_pushvalue(L, 2);
+        lua_setfield(L, -2, "tensor");
+        lua_replace(L, 2);
+    }
     if (!lua_istable(L, 2))
-        return argerror(L, 2, "save", lua_pushfstring(L, "table of tensors expected, got %s", luaL_typename(L, 2)));
+        return argerror(L, 2, "save", lua_pushfstring(L, "tensor or table of tensors expected, got %s", luaL_typename(L, 2)));
     if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
         return argerror(L, 3, "save", lua_pushfstring(L, "table of metadata strings expected, got %s",
                                                       luaL_typename(L, 3)));

@@ -75,7 +75,7 @@ local cases = {
   { "set_num_threads zero", function() return as.set_num_threads(0) end, "set_num_threads: expected 1 to 1024, got 0" },
   -- files
   { "load a missing file", function() return as.load("/nonexistent/x.safetensors") end, "load: /nonexistent/x.safetensors" },
-  { "save a non-table", function() return as.save("/tmp/x.safetensors", 5) end, "bad argument #2 to 'save'" },
+  { "save a non-table", function() return as.save("/tmp/x.safetensors", 5) end, "bad argument #2 to 'save' (tensor or table of tensors expected, got number)" },
   -- modules
   { "Linear with a string", function() return nn.Linear("a", 2) end, "bad argument #1 to 'Linear' (integer in_features expected, got string)" },
   { "Linear with a wrong input", function() return nn.Linear(4, 2)(as.zeros(3, 5)) end, "Linear: expected input with last dimension 4, got shape (3, 5)" },
