@@ -153,6 +153,30 @@ local function check_gqa(name, path, parent)
   end
 end
 
+-- The causality a core declares in its extra_repr ("causal=true" or
+-- "causal=false"); nil when it says neither (a Lua core may not).
+local function causal_of(m)
+  if not registry.attention.is_core(m) then return nil end
+  local r = tostring(m:extra_repr() or "")
+  if r:find("causal=true", 1, true) then return true end
+  if r:find("causal=false", 1, true) then return false end
+  return nil
+end
+
+-- Refuses a swap that would make a bidirectional core causal when the
+-- caller did not ask for it: an implementation that is causal by default
+-- (sink_attention) would silently change what an encoder computes.  Passing
+-- causal = true says it is meant.  The reverse, a causal model given a core
+-- that cannot be causal, is refused by the core's constructor (causal is
+-- inherited).
+local function check_causality(name, path, opts, old, new)
+  if (opts == nil or opts.causal == nil) and causal_of(old) == false and causal_of(new) == true then
+    error(string.format("swap_attention: '%s' is causal, but %s (%s) is not: the swap would make the model " ..
+      "causal (pass {causal = true} in its options to do that on purpose)", name,
+      path == "" and "<root>" or path, core.type_name(old)), 4)
+  end
+end
+
 -- Options the new core inherits when the caller does not give them:
 -- * `causal` from the core it replaces (a decoder stays a decoder: swapping
 --   GPT-2's attention for one that cannot be causal is then an error, not a
@@ -211,16 +235,18 @@ local function swap(model, target, name, opts, swap_opts, undo)
       what, core.type_name(model),
       (swap_opts.where or swap_opts.layers) and " with the given where/layers" or ""), 3)
   end
-  -- every match is checked before the first swap, so a refusal leaves the model as it was
+  -- every match is checked and its new core built before the first swap, so
+  -- a refusal leaves the model as it was
   for _, e in ipairs(matches) do
     if e.path ~= "" then e.parent, e.child_name = parent_of(model, e.path) end
     check_gqa(name, e.path, e.parent)
+    e.old = e.parent and e.parent[e.child_name] or model
+    e.new = registry.attention.new(name, inherited(name, opts, e.parent, e.old))
+    check_causality(name, e.path, opts, e.old, e.new)
   end
   local root = model
   for _, e in ipairs(matches) do
-    local parent, child_name = e.parent, e.child_name
-    local old = parent and parent[child_name] or root
-    local new = registry.attention.new(name, inherited(name, opts, parent, old))
+    local parent, child_name, old, new = e.parent, e.child_name, e.old, e.new
     local carried, dropped, initialized = carry(old, new)
     if #dropped > 0 and not swap_opts.quiet then
       io.stderr:write(string.format("swap_attention: warning: %s: parameters of %s not carried to %s: %s\n",

@@ -27,7 +27,12 @@ for _, n in ipairs(as.attention.names()) do
   if as.attention.info(n).devices:match("cpu") then
     local o = { num_heads = 4 }
     if not pcall(as.attention.new, n, o) then o = {} end
-    if pcall(function() as.attention.new(n, o)(x:view(2, 16, 4, 8):transpose(2, 3), x:view(2, 16, 4, 8):transpose(2, 3), x:view(2, 16, 4, 8):transpose(2, 3)) end) then
+    -- (and that the swap takes for this bidirectional model: sink_attention,
+    -- causal only, is refused)
+    if pcall(function()
+      as.attention.new(n, o)(x:view(2, 16, 4, 8):transpose(2, 3), x:view(2, 16, 4, 8):transpose(2, 3), x:view(2, 16, 4, 8):transpose(2, 3))
+      local s <close> = as.swapped(model, as.attention.is_core, n, o, { quiet = true })
+    end) then
       names[#names + 1], opts[n] = n, o
     end
   end

@@ -252,3 +252,30 @@ describe("registry facts checked at swap time", function()
     assert.truthy(tostring(err):find("core sits in a grouped-query SpecGQAAttention (num_heads = 8, num_kv_heads = 2)", 1, true), err)
   end)
 end)
+
+describe("swap_attention and causality", function()
+  local function maxdiff(a, b) return (a - b):abs():max():item() end
+
+  it("refuses to make a bidirectional model causal, before anything is swapped", function()
+    local model = nn.Sequential(nn.TransformerBlock { dim = 16, num_heads = 4 },
+      nn.TransformerBlock { dim = 16, num_heads = 4 }):eval()
+    local x = as.randn(1, 9, 16)
+    local before = model(x)
+    local ok, err = pcall(as.swap_attention, model, "scaled_dot_product", "sink_attention", { window_size = 2 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("swap_attention: 'sink_attention' is causal, but 0.attn.core " ..
+      "(ScaledDotProductAttention) is not: the swap would make the model causal", 1, true), err)
+    assert.are.equal("ScaledDotProductAttention", model[1].attn.core:type())
+    assert.are.equal(0, maxdiff(model(x), before))
+  end)
+
+  it("lets it through when asked, and swaps a causal core for a causal one", function()
+    local model = nn.Sequential(nn.TransformerBlock { dim = 16, num_heads = 4 }):eval()
+    local _, report = as.swap_attention(model, "scaled_dot_product", "sink_attention", { causal = true })
+    assert.are.equal(1, #report.swapped)
+    assert.truthy(model[1].attn.core:extra_repr():find("causal=true", 1, true))
+    local causal = nn.Sequential(nn.TransformerBlock { dim = 16, num_heads = 4, core_opts = { causal = true } })
+    _, report = as.swap_attention(causal, "scaled_dot_product", "sink_attention")
+    assert.are.equal(1, #report.swapped)
+  end)
+end)

@@ -62,7 +62,7 @@ function SinkAttention:forward(q, k, v, mask)
 end
 
 function SinkAttention:extra_repr()
-  return O.repr(self.opts, { "num_sinks", "window_size", "scale", "dropout" })
+  return O.repr(self.opts, { "num_sinks", "window_size", "causal", "scale", "dropout" })
 end
 
 -- as.compare's options at L keys when the default window and sinks would
