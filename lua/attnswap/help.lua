@@ -42,8 +42,9 @@ local DOCS = {
     "  swap_opts: {where = pattern|fn, layers = {1, 3}, allow_empty = true, quiet = true}",
   swapped = "local s <close> = as.swapped(model, target, name [, opts]): a swap undone when s\n" ..
     "  goes out of scope (s.model, s.report, s:restore())",
-  compare = "as.compare(model, inputs, names [, {repeats=3, opts={name={...}}}]) -> rows\n" ..
-    "  runs the model as it is and with each attention swapped in; prints time, memory, diffs",
+  compare = "as.compare(model, inputs, names [, {opts={name={...}}, min_repeats=5, min_time=0.25, quiet}]) -> rows\n" ..
+    "  runs the model as it is and with each attention swapped in; prints time (median, spread),\n" ..
+    "  memory, diffs; window options sized to the model's sequence; print(rows) shows the table",
   register_attention = "as.register_attention(name, Class, info): add an implementation to the registry",
   list = "as.attention.list(): print the registry as a table",
   names = "as.attention.names() -> the registered names",
