@@ -1,0 +1,248 @@
+-- Token generation for the causal LMs (GPT-2, the Llama family): greedy or
+-- sampled (temperature, top-k, top-p, in transformers' order), stop tokens,
+-- a streaming callback, and batched prompts of different lengths, left-padded
+-- with an attention mask as transformers pads them.  With the cache (the
+-- default) each step feeds only the new tokens and the model keeps its keys
+-- and values; the attention cores then get a query shorter than the keys
+-- (causal, aligned bottom-right).
+local as = require "attnswap"
+local nn = as.nn
+
+local M = {}
+
+local KNOWN = { "max_new_tokens", "use_cache", "do_sample", "temperature", "top_k", "top_p", "eos_token_id",
+  "pad_token_id", "attention_mask", "callback", "seed" }
+local PYTORCH = { max_length = "give max_new_tokens, the tokens to add", streamer = "give callback = function(tokens, step)",
+  num_beams = "beam search is not implemented", repetition_penalty = "not implemented" }
+
+--- check_incremental(model [, level]): an error naming the first attention
+--- core registered with incremental = false (it cannot take a query shorter
+--- than its keys, so it cannot run with a KV cache).
+function M.check_incremental(model, level)
+  for path, m in model:named_modules() do
+    if path:match("%.core$") or path == "core" then
+      local name
+      for _, n in ipairs(as.attention.names()) do
+        if as.isinstance(m, as.attention.get(n)) then name = n break end
+      end
+      local info = name and as.attention.info(name)
+      if info and not info.incremental then
+        error(string.format("generate: %s (%s) cannot run incrementally with a KV cache; pass {use_cache = false}",
+          path, name), (level or 1) + 1)
+      end
+    end
+  end
+end
+
+-- The k largest entries of a (V,) float tensor, largest first: ids (1-based), values.
+local function top_k_of(row, k)
+  local ids, vals = {}, {}
+  local work = row:clone()
+  for r = 1, k do
+    local i = work:argmax():item()
+    ids[r], vals[r] = i, work[i]
+    work[i] = -math.huge
+  end
+  return ids, vals
+end
+
+--- pick(logits (V,) float32, opts) -> a 0-based token id: argmax, or a draw
+--- from softmax(logits / temperature) restricted to the top_k ids, then to
+--- the fewest ids whose probability reaches top_p.
+function M.pick(logits, opts)
+  if not opts.do_sample then return logits:argmax():item() - 1 end
+  local V = logits:size(1)
+  local x = logits / (opts.temperature or 1.0)
+  local ids, vals
+  if opts.top_k and opts.top_k < V then
+    ids, vals = top_k_of(x, opts.top_k)
+  else
+    vals = x:tolist()
+    ids = {}
+    for i = 1, V do ids[i] = i end
+    if opts.top_p and opts.top_p < 1 then
+      table.sort(ids, function(a, b) return vals[a] > vals[b] end)
+      local sorted = {}
+      for r, i in ipairs(ids) do sorted[r] = vals[i] end
+      vals = sorted
+    end
+  end
+  local top = -math.huge
+  for _, v in ipairs(vals) do if v > top then top = v end end
+  local p, total = {}, 0
+  for r, v in ipairs(vals) do
+    p[r] = math.exp(v - top)
+    total = total + p[r]
+  end
+  local n = #p
+  if opts.top_p and opts.top_p < 1 then
+    local acc = 0
+    for r = 1, #p do
+      acc = acc + p[r] / total
+      if acc >= opts.top_p then n = r break end
+    end
+  end
+  local kept = 0
+  for r = 1, n do kept = kept + p[r] end
+  local u = as.rand(1):item() * kept
+  for r = 1, n do
+    u = u - p[r]
+    if u <= 0 then return ids[r] - 1 end
+  end
+  return ids[n] - 1
+end
+
+local function positive_int(v) return math.type(v) == "integer" and v > 0 end
+
+local function check(opts, level)
+  if type(opts) ~= "table" then
+    error("bad argument #2 to 'generate' (options table expected, got " .. type(opts) .. ")", level + 1)
+  end
+  nn.check_options("generate", opts, KNOWN, PYTORCH, level + 1)
+  local function bad(fmt, ...) error(string.format("generate: " .. fmt, ...), level + 1) end
+  local n = opts.max_new_tokens
+  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+    bad("max_new_tokens should be an integer >= 0, got %s", tostring(n))
+  end
+  if opts.temperature ~= nil and (type(opts.temperature) ~= "number" or not (opts.temperature > 0)) then
+    bad("temperature should be a number > 0, got %s (for greedy decoding leave do_sample off)", tostring(opts.temperature))
+  end
+  if opts.top_k ~= nil and not positive_int(opts.top_k) then
+    bad("top_k should be a positive integer, got %s", tostring(opts.top_k))
+  end
+  if opts.top_p ~= nil and (type(opts.top_p) ~= "number" or not (opts.top_p > 0 and opts.top_p <= 1)) then
+    bad("top_p should be a number in (0, 1], got %s", tostring(opts.top_p))
+  end
+  if opts.callback ~= nil and type(opts.callback) ~= "function" then
+    bad("callback should be a function(tokens, step), got %s", type(opts.callback))
+  end
+end
+
+-- Stop ids as a set: a number, a list of numbers, or false/nil for none.
+local function stop_set(e)
+  local s = {}
+  if type(e) == "number" then s[e] = true
+  elseif type(e) == "table" then for _, v in ipairs(e) do s[v] = true end end
+  return s
+end
+
+-- Prompts as rows of ids: an int tensor (B, L) (with an attention mask, or
+-- none), or a Lua list of lists of different lengths, left-padded here.
+local function prompts(ids, opts, pad, level)
+  if as.is_tensor(ids) then
+    if ids:dim() ~= 2 or (ids:dtype() ~= "int64" and ids:dtype() ~= "int32") then
+      error("generate: expected ids as an int64 tensor (B, L) or a list of lists of ids, got " ..
+        ids:dtype() .. " " .. tostring(ids:shape()), level + 1)
+    end
+    local mask = opts.attention_mask
+    if mask ~= nil then
+      if not as.is_tensor(mask) or mask:dim() ~= 2 or mask:size(1) ~= ids:size(1) or mask:size(2) ~= ids:size(2) then
+        error(string.format("generate: attention_mask should be a tensor of the ids' shape %s, got %s",
+          tostring(ids:shape()), as.is_tensor(mask) and tostring(mask:shape()) or type(mask)), level + 1)
+      end
+      mask = mask:cpu():ne(0):long():tolist()
+    end
+    return ids:cpu():long():tolist(), mask, ids:device()
+  end
+  if type(ids) ~= "table" or #ids == 0 then
+    error("generate: expected ids as an int64 tensor (B, L) or a list of lists of ids, got " .. type(ids), level + 1)
+  end
+  if type(ids[1]) == "number" then ids = { ids } end
+  local L = 0
+  for b, row in ipairs(ids) do
+    if type(row) ~= "table" or #row == 0 then
+      error(string.format("generate: prompt %d should be a non-empty list of ids", b), level + 1)
+    end
+    for j, v in ipairs(row) do
+      if math.type(v) ~= "integer" then
+        error(string.format("generate: prompt %d, position %d: id should be an integer, got %s", b, j, tostring(v)),
+          level + 1)
+      end
+    end
+    L = math.max(L, #row)
+  end
+  local rows, mask, padded = {}, {}, false
+  for b, row in ipairs(ids) do
+    local r, m = {}, {}
+    for j = 1, L - #row do r[j], m[j] = pad, 0 end
+    for _, v in ipairs(row) do r[#r + 1], m[#m + 1] = v, 1 end
+    rows[b], mask[b] = r, m
+    padded = padded or #row < L
+  end
+  return rows, padded and mask or nil, opts.device or "cpu"
+end
+
+local function has_padding(mask)
+  if not mask then return false end
+  for _, r in ipairs(mask) do for _, v in ipairs(r) do if v == 0 then return true end end end
+  return false
+end
+
+--- generate(model, ids, opts, caps) -> ids (B, Lprompt + new) int64, prompts
+--- left-padded.  model(ids, {past, attention_mask, last_only}) -> logits, cache.
+--- caps: mask (the model takes attention_mask), last_only (it takes
+--- last_only), pad_token_id, eos_token_id (the config's).
+--- opts: max_new_tokens (20), use_cache (true), do_sample (false), temperature,
+--- top_k, top_p, seed (as.manual_seed first), eos_token_id (a number, a list,
+--- or false: none), pad_token_id, attention_mask (for a padded tensor),
+--- callback(tokens, step) (tokens: the new id of each row; return false to stop).
+function M.generate(model, ids, opts, caps)
+  opts = opts or {}
+  caps = caps or {}
+  check(opts, 2)
+  local n = opts.max_new_tokens or 20
+  local use_cache = opts.use_cache ~= false
+  local eos_given = opts.eos_token_id
+  if eos_given == nil then eos_given = caps.eos_token_id end
+  local stops = stop_set(eos_given)
+  local pad = opts.pad_token_id or caps.pad_token_id
+  if not pad then
+    pad = type(eos_given) == "number" and eos_given or (type(eos_given) == "table" and eos_given[1]) or 0
+  end
+  local rows, mask, device = prompts(ids, opts, pad, 2)
+  if not has_padding(mask) then mask = nil end
+  if mask and not caps.mask then
+    error("generate: this model takes no attention mask, so batched prompts must have the same length " ..
+      "(generate them one by one)", 2)
+  end
+  if use_cache then M.check_incremental(model, 2) end
+  if opts.seed ~= nil then as.manual_seed(opts.seed) end
+  local B = #rows
+  local done = {}
+  local function tensor(t) return as.tensor(t, "int64"):to(device) end
+  local input, past = tensor(rows), nil
+  for step = 1, n do
+    local fwd = {}
+    if use_cache then fwd.past = past end
+    if mask then fwd.attention_mask = tensor(mask) end
+    if caps.last_only then fwd.last_only = true end
+    local logits, presents = model(input, fwd)
+    local last = logits:select(2, logits:size(2)):float():cpu()   -- (B, V)
+    local new = {}
+    for b = 1, B do
+      if done[b] then
+        new[b] = pad
+      else
+        new[b] = M.pick(last[b], opts)
+        if stops[new[b]] then done[b] = true end
+      end
+      rows[b][#rows[b] + 1] = new[b]
+      if mask then mask[b][#mask[b] + 1] = 1 end
+    end
+    if opts.callback and opts.callback(new, step) == false then break end
+    local all = true
+    for b = 1, B do all = all and done[b] == true end
+    if all then break end
+    if use_cache then
+      past = presents
+      local col = {}
+      for b = 1, B do col[b] = { new[b] } end
+      input = tensor(col)
+    else
+      input = tensor(rows)
+    end
+  end
+  return as.tensor(rows, "int64")
+end
+
+return M
