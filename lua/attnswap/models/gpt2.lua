@@ -6,6 +6,7 @@
 -- shorter than the keys (causal, aligned bottom-right).
 local as = require "attnswap"
 local common = require "attnswap.models.common"
+local generate = require "attnswap.models.generate"
 local nn = as.nn
 
 local DEFAULTS = {
@@ -134,67 +135,11 @@ function GPT2LMHeadModel:forward(ids, opts)
   return h:matmul(self.transformer.wte.weight:t()), presents
 end
 
-local function check_incremental(model)
-  for path, m in model:named_modules() do
-    if path:match("%.core$") then
-      local name
-      for _, n in ipairs(as.attention.names()) do
-        if as.isinstance(m, as.attention.get(n)) then name = n break end
-      end
-      local info = name and as.attention.info(name)
-      if info and not info.incremental then
-        error(string.format("generate: %s (%s) cannot run incrementally with a KV cache; pass {use_cache = false}",
-          path, name), 3)
-      end
-    end
-  end
-end
-
-local function sample(logits, opts)
-  -- logits (V,) float32
-  if not opts.do_sample then return logits:argmax():item() - 1 end
-  local t = opts.temperature or 1.0
-  local p = (logits / t):softmax(-1):tolist()
-  local idx = {}
-  for i = 1, #p do idx[i] = i end
-  table.sort(idx, function(a, b) return p[a] > p[b] end)
-  local k = opts.top_k and math.min(opts.top_k, #idx) or #idx
-  local kept, total = {}, 0
-  for r = 1, k do
-    kept[r] = idx[r]
-    total = total + p[idx[r]]
-    if opts.top_p and total >= opts.top_p then break end
-  end
-  local u = as.rand(1):item() * total
-  for _, i in ipairs(kept) do
-    u = u - p[i]
-    if u <= 0 then return i - 1 end
-  end
-  return kept[#kept] - 1
-end
-
---- generate(ids (1, L), {max_new_tokens = 20, use_cache = true, do_sample = false,
----           top_k, top_p, temperature}) -> ids (1, L + new)
+--- generate(ids (B, L) or lists of ids of one length, {max_new_tokens = 20, use_cache = true,
+---           do_sample = false, top_k, top_p, temperature, seed, eos_token_id, callback})
+--- -> ids (B, L + new): models/generate.lua, shared with the Llama family
 function GPT2LMHeadModel:generate(ids, opts)
-  opts = opts or {}
-  local n = opts.max_new_tokens or 20
-  local use_cache = opts.use_cache ~= false
-  if ids:size(1) ~= 1 then error("generate: batch size 1 only, got " .. ids:size(1), 2) end
-  if use_cache then check_incremental(self) end
-  local out = ids:tolist()[1]
-  local past
-  local input = ids
-  for _ = 1, n do
-    local logits, presents = self(input, use_cache and { past = past } or nil)
-    local next_id = sample(logits[1][logits:size(2)], opts)
-    out[#out + 1] = next_id
-    if use_cache then
-      past, input = presents, as.tensor({ { next_id } }):to(ids:device())
-    else
-      input = as.tensor({ out }):to(ids:device())
-    end
-  end
-  return as.tensor({ out })
+  return generate.generate(self, ids, opts, { mask = false, last_only = false })
 end
 
 local gpt2 = {}
