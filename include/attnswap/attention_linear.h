@@ -1,8 +1,8 @@
-/* The causal prefix scan of the linear-cost attentions (runtime/attention_linear.c). */
+/* The causal prefix scan of the linear-cost attentions (runtime/attention/linear.c). */
 #ifndef AS_ATTENTION_LINEAR_H
 #define AS_ATTENTION_LINEAR_H
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 #include "zoo_linear.h"
 
 /* phi_q (B, H, Lq, F), phi_k (B, H, Lk, F), v (B, H, Lk, Dv) -> (B, H, Lq, Dv):

@@ -1,5 +1,5 @@
 /* The reweight attention family: front-ends over kernels/cpu/zoo_reweight*.c.
- * Every function keeps the attention contract of as_sdp_attention (layers.h):
+ * Every function keeps the attention contract of as_sdp_attention (attnswap/attention.h):
  * q (B, H, Lq, D); k, v (B, Hkv, Lk, D|Dv), H % Hkv == 0; mask NULL, bool
  * keep-mask or float additive bias broadcastable to (B, H, Lq, Lk); causal
  * bottom-right aligned; a row with nothing to attend to gives zeros.
@@ -9,10 +9,11 @@
 #ifndef AS_ATTENTION_REWEIGHT_H
 #define AS_ATTENTION_REWEIGHT_H
 
-#include "layers.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 #include "zoo_reweight.h"
 
-/* ---- shared by the front-ends (runtime/attention_reweight.c) ---- */
+/* ---- shared by the front-ends (runtime/attention/reweight.c) ---- */
 typedef struct {
     as_tensor *q, *k, *v, *mask; /* float32 contiguous (mask: bool or float32, any strides) */
     as_dtype dtype;              /* q's: the result's */

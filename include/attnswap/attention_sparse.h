@@ -1,5 +1,5 @@
 /* The sparse attention family: front-ends over kernels/cpu/zoo_sparse*.c.
- * Every function keeps the attention contract of as_sdp_attention (layers.h):
+ * Every function keeps the attention contract of as_sdp_attention (attnswap/attention.h):
  * q (B, H, Lq, D); k, v (B, Hkv, Lk, D|Dv), H % Hkv == 0; mask NULL, bool
  * keep-mask or float additive bias broadcastable to (B, H, Lq, Lk); causal
  * bottom-right aligned (query i stands at i' = i + Lk - Lq); a row with
@@ -9,10 +9,11 @@
 #ifndef AS_ATTENTION_SPARSE_H
 #define AS_ATTENTION_SPARSE_H
 
-#include "layers.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 #include "zoo_sparse.h"
 
-/* ---- shared by the front-ends (runtime/attention_sparse.c) ---- */
+/* ---- shared by the front-ends (runtime/attention/sparse.c) ---- */
 typedef struct {
     as_tensor *q, *k, *v, *mask; /* float32 contiguous (mask: bool or float32, any strides) */
     as_dtype dtype;              /* q's: the result's */
@@ -56,7 +57,7 @@ as_tensor *as_dynamic_attention(const as_tensor *q, const as_tensor *k, const as
                                 const as_tensor *mask, const as_attention_opts *o, int64_t top_k,
                                 bool training);
 
-/* ---- patterns (runtime/attention_sparse_patterns.c): bool (L, L), true = keep ---- */
+/* ---- patterns (runtime/attention/sparse_patterns.c): bool (L, L), true = keep ---- */
 typedef enum { AS_PATTERN_LOCAL, AS_PATTERN_STRIDED, AS_PATTERN_FIXED, AS_PATTERN_AXIAL } as_pattern_kind;
 /* local: a = window; strided: a = stride; fixed: a = stride, b = c;
  * axial: an a x b grid (L = a b). */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 /* Number of CUDA devices visible; 0 in a build without CUDA or with no GPU. */
 int as_cuda_device_count(void);

@@ -33,7 +33,7 @@
 
 #include <stdint.h>
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 typedef struct {
     char *name;

@@ -11,7 +11,7 @@
 
 #include <stdbool.h>
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 #define AS_FORWARD_MAX_ARGS 8
 

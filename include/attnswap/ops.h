@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 /* ---- elementwise, NumPy broadcasting, PyTorch type promotion ---- */
 typedef enum {
@@ -88,7 +88,7 @@ int as_normal_(as_tensor *t, double mean, double std);
 as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device dev);
 
 /* ---- threads ---- */
-/* OpenMP is the one thread pool (runtime/threads.c says why): n threads for
+/* OpenMP is the one thread pool (runtime/base/threads.c says why): n threads for
  * the kernels; OpenBLAS stays single-threaded. */
 void as_set_num_threads(int n);
 int as_get_num_threads(void);

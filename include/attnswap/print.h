@@ -2,7 +2,7 @@
 #ifndef AS_TENSOR_PRINT_H
 #define AS_TENSOR_PRINT_H
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 /* A malloc'd string (free it), or NULL when out of memory.  Tensors with more
  * than 1000 elements are summarised with "..." (3 edge items per dim), as

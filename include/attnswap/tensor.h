@@ -11,8 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "dtype.h"
-#include "storage.h"
+#include "attnswap/dtype.h"
+#include "attnswap/storage.h"
 
 #define AS_MAX_DIMS 8
 

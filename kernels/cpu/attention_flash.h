@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dtype.h"
+#include "attnswap/dtype.h"
 
 /* A (B, H, L, D) operand: strides in elements, 0 on broadcast dims. */
 typedef struct {

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 #define AS_ITER_MAX_OPS 4
 

@@ -12,7 +12,7 @@
  * a thread holds at most BQ x Lk scores, never Lq x Lk; a banded mechanism
  * (adaptive span) narrows the key range and never visits keys outside it.
  *
- * Kernels trust their caller (runtime/attention_reweight.c) to have checked
+ * Kernels trust their caller (runtime/attention/reweight.c) to have checked
  * shapes and converted inputs to contiguous float32; they never fail. */
 #ifndef AS_CPU_ZOO_REWEIGHT_H
 #define AS_CPU_ZOO_REWEIGHT_H
@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dtype.h"
+#include "attnswap/dtype.h"
 
 /* Query rows per work item (at most). */
 #define AS_CPU_RW_BQ 64

@@ -20,7 +20,7 @@
  *
  * Positions: query i stands at i' = i + Lk - Lq (bottom-right aligned, as
  * causal is), so a KV-cache query works.  Kernels trust their caller
- * (runtime/attention_sparse.c, attention_local.c, attention_dynamic.c) to
+ * (runtime/attention/sparse.c, local.c, dynamic.c) to
  * have checked shapes and brought q, k, v to contiguous float32; they never
  * fail. */
 #ifndef AS_CPU_ZOO_SPARSE_H
@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dtype.h"
+#include "attnswap/dtype.h"
 
 /* A user mask broadcast to (B, H, Lq, Lk) by its strides (0 on broadcast
  * dims): bool keep-mask or float32 additive bias. */

@@ -1,5 +1,5 @@
 /* CUDA kernels: the GPU twins of kernels/cpu/cpu_kernels.h, with the same
- * contracts (operands checked, expanded and converted by runtime/ops*.c),
+ * contracts (operands checked, expanded and converted by runtime/ops/),
  * except that a launch can fail (each returns 0 or the cudaError_t it met)
  * and that float maps (binary, unary, clamp) read and write float16 and
  * bfloat16 operands directly, computing in float32.
@@ -10,14 +10,14 @@
 
 #include <stdint.h>
 
-#include "ops.h"
-#include "tensor.h"
+#include "attnswap/ops.h"
+#include "attnswap/tensor.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* The stream every kernel of the current device is queued on (runtime/cuda_device.c). */
+/* The stream every kernel of the current device is queued on (runtime/cuda/device.c). */
 void *as_cuda_current_stream(void);
 
 int as_cuda_copy(as_tensor *dst, const as_tensor *src);

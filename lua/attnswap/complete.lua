@@ -1,6 +1,6 @@
 -- Tab completion for attnswap-run's REPL: given the word before the cursor
 -- ("pri", "model.blocks.", "t:so"), the words it can become.  The C side
--- (runtime/repl_edit.c) only hands the word over and shows the answers, so
+-- (cli/repl_edit.c) only hands the word over and shows the answers, so
 -- what a value offers is decided here, where modules and tensors are known.
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"

@@ -1,4 +1,4 @@
--- help() and help(x) for attnswap-run's REPL (main.c makes `help` a global
+-- help() and help(x) for attnswap-run's REPL (cli/main.c makes `help` a global
 -- there; from lua5.4: require("attnswap.help").help(x)).  Short texts only:
 -- docs/api.md is the reference, this is what to type next.
 local core = require "attnswap.core"

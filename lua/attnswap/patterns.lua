@@ -1,6 +1,6 @@
 -- as.patterns: keep-masks for sparse_attention (and for any attention's
 -- mask argument).  Each builder returns a bool tensor (L, L), true = query i
--- may attend key j, made in C (runtime/attention_sparse_patterns.c) or with
+-- may attend key j, made in C (runtime/attention/sparse_patterns.c) or with
 -- tensor ops, never element by element in Lua.  Positions are 1-based, as
 -- everywhere in the Lua API.  sparse_attention takes these element masks as
 -- they are (blocks only partly kept are checked element by element) or a

@@ -1,4 +1,4 @@
--- The attention registry's Lua face.  Entries live in C (runtime/registry.c):
+-- The attention registry's Lua face.  Entries live in C (runtime/attention/registry.c):
 -- a name, the facts about the implementation, and its class.
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"

@@ -4,8 +4,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 int as_attention_check_opts(const char *fn, const as_attention_opts *o)
 {

@@ -4,8 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 typedef struct {
     as_attention_fn fn;

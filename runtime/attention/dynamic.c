@@ -12,8 +12,8 @@
 #include <omp.h>
 #endif
 
-#include "as_error.h"
-#include "attention_sparse.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_sparse.h"
 
 #define FN "dynamic_attention"
 

@@ -10,8 +10,8 @@
 #include <omp.h>
 #endif
 
-#include "as_error.h"
-#include "attention_reweight.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_reweight.h"
 
 #define FN "entmax_attention"
 

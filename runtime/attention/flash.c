@@ -9,14 +9,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "attention_flash.h"
-#include "cuda_device.h"
+#include "attnswap/cuda.h"
 #ifdef ATTNSWAP_HAVE_CUDA
 #include "attention_flash_cuda.h"
 #include "cuda_kernels.h"
 #endif
-#include "layers.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 #define FN "flash_attention"
 

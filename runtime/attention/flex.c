@@ -4,8 +4,8 @@
  * lua/attnswap/attention/flex_attention.lua. */
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "attention_reweight.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_reweight.h"
 
 #define FN "flex_attention"
 

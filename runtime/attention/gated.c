@@ -4,8 +4,8 @@
  * kernels/cpu/zoo_reweight_gated.c). */
 #include <math.h>
 
-#include "as_error.h"
-#include "attention_reweight.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_reweight.h"
 
 #define FN "gated_attention"
 

@@ -2,13 +2,13 @@
  * shared by linear_attention and performer_attention: they differ only in
  * the feature map.  The causal scan takes the features made; the non-causal
  * kernel makes them itself, a chunk of rows at a time. */
-#include "attention_linear.h"
+#include "attnswap/attention_linear.h"
 
 #include <stdlib.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "ops_internal.h"
-#include "ops.h"
+#include "attnswap/ops.h"
 #include "zoo_linear.h"
 
 as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, const as_tensor *v)

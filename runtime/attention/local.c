@@ -12,8 +12,8 @@
  * (and the sink tiles): keys outside are never visited. */
 #include <math.h>
 
-#include "as_error.h"
-#include "attention_sparse.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_sparse.h"
 
 as_tensor *as_local_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *o, int64_t window,

@@ -1,9 +1,9 @@
-#include "registry.h"
+#include "attnswap/registry.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 
 static as_attention_entry *entries;
 static int count, cap;

@@ -7,8 +7,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "attention_reweight.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_reweight.h"
 
 #define FN "relative_attention"
 

@@ -8,9 +8,9 @@
 #include <omp.h>
 #endif
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "attention_flash.h"
-#include "attention_reweight.h"
+#include "attnswap/attention_reweight.h"
 
 
 as_tensor *as_rw_float(const as_tensor *t)

@@ -12,8 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 #define FN "scaled_dot_product"
 

@@ -13,9 +13,9 @@
 #include <omp.h>
 #endif
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "attention_flash.h"
-#include "attention_sparse.h"
+#include "attnswap/attention_sparse.h"
 
 #define FN "sparse_attention"
 

@@ -3,8 +3,8 @@
  * bool tensors, true = may attend. */
 #include <string.h>
 
-#include "as_error.h"
-#include "attention_sparse.h"
+#include "attnswap/error.h"
+#include "attnswap/attention_sparse.h"
 
 /* Sides past 2^16 would be 4 GiB of mask per head; nobody means that. */
 #define MAX_SIDE 65536

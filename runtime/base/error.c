@@ -1,4 +1,4 @@
-#include "as_error.h"
+#include "attnswap/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>

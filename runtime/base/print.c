@@ -1,4 +1,4 @@
-#include "tensor_print.h"
+#include "attnswap/print.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 
 #define SUMMARIZE_ABOVE 1000
 #define EDGE 3

@@ -23,8 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
-#include "ops.h"
+#include "attnswap/error.h"
+#include "attnswap/ops.h"
 
 #ifdef _OPENMP
 #include <omp.h>

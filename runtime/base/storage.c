@@ -1,11 +1,11 @@
-#include "storage.h"
+#include "attnswap/storage.h"
 
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "cuda_device.h"
+#include "attnswap/error.h"
+#include "attnswap/cuda.h"
 
 static const as_device_allocator *allocators[2];
 

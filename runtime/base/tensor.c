@@ -1,11 +1,11 @@
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "cpu_kernels.h"
-#include "kernels.h"
+#include "dispatch.h"
 
 static as_tensor *tensor_alloc(void)
 {

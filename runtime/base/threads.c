@@ -12,7 +12,7 @@
 #include <omp.h>
 #endif
 
-#include "ops.h"
+#include "attnswap/ops.h"
 
 /* below this many multiply-adds one thread does the whole product */
 #define SPLIT_MIN_FLOPS (64.0 * 64.0 * 64.0)

@@ -10,12 +10,12 @@
  * runs on that device's one stream, so a block freed after its last kernel
  * was queued is safe to reuse by the next kernel queued.  When cudaMalloc
  * fails the cache is emptied and the call retried once. */
-#include "cuda_device.h"
+#include "attnswap/cuda.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 
 #ifndef ATTNSWAP_HAVE_CUDA
 
@@ -58,7 +58,7 @@ void *as_cuda_current_stream(void) { return NULL; }
 #include <stdlib.h>
 
 #include "cuda_kernels.h"
-#include "storage.h"
+#include "attnswap/storage.h"
 
 #define MAX_DEVICES 16
 

@@ -1,12 +1,12 @@
 /* cuBLAS GEMM for matmul on CUDA tensors.  cuBLAS is column-major: a
  * row-major C (M, N) is a column-major C^T (N, M) = op(B)^T op(A)^T, so the
  * operands swap and keep their transpose flags. */
-#include "cuda_gemm.h"
+#include "gemm.h"
 
 #include <limits.h>
 
-#include "as_error.h"
-#include "cuda_device.h"
+#include "attnswap/error.h"
+#include "attnswap/cuda.h"
 
 #ifndef ATTNSWAP_HAVE_CUDA
 

@@ -1,7 +1,7 @@
 /* safetensors load (mmap, zero-copy, hostile input) and save (atomic). */
 #define _POSIX_C_SOURCE 200809L
 
-#include "safetensors.h"
+#include "attnswap/io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors.c assumes a little-endian host"

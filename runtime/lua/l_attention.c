@@ -3,7 +3,8 @@
 #include <math.h>
 
 #include "l_util.h"
-#include "layers.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 /* opts table at idx (nil allowed) -> as_attention_opts */
 static void check_opts(lua_State *L, int idx, as_attention_opts *o, const char *fn)

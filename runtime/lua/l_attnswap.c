@@ -6,7 +6,7 @@
 #include <lua.h>
 
 #include "l_util.h"
-#include "ops.h"
+#include "attnswap/ops.h"
 
 /* When a stock lua5.4 closes its state it dlcloses C modules; OpenBLAS and
  * OpenMP worker threads started from this one would then run unmapped code.

@@ -7,8 +7,8 @@
 #include <time.h>
 
 #include "l_util.h"
-#include "ops.h"
-#include "storage.h"
+#include "attnswap/ops.h"
+#include "attnswap/storage.h"
 
 static double now(void)
 {
@@ -49,7 +49,7 @@ static int l_raw_sgemm_seconds(lua_State *L)
     for (lua_Integer i = 0; i < m * k; i++) a[i] = (float)((i * 7) % 13) * 0.1f;
     for (lua_Integer i = 0; i < k * n; i++) b[i] = (float)((i * 5) % 11) * 0.1f;
     /* OpenBLAS's own threading, as its users get it (attnswap keeps it at
-     * one thread and splits products itself: runtime/threads.c) */
+     * one thread and splits products itself: runtime/base/threads.c) */
     openblas_set_num_threads(as_get_num_threads());
     for (lua_Integer r = -1; r < reps; r++) {
         double t0 = now();

@@ -1,6 +1,6 @@
 /* as.cuda: is the GPU there, how many, wait for it, how much memory it holds.
  * Present in every build; without CUDA, is_available() is false. */
-#include "cuda_device.h"
+#include "attnswap/cuda.h"
 #include "l_util.h"
 
 static int opt_device(lua_State *L, int idx, const char *fn)

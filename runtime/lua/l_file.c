@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "l_util.h"
-#include "ops.h"
-#include "safetensors.h"
+#include "attnswap/ops.h"
+#include "attnswap/io.h"
 
 #define LOADBOX_MT "attnswap.safetensors_load"
 

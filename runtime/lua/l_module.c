@@ -9,10 +9,11 @@
 #include <math.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "l_util.h"
-#include "layers.h"
-#include "module.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
+#include "attnswap/module.h"
 
 #define CACHE_KEY "attnswap.module_cache"
 #define CLASSES_KEY "attnswap.classes" /* type name -> class table, for C-made modules */

@@ -2,7 +2,7 @@
  * The Lua half (lua/attnswap/registry.lua) adds the decorator form, list()
  * and new().  A class is kept alive by a registry reference. */
 #include "l_util.h"
-#include "registry.h"
+#include "attnswap/registry.h"
 
 /* A string field (checked to be a string), anchored by the info table. */
 static const char *opt_string(lua_State *L, int t, const char *k)

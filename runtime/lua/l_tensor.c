@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
-#include "cuda_device.h"
+#include "attnswap/error.h"
+#include "attnswap/cuda.h"
 #include "l_util.h"
-#include "ops.h"
-#include "tensor_print.h"
+#include "attnswap/ops.h"
+#include "attnswap/print.h"
 
 /* ---- shared helpers (l_util.h) ---- */
 

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "l_util.h"
-#include "ops.h"
+#include "attnswap/ops.h"
 
 /* ---- binary ops: tensor or number on either side ---- */
 

@@ -7,7 +7,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 
-#include "tensor.h"
+#include "attnswap/tensor.h"
 
 #define AS_TENSOR_MT "attnswap.Tensor"
 #define AS_MODULE_MT "attnswap.Module"

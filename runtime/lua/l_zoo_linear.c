@@ -4,7 +4,7 @@
  * kernel's reference in the specs). */
 #include "l_util.h"
 
-#include "attention_linear.h"
+#include "attnswap/attention_linear.h"
 
 /* linear_attention_causal(phi_q (B,H,Lq,F), phi_k (B,H,Lk,F), v (B,H,Lk,Dv)) -> (B,H,Lq,Dv) */
 static int l_linear_attention_causal(lua_State *L)

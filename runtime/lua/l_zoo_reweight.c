@@ -16,7 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "attention_reweight.h"
+#include "attnswap/attention_reweight.h"
 #include "l_util.h"
 
 /* Reads opts[field] as a number (def when nil). */

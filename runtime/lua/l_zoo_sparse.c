@@ -12,7 +12,7 @@
  *     table, so `as` does not re-export them. */
 #include <math.h>
 
-#include "attention_sparse.h"
+#include "attnswap/attention_sparse.h"
 #include "l_util.h"
 
 static double opt_number(lua_State *L, int idx, const char *field, double def, const char *fn)

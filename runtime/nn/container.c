@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/nn.h"
 
 /* forward(args...): the first child gets every argument, each next child
  * the previous output.  Empty: returns its input, as torch. */

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/nn.h"
 
 typedef struct {
     int64_t num, dim;

@@ -1,10 +1,10 @@
-#include "module.h"
+#include "attnswap/module.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_error.h"
+#include "attnswap/error.h"
 
 void (*as_module_lua_release)(as_module *m);
 as_tensor *(*as_module_lua_forward)(as_module *m, const as_args *args);

@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/nn.h"
 
 typedef struct {
     int64_t dim;

@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "layers.h"
+#include "attnswap/error.h"
+#include "attnswap/nn.h"
 
 int as_check_args(const char *fn, const as_args *args, int min, int max)
 {

@@ -1,10 +1,10 @@
 /* Device dispatch for the op front-ends: CPU kernels never fail; CUDA
  * kernels are queued on the device's stream and their launch checked. */
-#include "kernels.h"
+#include "dispatch.h"
 
-#include "as_error.h"
+#include "attnswap/error.h"
 #include "cpu_kernels.h"
-#include "cuda_device.h"
+#include "attnswap/cuda.h"
 
 #ifdef ATTNSWAP_HAVE_CUDA
 #include "cuda_kernels.h"

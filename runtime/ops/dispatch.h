@@ -1,12 +1,12 @@
-/* The one door from the op front-ends (runtime/ops*.c) to the kernels of a
+/* The one door from the op front-ends (runtime/ops/) to the kernels of a
  * tensor's device: the CPU's (kernels/cpu) or CUDA's (kernels/cuda).  Same
  * contracts as cpu_kernels.h; each returns 0, or -1 with the error set
  * ("fn: CUDA error: ..." or "fn: device ... is not available"). */
 #ifndef AS_KERNELS_H
 #define AS_KERNELS_H
 
-#include "ops.h"
-#include "tensor.h"
+#include "attnswap/ops.h"
+#include "attnswap/tensor.h"
 
 int as_k_copy(as_tensor *dst, const as_tensor *src); /* same device */
 int as_k_fill(as_tensor *dst, double value);

@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "kernels.h"
+#include "dispatch.h"
 #include "ops_internal.h"
 
 static const char *const binop_names[AS_NBINOPS] = {

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "dispatch.h"
 #include "ops_internal.h"
 
 as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)

@@ -5,7 +5,7 @@
 #include <cblas.h>
 #include <string.h>
 
-#include "cuda_gemm.h"
+#include "gemm.h"
 #include "ops_internal.h"
 
 /* How BLAS can read a (rows, cols) matrix with strides (rs, cs): 0 fine, -1 copy needed. */

@@ -2,8 +2,8 @@
 #ifndef AS_OPS_INTERNAL_H
 #define AS_OPS_INTERNAL_H
 
-#include "as_error.h"
-#include "ops.h"
+#include "attnswap/error.h"
+#include "attnswap/ops.h"
 
 /* 0 when every tensor (NULL entries skipped) is on one device, else the
  * error for fn naming both devices. */

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kernels.h"
+#include "dispatch.h"
 #include "ops_internal.h"
 
 static const char *const redop_names[AS_NREDOPS] = {"sum", "mean", "max", "min", "argmax", "argmin", "var", "prod"};

@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "as_error.h"
-#include "ops.h"
-#include "tensor.h"
+#include "attnswap/error.h"
+#include "attnswap/ops.h"
+#include "attnswap/tensor.h"
 
 /* The one thread pool, as luaopen_attnswap_core sets it up (OpenBLAS single-
  * threaded, products split over OpenMP): the C tests run the library as Lua does. */

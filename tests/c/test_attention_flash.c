@@ -7,7 +7,8 @@
 
 #include "as_test.h"
 #include "attention_flash.h"
-#include "layers.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 static const char *isas[3] = {"scalar", "avx2", "avx512"};
 static bool have_isa[3];

@@ -5,9 +5,10 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "cuda_device.h"
-#include "layers.h"
-#include "ops.h"
+#include "attnswap/cuda.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
+#include "attnswap/ops.h"
 
 #define CUDA0 ((as_device){AS_DEV_CUDA, 0})
 

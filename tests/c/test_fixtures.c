@@ -3,8 +3,8 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "ops.h"
-#include "safetensors.h"
+#include "attnswap/ops.h"
+#include "attnswap/io.h"
 
 /* The fixtures folder: AS_FIXTURES_DIR when the build defines it, else
  * ATTNSWAP_FIXTURES from the environment, else found from this file's path

@@ -2,7 +2,8 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "layers.h"
+#include "attnswap/attention.h"
+#include "attnswap/nn.h"
 
 /* ---- helpers ---- */
 

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "ops.h"
+#include "attnswap/ops.h"
 
 /* A random float32 tensor of a random shape of ndim dims (sizes 1..7, some 1s
  * for broadcasting), sometimes returned as a transposed (non-contiguous) view. */

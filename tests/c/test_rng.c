@@ -3,9 +3,9 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "cuda_device.h"
-#include "dtype.h"
-#include "ops.h"
+#include "attnswap/cuda.h"
+#include "attnswap/dtype.h"
+#include "attnswap/ops.h"
 
 void as_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include "as_test.h"
-#include "dtype.h"
-#include "safetensors.h"
+#include "attnswap/dtype.h"
+#include "attnswap/io.h"
 
 static char dir[256];
 

@@ -1,6 +1,6 @@
 /* Views, copies and conversions of the tensor core. */
 #include "as_test.h"
-#include "dtype.h"
+#include "attnswap/dtype.h"
 
 static void test_views(void)
 {

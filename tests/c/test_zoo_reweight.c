@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "attention_reweight.h"
+#include "attnswap/attention_reweight.h"
 
 enum { SOFT, REL, ADA, ENT, SIG, GATE, COS };
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "attention_sparse.h"
+#include "attnswap/attention_sparse.h"
 #include "attention_flash.h"
 
 /* ---- the naive reference ---- */

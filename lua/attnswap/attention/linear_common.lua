@@ -8,7 +8,7 @@ local P = require "attnswap.attention.ops_path"
 local M = {}
 
 --- Checks q, k, v, mask against the attention contract (one check for every
---- implementation, runtime/attention_check.c) and rejects dropout > 0.
+--- implementation, runtime/attention/contract.c) and rejects dropout > 0.
 function M.check(fn, q, k, v, mask, o, level)
   core.attention_check(fn, q, k, v, mask)
   if o.dropout and o.dropout > 0 then

@@ -92,7 +92,7 @@ end
 local function cdiv(a, b) return (a + b - 1) // b end
 
 -- The layout as an element keep-mask (LH, Lq, Lk) on dev, read as the C
--- front-end reads it (runtime/attention_sparse.c: elements first, then
+-- front-end reads it (runtime/attention/sparse.c: elements first, then
 -- blocks; Lk rows with a shorter query are read from the last Lq rows).
 local function element_keep(layout, H, Lq, Lk, bs, dev)
   local t = layout

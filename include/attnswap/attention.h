@@ -1,0 +1,80 @@
+/* Attention: the contract every core keeps (q (B, H, Lq, D), k and v
+ * (B, Hkv, Lk, D), a mask broadcastable to (B, H, Lq, Lk)), the exact
+ * attentions (the materialising reference, the fused kernel, the default
+ * that dispatches between them) and core modules over them.  The zoo's
+ * front-ends are in attention_linear.h, attention_reweight.h and
+ * attention_sparse.h. */
+#ifndef AS_ATTENTION_H
+#define AS_ATTENTION_H
+
+#include <stdbool.h>
+
+#include "attnswap/module.h"
+#include "attnswap/tensor.h"
+
+/* Options every attention core takes (DESIGN.md, Attention). */
+typedef struct {
+    bool causal;
+    double scale;   /* NaN: 1/sqrt(D) */
+    double dropout; /* applied in training mode only */
+} as_attention_opts;
+
+/* The attention contract, checked for fn ("flash_attention: k (1, 2, 3, 4) and v
+ * (1, 2, 5, 4) must have the same heads and length"): q, k, v 4-d floating
+ * point of one dtype, one batch, H % Hkv == 0, one D for q and k, a mask
+ * broadcastable to (B, H, Lq, Lk) that is bool or float, valid options (opts
+ * may be NULL).  0 or -1 with the error set (runtime/attention/contract.c). */
+int as_attention_check(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                       const as_tensor *mask, const as_attention_opts *opts);
+/* dropout in [0, 1), scale finite or NaN. */
+int as_attention_check_opts(const char *fn, const as_attention_opts *opts);
+/* What a CPU kernel adds: every operand on the CPU, sizes it can index. */
+int as_attention_check_cpu_kernel(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                  const as_tensor *mask);
+
+/* The reference attention: softmax(q k^T * scale + bias) v, materialising the
+ * scores.  q (B, H, Lq, D); k, v (B, Hkv, Lk, D) with H % Hkv == 0; mask NULL,
+ * bool keep-mask or float additive bias, broadcastable to (B, H, Lq, Lk).
+ * Causal aligns the last query with the last key (offset Lk - Lq), so a
+ * query shorter than the keys (a KV cache) works.  A query row with nothing
+ * to attend to gives zeros.  Result (B, H, Lq, Dv). */
+as_tensor *as_sdp_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                            const as_tensor *mask, const as_attention_opts *opts, bool training);
+/* Which kernel the default exact attention runs: AS_SDP_AUTO the fused one
+ * (as_flash_attention) wherever it can take the inputs, as PyTorch's SDPA
+ * picks a fused backend; AS_SDP_MATH always as_sdp_attention. */
+typedef enum { AS_SDP_AUTO, AS_SDP_MATH } as_sdp_backend;
+/* The default exact attention: as_sdp_attention's contract and result, its
+ * errors named "scaled_dot_product", computed by the kernel backend picks
+ * (as_flash_backend() then says which: "flash/..." or "math"). */
+as_tensor *as_sdpa(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,
+                   const as_attention_opts *opts, as_sdp_backend backend, bool training);
+/* The "scaled_dot_product" core module: forward(q, k, v [, mask]) is as_sdpa. */
+as_module *as_sdp_attention_new(const as_attention_opts *opts, as_sdp_backend backend);
+
+/* ---- flash_attention (runtime/attention/flash.c) ---- */
+/* The fused exact attention (FlashAttention, Dao et al. 2022): the same
+ * contract and result as as_sdp_attention, computed tile by tile with an
+ * online softmax, never materialising Lq x Lk.  Any strides; masks are read
+ * through their broadcast strides, never expanded.  float32, float16 or
+ * bfloat16 inputs (computed in float32); the result is contiguous
+ * (B, H, Lq, Dv) in the inputs' dtype.  Dropout (training only) drops
+ * normalised probabilities by a hash of (seed, b, h, i, j), the seed drawn
+ * from the generator as_manual_seed seeds. */
+as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                              const as_tensor *mask, const as_attention_opts *opts, bool training);
+/* The kernel and vector path the calling thread's last exact attention
+ * used: "flash/avx512", "flash/avx2", "flash/scalar", a "flash/..." CUDA
+ * kernel, or "math" when as_sdpa materialised ("none" before). */
+const char *as_flash_backend(void);
+void as_attention_note_backend(const char *name);
+
+/* ---- attention cores over a functional kernel (runtime/attention/core.c) ---- */
+typedef as_tensor *(*as_attention_fn)(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                      const as_tensor *mask, const as_attention_opts *opts, bool training);
+/* A core module of the given type name whose forward(q, k, v [, mask]) calls
+ * fn with opts and the module's training flag ("FlashAttention" over
+ * as_flash_attention, ...). */
+as_module *as_attention_core_new(const char *type_name, as_attention_fn fn, const as_attention_opts *opts);
+
+#endif
