@@ -373,3 +373,33 @@ describe("as.models.from_pretrained", function()
     os.execute("rm -rf " .. cache)
   end)
 end)
+
+describe("examples/generate.lua", function()
+  local run = os.getenv("ATTNSWAP_RUN")
+
+  local function sh(cmd)
+    local p = assert(io.popen(cmd .. " 2>&1"))
+    local out = p:read("a")
+    local ok, _, code = p:close()
+    return out, ok and 0 or code
+  end
+
+  it("streams transformers' greedy tokens, and swaps with --attention", function()
+    if not run then return pending("ATTNSWAP_RUN is not set") end
+    local io_ = as.load(fixtures .. "llama/io.safetensors")
+    local g = io_.generated:tolist()[1]
+    local cmd = string.format("%s %s/examples/generate.lua --model %sllama --prompt-ids %s --max-new-tokens 8", run, src,
+      fixtures, table.concat({ table.unpack(g, 1, 12) }, ","))
+    local out, code = sh(cmd)
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find(table.concat({ table.unpack(g, 1, 12) }, " ") .. " | " ..
+      table.concat({ table.unpack(g, 13, 20) }, " "), 1, true), out)
+    out, code = sh(cmd .. " --attention flash_attention")
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find("swapped 2 module(s) for 'flash_attention'", 1, true), out)
+    assert.is_truthy(out:find(table.concat({ table.unpack(g, 13, 20) }, " "), 1, true), out)
+    out, code = sh(cmd .. " --top-k x")
+    assert.are.equal(2, code, out)
+    assert.is_truthy(out:find("--top-k should be an integer", 1, true), out)
+  end)
+end)
