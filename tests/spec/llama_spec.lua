@@ -403,3 +403,30 @@ describe("examples/generate.lua", function()
     assert.is_truthy(out:find("--top-k should be an integer", 1, true), out)
   end)
 end)
+
+describe("sharded checkpoints", function()
+  it("load through model.safetensors.index.json, each shard holding part of the weights", function()
+    local dir = tmpdir()
+    assert(os.execute(string.format("cp %sqwen3/config.json %s/", fixtures, dir)))
+    local sd = as.load(fixtures .. "qwen3/model.safetensors")
+    local a, b, map = {}, {}, {}
+    for k, v in pairs(sd) do
+      if k:match("^model%.layers%.1%.") or k == "lm_head.weight" then b[k], map[k] = v, "model-00002-of-00002.safetensors"
+      else a[k], map[k] = v, "model-00001-of-00002.safetensors" end
+    end
+    as.save(dir .. "/model-00001-of-00002.safetensors", a)
+    as.save(dir .. "/model-00002-of-00002.safetensors", b)
+    local entries = {}
+    for k, f in pairs(map) do entries[#entries + 1] = string.format('"%s": "%s"', k, f) end
+    write(dir .. "/model.safetensors.index.json", '{"metadata": {}, "weight_map": {' .. table.concat(entries, ", ") .. "}}")
+    local model, family = as.models.from_pretrained(dir)
+    assert.are.equal("qwen3", family)
+    local io_ = as.load(fixtures .. "qwen3/io.safetensors")
+    assert.is_true(maxdiff(model(io_.input_ids), io_.logits) < 1e-4)
+    -- a shard the map names but the folder lacks is an error naming it
+    os.remove(dir .. "/model-00002-of-00002.safetensors")
+    local err = errmsg(as.models.qwen3.from_pretrained, dir)
+    assert.is_truthy(err:find("names shard 'model-00002-of-00002.safetensors'", 1, true), err)
+    os.execute("rm -rf " .. dir)
+  end)
+end)

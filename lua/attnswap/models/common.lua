@@ -118,12 +118,13 @@ end
 
 -- A checkpoint folder: config.json (optional) and model.safetensors.
 -- Returns weights path, config table or nil, config path; or nil, message.
-local function folder(fn, dir, repo_id)
+local function folder(fn, dir, repo_id, sharded)
   local cfg_path = dir .. "/config.json"
   local cfg, err = read_config(cfg_path)
   if err then return nil, fn .. ": " .. err end
   local weights = dir .. "/model.safetensors"
   if is_file(weights) then return weights, cfg, cfg_path end
+  if sharded and is_file(weights .. ".index.json") then return weights .. ".index.json", cfg, cfg_path end
   for _, pickle in ipairs { "pytorch_model.bin", "model.bin", "model.pt", "model.pth" } do
     if is_file(dir .. "/" .. pickle) then
       return nil, pickle_refusal(fn, dir .. "/" .. pickle, repo_id)
@@ -146,7 +147,7 @@ local function find(name, path, opts)
   if type(path) ~= "string" then
     return nil, string.format("bad argument #1 to '%s' (path or hub name expected, got %s)", fn, type(path))
   end
-  if is_dir(path) then return folder(fn, path) end
+  if is_dir(path) then return folder(fn, path, nil, opts.sharded) end
   if path:match("%.safetensors$") then
     if is_file(path) then return path end
     return nil, string.format("%s: no file '%s'", fn, path)
@@ -168,7 +169,7 @@ local function find(name, path, opts)
   local snap, err = hub.resolve(repo_id, { revision = revision or opts.revision, cache_dir = opts.cache_dir,
     path = path })
   if not snap then return nil, fn .. ": " .. err end
-  return folder(fn, snap, repo_id)
+  return folder(fn, snap, repo_id, opts.sharded)
 end
 
 -- Splits from_pretrained's second argument: {revision, cache_dir} and the rest (the model's options).
@@ -204,9 +205,12 @@ end
 --- config: the checkpoint's config.json (its known keys, each checked against
 --- the default's type; under cfg[nested] when that is a table) overridden by
 --- the caller's config, less the load options (revision, cache_dir).
-function M.pretrained(name, path, config, defaults, nested)
+--- sharded: the caller reads model.safetensors.index.json (load_weights),
+--- returned as the weights path when there is no model.safetensors.
+function M.pretrained(name, path, config, defaults, nested, sharded)
   local load, given, err = split_options(name, config)
   if not load then error(err, 3) end
+  load.sharded = sharded
   local weights, cfg, cfg_path = find(name, path, load)
   if not weights then error(cfg, 3) end
   local c = {}
@@ -233,6 +237,39 @@ function M.pretrained(name, path, config, defaults, nested)
   end
   for k, v in pairs(given) do c[k] = v end
   return weights, c
+end
+
+--- load_weights(path) -> state dict: a .safetensors file, or a sharded
+--- checkpoint's model.safetensors.index.json ({"weight_map": {name: file}}),
+--- each shard memory-mapped and only the names the map gives it taken.
+function M.load_weights(path)
+  if not path:match("%.index%.json$") then return core.load(path) end
+  local index, err = read_config(path)
+  if not index then error(err or ("no file " .. path), 2) end
+  if type(index.weight_map) ~= "table" or next(index.weight_map) == nil then
+    error(string.format("%s should hold a weight_map object {tensor name: shard file}", path), 2)
+  end
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local shards, sd = {}, {}
+  for name, file in pairs(index.weight_map) do
+    if type(file) ~= "string" or file:find("/", 1, true) or file:find("..", 1, true) then
+      error(string.format("%s: weight_map['%s'] should name a shard file in the same folder, got %s", path,
+        tostring(name), tostring(file)), 2)
+    end
+    shards[file] = shards[file] or {}
+    shards[file][#shards[file] + 1] = name
+  end
+  for file, names in pairs(shards) do
+    if not is_file(dir .. "/" .. file) then
+      error(string.format("%s names shard '%s', which is not in %s", path, file, dir), 2)
+    end
+    local t = core.load(dir .. "/" .. file)
+    for _, name in ipairs(names) do
+      if t[name] == nil then error(string.format("%s: shard %s has no tensor '%s'", path, file, name), 2) end
+      sd[name] = t[name]
+    end
+  end
+  return sd
 end
 
 --- Applies {{lua_pattern, replacement}, ...} to every key of a state dict.

@@ -51,7 +51,7 @@ function M.from_pretrained(path, config)
   if config ~= nil and type(config) ~= "table" then
     error("bad argument #2 to 'models.from_pretrained' (config table expected, got " .. type(config) .. ")", 2)
   end
-  local where = { revision = config and config.revision, cache_dir = config and config.cache_dir }
+  local where = { revision = config and config.revision, cache_dir = config and config.cache_dir, sharded = true }
   local _, cfg = common.locate("models", path, where)
   if not cfg then
     error(string.format("models.from_pretrained: '%s' has no config.json to tell the model family; " ..

@@ -325,16 +325,16 @@ local function family(model_type)
     return LlamaForCausalLM(c, r)
   end
 
-  --- Loads HF weights by their own names; a tied head's lm_head.weight, if
-  --- stored, is dropped.  bf16/fp16 tensors are converted as they are copied in.
+  --- Loads HF weights by their own names from a .safetensors file or a sharded
+  --- checkpoint's index.json; a tied head's lm_head.weight, if stored, is dropped.  bf16/fp16 tensors are converted as they are copied in.
   function F.load(model, path)
-    local sd = as.load(path)
+    local sd = common.load_weights(path)
     if model.config.tie_word_embeddings then sd = common.filter(sd, function(k) return k == "lm_head.weight" end) end
     model:load_state_dict(sd)
     return model
   end
 
-  --- <family>.from_pretrained(path [, config]): a save_pretrained folder, a
+  --- <family>.from_pretrained(path [, config]): a save_pretrained folder (sharded too), a
   --- .safetensors file (with config), or a hub name from the local Hugging
   --- Face cache.  config may add dtype (the compute dtype, default float32;
   --- config.json's dtype only says how the weights are stored), revision,
@@ -348,7 +348,7 @@ local function family(model_type)
       error(string.format("bad argument #2 to '%s.from_pretrained' (config table expected, got %s)", name,
         type(config)), 2)
     end
-    local weights, c = common.pretrained(name, path, given, DEFAULTS)
+    local weights, c = common.pretrained(name, path, given, DEFAULTS, nil, true)
     local model = F.load(F.new(c), weights)
     if dtype ~= "float32" and dtype ~= "float" then model:to(dtype) end
     return model:eval()
