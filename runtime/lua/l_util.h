@@ -51,6 +51,7 @@ void l_open_attention(lua_State *L);
 void l_open_bench(lua_State *L);
 void l_open_cuda(lua_State *L);     /* the as.cuda table */
 void l_open_json(lua_State *L);
+void l_open_tokenizer(lua_State *L);   /* attnswap.Tokenizer, tokenizer_load */
 void l_open_zoo_sparse(lua_State *L);   /* sparse, local, dynamic, sink kernels */
 void l_open_zoo_linear(lua_State *L);   /* linear, performer, efficient, nystrom */
 void l_open_zoo_reweight(lua_State *L); /* relative, adaptive, gated, entmax, ... */
