@@ -316,11 +316,14 @@ end
 local function family(model_type)
   local F = {}
   local name = model_type
+  -- Llama's sizes; model_type picks the family's layout (biases, q/k norms, windows)
+  local defaults = {}
+  for k, v in pairs(DEFAULTS) do defaults[k] = v end
+  defaults.model_type = model_type
 
   --- as.models.<family>{hidden_size = ..., num_attention_heads = ..., ...}: HF's config names
   function F.new(config)
-    local c = common.config(name, config, DEFAULTS, IGNORED)
-    if config == nil or config.model_type == nil then c.model_type = model_type end
+    local c = common.config(name, config, defaults, IGNORED)
     local r = resolve(name, c)
     return LlamaForCausalLM(c, r)
   end
@@ -348,14 +351,14 @@ local function family(model_type)
       error(string.format("bad argument #2 to '%s.from_pretrained' (config table expected, got %s)", name,
         type(config)), 2)
     end
-    local weights, c = common.pretrained(name, path, given, DEFAULTS, nil, true)
+    local weights, c = common.pretrained(name, path, given, defaults, nil, true)
     local model = F.load(F.new(c), weights)
     if dtype ~= "float32" and dtype ~= "float" then model:to(dtype) end
     return model:eval()
   end
 
   F.Class = LlamaForCausalLM
-  F.DEFAULTS = DEFAULTS
+  F.DEFAULTS = defaults
   F.model_type = model_type
   return setmetatable(F, { __call = function(_, config) return F.new(config) end })
 end
