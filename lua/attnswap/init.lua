@@ -36,6 +36,7 @@ as.swap_attention = swap.swap_attention
 as.swapped = swap.swapped
 as.compare = require("attnswap.compare").compare
 as.patterns = require "attnswap.patterns"
+as.tokenizer = require "attnswap.tokenizers"
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {
