@@ -169,7 +169,13 @@ local function prompts(ids, opts, pad, level)
     rows[b], mask[b] = r, m
     padded = padded or #row < L
   end
-  return rows, padded and mask or nil, opts.device or "cpu"
+  return rows, padded and mask or nil, nil
+end
+
+-- Where the model's weights are (Lua-list prompts go there).
+local function device_of(model)
+  local p = model:parameters()[1]
+  return p and p:device() or "cpu"
 end
 
 local function has_padding(mask)
@@ -200,6 +206,7 @@ function M.generate(model, ids, opts, caps)
     pad = type(eos_given) == "number" and eos_given or (type(eos_given) == "table" and eos_given[1]) or 0
   end
   local rows, mask, device = prompts(ids, opts, pad, 2)
+  device = device or device_of(model)
   if not has_padding(mask) then mask = nil end
   if mask and not caps.mask then
     error("generate: this model takes no attention mask, so batched prompts must have the same length " ..
