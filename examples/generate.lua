@@ -10,7 +10,8 @@
 -- --attention, the same option by a name attnswap-run leaves alone.)
 -- Options: --max-new-tokens N (20), --sample, --temperature T, --top-k K,
 -- --top-p P, --seed S, --dtype float32|bfloat16|float16, --no-cache,
--- --prompt TEXT (needs a tokenizer: as.tokenizer, beside the model).
+-- --prompt TEXT (encoded by the tokenizer.json beside the model, or --tokenizer PATH;
+-- the new text is then streamed instead of ids).
 -- DIR is a save_pretrained folder or a hub name in the local Hugging Face cache.
 local as = require "attnswap"
 
@@ -18,7 +19,7 @@ local function usage(msg)
   io.stderr:write("generate.lua: " .. msg .. "\n" ..
     "usage: attnswap-run examples/generate.lua --model DIR --prompt-ids 1,2,3 [--attention NAME[:key=value,...]]\n" ..
     "       [--max-new-tokens N] [--sample] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n" ..
-    "       [--dtype float32|bfloat16|float16] [--no-cache] [--prompt TEXT (with a tokenizer)]\n")
+    "       [--dtype float32|bfloat16|float16] [--no-cache] [--prompt TEXT [--tokenizer PATH]]\n")
   os.exit(2)
 end
 
@@ -42,7 +43,7 @@ while arg[i] do
   end
   i = i + 1
 end
-local KNOWN = { model = 1, ["prompt-ids"] = 1, prompt = 1, swap = 1, attention = 1, ["max-new-tokens"] = 1, sample = 1,
+local KNOWN = { model = 1, ["prompt-ids"] = 1, prompt = 1, tokenizer = 1, swap = 1, attention = 1, ["max-new-tokens"] = 1, sample = 1,
   temperature = 1, ["top-k"] = 1, ["top-p"] = 1, seed = 1, dtype = 1, ["no-cache"] = 1 }
 for k in pairs(opts) do if not KNOWN[k] then usage("unknown option --" .. k) end end
 if not opts.model then usage("--model DIR is required") end
@@ -78,7 +79,9 @@ local tokenizer
 local ids = {}
 if opts.prompt then
   if not as.tokenizer then usage("--prompt needs a tokenizer, which this build does not have; give --prompt-ids") end
-  tokenizer = as.tokenizer.from_pretrained(opts.model)
+  local ok, tok = pcall(as.tokenizer.from_pretrained, opts.tokenizer or opts.model)
+  if not ok then usage(tostring(tok) .. " (give --tokenizer PATH, or --prompt-ids)") end
+  tokenizer = tok
   ids = tokenizer:encode(opts.prompt)
 elseif opts["prompt-ids"] then
   for v in opts["prompt-ids"]:gmatch("[^,%s]+") do
@@ -87,9 +90,22 @@ elseif opts["prompt-ids"] then
     ids[#ids + 1] = n
   end
 end
-if #ids == 0 then usage("give --prompt-ids 1,2,3 (or --prompt TEXT with a tokenizer)") end
+if #ids == 0 then usage("give --prompt-ids 1,2,3 or --prompt TEXT") end
 
-io.write(table.concat(ids, " "), " |")
+-- With a tokenizer the text is streamed: the new ids are decoded together and
+-- what they add is printed once it does not end inside a UTF-8 character.
+local new_ids, shown = {}, 0
+local function stream(id)
+  if not tokenizer then return io.write(" ", tostring(id)) end
+  new_ids[#new_ids + 1] = id
+  local text = tokenizer:decode(new_ids, { skip_special_tokens = true })
+  if text:sub(-3) ~= "\xEF\xBF\xBD" then
+    io.write(text:sub(shown + 1))
+    shown = #text
+  end
+end
+
+if tokenizer then io.write(opts.prompt) else io.write(table.concat(ids, " "), " |") end
 io.flush()
 local t0 = as.clock()
 local n = 0
@@ -99,11 +115,13 @@ local out = model:generate({ ids }, {
   seed = number("seed", true),
   callback = function(tokens)
     n = n + 1
-    io.write(" ", tokenizer and tokenizer:decode({ tokens[1] }) or tostring(tokens[1]))
+    stream(tokens[1])
     io.flush()
   end,
 })
 local dt = as.clock() - t0
+if tokenizer then io.write(tokenizer:decode(new_ids, { skip_special_tokens = true }):sub(shown + 1)) end
 io.write("\n")
+io.flush()
 io.stderr:write(string.format("%d new tokens in %.3f s (%.1f tokens/s)\n", n, dt, n / math.max(dt, 1e-9)))
 return out

@@ -421,6 +421,27 @@ describe("examples/generate.lua", function()
     assert.are.equal(2, code, out)
     assert.is_truthy(out:find("--top-k should be an integer", 1, true), out)
   end)
+
+  it("streams text with the tokenizer beside the model", function()
+    if not run then return pending("ATTNSWAP_RUN is not set") end
+    local dir = tmpdir()
+    as.manual_seed(5)
+    local model = as.models.llama { vocab_size = 420, hidden_size = 32, intermediate_size = 64, num_hidden_layers = 1,
+      num_attention_heads = 4, num_key_value_heads = 2, max_position_embeddings = 64 }
+    as.save(dir .. "/model.safetensors", model:state_dict())
+    write(dir .. "/config.json", '{"model_type": "llama", "vocab_size": 420, "hidden_size": 32, "intermediate_size": 64, ' ..
+      '"num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}')
+    assert(os.execute(string.format("cp %s/tests/fixtures/tokenizers/llama3/tokenizer.json %s/", src, dir)))
+    local tok = as.tokenizer.from_pretrained(dir)
+    local ids = tok:encode("Hello world")
+    local g = model:eval():generate({ ids }, { max_new_tokens = 5 }):tolist()[1]
+    local text = tok:decode({ table.unpack(g, #ids + 1) }, { skip_special_tokens = true })
+    local out, code = sh(string.format("%s %s/examples/generate.lua --model %s --prompt 'Hello world' --max-new-tokens 5",
+      run, src, dir))
+    assert.are.equal(0, code, out)
+    assert.is_truthy(out:find("\nHello world" .. text .. "\n", 1, true), out)
+    os.execute("rm -rf " .. dir)
+  end)
 end)
 
 describe("sharded checkpoints", function()
