@@ -208,7 +208,7 @@ static void check_hostile(void)
 
 int main(void)
 {
-    const char *names[] = {"gpt2", "llama3", "qwen2", "llama2", "mistral", "bert", "misc"};
+    const char *names[] = {"gpt2", "llama3", "qwen2", "llama2", "mistral", "bert", "misc", "metaspace"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) check_fixture(names[i]);
     check_heap_merge();
     check_hostile();

@@ -21,7 +21,7 @@ local function tmpfile(text)
 end
 
 describe("tokenizers match HF tokenizers", function()
-  for _, kind in ipairs { "gpt2", "llama3", "qwen2", "llama2", "mistral", "bert", "misc" } do
+  for _, kind in ipairs { "gpt2", "llama3", "qwen2", "llama2", "mistral", "bert", "misc", "metaspace" } do
     it(kind, function()
       local tok = as.tokenizer.from_pretrained(root .. kind)
       local exp = as.json_decode(read(root .. kind .. "/expected.json"))
