@@ -10,15 +10,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "as_types.h" /* as_binop, as_unop, as_redop (shared with the kernels) */
 #include "attnswap/tensor.h"
 
 /* ---- elementwise, NumPy broadcasting, PyTorch type promotion ---- */
-typedef enum {
-    AS_ADD, AS_SUB, AS_MUL, AS_DIV, AS_POW, AS_MAXIMUM, AS_MINIMUM,
-    /* comparisons and logic give bool */
-    AS_EQ, AS_NE, AS_LT, AS_LE, AS_GT, AS_GE, AS_LOGICAL_AND, AS_LOGICAL_OR,
-    AS_NBINOPS
-} as_binop;
 const char *as_binop_name(as_binop op); /* "add", "eq", ... */
 /* DIV of two integer tensors gives float32 (true division, as torch). */
 as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b);
@@ -28,13 +23,6 @@ as_tensor *as_binary_scalar(as_binop op, const as_tensor *a, double s, bool scal
 /* In place: dst = dst op src; src broadcasts to dst. */
 int as_binary_(as_binop op, as_tensor *dst, const as_tensor *src);
 
-typedef enum {
-    AS_NEG, AS_ABS, AS_EXP, AS_LOG, AS_SQRT, AS_RSQRT, AS_TANH, AS_SIGMOID, AS_RELU,
-    AS_GELU,      /* x * Phi(x), erf form */
-    AS_GELU_TANH, /* tanh approximation */
-    AS_SILU, AS_SIN, AS_COS, AS_LOGICAL_NOT,
-    AS_NUNOPS
-} as_unop;
 const char *as_unop_name(as_unop op);
 /* Float ops on integer tensors compute in float32; NEG and ABS keep the dtype. */
 as_tensor *as_unary(as_unop op, const as_tensor *a);
@@ -42,7 +30,6 @@ as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *
 as_tensor *as_clamp(const as_tensor *a, double lo, double hi); /* NaN bound = unbounded */
 
 /* ---- reductions ---- */
-typedef enum { AS_SUM, AS_MEAN, AS_MAX, AS_MIN, AS_ARGMAX, AS_ARGMIN, AS_VAR, AS_PROD, AS_NREDOPS } as_redop;
 #define AS_ALL_DIMS INT32_MIN
 /* dim = AS_ALL_DIMS reduces everything to a 0-d tensor (keepdim ignored).
  * ARGMAX/ARGMIN give int64 indices (0-based; the binding adds 1).

@@ -14,7 +14,6 @@
 #include "attnswap/dtype.h"
 #include "attnswap/storage.h"
 
-#define AS_MAX_DIMS 8
 
 typedef struct as_tensor {
     int ndim;

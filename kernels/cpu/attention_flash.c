@@ -153,7 +153,7 @@ static bool softmax_scalar(const as_cpu_flash_softmax_args *a)
             float e = exp_scalar1(*s - mu);
             sum += e;
             if (a->row_key)
-                e = as_cpu_flash_keep(a->row_key[m], a->j0 + n, a->threshold) ? e * a->keep_scale
+                e = as_attn_keep(a->row_key[m], a->j0 + n, a->threshold) ? e * a->keep_scale
                                                                               : 0.0f;
             *s = e;
         }
@@ -206,12 +206,12 @@ static size_t take(size_t *at, size_t bytes)
     return o;
 }
 
-static bool packed_in_place(const as_cpu_flash_operand *o, int64_t d)
+static bool packed_in_place(const as_attn_operand *o, int64_t d)
 {
     return o->dtype == AS_F32 && (o->stride[3] == 1 || d <= 1);
 }
 
-static void make_layout(const as_cpu_flash_params *p, int nthreads, layout *L)
+static void make_layout(const as_attn_params *p, int nthreads, layout *L)
 {
     int64_t G = p->H / p->Hkv, P = G >= MT ? 1 : MT / G;
     size_t kv_bytes = (size_t)p->Lk * (size_t)(p->D + p->Dv) * sizeof(float);
@@ -244,7 +244,7 @@ static void make_layout(const as_cpu_flash_params *p, int nthreads, layout *L)
     L->total = at;
 }
 
-size_t as_cpu_flash_workspace_size(const as_cpu_flash_params *p, int nthreads)
+size_t as_cpu_flash_workspace_size(const as_attn_params *p, int nthreads)
 {
     layout L;
     make_layout(p, nthreads, &L);
@@ -294,7 +294,7 @@ static void pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int
 
 /* n mask values from element at along the key dim, as additive floats (a
  * false keep is -inf); whether any is not -inf. */
-static bool mask_row(float *dst, const as_cpu_flash_operand *mk, int64_t at, int64_t n)
+static bool mask_row(float *dst, const as_attn_operand *mk, int64_t at, int64_t n)
 {
     int64_t sj = mk->stride[3];
     if (mk->dtype == AS_BOOL && sj == 1) {
@@ -322,7 +322,7 @@ static bool mask_row(float *dst, const as_cpu_flash_operand *mk, int64_t at, int
  * Column m = g * np + t of the item's tiles is head hk * G + g, position i0 + t. */
 
 typedef struct {
-    const as_cpu_flash_params *p;
+    const as_attn_params *p;
     const as_cpu_flash_isa *isa;
     const layout *L;
     int mask_mode; /* 0 none, 1 one value per key row, 2 a full tile */
@@ -333,8 +333,8 @@ typedef struct {
 /* Q^T (D, mp) = scale * q rows, padded columns zero. */
 static void pack_q(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
 {
-    const as_cpu_flash_params *p = jb->p;
-    const as_cpu_flash_operand *q = &p->q;
+    const as_attn_params *p = jb->p;
+    const as_attn_operand *q = &p->q;
     const int64_t G = p->H / p->Hkv, D = p->D, M = G * np, mp = round16(M);
     float *qt = WS(float, qt);
     for (int64_t g = 0; g < G; g++) {
@@ -358,7 +358,7 @@ static void pack_q(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, i
  * false when the tile is masked for every column (it changes nothing). */
 static bool mask_tile(const job *jb, char *ws, as_cpu_flash_qk_args *qa, int64_t at, int64_t M)
 {
-    const as_cpu_flash_operand *mk = &jb->p->mask;
+    const as_attn_operand *mk = &jb->p->mask;
     const int64_t n = qa->n, j0 = qa->j0, sj = mk->stride[3];
     bool any = false;
     if (jb->mask_mode == 1) { /* at: the row's base */
@@ -382,7 +382,7 @@ static bool mask_tile(const job *jb, char *ws, as_cpu_flash_qk_args *qa, int64_t
 /* out (B, H, Lq, Dv) = O^T / l; a row that saw nothing (l = 0) gives zeros. */
 static void write_out(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
 {
-    const as_cpu_flash_params *p = jb->p;
+    const as_attn_params *p = jb->p;
     const int64_t G = p->H / p->Hkv, Dv = p->Dv, M = G * np, mp = round16(M);
     const float *ot = WS(float, ot), *l = WS(float, l);
     float *inv = WS(float, alpha);
@@ -404,7 +404,7 @@ static void write_out(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0
 
 static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
 {
-    const as_cpu_flash_params *p = jb->p;
+    const as_attn_params *p = jb->p;
     const int64_t G = p->H / p->Hkv, M = G * np, mp = round16(M), D = p->D, Dv = p->Dv;
     const int64_t off = p->Lk - p->Lq;
     float *st = WS(float, st), *ot = WS(float, ot), *mrun = WS(float, m), *lrun = WS(float, l);
@@ -435,7 +435,7 @@ static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
         }
     }
 
-    const as_cpu_flash_operand *mk = &p->mask, *k = &p->k, *v = &p->v;
+    const as_attn_operand *mk = &p->mask, *k = &p->k, *v = &p->v;
     int64_t rowbase = b * mk->stride[0] + hk * G * mk->stride[1]; /* mask mode 1 */
     if (jb->mask_mode == 2) {
         int64_t *colbase = WS(int64_t, colbase);
@@ -450,11 +450,11 @@ static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
     if (p->dropout > 0) {
         uint32_t *rkey = WS(uint32_t, rkey);
         for (int64_t m = 0; m < mp; m++)
-            rkey[m] = m < M ? as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, hk * G + m / np,
+            rkey[m] = m < M ? as_attn_row_key(p->seed, p->H, p->Lq, b, hk * G + m / np,
                                                    i0 + m % np)
                             : 0;
         sa.row_key = rkey;
-        sa.threshold = as_cpu_flash_drop_threshold(p->dropout);
+        sa.threshold = as_attn_drop_threshold(p->dropout);
         sa.keep_scale = 1.0f / (1.0f - p->dropout);
     }
 
@@ -503,7 +503,7 @@ static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
     write_out(jb, ws, b, hk, i0, np);
 }
 
-void as_cpu_flash_attention(const as_cpu_flash_params *p, void *workspace, int nthreads)
+void as_cpu_flash_attention(const as_attn_params *p, void *workspace, int nthreads)
 {
     if (p->B == 0 || p->H == 0 || p->Lq == 0 || p->Dv == 0) return;
     if (nthreads < 1) nthreads = 1;

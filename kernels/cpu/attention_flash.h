@@ -18,7 +18,7 @@
  *
  * Q^T is packed and scaled once per item; O^T is normalised and written to
  * (B, H, Lq, Dv) once per item.  A kernel trusts its caller (runtime/
- * attention_flash.c) to have checked shapes, dtypes and devices. */
+ * attention/flash.c) to have checked shapes, dtypes and devices. */
 #ifndef AS_CPU_ATTENTION_FLASH_H
 #define AS_CPU_ATTENTION_FLASH_H
 
@@ -26,32 +26,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "attnswap/dtype.h"
-
-/* A (B, H, L, D) operand: strides in elements, 0 on broadcast dims. */
-typedef struct {
-    const void *data; /* element (0, 0, 0, 0) */
-    as_dtype dtype;   /* q, k, v: F32, F16, BF16; mask: BOOL (keep) or a float (additive) */
-    int64_t stride[4];
-} as_cpu_flash_operand;
-
-typedef struct {
-    int64_t B, H, Hkv, Lq, Lk, D, Dv; /* Lk < 2^31 */
-    as_cpu_flash_operand q, k, v;
-    /* data NULL: none; else broadcast to (B, H, Lq, Lk) by its strides */
-    as_cpu_flash_operand mask;
-    bool causal;    /* key j visible to query i iff j <= i + Lk - Lq */
-    float scale;
-    float dropout;  /* on the normalised probabilities; 0: none */
-    uint64_t seed;  /* dropout only */
-    void *out;      /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
-    as_dtype out_dtype;
-} as_cpu_flash_params;
+#include "as_attention.h"
+#include "as_scalar.h"
 
 /* Scratch bytes as_cpu_flash_attention needs for nthreads threads. */
-size_t as_cpu_flash_workspace_size(const as_cpu_flash_params *p, int nthreads);
+size_t as_cpu_flash_workspace_size(const as_attn_params *p, int nthreads);
 /* Runs over at most nthreads OpenMP threads; never fails. */
-void as_cpu_flash_attention(const as_cpu_flash_params *p, void *workspace, int nthreads);
+void as_cpu_flash_attention(const as_attn_params *p, void *workspace, int nthreads);
 
 /* The vector path: "avx512", "avx2" or "scalar".  By default the best the
  * CPU supports (or ATTNSWAP_FLASH_ISA from the environment, when supported).
@@ -63,37 +44,6 @@ const char *as_cpu_flash_isa_name(void);
  * ulp, 0 below ln(FLT_MIN) = -87.3365 (so exp(-inf) = 0), x clamped to 88
  * above (attention only asks for x <= 0); NaN stays NaN. */
 void as_cpu_flash_exp(const float *x, float *y, int64_t n);
-
-/* ---- dropout: a counter-based hash of (seed, b, h, i, j), so the mask does
- * not depend on tiling or threads.  Query (b, h, i) gets a 32-bit row key;
- * key j is kept iff (mix(row_key + j * golden) >> 8) >= threshold, with
- * threshold = round(p * 2^24). ---- */
-static inline uint64_t as_cpu_flash_mix64(uint64_t x) /* splitmix64's finaliser */
-{
-    x ^= x >> 30, x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27, x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-static inline uint32_t as_cpu_flash_mix32(uint32_t x) /* Wellons' lowbias32 */
-{
-    x ^= x >> 16, x *= 0x7feb352du;
-    x ^= x >> 15, x *= 0x846ca68bu;
-    return x ^ (x >> 16);
-}
-static inline uint32_t as_cpu_flash_row_key(uint64_t seed, int64_t H, int64_t Lq, int64_t b,
-                                            int64_t h, int64_t i)
-{
-    return (uint32_t)as_cpu_flash_mix64(seed ^
-                                        as_cpu_flash_mix64((uint64_t)((b * H + h) * Lq + i)));
-}
-static inline uint32_t as_cpu_flash_drop_threshold(float p)
-{
-    return (uint32_t)((double)p * 16777216.0 + 0.5);
-}
-static inline bool as_cpu_flash_keep(uint32_t row_key, int64_t j, uint32_t threshold)
-{
-    return (as_cpu_flash_mix32(row_key + (uint32_t)j * 0x9e3779b9u) >> 8) >= threshold;
-}
 
 /* ---- between the driver and the per-ISA files ----
  * Tile buffers are float, 64-byte aligned, with row stride mpad (M rounded

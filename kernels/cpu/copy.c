@@ -42,11 +42,11 @@ static void copy_convert(void *ctx, char **p, const int64_t *s, int64_t n)
         as_store_elem(p[0] + i * s[0], c->dst, 0, as_load_elem(p[1] + i * s[1], c->src, 0));
 }
 
-void as_cpu_copy(as_tensor *dst, const as_tensor *src)
+void as_cpu_copy(const as_kview *dst, const as_kview *src)
 {
-    as_cpu_iter it;
-    const as_tensor *ops[2] = {dst, src};
-    as_cpu_iter_init(&it, 2, ops, dst->ndim, dst->shape);
+    as_iter it;
+    const as_kview *ops[2] = {dst, src};
+    as_iter_init(&it, 2, ops, dst->ndim, dst->shape);
     if (dst->dtype == src->dtype) {
         int64_t es = (int64_t)as_dtype_size(dst->dtype);
         as_cpu_iter_run(&it, copy_same, &es);
@@ -63,14 +63,14 @@ static void fill_loop(void *ctx, char **p, const int64_t *s, int64_t n)
     for (int64_t i = 0; i < n; i++) memcpy(p[0] + i * s[0], v + 8, es);
 }
 
-void as_cpu_fill(as_tensor *dst, double value)
+void as_cpu_fill(const as_kview *dst, double value)
 {
     _Alignas(8) unsigned char v[16] = {0};
     v[0] = (unsigned char)as_dtype_size(dst->dtype);
     as_store_elem(v + 8, dst->dtype, 0, value);
-    as_cpu_iter it;
-    const as_tensor *ops[1] = {dst};
-    as_cpu_iter_init(&it, 1, ops, dst->ndim, dst->shape);
+    as_iter it;
+    const as_kview *ops[1] = {dst};
+    as_iter_init(&it, 1, ops, dst->ndim, dst->shape);
     as_cpu_iter_run(&it, fill_loop, v);
 }
 

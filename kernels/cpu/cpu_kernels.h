@@ -3,20 +3,20 @@
 #ifndef AS_CPU_KERNELS_H
 #define AS_CPU_KERNELS_H
 
-#include "attnswap/ops.h"
-#include "attnswap/tensor.h"
+#include "as_scalar.h"
+#include "as_types.h"
 
 /* dst and src have the same shape (src expanded); dtypes may differ. */
-void as_cpu_copy(as_tensor *dst, const as_tensor *src);
-void as_cpu_fill(as_tensor *dst, double value);
+void as_cpu_copy(const as_kview *dst, const as_kview *src);
+void as_cpu_fill(const as_kview *dst, double value);
 
 /* Elementwise: operands expanded to out's shape; a and b share the compute
  * dtype (float32, int64 or int32); comparisons write bool. */
-void as_cpu_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b);
+void as_cpu_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b);
 /* float32 in and out, or NEG/ABS/RELU on int64/int32, or LOGICAL_NOT to bool */
-void as_cpu_unary(as_unop op, as_tensor *out, const as_tensor *a);
-void as_cpu_clamp(as_tensor *out, const as_tensor *a, double lo, double hi); /* float32 */
-void as_cpu_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b);
+void as_cpu_unary(as_unop op, const as_kview *out, const as_kview *a);
+void as_cpu_clamp(const as_kview *out, const as_kview *a, double lo, double hi); /* float32 */
+void as_cpu_where(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b);
 
 /* dst[o, i, :] = src[o, idx[i], :] (rows of row_bytes; idx checked in [0, size)). */
 void as_cpu_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,

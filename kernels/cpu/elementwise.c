@@ -138,11 +138,11 @@ static void loop_cmp_f32(void *ctx, char **p, const int64_t *s, int64_t n)
         AT(uint8_t, p[0], s[0], i) = (uint8_t)compare(op, AT(float, p[1], s[1], i), AT(float, p[2], s[2], i));
 }
 
-void as_cpu_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
+void as_cpu_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b)
 {
-    as_cpu_iter it;
-    const as_tensor *ops[3] = {out, a, b};
-    as_cpu_iter_init(&it, 3, ops, out->ndim, out->shape);
+    as_iter it;
+    const as_kview *ops[3] = {out, a, b};
+    as_iter_init(&it, 3, ops, out->ndim, out->shape);
     if (op >= AS_EQ) {
         cmp_ctx c = {op, a->dtype};
         /* int64 beyond 2^53 compares exactly only as integers */
@@ -223,11 +223,11 @@ static void loop_not(void *ctx, char **p, const int64_t *s, int64_t n)
     for (int64_t i = 0; i < n; i++) AT(uint8_t, p[0], s[0], i) = as_load_elem(p[1] + i * s[1], dt, 0) == 0;
 }
 
-void as_cpu_unary(as_unop op, as_tensor *out, const as_tensor *a)
+void as_cpu_unary(as_unop op, const as_kview *out, const as_kview *a)
 {
-    as_cpu_iter it;
-    const as_tensor *ops[2] = {out, a};
-    as_cpu_iter_init(&it, 2, ops, out->ndim, out->shape);
+    as_iter it;
+    const as_kview *ops[2] = {out, a};
+    as_iter_init(&it, 2, ops, out->ndim, out->shape);
     if (op == AS_LOGICAL_NOT) {
         as_dtype dt = a->dtype;
         as_cpu_iter_run(&it, loop_not, &dt);
@@ -253,11 +253,11 @@ static void loop_clamp(void *ctx, char **p, const int64_t *s, int64_t n)
     }
 }
 
-void as_cpu_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
+void as_cpu_clamp(const as_kview *out, const as_kview *a, double lo, double hi)
 {
-    as_cpu_iter it;
-    const as_tensor *ops[2] = {out, a};
-    as_cpu_iter_init(&it, 2, ops, out->ndim, out->shape);
+    as_iter it;
+    const as_kview *ops[2] = {out, a};
+    as_iter_init(&it, 2, ops, out->ndim, out->shape);
     unop_ctx c = {AS_NUNOPS, lo, hi};
     as_cpu_iter_run(&it, loop_clamp, &c);
 }
@@ -271,11 +271,11 @@ static void loop_where(void *ctx, char **p, const int64_t *s, int64_t n)
         memcpy(p[0] + i * s[0], AT(uint8_t, p[1], s[1], i) ? p[2] + i * s[2] : p[3] + i * s[3], es);
 }
 
-void as_cpu_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+void as_cpu_where(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b)
 {
-    as_cpu_iter it;
-    const as_tensor *ops[4] = {out, cond, a, b};
-    as_cpu_iter_init(&it, 4, ops, out->ndim, out->shape);
+    as_iter it;
+    const as_kview *ops[4] = {out, cond, a, b};
+    as_iter_init(&it, 4, ops, out->ndim, out->shape);
     size_t es = as_dtype_size(out->dtype);
     as_cpu_iter_run(&it, loop_where, &es);
 }

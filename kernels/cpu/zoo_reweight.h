@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "attnswap/dtype.h"
+#include "as_scalar.h"
 
 /* Query rows per work item (at most). */
 #define AS_CPU_RW_BQ 64

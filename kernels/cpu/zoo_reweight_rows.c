@@ -83,13 +83,13 @@ static void apply_mask(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t 
 static void drop(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t j0,
                  int64_t n, float *s, int64_t lds)
 {
-    uint32_t thr = as_cpu_flash_drop_threshold(p->dropout);
+    uint32_t thr = as_attn_drop_threshold(p->dropout);
     float ks = 1.0f / (1.0f - p->dropout);
     for (int64_t r = 0; r < m; r++) {
-        uint32_t key = as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, h, i0 + r);
+        uint32_t key = as_attn_row_key(p->seed, p->H, p->Lq, b, h, i0 + r);
         float *row = s + r * lds;
         for (int64_t c = 0; c < n; c++)
-            row[c] = as_cpu_flash_keep(key, j0 + c, thr) ? row[c] * ks : 0.0f;
+            row[c] = as_attn_keep(key, j0 + c, thr) ? row[c] * ks : 0.0f;
     }
 }
 

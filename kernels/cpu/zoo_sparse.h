@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "attnswap/dtype.h"
+#include "as_scalar.h"
 
 /* A user mask broadcast to (B, H, Lq, Lk) by its strides (0 on broadcast
  * dims): bool keep-mask or float32 additive bias. */

@@ -47,7 +47,7 @@ void as_cpu_pattern_axial(uint8_t *m, int64_t h, int64_t w, bool causal)
 /* A uniform in [0, 1) from (seed, i, j): splitmix64 of the three, 53 bits. */
 static double hash_uniform(uint64_t seed, uint64_t i, uint64_t j)
 {
-    uint64_t x = as_cpu_flash_mix64(seed ^ as_cpu_flash_mix64(i * 0x9e3779b97f4a7c15ull + j));
+    uint64_t x = as_attn_mix64(seed ^ as_attn_mix64(i * 0x9e3779b97f4a7c15ull + j));
     return (double)(x >> 11) * 0x1p-53;
 }
 

@@ -371,9 +371,9 @@ static void run_item(const as_cpu_sp_params *p, const as_cpu_flash_isa *isa, con
     if (c->dropout > 0) {
         uint32_t *rkey = (uint32_t *)(ws + pl->rkey);
         for (int64_t m = 0; m < mp; m++)
-            rkey[m] = m < M ? as_cpu_flash_row_key(c->seed, c->H, c->Lq, it.b, head[m], it.i0 + m % np) : 0;
+            rkey[m] = m < M ? as_attn_row_key(c->seed, c->H, c->Lq, it.b, head[m], it.i0 + m % np) : 0;
         it.sa.row_key = rkey;
-        it.sa.threshold = as_cpu_flash_drop_threshold(c->dropout);
+        it.sa.threshold = as_attn_drop_threshold(c->dropout);
         it.sa.keep_scale = 1.0f / (1.0f - c->dropout);
     }
     if (p->blocks) run_blocks(&it, csr_row);

@@ -222,7 +222,7 @@ static void run_item(const as_cpu_sp_common *p, int64_t top_k, int64_t item, cha
         memset(s, 0, (size_t)(m * n) * sizeof *s);
     apply_mask(p, b, h, i0, m, n, s);
 
-    const uint32_t thr = p->dropout > 0 ? as_cpu_flash_drop_threshold(p->dropout) : 0;
+    const uint32_t thr = p->dropout > 0 ? as_attn_drop_threshold(p->dropout) : 0;
     const float keep_scale = p->dropout > 0 ? 1.0f / (1.0f - p->dropout) : 1.0f;
     /* gather k rows of V per query, or scatter the weights into S for one sgemm */
     const bool dense = top_k * 8 >= n && Dv > 0;
@@ -240,10 +240,10 @@ static void run_item(const as_cpu_sp_common *p, int64_t top_k, int64_t item, cha
         double sum = 0;
         for (int64_t t = 0; t < cnt; t++) sum += w[t];
         float inv = cnt > 0 ? (float)(1.0 / sum) : 0.0f;
-        uint32_t key = p->dropout > 0 ? as_cpu_flash_row_key(p->seed, p->H, p->Lq, b, h, i0 + r) : 0;
+        uint32_t key = p->dropout > 0 ? as_attn_row_key(p->seed, p->H, p->Lq, b, h, i0 + r) : 0;
         for (int64_t t = 0; t < cnt; t++) {
             w[t] *= inv;
-            if (p->dropout > 0) w[t] = as_cpu_flash_keep(key, idx[t], thr) ? w[t] * keep_scale : 0.0f;
+            if (p->dropout > 0) w[t] = as_attn_keep(key, idx[t], thr) ? w[t] * keep_scale : 0.0f;
         }
         if (dense) { /* row becomes P's row */
             memset(row, 0, (size_t)n * sizeof *row);

@@ -421,13 +421,13 @@ __global__ void __launch_bounds__(128) flash_f32_kernel(const KParams P, int war
 
 int g_force_bm = 0;
 
-bool aligned16(const as_cpu_flash_operand *o)
+bool aligned16(const as_attn_operand *o)
 {
     return ((uintptr_t)o->data & 15) == 0 && o->stride[0] % 8 == 0 && o->stride[1] % 8 == 0 &&
            o->stride[2] % 8 == 0;
 }
 
-bool mma_ok(const as_cpu_flash_params *p)
+bool mma_ok(const as_attn_params *p)
 {
     as_dtype t = p->q.dtype;
     if (t != AS_F16 && t != AS_BF16) return false;
@@ -439,7 +439,7 @@ bool mma_ok(const as_cpu_flash_params *p)
     return ((uintptr_t)p->out & 3) == 0;
 }
 
-Opnd opnd(const as_cpu_flash_operand &o)
+Opnd opnd(const as_attn_operand &o)
 {
     Opnd r;
     r.data = (const char *)o.data;
@@ -507,7 +507,7 @@ bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dr
  * wins from 512 keys at D = 128 (1024 when causal) and from 1024 at D = 64 (2048
  * when causal) when its 128-row CTAs fill the GPU; the cp.async one takes what
  * TMA refuses. */
-int use_wgmma(const as_cpu_flash_params *p, bool is_plain, bool probe_tma)
+int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
 {
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
     int v = g_force_wgmma;
@@ -523,7 +523,7 @@ int use_wgmma(const as_cpu_flash_params *p, bool is_plain, bool probe_tma)
 }
 
 template <typename T, int D>
-int launch_mma_d(KParams kp, const as_cpu_flash_params *p, cudaStream_t s)
+int launch_mma_d(KParams kp, const as_attn_params *p, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
     if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale), false))
@@ -582,7 +582,7 @@ extern "C" int as_cuda_flash_force_wgmma(int mode)
     return wgmma_device() ? 1 : 0;
 }
 
-extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
+extern "C" const char *as_cuda_flash_path(const as_attn_params *p)
 {
     if (!mma_ok(p)) return simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
@@ -590,7 +590,7 @@ extern "C" const char *as_cuda_flash_path(const as_cpu_flash_params *p)
     return v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
 }
 
-extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream)
+extern "C" int as_cuda_flash_attention(const as_attn_params *p, void *stream)
 {
     if (!p) return (int)cudaErrorInvalidValue;
     if (p->B <= 0 || p->H <= 0 || p->Lq <= 0 || p->Dv <= 0) return 0;
@@ -610,7 +610,7 @@ extern "C" int as_cuda_flash_attention(const as_cpu_flash_params *p, void *strea
     kp.prescale = (kp.has_mask && p->mask.dtype != AS_BOOL) || !(p->scale > 0.0f);
     kp.sl2 = kp.prescale ? LOG2E : p->scale * LOG2E;
     kp.dropout = p->dropout > 0.0f;
-    kp.threshold = kp.dropout ? as_cpu_flash_drop_threshold(p->dropout) : 0u;
+    kp.threshold = kp.dropout ? as_attn_drop_threshold(p->dropout) : 0u;
     kp.keep_scale = !kp.dropout ? 1.0f : p->dropout < 1.0f ? 1.0f / (1.0f - p->dropout) : 0.0f;
     kp.seed = p->seed;
     kp.out = p->out;

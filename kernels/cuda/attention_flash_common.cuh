@@ -265,17 +265,17 @@ inline int smem_optin(const void *fn, size_t bytes, uint64_t *done)
 /* The float32 kernel on the CUDA cores (attention_flash_simt.cu): F32 q, k,
  * v and out, D = Dv in {64, 128}, unit last strides; everything the
  * parameters carry (masks, bias, dropout, causal, GQA). */
-bool simt_f32_ok(const as_cpu_flash_params *p);
+bool simt_f32_ok(const as_attn_params *p);
 int launch_simt_f32(const KParams &kp, cudaStream_t s);
 
 /* The wgmma kernel (sm90/attention_flash_wgmma.cu, built for sm_90a only when
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,
  * D = Dv in {64, 128}, on a device of compute capability 9.0.  Returns a
  * cudaError_t value. */
-int launch_wgmma(const KParams &kp, const as_cpu_flash_params *p, bool ws, cudaStream_t s);
+int launch_wgmma(const KParams &kp, const as_attn_params *p, bool ws, cudaStream_t s);
 /* The warp-specialised variant (ws: TMA loads by a producer warpgroup) can take
  * these operands (strides TMA accepts). */
-bool wgmma_ws_ok(const as_cpu_flash_params *p);
+bool wgmma_ws_ok(const as_attn_params *p);
 
 } // namespace as_flash
 

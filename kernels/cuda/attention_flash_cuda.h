@@ -1,5 +1,5 @@
 /* Fused exact attention forward on CUDA: FlashAttention-2 (Dao 2023).
- * Takes the CPU kernel's parameter block (kernels/cpu/attention_flash.h),
+ * Takes the parameter block the CPU kernel takes (kernels/common/as_attention.h),
  * with every pointer in it a device pointer, and gives the same results:
  * masks, causal alignment (key j visible to query i iff j <= i + Lk - Lq),
  * GQA, dropout with the same keep hash, rows that see nothing give zeros.
@@ -11,12 +11,12 @@
 extern "C" {
 #endif
 
-#include "attention_flash.h"
+#include "as_attention.h"
 
 /* 0 on success, else a cudaError_t value; launches on `stream` (a
  * cudaStream_t passed as void*), no sync.  Trusts the caller for shapes and
  * dtypes as the CPU kernel does (H a multiple of Hkv, out_dtype = q's). */
-int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
+int as_cuda_flash_attention(const as_attn_params *p, void *stream);
 
 /* Which path it would take: "flash/mma" (tensor cores: q, k, v all F16 or
  * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
@@ -26,7 +26,7 @@ int as_cuda_flash_attention(const as_cpu_flash_params *p, void *stream);
  * refuses the strides, "flash/wgmma"; "flash/simt-f32" (float32 q, k, v, D = Dv in
  * {64, 128}, unit last strides) or "flash/cuda-f32" (everything else: one
  * warp a query row). */
-const char *as_cuda_flash_path(const as_cpu_flash_params *p);
+const char *as_cuda_flash_path(const as_attn_params *p);
 
 /* Tests and benchmarks: query rows per CTA on the mma path, 64 or 128;
  * 0 goes back to the automatic choice.  Returns -1 for any other value. */

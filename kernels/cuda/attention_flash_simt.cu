@@ -176,7 +176,7 @@ int launch(KParams kp, cudaStream_t s)
 
 } // namespace
 
-bool simt_f32_ok(const as_cpu_flash_params *p)
+bool simt_f32_ok(const as_attn_params *p)
 {
     if (p->q.dtype != AS_F32 || p->k.dtype != AS_F32 || p->v.dtype != AS_F32 || p->out_dtype != AS_F32) return false;
     if (p->D != p->Dv || (p->D != 64 && p->D != 128)) return false; /* P (64, 65) fits K's (64, D + 1) */

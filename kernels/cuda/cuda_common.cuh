@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 extern "C" {
-#include "strided.h"
+#include "as_iter.h"
 }
 #include "cuda_kernels.h"
 
@@ -24,7 +24,7 @@ static inline unsigned as_blocks(int64_t n, int threads = AS_CUDA_THREADS)
 }
 
 /* The iterator's layout (merged dims, byte strides) computed on the host by
- * as_cpu_iter_init, which does not touch memory: the same walk on both sides. */
+ * as_iter_init, which does not touch memory: the same walk on both sides. */
 template <int NOPS>
 struct Offsets {
     int64_t off[NOPS];
@@ -34,7 +34,7 @@ struct Offsets {
  * contiguous and the scalar-broadcast cases) needs no division; below 2^32
  * elements the divisions are 32-bit, several times cheaper on the GPU. */
 template <int NOPS, typename Index>
-__device__ __forceinline__ Offsets<NOPS> iter_offsets(const as_cpu_iter &it, Index i)
+__device__ __forceinline__ Offsets<NOPS> iter_offsets(const as_iter &it, Index i)
 {
     Offsets<NOPS> o;
     if (it.ndim == 1) {

@@ -10,8 +10,8 @@
 
 #include <stdint.h>
 
-#include "attnswap/ops.h"
-#include "attnswap/tensor.h"
+#include "as_scalar.h"
+#include "as_types.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -20,12 +20,12 @@ extern "C" {
 /* The stream every kernel of the current device is queued on (runtime/cuda/device.c). */
 void *as_cuda_current_stream(void);
 
-int as_cuda_copy(as_tensor *dst, const as_tensor *src);
-int as_cuda_fill(as_tensor *dst, double value);
-int as_cuda_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b);
-int as_cuda_unary(as_unop op, as_tensor *out, const as_tensor *a);
-int as_cuda_clamp(as_tensor *out, const as_tensor *a, double lo, double hi);
-int as_cuda_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b);
+int as_cuda_copy(const as_kview *dst, const as_kview *src);
+int as_cuda_fill(const as_kview *dst, double value);
+int as_cuda_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b);
+int as_cuda_unary(as_unop op, const as_kview *out, const as_kview *a);
+int as_cuda_clamp(const as_kview *out, const as_kview *a, double lo, double hi);
+int as_cuda_where(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b);
 
 int as_cuda_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
                         int64_t *idx);

@@ -9,7 +9,7 @@
 #define AT(T, base, off) (*(T *)((base) + (off)))
 
 template <int NOPS, typename Index, typename F>
-__global__ void map_kernel(as_cpu_iter it, F f)
+__global__ void map_kernel(as_iter it, F f)
 {
     for (Index i = blockIdx.x * (Index)blockDim.x + threadIdx.x; i < (Index)it.numel;
          i += (Index)gridDim.x * blockDim.x) {
@@ -19,10 +19,10 @@ __global__ void map_kernel(as_cpu_iter it, F f)
 }
 
 template <int NOPS, typename F>
-static int run_map(int n, const as_tensor *const *ops, const as_tensor *out, F f)
+static int run_map(int n, const as_kview *const *ops, const as_kview *out, F f)
 {
-    as_cpu_iter it;
-    as_cpu_iter_init(&it, n, ops, out->ndim, out->shape);
+    as_iter it;
+    as_iter_init(&it, n, ops, out->ndim, out->shape);
     if (it.numel == 0) return 0;
     if (it.numel < ((int64_t)1 << 31))
         map_kernel<NOPS, uint32_t><<<as_blocks(it.numel), AS_CUDA_THREADS, 0, as_stream()>>>(it, f);
@@ -56,9 +56,9 @@ struct CopyConvert {
     }
 };
 
-extern "C" int as_cuda_copy(as_tensor *dst, const as_tensor *src)
+extern "C" int as_cuda_copy(const as_kview *dst, const as_kview *src)
 {
-    const as_tensor *ops[2] = {dst, src};
+    const as_kview *ops[2] = {dst, src};
     if (dst->dtype == src->dtype) return run_map<2>(2, ops, dst, CopySame{(int64_t)as_dtype_size(dst->dtype)});
     return run_map<2>(2, ops, dst, CopyConvert{dst->dtype, src->dtype});
 }
@@ -77,11 +77,11 @@ struct Fill {
     }
 };
 
-extern "C" int as_cuda_fill(as_tensor *dst, double value)
+extern "C" int as_cuda_fill(const as_kview *dst, double value)
 {
     uint64_t bits = 0; /* the value encoded on the host, as the CPU fill does */
     as_store_elem(&bits, dst->dtype, 0, value);
-    const as_tensor *ops[1] = {dst};
+    const as_kview *ops[1] = {dst};
     return run_map<1>(1, ops, dst, Fill{bits, (int64_t)as_dtype_size(dst->dtype)});
 }
 
@@ -172,9 +172,9 @@ struct CompareHalf {
     }
 };
 
-extern "C" int as_cuda_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
+extern "C" int as_cuda_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b)
 {
-    const as_tensor *ops[3] = {out, a, b};
+    const as_kview *ops[3] = {out, a, b};
     if (op >= AS_EQ) {
         switch (a->dtype) {
         case AS_F32: return run_map<3>(3, ops, out, Compare<float>{op});
@@ -248,9 +248,9 @@ struct LogicalNot {
     }
 };
 
-extern "C" int as_cuda_unary(as_unop op, as_tensor *out, const as_tensor *a)
+extern "C" int as_cuda_unary(as_unop op, const as_kview *out, const as_kview *a)
 {
-    const as_tensor *ops[2] = {out, a};
+    const as_kview *ops[2] = {out, a};
     if (op == AS_LOGICAL_NOT) return run_map<2>(2, ops, out, LogicalNot{a->dtype});
     if (a->dtype == AS_F32) return run_map<2>(2, ops, out, UnaryFloat<float>{op});
     if (a->dtype == AS_F16) return run_map<2>(2, ops, out, UnaryFloat<__half>{op});
@@ -272,9 +272,9 @@ struct Clamp {
     }
 };
 
-extern "C" int as_cuda_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
+extern "C" int as_cuda_clamp(const as_kview *out, const as_kview *a, double lo, double hi)
 {
-    const as_tensor *ops[2] = {out, a};
+    const as_kview *ops[2] = {out, a};
     float l = (float)lo, h = (float)hi;
     int hl = !isnan(lo), hh = !isnan(hi);
     if (a->dtype == AS_F16) return run_map<2>(2, ops, out, Clamp<__half>{l, h, hl, hh});
@@ -296,8 +296,8 @@ struct Where {
     }
 };
 
-extern "C" int as_cuda_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+extern "C" int as_cuda_where(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b)
 {
-    const as_tensor *ops[4] = {out, cond, a, b};
+    const as_kview *ops[4] = {out, cond, a, b};
     return run_map<4>(4, ops, out, Where{(int64_t)as_dtype_size(out->dtype)});
 }

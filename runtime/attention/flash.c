@@ -38,9 +38,9 @@ static const char *backend_name(const char *isa)
 
 /* The operand as the kernel reads it; dims missing on the left or of size 1
  * get stride 0 (broadcast). */
-static as_cpu_flash_operand operand(const as_tensor *t)
+static as_attn_operand operand(const as_tensor *t)
 {
-    as_cpu_flash_operand o = {.data = as_data(t), .dtype = t->dtype};
+    as_attn_operand o = {.data = as_data(t), .dtype = t->dtype};
     for (int d = 0; d < 4; d++) {
         int td = d - (4 - t->ndim);
         o.stride[d] = td < 0 || t->shape[td] == 1 ? 0 : t->stride[td];
@@ -57,7 +57,7 @@ static int dropout_seed(uint64_t *seed)
     if (!u) return -1;
     const float *f = as_data(u);
     uint64_t s = 0;
-    for (int i = 0; i < 4; i++) s = as_cpu_flash_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
+    for (int i = 0; i < 4; i++) s = as_attn_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
     as_release(u);
     *seed = s;
     return 0;
@@ -65,7 +65,7 @@ static int dropout_seed(uint64_t *seed)
 
 /* The CUDA kernel (kernels/cuda/attention_flash.cu) takes the very same
  * parameters, with device pointers. */
-static int run_cuda(as_cpu_flash_params *p, as_device dev)
+static int run_cuda(as_attn_params *p, as_device dev)
 {
 #ifdef ATTNSWAP_HAVE_CUDA
     if (as_cuda_use(FN, dev.index)) return -1;
@@ -77,7 +77,7 @@ static int run_cuda(as_cpu_flash_params *p, as_device dev)
 #endif
 }
 
-static int run_cpu(as_cpu_flash_params *p)
+static int run_cpu(as_attn_params *p)
 {
     last_backend = backend_name(as_cpu_flash_isa_name());
     int nthreads = omp_get_max_threads();
@@ -107,7 +107,7 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
     }
     as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, dev);
     if (!out) return NULL;
-    as_cpu_flash_params p = {
+    as_attn_params p = {
         .B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2], .D = D, .Dv = Dv,
         .q = operand(q), .k = operand(k), .v = operand(v),
         .causal = o.causal,

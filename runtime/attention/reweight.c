@@ -48,7 +48,7 @@ static int dropout_seed(uint64_t *seed)
     if (!u) return -1;
     const float *f = as_data(u);
     uint64_t s = 0;
-    for (int i = 0; i < 4; i++) s = as_cpu_flash_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
+    for (int i = 0; i < 4; i++) s = as_attn_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
     as_release(u);
     *seed = s;
     return 0;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "attnswap/error.h"
+#include "backend.h"
 #include "cpu_kernels.h"
 #include "dispatch.h"
 
@@ -501,7 +502,8 @@ int as_copy_(as_tensor *dst, const as_tensor *src)
         return as_device_copy(dst, src);
     as_tensor *s = as_expand(src, dst->ndim, dst->shape);
     if (!s) return -1;
-    as_cpu_copy(dst, s);
+    as_kview dv = as_kview_of(dst), sv = as_kview_of(s);
+    as_cpu_copy(&dv, &sv);
     as_release(s);
     return 0;
 }

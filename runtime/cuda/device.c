@@ -57,6 +57,7 @@ void *as_cuda_current_stream(void) { return NULL; }
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "backend.h"
 #include "cuda_kernels.h"
 #include "attnswap/storage.h"
 
@@ -326,6 +327,13 @@ void as_cuda_empty_cache(void)
 
 static int is_cuda(const as_tensor *t) { return as_tensor_device(t).type == AS_DEV_CUDA; }
 
+/* The copy kernel on the current device: dst's shape, src expanded to it. */
+static int kernel_copy(const as_tensor *dst, const as_tensor *src)
+{
+    as_kview d = as_kview_of(dst), s = as_kview_of(src);
+    return as_cuda_check("copy_", as_cuda_copy(&d, &s));
+}
+
 /* Contiguous, same dtype, same size: one cudaMemcpyAsync. */
 static int memcpy_whole(as_tensor *dst, const as_tensor *src, enum cudaMemcpyKind kind)
 {
@@ -353,7 +361,7 @@ static int device_copy(as_tensor *dst, const as_tensor *src)
         /* on one device: a kernel walks the strides and converts */
         if (!as_cuda_use("copy_", dd.index))
             rc = plain_pair(dst, s) ? memcpy_whole(dst, s, cudaMemcpyDeviceToDevice)
-                                     : as_cuda_check("copy_", as_cuda_copy(dst, s));
+                                     : kernel_copy(dst, s);
     } else if (is_cuda(dst) && !is_cuda(src)) {
         /* upload src as it is laid out contiguously, then convert/scatter on the GPU */
         as_tensor *cs = as_contiguous(s), *stage = NULL;
@@ -361,7 +369,7 @@ static int device_copy(as_tensor *dst, const as_tensor *src)
         if (cs && (stage || plain_pair(dst, cs)) && !as_cuda_use("copy_", dd.index)) {
             if (!stage) rc = memcpy_whole(dst, cs, cudaMemcpyHostToDevice);
             else if (!memcpy_whole(stage, cs, cudaMemcpyHostToDevice))
-                rc = as_cuda_check("copy_", as_cuda_copy(dst, stage));
+                rc = kernel_copy(dst, stage);
         }
         as_release(cs), as_release(stage);
     } else if (!is_cuda(dst) && is_cuda(src)) {
@@ -369,7 +377,7 @@ static int device_copy(as_tensor *dst, const as_tensor *src)
         as_tensor *stage = NULL, *host = NULL;
         if (!as_cuda_use("copy_", sd.index)) {
             stage = plain_pair(dst, s) ? as_retain(s) : as_empty(dst->ndim, dst->shape, dst->dtype, sd);
-            if (stage && (stage == s || !as_cuda_check("copy_", as_cuda_copy(stage, s)))) {
+            if (stage && (stage == s || !kernel_copy(stage, s))) {
                 host = as_is_contiguous(dst) ? as_retain(dst) : as_empty(dst->ndim, dst->shape, dst->dtype, AS_CPU);
                 if (host && !memcpy_whole(host, stage, cudaMemcpyDeviceToHost))
                     rc = host == dst ? 0 : as_copy_(dst, host);

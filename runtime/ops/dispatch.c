@@ -3,6 +3,7 @@
 #include "dispatch.h"
 
 #include "attnswap/error.h"
+#include "backend.h"
 #include "cpu_kernels.h"
 #include "attnswap/cuda.h"
 
@@ -30,32 +31,38 @@
 
 int as_k_copy(as_tensor *dst, const as_tensor *src)
 {
-    ON_DEVICE("copy_", as_tensor_device(dst), as_cpu_copy(dst, src), as_cuda_copy(dst, src));
+    as_kview d = as_kview_of(dst), s = as_kview_of(src);
+    ON_DEVICE("copy_", as_tensor_device(dst), as_cpu_copy(&d, &s), as_cuda_copy(&d, &s));
 }
 
 int as_k_fill(as_tensor *dst, double value)
 {
-    ON_DEVICE("fill_", as_tensor_device(dst), as_cpu_fill(dst, value), as_cuda_fill(dst, value));
+    as_kview d = as_kview_of(dst);
+    ON_DEVICE("fill_", as_tensor_device(dst), as_cpu_fill(&d, value), as_cuda_fill(&d, value));
 }
 
 int as_k_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
 {
-    ON_DEVICE(as_binop_name(op), as_tensor_device(out), as_cpu_binary(op, out, a, b), as_cuda_binary(op, out, a, b));
+    as_kview o = as_kview_of(out), x = as_kview_of(a), y = as_kview_of(b);
+    ON_DEVICE(as_binop_name(op), as_tensor_device(out), as_cpu_binary(op, &o, &x, &y), as_cuda_binary(op, &o, &x, &y));
 }
 
 int as_k_unary(as_unop op, as_tensor *out, const as_tensor *a)
 {
-    ON_DEVICE(as_unop_name(op), as_tensor_device(out), as_cpu_unary(op, out, a), as_cuda_unary(op, out, a));
+    as_kview o = as_kview_of(out), x = as_kview_of(a);
+    ON_DEVICE(as_unop_name(op), as_tensor_device(out), as_cpu_unary(op, &o, &x), as_cuda_unary(op, &o, &x));
 }
 
 int as_k_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
 {
-    ON_DEVICE("clamp", as_tensor_device(out), as_cpu_clamp(out, a, lo, hi), as_cuda_clamp(out, a, lo, hi));
+    as_kview o = as_kview_of(out), x = as_kview_of(a);
+    ON_DEVICE("clamp", as_tensor_device(out), as_cpu_clamp(&o, &x, lo, hi), as_cuda_clamp(&o, &x, lo, hi));
 }
 
 int as_k_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b)
 {
-    ON_DEVICE("where", as_tensor_device(out), as_cpu_where(out, cond, a, b), as_cuda_where(out, cond, a, b));
+    as_kview o = as_kview_of(out), c = as_kview_of(cond), x = as_kview_of(a), y = as_kview_of(b);
+    ON_DEVICE("where", as_tensor_device(out), as_cpu_where(&o, &c, &x, &y), as_cuda_where(&o, &c, &x, &y));
 }
 
 int as_k_reduce_rows(as_device dev, as_redop op, const float *x, int64_t rows, int64_t n, int correction,

@@ -41,7 +41,7 @@ static double *reference(const ref_case *c)
     double scale = isnan(c->scale) ? 1 / sqrt((double)D) : c->scale;
     double *out = calloc((size_t)(B * H * Lq * Dv) + 1, sizeof(double));
     double *s = malloc(((size_t)Lk + 1) * sizeof(double));
-    uint32_t thr = as_cpu_flash_drop_threshold(c->dropout);
+    uint32_t thr = as_attn_drop_threshold(c->dropout);
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < Lq; i++) {
@@ -62,11 +62,11 @@ static double *reference(const ref_case *c)
                 double *o = out + ((b * H + h) * Lq + i) * Dv;
                 if (mx == -INFINITY) continue; /* nothing to attend to: zeros */
                 for (int64_t j = 0; j < Lk; j++) sum += s[j] = exp(s[j] - mx);
-                uint32_t rk = as_cpu_flash_row_key(c->seed, H, Lq, b, h, i);
+                uint32_t rk = as_attn_row_key(c->seed, H, Lq, b, h, i);
                 for (int64_t j = 0; j < Lk; j++) {
                     double p = s[j] / sum;
                     if (c->dropout > 0)
-                        p = as_cpu_flash_keep(rk, j, thr) ? p / (1 - (double)c->dropout) : 0;
+                        p = as_attn_keep(rk, j, thr) ? p / (1 - (double)c->dropout) : 0;
                     for (int64_t e = 0; e < Dv; e++) o[e] += p * get4(v, b, h / G, j, e);
                 }
             }
@@ -336,11 +336,11 @@ static as_tensor *kernel_call(const as_tensor *q, const as_tensor *k, const as_t
 {
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3], Dv = v->shape[3];
     as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, AS_F32, AS_CPU);
-    as_cpu_flash_params pr = {.B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2],
+    as_attn_params pr = {.B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2],
                               .D = D, .Dv = Dv, .scale = 1 / sqrtf((float)D), .dropout = p,
                               .seed = seed, .out = as_data(out), .out_dtype = AS_F32};
     const as_tensor *in[3] = {q, k, v};
-    as_cpu_flash_operand *op[3] = {&pr.q, &pr.k, &pr.v};
+    as_attn_operand *op[3] = {&pr.q, &pr.k, &pr.v};
     for (int i = 0; i < 3; i++) {
         op[i]->data = as_data(in[i]), op[i]->dtype = in[i]->dtype;
         memcpy(op[i]->stride, in[i]->stride, sizeof op[i]->stride);

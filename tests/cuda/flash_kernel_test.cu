@@ -160,7 +160,7 @@ static void ref_rows(const Ref &r, int64_t r0, int64_t r1)
 {
     const Case &c = *r.c;
     const int64_t G = c.H / c.Hkv, off = c.Lk - c.Lq;
-    const uint32_t thr = as_cpu_flash_drop_threshold(c.dropout);
+    const uint32_t thr = as_attn_drop_threshold(c.dropout);
     std::vector<double> s(c.Lk > 0 ? c.Lk : 1), o(c.Dv);
     for (int64_t row = r0; row < r1; row++) {
         int64_t i = row % c.Lq, bh = row / c.Lq, h = bh % c.H, b = bh / c.H, hk = h / G;
@@ -186,11 +186,11 @@ static void ref_rows(const Ref &r, int64_t r0, int64_t r1)
         std::fill(o.begin(), o.end(), 0.0);
         if (mx != -INFINITY) {
             double l = 0;
-            uint32_t rk = as_cpu_flash_row_key(r.seed, c.H, c.Lq, b, h, i);
+            uint32_t rk = as_attn_row_key(r.seed, c.H, c.Lq, b, h, i);
             for (int64_t j = 0; j < c.Lk; j++) {
                 double p = s[j] == -INFINITY ? 0.0 : std::exp(s[j] - mx);
                 l += p;
-                if (c.dropout > 0) p = as_cpu_flash_keep(rk, j, thr) ? p / (1.0 - c.dropout) : 0.0;
+                if (c.dropout > 0) p = as_attn_keep(rk, j, thr) ? p / (1.0 - c.dropout) : 0.0;
                 if (p != 0)
                     for (int64_t d = 0; d < c.Dv; d++) o[d] += p * (double)r.v->at(b, hk, j, d);
             }
@@ -248,11 +248,11 @@ static bool run_case(const Case &c, int idx)
     CK(cudaMalloc(&dout, std::max<size_t>(nout, 1) * esize(c.dt)));
     CK(cudaMemset(dout, 0xff, std::max<size_t>(nout, 1) * esize(c.dt))); /* NaN if unwritten */
 
-    as_cpu_flash_params p;
+    as_attn_params p;
     memset(&p, 0, sizeof p);
     p.B = c.B, p.H = c.H, p.Hkv = c.Hkv, p.Lq = c.Lq, p.Lk = c.Lk, p.D = c.D, p.Dv = c.Dv;
     auto opnd = [](const Op &o) {
-        as_cpu_flash_operand r;
+        as_attn_operand r;
         r.data = o.dev, r.dtype = o.dt;
         for (int x = 0; x < 4; x++) r.stride[x] = o.stride[x];
         return r;
@@ -462,10 +462,10 @@ static int bench(int kernel)
         for (bool causal : {false, true})
             for (int64_t L : {512, 1024, 2048, 4096, 8192, 16384}) {
                 int64_t B = tokens / L, H = hidden / D;
-                as_cpu_flash_params p;
+                as_attn_params p;
                 memset(&p, 0, sizeof p);
                 p.B = B, p.H = H, p.Hkv = H, p.Lq = L, p.Lk = L, p.D = D, p.Dv = D;
-                as_cpu_flash_operand op;
+                as_attn_operand op;
                 op.dtype = AS_BF16;
                 op.stride[0] = H * L * D, op.stride[1] = L * D, op.stride[2] = D, op.stride[3] = 1;
                 p.q = op, p.k = op, p.v = op;

@@ -502,7 +502,7 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void)
 /* (B, heads, L, D) with element strides s0, s1, s2, 1 as a TMA map of 64-column
  * boxes of `rows` rows, 128-byte swizzle; false when the driver will not (a
  * broadcast stride, a layout it rejects): the cp.async kernel takes those */
-bool make_map(CUtensorMap *m, const as_cpu_flash_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
+bool make_map(CUtensorMap *m, const as_attn_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
               bool f16)
 {
     PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
@@ -526,7 +526,7 @@ bool make_map(CUtensorMap *m, const as_cpu_flash_operand &o, int64_t B, int64_t 
 #define AS_FLASH_WGMMA_WS_BN 128
 #endif
 
-bool make_maps(TmaMaps *maps, const as_cpu_flash_params *p)
+bool make_maps(TmaMaps *maps, const as_attn_params *p)
 {
     const bool f16 = p->q.dtype == AS_F16;
     return make_map(&maps->q, p->q, p->B, p->H, p->Lq, (int)p->D, 64, f16) &&
@@ -572,13 +572,13 @@ int launch_d(const KParams &kp, cudaStream_t s)
     return launch<T, 128, AS_FLASH_WGMMA_BN_D128, AS_FLASH_WGMMA_NWG_D128>(kp, s);
 }
 
-bool wgmma_ws_ok(const as_cpu_flash_params *p)
+bool wgmma_ws_ok(const as_attn_params *p)
 {
     TmaMaps maps;
     return make_maps(&maps, p);
 }
 
-int launch_wgmma(const KParams &kp, const as_cpu_flash_params *p, bool ws, cudaStream_t s)
+int launch_wgmma(const KParams &kp, const as_attn_params *p, bool ws, cudaStream_t s)
 {
     const bool f16 = p->q.dtype == AS_F16;
     TmaMaps maps;

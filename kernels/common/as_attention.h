@@ -1,0 +1,65 @@
+/* The one parameter block of exact attention kernels, CPU and CUDA alike
+ * (kernels/cpu/attention_flash.h, kernels/cuda/attention_flash_cuda.h),
+ * filled by the runtime (runtime/attention/flash.c) from checked tensors;
+ * and the dropout hash they share, so a CPU and a CUDA run drop the same
+ * entries. */
+#ifndef AS_ATTENTION_PARAMS_H
+#define AS_ATTENTION_PARAMS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "as_types.h"
+
+/* A (B, H, L, D) operand: strides in elements, 0 on broadcast dims. */
+typedef struct {
+    const void *data; /* element (0, 0, 0, 0) */
+    as_dtype dtype;   /* q, k, v: F32, F16, BF16; mask: BOOL (keep) or a float (additive) */
+    int64_t stride[4];
+} as_attn_operand;
+
+typedef struct {
+    int64_t B, H, Hkv, Lq, Lk, D, Dv; /* Lk < 2^31 */
+    as_attn_operand q, k, v;
+    /* data NULL: none; else broadcast to (B, H, Lq, Lk) by its strides */
+    as_attn_operand mask;
+    bool causal;    /* key j visible to query i iff j <= i + Lk - Lq */
+    float scale;
+    float dropout;  /* on the normalised probabilities; 0: none */
+    uint64_t seed;  /* dropout only */
+    void *out;      /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
+    as_dtype out_dtype;
+} as_attn_params;
+
+/* ---- dropout: a counter-based hash of (seed, b, h, i, j), so the mask does
+ * not depend on tiling or threads.  Query (b, h, i) gets a 32-bit row key;
+ * key j is kept iff (mix(row_key + j * golden) >> 8) >= threshold, with
+ * threshold = round(p * 2^24). ---- */
+static inline uint64_t as_attn_mix64(uint64_t x) /* splitmix64's finaliser */
+{
+    x ^= x >> 30, x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27, x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+static inline uint32_t as_attn_mix32(uint32_t x) /* Wellons' lowbias32 */
+{
+    x ^= x >> 16, x *= 0x7feb352du;
+    x ^= x >> 15, x *= 0x846ca68bu;
+    return x ^ (x >> 16);
+}
+static inline uint32_t as_attn_row_key(uint64_t seed, int64_t H, int64_t Lq, int64_t b,
+                                            int64_t h, int64_t i)
+{
+    return (uint32_t)as_attn_mix64(seed ^
+                                        as_attn_mix64((uint64_t)((b * H + h) * Lq + i)));
+}
+static inline uint32_t as_attn_drop_threshold(float p)
+{
+    return (uint32_t)((double)p * 16777216.0 + 0.5);
+}
+static inline bool as_attn_keep(uint32_t row_key, int64_t j, uint32_t threshold)
+{
+    return (as_attn_mix32(row_key + (uint32_t)j * 0x9e3779b9u) >> 8) >= threshold;
+}
+
+#endif
