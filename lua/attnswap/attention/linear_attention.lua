@@ -10,6 +10,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local C = require "attnswap.attention.linear_common"
+local I = require "attnswap.attention.incremental"
 
 local FN = "linear_attention"
 local LinearAttention = nn.class("LinearAttention")
@@ -30,6 +31,30 @@ function LinearAttention:forward(q, k, v, mask)
   local fk = phi(C.expand_heads(k, H))
   if keep then fk = fk * keep end
   return C.attend(phi(q), fk, C.expand_heads(v, H), o.causal):to(q:dtype())
+end
+
+--- step(q, k, v, state, keep) -> out, state (attention/incremental.lua): the
+--- RNN form of eq. 10-12, state {S = sum phi(k) v^T (B, Hkv, D, Dv), z =
+--- sum phi(k) (B, Hkv, D, 1)} in float32, whatever the number of tokens.
+function LinearAttention:step(q, k, v, state, keep)
+  local o = self.opts
+  if not o.causal then error(FN .. ": a cache (step) needs causal = true", 2) end
+  C.check(FN, q, k, v, nil, o)
+  local B, Lq = k:size(1), k:size(3)
+  keep = I.check_keep(FN, keep, B, Lq)
+  local fk, vf = phi(k:float()), v:float()
+  local w = I.weight(keep)
+  if w then fk = fk * w end
+  local out, S, z
+  if state == nil then
+    out = self(q, k, v, I.mask4(keep))
+    S = fk:transpose(3, 4):matmul(vf)
+    z = fk:sum(3, true):transpose(3, 4)
+  else
+    out, S, z = I.recurrent_read(phi(q:float()), fk, vf, state.S, state.z)
+    out = out:to(q:dtype())
+  end
+  return out, { kind = "recurrent", S = S, z = z, length = (state and state.length or 0) + Lq }
 end
 
 function LinearAttention:extra_repr() return O.repr(self.opts, { "causal" }) end

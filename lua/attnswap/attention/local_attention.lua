@@ -13,6 +13,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local P = require "attnswap.attention.ops_path"
+local I = require "attnswap.attention.incremental"
 
 local FN = "local_attention"
 
@@ -43,6 +44,16 @@ function LocalAttention:forward(q, k, v, mask)
   if P.active(q) then return ops_forward(self, q, k, v, mask) end
   return core.local_attention(q, k, v, mask, O.call_opts(o, { window_size = o.window_size }),
     self:is_training())
+end
+
+--- step(q, k, v, state, keep) -> out, state (attention/incremental.lua): a
+--- ring buffer of the window_size + 1 keys the next query sees, its own
+--- included; causal only.
+function LocalAttention:step(q, k, v, state, keep)
+  if not self.opts.causal then
+    error(FN .. ": a cache (step) needs causal = true (a query of a bidirectional window sees later keys)", 2)
+  end
+  return I.ring_step(self, q, k, v, state, keep, self.opts.window_size + 1, 0)
 end
 
 function LocalAttention:extra_repr()

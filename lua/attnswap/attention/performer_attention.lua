@@ -16,6 +16,7 @@ local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local C = require "attnswap.attention.linear_common"
 local P = require "attnswap.attention.ops_path"
+local I = require "attnswap.attention.incremental"
 
 local FN = "performer_attention"
 local Performer = nn.class("PerformerAttention")
@@ -56,13 +57,18 @@ function Performer:redraw(D, device)
   return self
 end
 
--- phi(x) for x (B, H, L, D); is_query: stabilise per row, else with one max.
-local function features(x, w, is_query)
+-- The exponents w . x~ - |x~|^2 / 2 for x (B, H, L, D): (B, H, L, m).
+local function exponents(x, w)
   local D = x:size(4)
   local xs = x * (D ^ -0.25)
   local proj = xs:matmul(w:t())                        -- (B, H, L, m)
   local sq = (xs * xs):sum(4, true) * 0.5              -- (B, H, L, 1)
-  local e = proj - sq
+  return proj - sq
+end
+
+-- phi(x) for x (B, H, L, D); is_query: stabilise per row, else with one max.
+local function features(x, w, is_query)
+  local e = exponents(x, w)
   local stab = is_query and e:max(4, true) or e:max(4, true):max(3, true)
   return (e - stab):exp() * (w:size(1) ^ -0.5) + 1e-6
 end
@@ -81,6 +87,52 @@ function Performer:forward(q, k, v, mask)
   local fk = features(C.expand_heads(k, H):float(), w, false)
   if keep then fk = fk * keep end
   return C.attend(features(q:float(), w, true), fk, C.expand_heads(v, H):float(), o.causal):to(q:dtype())
+end
+
+--- step(q, k, v, state, keep) -> out, state (attention/incremental.lua): the
+--- prefix sums as a recurrent state per key/value head, in float32: A =
+--- sum exp(e_k - r) / sqrt(m) v^T (B, Hkv, m, Dv), Az its feature sums
+--- (B, Hkv, m, 1), r the keys' running max exponent (B, Hkv, 1, 1), and for
+--- the 1e-6 floor Vs = sum v (B, Hkv, 1, Dv) and n the kept keys (B, 1, 1, 1).
+--- The exp parts are rescaled when r grows, so the features are stabilised
+--- by the max over every key so far, as the forward over the whole prefix is.
+function Performer:step(q, k, v, state, keep)
+  local o = self.opts
+  if not o.causal then error(FN .. ": a cache (step) needs causal = true", 2) end
+  C.check(FN, q, k, v, nil, o)
+  local B, Hkv, Lq, Dv = k:size(1), k:size(2), k:size(3), v:size(4)
+  keep = I.check_keep(FN, keep, B, Lq)
+  local out
+  if state == nil then out = self(q, k, v, I.mask4(keep)) end -- draws the projection if needed
+  local w = self.projection
+  local m = w:size(1)
+  local e = exponents(k:float(), w)                    -- (B, Hkv, Lq, m)
+  local r = e:max(4, true):max(3, true)                -- (B, Hkv, 1, 1)
+  local A, Az, Vs, n
+  if state then
+    r = state.r:maximum(r)
+    local scale = (state.r - r):exp()
+    A, Az, Vs, n = state.A * scale, state.Az * scale, state.Vs, state.n
+  else
+    local dev = q:device()
+    A, Az = P.on(core.zeros(B, Hkv, m, Dv), dev), P.on(core.zeros(B, Hkv, m, 1), dev)
+    Vs, n = P.on(core.zeros(B, Hkv, 1, Dv), dev), P.on(core.zeros(B, 1, 1, 1), dev)
+  end
+  local ek = (e - r):exp() * (m ^ -0.5)
+  local wt = I.weight(keep)
+  local vf = v:float()
+  if out == nil then
+    local fk = ek + 1e-6
+    if wt then fk = fk * wt end
+    out = I.recurrent_read(features(q:float(), w, true), fk, vf, A + Vs * 1e-6, Az + n * 1e-6):to(q:dtype())
+  end
+  if wt then ek, vf = ek * wt, vf * wt end
+  A = A + ek:transpose(3, 4):matmul(vf)
+  Az = Az + ek:sum(3, true):transpose(3, 4)
+  Vs = Vs + vf:sum(3, true)
+  n = n + (wt and wt:sum(3, true) or Lq)
+  return out, { kind = "recurrent", A = A, Az = Az, Vs = Vs, n = n, r = r,
+    length = (state and state.length or 0) + Lq }
 end
 
 function Performer:extra_repr() return O.repr(self.opts, { "nb_features", "causal" }) end

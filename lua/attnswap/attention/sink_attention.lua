@@ -13,6 +13,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local P = require "attnswap.attention.ops_path"
+local I = require "attnswap.attention.incremental"
 
 local FN = "sink_attention"
 
@@ -59,6 +60,14 @@ function SinkAttention:forward(q, k, v, mask)
   return core.sink_attention(q, k, v, mask, O.call_opts(o, {
     window_size = o.window_size, num_sinks = o.num_sinks,
   }), self:is_training())
+end
+
+--- step(q, k, v, state, keep) -> out, state (attention/incremental.lua): the
+--- rolling cache of section 3.2, num_sinks first keys plus a ring buffer of
+--- the window_size most recent ones.
+function SinkAttention:step(q, k, v, state, keep)
+  local o = self.opts
+  return I.ring_step(self, q, k, v, state, keep, o.window_size, o.num_sinks)
 end
 
 function SinkAttention:extra_repr()
