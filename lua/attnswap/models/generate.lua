@@ -2,10 +2,12 @@
 -- sampled (temperature, top-k, top-p, in transformers' order), stop tokens,
 -- a streaming callback, and batched prompts of different lengths, left-padded
 -- with an attention mask as transformers pads them.  With the cache (the
--- default) each step feeds only the new tokens and the model keeps its keys
--- and values; the attention cores then get a query shorter than the keys
--- (causal, aligned bottom-right).
+-- default) each step feeds only the new tokens and each layer's core keeps
+-- its own state (attention/incremental.lua: the growing K/V, a ring buffer
+-- of a window, or a recurrent state).  Also what the models' attention
+-- layers share: positions from a mask, and attend (the core, or its step).
 local as = require "attnswap"
+local I = require "attnswap.attention.incremental"
 local nn = as.nn
 
 local M = {}
@@ -16,22 +18,84 @@ local PYTORCH = { max_length = "give max_new_tokens, the tokens to add", streame
   num_beams = "beam search is not implemented", repetition_penalty = "not implemented" }
 
 --- check_incremental(model [, level]): an error naming the first attention
---- core registered with incremental = false (it cannot take a query shorter
---- than its keys, so it cannot run with a KV cache).
+--- core with no incremental form (registered with incremental = false: it
+--- cannot take a query shorter than its keys, so it cannot run with a cache).
 function M.check_incremental(model, level)
   for path, m in model:named_modules() do
     if path:match("%.core$") or path == "core" then
-      local name
-      for _, n in ipairs(as.attention.names()) do
-        if as.isinstance(m, as.attention.get(n)) then name = n break end
-      end
-      local info = name and as.attention.info(name)
-      if info and not info.incremental then
+      local step, _, name = I.stepper(m)
+      if not step then
         error(string.format("generate: %s (%s) cannot run incrementally with a KV cache; pass {use_cache = false}",
           path, name), (level or 1) + 1)
       end
     end
   end
+end
+
+--- positions(B, L, offset, mask) -> int64 (B, L): the positions of the L new
+--- tokens, offset + 0 .. L-1, or from an attention mask (B, offset + L) as
+--- transformers' generate makes them for left padding: cumsum(mask) - 1,
+--- and 1 at padded places.
+function M.positions(B, L, offset, mask)
+  if not mask then
+    return as.arange(offset, offset + L):reshape(1, L):expand(B, L):contiguous()
+  end
+  local rows = mask:tolist()
+  local out = {}
+  for b = 1, B do
+    local row, n, pos = rows[b], 0, {}
+    for j = 1, #row do
+      local on = row[j] ~= 0 and row[j] ~= false
+      if on then n = n + 1 end
+      if j > #row - L then pos[#pos + 1] = on and n - 1 or 1 end
+    end
+    out[b] = pos
+  end
+  return as.tensor(out, "int64")
+end
+
+--- all_on(mask): whether a mask keeps every position.
+function M.all_on(mask)
+  return mask:ne(0):logical_not():sum():item() == 0
+end
+
+--- check_mask(name, mask, B, n, level) -> the mask on the CPU, or nil when it
+--- keeps everything; an error unless it is a tensor (B, n).
+function M.check_mask(name, mask, B, n, level)
+  if mask == nil then return nil end
+  if not as.is_tensor(mask) or mask:dim() ~= 2 or mask:size(1) ~= B or mask:size(2) ~= n then
+    error(string.format("%s: attention_mask should be (B, past + L) = (%d, %d), got %s", name, B, n,
+      as.is_tensor(mask) and tostring(mask:shape()) or type(mask)), level + 1)
+  end
+  mask = mask:cpu()
+  if M.all_on(mask) then return nil end
+  return mask
+end
+
+--- attend(core, q, k, v, past, keep, use_cache) -> out, state (nil when not
+--- caching, or when the core has no incremental form and no past is given).
+--- keep (B, L) bool or nil: the new tokens that are real.  Without a cache
+--- the core is called as it is, its mask the keep of every key.
+function M.attend(core, q, k, v, past, keep, use_cache)
+  local mask = keep and keep:reshape(keep:size(1), 1, 1, keep:size(2)) or nil
+  if past == nil and not use_cache then return core(q, k, v, mask), nil end
+  local step, why = I.stepper(core)
+  if not step then
+    if past ~= nil then error("the cache cannot be extended: " .. why, 0) end
+    return core(q, k, v, mask), nil
+  end
+  return step(q, k, v, past, keep)
+end
+
+--- layer_past(name, past, i, level) -> layer i's state of a cache, or nil
+function M.layer_past(name, past, i, level)
+  if past == nil or past.length == 0 then return nil end
+  local s = past[i]
+  if s == nil then
+    error(string.format("%s: the cache has no state for layer %d (its attention core has no incremental form; " ..
+      "run without a cache)", name, i), level + 1)
+  end
+  return s
 end
 
 -- The k largest entries of a (V,) float tensor, largest first: ids (1-based), values.
@@ -187,7 +251,10 @@ end
 --- generate(model, ids, opts, caps) -> ids (B, Lprompt + new) int64, prompts
 --- left-padded.  model(ids, {past, attention_mask, last_only}) -> logits, cache.
 --- caps: mask (the model takes attention_mask), last_only (it takes
---- last_only), pad_token_id, eos_token_id (the config's).
+--- last_only), pad_token_id, eos_token_id (the config's), max_positions and
+--- positions_name (the model's position limit and its config name: a prompt
+--- of L tokens with max_new_tokens = n needs L + n <= max_positions, checked
+--- before any token is produced).
 --- opts: max_new_tokens (20), use_cache (true), do_sample (false), temperature,
 --- top_k, top_p, seed (as.manual_seed first), eos_token_id (a number, a list,
 --- or false: none), pad_token_id, attention_mask (for a padded tensor),
@@ -212,6 +279,12 @@ function M.generate(model, ids, opts, caps)
     error("generate: this model takes no attention mask, so batched prompts must have the same length " ..
       "(generate them one by one)", 2)
   end
+  local L = #rows[1]
+  if caps.max_positions and L + n > caps.max_positions then
+    error(string.format("generate: a prompt of %d tokens + max_new_tokens = %d makes %d tokens, past %s = %d " ..
+      "(shorten the prompt or ask for fewer tokens)", L, n, L + n, caps.positions_name or "the model's positions",
+      caps.max_positions), 2)
+  end
   if use_cache then M.check_incremental(model, 2) end
   if opts.seed ~= nil then as.manual_seed(opts.seed) end
   local B = #rows
@@ -219,7 +292,7 @@ function M.generate(model, ids, opts, caps)
   local function tensor(t) return as.tensor(t, "int64"):to(device) end
   local input, past = tensor(rows), nil
   for step = 1, n do
-    local fwd = {}
+    local fwd = { use_cache = use_cache }
     if use_cache then fwd.past = past end
     if mask then fwd.attention_mask = tensor(mask) end
     if caps.last_only then fwd.last_only = true end

@@ -2,8 +2,10 @@
 -- parameter names, so a save_pretrained folder loads as it is.  GPT-2's
 -- projections are Conv1D layers (weight stored (in, out), y = x W + b), kept
 -- as such here.  Each block's attention core (transformer.h.N.attn.core) is
--- swappable; generation keeps a KV cache and asks the core for a query
--- shorter than the keys (causal, aligned bottom-right).
+-- swappable; generation keeps each core's cache (attention/incremental.lua:
+-- the growing K/V for exact attention, a window's ring buffer, a recurrent
+-- state) and takes left-padded batches with an attention mask, positions
+-- counted as transformers' generate counts them (cumsum(mask) - 1).
 local as = require "attnswap"
 local common = require "attnswap.models.common"
 local generate = require "attnswap.models.generate"
@@ -47,20 +49,17 @@ function GPT2Attention:init(c)
   self.n_head = c.n_head
 end
 
--- x (B, L, E), past {k, v} each (B, H, Lpast, D) or nil -> (B, L, E), {k, v}
-function GPT2Attention:forward(x, past)
+-- x (B, L, E), past: the core's state or nil, keep (B, L) bool or nil (the
+-- new tokens that are real) -> (B, L, E), the state after them
+function GPT2Attention:forward(x, past, keep, use_cache)
   local B, L, E = x:size(1), x:size(2), x:size(3)
   local H = self.n_head
   local q, k, v = self.c_attn(x):split(E, 3)
   local function heads(t) return t:reshape(B, L, H, E // H):permute(1, 3, 2, 4) end
   q, k, v = heads(q), heads(k), heads(v)
-  if past then
-    k = as.cat({ past[1], k }, 3)
-    v = as.cat({ past[2], v }, 3)
-  end
-  local o = self.core(q, k, v)
+  local o, present = generate.attend(self.core, q, k, v, past, keep, use_cache)
   o = o:permute(1, 3, 2, 4):reshape(B, L, E)
-  return self.c_proj(o), { k, v }
+  return self.c_proj(o), present
 end
 
 local GPT2MLP = nn.class("GPT2MLP")
@@ -83,8 +82,8 @@ function GPT2Block:init(c)
   self.mlp = GPT2MLP(c)
 end
 
-function GPT2Block:forward(x, past)
-  local a, present = self.attn(self.ln_1(x), past)
+function GPT2Block:forward(x, past, keep, use_cache)
+  local a, present = self.attn(self.ln_1(x), past, keep, use_cache)
   x = x + a
   return x + self.mlp(self.ln_2(x)), present
 end
@@ -101,20 +100,35 @@ function GPT2Model:init(c)
   self.n_positions = c.n_positions
 end
 
--- ids (B, L) int64; past: list of per-layer {k, v} or nil
-function GPT2Model:forward(ids, past)
-  local L = ids:size(2)
-  local offset = past and past[1] and past[1][1]:size(3) or 0
+-- ids (B, L) int64; opts.past (a cache from an earlier call), opts.attention_mask
+-- (B, Lpast + L), opts.position_ids (B, L), opts.use_cache (true) -> hidden
+-- (B, L, E), cache {length, [i] = block i's core state} (nil without use_cache)
+function GPT2Model:forward(ids, opts)
+  opts = opts or {}
+  local B, L = ids:size(1), ids:size(2)
+  local past = opts.past
+  local offset = past and past.length or 0
+  local use_cache = opts.use_cache ~= false
   if offset + L > self.n_positions then
-    error(string.format("GPT2: sequence of %d tokens exceeds n_positions = %d", offset + L, self.n_positions), 2)
+    error(string.format("GPT2: sequence of %d tokens exceeds n_positions = %d", offset + L, self.n_positions), 3)
   end
-  local pos = as.arange(offset, offset + L):to(ids:device())
-  local x = self.wte(ids) + self.wpe(pos)
-  local presents = {}
+  local mask = generate.check_mask("GPT2LMHeadModel", opts.attention_mask, B, offset + L, 3)
+  local pos = opts.position_ids
+  if pos == nil then
+    pos = generate.positions(B, L, offset, mask)
+  elseif not as.is_tensor(pos) or pos:dim() ~= 2 or pos:size(1) ~= B or pos:size(2) ~= L then
+    error(string.format("GPT2LMHeadModel: position_ids should be (B, L) = (%d, %d), got %s", B, L,
+      as.is_tensor(pos) and tostring(pos:shape()) or type(pos)), 3)
+  end
+  local x = self.wte(ids) + self.wpe(pos:to(ids:device()))
+  local keep = mask and mask:narrow(2, offset + 1, L) or nil
+  if keep and generate.all_on(keep) then keep = nil end
+  keep = keep and keep:ne(0):to(x:device()) or nil
+  local presents = { length = offset + L }
   for i, blk in ipairs(self.h:children()) do
-    x, presents[i] = blk(x, past and past[i])
+    x, presents[i] = blk(x, generate.layer_past("GPT2LMHeadModel", past, i, 3), keep, use_cache)
   end
-  return self.ln_f(x), presents
+  return self.ln_f(x), use_cache and presents or nil
 end
 
 local GPT2LMHeadModel = nn.class("GPT2LMHeadModel")
@@ -124,22 +138,35 @@ function GPT2LMHeadModel:init(c)
   self.transformer = GPT2Model(c)
 end
 
---- forward(input_ids (B, L) int64 [, {past = cache}]) -> logits (B, L, vocab), cache
+--- forward(input_ids (B, L) int64 [, {past = cache, attention_mask = (B, Lpast + L),
+---   position_ids = (B, L), last_only = false, use_cache = true}]) -> logits (B, L, vocab)
+---   (last_only: (B, 1, vocab)), cache
 -- The head is tied to the token embedding (as HF ties lm_head.weight to wte.weight).
 function GPT2LMHeadModel:forward(ids, opts)
   if not as.is_tensor(ids) or ids:dim() ~= 2 or (ids:dtype() ~= "int64" and ids:dtype() ~= "int32") then
     error("GPT2LMHeadModel: expected input_ids as an int64 tensor (B, L), got " ..
       (as.is_tensor(ids) and (ids:dtype() .. " " .. tostring(ids:shape())) or type(ids)), 2)
   end
-  local h, presents = self.transformer(ids, opts and opts.past)
+  opts = opts or {}
+  if ids:numel() > 0 then
+    local lo, hi = ids:min():item(), ids:max():item()
+    if lo < 0 or hi >= self.config.vocab_size then
+      error(string.format("GPT2LMHeadModel: token id %d is out of range (vocab_size = %d)",
+        lo < 0 and lo or hi, self.config.vocab_size), 2)
+    end
+  end
+  local h, presents = self.transformer(ids, opts)
+  if opts.last_only then h = h:narrow(2, h:size(2), 1) end
   return h:matmul(self.transformer.wte.weight:t()), presents
 end
 
---- generate(ids (B, L) or lists of ids of one length, {max_new_tokens = 20, use_cache = true,
----           do_sample = false, top_k, top_p, temperature, seed, eos_token_id, callback})
+--- generate(ids (B, L) int64 [with attention_mask], or lists of ids of any lengths (left-padded),
+---           {max_new_tokens = 20, use_cache = true, do_sample = false, top_k, top_p, temperature,
+---           seed, eos_token_id, pad_token_id, attention_mask, callback})
 --- -> ids (B, L + new): models/generate.lua, shared with the Llama family
 function GPT2LMHeadModel:generate(ids, opts)
-  return generate.generate(self, ids, opts, { mask = false, last_only = false })
+  return generate.generate(self, ids, opts, { mask = true, last_only = true, max_positions = self.config.n_positions,
+    positions_name = "n_positions" })
 end
 
 local gpt2 = {}

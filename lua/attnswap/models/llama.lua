@@ -139,18 +139,11 @@ function LlamaAttention:init(c, r, sliding)
   self.num_heads, self.num_kv_heads, self.head_dim = H, Hkv, D
 end
 
--- How many past keys the core can still see: a causal local_attention core
--- (a sliding-window layer, or one swapped in) sees window_size of them, so
--- the cache keeps only those; any other core keeps all.
-local function window_of(core)
-  if not as.isinstance(core, as.attention.get("local_attention")) then return nil end
-  local o = core.opts
-  if type(o) == "table" and o.causal == true and is_int(o.window_size) then return o.window_size end
-end
-
--- x (B, L, E); cos, sin (B, 1, L, D); past {k, v} (B, Hkv, Lp, D) or nil;
--- keep (B, 1, 1, Lall) bool or nil -> (B, L, E), {k, v}
-function LlamaAttention:forward(x, cos, sin, past, keep)
+-- x (B, L, E); cos, sin (B, 1, L, D); past: the core's state (a KV cache,
+-- a ring buffer of a window, a recurrent state: attention/incremental.lua)
+-- or nil; keep (B, L) bool or nil: the new tokens that are real ->
+-- (B, L, E), the state after them (nil without use_cache)
+function LlamaAttention:forward(x, cos, sin, past, keep, use_cache)
   local B, L = x:size(1), x:size(2)
   local H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
   local q = self.q_proj(x):reshape(B, L, H, D)
@@ -159,17 +152,9 @@ function LlamaAttention:forward(x, cos, sin, past, keep)
   if self.q_norm then q, k = self.q_norm(q), self.k_norm(k) end
   q = rope.apply(q:permute(1, 3, 2, 4), cos, sin)
   k = rope.apply(k:permute(1, 3, 2, 4), cos, sin)
-  if past then
-    k = as.cat({ past[1], k }, 3)
-    v = as.cat({ past[2], v }, 3)
-  end
-  local Lk = k:size(3)
-  if keep and keep:size(4) ~= Lk then keep = keep:narrow(4, keep:size(4) - Lk + 1, Lk) end
-  local o = self.core(q, k, v, keep)
+  local o, present = generate.attend(self.core, q, k, v, past, keep, use_cache)
   o = o:permute(1, 3, 2, 4):reshape(B, L, H * D)
-  local w = window_of(self.core)
-  if w and Lk > w then k, v = k:narrow(3, Lk - w + 1, w), v:narrow(3, Lk - w + 1, w) end
-  return self.o_proj(o), { k, v }
+  return self.o_proj(o), present
 end
 
 function LlamaAttention:extra_repr()
@@ -196,8 +181,8 @@ function LlamaDecoderLayer:init(c, r, i)
   self.post_attention_layernorm = LlamaRMSNorm(c.hidden_size, c.rms_norm_eps)
 end
 
-function LlamaDecoderLayer:forward(x, cos, sin, past, keep)
-  local a, present = self.self_attn(self.input_layernorm(x), cos, sin, past, keep)
+function LlamaDecoderLayer:forward(x, cos, sin, past, keep, use_cache)
+  local a, present = self.self_attn(self.input_layernorm(x), cos, sin, past, keep, use_cache)
   x = x + a
   return x + self.mlp(self.post_attention_layernorm(x)), present
 end
@@ -215,49 +200,18 @@ function LlamaModel:init(c, r)
   self.max_position_embeddings = c.max_position_embeddings
 end
 
--- Positions of the L new tokens: past + 0 .. L-1, or from an attention mask
--- (B, Lpast + L) as transformers' generate makes them for left padding:
--- cumsum(mask) - 1, and 1 at padded places.
-local function positions(B, L, offset, mask)
-  if not mask then
-    return as.arange(offset, offset + L):reshape(1, L):expand(B, L):contiguous()
-  end
-  local rows = mask:tolist()
-  local out = {}
-  for b = 1, B do
-    local row, n, pos = rows[b], 0, {}
-    for j = 1, #row do
-      local on = row[j] ~= 0 and row[j] ~= false
-      if on then n = n + 1 end
-      if j > #row - L then pos[#pos + 1] = on and n - 1 or 1 end
-    end
-    out[b] = pos
-  end
-  return as.tensor(out, "int64")
-end
-
-local function all_on(mask)
-  return mask:ne(0):logical_not():sum():item() == 0
-end
-
 -- ids (B, L); opts.past (a cache from an earlier call), opts.attention_mask
--- (B, Lpast + L), opts.position_ids (B, L) -> hidden (B, L, E), cache
+-- (B, Lpast + L), opts.position_ids (B, L), opts.use_cache (true) -> hidden
+-- (B, L, E), cache (nil when use_cache = false)
 function LlamaModel:forward(ids, opts)
   local B, L = ids:size(1), ids:size(2)
   local past = opts.past
   local offset = past and past.length or 0
-  local mask = opts.attention_mask
-  if mask ~= nil then
-    if not as.is_tensor(mask) or mask:dim() ~= 2 or mask:size(1) ~= B or mask:size(2) ~= offset + L then
-      error(string.format("LlamaForCausalLM: attention_mask should be (B, past + L) = (%d, %d), got %s", B,
-        offset + L, as.is_tensor(mask) and tostring(mask:shape()) or type(mask)), 3)
-    end
-    mask = mask:cpu()
-    if all_on(mask) then mask = nil end
-  end
+  local use_cache = opts.use_cache ~= false
+  local mask = generate.check_mask("LlamaForCausalLM", opts.attention_mask, B, offset + L, 3)
   local pos = opts.position_ids
   if pos == nil then
-    pos = positions(B, L, offset, mask)
+    pos = generate.positions(B, L, offset, mask)
   elseif not as.is_tensor(pos) or pos:dim() ~= 2 or pos:size(1) ~= B or pos:size(2) ~= L then
     error(string.format("LlamaForCausalLM: position_ids should be (B, L) = (%d, %d), got %s", B, L,
       as.is_tensor(pos) and tostring(pos:shape()) or type(pos)), 3)
@@ -270,12 +224,14 @@ function LlamaModel:forward(ids, opts)
   local x = self.embed_tokens(ids)
   local cos, sin = rope.cos_sin(self.inv_freq, pos:cpu(), self.attention_scaling)
   cos, sin = cos:to(x:device()):to(x:dtype()), sin:to(x:device()):to(x:dtype())
-  local keep = mask and mask:ne(0):reshape(B, 1, 1, offset + L):to(x:device()) or nil
+  local keep = mask and mask:narrow(2, offset + 1, L) or nil
+  if keep and generate.all_on(keep) then keep = nil end
+  keep = keep and keep:ne(0):to(x:device()) or nil
   local presents = { length = offset + L }
   for i, layer in ipairs(self.layers:children()) do
-    x, presents[i] = layer(x, cos, sin, past and past[i], keep)
+    x, presents[i] = layer(x, cos, sin, generate.layer_past("LlamaForCausalLM", past, i, 3), keep, use_cache)
   end
-  return self.norm(x), presents
+  return self.norm(x), use_cache and presents or nil
 end
 
 local LlamaForCausalLM = nn.class("LlamaForCausalLM")
@@ -287,7 +243,8 @@ function LlamaForCausalLM:init(c, r)
 end
 
 --- forward(input_ids (B, L) int64 [, {past = cache, attention_mask = (B, Lpast + L),
----   position_ids = (B, L), last_only = false}]) -> logits (B, L, vocab) (last_only: (B, 1, vocab)), cache
+---   position_ids = (B, L), last_only = false, use_cache = true}]) -> logits (B, L, vocab)
+---   (last_only: (B, 1, vocab)), cache: {length = tokens seen, [i] = layer i's core state}
 function LlamaForCausalLM:forward(ids, opts)
   if not as.is_tensor(ids) or ids:dim() ~= 2 or (ids:dtype() ~= "int64" and ids:dtype() ~= "int32") then
     error("LlamaForCausalLM: expected input_ids as an int64 tensor (B, L), got " ..
@@ -310,7 +267,8 @@ end
 --- generate(ids, opts) -> ids (B, Lprompt + new): see models/generate.lua
 function LlamaForCausalLM:generate(ids, opts)
   return generate.generate(self, ids, opts, { mask = true, pad_token_id = self.config.pad_token_id,
-    eos_token_id = self.config.eos_token_id, last_only = true, name = "generate" })
+    eos_token_id = self.config.eos_token_id, last_only = true, name = "generate",
+    max_positions = self.config.max_position_embeddings, positions_name = "max_position_embeddings" })
 end
 
 local function family(model_type)
