@@ -37,6 +37,7 @@ as.swapped = swap.swapped
 as.compare = require("attnswap.compare").compare
 as.patterns = require "attnswap.patterns"
 as.tokenizer = require "attnswap.tokenizers"
+as.eval = require "attnswap.eval" -- perplexity
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {
