@@ -2,7 +2,8 @@
 -- Reads the checkpoint's config.json (a folder, or a hub name resolved
 -- through the local Hugging Face cache as models/hub.lua does) and hands the
 -- path to the family's own from_pretrained: HF's model_type, else its
--- architectures list, else timm's keys (a ViT).
+-- architectures list, else timm's keys (a ViT).  The tokenizer.json beside
+-- the weights, when there is one, comes back too (as.tokenizer).
 local common = require "attnswap.models.common"
 
 local KNOWN = { "bert", "gpt2", "llama", "mistral", "qwen2", "qwen3", "vit" }
@@ -46,13 +47,29 @@ local M = {}
 M.KNOWN = KNOWN
 M.family_of = family_of
 
---- from_pretrained(path [, config]) -> model, family name
+-- The tokenizer.json in the folder of the weights: a tokenizer, or nil and
+-- why not (nil, nil when there is none: a tokenizer that cannot be read does
+-- not stop the model from loading).
+local function tokenizer_beside(weights)
+  local dir = weights:match("^(.*)/[^/]*$") or "."
+  local file = dir .. "/tokenizer.json"
+  local f = io.open(file, "rb")
+  if not f then return nil end
+  f:close()
+  local ok, tok = pcall(require("attnswap.tokenizers").from_pretrained, file)
+  if not ok then return nil, tostring(tok) end
+  return tok
+end
+
+--- from_pretrained(path [, config]) -> model, family name, tokenizer (the
+--- tokenizer.json beside the weights through as.tokenizer, or nil), and when
+--- that file is there but cannot be read, why
 function M.from_pretrained(path, config)
   if config ~= nil and type(config) ~= "table" then
     error("bad argument #2 to 'models.from_pretrained' (config table expected, got " .. type(config) .. ")", 2)
   end
   local where = { revision = config and config.revision, cache_dir = config and config.cache_dir, sharded = true }
-  local _, cfg = common.locate("models", path, where)
+  local weights, cfg = common.locate("models", path, where)
   if not cfg then
     error(string.format("models.from_pretrained: '%s' has no config.json to tell the model family; " ..
       "call the family's own loader (as.models.<family>.from_pretrained(path, config); families: %s)",
@@ -63,7 +80,8 @@ function M.from_pretrained(path, config)
     error(string.format("models.from_pretrained: '%s': %s is not a family attnswap knows (known: %s)", tostring(path),
       what, known()), 2)
   end
-  return require("attnswap.models." .. family).from_pretrained(path, config), family
+  local model = require("attnswap.models." .. family).from_pretrained(path, config)
+  return model, family, tokenizer_beside(weights)
 end
 
 return setmetatable(M, { __call = function(_, ...) return M.from_pretrained(...) end })
