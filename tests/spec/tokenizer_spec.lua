@@ -43,6 +43,27 @@ describe("tokenizers match HF tokenizers", function()
   end
 end)
 
+describe("pre-tokenizers and normalizers match HF tokenizers", function()
+  -- variants.json: fragments put in place of the gpt2 fixture's own
+  local base = read(root .. "gpt2/tokenizer.json")
+  local v = as.json_decode(read(root .. "variants.json"))
+  local own = {
+    pre_tokenizer = '"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true}',
+    normalizer = '"normalizer":null',
+  }
+  for name, case in pairs(v.variants) do
+    it(name, function()
+      local at, stop = base:find(own[case.stage], 1, true)
+      assert.is_not_nil(at)
+      local json = base:sub(1, at - 1) .. '"' .. case.stage .. '":' .. case.json .. base:sub(stop + 1)
+      local tok = as.tokenizer.from_string(json, name)
+      for i, text in ipairs(v.texts) do
+        assert.are.same(case.ids[i], tok:encode(text), text)
+      end
+    end)
+  end
+end)
+
 describe("as.tokenizer", function()
   local tok = as.tokenizer.from_pretrained(root .. "llama3/tokenizer.json")
 
@@ -63,7 +84,7 @@ describe("as.tokenizer", function()
   it("prints, measures and looks up", function()
     assert.matches("^Tokenizer%(byte%-level BPE, vocab_size=420", tostring(tok))
     assert.is_nil(tok:token_to_id("no such token"))
-    assert.is_nil(tok:id_to_token(10 ^ 6 // 1))
+    assert.is_nil(tok:id_to_token(1000000))
     assert.is_true(tok:is_special(0))
     assert.is_false(tok:is_special(100))
   end)
