@@ -70,6 +70,29 @@ describe("core:step against the core's forward", function()
     end)
   end
 
+  it("every step runs on the ops path too (what a CUDA tensor takes)", function()
+    local P = require "attnswap.attention.ops_path"
+    for _, case in ipairs(CORES) do
+      local c = new_core(case)
+      local state, at = nil, 0
+      P.force = true
+      local ok, err = pcall(function()
+        for _, n in ipairs { 9, 1, 1, 3, 1 } do
+          local function part(t) return t:narrow(3, at + 1, n) end
+          local out
+          out, state = I.stepper(c)(part(q), part(k), part(v), state, keep:narrow(2, at + 1, n))
+          at = at + n
+          local function prefix(t) return t:narrow(3, 1, at) end
+          local want = c(prefix(q), prefix(k), prefix(v), keep:narrow(2, 1, at):reshape(B, 1, 1, at))
+          local d = maxdiff(out, want:narrow(3, at - n + 1, n))
+          assert(d < 1e-4, string.format("%s after %d tokens: max diff %g", case[1], at, d))
+        end
+      end)
+      P.force = false
+      assert.is_true(ok, tostring(err))
+    end
+  end)
+
   it("a ring holds at most window (+ sinks) keys, written in place once full", function()
     local c = new_core(CORES[4]) -- sink_attention, window 4, 2 sinks
     local state
