@@ -3,6 +3,11 @@
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
 #   bash bench/gpu_host.sh [test|bench|models|all]   (default all)
+# .debs (ignored by git) holds, from `apt-get download` here: liblua5.4-0
+# liblua5.4-dev lua5.4 libopenblas0-pthread libopenblas-dev
+# libopenblas-pthread-dev libgfortran5 libcjson1 libcjson-dev libpcre2-8-0
+# libpcre2-dev libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc2 libutf8proc-dev
+# libedit-dev libedit2 libbsd0 libmd0
 set -u
 what=${1:-all}
 OUT=${OUT:-/tmp/out}
@@ -11,6 +16,9 @@ for f in .debs/*.deb; do dpkg -x "$f" /tmp/sys; done
 S=/tmp/sys/usr
 export LD_LIBRARY_PATH=$S/lib/x86_64-linux-gnu:$S/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OPENBLAS_CORETYPE=SkylakeX
+# the tokenizers' PCRE2 and utf8proc (.pc files under /tmp/sys, paths remapped there)
+export PKG_CONFIG_SYSROOT_DIR=/tmp/sys
+export PKG_CONFIG_PATH=$S/lib/x86_64-linux-gnu/pkgconfig:$S/share/pkgconfig
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$S \
   "-DLUA_INCLUDE_DIR=$S/include/lua5.4;$S/include/x86_64-linux-gnu" -DLUA_LIBRARY=$S/lib/x86_64-linux-gnu/liblua5.4.so \

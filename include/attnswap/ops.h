@@ -79,11 +79,8 @@ as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device
  * the kernels; OpenBLAS stays single-threaded. */
 void as_set_num_threads(int n);
 int as_get_num_threads(void);
-void as_threads_init(void); /* once, when the library loads */
-/* cblas_sgemm (row-major; ta/tb: operand transposed) with C split into one
- * slab per OpenMP thread when the product is large enough; one call when
- * already inside a parallel region. */
-void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-
+void as_threads_init(void); /* part of as_init */
+/* Once, before anything else (the Lua module and attnswap-run call it):
+ * sets up the thread pool and registers the device backends. */
+void as_init(void);
 #endif

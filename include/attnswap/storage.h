@@ -41,11 +41,4 @@ void as_cpu_reset_peak(void);
 const char *as_device_name(as_device dev); /* "cpu", "cuda:0" */
 int as_device_equal(as_device a, as_device b);
 
-/* Device backends plug in here; CPU is built in. */
-typedef struct {
-    void *(*alloc)(size_t nbytes, int index);
-    void (*free)(void *p, int index);
-} as_device_allocator;
-void as_register_allocator(as_device_type type, const as_device_allocator *a);
-
 #endif

@@ -77,9 +77,6 @@ int as_copy_(as_tensor *dst, const as_tensor *src);
 int as_fill_(as_tensor *dst, double value);
 as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt); /* retains t when dt matches */
 as_tensor *as_to_device(const as_tensor *t, as_device dev);
-/* A device backend (CUDA) registers the copy that handles its tensors. */
-typedef int (*as_device_copy_fn)(as_tensor *dst, const as_tensor *src);
-void as_register_device_copy(as_device_copy_fn fn);
 
 /* ---- shape helpers shared by ops ---- */
 /* Broadcast shapes a and b (NumPy rules).  Returns ndim or -1 with an error naming fn. */

@@ -34,4 +34,10 @@ void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, c
                             const float *b, double eps);
 void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);
 
+/* cblas_sgemm (row-major; ta/tb: operand transposed) with C split into one
+ * slab per OpenMP thread when the product is large enough; one call when
+ * already inside a parallel region. */
+void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 #endif

@@ -1,23 +1,16 @@
 /* flash_attention: exact softmax(q k^T * scale + bias) v through the fused
  * tiled kernel (Dao et al. 2022), never materialising the Lq x Lk scores.
  * Same contract as as_sdp_attention; this file checks the arguments, reads
- * strides and broadcast masks as they come (no copies) and dispatches to
- * the CPU kernel (kernels/cpu/attention_flash.c). */
+ * strides and broadcast masks as they come (no copies) into the kernels'
+ * parameter block (kernels/common/as_attention.h) and hands it to the
+ * device's kernel (kernels/cpu/attention_flash.c, kernels/cuda/). */
 #include <math.h>
 #include <stdint.h>
-#include <omp.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "attnswap/error.h"
-#include "attention_flash.h"
-#include "attnswap/cuda.h"
-#ifdef ATTNSWAP_HAVE_CUDA
-#include "attention_flash_cuda.h"
-#include "cuda_kernels.h"
-#endif
 #include "attnswap/attention.h"
+#include "attnswap/error.h"
 #include "attnswap/nn.h"
+#include "dispatch.h"
 
 #define FN "flash_attention"
 
@@ -26,15 +19,6 @@ static _Thread_local const char *last_backend = "none";
 const char *as_flash_backend(void) { return last_backend; }
 
 void as_attention_note_backend(const char *name) { last_backend = name; }
-
-static const char *backend_name(const char *isa)
-{
-    static const char *const names[] = {"flash/avx512", "flash/avx2", "flash/scalar"};
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(isa, names[i] + 6)) return names[i];
-    return "flash/?";
-}
-
 
 /* The operand as the kernel reads it; dims missing on the left or of size 1
  * get stride 0 (broadcast). */
@@ -60,35 +44,6 @@ static int dropout_seed(uint64_t *seed)
     for (int i = 0; i < 4; i++) s = as_attn_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
     as_release(u);
     *seed = s;
-    return 0;
-}
-
-/* The CUDA kernel (kernels/cuda/attention_flash.cu) takes the very same
- * parameters, with device pointers. */
-static int run_cuda(as_attn_params *p, as_device dev)
-{
-#ifdef ATTNSWAP_HAVE_CUDA
-    if (as_cuda_use(FN, dev.index)) return -1;
-    last_backend = as_cuda_flash_path(p);
-    return as_cuda_check(FN, as_cuda_flash_attention(p, as_cuda_current_stream()));
-#else
-    (void)p;
-    return as_cuda_use(FN, dev.index);
-#endif
-}
-
-static int run_cpu(as_attn_params *p)
-{
-    last_backend = backend_name(as_cpu_flash_isa_name());
-    int nthreads = omp_get_max_threads();
-    size_t bytes = as_cpu_flash_workspace_size(p, nthreads);
-    void *ws = malloc(bytes);
-    if (!ws) {
-        as_error_set(FN ": out of memory (%zu bytes of scratch)", bytes);
-        return -1;
-    }
-    as_cpu_flash_attention(p, ws, nthreads);
-    free(ws);
     return 0;
 }
 
@@ -122,11 +77,7 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
             return NULL;
         }
     }
-    if (as_numel(out) == 0) {
-        last_backend = dev.type == AS_DEV_CPU ? backend_name(as_cpu_flash_isa_name()) : "flash/cuda";
-        return out;
-    }
-    if (dev.type == AS_DEV_CPU ? run_cpu(&p) : run_cuda(&p, dev)) {
+    if (as_k_flash(FN, dev, &p, &last_backend)) {
         as_release(out);
         return NULL;
     }

@@ -1,13 +1,79 @@
-/* What the runtime needs from a device, behind one table: memory, copies
+/* What the runtime needs from a device, behind one table: memory, copies,
  * and the kernels the op front-ends call.  The CPU's table is built in
- * (runtime/ops/dispatch.c); CUDA's registers itself at start
- * (runtime/cuda/backend.c, through as_init).  Nothing in base/ names a
- * device's code: storage and copies go through the table too. */
+ * (runtime/ops/cpu_backend.c); CUDA's registers itself when the library
+ * starts (runtime/cuda/backend.c, through as_init).  Nothing in base/ names
+ * a device's code: storage and copies go through the table too. */
 #ifndef AS_BACKEND_H
 #define AS_BACKEND_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "as_attention.h"
 #include "as_types.h"
 #include "attnswap/tensor.h"
+
+/* A batched matrix product for matmul: out (batch..., M, N), contiguous,
+ * = op(a) @ op(b) over nb broadcast batch dims (a and b expanded to them).
+ * The last two dims of a and b are read as BLAS reads them: transposed by
+ * flag, leading dimensions lda and ldb.  fold: b is one matrix for every
+ * batch and a's rows follow each other, so one (M * nbatch, K) product does
+ * it all (nn.Linear's case).  A backend may replace a and b by copies. */
+typedef struct {
+    as_tensor *a, *b, *out;
+    bool ta, tb, fold;
+    int64_t M, N, K, lda, ldb;
+    int nb;
+    const int64_t *batch;
+    int64_t nbatch;
+} as_gemm_args;
+
+typedef struct as_backend {
+    const char *name;
+    /* Makes device index current (creating its stream and handles on first
+     * use); 0, or -1 with "fn: ..." set when it does not exist. */
+    int (*use)(const char *fn, int index);
+    /* The status a kernel returned: 0, or -1 with "fn: ..." set. */
+    int (*check)(const char *fn, int status);
+    void *(*alloc)(size_t nbytes, int index);
+    void (*free)(void *p, int index);
+    /* dst[...] = src broadcast to dst's shape, converting dtype; one of the
+     * two on this backend's device, the other on it or on the CPU.  0 or -1. */
+    int (*copy)(as_tensor *dst, const as_tensor *src);
+
+    /* Kernels (kernels/cpu/cpu_kernels.h has the contracts): a status for check. */
+    int (*fill)(const as_kview *dst, double value);
+    int (*binary)(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b);
+    int (*unary)(as_unop op, const as_kview *out, const as_kview *a);
+    int (*clamp)(const as_kview *out, const as_kview *a, double lo, double hi);
+    int (*where)(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b);
+    int (*reduce_rows)(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
+                       int64_t *idx);
+    int (*reduce_rows_i64)(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
+    int (*softmax_rows)(const float *x, float *y, int64_t rows, int64_t n, int log);
+    int (*layer_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, const float *b,
+                           double eps);
+    int (*rms_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);
+    int (*gather_rows)(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                       int64_t row_bytes);
+    int (*triangle)(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
+
+    /* matmul's products, float32 (the CPU) or the tensors' dtype; 0 or -1 with the error set. */
+    int (*gemm)(as_gemm_args *g);
+    /* Exact attention (kernels/common/as_attention.h), pointers on this
+     * device; 0 or -1 with "fn: ..." set.  flash_path: the kernel it takes
+     * for p ("flash/avx512", "flash/wgmma-ws", ...). */
+    int (*flash)(const char *fn, const as_attn_params *p);
+    const char *(*flash_path)(const as_attn_params *p);
+} as_backend;
+
+/* Installs the table for a device type (at start, before any tensor). */
+void as_backend_register(as_device_type type, const as_backend *b);
+/* The table of a device type as registered (NULL when none), no device made current. */
+const as_backend *as_backend_get(as_device_type type);
+/* The backend of dev with the device made current; NULL with "fn: device
+ * ... is not available in this build" (or the backend's own error) set. */
+const as_backend *as_backend_for(const char *fn, as_device dev);
 
 /* A tensor as a kernel reads it (kernels/common/as_types.h). */
 static inline as_kview as_kview_of(const as_tensor *t)

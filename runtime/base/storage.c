@@ -5,11 +5,7 @@
 #include <stdlib.h>
 
 #include "attnswap/error.h"
-#include "attnswap/cuda.h"
-
-static const as_device_allocator *allocators[2];
-
-void as_register_allocator(as_device_type type, const as_device_allocator *a) { allocators[type] = a; }
+#include "backend.h"
 
 /* Bytes held by owned CPU storages now, and the most since the last reset.
  * Storages are made and freed on the thread that runs Lua (kernels never
@@ -73,8 +69,10 @@ static void free_owned(as_storage *s)
         cpu_live -= s->nbytes;
         if (!big_keep(s->data, cpu_block_size(s->nbytes))) free(s->data);
     }
-    else if (allocators[s->device.type])
-        allocators[s->device.type]->free(s->data, s->device.index);
+    else {
+        const as_backend *b = as_backend_get(s->device.type);
+        if (b && b->free) b->free(s->data, s->device.index);
+    }
 }
 
 /* glibc returns large blocks to the kernel on free and page-faults them back
@@ -102,13 +100,11 @@ as_storage *as_storage_new(size_t nbytes, as_device dev)
         }
         data = rounded >= BIG_BLOCK ? big_take(rounded) : NULL;
         if (!data) data = aligned_alloc(64, rounded);
-    } else if (dev.type == AS_DEV_CUDA && as_cuda_use("cuda", dev.index)) {
-        return NULL; /* no such device, or a build without CUDA */
-    } else if (allocators[dev.type]) {
-        data = allocators[dev.type]->alloc(nbytes, dev.index);
     } else {
-        as_error_set("device %s is not available in this build", as_device_name(dev));
-        return NULL;
+        /* errors read "cuda: no CUDA device is available" */
+        const as_backend *b = as_backend_for(dev.type == AS_DEV_CUDA ? "cuda" : "device", dev);
+        if (!b) return NULL; /* no such device, or a build without it */
+        data = b->alloc(nbytes, dev.index);
     }
     if (!data) {
         as_error_set("out of memory (requested %zu bytes on %s)", nbytes, as_device_name(dev));

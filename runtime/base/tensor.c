@@ -5,8 +5,6 @@
 
 #include "attnswap/error.h"
 #include "backend.h"
-#include "cpu_kernels.h"
-#include "dispatch.h"
 
 static as_tensor *tensor_alloc(void)
 {
@@ -455,20 +453,6 @@ as_tensor *as_flatten(const as_tensor *t, int start, int end)
 
 /* ---- copies ---- */
 
-static as_device_copy_fn device_copy;
-void as_register_device_copy(as_device_copy_fn fn) { device_copy = fn; }
-
-static int as_device_copy(as_tensor *dst, const as_tensor *src)
-{
-    if (!device_copy) {
-        as_error_set("copy_: device %s is not available in this build",
-                     as_device_name(dst->storage->device.type != AS_DEV_CPU ? dst->storage->device
-                                                                            : src->storage->device));
-        return -1;
-    }
-    return device_copy(dst, src);
-}
-
 as_tensor *as_contiguous(const as_tensor *t)
 {
     if (as_is_contiguous(t)) return as_retain((as_tensor *)t);
@@ -498,19 +482,17 @@ int as_copy_(as_tensor *dst, const as_tensor *src)
                          as_shape_str(s2, sizeof s2, dst->ndim, dst->shape));
             return -1;
         }
-    if (dst->storage->device.type != AS_DEV_CPU || src->storage->device.type != AS_DEV_CPU)
-        return as_device_copy(dst, src);
-    as_tensor *s = as_expand(src, dst->ndim, dst->shape);
-    if (!s) return -1;
-    as_kview dv = as_kview_of(dst), sv = as_kview_of(s);
-    as_cpu_copy(&dv, &sv);
-    as_release(s);
-    return 0;
+    /* the backend of the device that is not the CPU (if any) moves the data */
+    as_device dev = dst->storage->device.type != AS_DEV_CPU ? dst->storage->device : src->storage->device;
+    const as_backend *b = as_backend_for("copy_", dev);
+    return b ? b->copy(dst, src) : -1;
 }
 
 int as_fill_(as_tensor *dst, double value)
 {
-    return as_k_fill(dst, value);
+    const as_backend *b = as_backend_for("fill_", dst->storage->device);
+    as_kview d = as_kview_of(dst);
+    return b ? b->check("fill_", b->fill(&d, value)) : -1;
 }
 
 as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt)

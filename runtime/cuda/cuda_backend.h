@@ -1,17 +1,29 @@
-/* Row-major GEMM on cuBLAS for runtime/ops/matmul.c: C = op(A) op(B) with the
- * transposes as flags, float32 / float16 / bfloat16 operands of one dtype,
- * float32 accumulation (CUBLAS_COMPUTE_32F: no TF32, so float32 results
- * match the CPU's to rounding).  0, or -1 with the error set. */
-#ifndef AS_CUDA_GEMM_H
-#define AS_CUDA_GEMM_H
+/* The CUDA backend's runtime side, internal to runtime/: its table
+ * (runtime/cuda/backend.c, registered by as_init) and the pieces of
+ * device.c and gemm.c the table holds. */
+#ifndef AS_CUDA_BACKEND_H
+#define AS_CUDA_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "attnswap/tensor.h"
+#include "backend.h"
 
-/* batch matrices, the i-th at element offsets i*sa, i*sb, i*sc. */
-int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
-                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
-                 int64_t sc);
+/* Installs CUDA's table for AS_DEV_CUDA.  Without CUDA in the build the
+ * table only says so, for every use of a CUDA device. */
+void as_cuda_backend_register(void);
+
+/* device.c: the caching allocator of device index, and copies between a
+ * CUDA tensor and a CPU or CUDA one (as_backend.copy's contract). */
+void *as_cuda_alloc(size_t nbytes, int index);
+void as_cuda_free(void *p, int index);
+int as_cuda_device_copy(as_tensor *dst, const as_tensor *src);
+
+/* gemm.c: matmul's products on cuBLAS (as_backend.gemm's contract):
+ * float32 / float16 / bfloat16 operands of one dtype, float32 accumulation
+ * (CUBLAS_COMPUTE_32F: no TF32, so float32 results match the CPU's to
+ * rounding).  0, or -1 with the error set. */
+int as_cuda_gemm(as_gemm_args *g);
 
 #endif

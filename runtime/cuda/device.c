@@ -57,7 +57,7 @@ void *as_cuda_current_stream(void) { return NULL; }
 #include <pthread.h>
 #include <stdlib.h>
 
-#include "backend.h"
+#include "cuda_backend.h"
 #include "cuda_kernels.h"
 #include "attnswap/storage.h"
 
@@ -128,7 +128,7 @@ static void release_cache(device_state *d)
     d->free_list = NULL;
 }
 
-/* The allocator's interface (storage.h) passes sizes on free: the real size
+/* The backend's free (runtime/base/backend.h) is given no size: the real size
  * of a block is kept in a header-less side table, the block list itself. */
 typedef struct live_block {
     void *p;
@@ -161,7 +161,7 @@ static size_t forget(void *p)
     return 0;
 }
 
-static void *cuda_alloc(size_t nbytes, int index)
+void *as_cuda_alloc(size_t nbytes, int index)
 {
     device_state *d = &devices[index];
     size_t size = round_size(nbytes);
@@ -200,7 +200,7 @@ static void *cuda_alloc(size_t nbytes, int index)
     return p;
 }
 
-static void cuda_free(void *p, int index)
+void as_cuda_free(void *p, int index)
 {
     device_state *d = &devices[index];
     pthread_mutex_lock(&lock);
@@ -217,9 +217,7 @@ static void cuda_free(void *p, int index)
     pthread_mutex_unlock(&lock);
 }
 
-static const as_device_allocator allocator = {cuda_alloc, cuda_free};
 
-static int device_copy(as_tensor *dst, const as_tensor *src);
 
 /* At exit, before the CUDA runtime's own teardown (atexit runs in reverse,
  * and this is registered after the runtime started): the cache's free
@@ -262,8 +260,6 @@ int as_cuda_use(const char *fn, int index)
             return -1;
         }
         cublasSetStream(d->blas, d->stream);
-        as_register_allocator(AS_DEV_CUDA, &allocator);
-        as_register_device_copy(device_copy);
         static int registered;
         if (!registered) registered = atexit(shutdown_devices) == 0;
         d->ready = 1;
@@ -351,7 +347,7 @@ static int plain_pair(const as_tensor *dst, const as_tensor *src)
            as_same_shape(dst, src);
 }
 
-static int device_copy(as_tensor *dst, const as_tensor *src)
+int as_cuda_device_copy(as_tensor *dst, const as_tensor *src)
 {
     as_device dd = as_tensor_device(dst), sd = as_tensor_device(src);
     as_tensor *s = as_expand(src, dst->ndim, dst->shape);

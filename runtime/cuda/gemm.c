@@ -1,21 +1,18 @@
 /* cuBLAS GEMM for matmul on CUDA tensors.  cuBLAS is column-major: a
  * row-major C (M, N) is a column-major C^T (N, M) = op(B)^T op(A)^T, so the
  * operands swap and keep their transpose flags. */
-#include "gemm.h"
+#include "cuda_backend.h"
 
 #include <limits.h>
 
-#include "attnswap/error.h"
 #include "attnswap/cuda.h"
+#include "attnswap/error.h"
 
 #ifndef ATTNSWAP_HAVE_CUDA
 
-int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
-                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
-                 int64_t sc)
+int as_cuda_gemm(as_gemm_args *g)
 {
-    (void)a, (void)b, (void)c, (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)lda, (void)ldb, (void)ldc;
-    (void)batch, (void)sa, (void)sb, (void)sc;
+    (void)g;
     return as_cuda_use("matmul", 0);
 }
 
@@ -30,9 +27,9 @@ static cudaDataType_t cuda_type(as_dtype dt)
 
 static int fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
-                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
-                 int64_t sc)
+/* batch matrices, the i-th at element offsets i*sa, i*sb, i*sc. */
+static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
+                int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc)
 {
     if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) ||
         !fits_int(batch)) {
@@ -55,6 +52,50 @@ int as_cuda_gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, i
                                         (int)lda, sa, &zero, pc, t, (int)ldc, sc, (int)batch, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT);
     return as_cublas_check("matmul", st);
+}
+
+/* The batch [0, nbatch) as one stride per operand, when its dims allow. */
+static int uniform_batch(int nb, const int64_t *batch, const int64_t *stride, int64_t *step)
+{
+    int64_t s = -1, expect = 0;
+    for (int d = nb - 1; d >= 0; d--) {
+        if (batch[d] == 1) continue;
+        if (s < 0) s = stride[d], expect = s * batch[d];
+        else if (stride[d] != expect) return 0;
+        else expect *= batch[d];
+    }
+    *step = s < 0 ? 0 : s;
+    return 1;
+}
+
+/* *t as a contiguous copy: its matrices then read untransposed, rows of ld. */
+static int make_contiguous(as_tensor **t, bool *trans, int64_t *ld)
+{
+    as_tensor *c = as_contiguous(*t);
+    if (!c) return -1;
+    as_release(*t);
+    *t = c;
+    *trans = false;
+    *ld = c->shape[c->ndim - 1] > 1 ? c->shape[c->ndim - 1] : 1;
+    return 0;
+}
+
+int as_cuda_gemm(as_gemm_args *g)
+{
+    int64_t M = g->M, N = g->N, K = g->K, sa = 0, sb = 0;
+    if (g->fold)
+        return gemm(g->a, g->b, g->out, g->ta, g->tb, M * g->nbatch, N, K, g->lda, g->ldb, N, 1, 0, 0, 0);
+    /* Batches that one stride cannot step through (a head split out of a
+     * fused qkv projection: (B, H) strides (L 3HD, D)) are copied contiguous:
+     * one strided-batched call and a copy cost a fraction of a cuBLAS call
+     * per matrix (B H of them). */
+    if (!uniform_batch(g->nb, g->batch, g->a->stride, &sa) &&
+        (make_contiguous(&g->a, &g->ta, &g->lda) || !uniform_batch(g->nb, g->batch, g->a->stride, &sa)))
+        return -1;
+    if (!uniform_batch(g->nb, g->batch, g->b->stride, &sb) &&
+        (make_contiguous(&g->b, &g->tb, &g->ldb) || !uniform_batch(g->nb, g->batch, g->b->stride, &sb)))
+        return -1;
+    return gemm(g->a, g->b, g->out, g->ta, g->tb, M, N, K, g->lda, g->ldb, N, g->nbatch, sa, sb, M * N);
 }
 
 #endif

@@ -21,7 +21,7 @@ static void pin_module(void)
 int luaopen_attnswap_core(lua_State *L)
 {
     pin_module();
-    as_threads_init();
+    as_init();
     lua_newtable(L);
     l_open_tensor(L);
     l_open_file(L);

@@ -1,110 +1,128 @@
-/* Device dispatch for the op front-ends: CPU kernels never fail; CUDA
- * kernels are queued on the device's stream and their launch checked. */
+/* Device dispatch for the op front-ends: the kernels of a tensor's device,
+ * through its backend table (runtime/base/backend.h).  CPU kernels never
+ * fail; CUDA kernels are queued on the device's stream and their launch
+ * checked. */
 #include "dispatch.h"
 
 #include "attnswap/error.h"
 #include "backend.h"
-#include "cpu_kernels.h"
-#include "attnswap/cuda.h"
+#include "cuda_backend.h"
 
-#ifdef ATTNSWAP_HAVE_CUDA
-#include "cuda_kernels.h"
-#define ON_DEVICE(fn, dev, cpu_call, cuda_call)                                                              \
-    do {                                                                                                     \
-        if ((dev).type == AS_DEV_CPU) {                                                                      \
-            cpu_call;                                                                                        \
-            return 0;                                                                                        \
-        }                                                                                                    \
-        if (as_cuda_use(fn, (dev).index)) return -1;                                                         \
-        return as_cuda_check(fn, cuda_call);                                                                 \
-    } while (0)
-#else
-#define ON_DEVICE(fn, dev, cpu_call, cuda_call)                                                              \
-    do {                                                                                                     \
-        if ((dev).type == AS_DEV_CPU) {                                                                      \
-            cpu_call;                                                                                        \
-            return 0;                                                                                        \
-        }                                                                                                    \
-        return as_cuda_use(fn, (dev).index);                                                                 \
-    } while (0)
-#endif
+extern const as_backend as_cpu_backend; /* runtime/ops/cpu_backend.c */
+
+void as_init(void)
+{
+    static int done;
+    if (done) return;
+    done = 1;
+    as_threads_init();
+    as_backend_register(AS_DEV_CPU, &as_cpu_backend);
+    as_cuda_backend_register();
+}
+
+/* b = the backend of dev made current, or return -1 */
+#define BACKEND(b, fn, dev)                                                                                  \
+    const as_backend *b = as_backend_for(fn, dev);                                                           \
+    if (!b) return -1
 
 int as_k_copy(as_tensor *dst, const as_tensor *src)
 {
-    as_kview d = as_kview_of(dst), s = as_kview_of(src);
-    ON_DEVICE("copy_", as_tensor_device(dst), as_cpu_copy(&d, &s), as_cuda_copy(&d, &s));
+    BACKEND(b, "copy_", as_tensor_device(dst));
+    return b->copy(dst, src);
 }
 
 int as_k_fill(as_tensor *dst, double value)
 {
+    BACKEND(b, "fill_", as_tensor_device(dst));
     as_kview d = as_kview_of(dst);
-    ON_DEVICE("fill_", as_tensor_device(dst), as_cpu_fill(&d, value), as_cuda_fill(&d, value));
+    return b->check("fill_", b->fill(&d, value));
 }
 
-int as_k_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *b)
+int as_k_binary(as_binop op, as_tensor *out, const as_tensor *a, const as_tensor *c)
 {
-    as_kview o = as_kview_of(out), x = as_kview_of(a), y = as_kview_of(b);
-    ON_DEVICE(as_binop_name(op), as_tensor_device(out), as_cpu_binary(op, &o, &x, &y), as_cuda_binary(op, &o, &x, &y));
+    BACKEND(b, as_binop_name(op), as_tensor_device(out));
+    as_kview o = as_kview_of(out), x = as_kview_of(a), y = as_kview_of(c);
+    return b->check(as_binop_name(op), b->binary(op, &o, &x, &y));
 }
 
 int as_k_unary(as_unop op, as_tensor *out, const as_tensor *a)
 {
+    BACKEND(b, as_unop_name(op), as_tensor_device(out));
     as_kview o = as_kview_of(out), x = as_kview_of(a);
-    ON_DEVICE(as_unop_name(op), as_tensor_device(out), as_cpu_unary(op, &o, &x), as_cuda_unary(op, &o, &x));
+    return b->check(as_unop_name(op), b->unary(op, &o, &x));
 }
 
 int as_k_clamp(as_tensor *out, const as_tensor *a, double lo, double hi)
 {
+    BACKEND(b, "clamp", as_tensor_device(out));
     as_kview o = as_kview_of(out), x = as_kview_of(a);
-    ON_DEVICE("clamp", as_tensor_device(out), as_cpu_clamp(&o, &x, lo, hi), as_cuda_clamp(&o, &x, lo, hi));
+    return b->check("clamp", b->clamp(&o, &x, lo, hi));
 }
 
-int as_k_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+int as_k_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const as_tensor *c)
 {
-    as_kview o = as_kview_of(out), c = as_kview_of(cond), x = as_kview_of(a), y = as_kview_of(b);
-    ON_DEVICE("where", as_tensor_device(out), as_cpu_where(&o, &c, &x, &y), as_cuda_where(&o, &c, &x, &y));
+    BACKEND(b, "where", as_tensor_device(out));
+    as_kview o = as_kview_of(out), k = as_kview_of(cond), x = as_kview_of(a), y = as_kview_of(c);
+    return b->check("where", b->where(&o, &k, &x, &y));
 }
 
 int as_k_reduce_rows(as_device dev, as_redop op, const float *x, int64_t rows, int64_t n, int correction,
                      float *out, int64_t *idx)
 {
-    ON_DEVICE("reduce", dev, as_cpu_reduce_rows(op, x, rows, n, correction, out, idx),
-              as_cuda_reduce_rows(op, x, rows, n, correction, out, idx));
+    BACKEND(b, "reduce", dev);
+    return b->check("reduce", b->reduce_rows(op, x, rows, n, correction, out, idx));
 }
 
 int as_k_reduce_rows_i64(as_device dev, as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out)
 {
-    ON_DEVICE("reduce", dev, as_cpu_reduce_rows_i64(op, x, rows, n, out), as_cuda_reduce_rows_i64(op, x, rows, n, out));
+    BACKEND(b, "reduce", dev);
+    return b->check("reduce", b->reduce_rows_i64(op, x, rows, n, out));
 }
 
 int as_k_softmax_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, int log)
 {
-    ON_DEVICE(log ? "log_softmax" : "softmax", dev, as_cpu_softmax_rows(x, y, rows, n, log),
-              as_cuda_softmax_rows(x, y, rows, n, log));
+    const char *fn = log ? "log_softmax" : "softmax";
+    BACKEND(b, fn, dev);
+    return b->check(fn, b->softmax_rows(x, y, rows, n, log));
 }
 
 int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
-                         const float *b, double eps)
+                         const float *bias, double eps)
 {
-    ON_DEVICE("layer_norm", dev, as_cpu_layer_norm_rows(x, y, rows, n, w, b, eps),
-              as_cuda_layer_norm_rows(x, y, rows, n, w, b, eps));
+    BACKEND(b, "layer_norm", dev);
+    return b->check("layer_norm", b->layer_norm_rows(x, y, rows, n, w, bias, eps));
 }
 
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                        double eps)
 {
-    ON_DEVICE("rms_norm", dev, as_cpu_rms_norm_rows(x, y, rows, n, w, eps), as_cuda_rms_norm_rows(x, y, rows, n, w, eps));
+    BACKEND(b, "rms_norm", dev);
+    return b->check("rms_norm", b->rms_norm_rows(x, y, rows, n, w, eps));
 }
 
 int as_k_gather_rows(as_device dev, void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
                      int64_t size, int64_t row_bytes)
 {
-    ON_DEVICE("index_select", dev, as_cpu_gather_rows(dst, src, idx, outer, n, size, row_bytes),
-              as_cuda_gather_rows(dst, src, idx, outer, n, size, row_bytes));
+    BACKEND(b, "index_select", dev);
+    return b->check("index_select", b->gather_rows(dst, src, idx, outer, n, size, row_bytes));
 }
 
 int as_k_triangle(as_device dev, void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es)
 {
-    ON_DEVICE(lower ? "tril" : "triu", dev, as_cpu_triangle(p, mats, R, C, k, lower, es),
-              as_cuda_triangle(p, mats, R, C, k, lower, es));
+    const char *fn = lower ? "tril" : "triu";
+    BACKEND(b, fn, dev);
+    return b->check(fn, b->triangle(p, mats, R, C, k, lower, es));
+}
+
+int as_k_gemm(as_device dev, as_gemm_args *g)
+{
+    BACKEND(b, "matmul", dev);
+    return b->gemm(g);
+}
+
+int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const char **path)
+{
+    BACKEND(b, fn, dev);
+    *path = b->flash_path(p);
+    return p->B * p->H * p->Lq * p->Dv == 0 ? 0 : b->flash(fn, p);
 }

@@ -1,12 +1,14 @@
-/* The one door from the op front-ends (runtime/ops/) to the kernels of a
- * tensor's device: the CPU's (kernels/cpu) or CUDA's (kernels/cuda).  Same
- * contracts as cpu_kernels.h; each returns 0, or -1 with the error set
+/* The one door from the runtime's front-ends (runtime/ops, runtime/attention)
+ * to the kernels of a tensor's device, through its backend table
+ * (runtime/base/backend.h): the CPU's (kernels/cpu) or CUDA's (kernels/cuda).
+ * Same contracts as cpu_kernels.h; each returns 0, or -1 with the error set
  * ("fn: CUDA error: ..." or "fn: device ... is not available"). */
-#ifndef AS_KERNELS_H
-#define AS_KERNELS_H
+#ifndef AS_DISPATCH_H
+#define AS_DISPATCH_H
 
 #include "attnswap/ops.h"
 #include "attnswap/tensor.h"
+#include "backend.h"
 
 int as_k_copy(as_tensor *dst, const as_tensor *src); /* same device */
 int as_k_fill(as_tensor *dst, double value);
@@ -29,5 +31,10 @@ int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, 
                          const float *b, double eps);
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                        double eps);
+
+/* matmul's products on dev (backend.h, as_gemm_args). */
+int as_k_gemm(as_device dev, as_gemm_args *g);
+/* Exact attention on dev; *path: the kernel it took (also for an empty output). */
+int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const char **path);
 
 #endif

@@ -1,41 +1,27 @@
-/* matmul (torch.matmul semantics) and linear on OpenBLAS sgemm, or cuBLAS
- * on CUDA.  Operands whose last two dims have a unit stride in either
- * direction go to BLAS as they are, transposed by flag; only other layouts
- * are copied. */
-#include <cblas.h>
+/* matmul (torch.matmul semantics) and linear on the device's products
+ * (as_k_gemm: OpenBLAS sgemm on the CPU, cuBLAS on CUDA).  Operands whose
+ * last two dims have a unit stride in either direction go to BLAS as they
+ * are, transposed by flag; only other layouts are copied. */
+#include <stdbool.h>
 #include <string.h>
 
-#include "gemm.h"
+#include "dispatch.h"
 #include "ops_internal.h"
 
 /* How BLAS can read a (rows, cols) matrix with strides (rs, cs): 0 fine, -1 copy needed. */
-static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, CBLAS_TRANSPOSE *trans, int64_t *ld)
+static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans, int64_t *ld)
 {
     if ((cs == 1 || cols == 1) && rs >= (cols > 1 ? cols : 1)) {
-        *trans = CblasNoTrans, *ld = rs > 0 ? rs : 1;
+        *trans = false, *ld = rs > 0 ? rs : 1;
         if (rows == 1) *ld = cols > 1 ? cols : 1;
         return 0;
     }
     if ((rs == 1 || rows == 1) && cs >= (rows > 1 ? rows : 1)) {
-        *trans = CblasTrans, *ld = cs > 0 ? cs : 1;
+        *trans = true, *ld = cs > 0 ? cs : 1;
         if (cols == 1) *ld = rows > 1 ? rows : 1;
         return 0;
     }
     return -1;
-}
-
-/* Batches [0, nbatch) as one stride per operand, when the batch dims allow. */
-static int uniform_batch(int nb, const int64_t *batch, const int64_t *stride, int64_t *step)
-{
-    int64_t s = -1, expect = 0;
-    for (int d = nb - 1; d >= 0; d--) {
-        if (batch[d] == 1) continue;
-        if (s < 0) s = stride[d], expect = s * batch[d];
-        else if (stride[d] != expect) return 0;
-        else expect *= batch[d];
-    }
-    *step = s < 0 ? 0 : s;
-    return 1;
 }
 
 /* a (..., M, K) @ b (..., K, N), of one dtype (float32 on the CPU), at least 2-d. */
@@ -68,7 +54,7 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
         as_ops_release4(out, a, b, NULL);
         return NULL;
     }
-    CBLAS_TRANSPOSE ta = CblasNoTrans, tb = CblasNoTrans;
+    bool ta = false, tb = false;
     int64_t lda = 1, ldb = 1;
     as_tensor *ca = NULL, *cb = NULL;
     if (blas_layout(M, K, a->stride[nb], a->stride[nb + 1], &ta, &lda)) {
@@ -92,69 +78,21 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
     int b_shared = 1;
     for (int d = 0; d < nb; d++)
         if (b->stride[d] != 0 && batch[d] != 1) b_shared = 0;
-    int a_rows_contig = ta == CblasNoTrans;
+    int a_rows_contig = !ta;
     int64_t expect = M * a->stride[nb];
     for (int d = nb - 1; d >= 0 && a_rows_contig; d--) {
         if (batch[d] != 1 && a->stride[d] != expect) a_rows_contig = 0;
         expect *= batch[d];
     }
-    if (dev.type == AS_DEV_CUDA) {
-        int64_t sa, sb;
-        int rc;
-        if (b_shared && a_rows_contig) {
-            rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M * nbatch, N, K, lda, ldb, N, 1, 0, 0, 0);
-        } else {
-            /* Batches that one stride cannot step through (a head split out of a
-             * fused qkv projection: (B, H) strides (L 3HD, D)) are copied
-             * contiguous: one strided-batched call and a copy cost a fraction of
-             * a cuBLAS call per matrix (B H of them). */
-            rc = 0;
-            if (!uniform_batch(nb, batch, a->stride, &sa)) {
-                as_tensor *c = as_contiguous(a);
-                rc = !c || blas_layout(M, K, c->stride[nb], c->stride[nb + 1], &ta, &lda) ||
-                     !uniform_batch(nb, batch, c->stride, &sa);
-                if (c) as_release(a), a = c;
-            }
-            if (!rc && !uniform_batch(nb, batch, b->stride, &sb)) {
-                as_tensor *c = as_contiguous(b);
-                rc = !c || blas_layout(K, N, c->stride[nb], c->stride[nb + 1], &tb, &ldb) ||
-                     !uniform_batch(nb, batch, c->stride, &sb);
-                if (c) as_release(b), b = c;
-            }
-            if (!rc)
-                rc = as_cuda_gemm(a, b, out, ta == CblasTrans, tb == CblasTrans, M, N, K, lda, ldb, N, nbatch, sa, sb,
-                                  M * N);
-        }
-        as_ops_release4(a, b, ca, cb);
-        if (rc) {
-            as_release(out);
-            return NULL;
-        }
-        return out;
+    as_gemm_args g = {.a = a, .b = b, .out = out, .ta = ta, .tb = tb,
+                      .fold = b_shared && a_rows_contig, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
+                      .nb = nb, .batch = batch, .nbatch = nbatch};
+    int rc = as_k_gemm(dev, &g);
+    as_ops_release4(g.a, g.b, ca, cb);
+    if (rc) {
+        as_release(out);
+        return NULL;
     }
-    float *po = as_data(out);
-    if (b_shared && a_rows_contig && nbatch > 1) {
-        as_cpu_sgemm(ta == CblasTrans, tb == CblasTrans, M * nbatch, N, K, 1.0f, as_data(a), lda, as_data(b), ldb,
-                     0.0f, po, N);
-    } else if (nbatch == 1) {
-        as_cpu_sgemm(ta == CblasTrans, tb == CblasTrans, M, N, K, 1.0f, as_data(a), lda, as_data(b), ldb, 0.0f, po,
-                     N);
-    } else {
-        /* one product per thread at a time (each big one is not split again) */
-        const float *pa = as_data(a), *pb = as_data(b);
-#pragma omp parallel for schedule(dynamic, 1) if (nbatch > 1 && (double)M * N * K * nbatch >= 262144.0)
-        for (int64_t i = 0; i < nbatch; i++) {
-            int64_t oa = 0, ob = 0, rem = i;
-            for (int d = nb - 1; d >= 0; d--) {
-                int64_t idx = rem % batch[d];
-                rem /= batch[d];
-                oa += idx * a->stride[d], ob += idx * b->stride[d];
-            }
-            as_cpu_sgemm(ta == CblasTrans, tb == CblasTrans, M, N, K, 1.0f, pa + oa, lda, pb + ob, ldb, 0.0f,
-                         po + i * M * N, N);
-        }
-    }
-    as_ops_release4(a, b, ca, cb);
     return out;
 fail:
     as_ops_release4(a, b, ca, cb);

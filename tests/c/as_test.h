@@ -15,7 +15,7 @@
 
 /* The one thread pool, as luaopen_attnswap_core sets it up (OpenBLAS single-
  * threaded, products split over OpenMP): the C tests run the library as Lua does. */
-__attribute__((constructor)) static void as_test_threads(void) { as_threads_init(); }
+__attribute__((constructor)) static void as_test_init(void) { as_init(); }
 
 static int as_test_failures, as_test_checks;
 

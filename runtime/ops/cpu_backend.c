@@ -1,0 +1,147 @@
+/* The CPU's backend table (runtime/base/backend.h): kernels/cpu behind the
+ * runtime's one door.  CPU kernels never fail; memory is base/storage.c's. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention_flash.h"
+#include "attnswap/error.h"
+#include "backend.h"
+#include "cpu_kernels.h"
+#include "dispatch.h"
+
+static int cpu_check(const char *fn, int status)
+{
+    (void)fn;
+    return status;
+}
+
+static int cpu_copy(as_tensor *dst, const as_tensor *src)
+{
+    as_tensor *s = as_expand(src, dst->ndim, dst->shape);
+    if (!s) return -1;
+    as_kview d = as_kview_of(dst), v = as_kview_of(s);
+    as_cpu_copy(&d, &v);
+    as_release(s);
+    return 0;
+}
+
+static int cpu_fill(const as_kview *dst, double value) { return as_cpu_fill(dst, value), 0; }
+static int cpu_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b)
+{
+    return as_cpu_binary(op, out, a, b), 0;
+}
+static int cpu_unary(as_unop op, const as_kview *out, const as_kview *a) { return as_cpu_unary(op, out, a), 0; }
+static int cpu_clamp(const as_kview *out, const as_kview *a, double lo, double hi)
+{
+    return as_cpu_clamp(out, a, lo, hi), 0;
+}
+static int cpu_where(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b)
+{
+    return as_cpu_where(out, cond, a, b), 0;
+}
+static int cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
+                           int64_t *idx)
+{
+    return as_cpu_reduce_rows(op, x, rows, n, correction, out, idx), 0;
+}
+static int cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out)
+{
+    return as_cpu_reduce_rows_i64(op, x, rows, n, out), 0;
+}
+static int cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log)
+{
+    return as_cpu_softmax_rows(x, y, rows, n, log), 0;
+}
+static int cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, const float *b,
+                               double eps)
+{
+    return as_cpu_layer_norm_rows(x, y, rows, n, w, b, eps), 0;
+}
+static int cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps)
+{
+    return as_cpu_rms_norm_rows(x, y, rows, n, w, eps), 0;
+}
+static int cpu_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                           int64_t row_bytes)
+{
+    return as_cpu_gather_rows(dst, src, idx, outer, n, size, row_bytes), 0;
+}
+static int cpu_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es)
+{
+    return as_cpu_triangle(p, mats, R, C, k, lower, es), 0;
+}
+
+/* float32 products on OpenBLAS: one folded product, one product, or one
+ * product per batch entry (a thread each, the big ones not split again). */
+static int cpu_gemm(as_gemm_args *g)
+{
+    const as_tensor *a = g->a, *b = g->b;
+    const float *pa = as_data(a), *pb = as_data(b);
+    float *po = as_data(g->out);
+    int64_t M = g->M, N = g->N, K = g->K;
+    if (g->fold && g->nbatch > 1) {
+        as_cpu_sgemm(g->ta, g->tb, M * g->nbatch, N, K, 1.0f, pa, g->lda, pb, g->ldb, 0.0f, po, N);
+    } else if (g->nbatch == 1) {
+        as_cpu_sgemm(g->ta, g->tb, M, N, K, 1.0f, pa, g->lda, pb, g->ldb, 0.0f, po, N);
+    } else {
+        const int nb = g->nb;
+        const int64_t *batch = g->batch;
+#pragma omp parallel for schedule(dynamic, 1) if ((double)M * N * K * g->nbatch >= 262144.0)
+        for (int64_t i = 0; i < g->nbatch; i++) {
+            int64_t oa = 0, ob = 0, rem = i;
+            for (int d = nb - 1; d >= 0; d--) {
+                int64_t idx = rem % batch[d];
+                rem /= batch[d];
+                oa += idx * a->stride[d], ob += idx * b->stride[d];
+            }
+            as_cpu_sgemm(g->ta, g->tb, M, N, K, 1.0f, pa + oa, g->lda, pb + ob, g->ldb, 0.0f, po + i * M * N, N);
+        }
+    }
+    return 0;
+}
+
+static const char *cpu_flash_path(const as_attn_params *p)
+{
+    (void)p;
+    static const char *const names[] = {"flash/avx512", "flash/avx2", "flash/scalar"};
+    const char *isa = as_cpu_flash_isa_name();
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(isa, names[i] + 6)) return names[i];
+    return "flash/?";
+}
+
+static int cpu_flash(const char *fn, const as_attn_params *p)
+{
+    int nthreads = omp_get_max_threads();
+    size_t bytes = as_cpu_flash_workspace_size(p, nthreads);
+    void *ws = malloc(bytes);
+    if (!ws) {
+        as_error_set("%s: out of memory (%zu bytes of scratch)", fn, bytes);
+        return -1;
+    }
+    as_cpu_flash_attention(p, ws, nthreads);
+    free(ws);
+    return 0;
+}
+
+const as_backend as_cpu_backend = {
+    .name = "cpu",
+    .check = cpu_check,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .binary = cpu_binary,
+    .unary = cpu_unary,
+    .clamp = cpu_clamp,
+    .where = cpu_where,
+    .reduce_rows = cpu_reduce_rows,
+    .reduce_rows_i64 = cpu_reduce_rows_i64,
+    .softmax_rows = cpu_softmax_rows,
+    .layer_norm_rows = cpu_layer_norm_rows,
+    .rms_norm_rows = cpu_rms_norm_rows,
+    .gather_rows = cpu_gather_rows,
+    .triangle = cpu_triangle,
+    .gemm = cpu_gemm,
+    .flash = cpu_flash,
+    .flash_path = cpu_flash_path,
+};
