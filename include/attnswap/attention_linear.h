@@ -3,7 +3,7 @@
 #define AS_ATTENTION_LINEAR_H
 
 #include "attnswap/tensor.h"
-#include "zoo_linear.h"
+#include "as_attention.h" /* as_feature_map (shared with the kernels) */
 
 /* phi_q (B, H, Lq, F), phi_k (B, H, Lk, F), v (B, H, Lk, Dv) -> (B, H, Lq, Dv):
  * out_i = phi_q_i^T S_i / (phi_q_i . z_i) with S_i, z_i the sums over the keys

@@ -10,28 +10,6 @@
 #define AS_ATTENTION_REWEIGHT_H
 
 #include "attnswap/attention.h"
-#include "attnswap/nn.h"
-#include "zoo_reweight.h"
-
-/* ---- shared by the front-ends (runtime/attention/reweight.c) ---- */
-typedef struct {
-    as_tensor *q, *k, *v, *mask; /* float32 contiguous (mask: bool or float32, any strides) */
-    as_dtype dtype;              /* q's: the result's */
-    as_cpu_rw_params p;
-} as_rw_inputs;
-/* Checks the contract for fn and fills in (dims, scale, causal, dropout when
- * training); 0 or -1 with the error set.  Release in with as_rw_release. */
-int as_rw_prepare(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
-                  const as_tensor *mask, const as_attention_opts *o, bool training, as_rw_inputs *in);
-void as_rw_release(as_rw_inputs *in);
-/* Runs the driver with in->p.mech set; the result in in->dtype. */
-as_tensor *as_rw_run(const char *fn, as_rw_inputs *in);
-/* A float32 contiguous copy (or a new reference) of a float tensor. */
-as_tensor *as_rw_float(const as_tensor *t);
-/* Checks that param is a float tensor of the given shape; -1 with
- * "fn: what must have shape (..), got (..)". */
-int as_rw_check_param(const char *fn, const char *what, const as_tensor *param, int ndim,
-                      const int64_t *shape);
 
 /* ---- relative_attention: softmax(q k^T * scale + b_h(j - i) + mask) v ---- */
 typedef struct {

@@ -10,27 +10,6 @@
 #define AS_ATTENTION_SPARSE_H
 
 #include "attnswap/attention.h"
-#include "attnswap/nn.h"
-#include "zoo_sparse.h"
-
-/* ---- shared by the front-ends (runtime/attention/sparse.c) ---- */
-typedef struct {
-    as_tensor *q, *k, *v, *mask; /* float32 contiguous (mask: bool or float32, any strides) */
-    as_dtype dtype;              /* q's: the result's */
-    as_cpu_sp_common c;          /* out not yet set */
-} as_sp_inputs;
-/* Checks the contract for fn and fills in; 0 or -1 with the error set.
- * Release with as_sp_release. */
-int as_sp_prepare(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
-                  const as_tensor *mask, const as_attention_opts *o, bool training, as_sp_inputs *in);
-void as_sp_release(as_sp_inputs *in);
-/* A float32 (B, H, Lq, Dv) result for in, c.out pointed at it. */
-as_tensor *as_sp_output(as_sp_inputs *in);
-/* out in in->dtype (out released). */
-as_tensor *as_sp_finish(as_sp_inputs *in, as_tensor *out);
-/* Runs the tile driver (exactly one of blocks and band); the result in in->dtype. */
-as_tensor *as_sp_run_tiles(const char *fn, as_sp_inputs *in, const as_cpu_sp_blocks *blocks,
-                           const as_cpu_sp_band *band);
 
 /* ---- sparse_attention: exact softmax restricted to a layout ----
  * layout: bool, (Lr, Lk) elements or (ceil(Lr / bs), ceil(Lk / bs)) blocks,

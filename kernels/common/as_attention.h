@@ -31,6 +31,33 @@ typedef struct {
     as_dtype out_dtype;
 } as_attn_params;
 
+/* The zoo's kernels (kernels/cpu/zoo_*.c) read contiguous float32 inputs:
+ * what every one of them takes, filled by runtime/attention/prepare.c. */
+typedef struct {
+    int64_t B, H, Hkv, Lq, Lk, D, Dv; /* Lk < 2^31 */
+    /* contiguous float32: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) */
+    const float *q, *k, *v;
+    /* data NULL: none; else BOOL (keep) or F32 (additive), broadcast to
+     * (B, H, Lq, Lk) by its strides */
+    as_attn_operand mask;
+    bool causal;   /* key j visible to query i iff j <= i + Lk - Lq */
+    float scale;
+    float dropout; /* on the normalised weights, training only; 0: none */
+    uint64_t seed; /* dropout: the hash below, as the flash kernel drops */
+    float *out;    /* contiguous float32 (B, H, Lq, Dv) */
+} as_attn_f32_params;
+
+/* The feature maps of the linear-cost attentions (kernels/cpu/zoo_linear.c). */
+typedef enum {
+    AS_FEATURE_ELU1,  /* phi(x) = elu(x) + 1 (linear_attention), F = D */
+    AS_FEATURE_FAVOR, /* phi(x) = exp(w x' - |x'|^2 / 2 - stab) / sqrt(m) + 1e-6,
+                       * x' = x D^-1/4 (performer_attention), F = m; stab: each
+                       * query's own max, one max over each item's keys */
+    AS_FEATURE_SOFTMAX /* efficient_attention: phi(q) a softmax over each query's
+                        * features, phi(k) a softmax over the (kept) keys for each
+                        * feature; F = D */
+} as_feature_map;
+
 /* ---- dropout: a counter-based hash of (seed, b, h, i, j), so the mask does
  * not depend on tiling or threads.  Query (b, h, i) gets a 32-bit row key;
  * key j is kept iff (mix(row_key + j * golden) >> 8) >= threshold, with

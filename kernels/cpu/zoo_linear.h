@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "as_attention.h" /* as_feature_map */
+
 /* Causal linear attention by a running prefix state (Katharopoulos et al.
  * 2020, eq. 10-12), per (batch x head) item n of N:
  *   S_i = sum_{j <= i + off} fk_j v_j^T  (F x Dv),  z_i = sum_{j <= i + off} fk_j
@@ -15,15 +17,6 @@ void as_cpu_linear_causal(const float *fq, const float *fk, const float *v, floa
                           int64_t Lk, int64_t F, int64_t Dv);
 
 /* The feature maps the fused non-causal kernel applies itself. */
-typedef enum {
-    AS_FEATURE_ELU1,  /* phi(x) = elu(x) + 1 (linear_attention), F = D */
-    AS_FEATURE_FAVOR, /* phi(x) = exp(w x' - |x'|^2 / 2 - stab) / sqrt(m) + 1e-6,
-                       * x' = x D^-1/4 (performer_attention), F = m; stab: each
-                       * query's own max, one max over each item's keys */
-    AS_FEATURE_SOFTMAX /* efficient_attention: phi(q) a softmax over each query's
-                        * features, phi(k) a softmax over the (kept) keys for each
-                        * feature; F = D */
-} as_feature_map;
 
 typedef struct {
     const float *q, *k, *v; /* (B, H, Lq, D), (B, Hkv, Lk, D), (B, Hkv, Lk, Dv), contiguous */

@@ -21,17 +21,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "as_attention.h"
 #include "as_scalar.h"
 
 /* Query rows per work item (at most). */
 #define AS_CPU_RW_BQ 64
 
 /* A mask broadcast to (B, H, Lq, Lk) by its strides (0 on broadcast dims). */
-typedef struct {
-    const void *data; /* NULL: none */
-    as_dtype dtype;   /* AS_BOOL (keep) or AS_F32 (additive) */
-    int64_t stride[4];
-} as_cpu_rw_mask;
 
 typedef struct as_cpu_rw_params as_cpu_rw_params;
 
@@ -57,15 +53,7 @@ typedef struct {
 } as_cpu_rw_mech;
 
 struct as_cpu_rw_params {
-    int64_t B, H, Hkv, Lq, Lk, D, Dv;
-    /* contiguous float32: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) */
-    const float *q, *k, *v;
-    as_cpu_rw_mask mask;
-    bool causal;   /* key j visible to query i iff j <= i + Lk - Lq */
-    float scale;
-    float dropout; /* on the weights, training only; 0: none */
-    uint64_t seed; /* dropout only (the flash kernel's hash of (seed, b, h, i, j)) */
-    float *out;    /* contiguous float32 (B, H, Lq, Dv) */
+    as_attn_f32_params a; /* the inputs, every zoo kernel's block */
     as_cpu_rw_mech mech;
 };
 

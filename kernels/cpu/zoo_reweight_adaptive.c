@@ -24,9 +24,9 @@ static void adaptive_range(const as_cpu_rw_params *p, int64_t h, int64_t i0, int
                            int64_t *n)
 {
     const as_cpu_rw_adaptive_ctx *c = p->mech.ctx;
-    int64_t W = reach(c, h), off = p->Lk - p->Lq;
+    int64_t W = reach(c, h), off = p->a.Lk - p->a.Lq;
     int64_t first = i0 + off, last = i0 + m - 1 + off;
-    int64_t lo = first - W + 1, hi = p->causal ? last : last + W - 1; /* inclusive */
+    int64_t lo = first - W + 1, hi = p->a.causal ? last : last + W - 1; /* inclusive */
     if (lo < *j0) lo = *j0;
     if (hi > *j0 + *n - 1) hi = *j0 + *n - 1;
     *j0 = lo;
@@ -39,14 +39,14 @@ static void adaptive_rows(const as_cpu_rw_params *p, int64_t h, int64_t i0, int6
     const as_cpu_rw_adaptive_ctx *c = p->mech.ctx;
     float *mz = scratch; /* (n): the soft mask of one row */
     float z = c->span[h], R = c->ramp;
-    int64_t off = p->Lk - p->Lq;
+    int64_t off = p->a.Lk - p->a.Lq;
     for (int64_t r = 0; r < m; r++) {
         float *row = s + r * lds;
         int64_t iq = i0 + r + off;
         float mx = -INFINITY;
         for (int64_t col = 0; col < n; col++) {
             int64_t x = iq - (j0 + col);
-            if (!p->causal && x < 0) x = -x;
+            if (!p->a.causal && x < 0) x = -x;
             float w = (R + z - (float)x) / R;
             w = w < 0 ? 0 : w > 1 ? 1 : w;
             mz[col] = w;
@@ -68,7 +68,7 @@ static void adaptive_rows(const as_cpu_rw_params *p, int64_t h, int64_t i0, int6
     }
 }
 
-static size_t adaptive_scratch(const as_cpu_rw_params *p) { return (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float); }
+static size_t adaptive_scratch(const as_cpu_rw_params *p) { return (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(float); }
 
 const as_cpu_rw_mech as_cpu_rw_adaptive_mech = {
     .range = adaptive_range, .rows = adaptive_rows, .scratch_bytes = adaptive_scratch,

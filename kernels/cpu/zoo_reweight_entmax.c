@@ -180,7 +180,7 @@ static void entmax_rows(const as_cpu_rw_params *p, int64_t h, int64_t i0, int64_
 
 static size_t entmax_scratch(const as_cpu_rw_params *p)
 {
-    return 2 * (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(double);
+    return 2 * (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(double);
 }
 
 const as_cpu_rw_mech as_cpu_rw_entmax_mech = {.rows = entmax_rows, .scratch_bytes = entmax_scratch};

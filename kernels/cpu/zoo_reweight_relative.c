@@ -47,8 +47,8 @@ static void relative_rows(const as_cpu_rw_params *p, int64_t h, int64_t i0, int6
                           int64_t n, float *s, int64_t lds, void *scratch)
 {
     const as_cpu_rw_relative_ctx *c = p->mech.ctx;
-    int64_t width = p->Lq + p->Lk - 1, off = p->Lk - p->Lq;
-    const float *tab = c->table + h * width + (p->Lk - 1);
+    int64_t width = p->a.Lq + p->a.Lk - 1, off = p->a.Lk - p->a.Lq;
+    const float *tab = c->table + h * width + (p->a.Lk - 1);
     for (int64_t r = 0; r < m; r++) {
         float *row = s + r * lds;
         const float *t = tab + j0 - (i0 + r + off); /* t[c] = b_h(j0 + c - i') */

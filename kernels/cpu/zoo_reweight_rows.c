@@ -23,7 +23,7 @@ static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static size_t per_thread(const as_cpu_rw_params *p)
 {
-    size_t s = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float));
+    size_t s = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(float));
     if (p->mech.scratch_bytes) s += align64(p->mech.scratch_bytes(p));
     return s;
 }
@@ -57,12 +57,12 @@ void as_cpu_rw_softmax_row(float *x, int64_t n)
 static void apply_mask(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t i0, int64_t m,
                        int64_t j0, int64_t n, float *s, int64_t lds)
 {
-    int64_t off = p->Lk - p->Lq;
-    const as_cpu_rw_mask *mk = &p->mask;
+    int64_t off = p->a.Lk - p->a.Lq;
+    const as_attn_operand *mk = &p->a.mask;
     for (int64_t r = 0; r < m; r++) {
         float *row = s + r * lds;
         int64_t i = i0 + r;
-        if (p->causal) {
+        if (p->a.causal) {
             int64_t last = i + off - j0; /* columns past last are in the future */
             for (int64_t c = last + 1 < 0 ? 0 : last + 1; c < n; c++) row[c] = -INFINITY;
         }
@@ -83,10 +83,10 @@ static void apply_mask(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t 
 static void drop(const as_cpu_rw_params *p, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t j0,
                  int64_t n, float *s, int64_t lds)
 {
-    uint32_t thr = as_attn_drop_threshold(p->dropout);
-    float ks = 1.0f / (1.0f - p->dropout);
+    uint32_t thr = as_attn_drop_threshold(p->a.dropout);
+    float ks = 1.0f / (1.0f - p->a.dropout);
     for (int64_t r = 0; r < m; r++) {
-        uint32_t key = as_attn_row_key(p->seed, p->H, p->Lq, b, h, i0 + r);
+        uint32_t key = as_attn_row_key(p->a.seed, p->a.H, p->a.Lq, b, h, i0 + r);
         float *row = s + r * lds;
         for (int64_t c = 0; c < n; c++)
             row[c] = as_attn_keep(key, j0 + c, thr) ? row[c] * ks : 0.0f;
@@ -101,16 +101,16 @@ static int64_t block_rows(const as_cpu_rw_params *p)
 
 static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *scratch)
 {
-    int64_t BQ = block_rows(p), nblk = (p->Lq + BQ - 1) / BQ;
+    int64_t BQ = block_rows(p), nblk = (p->a.Lq + BQ - 1) / BQ;
     int64_t bh = item / nblk, i0 = (item % nblk) * BQ;
-    int64_t b = bh / p->H, h = bh % p->H, hk = h / (p->H / p->Hkv);
-    int64_t m = p->Lq - i0 < BQ ? p->Lq - i0 : BQ;
-    int64_t D = p->D, Dv = p->Dv;
-    float *out = p->out + ((bh * p->Lq) + i0) * Dv;
+    int64_t b = bh / p->a.H, h = bh % p->a.H, hk = h / (p->a.H / p->a.Hkv);
+    int64_t m = p->a.Lq - i0 < BQ ? p->a.Lq - i0 : BQ;
+    int64_t D = p->a.D, Dv = p->a.Dv;
+    float *out = p->a.out + ((bh * p->a.Lq) + i0) * Dv;
 
-    int64_t j0 = 0, n = p->Lk;
-    if (p->causal) { /* the last row sees keys up to i0 + m - 1 + Lk - Lq */
-        int64_t end = i0 + m + p->Lk - p->Lq;
+    int64_t j0 = 0, n = p->a.Lk;
+    if (p->a.causal) { /* the last row sees keys up to i0 + m - 1 + Lk - Lq */
+        int64_t end = i0 + m + p->a.Lk - p->a.Lq;
         n = end < n ? end : n;
     }
     if (n > 0 && p->mech.range) p->mech.range(p, h, i0, m, &j0, &n);
@@ -118,20 +118,20 @@ static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *sc
         memset(out, 0, (size_t)(m * Dv) * sizeof *out);
         return;
     }
-    const float *q = p->q + (bh * p->Lq + i0) * D;
-    const float *k = p->k + ((b * p->Hkv + hk) * p->Lk + j0) * D;
-    const float *v = p->v + ((b * p->Hkv + hk) * p->Lk + j0) * Dv;
+    const float *q = p->a.q + (bh * p->a.Lq + i0) * D;
+    const float *k = p->a.k + ((b * p->a.Hkv + hk) * p->a.Lk + j0) * D;
+    const float *v = p->a.v + ((b * p->a.Hkv + hk) * p->a.Lk + j0) * Dv;
     int64_t lds = n;
     int ld = D > 0 ? (int)D : 1;
     if (D > 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)D, p->scale, q, ld, k,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)D, p->a.scale, q, ld, k,
                     ld, 0.0f, s, (int)lds);
     } else {
         memset(s, 0, (size_t)(m * lds) * sizeof *s);
     }
     apply_mask(p, b, h, i0, m, j0, n, s, lds);
     p->mech.rows(p, h, i0, m, j0, n, s, lds, scratch);
-    if (p->dropout > 0) drop(p, b, h, i0, m, j0, n, s, lds);
+    if (p->a.dropout > 0) drop(p, b, h, i0, m, j0, n, s, lds);
     if (Dv > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)n, 1.0f, s, (int)lds,
                     v, (int)Dv, 0.0f, out, (int)Dv);
@@ -139,12 +139,12 @@ static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *sc
 
 void as_cpu_rw_attention(const as_cpu_rw_params *p, void *workspace, int nthreads)
 {
-    if (p->B == 0 || p->H == 0 || p->Lq == 0) return;
-    int64_t BQ = block_rows(p), nblk = (p->Lq + BQ - 1) / BQ;
-    int64_t items = p->B * p->H * nblk;
+    if (p->a.B == 0 || p->a.H == 0 || p->a.Lq == 0) return;
+    int64_t BQ = block_rows(p), nblk = (p->a.Lq + BQ - 1) / BQ;
+    int64_t items = p->a.B * p->a.H * nblk;
     size_t stride = per_thread(p);
     char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
-    size_t sbytes = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float));
+    size_t sbytes = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(float));
     if (nthreads < 1) nthreads = 1;
     if (items < nthreads) nthreads = (int)items;
     /* OpenBLAS runs in the calling thread inside the parallel region */

@@ -28,6 +28,6 @@ static void sigmoid_rows(const as_cpu_rw_params *p, int64_t h, int64_t i0, int64
     }
 }
 
-static size_t sigmoid_scratch(const as_cpu_rw_params *p) { return (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float); }
+static size_t sigmoid_scratch(const as_cpu_rw_params *p) { return (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(float); }
 
 const as_cpu_rw_mech as_cpu_rw_sigmoid_mech = {.rows = sigmoid_rows, .scratch_bytes = sigmoid_scratch};

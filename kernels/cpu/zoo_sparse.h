@@ -30,28 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "as_attention.h" /* as_attn_f32_params: what every kernel of the family reads */
 #include "as_scalar.h"
-
-/* A user mask broadcast to (B, H, Lq, Lk) by its strides (0 on broadcast
- * dims): bool keep-mask or float32 additive bias. */
-typedef struct {
-    const void *data; /* NULL: none */
-    as_dtype dtype;   /* AS_BOOL or AS_F32 */
-    int64_t stride[4];
-} as_cpu_sp_mask;
-
-/* What every kernel of the family reads. */
-typedef struct {
-    int64_t B, H, Hkv, Lq, Lk, D, Dv; /* Lk < 2^31 */
-    /* contiguous float32: q (B, H, Lq, D), k (B, Hkv, Lk, D), v (B, Hkv, Lk, Dv) */
-    const float *q, *k, *v;
-    as_cpu_sp_mask mask;
-    bool causal;   /* key j visible to query i iff j <= i' */
-    float scale;
-    float dropout; /* on the normalised weights, training only; 0: none */
-    uint64_t seed; /* dropout: the flash kernel's hash of (seed, b, h, i, j) */
-    float *out;    /* contiguous float32 (B, H, Lq, Dv) */
-} as_cpu_sp_common;
 
 /* ---- block layouts (sparse_attention) ----
  * A grid of R x C blocks of bs x bs elements over (layout rows, keys); query
@@ -77,7 +57,7 @@ typedef struct {
 } as_cpu_sp_band;
 
 typedef struct {
-    as_cpu_sp_common c;
+    as_attn_f32_params c;
     const as_cpu_sp_blocks *blocks; /* exactly one of blocks and band */
     const as_cpu_sp_band *band;
 } as_cpu_sp_params;
@@ -92,11 +72,11 @@ const char *as_cpu_sp_isa_name(void);
 /* ---- dynamic_attention: per-query top-k ---- */
 /* Query rows per work item. */
 #define AS_CPU_TOPK_BQ 32
-size_t as_cpu_topk_workspace_size(const as_cpu_sp_common *p, int nthreads);
+size_t as_cpu_topk_workspace_size(const as_attn_f32_params *p, int nthreads);
 /* Query i keeps the top_k largest of its visible scores (all of them when
  * fewer; ties to the lower index; -inf and masked keys never); softmax over
  * those.  A row with a NaN score gives NaN. */
-void as_cpu_topk_attention(const as_cpu_sp_common *p, int64_t top_k, void *workspace, int nthreads);
+void as_cpu_topk_attention(const as_attn_f32_params *p, int64_t top_k, void *workspace, int nthreads);
 /* Up to this k a heap selects (O(n + k log k log(n/k))); above, quickselect (O(n)). */
 #ifndef AS_CPU_TOPK_HEAP_MAX
 #define AS_CPU_TOPK_HEAP_MAX 16

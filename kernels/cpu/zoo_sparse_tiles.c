@@ -74,7 +74,7 @@ static size_t take(size_t *at, size_t bytes)
 
 static void make_plan(const as_cpu_sp_params *p, plan *pl)
 {
-    const as_cpu_sp_common *c = &p->c;
+    const as_attn_f32_params *c = &p->c;
     const int64_t G = c->H / c->Hkv;
     bool shared = true; /* may heads of one kv group share an item? */
     if (p->blocks) {
@@ -172,9 +172,9 @@ static bool band_rows(item *it, int64_t j0, int64_t n, float *bias)
  * False when no column may see any of its keys (the tile is skipped). */
 static bool tile_bias(item *it, int64_t j0, int64_t n, bool partial, bool *use_bias)
 {
-    const as_cpu_sp_common *c = &it->p->c;
+    const as_attn_f32_params *c = &it->p->c;
     const as_cpu_sp_band *band = it->p->band;
-    const as_cpu_sp_mask *mk = &c->mask;
+    const as_attn_operand *mk = &c->mask;
     bool need_band = false;
     if (band) {
         int64_t a = imax(j0, band->sinks), e = j0 + n;
@@ -244,7 +244,7 @@ static bool tile_bias(item *it, int64_t j0, int64_t n, bool partial, bool *use_b
 /* One tile of keys [j0, j0 + n) through the online softmax. */
 static void run_tile(item *it, int64_t j0, int64_t n, bool partial)
 {
-    const as_cpu_sp_common *c = &it->p->c;
+    const as_attn_f32_params *c = &it->p->c;
     if (c->causal && j0 > it->maxpos) return;
     bool use_bias;
     if (!tile_bias(it, j0, n, partial, &use_bias)) return;
@@ -306,7 +306,7 @@ static void run_band(item *it)
 /* out (B, H, Lq, Dv) = O^T / l; a row that saw nothing gives zeros. */
 static void write_out(item *it)
 {
-    const as_cpu_sp_common *c = &it->p->c;
+    const as_attn_f32_params *c = &it->p->c;
     const float *ot = WS(float, ot), *l = WS(float, l);
     float *inv = WS(float, alpha);
     for (int64_t m = 0; m < it->M; m++) inv[m] = l[m] > 0 ? 1.0f / l[m] : 0.0f;
@@ -319,7 +319,7 @@ static void write_out(item *it)
 static void run_item(const as_cpu_sp_params *p, const as_cpu_flash_isa *isa, const plan *pl,
                      char *ws, int64_t index)
 {
-    const as_cpu_sp_common *c = &p->c;
+    const as_attn_f32_params *c = &p->c;
     const int64_t G = c->H / c->Hkv, off = c->Lk - c->Lq;
     /* latest rows first: under causal they see the most keys */
     int64_t rowc = pl->nrow - 1 - index / (c->B * pl->ngroup), rest = index % (c->B * pl->ngroup);
@@ -383,7 +383,7 @@ static void run_item(const as_cpu_sp_params *p, const as_cpu_flash_isa *isa, con
 
 void as_cpu_sp_attention(const as_cpu_sp_params *p, void *workspace, int nthreads)
 {
-    const as_cpu_sp_common *c = &p->c;
+    const as_attn_f32_params *c = &p->c;
     if (c->B == 0 || c->H == 0 || c->Lq == 0 || c->Dv == 0) return;
     plan pl;
     make_plan(p, &pl);

@@ -25,20 +25,20 @@
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-static size_t scores_bytes(const as_cpu_sp_common *p)
+static size_t scores_bytes(const as_attn_f32_params *p)
 {
     return align64((size_t)AS_CPU_TOPK_BQ * (size_t)(p->Lk > 0 ? p->Lk : 1) * sizeof(float));
 }
 
 /* scores, then a copy of one row, the kept indices and their weights */
-static size_t per_thread(const as_cpu_sp_common *p)
+static size_t per_thread(const as_attn_f32_params *p)
 {
     size_t n = (size_t)(p->Lk > 0 ? p->Lk : 1);
     return scores_bytes(p) + align64(3 * n * sizeof(float)) + align64(n * sizeof(int32_t)) +
            align64(n * sizeof(float));
 }
 
-size_t as_cpu_topk_workspace_size(const as_cpu_sp_common *p, int nthreads)
+size_t as_cpu_topk_workspace_size(const as_attn_f32_params *p, int nthreads)
 {
     return per_thread(p) * (size_t)(nthreads > 0 ? nthreads : 1) + 64;
 }
@@ -170,11 +170,11 @@ int64_t as_cpu_topk_select(const float *x, int64_t n, int64_t k, int32_t *idx, f
 }
 
 /* Masks rows [i0, i0 + m) x keys [0, n) of (b, h) in s. */
-static void apply_mask(const as_cpu_sp_common *p, int64_t b, int64_t h, int64_t i0, int64_t m,
+static void apply_mask(const as_attn_f32_params *p, int64_t b, int64_t h, int64_t i0, int64_t m,
                        int64_t n, float *s)
 {
     const int64_t off = p->Lk - p->Lq;
-    const as_cpu_sp_mask *mk = &p->mask;
+    const as_attn_operand *mk = &p->mask;
     for (int64_t r = 0; r < m; r++) {
         float *row = s + r * n;
         int64_t i = i0 + r;
@@ -193,7 +193,7 @@ static void apply_mask(const as_cpu_sp_common *p, int64_t b, int64_t h, int64_t 
     }
 }
 
-static void run_item(const as_cpu_sp_common *p, int64_t top_k, int64_t item, char *ws)
+static void run_item(const as_attn_f32_params *p, int64_t top_k, int64_t item, char *ws)
 {
     const int64_t nblk = (p->Lq + AS_CPU_TOPK_BQ - 1) / AS_CPU_TOPK_BQ;
     const int64_t bh = item / nblk, i0 = (nblk - 1 - item % nblk) * AS_CPU_TOPK_BQ;
@@ -272,7 +272,7 @@ static void run_item(const as_cpu_sp_common *p, int64_t top_k, int64_t item, cha
             for (int64_t c = 0; c < Dv; c++) out[r * Dv + c] = NAN;
 }
 
-void as_cpu_topk_attention(const as_cpu_sp_common *p, int64_t top_k, void *workspace, int nthreads)
+void as_cpu_topk_attention(const as_attn_f32_params *p, int64_t top_k, void *workspace, int nthreads)
 {
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return;
     const int64_t nblk = (p->Lq + AS_CPU_TOPK_BQ - 1) / AS_CPU_TOPK_BQ, items = p->B * p->H * nblk;

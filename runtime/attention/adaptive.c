@@ -8,6 +8,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
+#include "prepare.h"
 
 #define FN "adaptive_attention"
 
@@ -23,8 +24,8 @@ as_tensor *as_adaptive_attention(const as_tensor *q, const as_tensor *k, const a
         as_error_set(FN ": ramp must be a number in (0, 1e9], got %g", ramp);
         return NULL;
     }
-    as_rw_inputs in;
-    if (as_rw_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_attn_inputs in;
+    if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
     int64_t H = in.p.H;
     as_tensor *s32 = NULL, *out = NULL;
     float *z = NULL;
@@ -34,7 +35,7 @@ as_tensor *as_adaptive_attention(const as_tensor *q, const as_tensor *k, const a
                      (long long)span->shape[0], (long long)H, (long long)H);
         goto done;
     }
-    if (as_rw_check_param(FN, "span", span, 1, (int64_t[]){H}) || !(s32 = as_rw_float(span))) goto done;
+    if (as_rw_check_param(FN, "span", span, 1, (int64_t[]){H}) || !(s32 = as_attention_f32(span))) goto done;
     if (!(z = malloc((size_t)(H + 1) * sizeof *z))) {
         as_error_set(FN ": out of memory");
         goto done;
@@ -45,17 +46,17 @@ as_tensor *as_adaptive_attention(const as_tensor *q, const as_tensor *k, const a
         z[h] = (float)(f * max_span);
     }
     as_cpu_rw_adaptive_ctx ctx = {.span = z, .ramp = (float)ramp};
-    in.p.mech = as_cpu_rw_adaptive_mech;
-    in.p.mech.ctx = &ctx;
+    as_cpu_rw_mech mech = as_cpu_rw_adaptive_mech;
+    mech.ctx = &ctx;
     /* blocks of 16 queries while the widest band is narrow: a block scores at
      * most 15 keys per row beyond that row's band, and weighs them 0 */
     double widest = 0;
     for (int64_t h = 0; h < H; h++) widest = fmax(widest, (double)z[h] + ramp);
-    in.p.mech.bq = widest < 256 ? 16 : 0;
-    out = as_rw_run(FN, &in);
+    mech.bq = widest < 256 ? 16 : 0;
+    out = as_rw_run(FN, &in, &mech);
 done:
     free(z);
     as_release(s32);
-    as_rw_release(&in);
+    as_attention_inputs_release(&in);
     return out;
 }

@@ -10,6 +10,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
+#include "prepare.h"
 
 #define FN "cosine_attention"
 
@@ -21,8 +22,8 @@ as_tensor *as_cosine_attention(const as_tensor *q, const as_tensor *k, const as_
         as_error_set(FN ": max_logit must be a number, got nan");
         return NULL;
     }
-    as_rw_inputs in;
-    if (as_rw_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_attn_inputs in;
+    if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
     int64_t B = in.p.B, H = in.p.H, Hkv = in.p.Hkv, D = in.p.D;
     as_tensor *ls = NULL, *qn = NULL, *kn = NULL, *att = NULL, *out = NULL;
     float *gain = NULL;
@@ -33,7 +34,7 @@ as_tensor *as_cosine_attention(const as_tensor *q, const as_tensor *k, const as_
         goto done;
     }
     if (as_rw_check_param(FN, "logit_scale", logit_scale, 3, (int64_t[]){H, 1, 1}) ||
-        !(ls = as_rw_float(logit_scale)))
+        !(ls = as_attention_f32(logit_scale)))
         goto done;
     gain = malloc((size_t)(H + 1) * sizeof *gain);
     qn = as_empty_like(in.q), kn = as_empty_like(in.k);
@@ -52,6 +53,6 @@ as_tensor *as_cosine_attention(const as_tensor *q, const as_tensor *k, const as_
 done:
     free(gain);
     as_release(ls), as_release(qn), as_release(kn), as_release(att);
-    as_rw_release(&in);
+    as_attention_inputs_release(&in);
     return out;
 }

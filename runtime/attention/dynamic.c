@@ -14,6 +14,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_sparse.h"
+#include "prepare.h"
 
 #define FN "dynamic_attention"
 
@@ -25,17 +26,18 @@ as_tensor *as_dynamic_attention(const as_tensor *q, const as_tensor *k, const as
         as_error_set(FN ": top_k must be a positive integer, got %lld", (long long)top_k);
         return NULL;
     }
-    as_sp_inputs in;
-    if (as_sp_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
-    as_tensor *out = as_sp_output(&in);
+    as_attn_inputs in;
+    if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_tensor *out = as_zeros(4, (int64_t[]){in.p.B, in.p.H, in.p.Lq, in.p.Dv}, AS_F32, AS_CPU);
     if (!out) goto done;
+    in.p.out = as_data(out);
     if (as_numel(out) > 0) {
 #ifdef _OPENMP
         int nt = omp_get_max_threads();
 #else
         int nt = 1;
 #endif
-        size_t bytes = as_cpu_topk_workspace_size(&in.c, nt);
+        size_t bytes = as_cpu_topk_workspace_size(&in.p, nt);
         void *ws = malloc(bytes);
         if (!ws) {
             as_release(out);
@@ -43,11 +45,11 @@ as_tensor *as_dynamic_attention(const as_tensor *q, const as_tensor *k, const as
             as_error_set(FN ": out of memory (%zu bytes of scratch)", bytes);
             goto done;
         }
-        as_cpu_topk_attention(&in.c, top_k > in.c.Lk ? in.c.Lk : top_k, ws, nt);
+        as_cpu_topk_attention(&in.p, top_k > in.p.Lk ? in.p.Lk : top_k, ws, nt);
         free(ws);
     }
-    out = as_sp_finish(&in, out);
+    out = as_attention_finish(&in, out);
 done:
-    as_sp_release(&in);
+    as_attention_inputs_release(&in);
     return out;
 }

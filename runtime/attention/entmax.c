@@ -12,6 +12,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
+#include "prepare.h"
 
 #define FN "entmax_attention"
 
@@ -23,8 +24,8 @@ as_tensor *as_entmax_attention(const as_tensor *q, const as_tensor *k, const as_
         as_error_set(FN ": alpha must be a number in [1, 2], got %g", alpha);
         return NULL;
     }
-    as_rw_inputs in;
-    if (as_rw_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_attn_inputs in;
+    if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
     int64_t H = in.p.H;
     as_tensor *a32 = NULL, *out = NULL;
     float *al = malloc((size_t)(H + 1) * sizeof *al);
@@ -40,7 +41,7 @@ as_tensor *as_entmax_attention(const as_tensor *q, const as_tensor *k, const as_
             goto done;
         }
         if (as_rw_check_param(FN, "pre_alpha", pre_alpha, 1, (int64_t[]){H}) ||
-            !(a32 = as_rw_float(pre_alpha)))
+            !(a32 = as_attention_f32(pre_alpha)))
             goto done;
         const float *pa = as_data(a32);
         for (int64_t h = 0; h < H; h++) {
@@ -54,13 +55,13 @@ as_tensor *as_entmax_attention(const as_tensor *q, const as_tensor *k, const as_
         for (int64_t h = 0; h < H; h++) al[h] = (float)alpha;
     }
     as_cpu_rw_entmax_ctx ctx = {.alpha = al};
-    in.p.mech = as_cpu_rw_entmax_mech;
-    in.p.mech.ctx = &ctx;
-    out = as_rw_run(FN, &in);
+    as_cpu_rw_mech mech = as_cpu_rw_entmax_mech;
+    mech.ctx = &ctx;
+    out = as_rw_run(FN, &in, &mech);
 done:
     free(al);
     as_release(a32);
-    as_rw_release(&in);
+    as_attention_inputs_release(&in);
     return out;
 }
 

@@ -11,6 +11,7 @@
 #include "attnswap/error.h"
 #include "attnswap/nn.h"
 #include "dispatch.h"
+#include "prepare.h"
 
 #define FN "flash_attention"
 
@@ -19,33 +20,6 @@ static _Thread_local const char *last_backend = "none";
 const char *as_flash_backend(void) { return last_backend; }
 
 void as_attention_note_backend(const char *name) { last_backend = name; }
-
-/* The operand as the kernel reads it; dims missing on the left or of size 1
- * get stride 0 (broadcast). */
-static as_attn_operand operand(const as_tensor *t)
-{
-    as_attn_operand o = {.data = as_data(t), .dtype = t->dtype};
-    for (int d = 0; d < 4; d++) {
-        int td = d - (4 - t->ndim);
-        o.stride[d] = td < 0 || t->shape[td] == 1 ? 0 : t->stride[td];
-    }
-    return o;
-}
-
-/* One 64-bit draw from the seeded generator (as_manual_seed), so dropout
- * follows the global seed and two calls get different masks: four
- * U[0, 1) floats carry 24 bits each. */
-static int dropout_seed(uint64_t *seed)
-{
-    as_tensor *u = as_rand(1, (int64_t[]){4}, AS_F32, AS_CPU);
-    if (!u) return -1;
-    const float *f = as_data(u);
-    uint64_t s = 0;
-    for (int i = 0; i < 4; i++) s = as_attn_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
-    as_release(u);
-    *seed = s;
-    return 0;
-}
 
 as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *opts, bool training)
@@ -64,15 +38,15 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
     if (!out) return NULL;
     as_attn_params p = {
         .B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2], .D = D, .Dv = Dv,
-        .q = operand(q), .k = operand(k), .v = operand(v),
+        .q = as_attention_operand(q), .k = as_attention_operand(k), .v = as_attention_operand(v),
         .causal = o.causal,
-        .scale = (float)(isnan(o.scale) ? (D > 0 ? 1.0 / sqrt((double)D) : 1.0) : o.scale),
+        .scale = (float)as_attention_scale(o.scale, D),
         .out = as_data(out), .out_dtype = out->dtype,
     };
-    if (mask) p.mask = operand(mask);
+    if (mask) p.mask = as_attention_operand(mask);
     if (training && o.dropout > 0) {
         p.dropout = (float)o.dropout;
-        if (dropout_seed(&p.seed)) {
+        if (as_attention_dropout_seed(&p.seed)) {
             as_release(out);
             return NULL;
         }

@@ -6,6 +6,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
+#include "prepare.h"
 
 #define FN "gated_attention"
 
@@ -13,8 +14,8 @@ as_tensor *as_gated_attention(const as_tensor *q, const as_tensor *k, const as_t
                               const as_tensor *mask, const as_attention_opts *o, const as_tensor *w,
                               const as_tensor *b, bool training)
 {
-    as_rw_inputs in;
-    if (as_rw_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_attn_inputs in;
+    if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
     int64_t H = in.p.H, D = in.p.D, Dv = in.p.Dv;
     as_tensor *w32 = NULL, *b32 = NULL, *att = NULL, *out = NULL;
     if (w && w->ndim == 3 && (w->shape[0] != H || w->shape[1] != D)) {
@@ -33,7 +34,7 @@ as_tensor *as_gated_attention(const as_tensor *q, const as_tensor *k, const as_t
     if (as_rw_check_param(FN, "gate_weight", w, 3, (int64_t[]){H, D, G}) ||
         as_rw_check_param(FN, "gate_bias", b, 2, (int64_t[]){H, G}))
         goto done;
-    if (!(w32 = as_rw_float(w)) || !(b32 = as_rw_float(b))) goto done;
+    if (!(w32 = as_attention_f32(w)) || !(b32 = as_attention_f32(b))) goto done;
     as_attention_opts ao = o ? *o : (as_attention_opts){.scale = NAN};
     if (!(att = as_flash_attention(in.q, in.k, in.v, in.mask, &ao, training))) goto done;
     if (as_numel(att) > 0)
@@ -41,6 +42,6 @@ as_tensor *as_gated_attention(const as_tensor *q, const as_tensor *k, const as_t
     out = in.dtype == AS_F32 ? as_retain(att) : as_to_dtype(att, in.dtype);
 done:
     as_release(w32), as_release(b32), as_release(att);
-    as_rw_release(&in);
+    as_attention_inputs_release(&in);
     return out;
 }

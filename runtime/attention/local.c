@@ -14,6 +14,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_sparse.h"
+#include "prepare.h"
 
 as_tensor *as_local_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *o, int64_t window,
@@ -24,13 +25,13 @@ as_tensor *as_local_attention(const as_tensor *q, const as_tensor *k, const as_t
         as_error_set("%s: window_size must be a non-negative integer, got %lld", fn, (long long)window);
         return NULL;
     }
-    as_sp_inputs in;
-    if (as_sp_prepare(fn, q, k, v, mask, o, training, &in)) return NULL;
+    as_attn_inputs in;
+    if (as_attention_prepare(fn, q, k, v, mask, o, training, &in)) return NULL;
     /* a window past every key is the whole row: clamp so i' +- w cannot overflow */
-    int64_t w = window > in.c.Lk + in.c.Lq ? in.c.Lk + in.c.Lq : window;
-    as_cpu_sp_band band = {.lo = -w, .hi = in.c.causal ? 0 : w, .sinks = 0};
+    int64_t w = window > in.p.Lk + in.p.Lq ? in.p.Lk + in.p.Lq : window;
+    as_cpu_sp_band band = {.lo = -w, .hi = in.p.causal ? 0 : w, .sinks = 0};
     as_tensor *r = as_sp_run_tiles(fn, &in, NULL, &band);
-    as_sp_release(&in);
+    as_attention_inputs_release(&in);
     return r;
 }
 
@@ -49,12 +50,12 @@ as_tensor *as_sink_attention(const as_tensor *q, const as_tensor *k, const as_te
     }
     as_attention_opts oc = o ? *o : (as_attention_opts){.scale = NAN};
     oc.causal = true; /* StreamingLLM is causal by construction */
-    as_sp_inputs in;
-    if (as_sp_prepare(fn, q, k, v, mask, &oc, training, &in)) return NULL;
-    int64_t lim = in.c.Lk + in.c.Lq;
+    as_attn_inputs in;
+    if (as_attention_prepare(fn, q, k, v, mask, &oc, training, &in)) return NULL;
+    int64_t lim = in.p.Lk + in.p.Lq;
     int64_t w = window > lim ? lim : window, s = num_sinks > lim ? lim : num_sinks;
     as_cpu_sp_band band = {.lo = -(w - 1), .hi = 0, .sinks = s};
     as_tensor *r = as_sp_run_tiles(fn, &in, NULL, &band);
-    as_sp_release(&in);
+    as_attention_inputs_release(&in);
     return r;
 }

@@ -9,6 +9,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
+#include "prepare.h"
 
 #define FN "relative_attention"
 
@@ -36,8 +37,8 @@ as_tensor *as_relative_attention(const as_tensor *q, const as_tensor *k, const a
                                  const as_relative_opts *r, const as_tensor *bias, bool training)
 {
     if (check_opts(r)) return NULL;
-    as_rw_inputs in;
-    if (as_rw_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    as_attn_inputs in;
+    if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
     int64_t H = in.p.H, Lq = in.p.Lq, Lk = in.p.Lk;
     as_tensor *b32 = NULL, *out = NULL;
     float *table = NULL;
@@ -49,7 +50,7 @@ as_tensor *as_relative_attention(const as_tensor *q, const as_tensor *k, const a
             goto done;
         }
         if (as_rw_check_param(FN, "relative_attention_bias", bias, 2, (int64_t[]){r->num_buckets, H}) ||
-            !(b32 = as_rw_float(bias)))
+            !(b32 = as_attention_f32(bias)))
             goto done;
     }
     int64_t width = Lq + Lk - 1 > 0 ? Lq + Lk - 1 : 1;
@@ -73,12 +74,12 @@ as_tensor *as_relative_attention(const as_tensor *q, const as_tensor *k, const a
     }
     free(slopes);
     as_cpu_rw_relative_ctx ctx = {.table = table};
-    in.p.mech = as_cpu_rw_relative_mech;
-    in.p.mech.ctx = &ctx;
-    out = as_rw_run(FN, &in);
+    as_cpu_rw_mech mech = as_cpu_rw_relative_mech;
+    mech.ctx = &ctx;
+    out = as_rw_run(FN, &in, &mech);
 done:
     free(table);
     as_release(b32);
-    as_rw_release(&in);
+    as_attention_inputs_release(&in);
     return out;
 }

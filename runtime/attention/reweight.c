@@ -1,6 +1,6 @@
-/* What every reweight front-end shares: checking the attention contract,
- * bringing the inputs to contiguous float32, reading the mask through its
- * broadcast strides, and running the driver (kernels/cpu/zoo_reweight_rows.c). */
+/* What every reweight front-end shares (their inputs prepared by
+ * prepare.c): a parameter's check and the row driver
+ * (kernels/cpu/zoo_reweight_rows.c). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -9,18 +9,8 @@
 #endif
 
 #include "attnswap/error.h"
-#include "attention_flash.h"
-#include "attnswap/attention_reweight.h"
+#include "prepare.h"
 
-
-as_tensor *as_rw_float(const as_tensor *t)
-{
-    as_tensor *f = as_to_dtype(t, AS_F32);
-    if (!f) return NULL;
-    as_tensor *c = as_contiguous(f);
-    as_release(f);
-    return c;
-}
 
 int as_rw_check_param(const char *fn, const char *what, const as_tensor *t, int ndim,
                       const int64_t *shape)
@@ -41,90 +31,26 @@ int as_rw_check_param(const char *fn, const char *what, const as_tensor *t, int 
     return 0;
 }
 
-/* The flash kernel's way to seed dropout: 64 bits from the seeded generator. */
-static int dropout_seed(uint64_t *seed)
+as_tensor *as_rw_run(const char *fn, as_attn_inputs *in, const as_cpu_rw_mech *mech)
 {
-    as_tensor *u = as_rand(1, (int64_t[]){4}, AS_F32, AS_CPU);
-    if (!u) return -1;
-    const float *f = as_data(u);
-    uint64_t s = 0;
-    for (int i = 0; i < 4; i++) s = as_attn_mix64(s ^ (uint64_t)(f[i] * 16777216.0f));
-    as_release(u);
-    *seed = s;
-    return 0;
-}
-
-void as_rw_release(as_rw_inputs *in)
-{
-    as_release(in->q), as_release(in->k), as_release(in->v), as_release(in->mask);
-    in->q = in->k = in->v = in->mask = NULL;
-}
-
-int as_rw_prepare(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
-                  const as_tensor *mask, const as_attention_opts *opts, bool training, as_rw_inputs *in)
-{
-    *in = (as_rw_inputs){0};
-    as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
-    if (as_attention_check_opts(fn, &o) || as_attention_check(fn, q, k, v, mask, NULL) ||
-        as_attention_check_cpu_kernel(fn, q, k, v, mask))
-        return -1;
-    in->dtype = q->dtype;
-    in->q = as_rw_float(q), in->k = in->q ? as_rw_float(k) : NULL, in->v = in->k ? as_rw_float(v) : NULL;
-    if (!in->v) goto fail;
-    if (mask) {
-        in->mask = mask->dtype == AS_BOOL ? as_retain((as_tensor *)mask) : as_to_dtype(mask, AS_F32);
-        if (!in->mask) goto fail;
-    }
-    int64_t D = q->shape[3];
-    in->p = (as_cpu_rw_params){
-        .B = q->shape[0], .H = q->shape[1], .Hkv = k->shape[1], .Lq = q->shape[2], .Lk = k->shape[2],
-        .D = D, .Dv = v->shape[3],
-        .q = as_data(in->q), .k = as_data(in->k), .v = as_data(in->v),
-        .causal = o.causal,
-        .scale = (float)(isnan(o.scale) ? (D > 0 ? 1.0 / sqrt((double)D) : 1.0) : o.scale),
-    };
-    if (in->mask) {
-        as_cpu_rw_mask *mk = &in->p.mask;
-        mk->data = as_data(in->mask);
-        mk->dtype = in->mask->dtype;
-        for (int d = 0; d < 4; d++) {
-            int td = d - (4 - in->mask->ndim);
-            mk->stride[d] = td < 0 || in->mask->shape[td] == 1 ? 0 : in->mask->stride[td];
-        }
-    }
-    if (training && o.dropout > 0) {
-        in->p.dropout = (float)o.dropout;
-        if (dropout_seed(&in->p.seed)) goto fail;
-    }
-    return 0;
-fail:
-    as_rw_release(in);
-    return -1;
-}
-
-as_tensor *as_rw_run(const char *fn, as_rw_inputs *in)
-{
-    as_cpu_rw_params *p = &in->p;
-    as_tensor *out = as_empty(4, (int64_t[]){p->B, p->H, p->Lq, p->Dv}, AS_F32, AS_CPU);
+    as_cpu_rw_params p = {.a = in->p, .mech = *mech};
+    as_tensor *out = as_empty(4, (int64_t[]){p.a.B, p.a.H, p.a.Lq, p.a.Dv}, AS_F32, AS_CPU);
     if (!out) return NULL;
-    p->out = as_data(out);
+    p.a.out = as_data(out);
     if (as_numel(out) > 0) {
         int nthreads = 1;
 #ifdef _OPENMP
         nthreads = omp_get_max_threads();
 #endif
-        size_t bytes = as_cpu_rw_workspace_size(p, nthreads);
+        size_t bytes = as_cpu_rw_workspace_size(&p, nthreads);
         void *ws = malloc(bytes);
         if (!ws) {
             as_release(out);
             as_error_set("%s: out of memory (%zu bytes of scratch)", fn, bytes);
             return NULL;
         }
-        as_cpu_rw_attention(p, ws, nthreads);
+        as_cpu_rw_attention(&p, ws, nthreads);
         free(ws);
     }
-    if (in->dtype == AS_F32) return out;
-    as_tensor *r = as_to_dtype(out, in->dtype);
-    as_release(out);
-    return r;
+    return as_attention_finish(in, out);
 }

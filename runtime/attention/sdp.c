@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "attnswap/error.h"
+#include "prepare.h"
 #include "attnswap/attention.h"
 #include "attnswap/nn.h"
 
@@ -66,7 +67,7 @@ as_tensor *as_sdp_attention(const as_tensor *q, const as_tensor *k, const as_ten
     if (as_attention_check(FN, q, k, v, mask, &o)) return NULL;
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     int64_t Hkv = k->shape[1], Lk = k->shape[2], Dv = v->shape[3], G = H / Hkv;
-    double scale = isnan(o.scale) ? 1.0 / sqrt((double)D) : o.scale;
+    double scale = as_attention_scale(o.scale, D);
     as_device dev = as_tensor_device(q);
     as_tensor *s = NULL, *t = NULL, *pg = NULL, *out = NULL, *r = NULL;
 

@@ -5,6 +5,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_sparse.h"
+#include "prepare.h"
 
 /* Sides past 2^16 would be 4 GiB of mask per head; nobody means that. */
 #define MAX_SIDE 65536

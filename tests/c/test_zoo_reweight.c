@@ -8,6 +8,7 @@
 
 #include "as_test.h"
 #include "attnswap/attention_reweight.h"
+#include "zoo_reweight.h" /* the kernels' own helpers, tested directly */
 
 enum { SOFT, REL, ADA, ENT, SIG, GATE, COS };
 

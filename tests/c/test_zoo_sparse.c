@@ -10,6 +10,7 @@
 
 #include "as_test.h"
 #include "attnswap/attention_sparse.h"
+#include "zoo_sparse.h" /* the kernels' own helpers, tested directly */
 #include "attention_flash.h"
 
 /* ---- the naive reference ---- */
