@@ -50,18 +50,25 @@ struct as_module {
     as_named_list children, params, buffers;
     bool training;
     void *config;
-    /* Lua-side state (fields and class) of this module: a registry reference
-     * owned by the bindings, released through as_module_lua_release. */
-    int lua_ref;
-    void *lua_state;
+    /* The host's state for this module (the Lua bindings: its fields and
+     * class), NULL until the host attaches some; opaque to the runtime,
+     * released through the host's hooks. */
+    void *host;
 };
+
+/* What the embedding host (the Lua bindings) lends the runtime, installed
+ * once at start: the forward of classes the host defines (as_host_module_class)
+ * and the release of m->host when a module dies. */
+typedef struct {
+    as_tensor *(*forward)(as_module *m, const as_args *args);
+    void (*release)(as_module *m);
+} as_module_hooks;
+void as_module_set_hooks(const as_module_hooks *hooks);
 
 /* ---- lifetime ---- */
 as_module *as_module_new(const as_module_class *cls, const char *type_name, void *config);
 as_module *as_module_retain(as_module *m);
 void as_module_release(as_module *m);
-/* Installed by the bindings: frees the Lua-side state of a dying module. */
-extern void (*as_module_lua_release)(as_module *m);
 
 /* ---- members: set replaces an entry of the same name (keeping its position),
  * retaining the new value; NULL removes it.  0 or -1 (error set). ---- */
@@ -75,10 +82,8 @@ as_tensor *as_module_buffer(const as_module *m, const char *name);
 as_module *as_module_find(as_module *m, const char *path);
 
 /* ---- forward ---- */
-/* Runs m's forward: C, or the Lua callback for Lua-defined classes. */
+/* Runs m's forward: C, or the host's for host-defined classes. */
 as_tensor *as_module_forward(as_module *m, const as_args *args);
-/* Installed by the bindings to run a Lua forward. */
-extern as_tensor *(*as_module_lua_forward)(as_module *m, const as_args *args);
 /* Shorthands for C composites. */
 as_tensor *as_module_call1(as_module *m, as_tensor *x);
 as_tensor *as_module_call4(as_module *m, as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d);
@@ -97,7 +102,7 @@ int as_module_to_device(as_module *m, as_device dev);
 int as_module_to_dtype(as_module *m, as_dtype dt);
 int64_t as_module_num_parameters(as_module *m);
 
-/* The class of Lua-defined modules: its forward is as_module_lua_forward. */
-extern const as_module_class as_lua_module_class;
+/* The class of modules the host defines (Lua classes): its forward is the hooks'. */
+extern const as_module_class as_host_module_class;
 
 #endif

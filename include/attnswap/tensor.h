@@ -23,6 +23,10 @@ typedef struct as_tensor {
     as_dtype dtype;
     as_storage *storage;
     int refcount;
+    /* Autograd's state for this tensor (requires_grad, grad, the node that
+     * made it): NULL until a gradient is asked for, so inference pays
+     * nothing.  Owned by runtime/autograd (the training issue). */
+    struct as_autograd_meta *autograd;
 } as_tensor;
 
 /* ---- lifetime ---- */

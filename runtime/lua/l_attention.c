@@ -6,33 +6,12 @@
 #include "attnswap/attention.h"
 #include "attnswap/nn.h"
 
-/* opts table at idx (nil allowed) -> as_attention_opts */
-static void check_opts(lua_State *L, int idx, as_attention_opts *o, const char *fn)
-{
-    *o = (as_attention_opts){.causal = false, .scale = NAN, .dropout = 0};
-    if (lua_isnoneornil(L, idx)) return;
-    if (!lua_istable(L, idx)) {
-        l_argerror(L, idx, fn, "options table");
-        return;
-    }
-    lua_getfield(L, idx, "causal");
-    o->causal = lua_toboolean(L, -1);
-    lua_getfield(L, idx, "scale");
-    if (!lua_isnil(L, -1)) o->scale = luaL_checknumber(L, -1);
-    lua_getfield(L, idx, "dropout");
-    if (!lua_isnil(L, -1)) o->dropout = luaL_checknumber(L, -1);
-    lua_pop(L, 3);
-    if (!(o->dropout >= 0 && o->dropout < 1)) l_error(L, "%s: dropout must be in [0, 1), got %g", fn, o->dropout);
-}
-
 /* f(q, k, v [, mask [, opts [, training]]]) */
 static int call_fn(lua_State *L, as_attention_fn fn, const char *name)
 {
-    as_tensor *q = l_checktensor(L, 1), *k = l_checktensor(L, 2), *v = l_checktensor(L, 3);
-    as_tensor *mask = lua_isnoneornil(L, 4) ? NULL : l_checktensor(L, 4);
-    as_attention_opts o;
-    check_opts(L, 5, &o, name);
-    l_pushtensor(L, fn(q, k, v, mask, &o, lua_toboolean(L, 6)));
+    l_attention_call a;
+    l_check_attention_call(L, name, &a);
+    l_pushtensor(L, fn(a.q, a.k, a.v, a.mask, &a.o, a.training));
     return 1;
 }
 
@@ -42,7 +21,7 @@ static int l_flash_attention(lua_State *L) { return call_fn(L, as_flash_attentio
 static int l_new_flash(lua_State *L)
 {
     as_attention_opts o;
-    check_opts(L, 1, &o, "FlashAttention");
+    l_attention_opts(L, 1, "FlashAttention", &o);
     as_module *m = as_attention_core_new("FlashAttention", as_flash_attention, &o);
     if (!m) return l_raise(L);
     l_pushmodule(L, m);

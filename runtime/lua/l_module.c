@@ -7,6 +7,7 @@
  * Lookup order for m.key: children, parameters, buffers, plain fields, then
  * the class (and its parents, through the class tables' metatables). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attnswap/error.h"
@@ -39,13 +40,22 @@ as_module *l_checkmodule(lua_State *L, int idx)
     return *ud;
 }
 
+/* What the bindings keep on a module (m->host): its env table, a registry
+ * reference in the main state. */
+typedef struct {
+    lua_State *L;
+    int ref;
+} module_host;
+
 /* Pushes m's env table, creating it on first use. */
 static void push_env(lua_State *L, as_module *m)
 {
-    if (m->lua_ref >= 0) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, m->lua_ref);
+    if (m->host) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ((module_host *)m->host)->ref);
         return;
     }
+    module_host *h = malloc(sizeof *h);
+    if (!h) luaL_error(L, "out of memory");
     lua_newtable(L);
     lua_getfield(L, LUA_REGISTRYINDEX, CLASSES_KEY);
     if (lua_istable(L, -1)) lua_getfield(L, -1, m->type_name);
@@ -53,8 +63,9 @@ static void push_env(lua_State *L, as_module *m)
     lua_setfield(L, -3, "__class");
     lua_pop(L, 1);
     lua_pushvalue(L, -1);
-    m->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    m->lua_state = main_state(L);
+    h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    h->L = main_state(L);
+    m->host = h;
 }
 
 /* Pushes the userdata of m, creating it (and retaining m) when none is alive. */
@@ -86,11 +97,12 @@ static int push_new_module(lua_State *L, as_module *m)
     return 1;
 }
 
-static void lua_release_hook(as_module *m)
+static void release_hook(as_module *m)
 {
-    lua_State *L = m->lua_state;
-    luaL_unref(L, LUA_REGISTRYINDEX, m->lua_ref);
-    m->lua_ref = -2;
+    module_host *h = m->host;
+    luaL_unref(h->L, LUA_REGISTRYINDEX, h->ref);
+    free(h);
+    m->host = NULL;
 }
 
 /* Runs a Lua forward for a C caller: the result must be one tensor. */
@@ -105,9 +117,9 @@ static int call_forward(lua_State *L)
     return 1;
 }
 
-static as_tensor *lua_forward_hook(as_module *m, const as_args *args)
+static as_tensor *forward_hook(as_module *m, const as_args *args)
 {
-    lua_State *L = m->lua_state;
+    lua_State *L = m->host ? ((module_host *)m->host)->L : NULL;
     if (!L) {
         as_error_set("%s: forward of a Lua module called outside Lua", m->type_name);
         return NULL;
@@ -273,7 +285,7 @@ static int m_gc(lua_State *L)
 static int m_call(lua_State *L)
 {
     as_module *m = l_checkmodule(L, 1);
-    if (m->cls == &as_lua_module_class) {
+    if (m->cls == &as_host_module_class) {
         int n = lua_gettop(L);
         lua_getfield(L, 1, "forward");
         if (!lua_isfunction(L, -1)) return luaL_error(L, "%s has no forward method", m->type_name);
@@ -377,7 +389,7 @@ static int l_type_name(lua_State *L)
 
 static int l_is_builtin(lua_State *L)
 {
-    lua_pushboolean(L, l_checkmodule(L, 1)->cls != &as_lua_module_class);
+    lua_pushboolean(L, l_checkmodule(L, 1)->cls != &as_host_module_class);
     return 1;
 }
 
@@ -413,7 +425,7 @@ static int l_new_lua_module(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
-    as_module *m = as_module_new(&as_lua_module_class, name, NULL);
+    as_module *m = as_module_new(&as_host_module_class, name, NULL);
     push_new_module(L, m);
     push_env(L, m);
     lua_pushvalue(L, 2);
@@ -502,22 +514,7 @@ static int l_append(lua_State *L)
     return 1;
 }
 
-static double opt_field_number(lua_State *L, int t, const char *k, double def)
-{
-    lua_getfield(L, t, k);
-    double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
 
-static void read_attention_opts(lua_State *L, int t, as_attention_opts *o)
-{
-    o->causal = (lua_getfield(L, t, "causal"), lua_toboolean(L, -1));
-    lua_pop(L, 1);
-    o->scale = opt_field_number(L, t, "scale", NAN);
-    o->dropout = opt_field_number(L, t, "dropout", 0);
-    if (!(o->dropout >= 0 && o->dropout < 1)) l_error(L, "attention: dropout must be in [0, 1), got %g", o->dropout);
-}
 
 /* new_sdp({causal, scale, dropout, backend = "auto" | "math"}) */
 static int l_new_sdp(lua_State *L)
@@ -525,19 +522,19 @@ static int l_new_sdp(lua_State *L)
     static const char *const backends[] = {"auto", "math", NULL};
     as_attention_opts o;
     luaL_checktype(L, 1, LUA_TTABLE);
-    read_attention_opts(L, 1, &o);
+    l_attention_opts(L, 1, "scaled_dot_product", &o);
     lua_getfield(L, 1, "backend");
     int backend = luaL_checkoption(L, -1, "auto", backends);
     lua_pop(L, 1);
     return push_new_module(L, as_sdp_attention_new(&o, backend == 1 ? AS_SDP_MATH : AS_SDP_AUTO));
 }
 
-static void read_mha_config(lua_State *L, int t, as_mha_config *c)
+static void read_mha_config(lua_State *L, int t, as_mha_config *c, const char *fn)
 {
-    c->dim = (int64_t)opt_field_number(L, t, "dim", 0);
-    c->num_heads = (int64_t)opt_field_number(L, t, "num_heads", 0);
-    c->num_kv_heads = (int64_t)opt_field_number(L, t, "num_kv_heads", 0);
-    c->head_dim = (int64_t)opt_field_number(L, t, "head_dim", 0);
+    c->dim = (int64_t)l_opt_number(L, t, "dim", 0, fn);
+    c->num_heads = (int64_t)l_opt_number(L, t, "num_heads", 0, fn);
+    c->num_kv_heads = (int64_t)l_opt_number(L, t, "num_kv_heads", 0, fn);
+    c->head_dim = (int64_t)l_opt_number(L, t, "head_dim", 0, fn);
     c->qkv_bias = (lua_getfield(L, t, "qkv_bias"), lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1));
     c->out_bias = (lua_getfield(L, t, "out_bias"), lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1));
     c->fused_qkv = (lua_getfield(L, t, "fused_qkv"), lua_toboolean(L, -1));
@@ -549,7 +546,7 @@ static int l_new_mha(lua_State *L)
 {
     as_mha_config c;
     luaL_checktype(L, 1, LUA_TTABLE);
-    read_mha_config(L, 1, &c);
+    read_mha_config(L, 1, &c, "MultiheadAttention");
     return push_new_module(L, as_mha_new(&c, l_checkmodule(L, 2)));
 }
 
@@ -557,10 +554,10 @@ static int l_new_block(lua_State *L)
 {
     as_block_config c;
     luaL_checktype(L, 1, LUA_TTABLE);
-    read_mha_config(L, 1, &c.attn);
-    c.mlp_ratio = opt_field_number(L, 1, "mlp_ratio", 4);
-    c.norm_eps = opt_field_number(L, 1, "norm_eps", 1e-5);
-    c.dropout = opt_field_number(L, 1, "dropout", 0);
+    read_mha_config(L, 1, &c.attn, "TransformerBlock");
+    c.mlp_ratio = l_opt_number(L, 1, "mlp_ratio", 4, "TransformerBlock");
+    c.norm_eps = l_opt_number(L, 1, "norm_eps", 1e-5, "TransformerBlock");
+    c.dropout = l_opt_number(L, 1, "dropout", 0, "TransformerBlock");
     lua_getfield(L, 1, "norm");
     const char *norm = luaL_optstring(L, -1, "pre");
     if (strcmp(norm, "pre") && strcmp(norm, "post")) return luaL_error(L, "TransformerBlock: norm must be \"pre\" or \"post\", got \"%s\"", norm);
@@ -614,6 +611,6 @@ void l_open_module(lua_State *L)
     luaL_newmetatable(L, PARAMETER_MT);
     lua_pop(L, 1);
     luaL_setfuncs(L, module_functions, 0);
-    as_module_lua_forward = lua_forward_hook;
-    as_module_lua_release = lua_release_hook;
+    static const as_module_hooks hooks = {.forward = forward_hook, .release = release_hook};
+    as_module_set_hooks(&hooks);
 }

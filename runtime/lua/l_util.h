@@ -7,6 +7,9 @@
 #include <lauxlib.h>
 #include <lua.h>
 
+#include <stdbool.h>
+
+#include "attnswap/attention.h"
 #include "attnswap/tensor.h"
 
 #define AS_TENSOR_MT "attnswap.Tensor"
@@ -58,5 +61,23 @@ void l_open_zoo_reweight(lua_State *L); /* relative, adaptive, gated, entmax, ..
 /* Math methods (l_tensor_ops.c): table of methods at -1, Tensor metatable at -2;
  * module functions go in the table at -3. */
 void l_open_tensor_ops(lua_State *L);
+
+
+/* ---- options tables (runtime/lua/l_options.c) ----
+ * opts[field] of the table at idx (nil table or field: def); errors name fn. */
+double l_opt_number(lua_State *L, int idx, const char *field, double def, const char *fn);
+int64_t l_opt_integer(lua_State *L, int idx, const char *field, int64_t def, const char *fn);
+bool l_opt_bool(lua_State *L, int idx, const char *field, bool def);
+/* The tensor (or NULL), referenced by the table. */
+as_tensor *l_opt_tensor(lua_State *L, int idx, const char *field, const char *fn);
+/* causal, scale (NaN: 1/sqrt(D)), dropout in [0, 1): what every attention takes. */
+void l_attention_opts(lua_State *L, int idx, const char *fn, as_attention_opts *o);
+/* f(q, k, v [, mask [, opts [, training]]]): the arguments of every functional attention. */
+typedef struct {
+    as_tensor *q, *k, *v, *mask;
+    as_attention_opts o;
+    bool training;
+} l_attention_call;
+void l_check_attention_call(lua_State *L, const char *fn, l_attention_call *a);
 
 #endif

@@ -19,90 +19,19 @@
 #include "attnswap/attention_reweight.h"
 #include "l_util.h"
 
-/* Reads opts[field] as a number (def when nil). */
-static double opt_number(lua_State *L, int idx, const char *field, double def, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) return def;
-    lua_getfield(L, idx, field);
-    double r = def;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1))
-            l_error(L, "%s: %s must be a number, got %s", fn, field, luaL_typename(L, -1));
-        r = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return r;
-}
-
-static int64_t opt_integer(lua_State *L, int idx, const char *field, int64_t def, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) return def;
-    lua_getfield(L, idx, field);
-    int64_t r = def;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        r = (int64_t)lua_tointegerx(L, -1, &ok);
-        if (!ok) l_error(L, "%s: %s must be an integer, got %s", fn, field, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return r;
-}
-
-static bool opt_bool(lua_State *L, int idx, const char *field, bool def)
-{
-    if (lua_isnoneornil(L, idx)) return def;
-    lua_getfield(L, idx, field);
-    bool r = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return r;
-}
-
-/* opts[field] as a tensor or NULL; the tensor stays referenced by opts. */
-static as_tensor *opt_tensor(lua_State *L, int idx, const char *field, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) return NULL;
-    lua_getfield(L, idx, field);
-    as_tensor *t = NULL;
-    if (!lua_isnil(L, -1)) {
-        t = l_totensor(L, -1);
-        if (!t) l_error(L, "%s: %s must be a Tensor, got %s", fn, field, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return t;
-}
-
-typedef struct {
-    as_tensor *q, *k, *v, *mask;
-    as_attention_opts o;
-    bool training;
-} call_args;
-
-/* f(q, k, v [, mask [, opts [, training]]]): the common part. */
-static void check_call(lua_State *L, const char *fn, call_args *a)
-{
-    a->q = l_checktensor(L, 1), a->k = l_checktensor(L, 2), a->v = l_checktensor(L, 3);
-    a->mask = lua_isnoneornil(L, 4) ? NULL : l_checktensor(L, 4);
-    if (!lua_isnoneornil(L, 5) && !lua_istable(L, 5)) l_argerror(L, 5, fn, "options table");
-    a->o = (as_attention_opts){
-        .causal = opt_bool(L, 5, "causal", false),
-        .scale = opt_number(L, 5, "scale", NAN, fn),
-        .dropout = opt_number(L, 5, "dropout", 0, fn),
-    };
-    a->training = lua_toboolean(L, 6);
-}
 
 static int l_relative_attention(lua_State *L)
 {
     const char *fn = "relative_attention";
-    call_args a;
-    check_call(L, fn, &a);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
     as_relative_opts r = {
-        .alibi = opt_bool(L, 5, "alibi", false),
-        .bidirectional = opt_bool(L, 5, "bidirectional", !a.o.causal),
-        .num_buckets = opt_integer(L, 5, "num_buckets", 32, fn),
-        .max_distance = opt_integer(L, 5, "max_distance", 128, fn),
+        .alibi = l_opt_bool(L, 5, "alibi", false),
+        .bidirectional = l_opt_bool(L, 5, "bidirectional", !a.o.causal),
+        .num_buckets = l_opt_integer(L, 5, "num_buckets", 32, fn),
+        .max_distance = l_opt_integer(L, 5, "max_distance", 128, fn),
     };
-    as_tensor *bias = opt_tensor(L, 5, "bias", fn);
+    as_tensor *bias = l_opt_tensor(L, 5, "bias", fn);
     l_pushtensor(L, as_relative_attention(a.q, a.k, a.v, a.mask, &a.o, &r, bias, a.training));
     return 1;
 }
@@ -110,10 +39,10 @@ static int l_relative_attention(lua_State *L)
 static int l_adaptive_attention(lua_State *L)
 {
     const char *fn = "adaptive_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    as_tensor *span = opt_tensor(L, 5, "span", fn);
-    double max_span = opt_number(L, 5, "max_span", 1024, fn), ramp = opt_number(L, 5, "ramp", 32, fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    as_tensor *span = l_opt_tensor(L, 5, "span", fn);
+    double max_span = l_opt_number(L, 5, "max_span", 1024, fn), ramp = l_opt_number(L, 5, "ramp", 32, fn);
     l_pushtensor(L, as_adaptive_attention(a.q, a.k, a.v, a.mask, &a.o, span, max_span, ramp, a.training));
     return 1;
 }
@@ -121,9 +50,9 @@ static int l_adaptive_attention(lua_State *L)
 static int l_gated_attention(lua_State *L)
 {
     const char *fn = "gated_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    as_tensor *w = opt_tensor(L, 5, "gate_weight", fn), *b = opt_tensor(L, 5, "gate_bias", fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    as_tensor *w = l_opt_tensor(L, 5, "gate_weight", fn), *b = l_opt_tensor(L, 5, "gate_bias", fn);
     l_pushtensor(L, as_gated_attention(a.q, a.k, a.v, a.mask, &a.o, w, b, a.training));
     return 1;
 }
@@ -131,10 +60,10 @@ static int l_gated_attention(lua_State *L)
 static int l_entmax_attention(lua_State *L)
 {
     const char *fn = "entmax_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    double alpha = opt_number(L, 5, "alpha", 1.5, fn);
-    as_tensor *pre = opt_tensor(L, 5, "pre_alpha", fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    double alpha = l_opt_number(L, 5, "alpha", 1.5, fn);
+    as_tensor *pre = l_opt_tensor(L, 5, "pre_alpha", fn);
     l_pushtensor(L, as_entmax_attention(a.q, a.k, a.v, a.mask, &a.o, alpha, pre, a.training));
     return 1;
 }
@@ -142,9 +71,9 @@ static int l_entmax_attention(lua_State *L)
 static int l_sigmoid_attention(lua_State *L)
 {
     const char *fn = "sigmoid_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    double bias = opt_number(L, 5, "bias", NAN, fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    double bias = l_opt_number(L, 5, "bias", NAN, fn);
     l_pushtensor(L, as_sigmoid_attention(a.q, a.k, a.v, a.mask, &a.o, bias, a.training));
     return 1;
 }
@@ -152,10 +81,10 @@ static int l_sigmoid_attention(lua_State *L)
 static int l_cosine_attention(lua_State *L)
 {
     const char *fn = "cosine_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    as_tensor *ls = opt_tensor(L, 5, "logit_scale", fn);
-    double max_logit = opt_number(L, 5, "max_logit", log(100.0), fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    as_tensor *ls = l_opt_tensor(L, 5, "logit_scale", fn);
+    double max_logit = l_opt_number(L, 5, "max_logit", log(100.0), fn);
     l_pushtensor(L, as_cosine_attention(a.q, a.k, a.v, a.mask, &a.o, ls, max_logit, a.training));
     return 1;
 }

@@ -15,85 +15,15 @@
 #include "attnswap/attention_sparse.h"
 #include "l_util.h"
 
-static double opt_number(lua_State *L, int idx, const char *field, double def, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) return def;
-    lua_getfield(L, idx, field);
-    double r = def;
-    if (!lua_isnil(L, -1)) {
-        if (!lua_isnumber(L, -1))
-            l_error(L, "%s: %s must be a number, got %s", fn, field, luaL_typename(L, -1));
-        r = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return r;
-}
-
-static int64_t opt_integer(lua_State *L, int idx, const char *field, int64_t def, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) return def;
-    lua_getfield(L, idx, field);
-    int64_t r = def;
-    if (!lua_isnil(L, -1)) {
-        int ok;
-        r = (int64_t)lua_tointegerx(L, -1, &ok);
-        if (!ok) l_error(L, "%s: %s must be an integer, got %s", fn, field, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return r;
-}
-
-static bool opt_bool(lua_State *L, int idx, const char *field, bool def)
-{
-    if (lua_isnoneornil(L, idx)) return def;
-    lua_getfield(L, idx, field);
-    bool r = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return r;
-}
-
-/* opts[field] as a tensor or NULL; the tensor stays referenced by opts. */
-static as_tensor *opt_tensor(lua_State *L, int idx, const char *field, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) return NULL;
-    lua_getfield(L, idx, field);
-    as_tensor *t = NULL;
-    if (!lua_isnil(L, -1)) {
-        t = l_totensor(L, -1);
-        if (!t) l_error(L, "%s: %s must be a Tensor, got %s", fn, field, luaL_typename(L, -1));
-    }
-    lua_pop(L, 1);
-    return t;
-}
-
-typedef struct {
-    as_tensor *q, *k, *v, *mask;
-    as_attention_opts o;
-    bool training;
-} call_args;
-
-/* f(q, k, v [, mask [, opts [, training]]]): the common part. */
-static void check_call(lua_State *L, const char *fn, call_args *a)
-{
-    a->q = l_checktensor(L, 1), a->k = l_checktensor(L, 2), a->v = l_checktensor(L, 3);
-    a->mask = lua_isnoneornil(L, 4) ? NULL : l_checktensor(L, 4);
-    if (!lua_isnoneornil(L, 5) && !lua_istable(L, 5)) l_argerror(L, 5, fn, "options table");
-    a->o = (as_attention_opts){
-        .causal = opt_bool(L, 5, "causal", false),
-        .scale = opt_number(L, 5, "scale", NAN, fn),
-        .dropout = opt_number(L, 5, "dropout", 0, fn),
-    };
-    a->training = lua_toboolean(L, 6);
-}
 
 static int l_sparse_attention(lua_State *L)
 {
     const char *fn = "sparse_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    as_tensor *layout = opt_tensor(L, 5, "layout", fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    as_tensor *layout = l_opt_tensor(L, 5, "layout", fn);
     if (!layout) return l_error(L, "%s: opts.layout (a bool tensor of elements or blocks) is required", fn);
-    int64_t bs = opt_integer(L, 5, "block_size", 32, fn);
+    int64_t bs = l_opt_integer(L, 5, "block_size", 32, fn);
     l_pushtensor(L, as_sparse_attention(a.q, a.k, a.v, a.mask, &a.o, layout, bs, a.training));
     return 1;
 }
@@ -101,9 +31,9 @@ static int l_sparse_attention(lua_State *L)
 static int l_local_attention(lua_State *L)
 {
     const char *fn = "local_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    int64_t w = opt_integer(L, 5, "window_size", 64, fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    int64_t w = l_opt_integer(L, 5, "window_size", 64, fn);
     l_pushtensor(L, as_local_attention(a.q, a.k, a.v, a.mask, &a.o, w, a.training));
     return 1;
 }
@@ -111,10 +41,10 @@ static int l_local_attention(lua_State *L)
 static int l_sink_attention(lua_State *L)
 {
     const char *fn = "sink_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    int64_t w = opt_integer(L, 5, "window_size", 64, fn);
-    int64_t s = opt_integer(L, 5, "num_sinks", 4, fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    int64_t w = l_opt_integer(L, 5, "window_size", 64, fn);
+    int64_t s = l_opt_integer(L, 5, "num_sinks", 4, fn);
     l_pushtensor(L, as_sink_attention(a.q, a.k, a.v, a.mask, &a.o, w, s, a.training));
     return 1;
 }
@@ -122,9 +52,9 @@ static int l_sink_attention(lua_State *L)
 static int l_dynamic_attention(lua_State *L)
 {
     const char *fn = "dynamic_attention";
-    call_args a;
-    check_call(L, fn, &a);
-    int64_t k = opt_integer(L, 5, "top_k", 32, fn);
+    l_attention_call a;
+    l_check_attention_call(L, fn, &a);
+    int64_t k = l_opt_integer(L, 5, "top_k", 32, fn);
     l_pushtensor(L, as_dynamic_attention(a.q, a.k, a.v, a.mask, &a.o, k, a.training));
     return 1;
 }

@@ -6,19 +6,20 @@
 
 #include "attnswap/error.h"
 
-void (*as_module_lua_release)(as_module *m);
-as_tensor *(*as_module_lua_forward)(as_module *m, const as_args *args);
+static as_module_hooks hooks;
 
-static as_tensor *lua_forward(as_module *m, const as_args *args)
+void as_module_set_hooks(const as_module_hooks *h) { hooks = *h; }
+
+static as_tensor *host_forward(as_module *m, const as_args *args)
 {
-    if (!as_module_lua_forward) {
+    if (!hooks.forward) {
         as_error_set("forward: %s is a Lua module but no Lua state is attached", m->type_name);
         return NULL;
     }
-    return as_module_lua_forward(m, args);
+    return hooks.forward(m, args);
 }
 
-const as_module_class as_lua_module_class = {.name = "LuaModule", .forward = lua_forward};
+const as_module_class as_host_module_class = {.name = "LuaModule", .forward = host_forward};
 
 static char *dupstr(const char *s)
 {
@@ -42,7 +43,6 @@ as_module *as_module_new(const as_module_class *cls, const char *type_name, void
     m->type_name = name;
     m->training = true;
     m->config = config;
-    m->lua_ref = -2; /* LUA_NOREF */
     return m;
 }
 
@@ -65,7 +65,7 @@ static void list_free(as_named_list *l, int modules)
 void as_module_release(as_module *m)
 {
     if (!m || --m->refcount > 0) return;
-    if (m->lua_state && as_module_lua_release) as_module_lua_release(m);
+    if (m->host && hooks.release) hooks.release(m);
     list_free(&m->children, 1);
     list_free(&m->params, 0);
     list_free(&m->buffers, 0);
