@@ -26,6 +26,9 @@ typedef struct {
  * may be NULL).  0 or -1 with the error set (runtime/attention/contract.c). */
 int as_attention_check(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                        const as_tensor *mask, const as_attention_opts *opts);
+/* The options as config fields (causal, dropout, and scale unless it is the
+ * default); at most max written, the count returned. */
+int as_attention_opts_fields(const as_attention_opts *o, as_config_field *f, int max);
 /* dropout in [0, 1), scale finite or NaN. */
 int as_attention_check_opts(const char *fn, const as_attention_opts *opts);
 /* What a CPU kernel adds: every operand on the CPU, sizes it can index. */

@@ -23,6 +23,13 @@ typedef struct {
     as_tensor *v[AS_FORWARD_MAX_ARGS];
 } as_args;
 
+/* One entry of a module's config: a number, or a boolean (0 or 1). */
+typedef struct {
+    const char *name;
+    double value;
+    bool boolean;
+} as_config_field;
+
 typedef struct as_module_class {
     const char *name;
     /* Returns a new reference, or NULL with the error set. */
@@ -31,6 +38,10 @@ typedef struct as_module_class {
     void (*free_config)(void *config);
     /* One line of options for printing, "in_features=4, out_features=8" (may be NULL). */
     void (*extra_repr)(const as_module *m, char *buf, size_t size);
+    /* The config as named values for code that reads it (swap_attention
+     * inherits causal and head counts from it): writes at most max fields,
+     * returns how many (may be NULL: none). */
+    int (*config_fields)(const as_module *m, as_config_field *out, int max);
 } as_module_class;
 
 typedef struct {

@@ -9,7 +9,7 @@ local PRIVATE = {
   members = true, add_module = true, register_parameter = true, register_buffer = true,
   set_training = true, is_training = true, type_name = true, is_builtin = true,
   extra_repr = true, module_to = true, num_parameters = true, env = true, append = true,
-  Parameter = true,
+  Parameter = true, module_config = true,
 }
 local as = {}
 for k, v in pairs(core) do

@@ -122,16 +122,25 @@ function Report:__tostring()
   return table.concat(lines, "\n")
 end
 
+-- A module's config as a table: a C module's (core.module_config: a
+-- MultiheadAttention's head counts, an attention core's causal, scale,
+-- dropout), else the `opts` table a Lua core keeps (the registry's cores do);
+-- nil when neither.
+local function config_of(m)
+  local c = core.module_config(m)
+  if c then return c end
+  local o = m.opts
+  return type(o) == "table" and o or nil
+end
+
 -- The head counts (num_heads, num_kv_heads, head_dim) of the module a core
 -- sits in: a MultiheadAttention's config, or the numbers a Lua attention
 -- module keeps as fields of those names; nil when unknown.
 local function heads_of(parent)
   if not parent then return nil end
   if core.type_name(parent) == "MultiheadAttention" then
-    local r = core.extra_repr(parent) -- "dim=D, num_heads=H, num_kv_heads=K[, head_dim=E]"
-    local dim, heads = tonumber(r:match("dim=(%d+)")), tonumber(r:match("num_heads=(%d+)"))
-    return { num_heads = heads, num_kv_heads = tonumber(r:match("num_kv_heads=(%d+)")) or heads,
-      head_dim = tonumber(r:match("head_dim=(%d+)")) or (dim and heads and dim // heads) }
+    local c = config_of(parent)
+    return { num_heads = c.num_heads, num_kv_heads = c.num_kv_heads, head_dim = c.head_dim }
   end
   local heads = parent.num_heads
   if math.type(heads) ~= "integer" then return nil end
@@ -153,14 +162,13 @@ local function check_gqa(name, path, parent)
   end
 end
 
--- The causality a core declares in its extra_repr ("causal=true" or
--- "causal=false"); nil when it says neither (a Lua core may not).
+-- The causality a core declares in its config; nil when it says nothing
+-- (a Lua core without `opts`).
 local function causal_of(m)
   if not registry.attention.is_core(m) then return nil end
-  local r = tostring(m:extra_repr() or "")
-  if r:find("causal=true", 1, true) then return true end
-  if r:find("causal=false", 1, true) then return false end
-  return nil
+  local c = config_of(m)
+  if c == nil or c.causal == nil then return nil end
+  return c.causal == true
 end
 
 -- Refuses a swap that would make a bidirectional core causal when the
@@ -187,9 +195,7 @@ end
 -- Returns opts itself when nothing is added.
 local function inherited(name, opts, parent, old)
   local add = {}
-  if registry.attention.is_core(old) and tostring(old:extra_repr() or ""):find("causal=true", 1, true) then
-    add.causal = true
-  end
+  if causal_of(old) then add.causal = true end
   local keys = rawget(registry.attention.get(name), "shape_options")
   if keys and parent and core.type_name(parent) == "MultiheadAttention" then
     local shape = heads_of(parent)

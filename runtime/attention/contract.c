@@ -117,3 +117,11 @@ int as_attention_check_cpu_kernel(const char *fn, const as_tensor *q, const as_t
     }
     return 0;
 }
+
+int as_attention_opts_fields(const as_attention_opts *o, as_config_field *f, int max)
+{
+    as_config_field all[3] = {{"causal", o->causal, true}, {"dropout", o->dropout, false}, {"scale", o->scale, false}};
+    int want = isnan(o->scale) ? 2 : 3, n = 0;
+    for (; n < want && n < max; n++) f[n] = all[n];
+    return n;
+}

@@ -28,8 +28,13 @@ static void core_repr(const as_module *m, char *buf, size_t size)
     if (c->opts.dropout > 0 && n > 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, ", dropout=%g", c->opts.dropout);
 }
 
+static int core_fields(const as_module *m, as_config_field *f, int max)
+{
+    return as_attention_opts_fields(&((const core_config *)m->config)->opts, f, max);
+}
+
 static const as_module_class core_class = {
-    .name = "AttentionCore", .forward = core_forward, .extra_repr = core_repr,
+    .name = "AttentionCore", .forward = core_forward, .extra_repr = core_repr, .config_fields = core_fields,
 };
 
 as_module *as_attention_core_new(const char *type_name, as_attention_fn fn, const as_attention_opts *opts)

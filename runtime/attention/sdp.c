@@ -152,10 +152,16 @@ static void sdp_repr(const as_module *m, char *buf, size_t size)
         snprintf(buf + n, size - (size_t)n, ", backend=math");
 }
 
+static int sdp_fields(const as_module *m, as_config_field *f, int max)
+{
+    return as_attention_opts_fields(&((const sdp_config *)m->config)->attn, f, max);
+}
+
 static const as_module_class sdp_class = {.name = "ScaledDotProductAttention",
                                           .forward = sdp_forward,
                                           .free_config = free,
-                                          .extra_repr = sdp_repr};
+                                          .extra_repr = sdp_repr,
+                                          .config_fields = sdp_fields};
 
 as_module *as_sdp_attention_new(const as_attention_opts *opts, as_sdp_backend backend)
 {

@@ -516,6 +516,25 @@ static int l_append(lua_State *L)
 
 
 
+/* module_config(m) -> the config of a C module as a table ({causal = false,
+ * dropout = 0} for an attention core), nil for a class without one (Lua
+ * classes keep theirs as fields) */
+static int l_config(lua_State *L)
+{
+    as_module *m = l_checkmodule(L, 1);
+    if (!m->cls->config_fields) return 0;
+    as_config_field f[16];
+    int n = m->cls->config_fields(m, f, 16);
+    lua_createtable(L, 0, n);
+    for (int i = 0; i < n; i++) {
+        if (f[i].boolean) lua_pushboolean(L, f[i].value != 0);
+        else if (f[i].value == (double)(lua_Integer)f[i].value) lua_pushinteger(L, (lua_Integer)f[i].value);
+        else lua_pushnumber(L, f[i].value);
+        lua_setfield(L, -2, f[i].name);
+    }
+    return 1;
+}
+
 /* new_sdp({causal, scale, dropout, backend = "auto" | "math"}) */
 static int l_new_sdp(lua_State *L)
 {
@@ -582,7 +601,7 @@ static const luaL_Reg module_functions[] = {
     {"new_linear", l_new_linear}, {"new_layer_norm", l_new_layer_norm}, {"new_rms_norm", l_new_rms_norm},
     {"new_embedding", l_new_embedding}, {"new_dropout", l_new_dropout}, {"new_activation", l_new_activation},
     {"new_sequential", l_new_sequential}, {"new_module_list", l_new_module_list}, {"append", l_append},
-    {"new_sdp", l_new_sdp}, {"new_mha", l_new_mha}, {"new_block", l_new_block},
+    {"module_config", l_config}, {"new_sdp", l_new_sdp}, {"new_mha", l_new_mha}, {"new_block", l_new_block},
     {NULL, NULL},
 };
 

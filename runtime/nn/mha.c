@@ -138,8 +138,19 @@ static void mha_repr(const as_module *m, char *buf, size_t size)
         snprintf(buf + n, size - (size_t)n, ", head_dim=%lld", (long long)c->head_dim);
 }
 
-static const as_module_class mha_class = {
-    .name = FN, .forward = mha_forward, .free_config = free, .extra_repr = mha_repr};
+static int mha_config(const as_module *m, as_config_field *f, int max)
+{
+    const as_mha_config *c = m->config;
+    const as_config_field all[] = {{"dim", (double)c->dim, false}, {"num_heads", (double)c->num_heads, false},
+                                   {"num_kv_heads", (double)c->num_kv_heads, false},
+                                   {"head_dim", (double)c->head_dim, false}};
+    int n = 0;
+    for (; n < 4 && n < max; n++) f[n] = all[n];
+    return n;
+}
+
+static const as_module_class mha_class = {.name = FN, .forward = mha_forward, .free_config = free,
+                                          .extra_repr = mha_repr, .config_fields = mha_config};
 
 /* ---- construction ---- */
 

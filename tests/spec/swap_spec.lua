@@ -279,3 +279,19 @@ describe("swap_attention and causality", function()
     assert.are.equal(1, #report.swapped)
   end)
 end)
+
+describe("module configs", function()
+  it("C modules expose their config as a table; swap reads it, not the printed repr", function()
+    local mha = nn.MultiheadAttention { dim = 12, num_heads = 4, num_kv_heads = 2 }
+    assert.are.same({ dim = 12, num_heads = 4, num_kv_heads = 2, head_dim = 3 }, as.core.module_config(mha))
+    assert.are.same({ causal = true, dropout = 0 },
+      as.core.module_config(as.attention.new("scaled_dot_product", { causal = true })))
+    assert.are.same({ causal = false, dropout = 0.25, scale = 0.5 },
+      as.core.module_config(as.attention.new("flash_attention", { dropout = 0.25, scale = 0.5 })))
+    assert.is_nil(as.core.module_config(nn.class("SpecNoConfig")()))
+    -- a causal core's causality is inherited through the config
+    local blk = nn.TransformerBlock { dim = 16, num_heads = 4, core_opts = { causal = true } }
+    as.swap_attention(blk, "scaled_dot_product", "local_attention", { window_size = 3 })
+    assert.is_true(blk.attn.core.opts.causal)
+  end)
+end)
