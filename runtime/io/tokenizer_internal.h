@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tokenizer.h"
+#include "attnswap/tokenizer.h"
 
 /* Ids are below this: larger ids in a file are refused (no table of 2^31). */
 #define TK_MAX_ID (1 << 24)

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "l_util.h"
-#include "tokenizer.h"
+#include "attnswap/tokenizer.h"
 
 #define TOKENIZER_MT "attnswap.Tokenizer"
 #define BOX_MT "attnswap.tokenizer_box"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "as_test.h"
-#include "tokenizer.h"
+#include "attnswap/tokenizer.h"
 #include "tokenizer_internal.h"
 
 static const char *fixture(const char *name)

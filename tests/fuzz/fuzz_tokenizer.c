@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "attnswap/tokenizer.h"
 
 static const char *kinds[] = {"gpt2", "llama3", "qwen2", "llama2", "mistral", "bert", "misc", "metaspace"};
 #define NKINDS (sizeof kinds / sizeof *kinds)
