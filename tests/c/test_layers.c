@@ -553,6 +553,37 @@ static void test_sdp_dropout(void)
     as_release(q), as_release(k), as_release(v);
 }
 
+/* D = 0: every score is 0 whatever the scale, so each row averages the
+ * values it sees; the materialising path, the fused one and the dispatch
+ * agree (the default scale used to be 1/sqrt(0) = inf there: 0 * inf = NaN). */
+static void test_sdp_empty_head_dim(void)
+{
+    as_tensor *q = as_empty(4, (int64_t[]){1, 2, 3, 0}, AS_F32, AS_CPU);
+    as_tensor *k = as_empty(4, (int64_t[]){1, 2, 4, 0}, AS_F32, AS_CPU);
+    as_tensor *v = random_t(4, (int64_t[]){1, 2, 4, 5});
+    as_attention_opts o = {.causal = true, .scale = NAN};
+    as_tensor *outs[3] = {as_sdp_attention(q, k, v, NULL, &o, false), as_flash_attention(q, k, v, NULL, &o, false),
+                          as_sdpa(q, k, v, NULL, &o, AS_SDP_AUTO, false)};
+    for (int t = 0; t < 3; t++) {
+        CHECK_OK(outs[t]);
+        if (!outs[t]) continue;
+        /* causal, Lk - Lq = 1: query i averages keys 0 .. i + 1 */
+        int bad = 0;
+        for (int h = 0; h < 2; h++)
+            for (int i = 0; i < 3; i++)
+                for (int c = 0; c < 5; c++) {
+                    double want = 0;
+                    for (int j = 0; j <= i + 1; j++) want += as_get_flat(v, (h * 4 + j) * 5 + c);
+                    want /= i + 2;
+                    double got = as_get_flat(outs[t], (h * 3 + i) * 5 + c);
+                    if (!(fabs(got - want) < 1e-5)) bad++;
+                }
+        CHECK(bad == 0);
+        as_release(outs[t]);
+    }
+    as_release(q), as_release(k), as_release(v);
+}
+
 static void test_sdp_errors(void)
 {
     as_tensor *q = random_t(4, (int64_t[]){1, 4, 3, 8}), *k = random_t(4, (int64_t[]){1, 2, 5, 8});
@@ -891,6 +922,7 @@ int main(void)
     test_sdp_masks();
     test_sdp_strided();
     test_sdp_dropout();
+    test_sdp_empty_head_dim();
     test_sdp_errors();
     test_mha();
     test_block();
