@@ -14,7 +14,8 @@ attnswap: swap the attention inside a transformer.  In scope: as, nn, help.
   modules     nn.Linear(8, 8)  nn.MultiheadAttention{dim=8, num_heads=2}
               nn.TransformerBlock{dim=8, num_heads=2}  nn.Sequential(a, b)  nn.class("Name")
               m(x) runs it; m.child, m:named_modules(), m:parameters()  (help(m))
-  models      as.models.vit{...}  as.models.gpt2{...}  (see docs/api.md)
+  models      as.models.vit{...}  as.models.gpt2{...}  as.models.from_pretrained(dir or hub name)
+  tokenizers  tok = as.tokenizer.from_pretrained(dir)  tok:encode(text)  tok:decode(ids)
   registry    as.attention.list()  as.attention.names()  as.attention.info(name)
               as.register_attention(name, Class, info)          (help(as.attention))
   swapping    model, report = as.swap_attention(model, target, name [, opts])
@@ -261,6 +262,13 @@ function H.help(...)
     return
   end
   if x == as then return print(OVERVIEW) end
+  if x == as.tokenizer then
+    return print("as.tokenizer: Hugging Face tokenizer.json (byte-level BPE, BPE with byte fallback, WordPiece)\n" ..
+      "  tok = as.tokenizer.from_pretrained(dir or tokenizer.json or vocab.txt)   (docs/tokenizers.md)\n" ..
+      "  tok:encode(text [, {add_special_tokens = true, tensor = false}]) -> ids (0-based, as HF's)\n" ..
+      "  tok:decode(ids [, {skip_special_tokens = false}]) -> text\n" ..
+      "  tok:token_to_id(s)  tok:id_to_token(id)  tok.vocab_size  tok:batch(texts [, {padding_side, pad_id}])")
+  end
   if x == nn then
     local classes = {}
     for k, v in pairs(nn) do
