@@ -33,6 +33,7 @@ if [ "$what" = test ] || [ "$what" = all ]; then
   tail -40 "$OUT/ctest-cuda.log"
   ctest --test-dir build-gpu -L c -j8 > "$OUT/ctest-c.log" 2>&1 || rc=1
   tail -3 "$OUT/ctest-c.log"
+  build-gpu/attnswap-run bench/llama_cuda_check.lua 2>&1 | tee "$OUT/llama_cuda.txt" || rc=1
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   build-gpu/tests/flash_kernel_test --bench > "$OUT/flash_kernel_bench.txt" 2>&1; tail -30 "$OUT/flash_kernel_bench.txt"

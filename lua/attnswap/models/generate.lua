@@ -54,6 +54,20 @@ function M.positions(B, L, offset, mask)
   return as.tensor(out, "int64")
 end
 
+--- check_ids(name, ids, vocab_size, level): token ids in [0, vocab_size), as
+--- an error naming vocab_size.  Only for ids on the CPU: on a GPU the reduction
+--- and its .item() would stop the host twice per forward (GPT-2 small on an
+--- H100: 18.2 -> 20.2 ms), and the embedding checks the ids it gathers anyway
+--- ("embedding: id 50300 is out of range for 50257 embeddings").
+function M.check_ids(name, ids, vocab_size, level)
+  if ids:numel() == 0 or ids:device() ~= "cpu" then return end
+  local lo, hi = ids:min():item(), ids:max():item()
+  if lo < 0 or hi >= vocab_size then
+    error(string.format("%s: token id %d is out of range (vocab_size = %d)", name, lo < 0 and lo or hi, vocab_size),
+      level + 1)
+  end
+end
+
 --- all_on(mask): whether a mask keeps every position.
 function M.all_on(mask)
   return mask:ne(0):logical_not():sum():item() == 0

@@ -148,13 +148,7 @@ function GPT2LMHeadModel:forward(ids, opts)
       (as.is_tensor(ids) and (ids:dtype() .. " " .. tostring(ids:shape())) or type(ids)), 2)
   end
   opts = opts or {}
-  if ids:numel() > 0 then
-    local lo, hi = ids:min():item(), ids:max():item()
-    if lo < 0 or hi >= self.config.vocab_size then
-      error(string.format("GPT2LMHeadModel: token id %d is out of range (vocab_size = %d)",
-        lo < 0 and lo or hi, self.config.vocab_size), 2)
-    end
-  end
+  generate.check_ids("GPT2LMHeadModel", ids, self.config.vocab_size, 2)
   local h, presents = self.transformer(ids, opts)
   if opts.last_only then h = h:narrow(2, h:size(2), 1) end
   return h:matmul(self.transformer.wte.weight:t()), presents

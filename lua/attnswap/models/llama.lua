@@ -251,13 +251,7 @@ function LlamaForCausalLM:forward(ids, opts)
       (as.is_tensor(ids) and (ids:dtype() .. " " .. tostring(ids:shape())) or type(ids)), 2)
   end
   opts = opts or {}
-  if ids:numel() > 0 then
-    local lo, hi = ids:min():item(), ids:max():item()
-    if lo < 0 or hi >= self.config.vocab_size then
-      error(string.format("LlamaForCausalLM: token id %d is out of range (vocab_size = %d)",
-        lo < 0 and lo or hi, self.config.vocab_size), 2)
-    end
-  end
+  generate.check_ids("LlamaForCausalLM", ids, self.config.vocab_size, 2)
   local h, presents = self.model(ids, opts)
   if opts.last_only then h = h:narrow(2, h:size(2), 1) end
   local w = self.lm_head and self.lm_head.weight or self.model.embed_tokens.weight
