@@ -2,7 +2,10 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|models|all]   (default all)
+#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu]   (default all)
+# llama: issue 19's Llama-3.2-1B-shaped benchmark (bench/torch_llama.py beside
+# bench/llama_bench.lua, bf16 on the card); llama-cpu: the SmolLM-135M-shaped
+# decode on this host's CPU, 2 and 16 threads (not part of all).
 # .debs (ignored by git) holds, from `apt-get download` here: liblua5.4-0
 # liblua5.4-dev lua5.4 libopenblas0-pthread libopenblas-dev
 # libopenblas-pthread-dev libgfortran5 libcjson1 libcjson-dev libpcre2-8-0
@@ -26,7 +29,8 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90
   -DBLAS_LIBRARIES=$S/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so \
   -DCJSON_INCLUDE_DIR=$S/include -DCJSON_LIBRARY=$S/lib/x86_64-linux-gnu/libcjson.so \
   -DATTNSWAP_BUSTED_TESTS=OFF > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
-cmake --build build-gpu -j16 > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
+target=""; case "$what" in llama*) target="--target attnswap-run";; esac
+cmake --build build-gpu -j16 $target > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
 rc=0
 if [ "$what" = test ] || [ "$what" = all ]; then
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
@@ -45,5 +49,33 @@ fi
 if [ "$what" = models ] || [ "$what" = all ]; then
   python3 bench/torch_models.py --out "$OUT/torch_models.json" 2>&1 | tee "$OUT/torch_models.txt"
   build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
+fi
+if [ "$what" = llama ]; then
+  D=/tmp/llama1b
+  python3 bench/torch_llama.py make --size 1b --dir $D --device cuda 2>&1 | tee "$OUT/llama_make.txt"
+  timeout 300 python3 bench/torch_llama.py bench --dir $D --device cuda --dtype bfloat16 --attn eager,sdpa \
+    --contexts 512,2048,8192 --ctx-new 32 --out "$OUT/llama_torch.json" > "$OUT/llama_torch.txt" 2>&1 || rc=1
+  tail -40 "$OUT/llama_torch.txt"
+  timeout 300 build-gpu/attnswap-run bench/llama_bench.lua --model $D --device cuda --dtype bfloat16 \
+    --check $D/io.safetensors --contexts 512,2048,8192 --ctx-new 32 --out "$OUT/llama_attnswap.json" \
+    2>&1 | tee "$OUT/llama_attnswap.txt" || rc=1
+  python3 bench/torch_llama.py table --gpu "$OUT/llama_torch.json" "$OUT/llama_attnswap.json" | tee "$OUT/llama_table.md"
+fi
+if [ "$what" = llama-cpu ]; then
+  C=/tmp/smol135m
+  lscpu | grep -E "Model name|^CPU\(s\)|Thread|Core|Socket|Flags" | cut -c1-300 | tee "$OUT/cpu.txt"
+  echo "OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE" | tee -a "$OUT/cpu.txt"
+  python3 bench/torch_llama.py make --size 135m --dir $C --device cpu 2>&1 | tee "$OUT/smol_make.txt"
+  for n in 2 16; do
+    timeout 150 python3 bench/torch_llama.py bench --dir $C --device cpu --dtype float32 --attn eager,sdpa --threads $n \
+      --batches 1 --prompt 128 --new 64 --repeats 5 --gen-repeats 0 --out "$OUT/cpu${n}_torch.json" \
+      > "$OUT/cpu${n}_torch.txt" 2>&1 || rc=1
+    tail -8 "$OUT/cpu${n}_torch.txt"
+    timeout 150 build-gpu/attnswap-run bench/llama_bench.lua --model $C --device cpu --dtype float32 --threads $n \
+      --batches 1 --prompt 128 --new 64 --repeats 5 --gen-repeats 0 --check $C/io.safetensors \
+      --out "$OUT/cpu${n}_attnswap.json" 2>&1 | tee "$OUT/cpu${n}_attnswap.txt" || rc=1
+  done
+  python3 bench/torch_llama.py table --cpu "$OUT/cpu2_torch.json" "$OUT/cpu2_attnswap.json" \
+    "$OUT/cpu16_torch.json" "$OUT/cpu16_attnswap.json" | tee "$OUT/cpu_table.md"
 fi
 exit $rc
