@@ -3,6 +3,7 @@
 #define AS_STORAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef enum { AS_DEV_CPU = 0, AS_DEV_CUDA = 1 } as_device_type;
 
@@ -23,6 +24,9 @@ struct as_storage {
      * buffers, munmap for a memory-mapped file.  ctx is its argument. */
     void (*release)(as_storage *s);
     void *ctx;
+    /* Bumped by every in-place write (autograd checks that a tensor it
+     * saved was not modified before its backward). */
+    uint64_t version;
 };
 
 /* CPU buffers are 64-byte aligned.  NULL with "out of memory" set on failure. */

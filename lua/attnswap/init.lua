@@ -21,6 +21,23 @@ as.version = core.version -- project(VERSION) in CMakeLists.txt
 -- A wall-clock timer (monotonic seconds).  os.clock() is the process's CPU
 -- time, summed over every thread, so it overstates multi-threaded work.
 as.clock = core.clock
+-- Grad mode, as torch.no_grad: as.no_grad(fn, ...) runs fn with gradients
+-- off and returns its results; `local _ <close> = as.no_grad()` turns them
+-- off until the end of the scope.  as.enable_grad likewise turns them on.
+local function grad_mode(on)
+  return function(fn, ...)
+    local prev = core.set_grad_enabled(on)
+    if fn == nil then
+      return setmetatable({}, { __close = function() core.set_grad_enabled(prev) end })
+    end
+    local r = table.pack(pcall(fn, ...))
+    core.set_grad_enabled(prev)
+    if not r[1] then error(r[2], 0) end
+    return table.unpack(r, 2, r.n)
+  end
+end
+as.no_grad = grad_mode(false)
+as.enable_grad = grad_mode(true)
 as.Tensor = core.Tensor -- the tensor methods, for help, completion and extension
 as.core = core
 as.cuda = core.cuda -- is_available, device_count, synchronize, memory_stats, ...

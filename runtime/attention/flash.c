@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "attnswap/attention.h"
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "attnswap/nn.h"
 #include "dispatch.h"
@@ -55,5 +56,6 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
         as_release(out);
         return NULL;
     }
-    return out;
+    /* its backward is the attention-backward issue's */
+    return as_autograd_guard(FN, out, 4, (const as_tensor *[]){q, k, v, mask});
 }

@@ -4,6 +4,7 @@
 
 #include <math.h>
 
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "attnswap/ops.h"
 
@@ -86,6 +87,9 @@ fail:
 
 as_tensor *as_attention_finish(const as_attn_inputs *in, as_tensor *out)
 {
+    /* the zoo's fused kernels have no backward yet (the attention-backward
+     * issue): a result that needs one says so at backward */
+    out = as_autograd_guard("the fused zoo kernel", out, 4, (const as_tensor *[]){in->q, in->k, in->v, in->mask});
     if (!out || in->dtype == AS_F32) return out;
     as_tensor *r = as_to_dtype(out, in->dtype);
     as_release(out);

@@ -5,6 +5,7 @@
 
 #include "attnswap/error.h"
 #include "backend.h"
+#include "hooks.h"
 
 static as_tensor *tensor_alloc(void)
 {
@@ -19,9 +20,13 @@ as_tensor *as_retain(as_tensor *t)
     return t;
 }
 
+void (*as_hook_autograd_free)(as_tensor *t);
+void (*as_hook_view)(as_tensor *out, const as_tensor *in, as_view_kind kind, const int64_t *args);
+
 void as_release(as_tensor *t)
 {
     if (!t || --t->refcount > 0) return;
+    if (t->autograd && as_hook_autograd_free) as_hook_autograd_free(t);
     as_storage_release(t->storage);
     free(t);
 }
@@ -175,9 +180,18 @@ int as_broadcast_shape(const char *fn, int na, const int64_t *a, int nb, const i
 
 /* ---- views ---- */
 
-as_tensor *as_alias(const as_tensor *t)
+static as_tensor *clone_impl(const as_tensor *t);
+
+static as_tensor *alias_impl(const as_tensor *t)
 {
     return as_from_storage(t->storage, t->offset, t->ndim, t->shape, t->stride, t->dtype);
+}
+
+as_tensor *as_alias(const as_tensor *t)
+{
+    as_tensor *v = alias_impl(t);
+    as_record_view(v, t, AS_VIEW_RESHAPE, NULL);
+    return v;
 }
 
 /* Resolves a single -1 entry against numel; -1 on mismatch. */
@@ -250,7 +264,7 @@ static int view_strides(const as_tensor *t, int ndim, const int64_t *shape, int6
     return view_d == -1 ? 0 : -1;
 }
 
-as_tensor *as_view(const as_tensor *t, int ndim, const int64_t *shape)
+static as_tensor *view_impl(const as_tensor *t, int ndim, const int64_t *shape)
 {
     int64_t sh[AS_MAX_DIMS], st[AS_MAX_DIMS];
     if (infer_shape("view", t, ndim, shape, sh)) return NULL;
@@ -262,20 +276,31 @@ as_tensor *as_view(const as_tensor *t, int ndim, const int64_t *shape)
     return as_from_storage(t->storage, t->offset, ndim, sh, st, t->dtype);
 }
 
+as_tensor *as_view(const as_tensor *t, int ndim, const int64_t *shape)
+{
+    as_tensor *v = view_impl(t, ndim, shape);
+    as_record_view(v, t, AS_VIEW_RESHAPE, NULL);
+    return v;
+}
+
 as_tensor *as_reshape(const as_tensor *t, int ndim, const int64_t *shape)
 {
     int64_t sh[AS_MAX_DIMS], st[AS_MAX_DIMS];
     if (infer_shape("reshape", t, ndim, shape, sh)) return NULL;
-    if (view_strides(t, ndim, sh, st) == 0)
-        return as_from_storage(t->storage, t->offset, ndim, sh, st, t->dtype);
-    as_tensor *c = as_clone(t);
-    if (!c) return NULL;
-    as_tensor *v = as_from_storage(c->storage, 0, ndim, sh, NULL, c->dtype);
-    as_release(c);
+    as_tensor *v;
+    if (view_strides(t, ndim, sh, st) == 0) {
+        v = as_from_storage(t->storage, t->offset, ndim, sh, st, t->dtype);
+    } else {
+        as_tensor *c = clone_impl(t);
+        if (!c) return NULL;
+        v = as_from_storage(c->storage, 0, ndim, sh, NULL, c->dtype);
+        as_release(c);
+    }
+    as_record_view(v, t, AS_VIEW_RESHAPE, NULL);
     return v;
 }
 
-as_tensor *as_permute(const as_tensor *t, const int *dims)
+static as_tensor *permute_impl(const as_tensor *t, const int *dims)
 {
     int seen[AS_MAX_DIMS] = {0};
     int64_t sh[AS_MAX_DIMS], st[AS_MAX_DIMS];
@@ -292,14 +317,25 @@ as_tensor *as_permute(const as_tensor *t, const int *dims)
     return as_from_storage(t->storage, t->offset, t->ndim, sh, st, t->dtype);
 }
 
-as_tensor *as_transpose(const as_tensor *t, int d0, int d1)
+as_tensor *as_permute(const as_tensor *t, const int *dims)
 {
-    if (t->ndim == 0 && (d0 == 0 || d0 == -1) && (d1 == 0 || d1 == -1)) return as_alias(t);
+    as_tensor *v = permute_impl(t, dims);
+    if (v && t->autograd) {
+        int64_t a[AS_MAX_DIMS];
+        for (int d = 0; d < t->ndim; d++) a[d] = dims[d];
+        as_record_view(v, t, AS_VIEW_PERMUTE, a);
+    }
+    return v;
+}
+
+static as_tensor *transpose_impl(const as_tensor *t, int d0, int d1)
+{
+    if (t->ndim == 0 && (d0 == 0 || d0 == -1) && (d1 == 0 || d1 == -1)) return alias_impl(t);
     d0 = as_wrap_dim("transpose", d0, t->ndim);
     if (d0 < 0) return NULL;
     d1 = as_wrap_dim("transpose", d1, t->ndim);
     if (d1 < 0) return NULL;
-    as_tensor *v = as_alias(t);
+    as_tensor *v = alias_impl(t);
     if (!v) return NULL;
     int64_t s = v->shape[d0], r = v->stride[d0];
     v->shape[d0] = v->shape[d1], v->stride[d0] = v->stride[d1];
@@ -307,7 +343,19 @@ as_tensor *as_transpose(const as_tensor *t, int d0, int d1)
     return v;
 }
 
-as_tensor *as_narrow(const as_tensor *t, int dim, int64_t start, int64_t length)
+as_tensor *as_transpose(const as_tensor *t, int d0, int d1)
+{
+    as_tensor *v = transpose_impl(t, d0, d1);
+    if (v && t->autograd && t->ndim > 0) {
+        int64_t a[AS_MAX_DIMS];
+        int i0 = d0 < 0 ? d0 + t->ndim : d0, i1 = d1 < 0 ? d1 + t->ndim : d1;
+        for (int d = 0; d < t->ndim; d++) a[d] = d == i0 ? i1 : d == i1 ? i0 : d;
+        as_record_view(v, t, AS_VIEW_PERMUTE, a);
+    }
+    return v;
+}
+
+static as_tensor *narrow_impl(const as_tensor *t, int dim, int64_t start, int64_t length)
 {
     if (t->ndim == 0) {
         as_error_set("narrow: cannot narrow a 0-d tensor");
@@ -321,14 +369,21 @@ as_tensor *as_narrow(const as_tensor *t, int dim, int64_t start, int64_t length)
                      (long long)t->shape[dim]);
         return NULL;
     }
-    as_tensor *v = as_alias(t);
+    as_tensor *v = alias_impl(t);
     if (!v) return NULL;
     v->offset += start * t->stride[dim];
     v->shape[dim] = length;
     return v;
 }
 
-as_tensor *as_select(const as_tensor *t, int dim, int64_t index)
+as_tensor *as_narrow(const as_tensor *t, int dim, int64_t start, int64_t length)
+{
+    as_tensor *v = narrow_impl(t, dim, start, length);
+    if (v && t->autograd) as_record_view(v, t, AS_VIEW_NARROW, (int64_t[]){dim < 0 ? dim + t->ndim : dim, start});
+    return v;
+}
+
+static as_tensor *select_impl(const as_tensor *t, int dim, int64_t index)
 {
     if (t->ndim == 0) {
         as_error_set("select: cannot index a 0-d tensor");
@@ -343,7 +398,7 @@ as_tensor *as_select(const as_tensor *t, int dim, int64_t index)
                      (long long)t->shape[dim]);
         return NULL;
     }
-    as_tensor *v = as_alias(t);
+    as_tensor *v = alias_impl(t);
     if (!v) return NULL;
     v->offset += index * t->stride[dim];
     for (int d = dim; d < t->ndim - 1; d++) {
@@ -354,7 +409,17 @@ as_tensor *as_select(const as_tensor *t, int dim, int64_t index)
     return v;
 }
 
-as_tensor *as_expand(const as_tensor *t, int ndim, const int64_t *shape)
+as_tensor *as_select(const as_tensor *t, int dim, int64_t index)
+{
+    as_tensor *v = select_impl(t, dim, index);
+    if (v && t->autograd) {
+        int d = dim < 0 ? dim + t->ndim : dim;
+        as_record_view(v, t, AS_VIEW_SELECT, (int64_t[]){d, index < 0 ? index + t->shape[d] : index});
+    }
+    return v;
+}
+
+static as_tensor *expand_impl(const as_tensor *t, int ndim, const int64_t *shape)
 {
     if (ndim < t->ndim || ndim > AS_MAX_DIMS) {
         char s1[128], s2[128];
@@ -387,9 +452,16 @@ bad: {
 }
 }
 
-as_tensor *as_squeeze(const as_tensor *t, int dim)
+as_tensor *as_expand(const as_tensor *t, int ndim, const int64_t *shape)
 {
-    as_tensor *v = as_alias(t);
+    as_tensor *v = expand_impl(t, ndim, shape);
+    as_record_view(v, t, AS_VIEW_EXPAND, NULL);
+    return v;
+}
+
+static as_tensor *squeeze_impl(const as_tensor *t, int dim)
+{
+    as_tensor *v = alias_impl(t);
     if (!v) return NULL;
     if (dim != INT32_MIN && t->ndim > 0) {
         int d = as_wrap_dim("squeeze", dim, t->ndim);
@@ -409,7 +481,14 @@ as_tensor *as_squeeze(const as_tensor *t, int dim)
     return v;
 }
 
-as_tensor *as_unsqueeze(const as_tensor *t, int dim)
+as_tensor *as_squeeze(const as_tensor *t, int dim)
+{
+    as_tensor *v = squeeze_impl(t, dim);
+    as_record_view(v, t, AS_VIEW_RESHAPE, NULL);
+    return v;
+}
+
+static as_tensor *unsqueeze_impl(const as_tensor *t, int dim)
 {
     if (t->ndim >= AS_MAX_DIMS) {
         as_error_set("unsqueeze: a tensor has at most %d dimensions", AS_MAX_DIMS);
@@ -421,12 +500,19 @@ as_tensor *as_unsqueeze(const as_tensor *t, int dim)
         return NULL;
     }
     if (dim < 0) dim += t->ndim + 1;
-    as_tensor *v = as_alias(t);
+    as_tensor *v = alias_impl(t);
     if (!v) return NULL;
     for (int i = t->ndim; i > dim; i--) v->shape[i] = t->shape[i - 1], v->stride[i] = t->stride[i - 1];
     v->shape[dim] = 1;
     v->stride[dim] = dim < t->ndim ? t->shape[dim] * t->stride[dim] : 1;
     v->ndim++;
+    return v;
+}
+
+as_tensor *as_unsqueeze(const as_tensor *t, int dim)
+{
+    as_tensor *v = unsqueeze_impl(t, dim);
+    as_record_view(v, t, AS_VIEW_RESHAPE, NULL);
     return v;
 }
 
@@ -459,7 +545,7 @@ as_tensor *as_contiguous(const as_tensor *t)
     return as_clone(t);
 }
 
-as_tensor *as_clone(const as_tensor *t)
+static as_tensor *clone_impl(const as_tensor *t)
 {
     as_tensor *c = as_empty_like(t);
     if (c && as_copy_(c, t)) {
@@ -467,6 +553,13 @@ as_tensor *as_clone(const as_tensor *t)
         return NULL;
     }
     return c;
+}
+
+as_tensor *as_clone(const as_tensor *t)
+{
+    as_tensor *v = clone_impl(t);
+    as_record_view(v, t, AS_VIEW_COPY, NULL);
+    return v;
 }
 
 int as_copy_(as_tensor *dst, const as_tensor *src)
@@ -482,6 +575,7 @@ int as_copy_(as_tensor *dst, const as_tensor *src)
                          as_shape_str(s2, sizeof s2, dst->ndim, dst->shape));
             return -1;
         }
+    dst->storage->version++; /* an in-place write (autograd checks what it saved) */
     /* the backend of the device that is not the CPU (if any) moves the data */
     as_device dev = dst->storage->device.type != AS_DEV_CPU ? dst->storage->device : src->storage->device;
     const as_backend *b = as_backend_for("copy_", dev);
@@ -490,12 +584,13 @@ int as_copy_(as_tensor *dst, const as_tensor *src)
 
 int as_fill_(as_tensor *dst, double value)
 {
+    dst->storage->version++;
     const as_backend *b = as_backend_for("fill_", dst->storage->device);
     as_kview d = as_kview_of(dst);
     return b ? b->check("fill_", b->fill(&d, value)) : -1;
 }
 
-as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt)
+static as_tensor *to_dtype_impl(const as_tensor *t, as_dtype dt)
 {
     if (t->dtype == dt) return as_retain((as_tensor *)t);
     as_tensor *c = as_empty(t->ndim, t->shape, dt, t->storage->device);
@@ -506,7 +601,14 @@ as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt)
     return c;
 }
 
-as_tensor *as_to_device(const as_tensor *t, as_device dev)
+as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt)
+{
+    as_tensor *v = to_dtype_impl(t, dt);
+    if (v != t) as_record_view(v, t, AS_VIEW_COPY, NULL);
+    return v;
+}
+
+static as_tensor *to_device_impl(const as_tensor *t, as_device dev)
 {
     if (as_device_equal(t->storage->device, dev)) return as_retain((as_tensor *)t);
     as_tensor *c = as_empty(t->ndim, t->shape, t->dtype, dev);
@@ -515,4 +617,11 @@ as_tensor *as_to_device(const as_tensor *t, as_device dev)
         return NULL;
     }
     return c;
+}
+
+as_tensor *as_to_device(const as_tensor *t, as_device dev)
+{
+    as_tensor *v = to_device_impl(t, dev);
+    if (v != t) as_record_view(v, t, AS_VIEW_COPY, NULL);
+    return v;
 }

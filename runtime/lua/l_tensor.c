@@ -835,6 +835,7 @@ static int l_index(lua_State *L)
         l_pushtensor(L, as_select(t, 0, i));
         return 1;
     }
+    if (lua_type(L, 2) == LUA_TSTRING && l_autograd_property(L, l_checktensor(L, 1), lua_tostring(L, 2))) return 1;
     /* methods */
     lua_getmetatable(L, 1);
     lua_getfield(L, -1, "__methods");
@@ -846,7 +847,10 @@ static int l_index(lua_State *L)
 static int l_newindex(lua_State *L)
 {
     as_tensor *t = l_checktensor(L, 1);
-    if (!lua_isinteger(L, 2)) return luaL_error(L, "tensor: cannot assign to field '%s' (only t[i] = value)", luaL_tolstring(L, 2, NULL));
+    if (lua_type(L, 2) == LUA_TSTRING && l_autograd_assign(L, t, lua_tostring(L, 2), 3)) return 0;
+    if (!lua_isinteger(L, 2))
+        return luaL_error(L, "tensor: cannot assign to field '%s' (only t[i] = value, t.grad, t.requires_grad)",
+                          luaL_tolstring(L, 2, NULL));
     as_tensor *row = as_select(t, 0, check_index(L, 2, "index"));
     if (!row) return l_raise(L);
     int rc;
@@ -891,6 +895,7 @@ void l_open_tensor(lua_State *L)
     lua_newtable(L); /* methods */
     luaL_setfuncs(L, tensor_methods, 0);
     l_open_tensor_ops(L); /* adds math methods to the table at -1, and metamethods to the one below */
+    l_open_autograd_methods(L);
     lua_setfield(L, -2, "__methods");
     static const luaL_Reg meta[] = {
         {"__index", l_index}, {"__newindex", l_newindex}, {"__tostring", l_tostring},

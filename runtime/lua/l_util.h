@@ -55,6 +55,12 @@ void l_open_bench(lua_State *L);
 void l_open_cuda(lua_State *L);     /* the as.cuda table */
 void l_open_json(lua_State *L);
 void l_open_tokenizer(lua_State *L);   /* attnswap.Tokenizer, tokenizer_load */
+void l_open_autograd(lua_State *L);    /* set_grad_enabled, is_grad_enabled */
+void l_open_autograd_methods(lua_State *L); /* requires_grad_, backward, detach: into the table at -1 */
+/* t.grad, t.requires_grad, t.is_leaf, t.grad_fn (read) and t.grad, t.requires_grad
+ * (assigned): 1 when key is one of them, 0 otherwise (l_autograd.c). */
+int l_autograd_property(lua_State *L, as_tensor *t, const char *key);
+int l_autograd_assign(lua_State *L, as_tensor *t, const char *key, int value);
 void l_open_zoo_sparse(lua_State *L);   /* sparse, local, dynamic, sink kernels */
 void l_open_zoo_linear(lua_State *L);   /* linear, performer, efficient, nystrom */
 void l_open_zoo_reweight(lua_State *L); /* relative, adaptive, gated, entmax, ... */

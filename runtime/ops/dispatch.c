@@ -4,6 +4,7 @@
  * checked. */
 #include "dispatch.h"
 
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "backend.h"
 #include "cuda_backend.h"
@@ -16,6 +17,7 @@ void as_init(void)
     if (done) return;
     done = 1;
     as_threads_init();
+    as_autograd_init();
     as_backend_register(AS_DEV_CPU, &as_cpu_backend);
     as_cuda_backend_register();
 }

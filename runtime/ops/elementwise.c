@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "attnswap/autograd.h"
 #include "dispatch.h"
 #include "ops_internal.h"
 
@@ -77,7 +78,7 @@ static as_dtype compute_dtype(as_dtype dt, as_device dev)
     return dt == AS_BOOL ? AS_I64 : dt;
 }
 
-as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
+static as_tensor *binary_forward(as_binop op, const as_tensor *a, const as_tensor *b)
 {
     const char *fn = as_binop_name(op);
     const as_tensor *ts[2] = {a, b};
@@ -108,6 +109,74 @@ as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
         as_release(out);
         out = r;
     }
+    return out;
+}
+
+/* d(a op b): g times the partial derivatives (the engine sums broadcast
+ * gradients back to each input's shape).  Saved: a (0), b (1), out (2). */
+static int binary_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    as_binop op = (as_binop)(int)as_node_scalars(n)[0];
+    bool na = as_node_needs(n, 0), nb = as_node_needs(n, 1);
+    /* only what the needed gradients read was saved (a tensor updated in place
+     * afterwards, as x *= 2 does, is then no obstacle) */
+    const as_tensor *a = NULL, *b = NULL, *out = NULL;
+    if (op != AS_ADD && op != AS_SUB) {
+        bool want_a = op == AS_MUL ? nb : op != AS_DIV, want_b = op == AS_MUL ? na : true;
+        if ((want_a && !(a = as_node_saved(n, 0))) || (want_b && !(b = as_node_saved(n, 1)))) return -1;
+        if ((op == AS_DIV || op == AS_POW) && nb && !(out = as_node_saved(n, 2))) return -1;
+    }
+    switch (op) {
+    case AS_ADD: gi[0] = g_ref(g), gi[1] = g_ref(g); break;
+    case AS_SUB: gi[0] = g_ref(g), gi[1] = nb ? g_un(AS_NEG, g_ref(g)) : NULL; break;
+    case AS_MUL:
+        if (na) gi[0] = g_bin(AS_MUL, g_ref(g), g_ref(b));
+        if (nb) gi[1] = g_bin(AS_MUL, g_ref(g), g_ref(a));
+        break;
+    case AS_DIV: /* d/da = 1/b, d/db = -a/b^2 = -out/b */
+        if (na) gi[0] = g_bin(AS_DIV, g_ref(g), g_ref(b));
+        if (nb) gi[1] = g_un(AS_NEG, g_bin(AS_DIV, g_bin(AS_MUL, g_ref(g), g_ref(out)), g_ref(b)));
+        break;
+    case AS_POW: /* d/da = b a^(b-1), d/db = out log(a) */
+        if (na) gi[0] = g_bin(AS_MUL, g_ref(g), g_bin(AS_MUL, g_ref(b), g_bin(AS_POW, g_ref(a), g_scal(AS_SUB, g_ref(b), 1))));
+        if (nb) gi[1] = g_bin(AS_MUL, g_ref(g), g_bin(AS_MUL, g_ref(out), g_un(AS_LOG, g_ref(a))));
+        break;
+    case AS_MAXIMUM:
+    case AS_MINIMUM: { /* the winner takes the gradient; a tie splits it, as torch does */
+        as_tensor *win = g_to(g_bin(op == AS_MAXIMUM ? AS_GT : AS_LT, g_ref(a), g_ref(b)), g->dtype);
+        as_tensor *tie = g_to(g_bin(AS_EQ, g_ref(a), g_ref(b)), g->dtype);
+        as_tensor *wa = win && tie ? g_bin(AS_ADD, g_ref(win), g_scal(AS_MUL, g_ref(tie), 0.5)) : NULL;
+        as_release(win), as_release(tie);
+        if (na) gi[0] = wa ? g_bin(AS_MUL, g_ref(g), g_ref(wa)) : NULL;
+        if (nb) gi[1] = wa ? g_bin(AS_MUL, g_ref(g), g_scal(AS_SUB, g_un(AS_NEG, g_ref(wa)), -1)) : NULL;
+        as_release(wa);
+        break;
+    }
+    default: return 0; /* comparisons: no gradient */
+    }
+    return (!na || gi[0]) && (!nb || gi[1]) ? 0 : -1;
+}
+
+as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
+{
+    const as_tensor *in[2] = {a, b};
+    bool rec = op < AS_EQ && as_autograd_needed(2, in);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = binary_forward(op, a, b);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record(as_binop_name(op), binary_backward, out, 2, in);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    as_node_scalars(n)[0] = op;
+    bool na = as_requires_grad(a), nb = as_requires_grad(b);
+    if ((op == AS_MUL && nb) || op == AS_POW || op == AS_MAXIMUM || op == AS_MINIMUM) as_node_save(n, 0, a);
+    if ((op == AS_MUL && na) || op == AS_DIV || op == AS_POW || op == AS_MAXIMUM || op == AS_MINIMUM)
+        as_node_save(n, 1, b);
+    if ((op == AS_DIV || op == AS_POW) && nb) as_node_save(n, 2, out);
     return out;
 }
 
@@ -143,7 +212,24 @@ static int in_place_ok(as_binop op, const as_tensor *dst, const as_tensor *src)
 
 int as_binary_(as_binop op, as_tensor *dst, const as_tensor *src)
 {
+    const as_tensor *in[2] = {dst, src};
+    if (op < AS_EQ && as_autograd_needed(2, in)) {
+        /* recorded out of place, then written back: dst takes the result's node */
+        if (as_requires_grad(dst) && as_is_leaf(dst)) {
+            as_error_set("%s_: a leaf tensor that requires grad is used in an in-place operation "
+                         "(compute out of place, or update it under no_grad)", as_binop_name(op));
+            return -1;
+        }
+        as_tensor *r = as_binary(op, dst, src);
+        bool prev = as_set_grad_enabled(false);
+        int rc = r ? as_copy_(dst, r) : -1;
+        as_set_grad_enabled(prev);
+        if (!rc) as_autograd_rebase(dst, r);
+        as_release(r);
+        return rc;
+    }
     if (in_place_ok(op, dst, src)) { /* nn.Linear's bias, residual adds: no temporary */
+        as_bump_version(dst);
         as_tensor *cs = as_to_dtype(src, dst->dtype);
         as_tensor *es = cs ? as_expand(cs, dst->ndim, dst->shape) : NULL;
         int rc = es ? as_k_binary(op, dst, dst, es) : -1;
@@ -168,7 +254,7 @@ static as_tensor *unary_into(as_unop op, as_tensor *out, const as_tensor *a)
     return out;
 }
 
-as_tensor *as_unary(as_unop op, const as_tensor *a)
+static as_tensor *unary_forward(as_unop op, const as_tensor *a)
 {
     const char *fn = as_unop_name(op);
     if (as_ops_check_device(fn, 1, (const as_tensor *[]){a})) return NULL;
@@ -195,7 +281,83 @@ as_tensor *as_unary(as_unop op, const as_tensor *a)
     return out;
 }
 
-as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
+/* g times f'(a), from a (saved 0) and out = f(a) (saved 1). */
+static int unary_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    as_unop op = (as_unop)(int)as_node_scalars(n)[0];
+    const as_tensor *a = as_node_saved(n, 0), *y = as_node_saved(n, 1);
+    if (!a || !y) return -1;
+    as_tensor *d = NULL; /* f'(a) */
+    switch (op) {
+    case AS_NEG: gi[0] = g_un(AS_NEG, g_ref(g)); return gi[0] ? 0 : -1;
+    case AS_ABS: /* sign(a), 0 at 0 */
+        d = g_bin(AS_SUB, g_to(g_bin(AS_GT, g_ref(a), g_scal(AS_MUL, g_ref(a), 0)), g->dtype),
+                  g_to(g_bin(AS_LT, g_ref(a), g_scal(AS_MUL, g_ref(a), 0)), g->dtype));
+        break;
+    case AS_EXP: d = g_ref(y); break;
+    case AS_LOG: d = g_scal(AS_POW, g_ref(a), -1); break;
+    case AS_SQRT: d = g_scal(AS_MUL, g_scal(AS_POW, g_ref(y), -1), 0.5); break;
+    case AS_RSQRT: d = g_scal(AS_MUL, g_scal(AS_POW, g_ref(y), 3), -0.5); break;
+    case AS_TANH: d = g_scal(AS_SUB, g_un(AS_NEG, g_bin(AS_MUL, g_ref(y), g_ref(y))), -1); break;
+    case AS_SIGMOID: d = g_bin(AS_MUL, g_ref(y), g_scal(AS_SUB, g_un(AS_NEG, g_ref(y)), -1)); break;
+    case AS_RELU: d = g_to(g_bin(AS_GT, g_ref(a), g_scal(AS_MUL, g_ref(a), 0)), g->dtype); break;
+    case AS_SILU: { /* s (1 + a (1 - s)), s = sigmoid(a) */
+        as_tensor *sg = g_un(AS_SIGMOID, g_ref(a));
+        d = g_bin(AS_MUL, g_ref(sg), g_scal(AS_ADD, g_bin(AS_MUL, g_ref(a), g_scal(AS_SUB, g_un(AS_NEG, g_ref(sg)), -1)), 1));
+        as_release(sg);
+        break;
+    }
+    case AS_GELU: { /* Phi(a) + a phi(a); Phi(a) = gelu(a) / a, 1/2 at a = 0 */
+        as_tensor *zero = g_bin(AS_EQ, g_ref(a), g_scal(AS_MUL, g_ref(a), 0));
+        as_tensor *safe = g_bin(AS_ADD, g_ref(a), g_to(g_ref(zero), a->dtype)); /* 1 where a = 0 */
+        as_tensor *ratio = g_bin(AS_DIV, g_ref(y), g_ref(safe));
+        as_tensor *half = g_scal(AS_MUL, g_to(g_ref(zero), a->dtype), 0.5);
+        as_tensor *Phi = zero && half && ratio ? as_where(zero, half, ratio) : NULL;
+        as_release(ratio);
+        as_tensor *phi = g_scal(AS_MUL, g_un(AS_EXP, g_scal(AS_MUL, g_bin(AS_MUL, g_ref(a), g_ref(a)), -0.5)),
+                                0.3989422804014327);
+        d = Phi && phi ? g_bin(AS_ADD, g_ref(Phi), g_bin(AS_MUL, g_ref(a), g_ref(phi))) : NULL;
+        as_release(zero), as_release(safe), as_release(half), as_release(Phi), as_release(phi);
+        break;
+    }
+    case AS_GELU_TANH: { /* 0.5 (1 + t) + 0.5 a (1 - t^2) k (1 + 3 c a^2), t = tanh(k (a + c a^3)) */
+        const double k = 0.79788456080286536, c = 0.044715;
+        as_tensor *a2 = g_bin(AS_MUL, g_ref(a), g_ref(a));
+        as_tensor *t = g_un(AS_TANH, g_scal(AS_MUL, g_bin(AS_MUL, g_ref(a), g_scal(AS_ADD, g_scal(AS_MUL, g_ref(a2), c), 1)), k));
+        as_tensor *left = g_scal(AS_MUL, g_scal(AS_ADD, g_ref(t), 1), 0.5);
+        as_tensor *sech2 = g_scal(AS_SUB, g_un(AS_NEG, g_bin(AS_MUL, g_ref(t), g_ref(t))), -1);
+        as_tensor *right = g_bin(AS_MUL, g_scal(AS_MUL, g_ref(a), 0.5 * k), g_bin(AS_MUL, sech2, g_scal(AS_ADD, g_scal(AS_MUL, g_ref(a2), 3 * c), 1)));
+        d = g_bin(AS_ADD, left, right);
+        as_release(a2), as_release(t);
+        break;
+    }
+    case AS_SIN: d = g_un(AS_COS, g_ref(a)); break;
+    case AS_COS: d = g_un(AS_NEG, g_un(AS_SIN, g_ref(a))); break;
+    default: return 0; /* logical_not: no gradient */
+    }
+    gi[0] = d ? g_bin(AS_MUL, g_ref(g), d) : NULL;
+    return gi[0] ? 0 : -1;
+}
+
+as_tensor *as_unary(as_unop op, const as_tensor *a)
+{
+    bool rec = op != AS_LOGICAL_NOT && as_autograd_needed(1, &a);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = unary_forward(op, a);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record(as_unop_name(op), unary_backward, out, 1, &a);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    as_node_scalars(n)[0] = op;
+    as_node_save(n, 0, a), as_node_save(n, 1, out);
+    return out;
+}
+
+static as_tensor *clamp_forward(const as_tensor *a, double lo, double hi)
 {
     if (as_ops_check_device("clamp", 1, (const as_tensor *[]){a})) return NULL;
     if (!as_dtype_is_float(a->dtype)) {
@@ -229,7 +391,7 @@ as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
     return out;
 }
 
-as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+static as_tensor *where_forward(const as_tensor *cond, const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *ts[3] = {cond, a, b};
     if (as_ops_check_device("where", 3, ts)) return NULL;
@@ -253,5 +415,67 @@ as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *
     }
     as_ops_release4(ca, cb, ea, eb);
     as_release(ec);
+    return out;
+}
+
+/* clamp: the gradient passes where a lies inside [lo, hi] (NaN bounds: open). */
+static int clamp_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    const as_tensor *a = as_node_saved(n, 0);
+    if (!a) return -1;
+    double lo = as_node_scalars(n)[0], hi = as_node_scalars(n)[1];
+    as_tensor *keep = g_ref(g);
+    if (!isnan(lo)) keep = g_bin(AS_MUL, keep, g_to(as_binary_scalar(AS_GE, a, lo, false), g->dtype));
+    if (!isnan(hi)) keep = g_bin(AS_MUL, keep, g_to(as_binary_scalar(AS_LE, a, hi, false), g->dtype));
+    gi[0] = keep;
+    return keep ? 0 : -1;
+}
+
+as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
+{
+    bool rec = as_autograd_needed(1, &a);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = clamp_forward(a, lo, hi);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record("clamp", clamp_backward, out, 1, &a);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    as_node_scalars(n)[0] = lo, as_node_scalars(n)[1] = hi;
+    as_node_save(n, 0, a);
+    return out;
+}
+
+/* where: the gradient goes to a where cond holds, to b elsewhere. */
+static int where_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    const as_tensor *cond = as_node_saved(n, 0);
+    if (!cond) return -1;
+    as_tensor *zero = as_zeros(0, NULL, g->dtype, as_tensor_device(g));
+    if (!zero) return -1;
+    if (as_node_needs(n, 1)) gi[1] = as_where(cond, g, zero);
+    if (as_node_needs(n, 2)) gi[2] = as_where(cond, zero, g);
+    as_release(zero);
+    return (!as_node_needs(n, 1) || gi[1]) && (!as_node_needs(n, 2) || gi[2]) ? 0 : -1;
+}
+
+as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b)
+{
+    const as_tensor *in[3] = {cond, a, b};
+    bool rec = as_autograd_needed(3, in);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = where_forward(cond, a, b);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record("where", where_backward, out, 3, in);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    as_node_save(n, 0, cond);
     return out;
 }

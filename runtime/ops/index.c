@@ -3,10 +3,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "attnswap/autograd.h"
 #include "dispatch.h"
 #include "ops_internal.h"
 
-as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
+static as_tensor *index_select_forward(const as_tensor *a, int dim, const as_tensor *index)
 {
     const as_tensor *ts[2] = {a, index};
     if (as_ops_check_device("index_select", 2, ts)) return NULL;
@@ -62,7 +63,7 @@ as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
     return out;
 }
 
-as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids)
+static as_tensor *embedding_forward(const as_tensor *weight, const as_tensor *ids)
 {
     if (weight->ndim != 2) {
         as_error_set("embedding: weight must be 2-d (num_embeddings, dim), got %d-d", weight->ndim);
@@ -105,7 +106,7 @@ as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids)
     return out;
 }
 
-as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
+static as_tensor *cat_forward(int n, const as_tensor *const *ts, int dim)
 {
     if (n < 1) {
         as_error_set("cat: expected at least one tensor");
@@ -180,8 +181,14 @@ static as_tensor *triangle(const char *fn, const as_tensor *a, int64_t k, int lo
     return out;
 }
 
-as_tensor *as_tril(const as_tensor *a, int64_t diagonal) { return triangle("tril", a, diagonal, 1); }
-as_tensor *as_triu(const as_tensor *a, int64_t diagonal) { return triangle("triu", a, diagonal, 0); }
+as_tensor *as_tril(const as_tensor *a, int64_t diagonal)
+{
+    return as_autograd_guard("tril", triangle("tril", a, diagonal, 1), 1, &a);
+}
+as_tensor *as_triu(const as_tensor *a, int64_t diagonal)
+{
+    return as_autograd_guard("triu", triangle("triu", a, diagonal, 0), 1, &a);
+}
 
 as_tensor *as_arange(double start, double end, double step, as_dtype dt)
 {
@@ -201,4 +208,54 @@ as_tensor *as_arange(double start, double end, double step, as_dtype dt)
     void *p = as_data(t);
     for (int64_t i = 0; i < n; i++) as_store_elem(p, dt, i, start + (double)i * step);
     return t;
+}
+
+/* ---- gradients ---- */
+
+as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
+{
+    return as_autograd_guard("index_select", index_select_forward(a, dim, index), 1, &a);
+}
+
+as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids)
+{
+    return as_autograd_guard("embedding", embedding_forward(weight, ids), 1, &weight);
+}
+
+/* cat: each input's gradient is its slice of g along dim. */
+static int cat_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    int dim = (int)as_node_scalars(n)[0], k = (int)as_node_scalars(n)[1];
+    int64_t start = 0;
+    for (int i = 0; i < k; i++) {
+        int nd;
+        const int64_t *shape;
+        as_node_input_shape(n, i, &nd, &shape);
+        int64_t len = nd ? shape[dim] : 0;
+        if (as_node_needs(n, i) && !(gi[i] = as_narrow(g, dim, start, len))) return -1;
+        start += len;
+    }
+    return 0;
+}
+
+as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
+{
+    bool rec = n > 0 && as_autograd_needed(n, ts);
+    if (rec && n > AS_NODE_MAX_INPUTS) {
+        as_error_set("cat: gradients through more than %d tensors at once are not supported yet (got %d)",
+                     AS_NODE_MAX_INPUTS, n);
+        return NULL;
+    }
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = cat_forward(n, ts, dim);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *node = as_autograd_record("cat", cat_backward, out, n, ts);
+    if (!node) {
+        as_release(out);
+        return NULL;
+    }
+    as_node_scalars(node)[0] = as_wrap_dim("cat", dim, out->ndim), as_node_scalars(node)[1] = n;
+    return out;
 }

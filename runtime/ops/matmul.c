@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "attnswap/autograd.h"
 #include "dispatch.h"
 #include "ops_internal.h"
 
@@ -100,7 +101,7 @@ fail:
     return NULL;
 }
 
-as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
+static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *ts[2] = {a, b};
     if (as_ops_check_device("matmul", 2, ts)) return NULL;
@@ -139,6 +140,64 @@ as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
         as_release(out);
         out = r;
     }
+    return out;
+}
+
+/* out = a @ b: g_a = g @ b^T, g_b = a^T @ g, over the broadcast batch (the
+ * engine sums it back); a 1-d operand is a row (a) or a column (b), as in
+ * the forward. */
+static as_tensor *last2_t(as_tensor *t) { as_tensor *r = t ? as_transpose(t, -2, -1) : NULL; as_release(t); return r; }
+static as_tensor *unsq(as_tensor *t, int d) { as_tensor *r = t ? as_unsqueeze(t, d) : NULL; as_release(t); return r; }
+static as_tensor *sq(as_tensor *t, int d) { as_tensor *r = t ? as_squeeze(t, d) : NULL; as_release(t); return r; }
+static as_tensor *mm(as_tensor *x, as_tensor *y)
+{
+    as_tensor *r = x && y ? as_matmul(x, y) : NULL;
+    as_release(x), as_release(y);
+    return r;
+}
+
+static int matmul_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    bool na = as_node_needs(n, 0), nb = as_node_needs(n, 1);
+    const as_tensor *a = nb ? as_node_saved(n, 0) : NULL, *b = na ? as_node_saved(n, 1) : NULL;
+    if ((nb && !a) || (na && !b)) return -1;
+    int an, bn;
+    const int64_t *shape;
+    as_node_input_shape(n, 0, &an, &shape);
+    as_node_input_shape(n, 1, &bn, &shape);
+    as_tensor *G = g_ref(g);
+    if (an == 1) G = unsq(G, bn == 1 ? 0 : G->ndim - 1); /* the dropped row dim */
+    if (bn == 1) G = unsq(G, G ? G->ndim : 0);           /* the dropped column dim */
+    if (na) {
+        as_tensor *B = bn == 1 ? unsq(g_ref(b), 1) : g_ref(b);
+        gi[0] = mm(g_ref(G), last2_t(B));
+        if (an == 1) gi[0] = sq(gi[0], -2);
+    }
+    if (nb) {
+        as_tensor *A = an == 1 ? unsq(g_ref(a), 0) : g_ref(a);
+        gi[1] = mm(last2_t(A), g_ref(G));
+        if (bn == 1) gi[1] = sq(gi[1], -1);
+    }
+    as_release(G);
+    return (!na || gi[0]) && (!nb || gi[1]) ? 0 : -1;
+}
+
+as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
+{
+    const as_tensor *in[2] = {a, b};
+    bool rec = as_autograd_needed(2, in);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = matmul_forward(a, b);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record("matmul", matmul_backward, out, 2, in);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    if (as_requires_grad(b)) as_node_save(n, 0, a);
+    if (as_requires_grad(a)) as_node_save(n, 1, b);
     return out;
 }
 

@@ -17,4 +17,16 @@ as_tensor *as_ops_f32_contiguous(const as_tensor *t);
 /* Releases up to 4 tensors (NULL allowed). */
 void as_ops_release4(as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d);
 
+/* ---- backward formulas (runtime/ops/grad_math.c) ----
+ * Tensor math that consumes (releases) its tensor arguments and returns a
+ * new reference, or NULL (having released them) once anything failed, so a
+ * formula reads as one expression: g_bin(AS_MUL, g_ref(g), g_ref(b)). */
+as_tensor *g_bin(as_binop op, as_tensor *a, as_tensor *b);
+as_tensor *g_scal(as_binop op, as_tensor *a, double s); /* a op s */
+as_tensor *g_un(as_unop op, as_tensor *a);
+as_tensor *g_red(as_redop op, as_tensor *a, int dim); /* keepdim */
+as_tensor *g_to(as_tensor *a, as_dtype dt);
+static inline as_tensor *g_ref(const as_tensor *t) { return t ? as_retain((as_tensor *)t) : NULL; }
+
+
 #endif

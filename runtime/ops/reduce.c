@@ -1,8 +1,10 @@
 /* Reductions over one dim or everything, softmax and norms.  The reduced dim
  * is moved last and made contiguous, so the kernels see plain rows. */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
+#include "attnswap/autograd.h"
 #include "dispatch.h"
 #include "ops_internal.h"
 
@@ -29,7 +31,7 @@ static as_tensor *rows_of(const as_tensor *t, int dim, as_dtype dt, int64_t *row
     return r;
 }
 
-as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
+static as_tensor *reduce_forward(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
 {
     const char *fn = op < AS_NREDOPS ? redop_names[op] : "reduce";
     if (as_ops_check_device(fn, 1, (const as_tensor *[]){a})) return NULL;
@@ -148,13 +150,13 @@ static int softmax_fn(as_device dev, const float *x, float *y, int64_t rows, int
     return as_k_softmax_rows(dev, x, y, rows, n, *(const int *)ctx);
 }
 
-as_tensor *as_softmax(const as_tensor *a, int dim)
+static as_tensor *softmax_forward(const as_tensor *a, int dim)
 {
     static const int no_log = 0;
     return along_dim("softmax", a, dim, softmax_fn, &no_log);
 }
 
-as_tensor *as_log_softmax(const as_tensor *a, int dim)
+static as_tensor *log_softmax_forward(const as_tensor *a, int dim)
 {
     static const int with_log = 1;
     return along_dim("log_softmax", a, dim, softmax_fn, &with_log);
@@ -213,12 +215,167 @@ static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, c
     return y;
 }
 
-as_tensor *as_layer_norm(const as_tensor *x, const as_tensor *weight, const as_tensor *bias, double eps)
+static as_tensor *layer_norm_forward(const as_tensor *x, const as_tensor *weight, const as_tensor *bias, double eps)
 {
     return norm("layer_norm", x, weight, bias, eps);
 }
 
-as_tensor *as_rms_norm(const as_tensor *x, const as_tensor *weight, double eps)
+static as_tensor *rms_norm_forward(const as_tensor *x, const as_tensor *weight, double eps)
 {
     return norm("rms_norm", x, weight, NULL, eps);
+}
+
+/* ---- gradients ---- */
+
+/* g (the reduced shape) back to a's shape: the reduced dim restored, then broadcast. */
+static as_tensor *unreduce(as_tensor *g, int ndim, const int64_t *shape, int dim, bool keepdim, bool all)
+{
+    as_tensor *u = all ? as_reshape(g, ndim, (int64_t[AS_MAX_DIMS]){1, 1, 1, 1, 1, 1, 1, 1})
+                       : keepdim || ndim == 0 ? g_ref(g) : as_unsqueeze(g, dim);
+    as_tensor *e = u ? as_expand(u, ndim, shape) : NULL;
+    as_release(u);
+    return e;
+}
+
+static int reduce_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    const double *p = as_node_scalars(n);
+    as_redop op = (as_redop)(int)p[0];
+    int ndim;
+    const int64_t *shape;
+    as_node_input_shape(n, 0, &ndim, &shape);
+    int dim = (int)p[1];
+    bool all = p[3] != 0;
+    as_tensor *e = unreduce((as_tensor *)g, ndim, shape, dim, p[2] != 0, all);
+    if (e && op == AS_MEAN) {
+        int64_t count = 1;
+        for (int d = 0; d < ndim; d++)
+            if (all || d == dim) count *= shape[d];
+        e = g_scal(AS_DIV, e, (double)(count ? count : 1));
+    }
+    gi[0] = e;
+    return e ? 0 : -1;
+}
+
+as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
+{
+    bool rec = as_autograd_needed(1, &a);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = reduce_forward(op, a, dim, keepdim, correction);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    if (op != AS_SUM && op != AS_MEAN)
+        return as_autograd_guard(op < AS_NREDOPS ? redop_names[op] : "reduce", out, 1, &a);
+    as_node *n = as_autograd_record(redop_names[op], reduce_backward, out, 1, &a);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    double *p = as_node_scalars(n);
+    bool all = dim == AS_ALL_DIMS;
+    p[0] = op, p[1] = all ? 0 : (a->ndim ? as_wrap_dim("sum", dim, a->ndim) : 0), p[2] = keepdim, p[3] = all;
+    return out;
+}
+
+/* softmax: g_x = y (g - sum(g y)); log_softmax: g_x = g - exp(y) sum(g) (sums along dim) */
+static int softmax_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    const as_tensor *y = as_node_saved(n, 0);
+    if (!y) return -1;
+    int dim = (int)as_node_scalars(n)[0];
+    if (as_node_scalars(n)[1] != 0) {
+        as_tensor *sg = as_reduce(AS_SUM, g, dim, true, 0);
+        gi[0] = g_bin(AS_SUB, g_ref(g), g_bin(AS_MUL, g_un(AS_EXP, g_ref(y)), sg));
+    } else {
+        as_tensor *gy = g_red(AS_SUM, g_bin(AS_MUL, g_ref(g), g_ref(y)), dim);
+        gi[0] = g_bin(AS_MUL, g_ref(y), g_bin(AS_SUB, g_ref(g), gy));
+    }
+    return gi[0] ? 0 : -1;
+}
+
+static as_tensor *softmax_recorded(const as_tensor *a, int dim, bool log)
+{
+    bool rec = as_autograd_needed(1, &a);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = log ? log_softmax_forward(a, dim) : softmax_forward(a, dim);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record(log ? "log_softmax" : "softmax", softmax_backward, out, 1, &a);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    as_node_scalars(n)[0] = as_wrap_dim("softmax", dim, a->ndim ? a->ndim : 1);
+    as_node_scalars(n)[1] = log;
+    as_node_save(n, 0, out);
+    return out;
+}
+
+as_tensor *as_softmax(const as_tensor *a, int dim) { return softmax_recorded(a, dim, false); }
+as_tensor *as_log_softmax(const as_tensor *a, int dim) { return softmax_recorded(a, dim, true); }
+
+/* Over the last dim, r = 1/sigma (layer_norm: sigma^2 the variance of x;
+ * rms_norm: the mean of x^2), xh = (x - mean) r or x r, dy = g w:
+ *   layer_norm: g_x = r (dy - mean(dy) - xh mean(dy xh))
+ *   rms_norm:   g_x = r (dy - xh mean(dy xh))
+ * g_w = sum of g xh over the rows, g_b = sum of g. */
+static int norm_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    const double *p = as_node_scalars(n);
+    bool layer = p[0] != 0;
+    double eps = p[1];
+    const as_tensor *x = as_node_saved(n, 0), *w = p[2] != 0 ? as_node_saved(n, 1) : NULL;
+    if (!x || (p[2] != 0 && !w)) return -1;
+    as_tensor *xc = layer ? g_bin(AS_SUB, g_ref(x), as_reduce(AS_MEAN, x, -1, true, 0)) : g_ref(x);
+    as_tensor *ms = xc ? g_red(AS_MEAN, g_bin(AS_MUL, g_ref(xc), g_ref(xc)), -1) : NULL;
+    as_tensor *r = ms ? g_scal(AS_POW, g_scal(AS_ADD, ms, eps), -0.5) : NULL;
+    as_tensor *xh = r ? g_bin(AS_MUL, g_ref(xc), g_ref(r)) : NULL;
+    int rc = xh ? 0 : -1;
+    if (!rc && as_node_needs(n, 0)) {
+        as_tensor *dy = w ? g_bin(AS_MUL, g_ref(g), g_ref(w)) : g_ref(g);
+        as_tensor *t = g_bin(AS_MUL, g_ref(xh), g_red(AS_MEAN, g_bin(AS_MUL, g_ref(dy), g_ref(xh)), -1));
+        as_tensor *inner = layer ? g_bin(AS_SUB, g_bin(AS_SUB, g_ref(dy), as_reduce(AS_MEAN, dy, -1, true, 0)), t)
+                                 : g_bin(AS_SUB, g_ref(dy), t);
+        as_release(dy);
+        if (!(gi[0] = g_bin(AS_MUL, inner, g_ref(r)))) rc = -1;
+    }
+    if (!rc && as_node_needs(n, 1) && !(gi[1] = g_bin(AS_MUL, g_ref(g), g_ref(xh)))) rc = -1;
+    if (!rc && layer && as_node_needs(n, 2) && !(gi[2] = g_ref(g))) rc = -1;
+    as_release(xc), as_release(r), as_release(xh);
+    return rc;
+}
+
+static as_tensor *norm_recorded(const char *fn, const as_tensor *x, const as_tensor *w, const as_tensor *b,
+                                double eps)
+{
+    bool layer = fn[0] == 'l';
+    const as_tensor *in[3] = {x, w, b};
+    bool rec = as_autograd_needed(3, in);
+    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_tensor *out = layer ? layer_norm_forward(x, w, b, eps) : rms_norm_forward(x, w, eps);
+    if (!rec) return out;
+    as_set_grad_enabled(prev);
+    if (!out) return NULL;
+    as_node *n = as_autograd_record(fn, norm_backward, out, layer ? 3 : 2, in);
+    if (!n) {
+        as_release(out);
+        return NULL;
+    }
+    double *p = as_node_scalars(n);
+    p[0] = layer, p[1] = eps, p[2] = w != NULL;
+    as_node_save(n, 0, x);
+    if (w) as_node_save(n, 1, w);
+    return out;
+}
+
+as_tensor *as_layer_norm(const as_tensor *x, const as_tensor *weight, const as_tensor *bias, double eps)
+{
+    return norm_recorded("layer_norm", x, weight, bias, eps);
+}
+
+as_tensor *as_rms_norm(const as_tensor *x, const as_tensor *weight, double eps)
+{
+    return norm_recorded("rms_norm", x, weight, NULL, eps);
 }

@@ -1,0 +1,93 @@
+/* Reverse-mode autograd, recorded in C at each op's front door (PyTorch's
+ * design, much simplified).  A tensor that requires grad carries its state
+ * in t->autograd: the flag, its .grad (leaves), and the node that made it
+ * (results of recorded ops).  A node holds its backward function, the
+ * tensors it saved (with their storage's version at save time, so an
+ * in-place write in between is an error at backward) and one edge per input
+ * (to the node that made it, or to the leaf itself).  as_backward runs the
+ * nodes in reverse topological order and accumulates into leaves' grads.
+ *
+ * Inference pays nothing: with no input requiring grad (or grad mode off),
+ * an op records nothing and t->autograd stays NULL. */
+#ifndef AS_AUTOGRAD_H
+#define AS_AUTOGRAD_H
+
+#include <stdbool.h>
+
+#include "attnswap/tensor.h"
+
+typedef struct as_node as_node;
+
+/* ---- grad mode (thread-local; on by default) ---- */
+bool as_grad_enabled(void);
+/* Returns the previous mode. */
+bool as_set_grad_enabled(bool on);
+
+/* ---- tensors ---- */
+/* Marks a leaf as requiring grad (or not): float tensors only, leaves only;
+ * 0 or -1 with "requires_grad_: ..." set. */
+int as_requires_grad_(as_tensor *t, bool flag);
+bool as_requires_grad(const as_tensor *t);
+/* Whether t was made by a recorded op (it has a node), i.e. is not a leaf. */
+bool as_is_leaf(const as_tensor *t);
+/* The accumulated gradient of a leaf (borrowed), NULL before any backward. */
+as_tensor *as_grad(const as_tensor *t);
+/* Sets (retaining g) or clears (NULL) t's grad; 0 or -1 (shape mismatch). */
+int as_set_grad(as_tensor *t, as_tensor *g);
+/* A new tensor sharing t's data, out of the graph (requires_grad false). */
+as_tensor *as_detach(const as_tensor *t);
+/* The name of the op whose node made t ("mul", "matmul", ...), NULL for a leaf. */
+const char *as_grad_fn_name(const as_tensor *t);
+
+/* Gradients of root with respect to every leaf that requires grad, added to
+ * their .grad.  gradient: d(out)/d(root), root's shape; NULL only for a
+ * one-element root (then 1).  retain_graph keeps the saved tensors for a
+ * second backward.  0 or -1 with "backward: ..." set. */
+int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph);
+
+/* ---- recording (for op front-ends and custom functions) ----
+ * backward(node, grad_out, grad_in): grad_out has the output's shape;
+ * write a new reference (or NULL: no gradient) into grad_in[i] for each
+ * input; shapes may be broadcast forms of the inputs' (the engine sums them
+ * back to each input's shape and casts to its dtype).  0 or -1 (error set). */
+typedef int (*as_backward_fn)(as_node *node, const as_tensor *grad_out, as_tensor **grad_in);
+
+#define AS_NODE_MAX_INPUTS 4
+#define AS_NODE_MAX_SAVED 4
+
+/* Whether an op on these inputs must be recorded: grad mode on and one of
+ * them (NULL entries skipped) requires grad. */
+bool as_autograd_needed(int n, const as_tensor *const *inputs);
+/* Makes out the result of a node named name over the n inputs (NULL entries
+ * get no edge); saved tensors and parameters are then set on the returned
+ * node.  NULL with the error set (out of memory). */
+as_node *as_autograd_record(const char *name, as_backward_fn backward, as_tensor *out, int n,
+                            const as_tensor *const *inputs);
+/* For an op without a backward yet: when out needs one, it gets a node whose
+ * backward is an error naming the op, so a gradient is never silently lost.
+ * Returns out (NULL, out released, when recording failed). */
+as_tensor *as_autograd_guard(const char *name, as_tensor *out, int n, const as_tensor *const *inputs);
+/* Saves t (retained, with its storage's version) at slot i; 0 or -1. */
+int as_node_save(as_node *node, int i, const as_tensor *t);
+/* The tensor saved at slot i, checked against in-place changes since; NULL
+ * with "backward: ... modified by an in-place operation" set. */
+as_tensor *as_node_saved(as_node *node, int i);
+/* Whether input i needs a gradient (requires grad): compute only those. */
+bool as_node_needs(const as_node *node, int i);
+/* Small parameters an op keeps for its backward. */
+double *as_node_scalars(as_node *node); /* 4 */
+int64_t *as_node_ints(as_node *node);   /* 2 * AS_MAX_DIMS */
+/* The shape and dtype input i had. */
+void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **shape);
+
+/* After dst was overwritten in place with r's values: dst's history becomes
+ * r's (an in-place op recorded out of place). */
+void as_autograd_rebase(as_tensor *dst, const as_tensor *r);
+
+/* ---- in-place writes bump the storage's version (checked at backward) ---- */
+void as_bump_version(as_tensor *t);
+
+/* The runtime's start (as_init) installs the hooks base/ calls. */
+void as_autograd_init(void);
+
+#endif

@@ -1,0 +1,496 @@
+/* Autograd: tensors' state, nodes, grad mode and the engine (autograd.h).
+ *
+ * Ownership: a non-leaf tensor holds a reference to the node that made it;
+ * a node holds references to the nodes of its inputs and to its input
+ * leaves (so the graph keeps what it needs alive), and to the tensors it
+ * saved until a backward frees them.  Nothing points forward, so there are
+ * no cycles. */
+#include "attnswap/autograd.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attnswap/error.h"
+#include "attnswap/ops.h"
+#include "hooks.h"
+
+struct as_autograd_meta {
+    bool requires_grad;
+    as_tensor *grad;  /* leaves: the accumulated gradient */
+    as_node *grad_fn; /* non-leaves: the node that made the tensor */
+};
+
+typedef struct {
+    as_node *node;   /* the input's node, or NULL */
+    as_tensor *leaf; /* or the input itself, a leaf that requires grad */
+    int ndim;
+    int64_t shape[AS_MAX_DIMS];
+    as_dtype dtype;
+} as_edge;
+
+typedef struct {
+    as_tensor *t;
+    uint64_t version;
+} as_saved;
+
+struct as_node {
+    int refcount;
+    const char *name;
+    as_backward_fn backward;
+    int ninputs;
+    as_edge in[AS_NODE_MAX_INPUTS];
+    as_saved saved[AS_NODE_MAX_SAVED];
+    bool released; /* saved tensors freed by a backward without retain_graph */
+    double scalars[4];
+    int64_t ints[2 * AS_MAX_DIMS];
+    /* the engine's scratch */
+    int pending;
+    as_tensor *grad;
+};
+
+/* ---- grad mode ---- */
+
+static _Thread_local bool grad_off;
+
+bool as_grad_enabled(void) { return !grad_off; }
+
+bool as_set_grad_enabled(bool on)
+{
+    bool prev = !grad_off;
+    grad_off = !on;
+    return prev;
+}
+
+/* ---- nodes ---- */
+
+static as_node *node_retain(as_node *n)
+{
+    if (n) n->refcount++;
+    return n;
+}
+
+static void free_saved(as_node *n)
+{
+    for (int i = 0; i < AS_NODE_MAX_SAVED; i++) {
+        as_release(n->saved[i].t);
+        n->saved[i].t = NULL;
+    }
+}
+
+static void node_release(as_node *n)
+{
+    if (!n || --n->refcount > 0) return;
+    free_saved(n);
+    for (int i = 0; i < n->ninputs; i++) {
+        node_release(n->in[i].node);
+        as_release(n->in[i].leaf);
+    }
+    as_release(n->grad);
+    free(n);
+}
+
+static struct as_autograd_meta *meta_of(as_tensor *t)
+{
+    if (!t->autograd) t->autograd = calloc(1, sizeof *t->autograd);
+    if (!t->autograd) as_error_set("out of memory");
+    return t->autograd;
+}
+
+static void free_meta(as_tensor *t)
+{
+    struct as_autograd_meta *m = t->autograd;
+    as_release(m->grad);
+    node_release(m->grad_fn);
+    free(m);
+    t->autograd = NULL;
+}
+
+bool as_requires_grad(const as_tensor *t) { return t && t->autograd && t->autograd->requires_grad; }
+
+bool as_is_leaf(const as_tensor *t) { return !(t->autograd && t->autograd->grad_fn); }
+
+as_tensor *as_grad(const as_tensor *t) { return t->autograd ? t->autograd->grad : NULL; }
+
+const char *as_grad_fn_name(const as_tensor *t)
+{
+    return t->autograd && t->autograd->grad_fn ? t->autograd->grad_fn->name : NULL;
+}
+
+int as_requires_grad_(as_tensor *t, bool flag)
+{
+    if (flag && !as_dtype_is_float(t->dtype)) {
+        as_error_set("requires_grad_: only floating-point tensors can require gradients, got %s",
+                     as_dtype_name(t->dtype));
+        return -1;
+    }
+    if (!as_is_leaf(t)) {
+        if (flag) return 0; /* already part of the graph */
+        as_error_set("requires_grad_: t is the result of an operation (%s), not a leaf: use t:detach()",
+                     t->autograd->grad_fn->name);
+        return -1;
+    }
+    if (!flag && !t->autograd) return 0;
+    struct as_autograd_meta *m = meta_of(t);
+    if (!m) return -1;
+    m->requires_grad = flag;
+    return 0;
+}
+
+int as_set_grad(as_tensor *t, as_tensor *g)
+{
+    if (g && !as_same_shape(g, t)) {
+        char s1[128], s2[128];
+        as_error_set("grad: assigned gradient of shape %s does not match the tensor's %s",
+                     as_shape_str(s1, sizeof s1, g->ndim, g->shape), as_shape_str(s2, sizeof s2, t->ndim, t->shape));
+        return -1;
+    }
+    if (!g && !t->autograd) return 0;
+    struct as_autograd_meta *m = meta_of(t);
+    if (!m) return -1;
+    as_release(m->grad);
+    m->grad = g ? as_retain(g) : NULL;
+    return 0;
+}
+
+as_tensor *as_detach(const as_tensor *t)
+{
+    as_tensor *d = as_from_storage(t->storage, t->offset, t->ndim, t->shape, t->stride, t->dtype);
+    return d; /* a fresh view: no autograd state */
+}
+
+void as_bump_version(as_tensor *t) { t->storage->version++; }
+
+void as_autograd_rebase(as_tensor *dst, const as_tensor *r)
+{
+    if (!r->autograd || !r->autograd->grad_fn) return;
+    struct as_autograd_meta *m = meta_of(dst);
+    if (!m) return;
+    node_release(m->grad_fn);
+    m->grad_fn = node_retain(r->autograd->grad_fn);
+    m->requires_grad = true;
+}
+
+bool as_autograd_needed(int n, const as_tensor *const *inputs)
+{
+    if (grad_off) return false;
+    for (int i = 0; i < n; i++)
+        if (as_requires_grad(inputs[i])) return true;
+    return false;
+}
+
+as_node *as_autograd_record(const char *name, as_backward_fn backward, as_tensor *out, int n,
+                            const as_tensor *const *inputs)
+{
+    as_node *node = calloc(1, sizeof *node);
+    struct as_autograd_meta *m = node ? meta_of(out) : NULL;
+    if (!node || !m) {
+        free(node);
+        as_error_set("out of memory");
+        return NULL;
+    }
+    node->refcount = 1;
+    node->name = name;
+    node->backward = backward;
+    node->ninputs = n;
+    for (int i = 0; i < n; i++) {
+        const as_tensor *t = inputs[i];
+        as_edge *e = &node->in[i];
+        if (!t) continue;
+        e->ndim = t->ndim, e->dtype = t->dtype;
+        memcpy(e->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+        if (!as_requires_grad(t)) continue;
+        if (t->autograd->grad_fn) e->node = node_retain(t->autograd->grad_fn);
+        else e->leaf = as_retain((as_tensor *)t);
+    }
+    node_release(m->grad_fn); /* an inner op's node, replaced by the outer op's */
+    m->grad_fn = node;
+    m->requires_grad = true;
+    return node;
+}
+
+int as_node_save(as_node *node, int i, const as_tensor *t)
+{
+    /* a detached view: the data and its version, no history (saving an op's
+     * own output with its node would make a cycle) */
+    as_tensor *d = as_detach(t);
+    if (!d) return -1;
+    as_release(node->saved[i].t);
+    node->saved[i].t = d;
+    node->saved[i].version = t->storage->version;
+    return 0;
+}
+
+as_tensor *as_node_saved(as_node *node, int i)
+{
+    as_saved *s = &node->saved[i];
+    if (node->released) {
+        as_error_set("backward: trying to backward through the graph a second time (or to read %s's saved tensors "
+                     "after they were freed): pass {retain_graph = true} to the first backward", node->name);
+        return NULL;
+    }
+    if (s->t && s->t->storage->version != s->version) {
+        as_error_set("backward: a tensor %s saved for its gradient was modified by an in-place operation "
+                     "(version %llu, now %llu)", node->name, (unsigned long long)s->version,
+                     (unsigned long long)s->t->storage->version);
+        return NULL;
+    }
+    return s->t;
+}
+
+bool as_node_needs(const as_node *node, int i) { return node->in[i].node || node->in[i].leaf; }
+
+double *as_node_scalars(as_node *node) { return node->scalars; }
+int64_t *as_node_ints(as_node *node) { return node->ints; }
+
+void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **shape)
+{
+    *ndim = node->in[i].ndim;
+    *shape = node->in[i].shape;
+}
+
+/* ---- the engine ---- */
+
+/* g summed over the dims it gained by broadcasting to reach (ndim, shape). */
+static as_tensor *sum_to(as_tensor *g, int ndim, const int64_t *shape)
+{
+    as_tensor *r = as_retain(g);
+    while (r && r->ndim > ndim) {
+        as_tensor *s = as_reduce(AS_SUM, r, 0, false, 0);
+        as_release(r);
+        r = s;
+    }
+    for (int d = 0; r && d < ndim; d++) {
+        if (shape[d] == 1 && r->shape[d] != 1) {
+            as_tensor *s = as_reduce(AS_SUM, r, d, true, 0);
+            as_release(r);
+            r = s;
+        }
+    }
+    return r;
+}
+
+/* acc (a new reference or NULL) += g, consuming nothing: a new tensor. */
+static as_tensor *add_grads(as_tensor *acc, const as_tensor *g)
+{
+    if (!acc) return as_contiguous(g);
+    as_tensor *s = as_binary(AS_ADD, acc, g);
+    as_release(acc);
+    return s;
+}
+
+typedef struct {
+    as_node **v;
+    int n, cap;
+} node_list;
+
+static int push(node_list *l, as_node *n)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        as_node **v = realloc(l->v, sizeof *v * (size_t)cap);
+        if (!v) {
+            as_error_set("out of memory");
+            return -1;
+        }
+        l->v = v, l->cap = cap;
+    }
+    l->v[l->n++] = n;
+    return 0;
+}
+
+/* Every node reachable from root, with pending = how many edges point at it. */
+static int collect(as_node *root, node_list *all)
+{
+    node_list stack = {0};
+    int rc = push(&stack, root) || push(all, root);
+    root->pending = 0;
+    while (!rc && stack.n > 0) {
+        as_node *n = stack.v[--stack.n];
+        for (int i = 0; i < n->ninputs && !rc; i++) {
+            as_node *m = n->in[i].node;
+            if (!m) continue;
+            if (m->pending++ == 0) rc = push(&stack, m) || push(all, m); /* first visit (pending starts at 0) */
+        }
+    }
+    free(stack.v);
+    return rc;
+}
+
+static int accumulate_leaf(as_tensor *leaf, as_tensor *g)
+{
+    struct as_autograd_meta *m = leaf->autograd;
+    as_tensor *sum = add_grads(m->grad ? as_retain(m->grad) : NULL, g);
+    if (!sum) return -1;
+    as_release(m->grad);
+    m->grad = sum;
+    return 0;
+}
+
+/* The gradient for input i in its shape and dtype (a new reference). */
+static as_tensor *fit(const as_edge *e, as_tensor *g)
+{
+    as_tensor *s = sum_to(g, e->ndim, e->shape);
+    if (s && s->dtype != e->dtype) {
+        as_tensor *c = as_to_dtype(s, e->dtype);
+        as_release(s);
+        s = c;
+    }
+    return s;
+}
+
+static int run_node(as_node *n, node_list *ready, bool retain)
+{
+    as_tensor *grad_in[AS_NODE_MAX_INPUTS] = {NULL};
+    int rc = n->backward(n, n->grad, grad_in);
+    as_release(n->grad);
+    n->grad = NULL;
+    for (int i = 0; i < n->ninputs; i++) {
+        as_edge *e = &n->in[i];
+        if (!rc && grad_in[i] && (e->node || e->leaf)) {
+            as_tensor *g = fit(e, grad_in[i]);
+            if (!g) rc = -1;
+            else if (e->leaf) rc = accumulate_leaf(e->leaf, g);
+            else if (!(e->node->grad = add_grads(e->node->grad, g))) rc = -1;
+            as_release(g);
+        }
+        if (e->node && --e->node->pending == 0 && !rc) rc = push(ready, e->node);
+        as_release(grad_in[i]);
+    }
+    if (!retain) {
+        free_saved(n);
+        n->released = true;
+    }
+    return rc;
+}
+
+int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
+{
+    if (!as_requires_grad(root)) {
+        as_error_set("backward: the tensor does not require grad and has no grad_fn (no input of the "
+                     "computation required grad, or it ran under no_grad)");
+        return -1;
+    }
+    if (gradient && !as_same_shape(gradient, root)) {
+        char s1[128], s2[128];
+        as_error_set("backward: gradient of shape %s does not match the output's %s",
+                     as_shape_str(s1, sizeof s1, gradient->ndim, gradient->shape),
+                     as_shape_str(s2, sizeof s2, root->ndim, root->shape));
+        return -1;
+    }
+    if (!gradient && as_numel(root) != 1) {
+        char s1[128];
+        as_error_set("backward: grad can be implicitly created only for scalar outputs, got shape %s: "
+                     "pass a gradient of that shape", as_shape_str(s1, sizeof s1, root->ndim, root->shape));
+        return -1;
+    }
+    bool prev = as_set_grad_enabled(false);
+    as_tensor *g = gradient ? as_contiguous(gradient) : as_full(root->ndim, root->shape, 1.0, root->dtype,
+                                                                  as_tensor_device(root));
+    int rc = g ? 0 : -1;
+    if (!rc && !root->autograd->grad_fn) { /* a leaf: its own gradient */
+        rc = accumulate_leaf(root, g);
+    } else if (!rc) {
+        as_node *top = root->autograd->grad_fn;
+        node_list all = {0}, ready = {0};
+        rc = collect(top, &all);
+        if (!rc) {
+            top->grad = as_retain(g);
+            rc = push(&ready, top);
+        }
+        while (!rc && ready.n > 0) rc = run_node(ready.v[--ready.n], &ready, retain_graph);
+        for (int i = 0; i < all.n; i++) { /* on an error, drop what is left */
+            as_release(all.v[i]->grad);
+            all.v[i]->grad = NULL;
+            all.v[i]->pending = 0;
+        }
+        free(all.v), free(ready.v);
+    }
+    as_release(g);
+    as_set_grad_enabled(prev);
+    return rc;
+}
+
+static int unsupported_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    (void)g, (void)gi;
+    as_error_set("backward: %s has no backward yet (the training issue lands it op by op); its inputs "
+                 "got no gradient", (const char *)(intptr_t)n->ints[0]);
+    return -1;
+}
+
+as_tensor *as_autograd_guard(const char *name, as_tensor *out, int n, const as_tensor *const *inputs)
+{
+    if (!out || !as_autograd_needed(n, inputs)) return out;
+    as_node *node = as_autograd_record(name, unsupported_backward, out, n, inputs);
+    if (!node) {
+        as_release(out);
+        return NULL;
+    }
+    node->ints[0] = (int64_t)(intptr_t)name;
+    return out;
+}
+
+/* ---- views (recorded by base/ through its hook) ---- */
+
+static int view_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    int ndim;
+    const int64_t *shape;
+    as_node_input_shape(n, 0, &ndim, &shape);
+    const int64_t *a = n->ints;
+    switch ((as_view_kind)(int)n->scalars[0]) {
+    case AS_VIEW_RESHAPE:
+        gi[0] = as_reshape(g, ndim, shape);
+        break;
+    case AS_VIEW_PERMUTE: { /* the inverse permutation */
+        int inv[AS_MAX_DIMS];
+        for (int d = 0; d < ndim; d++) inv[a[d]] = d;
+        gi[0] = as_permute(g, inv);
+        break;
+    }
+    case AS_VIEW_NARROW:
+    case AS_VIEW_SELECT: { /* zeros of the input's shape, the gradient in the slice */
+        as_tensor *z = as_zeros(ndim, shape, g->dtype, as_tensor_device(g));
+        int dim = (int)a[0];
+        as_tensor *slice = !z ? NULL
+                           : (as_view_kind)(int)n->scalars[0] == AS_VIEW_NARROW ? as_narrow(z, dim, a[1], g->shape[dim])
+                                                                               : as_select(z, dim, a[1]);
+        if (!slice || as_copy_(slice, g)) {
+            as_release(z), as_release(slice);
+            return -1;
+        }
+        as_release(slice);
+        gi[0] = z;
+        break;
+    }
+    case AS_VIEW_EXPAND: /* the engine sums back to the input's shape */
+    case AS_VIEW_COPY:
+        gi[0] = as_retain((as_tensor *)g);
+        break;
+    }
+    return gi[0] ? 0 : -1;
+}
+
+static const char *view_name(as_view_kind kind)
+{
+    static const char *const names[] = {"view", "permute", "expand", "narrow", "select", "copy"};
+    return names[kind];
+}
+
+static void record_view(as_tensor *out, const as_tensor *in, as_view_kind kind, const int64_t *args)
+{
+    if (!as_autograd_needed(1, &in)) return;
+    as_node *n = as_autograd_record(view_name(kind), view_backward, out, 1, &in);
+    if (!n) return; /* out of memory: the result simply carries no gradient */
+    n->scalars[0] = kind;
+    int nargs = kind == AS_VIEW_PERMUTE ? in->ndim : kind == AS_VIEW_NARROW || kind == AS_VIEW_SELECT ? 2 : 0;
+    for (int i = 0; i < nargs; i++) n->ints[i] = args[i];
+}
+
+void as_autograd_init(void)
+{
+    as_hook_autograd_free = free_meta;
+    as_hook_view = record_view;
+}

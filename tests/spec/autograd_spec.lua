@@ -1,0 +1,200 @@
+-- Autograd, the first ops (the training issue, part B): every gradient
+-- against central differences of the same function, in float32 (so with
+-- a step of 1e-2 and a relative tolerance of 2e-2), plus the errors.
+local as = require "attnswap"
+
+-- The numeric gradient of f (a scalar function of the listed tensors) at xs[i].
+local function numeric(f, xs, i, eps)
+  local x = xs[i]
+  local flat = x:reshape(x:numel())
+  local g = {}
+  for j = 1, x:numel() do
+    local v = flat[j]
+    flat[j] = v + eps
+    local up = as.no_grad(f, table.unpack(xs)):item()
+    flat[j] = v - eps
+    local down = as.no_grad(f, table.unpack(xs)):item()
+    flat[j] = v
+    g[j] = (up - down) / (2 * eps)
+  end
+  return as.tensor(g):reshape(table.unpack(x:shape()))
+end
+
+-- Checks f's gradient with respect to every input against central differences.
+local function check(f, xs, tol)
+  tol = tol or 2e-2
+  for _, x in ipairs(xs) do
+    x.grad = nil
+    x:requires_grad_()
+  end
+  local y = f(table.unpack(xs))
+  y:backward()
+  for i, x in ipairs(xs) do
+    local want = numeric(f, xs, i, 1e-2)
+    assert.is_not_nil(x.grad, "no gradient for input " .. i)
+    assert.are.same(want:shape(), x.grad:shape())
+    local err = (x.grad - want):abs():max():item()
+    local scale = math.max(want:abs():max():item(), 1)
+    assert.is_true(err <= tol * scale, string.format("input %d: max error %.3g (scale %.3g)", i, err, scale))
+  end
+end
+
+local function r(...) return as.randn(...) * 0.5 end
+
+describe("autograd", function()
+  before_each(function() as.manual_seed(3) end)
+
+  it("binary ops with broadcasting", function()
+    check(function(a, b) return (a + b):sum() end, { r(3, 4), r(4) })
+    check(function(a, b) return ((a - b) * (a - b)):sum() end, { r(3, 4), r(3, 1) })
+    check(function(a, b) return (a * b):sum() end, { r(2, 3, 4), r(1, 3, 1) })
+    check(function(a, b) return (a / b):sum() end, { r(3, 4), as.rand(3, 4) + 1 })
+    check(function(a, b) return (a ^ b):sum() end, { as.rand(3, 4) + 0.5, r(3, 4) })
+    check(function(a, b) return a:maximum(b):sum() + a:minimum(b):mean() end, { r(5, 3), r(5, 3) })
+    check(function(a) return (a * 3 - 2 / (a * a + 1)):sum() end, { r(4, 5) })
+  end)
+
+  it("unary ops", function()
+    local x = r(4, 6)
+    for _, op in ipairs { "exp", "tanh", "sigmoid", "relu", "silu", "sin", "cos", "abs", "neg" } do
+      check(function(t) return t[op](t):sum() end, { x:clone() })
+    end
+    check(function(t) return t:gelu():sum() end, { x:clone() })
+    check(function(t) return t:gelu("tanh"):sum() end, { x:clone() })
+    -- (clamp's bounds kept away from the points: the step would cross a kink)
+    check(function(t) return (t:clamp(-0.5, 0.5) * t):sum() end, { as.tensor { { -1.0, -0.2, 0.1, 0.9, 0.3 } } })
+    local keep = as.rand(4, 6):lt(0.5)
+    check(function(a, b) return (as.where(keep, a, b) * a):sum() end, { x:clone(), r(4, 6) })
+    local p = as.rand(4, 6) + 0.5
+    for _, op in ipairs { "log", "sqrt", "rsqrt" } do
+      check(function(t) return t[op](t):sum() end, { p:clone() })
+    end
+  end)
+
+  it("matmul in every shape torch.matmul takes", function()
+    check(function(a, b) return a:matmul(b):sum() end, { r(3, 4), r(4, 5) })
+    check(function(a, b) return (a:matmul(b) ^ 2):sum() end, { r(2, 3, 4), r(4, 5) })
+    check(function(a, b) return a:matmul(b):sum() end, { r(2, 1, 3, 4), r(5, 4, 2) })
+    check(function(a, b) return a:matmul(b):sum() end, { r(4), r(4, 3) })
+    check(function(a, b) return a:matmul(b):sum() end, { r(2, 3, 4), r(4) })
+    check(function(a, b) return a:matmul(b) end, { r(4), r(4) })
+    check(function(a, b) return a:matmul(b:t()):sum() end, { r(3, 4), r(5, 4) })
+  end)
+
+  it("reductions, softmax, norms", function()
+    check(function(a) return (a:sum(2) ^ 2):sum() end, { r(3, 4) })
+    check(function(a) return (a:mean(1, true) * a):sum() end, { r(3, 4) })
+    check(function(a) return a:mean() end, { r(2, 3, 4) })
+    local w = r(7)
+    check(function(a) return (a:softmax(-1) * w):sum() end, { r(3, 7) })
+    check(function(a) return (a:log_softmax(2) * w):sum() end, { r(3, 7) })
+    check(function(x, g, b) return (as.layer_norm(x, g, b) * w):sum() end, { r(4, 7), r(7) + 1, r(7) })
+    check(function(x, g) return (as.rms_norm(x, g) * w):sum() end, { r(4, 7), r(7) + 1 })
+  end)
+
+  it("views pass gradients to the right elements", function()
+    local w = r(4, 3)
+    check(function(a) return (a:transpose(1, 2) * w):sum() end, { r(3, 4) })
+    check(function(a) return (a:reshape(4, 3) * w):sum() end, { r(2, 6) })
+    check(function(a) return (a:permute(3, 1, 2):reshape(4, 3) * w):sum() end, { r(3, 1, 4) })
+    check(function(a) return (a:narrow(2, 2, 3) ^ 2):sum() end, { r(4, 6) })
+    check(function(a) return (a:select(1, 2) * a:select(1, 3)):sum() end, { r(4, 5) })
+    local z = r(4, 3, 5)
+    check(function(a) return (a:unsqueeze(1):expand(4, 3, 5) * z):sum() end, { r(3, 5) })
+    check(function(a) return (a:t():flatten() ^ 2):sum() + (a:t():contiguous() * w):sum() end, { r(3, 4) })
+  end)
+
+  it("attention and the built-in layers: the default core takes the materialising path for gradients", function()
+    local w = r(2, 3, 5, 4)
+    check(function(q, k, v) return (as.attention.new("scaled_dot_product", { causal = true })(q, k, v) * w):sum() end,
+      { r(2, 3, 5, 4), r(2, 3, 7, 4), r(2, 3, 7, 4) })
+    local qq = r(1, 1, 2, 4):requires_grad_()
+    as.attention.new("scaled_dot_product")(qq, qq, qq)
+    assert.are.equal("math", as.sdpa_backend())
+    as.attention.new("scaled_dot_product")(qq:detach(), qq:detach(), qq:detach())
+    assert.are.equal("flash/", as.sdpa_backend():sub(1, 6))
+    local cat_w = r(2, 5)
+    check(function(a, b) return (as.cat({ a, b }, 2) * cat_w):sum() end, { r(2, 2), r(2, 3) })
+    local blk = as.nn.TransformerBlock { dim = 8, num_heads = 2 }
+    local x = r(2, 5, 8)
+    local gain = blk.norm1.weight
+    check(function(g) return (blk(x) ^ 2):mean() end, { gain })
+    local q = r(1, 2, 3, 4):requires_grad_()
+    local y = as.flash_attention(q, q, q):sum()
+    local ok, err = pcall(y.backward, y)
+    assert.is_false(ok)
+    assert.truthy(err:find("flash_attention has no backward yet", 1, true), err)
+  end)
+
+  it("a two-layer network learns, updated under no_grad", function()
+    as.manual_seed(0)
+    local x, y = as.randn(64, 3), nil
+    y = (x:narrow(2, 1, 1) * 2 - x:narrow(2, 2, 1)):tanh()
+    local w1, w2 = (as.randn(3, 16) * 0.5):requires_grad_(), (as.randn(16, 1) * 0.5):requires_grad_()
+    local first, last
+    for step = 1, 300 do
+      local loss = ((x:matmul(w1):tanh():matmul(w2) - y) ^ 2):mean()
+      w1.grad, w2.grad = nil, nil
+      loss:backward()
+      as.no_grad(function()
+        w1:copy_(w1 - w1.grad * 0.1)
+        w2:copy_(w2 - w2.grad * 0.1)
+      end)
+      first = first or loss:item()
+      last = loss:item()
+    end
+    assert.is_true(last < first / 10, string.format("loss %.4f -> %.4f", first, last))
+  end)
+
+  it("accumulates into .grad, frees the graph, and says what went wrong", function()
+    local a = as.tensor { 1.0, 2.0, 3.0 }:requires_grad_()
+    assert.is_true(a.requires_grad and a.is_leaf and a.grad == nil)
+    local y = (a * a):sum()
+    assert.are.equal("sum", y.grad_fn)
+    assert.is_false(y.is_leaf)
+    y:backward(nil, { retain_graph = true })
+    y:backward()
+    assert.are.same({ 4, 8, 12 }, a.grad:tolist())
+    local ok, err = pcall(y.backward, y)
+    assert.is_false(ok)
+    assert.truthy(err:find("backward through the graph a second time", 1, true), err)
+    ok, err = pcall(function() (a * 2):backward() end)
+    assert.truthy(err:find("grad can be implicitly created only for scalar outputs", 1, true), err)
+    ok, err = pcall(function() as.tensor { 1, 2 }:requires_grad_() end)
+    assert.truthy(err:find("only floating-point tensors can require gradients, got int64", 1, true), err)
+    -- an in-place change to a tensor saved for backward
+    local b = as.tensor { 1.0, 2.0 }:requires_grad_()
+    local c = b * 1
+    local z = (c * c):sum()
+    c:copy_(as.tensor { 5.0, 5.0 })
+    ok, err = pcall(z.backward, z)
+    assert.truthy(err:find("modified by an in-place operation", 1, true), err)
+    -- in place on a leaf that requires grad
+    ok, err = pcall(function() b:add_(1) end)
+    if b.add_ then
+      assert.is_false(ok)
+      assert.truthy(err:find("a leaf tensor that requires grad is used in an in-place operation", 1, true), err)
+    end
+    -- no gradient is silently lost through an op without a backward yet
+    local e = as.tensor { { 0.5, 1.5 } }:requires_grad_()
+    local out = e:max()
+    ok, err = pcall(out.backward, out)
+    assert.is_false(ok)
+    assert.truthy(err:find("max has no backward yet", 1, true), err)
+  end)
+
+  it("records nothing under no_grad and for tensors that do not require grad", function()
+    local a = as.randn(3):requires_grad_()
+    local y = as.no_grad(function() return a * 2 end)
+    assert.is_false(y.requires_grad)
+    do
+      local _ <close> = as.no_grad()
+      assert.is_false(as.is_grad_enabled())
+      assert.is_false((a + 1).requires_grad)
+    end
+    assert.is_true(as.is_grad_enabled())
+    assert.is_false((as.randn(3) * 2).requires_grad)
+    local d = (a * 2):detach()
+    assert.is_false(d.requires_grad)
+  end)
+end)
