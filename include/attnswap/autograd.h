@@ -58,6 +58,22 @@ typedef int (*as_backward_fn)(as_node *node, const as_tensor *grad_out, as_tenso
 /* Whether an op on these inputs must be recorded: grad mode on and one of
  * them (NULL entries skipped) requires grad. */
 bool as_autograd_needed(int n, const as_tensor *const *inputs);
+
+/* An op's front door:
+ *     as_grad_scope s = as_grad_begin(2, in);   // recording off inside the op
+ *     as_tensor *out = forward(...);
+ *     as_node *node = as_grad_end(s, "mul", mul_backward, &out, 2, in);
+ *     if (node) ...saves and parameters...
+ * as_grad_end records out's node when the op needs one (backward NULL: an
+ * op without a backward yet, whose backward is then an error naming it) and
+ * returns it; NULL when nothing was recorded, or when recording failed (then
+ * *out is released and NULL, the error set). */
+typedef struct {
+    bool record, prev;
+} as_grad_scope;
+as_grad_scope as_grad_begin(int n, const as_tensor *const *inputs);
+as_node *as_grad_end(as_grad_scope s, const char *name, as_backward_fn backward, as_tensor **out, int n,
+                     const as_tensor *const *inputs);
 /* Makes out the result of a node named name over the n inputs (NULL entries
  * get no edge); saved tensors and parameters are then set on the returned
  * node.  NULL with the error set (out of memory). */

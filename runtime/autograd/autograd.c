@@ -420,15 +420,33 @@ static int unsupported_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     return -1;
 }
 
-as_tensor *as_autograd_guard(const char *name, as_tensor *out, int n, const as_tensor *const *inputs)
+as_grad_scope as_grad_begin(int n, const as_tensor *const *inputs)
 {
-    if (!out || !as_autograd_needed(n, inputs)) return out;
-    as_node *node = as_autograd_record(name, unsupported_backward, out, n, inputs);
+    as_grad_scope s = {as_autograd_needed(n, inputs), true};
+    if (s.record) s.prev = as_set_grad_enabled(false);
+    return s;
+}
+
+as_node *as_grad_end(as_grad_scope s, const char *name, as_backward_fn backward, as_tensor **out, int n,
+                     const as_tensor *const *inputs)
+{
+    if (!s.record) return NULL;
+    as_set_grad_enabled(s.prev);
+    if (!*out) return NULL;
+    as_node *node = as_autograd_record(name, backward ? backward : unsupported_backward, *out, n, inputs);
     if (!node) {
-        as_release(out);
+        as_release(*out);
+        *out = NULL;
         return NULL;
     }
-    node->ints[0] = (int64_t)(intptr_t)name;
+    if (!backward) node->ints[0] = (int64_t)(intptr_t)name;
+    return node;
+}
+
+as_tensor *as_autograd_guard(const char *name, as_tensor *out, int n, const as_tensor *const *inputs)
+{
+    as_grad_scope s = {as_autograd_needed(n, inputs), as_grad_enabled()};
+    as_grad_end(s, name, NULL, &out, n, inputs);
     return out;
 }
 

@@ -160,17 +160,10 @@ static int binary_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 as_tensor *as_binary(as_binop op, const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *in[2] = {a, b};
-    bool rec = op < AS_EQ && as_autograd_needed(2, in);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(op < AS_EQ ? 2 : 0, in); /* comparisons: no gradient */
     as_tensor *out = binary_forward(op, a, b);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record(as_binop_name(op), binary_backward, out, 2, in);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *n = as_grad_end(s, as_binop_name(op), binary_backward, &out, 2, in);
+    if (!n) return out;
     as_node_scalars(n)[0] = op;
     bool na = as_requires_grad(a), nb = as_requires_grad(b);
     if ((op == AS_MUL && nb) || op == AS_POW || op == AS_MAXIMUM || op == AS_MINIMUM) as_node_save(n, 0, a);
@@ -341,17 +334,10 @@ static int unary_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 
 as_tensor *as_unary(as_unop op, const as_tensor *a)
 {
-    bool rec = op != AS_LOGICAL_NOT && as_autograd_needed(1, &a);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(op != AS_LOGICAL_NOT, &a);
     as_tensor *out = unary_forward(op, a);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record(as_unop_name(op), unary_backward, out, 1, &a);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *n = as_grad_end(s, as_unop_name(op), unary_backward, &out, 1, &a);
+    if (!n) return out;
     as_node_scalars(n)[0] = op;
     as_node_save(n, 0, a), as_node_save(n, 1, out);
     return out;
@@ -433,17 +419,10 @@ static int clamp_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 
 as_tensor *as_clamp(const as_tensor *a, double lo, double hi)
 {
-    bool rec = as_autograd_needed(1, &a);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(1, &a);
     as_tensor *out = clamp_forward(a, lo, hi);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record("clamp", clamp_backward, out, 1, &a);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *n = as_grad_end(s, "clamp", clamp_backward, &out, 1, &a);
+    if (!n) return out;
     as_node_scalars(n)[0] = lo, as_node_scalars(n)[1] = hi;
     as_node_save(n, 0, a);
     return out;
@@ -465,17 +444,9 @@ static int where_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *in[3] = {cond, a, b};
-    bool rec = as_autograd_needed(3, in);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(3, in);
     as_tensor *out = where_forward(cond, a, b);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record("where", where_backward, out, 3, in);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
-    as_node_save(n, 0, cond);
+    as_node *n = as_grad_end(s, "where", where_backward, &out, 3, in);
+    if (n) as_node_save(n, 0, cond);
     return out;
 }

@@ -246,16 +246,10 @@ as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
                      AS_NODE_MAX_INPUTS, n);
         return NULL;
     }
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(n, ts);
     as_tensor *out = cat_forward(n, ts, dim);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *node = as_autograd_record("cat", cat_backward, out, n, ts);
-    if (!node) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *node = as_grad_end(s, "cat", cat_backward, &out, n, ts);
+    if (!node) return out;
     as_node_scalars(node)[0] = as_wrap_dim("cat", dim, out->ndim), as_node_scalars(node)[1] = n;
     return out;
 }

@@ -185,17 +185,10 @@ static int matmul_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
 {
     const as_tensor *in[2] = {a, b};
-    bool rec = as_autograd_needed(2, in);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(2, in);
     as_tensor *out = matmul_forward(a, b);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record("matmul", matmul_backward, out, 2, in);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *n = as_grad_end(s, "matmul", matmul_backward, &out, 2, in);
+    if (!n) return out;
     if (as_requires_grad(b)) as_node_save(n, 0, a);
     if (as_requires_grad(a)) as_node_save(n, 1, b);
     return out;

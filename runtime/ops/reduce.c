@@ -259,19 +259,12 @@ static int reduce_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 
 as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
 {
-    bool rec = as_autograd_needed(1, &a);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(1, &a);
     as_tensor *out = reduce_forward(op, a, dim, keepdim, correction);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    if (op != AS_SUM && op != AS_MEAN)
-        return as_autograd_guard(op < AS_NREDOPS ? redop_names[op] : "reduce", out, 1, &a);
-    as_node *n = as_autograd_record(redop_names[op], reduce_backward, out, 1, &a);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    bool has_backward = op == AS_SUM || op == AS_MEAN;
+    as_node *n = as_grad_end(s, op < AS_NREDOPS ? redop_names[op] : "reduce", has_backward ? reduce_backward : NULL,
+                             &out, 1, &a);
+    if (!n || !has_backward) return out;
     double *p = as_node_scalars(n);
     bool all = dim == AS_ALL_DIMS;
     p[0] = op, p[1] = all ? 0 : (a->ndim ? as_wrap_dim("sum", dim, a->ndim) : 0), p[2] = keepdim, p[3] = all;
@@ -296,17 +289,10 @@ static int softmax_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 
 static as_tensor *softmax_recorded(const as_tensor *a, int dim, bool log)
 {
-    bool rec = as_autograd_needed(1, &a);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(1, &a);
     as_tensor *out = log ? log_softmax_forward(a, dim) : softmax_forward(a, dim);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record(log ? "log_softmax" : "softmax", softmax_backward, out, 1, &a);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *n = as_grad_end(s, log ? "log_softmax" : "softmax", softmax_backward, &out, 1, &a);
+    if (!n) return out;
     as_node_scalars(n)[0] = as_wrap_dim("softmax", dim, a->ndim ? a->ndim : 1);
     as_node_scalars(n)[1] = log;
     as_node_save(n, 0, out);
@@ -352,17 +338,10 @@ static as_tensor *norm_recorded(const char *fn, const as_tensor *x, const as_ten
 {
     bool layer = fn[0] == 'l';
     const as_tensor *in[3] = {x, w, b};
-    bool rec = as_autograd_needed(3, in);
-    bool prev = rec ? as_set_grad_enabled(false) : true;
+    as_grad_scope s = as_grad_begin(3, in);
     as_tensor *out = layer ? layer_norm_forward(x, w, b, eps) : rms_norm_forward(x, w, eps);
-    if (!rec) return out;
-    as_set_grad_enabled(prev);
-    if (!out) return NULL;
-    as_node *n = as_autograd_record(fn, norm_backward, out, layer ? 3 : 2, in);
-    if (!n) {
-        as_release(out);
-        return NULL;
-    }
+    as_node *n = as_grad_end(s, fn, norm_backward, &out, layer ? 3 : 2, in);
+    if (!n) return out;
     double *p = as_node_scalars(n);
     p[0] = layer, p[1] = eps, p[2] = w != NULL;
     as_node_save(n, 0, x);
