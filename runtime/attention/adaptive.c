@@ -35,7 +35,7 @@ as_tensor *as_adaptive_attention(const as_tensor *q, const as_tensor *k, const a
                      (long long)span->shape[0], (long long)H, (long long)H);
         goto done;
     }
-    if (as_rw_check_param(FN, "span", span, 1, (int64_t[]){H}) || !(s32 = as_attention_f32(span))) goto done;
+    if (as_rw_check_param(FN, "span", span, 1, (int64_t[]){H}) || !(s32 = as_ops_f32_contiguous(span))) goto done;
     if (!(z = malloc((size_t)(H + 1) * sizeof *z))) {
         as_error_set(FN ": out of memory");
         goto done;

@@ -34,7 +34,7 @@ as_tensor *as_cosine_attention(const as_tensor *q, const as_tensor *k, const as_
         goto done;
     }
     if (as_rw_check_param(FN, "logit_scale", logit_scale, 3, (int64_t[]){H, 1, 1}) ||
-        !(ls = as_attention_f32(logit_scale)))
+        !(ls = as_ops_f32_contiguous(logit_scale)))
         goto done;
     gain = malloc((size_t)(H + 1) * sizeof *gain);
     qn = as_empty_like(in.q), kn = as_empty_like(in.k);

@@ -41,7 +41,7 @@ as_tensor *as_entmax_attention(const as_tensor *q, const as_tensor *k, const as_
             goto done;
         }
         if (as_rw_check_param(FN, "pre_alpha", pre_alpha, 1, (int64_t[]){H}) ||
-            !(a32 = as_attention_f32(pre_alpha)))
+            !(a32 = as_ops_f32_contiguous(pre_alpha)))
             goto done;
         const float *pa = as_data(a32);
         for (int64_t h = 0; h < H; h++) {

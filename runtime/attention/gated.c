@@ -34,7 +34,7 @@ as_tensor *as_gated_attention(const as_tensor *q, const as_tensor *k, const as_t
     if (as_rw_check_param(FN, "gate_weight", w, 3, (int64_t[]){H, D, G}) ||
         as_rw_check_param(FN, "gate_bias", b, 2, (int64_t[]){H, G}))
         goto done;
-    if (!(w32 = as_attention_f32(w)) || !(b32 = as_attention_f32(b))) goto done;
+    if (!(w32 = as_ops_f32_contiguous(w)) || !(b32 = as_ops_f32_contiguous(b))) goto done;
     as_attention_opts ao = o ? *o : (as_attention_opts){.scale = NAN};
     if (!(att = as_flash_attention(in.q, in.k, in.v, in.mask, &ao, training))) goto done;
     if (as_numel(att) > 0)

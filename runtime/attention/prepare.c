@@ -7,6 +7,7 @@
 #include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "attnswap/ops.h"
+#include "ops_internal.h"
 
 double as_attention_scale(double scale, int64_t D)
 {
@@ -36,15 +37,6 @@ as_attn_operand as_attention_operand(const as_tensor *t)
     return o;
 }
 
-as_tensor *as_attention_f32(const as_tensor *t)
-{
-    as_tensor *f = as_to_dtype(t, AS_F32);
-    if (!f) return NULL;
-    as_tensor *c = as_contiguous(f);
-    as_release(f);
-    return c;
-}
-
 void as_attention_inputs_release(as_attn_inputs *in)
 {
     as_release(in->q), as_release(in->k), as_release(in->v), as_release(in->mask);
@@ -58,9 +50,9 @@ int as_attention_prepare(const char *fn, const as_tensor *q, const as_tensor *k,
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
     if (as_attention_check(fn, q, k, v, mask, &o) || as_attention_check_cpu_kernel(fn, q, k, v, mask)) return -1;
     in->dtype = q->dtype;
-    in->q = as_attention_f32(q);
-    in->k = in->q ? as_attention_f32(k) : NULL;
-    in->v = in->k ? as_attention_f32(v) : NULL;
+    in->q = as_ops_f32_contiguous(q);
+    in->k = in->q ? as_ops_f32_contiguous(k) : NULL;
+    in->v = in->k ? as_ops_f32_contiguous(v) : NULL;
     if (!in->v) goto fail;
     if (mask) {
         in->mask = mask->dtype == AS_BOOL ? as_retain((as_tensor *)mask) : as_to_dtype(mask, AS_F32);

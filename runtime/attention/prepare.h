@@ -8,6 +8,7 @@
 
 #include "as_attention.h"
 #include "attnswap/attention.h"
+#include "ops_internal.h" /* as_ops_f32_contiguous */
 #include "zoo_reweight.h"
 #include "zoo_sparse.h"
 
@@ -33,8 +34,6 @@ typedef struct {
 int as_attention_prepare(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                          const as_tensor *mask, const as_attention_opts *o, bool training, as_attn_inputs *in);
 void as_attention_inputs_release(as_attn_inputs *in);
-/* A float32 contiguous copy (or a new reference) of a float tensor. */
-as_tensor *as_attention_f32(const as_tensor *t);
 /* out (float32, released) in in->dtype. */
 as_tensor *as_attention_finish(const as_attn_inputs *in, as_tensor *out);
 

@@ -50,7 +50,7 @@ as_tensor *as_relative_attention(const as_tensor *q, const as_tensor *k, const a
             goto done;
         }
         if (as_rw_check_param(FN, "relative_attention_bias", bias, 2, (int64_t[]){r->num_buckets, H}) ||
-            !(b32 = as_attention_f32(bias)))
+            !(b32 = as_ops_f32_contiguous(bias)))
             goto done;
     }
     int64_t width = Lq + Lk - 1 > 0 ? Lq + Lk - 1 : 1;
