@@ -85,6 +85,24 @@ void as_cpu_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t 
             memcpy(d + (o * n + i) * row_bytes, s + (o * size + idx[i]) * row_bytes, (size_t)row_bytes);
 }
 
+void as_cpu_scatter_add_rows(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                             int64_t row)
+{
+    /* threads split the columns, each walks every index in order: the same
+     * sums in the same order whatever the thread count (deterministic) */
+    const int64_t chunk = 256, nchunks = (row + chunk - 1) / chunk;
+#pragma omp parallel for collapse(2) if (outer * n * row > 262144)
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t c = 0; c < nchunks; c++) {
+            int64_t j0 = c * chunk, j1 = j0 + chunk < row ? j0 + chunk : row;
+            for (int64_t i = 0; i < n; i++) {
+                float *d = dst + (o * size + idx[i]) * row;
+                const float *s = src + (o * n + i) * row;
+                for (int64_t j = j0; j < j1; j++) d[j] += s[j];
+            }
+        }
+}
+
 void as_cpu_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es)
 {
     char *c = p;

@@ -21,6 +21,10 @@ void as_cpu_where(const as_kview *out, const as_kview *cond, const as_kview *a, 
 /* dst[o, i, :] = src[o, idx[i], :] (rows of row_bytes; idx checked in [0, size)). */
 void as_cpu_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
                         int64_t row_bytes);
+/* dst[o, idx[i], :] += src[o, i, :], float32 rows of row elements (index_select's
+ * and embedding's gradient); idx in [0, size); deterministic. */
+void as_cpu_scatter_add_rows(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                             int64_t row);
 /* Zeroes, in mats contiguous R x C matrices, the entries above (lower) or
  * below (!lower) diagonal k. */
 void as_cpu_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);

@@ -39,6 +39,9 @@ int as_cuda_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, con
  * idx (device, int64) already checked to lie in [0, size). */
 int as_cuda_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
                         int64_t size, int64_t row_bytes);
+/* dst[o, idx[i], :] += src[o, i, :] (float32, device pointers), with atomic adds. */
+int as_cuda_scatter_add_rows(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                             int64_t row);
 /* Zeroes, in mats contiguous R x C matrices of es-byte elements, the entries
  * above (lower) or below (!lower) diagonal k. */
 int as_cuda_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);

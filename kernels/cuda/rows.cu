@@ -245,6 +245,25 @@ extern "C" int as_cuda_gather_rows(void *dst, const void *src, const int64_t *id
     return as_launched();
 }
 
+__global__ void scatter_add_rows_kernel(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
+                                        int64_t size, int64_t row)
+{
+    int64_t total = outer * n * row;
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
+        int64_t j = t % row, r = t / row, i = r % n, o = r / n;
+        atomicAdd(dst + (o * size + idx[i]) * row + j, src[t]);
+    }
+}
+
+extern "C" int as_cuda_scatter_add_rows(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
+                                        int64_t size, int64_t row)
+{
+    if (outer * n * row == 0) return 0;
+    scatter_add_rows_kernel<<<as_blocks(outer * n * row), AS_CUDA_THREADS, 0, as_stream()>>>(dst, src, idx, outer, n,
+                                                                                             size, row);
+    return as_launched();
+}
+
 __global__ void triangle_kernel(char *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es)
 {
     int64_t total = mats * R * C;

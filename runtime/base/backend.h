@@ -57,6 +57,8 @@ typedef struct as_backend {
     int (*gather_rows)(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
                        int64_t row_bytes);
     int (*triangle)(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
+    int (*scatter_add_rows)(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
+                            int64_t size, int64_t row);
 
     /* matmul's products, float32 (the CPU) or the tensors' dtype; 0 or -1 with the error set. */
     int (*gemm)(as_gemm_args *g);

@@ -38,6 +38,7 @@ static const as_backend cuda_backend = {
     .rms_norm_rows = as_cuda_rms_norm_rows,
     .gather_rows = as_cuda_gather_rows,
     .triangle = as_cuda_triangle,
+    .scatter_add_rows = as_cuda_scatter_add_rows,
     .gemm = as_cuda_gemm,
     .flash = cuda_flash,
     .flash_path = as_cuda_flash_path,

@@ -72,6 +72,12 @@ static int cpu_triangle(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, 
     return as_cpu_triangle(p, mats, R, C, k, lower, es), 0;
 }
 
+static int cpu_scatter_add_rows(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
+                                int64_t size, int64_t row)
+{
+    return as_cpu_scatter_add_rows(dst, src, idx, outer, n, size, row), 0;
+}
+
 /* float32 products on OpenBLAS: one folded product, one product, or one
  * product per batch entry (a thread each, the big ones not split again). */
 static int cpu_gemm(as_gemm_args *g)
@@ -141,6 +147,7 @@ const as_backend as_cpu_backend = {
     .rms_norm_rows = cpu_rms_norm_rows,
     .gather_rows = cpu_gather_rows,
     .triangle = cpu_triangle,
+    .scatter_add_rows = cpu_scatter_add_rows,
     .gemm = cpu_gemm,
     .flash = cpu_flash,
     .flash_path = cpu_flash_path,

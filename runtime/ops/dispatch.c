@@ -128,3 +128,10 @@ int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const cha
     *path = b->flash_path(p);
     return p->B * p->H * p->Lq * p->Dv == 0 ? 0 : b->flash(fn, p);
 }
+
+int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
+                          int64_t size, int64_t row)
+{
+    BACKEND(b, "index_select", dev);
+    return b->check("index_select", b->scatter_add_rows(dst, src, idx, outer, n, size, row));
+}

@@ -32,6 +32,9 @@ int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, 
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                        double eps);
 
+/* dst[o, idx[i], :] += src[o, i, :]: float32 rows, buffers on dev. */
+int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
+                          int64_t size, int64_t row);
 /* matmul's products on dev (backend.h, as_gemm_args). */
 int as_k_gemm(as_device dev, as_gemm_args *g);
 /* Exact attention on dev; *path: the kernel it took (also for an empty output). */

@@ -212,15 +212,52 @@ as_tensor *as_arange(double start, double end, double step, as_dtype dt)
 
 /* ---- gradients ---- */
 
-as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
+/* index_select: g's rows added back to the rows they came from (an index
+ * chosen twice gets both): zeros of a's shape, then a scatter-add. */
+static int index_select_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {
-    return as_autograd_guard("index_select", index_select_forward(a, dim, index), 1, &a);
+    const as_tensor *index = as_node_saved(n, 0);
+    if (!index) return -1;
+    int ndim, dim = (int)as_node_scalars(n)[0];
+    const int64_t *shape;
+    as_node_input_shape(n, 0, &ndim, &shape);
+    as_device dev = as_tensor_device(g);
+    as_tensor *out = as_zeros(ndim, shape, AS_F32, dev);
+    as_tensor *cg = out ? as_ops_f32_contiguous(g) : NULL;
+    as_tensor *i64 = cg ? as_to_dtype(index, AS_I64) : NULL;
+    as_tensor *di = i64 ? as_to_device(i64, dev) : NULL;
+    as_tensor *ci = di ? as_contiguous(di) : NULL;
+    int rc = ci ? 0 : -1;
+    if (!rc) {
+        int64_t outer = 1, inner = 1;
+        for (int d = 0; d < dim; d++) outer *= shape[d];
+        for (int d = dim + 1; d < ndim; d++) inner *= shape[d];
+        rc = as_k_scatter_add_rows(dev, as_data(out), as_data(cg), as_data(ci), outer, as_numel(index), shape[dim],
+                                   inner);
+    }
+    as_ops_release4(cg, i64, di, ci);
+    if (rc) {
+        as_release(out);
+        return -1;
+    }
+    gi[0] = out;
+    return 0;
 }
 
-as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids)
+as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
 {
-    return as_autograd_guard("embedding", embedding_forward(weight, ids), 1, &weight);
+    as_grad_scope s = as_grad_begin(1, &a);
+    as_tensor *out = index_select_forward(a, dim, index);
+    as_node *n = as_grad_end(s, "index_select", index_select_backward, &out, 1, &a);
+    if (n) {
+        as_node_scalars(n)[0] = as_wrap_dim("index_select", dim, a->ndim);
+        as_node_save(n, 0, index);
+    }
+    return out;
 }
+
+/* A composite of recorded ops (index_select, reshape): differentiable as it is. */
+as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids) { return embedding_forward(weight, ids); }
 
 /* cat: each input's gradient is its slice of g along dim. */
 static int cat_backward(as_node *n, const as_tensor *g, as_tensor **gi)

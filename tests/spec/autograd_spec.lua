@@ -113,6 +113,13 @@ describe("autograd", function()
     assert.are.equal("math", as.sdpa_backend())
     as.attention.new("scaled_dot_product")(qq:detach(), qq:detach(), qq:detach())
     assert.are.equal("flash/", as.sdpa_backend():sub(1, 6))
+    -- index_select and embedding: a row picked twice gets both gradients
+    local idx = as.tensor({ 3, 1, 3, 2 }, "int64") -- 1-based, as Torch7
+    local sel_w = r(3, 4)
+    check(function(a) return (a:index_select(2, idx) * sel_w):sum() end, { r(3, 5) })
+    local ids = as.tensor({ { 1, 3, 1 }, { 0, 0, 2 } }, "int64")
+    local emb_w = r(2, 3, 6)
+    check(function(t) return (as.embedding(t, ids) * emb_w):sum() end, { r(4, 6) })
     local cat_w = r(2, 5)
     check(function(a, b) return (as.cat({ a, b }, 2) * cat_w):sum() end, { r(2, 2), r(2, 3) })
     local blk = as.nn.TransformerBlock { dim = 8, num_heads = 2 }
