@@ -46,6 +46,11 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local swap = require "attnswap.swap"
 as.nn = nn
+-- Training: losses as functions (torch.nn.functional), optimizers, schedules, clipping.
+as.F = require "attnswap.functional"
+nn.functional = as.F
+as.optim = require "attnswap.optim"
+nn.utils = { clip_grad_norm_ = as.optim.clip_grad_norm_, clip_grad_value_ = as.optim.clip_grad_value_ }
 as.isinstance = nn.isinstance
 as.register_attention = registry.register_attention
 as.attention = registry.attention

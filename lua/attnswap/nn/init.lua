@@ -241,6 +241,29 @@ function Module:parameters()
   return out
 end
 
+--- zero_grad([set_to_none = true]): clears every parameter's .grad (or zeroes it in place).
+function Module:zero_grad(set_to_none)
+  for _, p in self:named_parameters() do
+    if set_to_none == false then
+      local g = p.grad
+      if g then g:zero_() end
+    else
+      p.grad = nil
+    end
+  end
+  return self
+end
+
+--- requires_grad_([flag = true]): sets requires_grad on every parameter (false freezes them).
+function Module:requires_grad_(flag)
+  if flag == nil then flag = true end
+  if type(flag) ~= "boolean" then
+    error("bad argument #1 to 'requires_grad_' (boolean expected, got " .. type(flag) .. ")", 2)
+  end
+  for _, p in self:named_parameters() do p:requires_grad_(flag) end
+  return self
+end
+
 function Module:named_buffers() return pairs_of(named_tensors(self, "buffers")) end
 
 function Module:num_parameters() return core.num_parameters(self) end
@@ -437,6 +460,42 @@ nn.ModuleList = builtin("ModuleList", function(list)
   end
   return l
 end)
+
+-- ---- losses (Lua modules over attnswap.functional) ----
+
+-- A loss class: Class(opts) keeps the options (checked by its function at the
+-- first call) and forward(input, target) calls F[fn](input, target, opts).
+local function loss_class(name, fn, known)
+  local cls = nn.class(name)
+  function cls:init(opts)
+    if opts ~= nil and (type(opts) ~= "table" or getmetatable(opts) ~= nil) then
+      error(string.format("%s: options must be a table ({reduction = ...}), got %s", name,
+        core.is_tensor(opts) and "a Tensor" or type(opts)), 3)
+    end
+    nn.check_options(name, opts or {}, known, nil, 3)
+    self.options = opts or {}
+  end
+  function cls:forward(input, target)
+    return require("attnswap.functional")[fn](input, target, self.options)
+  end
+  function cls:extra_repr()
+    local parts = {}
+    for _, k in ipairs(known) do
+      local v = self.options[k]
+      if v ~= nil then parts[#parts + 1] = k .. "=" .. (core.is_tensor(v) and "Tensor" or tostring(v)) end
+    end
+    return table.concat(parts, ", ")
+  end
+  nn[name] = cls
+  return cls
+end
+
+loss_class("CrossEntropyLoss", "cross_entropy", { "weight", "ignore_index", "reduction", "label_smoothing" })
+loss_class("NLLLoss", "nll_loss", { "weight", "ignore_index", "reduction" })
+loss_class("MSELoss", "mse_loss", { "reduction" })
+loss_class("L1Loss", "l1_loss", { "reduction" })
+loss_class("KLDivLoss", "kl_div", { "reduction", "log_target" })
+loss_class("BCEWithLogitsLoss", "binary_cross_entropy_with_logits", { "reduction", "pos_weight" })
 
 --- container:append(m)
 function Module:append(m)
