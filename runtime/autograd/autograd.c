@@ -28,6 +28,7 @@ typedef struct {
     int ndim;
     int64_t shape[AS_MAX_DIMS];
     as_dtype dtype;
+    as_device device;
 } as_edge;
 
 typedef struct {
@@ -198,7 +199,7 @@ as_node *as_autograd_record(const char *name, as_backward_fn backward, as_tensor
         const as_tensor *t = inputs[i];
         as_edge *e = &node->in[i];
         if (!t) continue;
-        e->ndim = t->ndim, e->dtype = t->dtype;
+        e->ndim = t->ndim, e->dtype = t->dtype, e->device = as_tensor_device(t);
         memcpy(e->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
         if (!as_requires_grad(t)) continue;
         if (t->autograd->grad_fn) e->node = node_retain(t->autograd->grad_fn);
@@ -328,12 +329,18 @@ static int accumulate_leaf(as_tensor *leaf, as_tensor *g)
     return 0;
 }
 
-/* The gradient for input i in its shape and dtype (a new reference). */
+/* The gradient for an input in its shape, dtype and device (a new
+ * reference): t.to("cuda") sends its gradient back to t's device. */
 static as_tensor *fit(const as_edge *e, as_tensor *g)
 {
     as_tensor *s = sum_to(g, e->ndim, e->shape);
     if (s && s->dtype != e->dtype) {
         as_tensor *c = as_to_dtype(s, e->dtype);
+        as_release(s);
+        s = c;
+    }
+    if (s && !as_device_equal(as_tensor_device(s), e->device)) {
+        as_tensor *c = as_to_device(s, e->device);
         as_release(s);
         s = c;
     }

@@ -108,7 +108,7 @@ do
   local w0, x0 = as.randn(10, 8), as.randn(2, 5, 8)
   local ids = as.tensor({ { 1, 3, 3, 0, 9 }, { 2, 2, 2, 7, 1 } }, "int64")
   local function grads(dev)
-    local w = w0:to(dev):requires_grad_()
+    local w = w0:clone():to(dev):requires_grad_()
     as.manual_seed(6)
     local blk = nn.TransformerBlock { dim = 8, num_heads = 2 }
     blk:to(dev)
@@ -122,6 +122,12 @@ do
   local dz = maxdiff(gg, gc)
   check(dz <= 1e-4 and math.abs(lg - lc) <= 1e-4,
     string.format("gradients through embedding and a TransformerBlock on cuda match the CPU: %.3g", dz))
+  -- t:to("cuda") of a CPU leaf sends its gradient back to the CPU
+  local leaf = as.randn(3, 4):requires_grad_()
+  local twice = (leaf:to("cuda") * 2):sum()
+  twice:backward()
+  check(leaf.grad and leaf.grad:device() == "cpu" and maxdiff(leaf.grad, as.ones(3, 4) * 2) == 0,
+    "the gradient of t:to('cuda') goes back to t on the cpu")
 end
 
 -- memory: the caching allocator holds what it freed
