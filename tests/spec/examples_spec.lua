@@ -24,6 +24,22 @@ describe("examples", function()
     assert.is_truthy(out:find("output shape (2, 10, 32)", 1, true))
   end)
 
+  it("train_tiny.lua trains a character model, reports the held-out loss, writes the curve and weights", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir))
+    local out, code = sh(run .. " " .. src .. "/examples/train_tiny.lua --steps 120 --out " .. dir)
+    assert.are.equal(0, code, out)
+    local held, unigram = out:match("held%-out loss ([%d.]+) nats against the unigram entropy ([%d.]+)")
+    assert.is_truthy(held, out)
+    assert.is_true(tonumber(held) < tonumber(unigram), out) -- context learned in 120 steps
+    local svg = io.open(dir .. "/train_tiny_loss.svg")
+    assert.is_truthy(svg and svg:read("a"):find("<polyline", 1, true))
+    if svg then svg:close() end
+    assert.is_truthy(io.open(dir .. "/train_tiny.safetensors"))
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("bench_ops.lua runs (quick mode)", function()
     local out, code = sh(run .. " " .. src .. "/examples/bench_ops.lua --quick")
     assert.are.equal(0, code, out)
