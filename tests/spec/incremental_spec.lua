@@ -147,6 +147,16 @@ describe("core:step against the core's forward", function()
     _, state = step(q:narrow(3, 6, 1), k:narrow(3, 6, 1), v:narrow(3, 6, 1), state)
     assert.are.equal(6, state.k:size(3))
     assert.is_true(maxdiff(state.v, v:narrow(3, 1, 6)) == 0)
+    -- one token a step: the buffers double when full (5 -> 10 -> 20), so the
+    -- cache allocates a logarithmic number of times, not twice a step
+    local caps = {}
+    for t = 7, 18 do
+      _, state = step(q:narrow(3, t, 1), k:narrow(3, t, 1), v:narrow(3, t, 1), state)
+      caps[state.buf_k:size(3)] = true
+    end
+    assert.are.same({ [10] = true, [20] = true }, caps)
+    assert.are.equal(18, state.k:size(3))
+    assert.is_true(maxdiff(state.k, k:narrow(3, 1, 18)) == 0 and maxdiff(state.v, v:narrow(3, 1, 18)) == 0)
   end)
 
   it("non-causal windows and linear forms have no step", function()

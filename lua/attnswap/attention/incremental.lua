@@ -52,17 +52,40 @@ local function check_keep(fn, keep, B, Lq)
   return keep:dtype() == "bool" and keep or keep:ne(0)
 end
 
+-- t's first n positions (dim 3) in a new buffer of cap positions.
+local function grown(t, n, cap)
+  local shape = t:shape()
+  local buf = core.zeros({ shape[1], shape[2], cap, shape[4] }, t:dtype())
+  if t:device() ~= "cpu" then buf = buf:to(t:device()) end
+  buf:narrow(3, 1, n):copy_(t:narrow(3, 1, n))
+  return buf
+end
+
 --- kv_step(core, q, k, v, state, keep) -> out, {kind = "kv", k, v, keep, length}
 --- The growing K/V cache: every key kept, the core called on all of them.
+--- Keys and values live in buffers that double when full, the new ones
+--- written in place (state.k is a view of the first `length`): a step costs
+--- no allocation as the cache grows, where a cat per step allocates two
+--- tensors per layer (transformers' default cache cats).  Extending a state
+--- uses it up, as the ring's does: extend each state once.
 function M.kv_step(c, q, k, v, state, keep)
   local B, Lq = q:size(1), q:size(3)
   keep = check_keep("kv_step", keep, B, Lq)
   local n = state and state.length or 0
-  local K, V = k, v
-  if state then K, V = core.cat({ state.k, k }, 3), core.cat({ state.v, v }, 3) end
+  local K, V, bk, bv = k, v, nil, nil
+  if state then
+    bk, bv = state.buf_k or state.k, state.buf_v or state.v
+    if n + Lq > bk:size(3) then
+      local cap = math.max(2 * bk:size(3), n + Lq)
+      bk, bv = grown(state.k, n, cap), grown(state.v, n, cap)
+    end
+    bk:narrow(3, n + 1, Lq):copy_(k)
+    bv:narrow(3, n + 1, Lq):copy_(v)
+    K, V = bk:narrow(3, 1, n + Lq), bv:narrow(3, 1, n + Lq)
+  end
   local KEEP = join_keep(state and state.keep, n, keep, B, Lq, q:device())
   local out = c(q, K, V, mask4(KEEP))
-  return out, { kind = "kv", k = K, v = V, keep = KEEP, length = n + Lq }
+  return out, { kind = "kv", k = K, v = V, buf_k = bk, buf_v = bv, keep = KEEP, length = n + Lq }
 end
 
 -- The ring's keys oldest first: the sinks, then the window from its oldest slot.
