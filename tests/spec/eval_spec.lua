@@ -2,14 +2,10 @@
 -- against the same sum recomputed here token by token (a log-softmax written
 -- out in Lua numbers over the logits of the window that scores each token).
 local as = require "attnswap"
+local U = require "spec_util" -- tests/spec/spec_util.lua
+local errmsg = U.errmsg
 
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
-
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
 
 -- -log p(ids[t] | window) for a 0-based position t, from the window's logits row t - begin - 1.
 local function nll_at(model, ids, begin, e, t)

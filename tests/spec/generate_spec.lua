@@ -4,17 +4,11 @@
 -- prompt that cannot fit max_new_tokens in the model's positions is an
 -- error before any token is produced.
 local as = require "attnswap"
+local U = require "spec_util" -- tests/spec/spec_util.lua
+local maxdiff, errmsg = U.maxdiff, U.errmsg
 
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
 local fixtures = src .. "/tests/fixtures/"
-
-local function maxdiff(a, b) return (a:float() - b:float()):abs():max():item() end
-
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
 
 describe("GPT-2 batched generation", function()
   local model = as.models.gpt2.from_pretrained(fixtures .. "gpt2")

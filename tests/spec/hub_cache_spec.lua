@@ -2,6 +2,8 @@
 -- folder (the layout huggingface_hub writes: refs/main -> snapshots/<commit>/,
 -- files linked into blobs/).  Nothing is downloaded.
 local as = require "attnswap"
+local U = require "spec_util" -- tests/spec/spec_util.lua
+local sh, tmpdir, write, copy = U.sh, U.tmpdir, U.write, U.copy
 local hub = require "attnswap.models.hub"
 local common = require "attnswap.models.common"
 
@@ -11,32 +13,6 @@ local fixtures = src .. "/tests/fixtures/"
 local COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 local function q(s) return "'" .. s:gsub("'", [['\'']]) .. "'" end
-
-local function sh(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
-
-local function tmpdir()
-  local p = assert(io.popen("mktemp -d"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function copy(from, to)
-  local f = assert(io.open(from, "rb"))
-  write(to, f:read("a"))
-  f:close()
-end
 
 -- A cache holding repo_id at COMMIT (refs/main and refs/<extra ref>) with the
 -- files of fixture folder `fixture`; model.safetensors is a link into blobs/.

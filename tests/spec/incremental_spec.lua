@@ -6,18 +6,12 @@
 -- (the tiny Llama-family and GPT-2 fixtures), logits to 1e-4 and the same
 -- greedy tokens.  States of bounded kinds stay bounded.
 local as = require "attnswap"
+local U = require "spec_util" -- tests/spec/spec_util.lua
+local maxdiff, errmsg = U.maxdiff, U.errmsg
 local I = require "attnswap.attention.incremental"
 
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
 local fixtures = src .. "/tests/fixtures/"
-
-local function maxdiff(a, b) return (a:float() - b:float()):abs():max():item() end
-
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
 
 -- name, options, state kind
 local CORES = {

@@ -5,35 +5,14 @@
 -- 5.17, load by their own names and reproduce transformers' logits and greedy
 -- generations (single, batched with left padding), with and without the cache.
 local as = require "attnswap"
+local U = require "spec_util" -- tests/spec/spec_util.lua
+local maxdiff, tmpdir, write, errmsg = U.maxdiff, U.tmpdir, U.write, U.errmsg
 
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
 local fixtures = src .. "/tests/fixtures/llama/"
 local FAMILIES = { "llama", "mistral", "qwen2", "qwen3" }
 
-local function maxdiff(a, b) return (a:float() - b:float()):abs():max():item() end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. d))
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function copy_weights(from, dir)
-  assert(os.execute(string.format("cp %s/model.safetensors %s/", from, dir)))
-end
-
-local function errmsg(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return tostring(err)
-end
+local function copy_weights(from, dir) U.copy(from .. "/model.safetensors", dir .. "/model.safetensors") end
 
 for _, family in ipairs(FAMILIES) do
   describe(family .. " (HF transformers)", function()
@@ -386,8 +365,7 @@ describe("as.models.from_pretrained", function()
     local snap = cache .. "/models--tiny--qwen3/snapshots/0123456789abcdef"
     assert(os.execute("mkdir -p " .. snap .. " " .. cache .. "/models--tiny--qwen3/refs"))
     write(cache .. "/models--tiny--qwen3/refs/main", "0123456789abcdef")
-    -- (env -u LD_PRELOAD: under the sanitizers cp would inherit ASan and fail its leak check)
-    assert(os.execute(string.format("env -u LD_PRELOAD cp %s/config.json %s/model.safetensors %s/", fixtures .. "qwen3", fixtures .. "qwen3", snap)))
+    for _, name in ipairs { "config.json", "model.safetensors" } do U.copy(fixtures .. "qwen3/" .. name, snap .. "/" .. name) end
     local model, family = as.models.from_pretrained("tiny/qwen3", { cache_dir = cache })
     assert.are.equal("qwen3", family)
     local io_ = as.load(fixtures .. "qwen3/io.safetensors")

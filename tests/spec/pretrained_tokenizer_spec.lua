@@ -2,23 +2,11 @@
 -- tokenizer.json beside the weights comes back through as.tokenizer; none
 -- gives nil, and one that cannot be read gives nil and why (the model loads).
 local as = require "attnswap"
+local U = require "spec_util" -- tests/spec/spec_util.lua
+local tmpdir, write = U.tmpdir, U.write
 
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
 local fixtures = src .. "/tests/fixtures/"
-
--- (env -u LD_PRELOAD: under the sanitizers a command would inherit ASan and fail its leak check)
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("env -u LD_PRELOAD mkdir -p " .. d))
-  return d
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
 
 describe("models.from_pretrained and the tokenizer beside the model", function()
   it("returns the folder's tokenizer.json as a third value", function()
