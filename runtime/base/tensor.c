@@ -590,38 +590,21 @@ int as_fill_(as_tensor *dst, double value)
     return b ? b->check("fill_", b->fill(&d, value)) : -1;
 }
 
-static as_tensor *to_dtype_impl(const as_tensor *t, as_dtype dt)
+/* t as dt on dev: t itself (a new reference) when it already is, else a
+ * converted copy, recorded for autograd as a copy (its gradient goes back
+ * converted to t's dtype and device). */
+static as_tensor *converted(const as_tensor *t, as_dtype dt, as_device dev)
 {
-    if (t->dtype == dt) return as_retain((as_tensor *)t);
-    as_tensor *c = as_empty(t->ndim, t->shape, dt, t->storage->device);
+    if (t->dtype == dt && as_device_equal(t->storage->device, dev)) return as_retain((as_tensor *)t);
+    as_tensor *c = as_empty(t->ndim, t->shape, dt, dev);
     if (c && as_copy_(c, t)) {
         as_release(c);
         return NULL;
     }
+    as_record_view(c, t, AS_VIEW_COPY, NULL);
     return c;
 }
 
-as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt)
-{
-    as_tensor *v = to_dtype_impl(t, dt);
-    if (v != t) as_record_view(v, t, AS_VIEW_COPY, NULL);
-    return v;
-}
+as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt) { return converted(t, dt, t->storage->device); }
 
-static as_tensor *to_device_impl(const as_tensor *t, as_device dev)
-{
-    if (as_device_equal(t->storage->device, dev)) return as_retain((as_tensor *)t);
-    as_tensor *c = as_empty(t->ndim, t->shape, t->dtype, dev);
-    if (c && as_copy_(c, t)) {
-        as_release(c);
-        return NULL;
-    }
-    return c;
-}
-
-as_tensor *as_to_device(const as_tensor *t, as_device dev)
-{
-    as_tensor *v = to_device_impl(t, dev);
-    if (v != t) as_record_view(v, t, AS_VIEW_COPY, NULL);
-    return v;
-}
+as_tensor *as_to_device(const as_tensor *t, as_device dev) { return converted(t, t->dtype, dev); }

@@ -68,6 +68,18 @@ function M.check_ids(name, ids, vocab_size, level)
   end
 end
 
+--- position_ids(name, pos, B, L, offset, mask, level) -> the (B, L) positions
+--- a forward uses: the caller's, checked, or those the cache offset and the
+--- attention mask give.
+function M.position_ids(name, pos, B, L, offset, mask, level)
+  if pos == nil then return M.positions(B, L, offset, mask) end
+  if not as.is_tensor(pos) or pos:dim() ~= 2 or pos:size(1) ~= B or pos:size(2) ~= L then
+    error(string.format("%s: position_ids should be (B, L) = (%d, %d), got %s", name, B, L,
+      as.is_tensor(pos) and tostring(pos:shape()) or type(pos)), level + 1)
+  end
+  return pos
+end
+
 --- all_on(mask): whether a mask keeps every position.
 function M.all_on(mask)
   return mask:ne(0):logical_not():sum():item() == 0

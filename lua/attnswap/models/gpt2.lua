@@ -113,13 +113,7 @@ function GPT2Model:forward(ids, opts)
     error(string.format("GPT2: sequence of %d tokens exceeds n_positions = %d", offset + L, self.n_positions), 3)
   end
   local mask = generate.check_mask("GPT2LMHeadModel", opts.attention_mask, B, offset + L, 3)
-  local pos = opts.position_ids
-  if pos == nil then
-    pos = generate.positions(B, L, offset, mask)
-  elseif not as.is_tensor(pos) or pos:dim() ~= 2 or pos:size(1) ~= B or pos:size(2) ~= L then
-    error(string.format("GPT2LMHeadModel: position_ids should be (B, L) = (%d, %d), got %s", B, L,
-      as.is_tensor(pos) and tostring(pos:shape()) or type(pos)), 3)
-  end
+  local pos = generate.position_ids("GPT2LMHeadModel", opts.position_ids, B, L, offset, mask, 3)
   local x = self.wte(ids) + self.wpe(pos:to(ids:device()))
   local keep = mask and mask:narrow(2, offset + 1, L) or nil
   if keep and generate.all_on(keep) then keep = nil end

@@ -209,13 +209,7 @@ function LlamaModel:forward(ids, opts)
   local offset = past and past.length or 0
   local use_cache = opts.use_cache ~= false
   local mask = generate.check_mask("LlamaForCausalLM", opts.attention_mask, B, offset + L, 3)
-  local pos = opts.position_ids
-  if pos == nil then
-    pos = generate.positions(B, L, offset, mask)
-  elseif not as.is_tensor(pos) or pos:dim() ~= 2 or pos:size(1) ~= B or pos:size(2) ~= L then
-    error(string.format("LlamaForCausalLM: position_ids should be (B, L) = (%d, %d), got %s", B, L,
-      as.is_tensor(pos) and tostring(pos:shape()) or type(pos)), 3)
-  end
+  local pos = generate.position_ids("LlamaForCausalLM", opts.position_ids, B, L, offset, mask, 3)
   local top = pos:max():item()
   if top >= self.max_position_embeddings then
     error(string.format("LlamaForCausalLM: position %d is past max_position_embeddings = %d (%d cached + %d new tokens)",
