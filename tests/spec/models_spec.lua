@@ -2,6 +2,7 @@
 -- from their own checkpoints (tests/fixtures/*, made by make_model_fixtures.py)
 -- and reproduce the outputs those libraries computed, within 1e-4.
 local as = require "attnswap"
+local U = require "spec_util"
 
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
 local fixtures = src .. "/tests/fixtures/"
@@ -61,6 +62,38 @@ describe("GPT-2 (HF transformers)", function()
     local _, past = model(ids:narrow(2, 1, 5))
     local tail = model(ids:narrow(2, 6, 3), { past = past })
     assert.is_true(maxdiff(tail, full:narrow(2, 6, 3)) < 1e-4)
+  end)
+end)
+
+describe("GPT-2 built from a config (training from scratch)", function()
+  local cfg = { vocab_size = 64, n_positions = 16, n_embd = 32, n_layer = 2, n_head = 4 }
+
+  it("starts as transformers initialises it: embeddings N(0, 0.02), residual projections scaled", function()
+    as.manual_seed(3)
+    local m = as.models.gpt2.new(cfg)
+    local function std(t) return t:float():var():item() ^ 0.5 end
+    local wte = std(m.transformer.wte.weight)
+    assert.is_true(wte > 0.017 and wte < 0.023, "wte std " .. wte)
+    local proj = std(m.transformer.h[1].attn.c_proj.weight)
+    local want = 0.02 / math.sqrt(2 * cfg.n_layer)
+    assert.is_true(math.abs(proj - want) < 0.15 * want, "c_proj std " .. proj .. " want " .. want)
+    -- a fresh model's next-token loss is near log(vocab), not hundreds of nats
+    local ids = as.tensor({ { 1, 5, 9, 13, 2, 7 } }, "int64")
+    local logits = m(ids)
+    local loss = as.F.cross_entropy(logits:reshape(6, 64), as.tensor({ 5, 9, 13, 2, 7, 1 }, "int64")):item()
+    assert.is_true(math.abs(loss - math.log(64)) < 0.5, "initial loss " .. loss)
+  end)
+
+  it("drops out (embd, attn, resid p = 0.1) in training only", function()
+    local m = as.models.gpt2.new(cfg)
+    local ids = as.tensor({ { 1, 5, 9, 13, 2, 7 } }, "int64")
+    m:train()
+    assert.is_true(U.maxdiff(m(ids), m(ids)) > 0, "training forwards should differ")
+    m:eval()
+    assert.are.equal(0, U.maxdiff(m(ids), m(ids)))
+    local off = as.models.gpt2.new({ vocab_size = 64, n_positions = 16, n_embd = 32, n_layer = 2, n_head = 4,
+      attn_pdrop = 0, embd_pdrop = 0, resid_pdrop = 0 }):train()
+    assert.are.equal(0, U.maxdiff(off(ids), off(ids)))
   end)
 end)
 

@@ -14,12 +14,11 @@ local nn = as.nn
 local DEFAULTS = {
   vocab_size = 50257, n_positions = 1024, n_embd = 768, n_layer = 12, n_head = 12, n_inner = false,
   layer_norm_epsilon = 1e-5, activation_function = "gelu_new", attention = "scaled_dot_product",
-  attention_opts = false,
+  attention_opts = false, attn_pdrop = 0.1, embd_pdrop = 0.1, resid_pdrop = 0.1, initializer_range = 0.02,
 }
 -- config.json keys HF writes that do not change the forward (ignored)
 local IGNORED = {}
-for _, k in ipairs { "architectures", "model_type", "attn_pdrop", "embd_pdrop", "resid_pdrop",
-  "initializer_range", "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
+for _, k in ipairs { "architectures", "model_type", "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
   "summary_first_dropout", "bos_token_id", "eos_token_id", "torch_dtype", "dtype", "transformers_version",
   "scale_attn_weights", "use_cache", "reorder_and_upcast_attn", "scale_attn_by_inverse_layer_idx",
   "task_specific_params", "n_ctx", "tie_word_embeddings", "add_cross_attention", "_name_or_path" } do
@@ -45,7 +44,9 @@ function GPT2Attention:init(c)
   local opts = {}
   for k, v in pairs(c.attention_opts or {}) do opts[k] = v end
   opts.causal = true
+  if opts.dropout == nil and c.attn_pdrop > 0 then opts.dropout = c.attn_pdrop end
   self.core = as.attention.new(c.attention, opts)
+  self.resid_dropout = nn.Dropout(c.resid_pdrop)
   self.n_head = c.n_head
 end
 
@@ -59,7 +60,7 @@ function GPT2Attention:forward(x, past, keep, use_cache)
   q, k, v = heads(q), heads(k), heads(v)
   local o, present = generate.attend(self.core, q, k, v, past, keep, use_cache)
   o = o:permute(1, 3, 2, 4):reshape(B, L, E)
-  return self.c_proj(o), present
+  return self.resid_dropout(self.c_proj(o)), present
 end
 
 local GPT2MLP = nn.class("GPT2MLP")
@@ -69,9 +70,10 @@ function GPT2MLP:init(c)
   self.c_fc = Conv1D(c.n_embd, inner)
   self.act = nn.GELU(c.activation_function == "gelu" and "none" or "tanh")
   self.c_proj = Conv1D(inner, c.n_embd)
+  self.dropout = nn.Dropout(c.resid_pdrop)
 end
 
-function GPT2MLP:forward(x) return self.c_proj(self.act(self.c_fc(x))) end
+function GPT2MLP:forward(x) return self.dropout(self.c_proj(self.act(self.c_fc(x)))) end
 
 local GPT2Block = nn.class("GPT2Block")
 
@@ -93,6 +95,7 @@ local GPT2Model = nn.class("GPT2Model")
 function GPT2Model:init(c)
   self.wte = nn.Embedding(c.vocab_size, c.n_embd)
   self.wpe = nn.Embedding(c.n_positions, c.n_embd)
+  self.drop = nn.Dropout(c.embd_pdrop)
   local h = {}
   for i = 1, c.n_layer do h[i] = GPT2Block(c) end
   self.h = nn.ModuleList(h)
@@ -114,7 +117,7 @@ function GPT2Model:forward(ids, opts)
   end
   local mask = generate.check_mask("GPT2LMHeadModel", opts.attention_mask, B, offset + L, 3)
   local pos = generate.position_ids("GPT2LMHeadModel", opts.position_ids, B, L, offset, mask, 3)
-  local x = self.wte(ids) + self.wpe(pos:to(ids:device()))
+  local x = self.drop(self.wte(ids) + self.wpe(pos:to(ids:device())))
   local keep = mask and mask:narrow(2, offset + 1, L) or nil
   if keep and generate.all_on(keep) then keep = nil end
   keep = keep and keep:ne(0):to(x:device()) or nil
@@ -130,6 +133,26 @@ local GPT2LMHeadModel = nn.class("GPT2LMHeadModel")
 function GPT2LMHeadModel:init(c)
   self.config = c
   self.transformer = GPT2Model(c)
+  self:init_weights()
+end
+
+-- transformers' GPT2PreTrainedModel._init_weights: every weight N(0, 0.02)
+-- (initializer_range; Conv1D starts so), the projections into the residual stream scaled by
+-- 1/sqrt(2 n_layer) (GPT-2 paper, 2.3), biases 0, LayerNorm 1 and 0.  The
+-- embeddings matter most: nn.Embedding's own N(0, 1) would start training at
+-- a cross entropy of hundreds of nats through the tied head.
+function GPT2LMHeadModel:init_weights()
+  local c, t = self.config, self.transformer
+  local std = c.initializer_range
+  local function normal(p, s) p:copy_(as.randn(table.unpack(p:shape())) * s) end
+  as.no_grad(function()
+    normal(t.wte.weight, std)
+    normal(t.wpe.weight, std)
+    for _, blk in ipairs(t.h:children()) do
+      normal(blk.attn.c_proj.weight, std / math.sqrt(2 * c.n_layer))
+      normal(blk.mlp.c_proj.weight, std / math.sqrt(2 * c.n_layer))
+    end
+  end)
 end
 
 --- forward(input_ids (B, L) int64 [, {past = cache, attention_mask = (B, Lpast + L),
