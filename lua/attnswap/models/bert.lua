@@ -10,10 +10,10 @@ local DEFAULTS = {
   vocab_size = 30522, hidden_size = 768, num_hidden_layers = 12, num_attention_heads = 12,
   intermediate_size = 3072, hidden_act = "gelu", max_position_embeddings = 512, type_vocab_size = 2,
   layer_norm_eps = 1e-12, add_pooling_layer = true, attention = "scaled_dot_product", attention_opts = false,
+  hidden_dropout_prob = 0.1, attention_probs_dropout_prob = 0.1,
 }
 local IGNORED = {}
-for _, k in ipairs { "architectures", "model_type", "attention_probs_dropout_prob", "hidden_dropout_prob",
-  "initializer_range", "pad_token_id", "position_embedding_type", "torch_dtype", "dtype", "transformers_version",
+for _, k in ipairs { "architectures", "model_type", "initializer_range", "pad_token_id", "position_embedding_type", "torch_dtype", "dtype", "transformers_version",
   "use_cache", "classifier_dropout", "gradient_checkpointing", "_name_or_path", "is_decoder",
   "add_cross_attention", "tie_word_embeddings" } do
   IGNORED[k] = false
@@ -26,13 +26,14 @@ function BertEmbeddings:init(c)
   self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
   self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
   self.LayerNorm = nn.LayerNorm(c.hidden_size, c.layer_norm_eps)
+  self.dropout = nn.Dropout(c.hidden_dropout_prob)
 end
 
 function BertEmbeddings:forward(ids, token_type_ids)
   local L = ids:size(2)
   token_type_ids = token_type_ids or as.zeros({ ids:size(1), L }, "int64"):to(ids:device())
   local x = self.word_embeddings(ids) + self.position_embeddings(as.arange(L):to(ids:device())) + self.token_type_embeddings(token_type_ids)
-  return self.LayerNorm(x)
+  return self.dropout(self.LayerNorm(x))
 end
 
 local BertSelfAttention = nn.class("BertSelfAttention")
@@ -41,7 +42,10 @@ function BertSelfAttention:init(c)
   self.query = nn.Linear(c.hidden_size, c.hidden_size)
   self.key = nn.Linear(c.hidden_size, c.hidden_size)
   self.value = nn.Linear(c.hidden_size, c.hidden_size)
-  self.core = as.attention.new(c.attention, c.attention_opts or {})
+  local opts = {}
+  for k, v in pairs(c.attention_opts or {}) do opts[k] = v end
+  if opts.dropout == nil and c.attention_probs_dropout_prob > 0 then opts.dropout = c.attention_probs_dropout_prob end
+  self.core = as.attention.new(c.attention, opts)
   self.num_heads = c.num_attention_heads
 end
 
@@ -60,8 +64,9 @@ local function residual_block(name)
   function C:init(c, inner)
     self.dense = nn.Linear(inner, c.hidden_size)
     self.LayerNorm = nn.LayerNorm(c.hidden_size, c.layer_norm_eps)
+    self.dropout = nn.Dropout(c.hidden_dropout_prob)
   end
-  function C:forward(h, input) return self.LayerNorm(self.dense(h) + input) end
+  function C:forward(h, input) return self.LayerNorm(self.dropout(self.dense(h)) + input) end
   return C
 end
 local BertSelfOutput, BertOutput = residual_block("BertSelfOutput"), residual_block("BertOutput")
