@@ -39,7 +39,9 @@ end
 
 as.manual_seed(0)
 local model = as.models.gpt2.new({ n_layer = o.layers, n_positions = math.max(1024, o.seq) }):eval()
-model:to(o.device, o.dtype ~= "float32" and o.dtype or nil):requires_grad_()
+model:to(o.device)
+if o.dtype ~= "float32" then model:to(o.dtype) end
+model:requires_grad_()
 local V = model.config.vocab_size
 math.randomseed(0)
 local rows = {}
