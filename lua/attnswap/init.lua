@@ -60,6 +60,7 @@ as.compare = require("attnswap.compare").compare
 as.patterns = require "attnswap.patterns"
 as.tokenizer = require "attnswap.tokenizers"
 as.eval = require "attnswap.eval" -- perplexity
+as.distill = require("attnswap.distill").distill -- recover after a swap
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {

@@ -72,6 +72,7 @@ local function select_matches(paths, swap_opts, model)
   return out
 end
 
+--- parent_of(model, path) -> the module holding the child at path, and the child's name
 local function parent_of(model, path)
   local parent_path, name = path:match("^(.*)%.([^.]+)$")
   if not parent_path then return model, path end
@@ -197,8 +198,8 @@ local function inherited(name, opts, parent, old)
   local add = {}
   if causal_of(old) then add.causal = true end
   local keys = rawget(registry.attention.get(name), "shape_options")
-  if keys and parent and core.type_name(parent) == "MultiheadAttention" then
-    local shape = heads_of(parent)
+  local shape = keys and heads_of(parent) -- a MultiheadAttention's, or a Lua attention module's fields
+  if shape then
     for _, k in ipairs(keys) do add[k] = shape[k] and math.tointeger(shape[k]) end
   end
   local o
@@ -268,6 +269,8 @@ local function swap(model, target, name, opts, swap_opts, undo)
   end
   return root, report
 end
+
+S.parent_of = parent_of
 
 --- swap_attention(model, target, name [, opts [, swap_opts]]) -> model, report
 function S.swap_attention(model, target, name, opts, swap_opts)

@@ -48,6 +48,8 @@ function GPT2Attention:init(c)
   self.core = as.attention.new(c.attention, opts)
   self.resid_dropout = nn.Dropout(c.resid_pdrop)
   self.n_head = c.n_head
+  -- the head counts swap_attention reads to size a new core's per-head parameters
+  self.num_heads, self.head_dim = c.n_head, c.n_embd // c.n_head
 end
 
 -- x (B, L, E), past: the core's state or nil, keep (B, L) bool or nil (the

@@ -509,4 +509,7 @@ end
 function Module:__len() return #core.members(self, "children") end
 core.module_metatable.__len = function(m) return #core.members(m, "children") end
 
+-- LoRA adapters (nn/lora.lua): nn.LoRA(base, r, alpha), nn.LoRA.wrap, nn.LoRA.merge
+nn.LoRA = require("attnswap.nn.lora")(nn)
+
 return nn
