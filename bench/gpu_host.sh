@@ -2,7 +2,9 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu]   (default all)
+#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu|train|test+train]   (default all)
+# train: one GPT-2-small training step (bench/train_step.lua beside
+# bench/torch_train_step.py), bf16 and float32, 8 x 1024 tokens.
 # llama: issue 19's Llama-3.2-1B-shaped benchmark (bench/torch_llama.py beside
 # bench/llama_bench.lua, bf16 on the card); llama-cpu: the SmolLM-135M-shaped
 # decode on this host's CPU, 2 and 16 threads (not part of all).
@@ -32,7 +34,7 @@ cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90
 target=""; case "$what" in llama*) target="--target attnswap-run";; esac
 cmake --build build-gpu -j16 $target > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
 rc=0
-if [ "$what" = test ] || [ "$what" = all ]; then
+if [ "$what" = test ] || [ "$what" = all ] || [ "$what" = test+train ]; then
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   tail -40 "$OUT/ctest-cuda.log"
   ctest --test-dir build-gpu -L c -j8 > "$OUT/ctest-c.log" 2>&1 || rc=1
@@ -49,6 +51,14 @@ fi
 if [ "$what" = models ] || [ "$what" = all ]; then
   python3 bench/torch_models.py --out "$OUT/torch_models.json" 2>&1 | tee "$OUT/torch_models.txt"
   build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
+fi
+if [ "$what" = train ] || [ "$what" = test+train ]; then
+  for dt in bfloat16 float32; do
+    timeout 240 python3 bench/torch_train_step.py --device cuda --dtype $dt --batch 8 --seq 1024 --repeats 10 \
+      --out "$OUT/train_torch_$dt.json" 2>&1 | grep -v Warning | tail -2 | tee -a "$OUT/train.txt" || rc=1
+    timeout 240 build-gpu/attnswap-run bench/train_step.lua --device cuda --dtype $dt --batch 8 --seq 1024 --repeats 10 \
+      --out "$OUT/train_attnswap_$dt.json" 2>&1 | tail -3 | tee -a "$OUT/train.txt" || rc=1
+  done
 fi
 if [ "$what" = llama ]; then
   D=/tmp/llama1b
