@@ -60,6 +60,13 @@ local function is_float(t)
   return dt == "float32" or dt == "float64" or dt == "float16" or dt == "bfloat16"
 end
 
+-- The values of fn's outputs, read at once (an output may be a view of an input).
+local function output_values(fn, inputs)
+  local outs, v = call(fn, inputs), {}
+  for o, t in ipairs(outs) do v[o] = values(t) end
+  return v
+end
+
 -- numerical[o][k][j]: d out_o[j] / d x[k] by central differences (x perturbed in place).
 local function numerical(fn, inputs, x, eps, nout)
   local J = {}
@@ -70,12 +77,12 @@ local function numerical(fn, inputs, x, eps, nout)
       local e = element(x, k)
       local v = e:item()
       e:fill_(v + eps)
-      local up = call(fn, inputs)
+      local up = output_values(fn, inputs)
       e:fill_(v - eps)
-      local down = call(fn, inputs)
+      local down = output_values(fn, inputs)
       e:fill_(v)
       for o = 1, nout do
-        local u, d, col = values(up[o]), values(down[o]), {}
+        local u, d, col = up[o], down[o], {}
         for j = 1, #u do col[j] = (u[j] - d[j]) / (2 * eps) end
         J[o][k] = col
       end
