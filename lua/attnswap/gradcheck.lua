@@ -93,7 +93,8 @@ local function numerical(fn, inputs, x, eps, nout)
   return J
 end
 
--- analytical[i][o][k][j] for every checked input i, one backward per output element.
+-- analytical[i][o][k][j] for every checked input i, one backward per output element;
+-- nil and a message when a gradient's dtype or shape is not its input's.
 local function analytical(outs, checked)
   local A = {}
   for _, c in ipairs(checked) do A[c.i] = {} end
@@ -107,7 +108,14 @@ local function analytical(outs, checked)
         local seed = core.zeros(out:shape(), out:dtype())
         if n > 0 then element(seed, j):fill_(1) end
         out:backward(seed, { retain_graph = true })
-        for _, c in ipairs(checked) do grads[c.i] = c.x.grad and values(c.x.grad) end
+        for _, c in ipairs(checked) do
+          local g = c.x.grad
+          if g and (g:dtype() ~= c.x:dtype() or table.concat(g:shape(), "x") ~= table.concat(c.x:shape(), "x")) then
+            return nil, ("gradcheck: the gradient of input %d is %s (%s), expected %s (%s)"):format(c.i, g:dtype(),
+              table.concat(g:shape(), ", "), c.x:dtype(), table.concat(c.x:shape(), ", "))
+          end
+          grads[c.i] = g and values(g)
+        end
       end
       for _, c in ipairs(checked) do
         local g = grads[c.i]
@@ -161,7 +169,8 @@ function M.gradcheck(fn, inputs, opts)
 
   local ok, result = pcall(function()
     local outs = call(fn, list)
-    local A = analytical(outs, checked)
+    local A, bad = analytical(outs, checked)
+    if not A then return bad end
     for _, c in ipairs(checked) do
       local N = numerical(fn, list, c.x, o.eps, #outs)
       for oi = 1, #outs do
