@@ -31,7 +31,7 @@ int as_attention_check(const char *fn, const as_tensor *q, const as_tensor *k, c
 int as_attention_opts_fields(const as_attention_opts *o, as_config_field *f, int max);
 /* dropout in [0, 1), scale finite or NaN. */
 int as_attention_check_opts(const char *fn, const as_attention_opts *opts);
-/* What a CPU kernel adds: every operand on the CPU, sizes it can index. */
+/* What a CPU kernel adds: every operand on the CPU and not float64, sizes it can index. */
 int as_attention_check_cpu_kernel(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                                   const as_tensor *mask);
 

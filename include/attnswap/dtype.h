@@ -13,9 +13,9 @@
 const char *as_dtype_name(as_dtype dt);         /* "float32", ... */
 int as_dtype_from_name(const char *name);        /* -1 when unknown; accepts torch aliases */
 bool as_dtype_is_float(as_dtype dt);
-/* The type both operands of a binary op are converted to (PyTorch's rules,
- * without float64): bool < int32 < int64 < bfloat16/float16 < float32;
- * float16 with bfloat16 gives float32. */
+/* The type both operands of a binary op are converted to (PyTorch's rules):
+ * bool < int32 < int64 < bfloat16/float16 < float32 < float64; float16 with
+ * bfloat16 gives float32. */
 as_dtype as_dtype_promote(as_dtype a, as_dtype b);
 
 #endif

@@ -16,7 +16,7 @@ static inline size_t as_dtype_size(as_dtype dt)
     switch (dt) {
     case AS_F32: case AS_I32: return 4;
     case AS_F16: case AS_BF16: return 2;
-    case AS_I64: return 8;
+    case AS_I64: case AS_F64: return 8;
     case AS_BOOL: return 1;
     default: return 0;
     }
@@ -80,6 +80,7 @@ static inline double as_load_elem(const void *p, as_dtype dt, int64_t i)
 {
     switch (dt) {
     case AS_F32: return ((const float *)p)[i];
+    case AS_F64: return ((const double *)p)[i];
     case AS_F16: return as_f16_to_f32(((const uint16_t *)p)[i]);
     case AS_BF16: return as_bf16_to_f32(((const uint16_t *)p)[i]);
     case AS_I64: return (double)((const int64_t *)p)[i];
@@ -104,6 +105,7 @@ static inline void as_store_elem(void *p, as_dtype dt, int64_t i, double v)
 {
     switch (dt) {
     case AS_F32: ((float *)p)[i] = (float)v; break;
+    case AS_F64: ((double *)p)[i] = v; break;
     case AS_F16: ((uint16_t *)p)[i] = as_f32_to_f16((float)v); break;
     case AS_BF16: ((uint16_t *)p)[i] = as_f32_to_bf16((float)v); break;
     case AS_I64: ((int64_t *)p)[i] = as_saturate(v, -0x1p63, 0x1p63, INT64_MIN, INT64_MAX); break;

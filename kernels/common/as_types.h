@@ -16,6 +16,7 @@ typedef enum {
     AS_I64,
     AS_I32,
     AS_BOOL,
+    AS_F64, /* CPU only: kernels compute in double, no float32 round trip */
     AS_NDTYPES
 } as_dtype;
 

@@ -11,11 +11,11 @@ void as_cpu_copy(const as_kview *dst, const as_kview *src);
 void as_cpu_fill(const as_kview *dst, double value);
 
 /* Elementwise: operands expanded to out's shape; a and b share the compute
- * dtype (float32, int64 or int32); comparisons write bool. */
+ * dtype (float32, float64, int64 or int32); comparisons write bool. */
 void as_cpu_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b);
-/* float32 in and out, or NEG/ABS/RELU on int64/int32, or LOGICAL_NOT to bool */
+/* float32 or float64 in and out, or NEG/ABS/RELU on int64/int32, or LOGICAL_NOT to bool */
 void as_cpu_unary(as_unop op, const as_kview *out, const as_kview *a);
-void as_cpu_clamp(const as_kview *out, const as_kview *a, double lo, double hi); /* float32 */
+void as_cpu_clamp(const as_kview *out, const as_kview *a, double lo, double hi); /* float32 or float64 */
 void as_cpu_where(const as_kview *out, const as_kview *cond, const as_kview *a, const as_kview *b);
 
 /* dst[o, i, :] = src[o, idx[i], :] (rows of row_bytes; idx checked in [0, size)). */
@@ -43,5 +43,19 @@ void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, con
  * already inside a parallel region. */
 void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The same in float64 (cblas_dgemm), C = op(A) op(B). */
+void as_cpu_dgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const double *A, int64_t lda, const double *B,
+                  int64_t ldb, double *C, int64_t ldc);
+
+/* float64 (CPU only, kernels/cpu/rows_f64.c): the row kernels above in
+ * double, and index_select's scatter-add. */
+void as_cpu_reduce_rows_f64(as_redop op, const double *x, int64_t rows, int64_t n, int correction, double *out,
+                            int64_t *idx);
+void as_cpu_softmax_rows_f64(const double *x, double *y, int64_t rows, int64_t n, int log_);
+void as_cpu_layer_norm_rows_f64(const double *x, double *y, int64_t rows, int64_t n, const double *w,
+                                const double *b, double eps);
+void as_cpu_rms_norm_rows_f64(const double *x, double *y, int64_t rows, int64_t n, const double *w, double eps);
+void as_cpu_scatter_add_rows_f64(double *dst, const double *src, const int64_t *idx, int64_t outer, int64_t n,
+                                 int64_t size, int64_t row);
 
 #endif

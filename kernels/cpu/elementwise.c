@@ -1,6 +1,6 @@
 /* Elementwise kernels: binary arithmetic and comparisons, unary maps, where.
  * Operands arrive expanded to the output's shape and converted to the compute
- * dtype (float32, int64 or int32); comparisons write bool. */
+ * dtype (float32, float64, int64 or int32); comparisons write bool. */
 #include <math.h>
 #include <string.h>
 
@@ -24,6 +24,20 @@ static inline float f32_binop(as_binop op, float x, float y)
     case AS_DIV: return x / y;
     case AS_POW: return powf(x, y);
     case AS_MAXIMUM: return (x != x || x > y) ? x : y; /* NaN propagates, as torch */
+    case AS_MINIMUM: return (x != x || x < y) ? x : y;
+    default: return 0;
+    }
+}
+
+static inline double f64_binop(as_binop op, double x, double y)
+{
+    switch (op) {
+    case AS_ADD: return x + y;
+    case AS_SUB: return x - y;
+    case AS_MUL: return x * y;
+    case AS_DIV: return x / y;
+    case AS_POW: return pow(x, y);
+    case AS_MAXIMUM: return (x != x || x > y) ? x : y;
     case AS_MINIMUM: return (x != x || x < y) ? x : y;
     default: return 0;
     }
@@ -91,6 +105,14 @@ static void loop_f32(void *ctx, char **p, const int64_t *s, int64_t n)
         AT(float, p[0], s[0], i) = f32_binop(op, AT(float, p[1], s[1], i), AT(float, p[2], s[2], i));
 }
 
+/* float64 (CPU only): no fast paths, the naive loop is what gradcheck needs */
+static void loop_f64(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_binop op = ((binop_ctx *)ctx)->op;
+    for (int64_t i = 0; i < n; i++)
+        AT(double, p[0], s[0], i) = f64_binop(op, AT(double, p[1], s[1], i), AT(double, p[2], s[2], i));
+}
+
 static void loop_i64(void *ctx, char **p, const int64_t *s, int64_t n)
 {
     as_binop op = ((binop_ctx *)ctx)->op;
@@ -152,6 +174,7 @@ void as_cpu_binary(as_binop op, const as_kview *out, const as_kview *a, const as
     binop_ctx c = {op};
     switch (a->dtype) {
     case AS_F32: as_cpu_iter_run(&it, loop_f32, &c); break;
+    case AS_F64: as_cpu_iter_run(&it, loop_f64, &c); break;
     case AS_I64: as_cpu_iter_run(&it, loop_i64, &c); break;
     case AS_I32: as_cpu_iter_run(&it, loop_i32, &c); break;
     default: break;
@@ -187,6 +210,33 @@ static inline float f32_unop(as_unop op, float x)
     case AS_COS: return cosf(x);
     default: return 0;
     }
+}
+
+static inline double f64_unop(as_unop op, double x)
+{
+    switch (op) {
+    case AS_NEG: return -x;
+    case AS_ABS: return fabs(x);
+    case AS_EXP: return exp(x);
+    case AS_LOG: return log(x);
+    case AS_SQRT: return sqrt(x);
+    case AS_RSQRT: return 1.0 / sqrt(x);
+    case AS_TANH: return tanh(x);
+    case AS_SIGMOID: return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+    case AS_RELU: return x > 0 ? x : (x != x ? x : 0.0);
+    case AS_GELU: return 0.5 * x * (1.0 + erf(x * 0.70710678118654752));
+    case AS_GELU_TANH: return 0.5 * x * (1.0 + tanh(0.79788456080286536 * (x + 0.044715 * x * x * x)));
+    case AS_SILU: return x >= 0 ? x / (1.0 + exp(-x)) : x * exp(x) / (1.0 + exp(x));
+    case AS_SIN: return sin(x);
+    case AS_COS: return cos(x);
+    default: return 0;
+    }
+}
+
+static void loop_unary_f64(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    as_unop op = ((unop_ctx *)ctx)->op;
+    for (int64_t i = 0; i < n; i++) AT(double, p[0], s[0], i) = f64_unop(op, AT(double, p[1], s[1], i));
 }
 
 static void loop_unary_f32(void *ctx, char **p, const int64_t *s, int64_t n)
@@ -231,9 +281,9 @@ void as_cpu_unary(as_unop op, const as_kview *out, const as_kview *a)
     if (op == AS_LOGICAL_NOT) {
         as_dtype dt = a->dtype;
         as_cpu_iter_run(&it, loop_not, &dt);
-    } else if (a->dtype == AS_F32) {
+    } else if (a->dtype == AS_F32 || a->dtype == AS_F64) {
         unop_ctx c = {op, 0, 0};
-        as_cpu_iter_run(&it, loop_unary_f32, &c);
+        as_cpu_iter_run(&it, a->dtype == AS_F64 ? loop_unary_f64 : loop_unary_f32, &c);
     } else {
         unop_ctx c = {op, (double)as_dtype_size(a->dtype), 0};
         as_cpu_iter_run(&it, loop_unary_int, &c);
@@ -253,13 +303,25 @@ static void loop_clamp(void *ctx, char **p, const int64_t *s, int64_t n)
     }
 }
 
+static void loop_clamp_f64(void *ctx, char **p, const int64_t *s, int64_t n)
+{
+    const unop_ctx *c = ctx;
+    int has_lo = !isnan(c->lo), has_hi = !isnan(c->hi);
+    for (int64_t i = 0; i < n; i++) {
+        double x = AT(double, p[1], s[1], i);
+        if (has_lo && x < c->lo) x = c->lo;
+        if (has_hi && x > c->hi) x = c->hi;
+        AT(double, p[0], s[0], i) = x;
+    }
+}
+
 void as_cpu_clamp(const as_kview *out, const as_kview *a, double lo, double hi)
 {
     as_iter it;
     const as_kview *ops[2] = {out, a};
     as_iter_init(&it, 2, ops, out->ndim, out->shape);
     unop_ctx c = {AS_NUNOPS, lo, hi};
-    as_cpu_iter_run(&it, loop_clamp, &c);
+    as_cpu_iter_run(&it, a->dtype == AS_F64 ? loop_clamp_f64 : loop_clamp, &c);
 }
 
 /* ---- where ---- */

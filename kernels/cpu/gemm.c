@@ -1,5 +1,5 @@
-/* Row-major sgemm on OpenBLAS, split across OpenMP threads by slabs of C
- * (OpenBLAS itself runs single-threaded: runtime/base/threads.c says why). */
+/* Row-major sgemm / dgemm on OpenBLAS, split across OpenMP threads by slabs
+ * of C (OpenBLAS itself runs single-threaded: runtime/base/threads.c says why). */
 #include <cblas.h>
 
 #ifdef _OPENMP
@@ -11,10 +11,27 @@
 /* below this many multiply-adds one thread does the whole product */
 #define SPLIT_MIN_FLOPS (64.0 * 64.0 * 64.0)
 
-void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+/* The one place BLAS is called: float32 (f64 = 0) or float64 operands, C = A B
+ * (alpha 1, beta 0 for float64; float32 keeps its alpha and beta). */
+static void blas_call(int f64, enum CBLAS_TRANSPOSE TA, enum CBLAS_TRANSPOSE TB, int64_t M, int64_t N, int64_t K,
+                      float alpha, const void *A, int64_t lda, const void *B, int64_t ldb, float beta, void *C,
+                      int64_t ldc)
+{
+    if (f64)
+        cblas_dgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, (double)alpha, A, (int)lda, B, (int)ldb,
+                    (double)beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C,
+                    (int)ldc);
+}
+
+static void gemm_split(int f64, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
+                       int64_t lda, const void *B, int64_t ldb, float beta, void *C, int64_t ldc)
 {
     enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    const int64_t es = f64 ? 8 : 4;
+    const char *a0 = A, *b0 = B;
+    char *c0 = C;
     int nt = 1;
 #ifdef _OPENMP
     if (!omp_in_parallel() && (double)M * (double)N * (double)K >= SPLIT_MIN_FLOPS) nt = omp_get_max_threads();
@@ -24,9 +41,7 @@ void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, 
     int64_t len = by_rows ? M : N;
     if (nt > 1 && len < 32) nt = 1;
     if (nt <= 1) {
-        if (M > 0 && N > 0)
-            cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C,
-                        (int)ldc);
+        if (M > 0 && N > 0) blas_call(f64, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int64_t slab = ((len + nt - 1) / nt + 15) / 16 * 16;
@@ -34,13 +49,23 @@ void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, 
     for (int64_t s0 = 0; s0 < len; s0 += slab) {
         int64_t n = len - s0 < slab ? len - s0 : slab;
         if (by_rows) {
-            const float *a = ta ? A + s0 : A + s0 * lda;
-            cblas_sgemm(CblasRowMajor, TA, TB, (int)n, (int)N, (int)K, alpha, a, (int)lda, B, (int)ldb, beta,
-                        C + s0 * ldc, (int)ldc);
+            const char *a = a0 + (ta ? s0 : s0 * lda) * es;
+            blas_call(f64, TA, TB, n, N, K, alpha, a, lda, B, ldb, beta, c0 + s0 * ldc * es, ldc);
         } else {
-            const float *b = tb ? B + s0 * ldb : B + s0;
-            cblas_sgemm(CblasRowMajor, TA, TB, (int)M, (int)n, (int)K, alpha, A, (int)lda, b, (int)ldb, beta,
-                        C + s0, (int)ldc);
+            const char *b = b0 + (tb ? s0 * ldb : s0) * es;
+            blas_call(f64, TA, TB, M, n, K, alpha, A, lda, b, ldb, beta, c0 + s0 * es, ldc);
         }
     }
+}
+
+void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    gemm_split(0, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void as_cpu_dgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const double *A, int64_t lda, const double *B,
+                  int64_t ldb, double *C, int64_t ldc)
+{
+    gemm_split(1, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }

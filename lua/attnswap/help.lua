@@ -35,6 +35,8 @@ local DOCS = {
   zeros = "as.zeros(d1, d2, ... | {dims} [, dtype])",
   ones = "as.ones(d1, d2, ... | {dims} [, dtype])",
   arange = "as.arange(n) | as.arange(a, b [, step]) -> [a, b)",
+  gradcheck = "as.gradcheck(fn, inputs [, {eps, atol, rtol, raise}]) -> true; a mismatch names input, output,\n" ..
+    "  element and both values (float64 inputs: x:double())",
   manual_seed = "as.manual_seed(n): seed the generator (same numbers on every machine)",
   set_num_threads = "as.set_num_threads(n): CPU threads for the kernels",
   swap_attention = "as.swap_attention(model, target, name [, opts [, swap_opts]]) -> model, report\n" ..

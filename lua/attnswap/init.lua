@@ -88,4 +88,6 @@ for _, name in ipairs(as.attention.modules) do
   end
 end
 
+do local gc = require("attnswap.gradcheck").gradcheck; as.gradcheck = gc; as.autograd = as.autograd or {}; as.autograd.gradcheck = gc end -- after as.autograd (autograd.lua), merged into it
+
 return as

@@ -110,6 +110,11 @@ int as_attention_check_cpu_kernel(const char *fn, const as_tensor *q, const as_t
                          as_device_name(as_tensor_device(in[i])));
             return -1;
         }
+        if (in[i] && in[i]->dtype == AS_F64) { /* the fused kernels read float32/16 and bfloat16 */
+            as_error_set("%s: %s is float64, which this fused kernel does not take (float32, float16 or "
+                         "bfloat16; scaled_dot_product_attention's math path computes in float64)", fn, names[i]);
+            return -1;
+        }
     }
     if (k->shape[2] > INT32_MAX - 1 || q->shape[3] > INT32_MAX || v->shape[3] > INT32_MAX) {
         as_error_set("%s: sizes past 2^31 are more than this kernel indexes", fn);

@@ -108,8 +108,9 @@ done:
 /* The fused kernel takes every input the contract allows (any float dtype,
  * strides, masks, dropout, CPU or CUDA) up to its index range; only past
  * that does the default core materialise the scores. */
-static bool fused_can_take(const as_tensor *q, const as_tensor *k, const as_tensor *v)
+static bool fused_can_take(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask)
 {
+    if (q->dtype == AS_F64 || (mask && mask->dtype == AS_F64)) return false; /* float64: the math path */
     return k->shape[2] <= INT32_MAX - 1 && q->shape[3] <= INT32_MAX && v->shape[3] <= INT32_MAX;
 }
 
@@ -122,7 +123,7 @@ as_tensor *as_sdpa(const as_tensor *q, const as_tensor *k, const as_tensor *v, c
      * a call that needs gradients takes the materialising path, whose ops
      * all record theirs */
     const as_tensor *in[4] = {q, k, v, mask};
-    if (backend == AS_SDP_AUTO && fused_can_take(q, k, v) && !as_autograd_needed(4, in))
+    if (backend == AS_SDP_AUTO && fused_can_take(q, k, v, mask) && !as_autograd_needed(4, in))
         return as_flash_attention(q, k, v, mask, &o, training);
     as_attention_note_backend("math");
     return as_sdp_attention(q, k, v, mask, &o, training);

@@ -28,6 +28,19 @@ typedef struct {
     int64_t nbatch;
 } as_gemm_args;
 
+/* float64 row kernels: the CPU's (kernels/cpu/rows_f64.c); a device without
+ * float64 has none (as_backend.f64 NULL) and the dispatcher refuses. */
+typedef struct {
+    int (*reduce_rows)(as_redop op, const double *x, int64_t rows, int64_t n, int correction, double *out,
+                       int64_t *idx);
+    int (*softmax_rows)(const double *x, double *y, int64_t rows, int64_t n, int log);
+    int (*layer_norm_rows)(const double *x, double *y, int64_t rows, int64_t n, const double *w, const double *b,
+                           double eps);
+    int (*rms_norm_rows)(const double *x, double *y, int64_t rows, int64_t n, const double *w, double eps);
+    int (*scatter_add_rows)(double *dst, const double *src, const int64_t *idx, int64_t outer, int64_t n,
+                            int64_t size, int64_t row);
+} as_backend_f64;
+
 typedef struct as_backend {
     const char *name;
     /* Makes device index current (creating its stream and handles on first
@@ -60,7 +73,9 @@ typedef struct as_backend {
     int (*scatter_add_rows)(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
                             int64_t size, int64_t row);
 
-    /* matmul's products, float32 (the CPU) or the tensors' dtype; 0 or -1 with the error set. */
+    const as_backend_f64 *f64; /* NULL: no float64 on this device */
+
+    /* matmul's products, float32 or float64 (the CPU) or the tensors' dtype; 0 or -1 with the error set. */
     int (*gemm)(as_gemm_args *g);
     /* Exact attention (kernels/common/as_attention.h), pointers on this
      * device; 0 or -1 with "fn: ..." set.  flash_path: the kernel it takes

@@ -6,6 +6,7 @@
 static const char *const dtype_names[AS_NDTYPES] = {
     [AS_F32] = "float32", [AS_F16] = "float16", [AS_BF16] = "bfloat16",
     [AS_I64] = "int64",   [AS_I32] = "int32",   [AS_BOOL] = "bool",
+    [AS_F64] = "float64",
 };
 
 const char *as_dtype_name(as_dtype dt) { return dtype_names[dt]; }
@@ -18,6 +19,7 @@ int as_dtype_from_name(const char *name)
     } aliases[] = {
         {"float", AS_F32}, {"half", AS_F16},  {"long", AS_I64},  {"int", AS_I32},
         {"uint8", AS_BOOL}, {"f32", AS_F32},  {"f16", AS_F16},   {"bf16", AS_BF16},
+        {"double", AS_F64}, {"f64", AS_F64},
     };
     for (int i = 0; i < AS_NDTYPES; i++)
         if (strcmp(name, dtype_names[i]) == 0) return i;
@@ -26,7 +28,7 @@ int as_dtype_from_name(const char *name)
     return -1;
 }
 
-bool as_dtype_is_float(as_dtype dt) { return dt == AS_F32 || dt == AS_F16 || dt == AS_BF16; }
+bool as_dtype_is_float(as_dtype dt) { return dt == AS_F32 || dt == AS_F16 || dt == AS_BF16 || dt == AS_F64; }
 
 static int dtype_rank(as_dtype dt)
 {
@@ -36,6 +38,7 @@ static int dtype_rank(as_dtype dt)
     case AS_I64: return 2;
     case AS_F16:
     case AS_BF16: return 3;
+    case AS_F64: return 5;
     default: return 4;
     }
 }

@@ -86,6 +86,7 @@ static inline double uniform_bits(uint32_t x, as_dtype dt)
     switch (dt) {
     case AS_F16: return (x >> 21) * 0x1p-11;
     case AS_BF16: return (x >> 24) * 0x1p-8;
+    case AS_F64: return x * 0x1p-32; /* all 32 bits of the word */
     default: return (x >> 8) * 0x1p-24;
     }
 }
@@ -94,6 +95,7 @@ static inline void store(void *dst, as_dtype dt, int64_t i, double v)
 {
     switch (dt) {
     case AS_F32: ((float *)dst)[i] = (float)v; break;
+    case AS_F64: ((double *)dst)[i] = v; break;
     case AS_F16: ((uint16_t *)dst)[i] = as_f32_to_f16((float)v); break;
     case AS_BF16: ((uint16_t *)dst)[i] = as_f32_to_bf16((float)v); break;
     default: break;

@@ -74,9 +74,17 @@ as_tensor *as_from_storage(as_storage *s, int64_t offset, int ndim, const int64_
     return t;
 }
 
+/* float64 has kernels on the CPU only; 0 or "fn: ..." set. */
+static int check_f64_device(const char *fn, as_dtype dt, as_device dev)
+{
+    if (dt != AS_F64 || dev.type == AS_DEV_CPU) return 0;
+    as_error_set("%s: float64 is CPU-only, got device %s (convert to float32 first)", fn, as_device_name(dev));
+    return -1;
+}
+
 as_tensor *as_empty(int ndim, const int64_t *shape, as_dtype dt, as_device dev)
 {
-    if (check_shape("empty", ndim, shape)) return NULL;
+    if (check_shape("empty", ndim, shape) || check_f64_device("empty", dt, dev)) return NULL;
     int64_t n = as_contiguous_strides(ndim, shape, NULL);
     size_t es = as_dtype_size(dt);
     if (n < 0 || (uint64_t)n > SIZE_MAX / es) {
@@ -596,6 +604,7 @@ int as_fill_(as_tensor *dst, double value)
 static as_tensor *converted(const as_tensor *t, as_dtype dt, as_device dev)
 {
     if (t->dtype == dt && as_device_equal(t->storage->device, dev)) return as_retain((as_tensor *)t);
+    if (check_f64_device("to", dt, dev)) return NULL;
     as_tensor *c = as_empty(t->ndim, t->shape, dt, dev);
     if (c && as_copy_(c, t)) {
         as_release(c);

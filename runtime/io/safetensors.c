@@ -26,17 +26,17 @@
 #define ST_MAX_HEADER 100000000ull /* 100 MB, as the reference implementation */
 #define ST_MAX_JSON_INT 9007199254740992.0 /* 2^53: larger JSON numbers lose digits */
 
-/* dtypes of the format; the first six are ours as they are. */
+/* dtypes of the format; the first seven are ours as they are. */
 static const struct {
     const char *name;
     int size;
     as_dtype to;
 } st_dtypes[] = {
     {"F32", 4, AS_F32}, {"F16", 2, AS_F16}, {"BF16", 2, AS_BF16}, {"I64", 8, AS_I64},
-    {"I32", 4, AS_I32}, {"BOOL", 1, AS_BOOL}, {"F64", 8, AS_F32},  {"I8", 1, AS_I32},
+    {"I32", 4, AS_I32}, {"BOOL", 1, AS_BOOL}, {"F64", 8, AS_F64},  {"I8", 1, AS_I32},
     {"I16", 2, AS_I32}, {"U8", 1, AS_I32},    {"U16", 2, AS_I32},  {"U32", 4, AS_I64},
 };
-#define ST_NATIVE 6
+#define ST_NATIVE 7
 #define ST_NDTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
 
 static const char *st_name_of(as_dtype dt)
@@ -166,7 +166,7 @@ static int parse_entry(const char *path, const cJSON *item, int64_t data_len, st
         char db[128];
         st_fail(path,
                 "tensor '%s' has dtype '%s', which is not supported (supported: F32 F16 BF16 "
-                "I64 I32 BOOL, and F64 I8 I16 U8 U16 U32 converted)",
+                "I64 I32 BOOL F64, and I8 I16 U8 U16 U32 converted)",
                 nm, shown(dt->valuestring, db, sizeof db));
         return -1;
     }
@@ -291,12 +291,6 @@ static as_tensor *make_tensor(as_storage *map, const st_entry *e, const char *p,
     const char *nm = st_dtypes[e->st].name;
     if (e->st < ST_NATIVE) {
         memcpy(dst, p, (size_t)n * es);
-    } else if (strcmp(nm, "F64") == 0) {
-        for (int64_t i = 0; i < n; i++) {
-            double v;
-            memcpy(&v, p + 8 * i, 8);
-            ((float *)dst)[i] = (float)v;
-        }
     } else if (strcmp(nm, "U32") == 0) {
         for (int64_t i = 0; i < n; i++) {
             uint32_t v;

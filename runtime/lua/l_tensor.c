@@ -130,8 +130,8 @@ as_dtype l_optdtype(lua_State *L, int idx, as_dtype def, const char *fn)
     if (lua_type(L, idx) != LUA_TSTRING) return (as_dtype)l_argerror(L, idx, fn, "dtype name");
     int dt = as_dtype_from_name(name);
     if (dt < 0)
-        return (as_dtype)luaL_error(L, "%s: unknown dtype '%s' (expected float32, float16, bfloat16, "
-                                       "int64, int32 or bool)", fn, name);
+        return (as_dtype)luaL_error(L, "%s: unknown dtype '%s' (expected float32, float64, float16, "
+                                       "bfloat16, int64, int32 or bool)", fn, name);
     return (as_dtype)dt;
 }
 
@@ -736,6 +736,7 @@ static int to_dtype_method(lua_State *L, as_dtype dt)
 }
 static int l_float(lua_State *L) { return to_dtype_method(L, AS_F32); }
 static int l_half(lua_State *L) { return to_dtype_method(L, AS_F16); }
+static int l_double(lua_State *L) { return to_dtype_method(L, AS_F64); }
 static int l_bfloat16(lua_State *L) { return to_dtype_method(L, AS_BF16); }
 static int l_long(lua_State *L) { return to_dtype_method(L, AS_I64); }
 static int l_int(lua_State *L) { return to_dtype_method(L, AS_I32); }
@@ -875,7 +876,7 @@ static const luaL_Reg tensor_methods[] = {
     {"t", l_transpose}, {"narrow", l_narrow}, {"select", l_select}, {"expand", l_expand},
     {"expand_as", l_expand}, {"squeeze", l_squeeze}, {"unsqueeze", l_unsqueeze}, {"flatten", l_flatten},
     {"contiguous", l_contiguous}, {"clone", l_clone}, {"copy_", l_copy_}, {"fill_", l_fill_},
-    {"zero_", l_zero_}, {"to", l_to}, {"float", l_float}, {"half", l_half}, {"bfloat16", l_bfloat16},
+    {"zero_", l_zero_}, {"to", l_to}, {"float", l_float}, {"double", l_double}, {"half", l_half}, {"bfloat16", l_bfloat16},
     {"long", l_long}, {"int", l_int}, {"bool", l_bool}, {"cpu", l_cpu}, {"cuda", l_cuda},
     {"split", l_split}, {"chunk", l_chunk},
     {NULL, NULL},

@@ -78,10 +78,66 @@ static int cpu_scatter_add_rows(float *dst, const float *src, const int64_t *idx
     return as_cpu_scatter_add_rows(dst, src, idx, outer, n, size, row), 0;
 }
 
+static int cpu_reduce_rows_f64(as_redop op, const double *x, int64_t rows, int64_t n, int correction,
+                               double *out, int64_t *idx)
+{
+    return as_cpu_reduce_rows_f64(op, x, rows, n, correction, out, idx), 0;
+}
+static int cpu_softmax_rows_f64(const double *x, double *y, int64_t rows, int64_t n, int log)
+{
+    return as_cpu_softmax_rows_f64(x, y, rows, n, log), 0;
+}
+static int cpu_layer_norm_rows_f64(const double *x, double *y, int64_t rows, int64_t n, const double *w,
+                                   const double *b, double eps)
+{
+    return as_cpu_layer_norm_rows_f64(x, y, rows, n, w, b, eps), 0;
+}
+static int cpu_rms_norm_rows_f64(const double *x, double *y, int64_t rows, int64_t n, const double *w, double eps)
+{
+    return as_cpu_rms_norm_rows_f64(x, y, rows, n, w, eps), 0;
+}
+static int cpu_scatter_add_rows_f64(double *dst, const double *src, const int64_t *idx, int64_t outer, int64_t n,
+                                    int64_t size, int64_t row)
+{
+    return as_cpu_scatter_add_rows_f64(dst, src, idx, outer, n, size, row), 0;
+}
+
+static const as_backend_f64 cpu_f64 = {
+    .reduce_rows = cpu_reduce_rows_f64,
+    .softmax_rows = cpu_softmax_rows_f64,
+    .layer_norm_rows = cpu_layer_norm_rows_f64,
+    .rms_norm_rows = cpu_rms_norm_rows_f64,
+    .scatter_add_rows = cpu_scatter_add_rows_f64,
+};
+
+/* float64 products (cblas_dgemm), batched as cpu_gemm below does float32's. */
+static int cpu_dgemm(as_gemm_args *g)
+{
+    const as_tensor *a = g->a, *b = g->b;
+    const double *pa = as_data(a), *pb = as_data(b);
+    double *po = as_data(g->out);
+    int64_t M = g->M, N = g->N, K = g->K;
+    if (g->fold || g->nbatch == 1) {
+        as_cpu_dgemm(g->ta, g->tb, M * g->nbatch, N, K, pa, g->lda, pb, g->ldb, po, N);
+        return 0;
+    }
+    for (int64_t i = 0; i < g->nbatch; i++) {
+        int64_t oa = 0, ob = 0, rem = i;
+        for (int d = g->nb - 1; d >= 0; d--) {
+            int64_t idx = rem % g->batch[d];
+            rem /= g->batch[d];
+            oa += idx * a->stride[d], ob += idx * b->stride[d];
+        }
+        as_cpu_dgemm(g->ta, g->tb, M, N, K, pa + oa, g->lda, pb + ob, g->ldb, po + i * M * N, N);
+    }
+    return 0;
+}
+
 /* float32 products on OpenBLAS: one folded product, one product, or one
  * product per batch entry (a thread each, the big ones not split again). */
 static int cpu_gemm(as_gemm_args *g)
 {
+    if (g->out->dtype == AS_F64) return cpu_dgemm(g);
     const as_tensor *a = g->a, *b = g->b;
     const float *pa = as_data(a), *pb = as_data(b);
     float *po = as_data(g->out);
@@ -148,6 +204,7 @@ const as_backend as_cpu_backend = {
     .gather_rows = cpu_gather_rows,
     .triangle = cpu_triangle,
     .scatter_add_rows = cpu_scatter_add_rows,
+    .f64 = &cpu_f64,
     .gemm = cpu_gemm,
     .flash = cpu_flash,
     .flash_path = cpu_flash_path,

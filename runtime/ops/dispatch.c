@@ -135,3 +135,47 @@ int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int
     BACKEND(b, "index_select", dev);
     return b->check("index_select", b->scatter_add_rows(dst, src, idx, outer, n, size, row));
 }
+
+/* f = the float64 kernels of dev's backend, or return -1: float64 is CPU-only */
+#define BACKEND_F64(f, fn, dev)                                                                              \
+    BACKEND(b_, fn, dev);                                                                                    \
+    const as_backend_f64 *f = b_->f64;                                                                       \
+    if (!f) {                                                                                                \
+        as_error_set("%s: float64 is CPU-only (no float64 kernels on %s)", fn, as_device_name(dev));          \
+        return -1;                                                                                           \
+    }
+
+int as_k_reduce_rows_f64(as_device dev, as_redop op, const double *x, int64_t rows, int64_t n, int correction,
+                         double *out, int64_t *idx)
+{
+    BACKEND_F64(f, "reduce", dev);
+    return b_->check("reduce", f->reduce_rows(op, x, rows, n, correction, out, idx));
+}
+
+int as_k_softmax_rows_f64(as_device dev, const double *x, double *y, int64_t rows, int64_t n, int log)
+{
+    const char *fn = log ? "log_softmax" : "softmax";
+    BACKEND_F64(f, fn, dev);
+    return b_->check(fn, f->softmax_rows(x, y, rows, n, log));
+}
+
+int as_k_layer_norm_rows_f64(as_device dev, const double *x, double *y, int64_t rows, int64_t n, const double *w,
+                             const double *bias, double eps)
+{
+    BACKEND_F64(f, "layer_norm", dev);
+    return b_->check("layer_norm", f->layer_norm_rows(x, y, rows, n, w, bias, eps));
+}
+
+int as_k_rms_norm_rows_f64(as_device dev, const double *x, double *y, int64_t rows, int64_t n, const double *w,
+                           double eps)
+{
+    BACKEND_F64(f, "rms_norm", dev);
+    return b_->check("rms_norm", f->rms_norm_rows(x, y, rows, n, w, eps));
+}
+
+int as_k_scatter_add_rows_f64(as_device dev, double *dst, const double *src, const int64_t *idx, int64_t outer,
+                              int64_t n, int64_t size, int64_t row)
+{
+    BACKEND_F64(f, "index_select", dev);
+    return b_->check("index_select", f->scatter_add_rows(dst, src, idx, outer, n, size, row));
+}

@@ -32,6 +32,17 @@ int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, 
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                        double eps);
 
+/* The float64 row kernels (the CPU's only: "fn: float64 is CPU-only ..." elsewhere). */
+int as_k_reduce_rows_f64(as_device dev, as_redop op, const double *x, int64_t rows, int64_t n, int correction,
+                         double *out, int64_t *idx);
+int as_k_softmax_rows_f64(as_device dev, const double *x, double *y, int64_t rows, int64_t n, int log);
+int as_k_layer_norm_rows_f64(as_device dev, const double *x, double *y, int64_t rows, int64_t n, const double *w,
+                             const double *b, double eps);
+int as_k_rms_norm_rows_f64(as_device dev, const double *x, double *y, int64_t rows, int64_t n, const double *w,
+                           double eps);
+int as_k_scatter_add_rows_f64(as_device dev, double *dst, const double *src, const int64_t *idx, int64_t outer,
+                              int64_t n, int64_t size, int64_t row);
+
 /* dst[o, idx[i], :] += src[o, i, :]: float32 rows, buffers on dev. */
 int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
                           int64_t size, int64_t row);

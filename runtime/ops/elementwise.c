@@ -54,9 +54,11 @@ int as_ops_check_float(const char *fn, const as_tensor *t)
     return -1;
 }
 
-as_tensor *as_ops_f32_contiguous(const as_tensor *t)
+as_tensor *as_ops_f32_contiguous(const as_tensor *t) { return as_ops_contiguous_as(t, AS_F32); }
+
+as_tensor *as_ops_contiguous_as(const as_tensor *t, as_dtype dt)
 {
-    as_tensor *f = as_to_dtype(t, AS_F32);
+    as_tensor *f = as_to_dtype(t, dt);
     if (!f) return NULL;
     as_tensor *c = as_contiguous(f);
     as_release(f);
@@ -71,10 +73,11 @@ void as_ops_release4(as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d)
 /* The dtype kernels take: int64/int32 for integers, int64 for bools; for
  * floats, float32 on the CPU (f16/bf16 are storage types there), while the
  * CUDA kernels read and write float16/bfloat16 themselves, computing in
- * float32 and rounding once, so both give the same numbers. */
+ * float32 and rounding once, so both give the same numbers.  float64 stays
+ * float64 (CPU only). */
 static as_dtype compute_dtype(as_dtype dt, as_device dev)
 {
-    if (as_dtype_is_float(dt)) return dev.type == AS_DEV_CUDA ? dt : AS_F32;
+    if (as_dtype_is_float(dt)) return dev.type == AS_DEV_CUDA ? dt : as_ops_work_float(dt);
     return dt == AS_BOOL ? AS_I64 : dt;
 }
 

@@ -222,8 +222,9 @@ static int index_select_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     const int64_t *shape;
     as_node_input_shape(n, 0, &ndim, &shape);
     as_device dev = as_tensor_device(g);
-    as_tensor *out = as_zeros(ndim, shape, AS_F32, dev);
-    as_tensor *cg = out ? as_ops_f32_contiguous(g) : NULL;
+    as_dtype wdt = as_ops_work_float(g->dtype);
+    as_tensor *out = as_zeros(ndim, shape, wdt, dev);
+    as_tensor *cg = out ? as_ops_contiguous_as(g, wdt) : NULL;
     as_tensor *i64 = cg ? as_to_dtype(index, AS_I64) : NULL;
     as_tensor *di = i64 ? as_to_device(i64, dev) : NULL;
     as_tensor *ci = di ? as_contiguous(di) : NULL;
@@ -232,8 +233,10 @@ static int index_select_backward(as_node *n, const as_tensor *g, as_tensor **gi)
         int64_t outer = 1, inner = 1;
         for (int d = 0; d < dim; d++) outer *= shape[d];
         for (int d = dim + 1; d < ndim; d++) inner *= shape[d];
-        rc = as_k_scatter_add_rows(dev, as_data(out), as_data(cg), as_data(ci), outer, as_numel(index), shape[dim],
-                                   inner);
+        rc = wdt == AS_F64 ? as_k_scatter_add_rows_f64(dev, as_data(out), as_data(cg), as_data(ci), outer,
+                                                        as_numel(index), shape[dim], inner)
+                           : as_k_scatter_add_rows(dev, as_data(out), as_data(cg), as_data(ci), outer, as_numel(index),
+                                                   shape[dim], inner);
     }
     as_ops_release4(cg, i64, di, ci);
     if (rc) {

@@ -25,7 +25,7 @@ static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool 
     return -1;
 }
 
-/* a (..., M, K) @ b (..., K, N), of one dtype (float32 on the CPU), at least 2-d. */
+/* a (..., M, K) @ b (..., K, N), of one dtype (float32 or float64 on the CPU), at least 2-d. */
 static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
 {
     char s1[128], s2[128];
@@ -116,7 +116,7 @@ static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
     }
     as_dtype result = as_dtype_promote(a->dtype, b->dtype);
     /* cuBLAS multiplies float16 and bfloat16 as they are (float32 accumulation) */
-    as_dtype cdt = as_tensor_device(a).type == AS_DEV_CUDA ? result : AS_F32;
+    as_dtype cdt = as_tensor_device(a).type == AS_DEV_CUDA ? result : as_ops_work_float(result);
     as_tensor *fa = as_to_dtype(a, cdt), *fb = fa ? as_to_dtype(b, cdt) : NULL;
     as_tensor *ua = fb ? (a->ndim == 1 ? as_unsqueeze(fa, 0) : as_retain(fa)) : NULL;
     as_tensor *ub = ua ? (b->ndim == 1 ? as_unsqueeze(fb, 1) : as_retain(fb)) : NULL;

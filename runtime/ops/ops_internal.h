@@ -14,6 +14,11 @@ int as_ops_check_cpu(const char *fn, int n, const as_tensor *const *ts);
 int as_ops_check_float(const char *fn, const as_tensor *t);
 /* t as a contiguous float32 tensor (a new reference; t itself when it already is). */
 as_tensor *as_ops_f32_contiguous(const as_tensor *t);
+/* The same in dt. */
+as_tensor *as_ops_contiguous_as(const as_tensor *t, as_dtype dt);
+/* The float dtype the CPU's float kernels compute a dt in: float64 stays
+ * float64 (no float32 round trip), every other float dtype float32. */
+static inline as_dtype as_ops_work_float(as_dtype dt) { return dt == AS_F64 ? AS_F64 : AS_F32; }
 /* Releases up to 4 tensors (NULL allowed). */
 void as_ops_release4(as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d);
 

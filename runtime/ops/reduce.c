@@ -79,13 +79,17 @@ static as_tensor *reduce_forward(as_redop op, const as_tensor *a, int dim, bool 
                     : integer ? ((op == AS_MAX || op == AS_MIN) ? a->dtype : AS_I64)
                     : as_dtype_is_float(a->dtype) ? a->dtype : AS_F32;
     int64_t rows, n;
-    as_tensor *r = rows_of(src, dim, integer ? AS_I64 : AS_F32, &rows, &n);
+    as_dtype wdt = as_ops_work_float(a->dtype);
+    as_tensor *r = rows_of(src, dim, integer ? AS_I64 : wdt, &rows, &n);
     as_release(src);
     if (!r) return NULL;
     as_device dev = as_tensor_device(a);
-    as_tensor *out = as_empty(nd, shape, integer || op == AS_ARGMAX || op == AS_ARGMIN ? AS_I64 : AS_F32, dev);
+    int arg = op == AS_ARGMAX || op == AS_ARGMIN;
+    as_tensor *out = as_empty(nd, shape, integer || arg ? AS_I64 : wdt, dev);
     int rc = !out ? -1
            : integer ? as_k_reduce_rows_i64(dev, op, as_data(r), rows, n, as_data(out))
+           : wdt == AS_F64 ? as_k_reduce_rows_f64(dev, op, as_data(r), rows, n, correction, arg ? NULL : as_data(out),
+                                                  arg ? as_data(out) : NULL)
            : op == AS_ARGMAX || op == AS_ARGMIN ? as_k_reduce_rows(dev, op, as_data(r), rows, n, correction, NULL, as_data(out))
            : as_k_reduce_rows(dev, op, as_data(r), rows, n, correction, as_data(out), NULL);
     as_release(r);
@@ -102,7 +106,7 @@ static as_tensor *reduce_forward(as_redop op, const as_tensor *a, int dim, bool 
 }
 
 /* Applies a row kernel along dim: move it last, run, move it back. */
-typedef int (*row_fn)(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const void *ctx);
+typedef int (*row_fn)(as_device dev, as_dtype dt, void *x, void *y, int64_t rows, int64_t n, const void *ctx);
 
 static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn f, const void *ctx)
 {
@@ -113,9 +117,9 @@ static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn 
     as_tensor *src = a->ndim ? as_retain((as_tensor *)a) : as_reshape(a, 1, (int64_t[]){1});
     if (!src) return NULL;
     int64_t rows, n;
-    as_tensor *r = rows_of(src, dim, AS_F32, &rows, &n);
+    as_tensor *r = rows_of(src, dim, as_ops_work_float(a->dtype), &rows, &n);
     as_tensor *y = r ? as_empty_like(r) : NULL;
-    if (y && n > 0 && f(as_tensor_device(y), as_data(r), as_data(y), rows, n, ctx)) {
+    if (y && n > 0 && f(as_tensor_device(y), y->dtype, as_data(r), as_data(y), rows, n, ctx)) {
         as_release(y);
         y = NULL;
     }
@@ -136,7 +140,7 @@ static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn 
         as_release(out);
         out = s;
     }
-    if (out && a->dtype != AS_F32) {
+    if (out && a->dtype != out->dtype) {
         as_tensor *c = as_to_dtype(out, a->dtype);
         as_release(out);
         out = c;
@@ -145,8 +149,9 @@ static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn 
     return out;
 }
 
-static int softmax_fn(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const void *ctx)
+static int softmax_fn(as_device dev, as_dtype dt, void *x, void *y, int64_t rows, int64_t n, const void *ctx)
 {
+    if (dt == AS_F64) return as_k_softmax_rows_f64(dev, x, y, rows, n, *(const int *)ctx);
     return as_k_softmax_rows(dev, x, y, rows, n, *(const int *)ctx);
 }
 
@@ -190,14 +195,19 @@ static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, c
         as_error_set("%s: eps must be non-negative, got %g", fn, eps);
         return NULL;
     }
-    as_tensor *cx = as_ops_f32_contiguous(x);
-    as_tensor *cw = cx && w ? as_ops_f32_contiguous(w) : NULL;
-    as_tensor *cb = cx && b ? as_ops_f32_contiguous(b) : NULL;
+    as_dtype wdt = as_ops_work_float(x->dtype);
+    as_tensor *cx = as_ops_contiguous_as(x, wdt);
+    as_tensor *cw = cx && w ? as_ops_contiguous_as(w, wdt) : NULL;
+    as_tensor *cb = cx && b ? as_ops_contiguous_as(b, wdt) : NULL;
     as_tensor *y = cx && (!w || cw) && (!b || cb) ? as_empty_like(cx) : NULL;
     if (y && n > 0) {
         int64_t rows = as_numel(cx) / n;
         as_device dev = as_tensor_device(y);
-        int rc = b || strcmp(fn, "layer_norm") == 0
+        int layer = b || strcmp(fn, "layer_norm") == 0;
+        void *pw = cw ? as_data(cw) : NULL, *pb = cb ? as_data(cb) : NULL;
+        int rc = wdt == AS_F64 ? (layer ? as_k_layer_norm_rows_f64(dev, as_data(cx), as_data(y), rows, n, pw, pb, eps)
+                                        : as_k_rms_norm_rows_f64(dev, as_data(cx), as_data(y), rows, n, pw, eps))
+               : layer
                    ? as_k_layer_norm_rows(dev, as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL,
                                           cb ? as_data(cb) : NULL, eps)
                    : as_k_rms_norm_rows(dev, as_data(cx), as_data(y), rows, n, cw ? as_data(cw) : NULL, eps);
@@ -207,7 +217,7 @@ static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, c
         }
     }
     as_ops_release4(cx, cw, cb, NULL);
-    if (y && x->dtype != AS_F32) {
+    if (y && x->dtype != y->dtype) {
         as_tensor *c = as_to_dtype(y, x->dtype);
         as_release(y);
         y = c;

@@ -20,7 +20,7 @@ local cases = {
   end, "tensor: ragged nested table" },
   { "non-number entry", function() return as.tensor { 1, "x" } end, "tensor: expected a number or boolean, got string" },
   { "mixed numbers and booleans", function() return as.tensor { 1, true } end, "tensor: mixes numbers and booleans" },
-  { "unknown dtype", function() return as.tensor({ 1 }, "float64") end, "tensor: unknown dtype 'float64'" },
+  { "unknown dtype", function() return as.tensor({ 1 }, "float65") end, "tensor: unknown dtype 'float65'" },
   { "negative size", function() return as.zeros(2, -3) end, "zeros: invalid size -3" },
   { "fractional size", function() return as.ones(2.5) end, "ones: invalid size 2.5" },
   { "too many dims", function() return as.zeros(1, 1, 1, 1, 1, 1, 1, 1, 1) end, "zeros: at most 8 dimensions" },
