@@ -40,15 +40,18 @@ struct as_node {
     int refcount;
     const char *name;
     as_backward_fn backward;
-    int ninputs;
-    as_edge in[AS_NODE_MAX_INPUTS];
     as_saved saved[AS_NODE_MAX_SAVED];
     bool released; /* saved tensors freed by a backward without retain_graph */
     double scalars[4];
     int64_t ints[2 * AS_MAX_DIMS];
+    void *host; /* a custom function's state, released by host_free */
+    void (*host_free)(void *host);
+    char *path; /* anomaly mode: the module path its forward ran in */
     /* the engine's scratch */
     int pending;
     as_tensor *grad;
+    int ninputs;
+    as_edge in[]; /* ninputs edges */
 };
 
 /* ---- grad mode ---- */
@@ -63,6 +66,24 @@ bool as_set_grad_enabled(bool on)
     grad_off = !on;
     return prev;
 }
+
+/* ---- anomaly mode: where each node's forward ran, NaN/Inf checks ---- */
+
+static _Thread_local bool anomaly;
+static _Thread_local const char *forward_path;
+
+bool as_anomaly_enabled(void) { return anomaly; }
+
+bool as_set_anomaly_enabled(bool on)
+{
+    bool prev = anomaly;
+    anomaly = on;
+    return prev;
+}
+
+void as_anomaly_set_path(const char *path) { forward_path = path; }
+
+const char *as_anomaly_path(void) { return forward_path; }
 
 /* ---- nodes ---- */
 
@@ -89,6 +110,8 @@ static void node_release(as_node *n)
         as_release(n->in[i].leaf);
     }
     as_release(n->grad);
+    if (n->host_free) n->host_free(n->host);
+    free(n->path);
     free(n);
 }
 
@@ -184,13 +207,20 @@ bool as_autograd_needed(int n, const as_tensor *const *inputs)
 as_node *as_autograd_record(const char *name, as_backward_fn backward, as_tensor *out, int n,
                             const as_tensor *const *inputs)
 {
-    as_node *node = calloc(1, sizeof *node);
+    if (n < 0 || n > AS_NODE_MAX_INPUTS) {
+        as_error_set("%s: a recorded op takes at most %d inputs, got %d", name, AS_NODE_MAX_INPUTS, n);
+        return NULL;
+    }
+    as_node *node = calloc(1, sizeof *node + sizeof(as_edge) * (size_t)n);
     struct as_autograd_meta *m = node ? meta_of(out) : NULL;
-    if (!node || !m) {
-        free(node);
+    char *path = node && anomaly && forward_path ? malloc(strlen(forward_path) + 1) : NULL;
+    if (path) strcpy(path, forward_path);
+    if (!node || !m || (anomaly && forward_path && !path)) {
+        free(node), free(path);
         as_error_set("out of memory");
         return NULL;
     }
+    node->path = path;
     node->refcount = 1;
     node->name = name;
     node->backward = backward;
@@ -241,6 +271,19 @@ as_tensor *as_node_saved(as_node *node, int i)
 }
 
 bool as_node_needs(const as_node *node, int i) { return node->in[i].node || node->in[i].leaf; }
+
+void as_node_set_host(as_node *node, void *host, void (*host_free)(void *host))
+{
+    if (node->host_free) node->host_free(node->host);
+    node->host = host;
+    node->host_free = host_free;
+}
+
+void *as_node_host(const as_node *node) { return node->host; }
+
+const char *as_node_name(const as_node *node) { return node->name; }
+
+int as_node_ninputs(const as_node *node) { return node->ninputs; }
 
 double *as_node_scalars(as_node *node) { return node->scalars; }
 int64_t *as_node_ints(as_node *node) { return node->ints; }
@@ -347,10 +390,41 @@ static as_tensor *fit(const as_edge *e, as_tensor *g)
     return s;
 }
 
+/* Anomaly mode: 0 when every gradient n made is finite, else the error
+ * naming the op and the module path its forward ran in. */
+static int check_finite(const as_node *n, as_tensor *const *grad_in)
+{
+    for (int i = 0; i < n->ninputs; i++) {
+        if (!grad_in[i] || !as_dtype_is_float(grad_in[i]->dtype)) continue;
+        as_tensor *f = as_to_dtype(grad_in[i], AS_F32);
+        as_tensor *h = f ? as_to_device(f, AS_CPU) : NULL;
+        as_tensor *c = h ? as_contiguous(h) : NULL;
+        as_release(f), as_release(h);
+        if (!c) return -1;
+        const float *p = as_data(c);
+        int64_t k = as_numel(c);
+        const char *bad = NULL;
+        for (int64_t j = 0; j < k && !bad; j++)
+            if (!isfinite(p[j])) bad = isnan(p[j]) ? "NaN" : "Inf";
+        as_release(c);
+        if (bad) {
+            if (n->path)
+                as_error_set("backward: %s produced %s in its gradient for input %d (forward in %s)", n->name, bad,
+                             i + 1, n->path);
+            else
+                as_error_set("backward: %s produced %s in its gradient for input %d (forward outside any module)",
+                             n->name, bad, i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int run_node(as_node *n, node_list *ready, bool retain)
 {
     as_tensor *grad_in[AS_NODE_MAX_INPUTS] = {NULL};
     int rc = n->backward(n, n->grad, grad_in);
+    if (!rc && anomaly) rc = check_finite(n, grad_in);
     as_release(n->grad);
     n->grad = NULL;
     for (int i = 0; i < n->ninputs; i++) {
