@@ -290,7 +290,10 @@ static int m_call(lua_State *L)
         lua_getfield(L, 1, "forward");
         if (!lua_isfunction(L, -1)) return luaL_error(L, "%s has no forward method", m->type_name);
         lua_insert(L, 1);
-        lua_call(L, n, LUA_MULTRET);
+        bool pushed = as_module_path_push(m); /* anomaly mode's module path */
+        int rc = lua_pcall(L, n, LUA_MULTRET, 0);
+        if (pushed) as_module_path_pop();
+        if (rc != LUA_OK) return lua_error(L);
         return lua_gettop(L);
     }
     as_args args = {.n = lua_gettop(L) - 1};

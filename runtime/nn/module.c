@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 
 static as_module_hooks hooks;
@@ -198,13 +199,49 @@ as_module *as_module_find(as_module *m, const char *path)
 
 /* ---- forward ---- */
 
+/* Anomaly mode's module path ("TransformerBlock.attn.core"): the running
+ * forwards as a stack, each named as its parent (the forward below it)
+ * calls it, the root by its type.  Kept only while anomaly mode is on. */
+#define PATH_DEPTH 64
+static _Thread_local char fwd_path[1024];
+static _Thread_local size_t fwd_len[PATH_DEPTH];
+static _Thread_local as_module *fwd_mod[PATH_DEPTH];
+static _Thread_local int fwd_depth;
+
+bool as_module_path_push(as_module *m)
+{
+    if (!as_anomaly_enabled() || fwd_depth >= PATH_DEPTH) return false;
+    const char *name = m->type_name;
+    if (fwd_depth > 0) {
+        as_module *parent = fwd_mod[fwd_depth - 1];
+        for (int i = 0; i < parent->children.n; i++)
+            if (parent->children.items[i].value == m) name = parent->children.items[i].name;
+    }
+    size_t len = strlen(fwd_path);
+    fwd_len[fwd_depth] = len;
+    fwd_mod[fwd_depth++] = m;
+    snprintf(fwd_path + len, sizeof fwd_path - len, len ? ".%s" : "%s", name);
+    as_anomaly_set_path(fwd_path);
+    return true;
+}
+
+void as_module_path_pop(void)
+{
+    if (fwd_depth == 0) return;
+    fwd_path[fwd_len[--fwd_depth]] = 0;
+    as_anomaly_set_path(fwd_depth ? fwd_path : NULL);
+}
+
 as_tensor *as_module_forward(as_module *m, const as_args *args)
 {
     if (!m->cls || !m->cls->forward) {
         as_error_set("forward: %s has no forward", m->type_name);
         return NULL;
     }
-    return m->cls->forward(m, args);
+    bool pushed = as_module_path_push(m);
+    as_tensor *out = m->cls->forward(m, args);
+    if (pushed) as_module_path_pop();
+    return out;
 }
 
 as_tensor *as_module_call1(as_module *m, as_tensor *x)
