@@ -47,6 +47,7 @@ struct as_node {
     void *host; /* a custom function's state, released by host_free */
     void (*host_free)(void *host);
     char *path; /* anomaly mode: the module path its forward ran in */
+    bool anomaly; /* recorded in anomaly mode (path NULL: outside any module) */
     /* the engine's scratch */
     int pending;
     as_tensor *grad;
@@ -221,6 +222,7 @@ as_node *as_autograd_record(const char *name, as_backward_fn backward, as_tensor
         return NULL;
     }
     node->path = path;
+    node->anomaly = anomaly;
     node->refcount = 1;
     node->name = name;
     node->backward = backward;
@@ -408,12 +410,11 @@ static int check_finite(const as_node *n, as_tensor *const *grad_in)
             if (!isfinite(p[j])) bad = isnan(p[j]) ? "NaN" : "Inf";
         as_release(c);
         if (bad) {
-            if (n->path)
-                as_error_set("backward: %s produced %s in its gradient for input %d (forward in %s)", n->name, bad,
-                             i + 1, n->path);
-            else
-                as_error_set("backward: %s produced %s in its gradient for input %d (forward outside any module)",
-                             n->name, bad, i + 1);
+            const char *where = n->path ? n->path
+                              : n->anomaly ? "no module"
+                                           : "? (recorded before anomaly detection was on)";
+            as_error_set("backward: %s produced %s in its gradient for input %d (forward in %s)", n->name, bad, i + 1,
+                         where);
             return -1;
         }
     }

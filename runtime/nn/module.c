@@ -208,19 +208,30 @@ static _Thread_local size_t fwd_len[PATH_DEPTH];
 static _Thread_local as_module *fwd_mod[PATH_DEPTH];
 static _Thread_local int fwd_depth;
 
+/* Whether m lies under root (at most depth levels down): then its path
+ * from root is appended to buf at len. */
+static bool find_below(const as_module *root, const as_module *m, char *buf, size_t len, size_t size, int depth)
+{
+    for (int i = 0; i < root->children.n && depth > 0; i++) {
+        const as_module *c = root->children.items[i].value;
+        int n = snprintf(buf + len, size - len, ".%s", root->children.items[i].name);
+        if (n < 0 || len + (size_t)n >= size) break;
+        if (c == m || find_below(c, m, buf, len + (size_t)n, size, depth - 1)) return true;
+    }
+    buf[len] = 0;
+    return false;
+}
+
 bool as_module_path_push(as_module *m)
 {
     if (!as_anomaly_enabled() || fwd_depth >= PATH_DEPTH) return false;
-    const char *name = m->type_name;
-    if (fwd_depth > 0) {
-        as_module *parent = fwd_mod[fwd_depth - 1];
-        for (int i = 0; i < parent->children.n; i++)
-            if (parent->children.items[i].value == m) name = parent->children.items[i].name;
-    }
     size_t len = strlen(fwd_path);
+    /* named as the caller holds it: a child, or deeper (blocks.2 of a
+     * ModuleList the caller walks itself); else by its type */
+    if (fwd_depth == 0 || !find_below(fwd_mod[fwd_depth - 1], m, fwd_path, len, sizeof fwd_path, 8))
+        snprintf(fwd_path + len, sizeof fwd_path - len, len ? ".%s" : "%s", m->type_name);
     fwd_len[fwd_depth] = len;
     fwd_mod[fwd_depth++] = m;
-    snprintf(fwd_path + len, sizeof fwd_path - len, len ? ".%s" : "%s", name);
     as_anomaly_set_path(fwd_path);
     return true;
 }
