@@ -88,6 +88,10 @@ int as_node_save(as_node *node, int i, const as_tensor *t);
 /* The tensor saved at slot i, checked against in-place changes since; NULL
  * with "backward: ... modified by an in-place operation" set. */
 as_tensor *as_node_saved(as_node *node, int i);
+/* 0, or -1 with "backward: trying to backward through the graph a second
+ * time" set when a backward without retain_graph already freed the node's
+ * saved state (a custom function keeping its own state checks this). */
+int as_node_check_live(as_node *node);
 /* Whether input i needs a gradient (requires grad): compute only those. */
 bool as_node_needs(const as_node *node, int i);
 /* Custom functions (the C API; the Lua bindings build as.autograd.Function

@@ -258,11 +258,7 @@ int as_node_save(as_node *node, int i, const as_tensor *t)
 as_tensor *as_node_saved(as_node *node, int i)
 {
     as_saved *s = &node->saved[i];
-    if (node->released) {
-        as_error_set("backward: trying to backward through the graph a second time (or to read %s's saved tensors "
-                     "after they were freed): pass {retain_graph = true} to the first backward", node->name);
-        return NULL;
-    }
+    if (as_node_check_live(node)) return NULL;
     if (s->t && s->t->storage->version != s->version) {
         as_error_set("backward: a tensor %s saved for its gradient was modified by an in-place operation "
                      "(version %llu, now %llu)", node->name, (unsigned long long)s->version,
@@ -270,6 +266,14 @@ as_tensor *as_node_saved(as_node *node, int i)
         return NULL;
     }
     return s->t;
+}
+
+int as_node_check_live(as_node *node)
+{
+    if (!node->released) return 0;
+    as_error_set("backward: trying to backward through the graph a second time (or to read %s's saved tensors "
+                 "after they were freed): pass {retain_graph = true} to the first backward", node->name);
+    return -1;
 }
 
 bool as_node_needs(const as_node *node, int i) { return node->in[i].node || node->in[i].leaf; }
@@ -440,8 +444,10 @@ static int run_node(as_node *n, node_list *ready, bool retain)
         if (e->node && --e->node->pending == 0 && !rc) rc = push(ready, e->node);
         as_release(grad_in[i]);
     }
-    if (!retain) {
+    if (!retain) { /* a custom function's state stands for saved tensors: freed too */
         free_saved(n);
+        if (n->host_free) n->host_free(n->host);
+        n->host = NULL, n->host_free = NULL;
         n->released = true;
     }
     return rc;

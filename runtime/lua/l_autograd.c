@@ -68,6 +68,7 @@ static void fn_free(void *p)
 
 static int fn_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {
+    if (as_node_check_live(n)) return -1; /* its ctx stands for saved tensors */
     fn_host *h = as_node_host(n);
     lua_State *L = backward_L ? backward_L : h->main;
     int ninputs = as_node_ninputs(n), top = lua_gettop(L);
