@@ -28,6 +28,8 @@ const char *as_unop_name(as_unop op);
 as_tensor *as_unary(as_unop op, const as_tensor *a);
 as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b);
 as_tensor *as_clamp(const as_tensor *a, double lo, double hi); /* NaN bound = unbounded */
+/* value where mask (bool, broadcast to a's shape) holds, a elsewhere. */
+as_tensor *as_masked_fill(const as_tensor *a, const as_tensor *mask, double value);
 
 /* ---- reductions ---- */
 #define AS_ALL_DIMS INT32_MIN

@@ -267,6 +267,16 @@ static int l_triu(lua_State *L)
 }
 
 /* where(cond, a, b); a and b may be numbers */
+/* t:masked_fill(mask, value) */
+static int l_masked_fill(lua_State *L)
+{
+    as_tensor *t = l_checktensor(L, 1);
+    as_tensor *mask = l_totensor(L, 2);
+    if (!mask) return l_argerror(L, 2, "masked_fill", "Tensor (bool mask)");
+    l_pushtensor(L, as_masked_fill(t, mask, luaL_checknumber(L, 3)));
+    return 1;
+}
+
 static int l_where(lua_State *L)
 {
     as_tensor *c = l_checktensor(L, 1);
@@ -363,7 +373,7 @@ static const luaL_Reg op_methods[] = {
     {"min", l_min}, {"argmax", l_argmax}, {"argmin", l_argmin},
     {"softmax", l_softmax}, {"log_softmax", l_log_softmax}, {"layer_norm", l_layer_norm},
     {"rms_norm", l_rms_norm}, {"matmul", l_matmul}, {"index_select", l_index_select},
-    {"tril", l_tril}, {"triu", l_triu},
+    {"tril", l_tril}, {"triu", l_triu}, {"masked_fill", l_masked_fill},
     {NULL, NULL},
 };
 
