@@ -48,6 +48,9 @@ describe("autograd of the remaining ops", function()
     local want = { { 0, 0, 0 }, { 0, 0, 0 } }
     for row = 1, 2 do want[row][math.tointeger(i[row])] = 1 end
     assert.are.same(want, a.grad:tolist())
+    -- torch: x.max(1) gives indices [1, 0] (0-based) and grad [[0, 1, 0], [1, 0, 0]]
+    assert.are.same({ 2, 1 }, i:tolist())
+    assert.are.same({ { 0, 1, 0 }, { 1, 0, 0 } }, a.grad:tolist())
     -- the indices themselves get no gradient
     assert.is_false(i.requires_grad)
     assert.is_false(a:argmax(2).requires_grad)
