@@ -44,6 +44,9 @@ const char *as_grad_fn_name(const as_tensor *t);
  * one-element root (then 1).  retain_graph keeps the saved tensors for a
  * second backward.  0 or -1 with "backward: ..." set. */
 int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph);
+/* Inside a backward function: whether the running backward keeps the graph
+ * (a custom function frees the state it keeps for backward when not). */
+bool as_backward_retains_graph(void);
 
 /* ---- recording (for op front-ends and custom functions) ----
  * backward(node, grad_out, grad_in): grad_out has the output's shape;

@@ -302,6 +302,8 @@ void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **
 
 /* ---- the engine ---- */
 
+static _Thread_local bool retaining; /* the running backward's retain_graph */
+
 /* g summed over the dims it gained by broadcasting to reach (ndim, shape). */
 static as_tensor *sum_to(as_tensor *g, int ndim, const int64_t *shape)
 {
@@ -444,10 +446,8 @@ static int run_node(as_node *n, node_list *ready, bool retain)
         if (e->node && --e->node->pending == 0 && !rc) rc = push(ready, e->node);
         as_release(grad_in[i]);
     }
-    if (!retain) { /* a custom function's state stands for saved tensors: freed too */
+    if (!retain) {
         free_saved(n);
-        if (n->host_free) n->host_free(n->host);
-        n->host = NULL, n->host_free = NULL;
         n->released = true;
     }
     return rc;
@@ -473,7 +473,8 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
                      "pass a gradient of that shape", as_shape_str(s1, sizeof s1, root->ndim, root->shape));
         return -1;
     }
-    bool prev = as_set_grad_enabled(false);
+    bool prev = as_set_grad_enabled(false), prev_retain = retaining;
+    retaining = retain_graph;
     as_tensor *g = gradient ? as_contiguous(gradient) : as_full(root->ndim, root->shape, 1.0, root->dtype,
                                                                   as_tensor_device(root));
     int rc = g ? 0 : -1;
@@ -497,8 +498,11 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
     }
     as_release(g);
     as_set_grad_enabled(prev);
+    retaining = prev_retain;
     return rc;
 }
+
+bool as_backward_retains_graph(void) { return retaining; }
 
 static int unsupported_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {

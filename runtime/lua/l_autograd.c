@@ -109,6 +109,10 @@ static int fn_backward(as_node *n, const as_tensor *g, as_tensor **gi)
         }
     }
     lua_settop(L, top);
+    if (!as_backward_retains_graph()) { /* the closure holds ctx, the saved tensors: freed like them */
+        luaL_unref(h->main, LUA_REGISTRYINDEX, h->ref);
+        h->ref = LUA_NOREF;
+    }
     return rc;
 }
 
