@@ -404,16 +404,17 @@ static int check_finite(const as_node *n, as_tensor *const *grad_in)
 {
     for (int i = 0; i < n->ninputs; i++) {
         if (!grad_in[i] || !as_dtype_is_float(grad_in[i]->dtype)) continue;
-        as_tensor *f = as_to_dtype(grad_in[i], AS_F32);
-        as_tensor *h = f ? as_to_device(f, AS_CPU) : NULL;
+        /* read in its own dtype (a float64 beyond float32's range is no Inf) */
+        as_tensor *h = as_to_device(grad_in[i], AS_CPU);
         as_tensor *c = h ? as_contiguous(h) : NULL;
-        as_release(f), as_release(h);
+        as_release(h);
         if (!c) return -1;
-        const float *p = as_data(c);
         int64_t k = as_numel(c);
         const char *bad = NULL;
-        for (int64_t j = 0; j < k && !bad; j++)
-            if (!isfinite(p[j])) bad = isnan(p[j]) ? "NaN" : "Inf";
+        for (int64_t j = 0; j < k && !bad; j++) {
+            double v = as_get_flat(c, j);
+            if (!isfinite(v)) bad = isnan(v) ? "NaN" : "Inf";
+        }
         as_release(c);
         if (bad) {
             const char *where = n->path ? n->path
