@@ -44,6 +44,9 @@ const char *as_grad_fn_name(const as_tensor *t);
  * one-element root (then 1).  retain_graph keeps the saved tensors for a
  * second backward.  0 or -1 with "backward: ..." set. */
 int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph);
+/* Inside a backward function: whether the running backward keeps the graph
+ * (a custom function frees the state it keeps for backward when not). */
+bool as_backward_retains_graph(void);
 
 /* ---- recording (for op front-ends and custom functions) ----
  * backward(node, grad_out, grad_in): grad_out has the output's shape;
@@ -52,7 +55,7 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph);
  * back to each input's shape and casts to its dtype).  0 or -1 (error set). */
 typedef int (*as_backward_fn)(as_node *node, const as_tensor *grad_out, as_tensor **grad_in);
 
-#define AS_NODE_MAX_INPUTS 4
+#define AS_NODE_MAX_INPUTS 64 /* a node allocates only the edges it has */
 #define AS_NODE_MAX_SAVED 4
 
 /* Whether an op on these inputs must be recorded: grad mode on and one of
@@ -88,8 +91,21 @@ int as_node_save(as_node *node, int i, const as_tensor *t);
 /* The tensor saved at slot i, checked against in-place changes since; NULL
  * with "backward: ... modified by an in-place operation" set. */
 as_tensor *as_node_saved(as_node *node, int i);
+/* 0, or -1 with "backward: trying to backward through the graph a second
+ * time" set when a backward without retain_graph already freed the node's
+ * saved state (a custom function keeping its own state checks this). */
+int as_node_check_live(as_node *node);
 /* Whether input i needs a gradient (requires grad): compute only those. */
 bool as_node_needs(const as_node *node, int i);
+/* Custom functions (the C API; the Lua bindings build as.autograd.Function
+ * on it): record with as_grad_begin/as_grad_end or as_autograd_record, save
+ * tensors with as_node_save, and hang any state of your own on the node:
+ * host is yours, host_free (may be NULL) releases it when the node dies (a
+ * replaced host is released first).  The backward reads it back. */
+void as_node_set_host(as_node *node, void *host, void (*host_free)(void *host));
+void *as_node_host(const as_node *node);
+const char *as_node_name(const as_node *node);
+int as_node_ninputs(const as_node *node);
 /* Small parameters an op keeps for its backward. */
 double *as_node_scalars(as_node *node); /* 4 */
 int64_t *as_node_ints(as_node *node);   /* 2 * AS_MAX_DIMS */
@@ -99,6 +115,17 @@ void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **
 /* After dst was overwritten in place with r's values: dst's history becomes
  * r's (an in-place op recorded out of place). */
 void as_autograd_rebase(as_tensor *dst, const as_tensor *r);
+
+/* ---- anomaly mode (thread-local; off by default) ----
+ * While on, each recorded node keeps the module path its forward ran in
+ * (as_anomaly_set_path, kept current by as_module_forward), and a NaN or Inf
+ * in a gradient a backward makes is an error naming the op and that path.
+ * Off, nothing is copied and nothing checked. */
+bool as_anomaly_enabled(void);
+bool as_set_anomaly_enabled(bool on); /* returns the previous mode */
+/* The current module path (borrowed; NULL outside any module). */
+void as_anomaly_set_path(const char *path);
+const char *as_anomaly_path(void);
 
 /* ---- in-place writes bump the storage's version (checked at backward) ---- */
 void as_bump_version(as_tensor *t);

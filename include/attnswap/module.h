@@ -95,6 +95,11 @@ as_module *as_module_find(as_module *m, const char *path);
 /* ---- forward ---- */
 /* Runs m's forward: C, or the host's for host-defined classes. */
 as_tensor *as_module_forward(as_module *m, const as_args *args);
+/* Anomaly mode only (autograd.h): m's forward starts / ends, so the nodes
+ * recorded meanwhile know the module path.  push returns whether it pushed
+ * (pop only then); as_module_forward does both, a host's own forwards too. */
+bool as_module_path_push(as_module *m);
+void as_module_path_pop(void);
 /* Shorthands for C composites. */
 as_tensor *as_module_call1(as_module *m, as_tensor *x);
 as_tensor *as_module_call4(as_module *m, as_tensor *a, as_tensor *b, as_tensor *c, as_tensor *d);

@@ -28,6 +28,8 @@ const char *as_unop_name(as_unop op);
 as_tensor *as_unary(as_unop op, const as_tensor *a);
 as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *b);
 as_tensor *as_clamp(const as_tensor *a, double lo, double hi); /* NaN bound = unbounded */
+/* value where mask (bool, broadcast to a's shape) holds, a elsewhere. */
+as_tensor *as_masked_fill(const as_tensor *a, const as_tensor *mask, double value);
 
 /* ---- reductions ---- */
 #define AS_ALL_DIMS INT32_MIN
@@ -67,6 +69,10 @@ as_tensor *as_arange(double start, double end, double step, as_dtype dt);
  * are the same on every machine and thread count. */
 void as_manual_seed(uint64_t seed);
 uint64_t as_initial_seed(void);
+/* The generator's whole state (seed and stream position): saved and restored
+ * around a recomputation (activation checkpointing), draws repeat exactly. */
+void as_rng_get_state(uint64_t *seed, uint64_t *offset);
+void as_rng_set_state(uint64_t seed, uint64_t offset);
 as_tensor *as_rand(int ndim, const int64_t *shape, as_dtype dt, as_device dev);  /* U[0, 1) */
 as_tensor *as_randn(int ndim, const int64_t *shape, as_dtype dt, as_device dev); /* N(0, 1) */
 int as_uniform_(as_tensor *t, double lo, double hi);

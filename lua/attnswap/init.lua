@@ -10,6 +10,8 @@ local PRIVATE = {
   set_training = true, is_training = true, type_name = true, is_builtin = true,
   extra_repr = true, module_to = true, num_parameters = true, env = true, append = true,
   Parameter = true, module_config = true,
+  function_record = true, set_anomaly_enabled = true, is_anomaly_enabled = true, rng_state = true,
+  set_rng_state = true,
 }
 local as = {}
 for k, v in pairs(core) do
@@ -50,6 +52,11 @@ as.nn = nn
 as.F = require "attnswap.functional"
 nn.functional = as.F
 as.optim = require "attnswap.optim"
+-- Custom functions, anomaly detection, checkpointing: merged into as.autograd
+-- (gradcheck lives in the same table).
+as.autograd = as.autograd or {}
+for k, v in pairs(require "attnswap.autograd") do as.autograd[k] = v end
+as.checkpoint = as.autograd.checkpoint
 nn.utils = { clip_grad_norm_ = as.optim.clip_grad_norm_, clip_grad_value_ = as.optim.clip_grad_value_ }
 as.isinstance = nn.isinstance
 as.register_attention = registry.register_attention

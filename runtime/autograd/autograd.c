@@ -40,15 +40,19 @@ struct as_node {
     int refcount;
     const char *name;
     as_backward_fn backward;
-    int ninputs;
-    as_edge in[AS_NODE_MAX_INPUTS];
     as_saved saved[AS_NODE_MAX_SAVED];
     bool released; /* saved tensors freed by a backward without retain_graph */
     double scalars[4];
     int64_t ints[2 * AS_MAX_DIMS];
+    void *host; /* a custom function's state, released by host_free */
+    void (*host_free)(void *host);
+    char *path; /* anomaly mode: the module path its forward ran in */
+    bool anomaly; /* recorded in anomaly mode (path NULL: outside any module) */
     /* the engine's scratch */
     int pending;
     as_tensor *grad;
+    int ninputs;
+    as_edge in[]; /* ninputs edges */
 };
 
 /* ---- grad mode ---- */
@@ -63,6 +67,24 @@ bool as_set_grad_enabled(bool on)
     grad_off = !on;
     return prev;
 }
+
+/* ---- anomaly mode: where each node's forward ran, NaN/Inf checks ---- */
+
+static _Thread_local bool anomaly;
+static _Thread_local const char *forward_path;
+
+bool as_anomaly_enabled(void) { return anomaly; }
+
+bool as_set_anomaly_enabled(bool on)
+{
+    bool prev = anomaly;
+    anomaly = on;
+    return prev;
+}
+
+void as_anomaly_set_path(const char *path) { forward_path = path; }
+
+const char *as_anomaly_path(void) { return forward_path; }
 
 /* ---- nodes ---- */
 
@@ -89,6 +111,8 @@ static void node_release(as_node *n)
         as_release(n->in[i].leaf);
     }
     as_release(n->grad);
+    if (n->host_free) n->host_free(n->host);
+    free(n->path);
     free(n);
 }
 
@@ -184,13 +208,21 @@ bool as_autograd_needed(int n, const as_tensor *const *inputs)
 as_node *as_autograd_record(const char *name, as_backward_fn backward, as_tensor *out, int n,
                             const as_tensor *const *inputs)
 {
-    as_node *node = calloc(1, sizeof *node);
+    if (n < 0 || n > AS_NODE_MAX_INPUTS) {
+        as_error_set("%s: a recorded op takes at most %d inputs, got %d", name, AS_NODE_MAX_INPUTS, n);
+        return NULL;
+    }
+    as_node *node = calloc(1, sizeof *node + sizeof(as_edge) * (size_t)n);
     struct as_autograd_meta *m = node ? meta_of(out) : NULL;
-    if (!node || !m) {
-        free(node);
+    char *path = node && anomaly && forward_path ? malloc(strlen(forward_path) + 1) : NULL;
+    if (path) strcpy(path, forward_path);
+    if (!node || !m || (anomaly && forward_path && !path)) {
+        free(node), free(path);
         as_error_set("out of memory");
         return NULL;
     }
+    node->path = path;
+    node->anomaly = anomaly;
     node->refcount = 1;
     node->name = name;
     node->backward = backward;
@@ -226,11 +258,7 @@ int as_node_save(as_node *node, int i, const as_tensor *t)
 as_tensor *as_node_saved(as_node *node, int i)
 {
     as_saved *s = &node->saved[i];
-    if (node->released) {
-        as_error_set("backward: trying to backward through the graph a second time (or to read %s's saved tensors "
-                     "after they were freed): pass {retain_graph = true} to the first backward", node->name);
-        return NULL;
-    }
+    if (as_node_check_live(node)) return NULL;
     if (s->t && s->t->storage->version != s->version) {
         as_error_set("backward: a tensor %s saved for its gradient was modified by an in-place operation "
                      "(version %llu, now %llu)", node->name, (unsigned long long)s->version,
@@ -240,7 +268,28 @@ as_tensor *as_node_saved(as_node *node, int i)
     return s->t;
 }
 
+int as_node_check_live(as_node *node)
+{
+    if (!node->released) return 0;
+    as_error_set("backward: trying to backward through the graph a second time (or to read %s's saved tensors "
+                 "after they were freed): pass {retain_graph = true} to the first backward", node->name);
+    return -1;
+}
+
 bool as_node_needs(const as_node *node, int i) { return node->in[i].node || node->in[i].leaf; }
+
+void as_node_set_host(as_node *node, void *host, void (*host_free)(void *host))
+{
+    if (node->host_free) node->host_free(node->host);
+    node->host = host;
+    node->host_free = host_free;
+}
+
+void *as_node_host(const as_node *node) { return node->host; }
+
+const char *as_node_name(const as_node *node) { return node->name; }
+
+int as_node_ninputs(const as_node *node) { return node->ninputs; }
 
 double *as_node_scalars(as_node *node) { return node->scalars; }
 int64_t *as_node_ints(as_node *node) { return node->ints; }
@@ -252,6 +301,8 @@ void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **
 }
 
 /* ---- the engine ---- */
+
+static _Thread_local bool retaining; /* the running backward's retain_graph */
 
 /* g summed over the dims it gained by broadcasting to reach (ndim, shape). */
 static as_tensor *sum_to(as_tensor *g, int ndim, const int64_t *shape)
@@ -347,10 +398,41 @@ static as_tensor *fit(const as_edge *e, as_tensor *g)
     return s;
 }
 
+/* Anomaly mode: 0 when every gradient n made is finite, else the error
+ * naming the op and the module path its forward ran in. */
+static int check_finite(const as_node *n, as_tensor *const *grad_in)
+{
+    for (int i = 0; i < n->ninputs; i++) {
+        if (!grad_in[i] || !as_dtype_is_float(grad_in[i]->dtype)) continue;
+        /* read in its own dtype (a float64 beyond float32's range is no Inf) */
+        as_tensor *h = as_to_device(grad_in[i], AS_CPU);
+        as_tensor *c = h ? as_contiguous(h) : NULL;
+        as_release(h);
+        if (!c) return -1;
+        int64_t k = as_numel(c);
+        const char *bad = NULL;
+        for (int64_t j = 0; j < k && !bad; j++) {
+            double v = as_get_flat(c, j);
+            if (!isfinite(v)) bad = isnan(v) ? "NaN" : "Inf";
+        }
+        as_release(c);
+        if (bad) {
+            const char *where = n->path ? n->path
+                              : n->anomaly ? "no module"
+                                           : "? (recorded before anomaly detection was on)";
+            as_error_set("backward: %s produced %s in its gradient for input %d (forward in %s)", n->name, bad, i + 1,
+                         where);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int run_node(as_node *n, node_list *ready, bool retain)
 {
     as_tensor *grad_in[AS_NODE_MAX_INPUTS] = {NULL};
     int rc = n->backward(n, n->grad, grad_in);
+    if (!rc && anomaly) rc = check_finite(n, grad_in);
     as_release(n->grad);
     n->grad = NULL;
     for (int i = 0; i < n->ninputs; i++) {
@@ -392,7 +474,8 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
                      "pass a gradient of that shape", as_shape_str(s1, sizeof s1, root->ndim, root->shape));
         return -1;
     }
-    bool prev = as_set_grad_enabled(false);
+    bool prev = as_set_grad_enabled(false), prev_retain = retaining;
+    retaining = retain_graph;
     as_tensor *g = gradient ? as_contiguous(gradient) : as_full(root->ndim, root->shape, 1.0, root->dtype,
                                                                   as_tensor_device(root));
     int rc = g ? 0 : -1;
@@ -416,8 +499,11 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
     }
     as_release(g);
     as_set_grad_enabled(prev);
+    retaining = prev_retain;
     return rc;
 }
+
+bool as_backward_retains_graph(void) { return retaining; }
 
 static int unsupported_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {

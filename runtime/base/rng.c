@@ -65,6 +65,18 @@ void as_manual_seed(uint64_t seed)
 
 uint64_t as_initial_seed(void) { return rng_seed; }
 
+void as_rng_get_state(uint64_t *seed, uint64_t *offset)
+{
+    *seed = rng_seed;
+    *offset = rng_offset;
+}
+
+void as_rng_set_state(uint64_t seed, uint64_t offset)
+{
+    rng_seed = seed;
+    rng_offset = (offset + 3) & ~(uint64_t)3;
+}
+
 /* Reserves n words of the stream; returns the first. */
 static uint64_t take_offset(int64_t n)
 {

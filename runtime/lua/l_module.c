@@ -290,7 +290,13 @@ static int m_call(lua_State *L)
         lua_getfield(L, 1, "forward");
         if (!lua_isfunction(L, -1)) return luaL_error(L, "%s has no forward method", m->type_name);
         lua_insert(L, 1);
-        lua_call(L, n, LUA_MULTRET);
+        if (!as_module_path_push(m)) { /* anomaly mode off: a plain call keeps tracebacks whole */
+            lua_call(L, n, LUA_MULTRET);
+            return lua_gettop(L);
+        }
+        int rc = lua_pcall(L, n, LUA_MULTRET, 0); /* the module path popped on an error too */
+        as_module_path_pop();
+        if (rc != LUA_OK) return lua_error(L);
         return lua_gettop(L);
     }
     as_args args = {.n = lua_gettop(L) - 1};

@@ -146,6 +146,14 @@ static int l_sum(lua_State *L) { return reduce(L, AS_SUM, "sum"); }
 static int l_mean(lua_State *L) { return reduce(L, AS_MEAN, "mean"); }
 static int l_prod(lua_State *L) { return reduce(L, AS_PROD, "prod"); }
 static int l_var(lua_State *L) { return reduce(L, AS_VAR, "var"); }
+/* std: the square root of var, so its gradient is the composite's */
+static int l_std(lua_State *L)
+{
+    reduce(L, AS_VAR, "std");
+    as_tensor *v = l_checktensor(L, -1);
+    l_pushtensor(L, as_unary(AS_SQRT, v));
+    return 1;
+}
 static int l_argmax(lua_State *L) { return reduce(L, AS_ARGMAX, "argmax"); }
 static int l_argmin(lua_State *L) { return reduce(L, AS_ARGMIN, "argmin"); }
 
@@ -259,6 +267,16 @@ static int l_triu(lua_State *L)
 }
 
 /* where(cond, a, b); a and b may be numbers */
+/* t:masked_fill(mask, value) */
+static int l_masked_fill(lua_State *L)
+{
+    as_tensor *t = l_checktensor(L, 1);
+    as_tensor *mask = l_totensor(L, 2);
+    if (!mask) return l_argerror(L, 2, "masked_fill", "Tensor (bool mask)");
+    l_pushtensor(L, as_masked_fill(t, mask, luaL_checknumber(L, 3)));
+    return 1;
+}
+
 static int l_where(lua_State *L)
 {
     as_tensor *c = l_checktensor(L, 1);
@@ -351,11 +369,11 @@ static const luaL_Reg op_methods[] = {
     {"neg", l_neg}, {"abs", l_abs}, {"exp", l_exp}, {"log", l_log}, {"sqrt", l_sqrt},
     {"rsqrt", l_rsqrt}, {"tanh", l_tanh}, {"sigmoid", l_sigmoid}, {"relu", l_relu},
     {"gelu", l_gelu}, {"silu", l_silu}, {"sin", l_sin}, {"cos", l_cos}, {"clamp", l_clamp},
-    {"sum", l_sum}, {"mean", l_mean}, {"prod", l_prod}, {"var", l_var}, {"max", l_max},
+    {"sum", l_sum}, {"mean", l_mean}, {"prod", l_prod}, {"var", l_var}, {"std", l_std}, {"max", l_max},
     {"min", l_min}, {"argmax", l_argmax}, {"argmin", l_argmin},
     {"softmax", l_softmax}, {"log_softmax", l_log_softmax}, {"layer_norm", l_layer_norm},
     {"rms_norm", l_rms_norm}, {"matmul", l_matmul}, {"index_select", l_index_select},
-    {"tril", l_tril}, {"triu", l_triu},
+    {"tril", l_tril}, {"triu", l_triu}, {"masked_fill", l_masked_fill},
     {NULL, NULL},
 };
 

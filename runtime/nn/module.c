@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 
 static as_module_hooks hooks;
@@ -198,13 +199,60 @@ as_module *as_module_find(as_module *m, const char *path)
 
 /* ---- forward ---- */
 
+/* Anomaly mode's module path ("TransformerBlock.attn.core"): the running
+ * forwards as a stack, each named as its parent (the forward below it)
+ * calls it, the root by its type.  Kept only while anomaly mode is on. */
+#define PATH_DEPTH 64
+static _Thread_local char fwd_path[1024];
+static _Thread_local size_t fwd_len[PATH_DEPTH];
+static _Thread_local as_module *fwd_mod[PATH_DEPTH];
+static _Thread_local int fwd_depth;
+
+/* Whether m lies under root (at most depth levels down): then its path
+ * from root is appended to buf at len. */
+static bool find_below(const as_module *root, const as_module *m, char *buf, size_t len, size_t size, int depth)
+{
+    for (int i = 0; i < root->children.n && depth > 0; i++) {
+        const as_module *c = root->children.items[i].value;
+        int n = snprintf(buf + len, size - len, ".%s", root->children.items[i].name);
+        if (n < 0 || len + (size_t)n >= size) break;
+        if (c == m || find_below(c, m, buf, len + (size_t)n, size, depth - 1)) return true;
+    }
+    buf[len] = 0;
+    return false;
+}
+
+bool as_module_path_push(as_module *m)
+{
+    if (!as_anomaly_enabled() || fwd_depth >= PATH_DEPTH) return false;
+    size_t len = strlen(fwd_path);
+    /* named as the caller holds it: a child, or deeper (blocks.2 of a
+     * ModuleList the caller walks itself); else by its type */
+    if (fwd_depth == 0 || !find_below(fwd_mod[fwd_depth - 1], m, fwd_path, len, sizeof fwd_path, 8))
+        snprintf(fwd_path + len, sizeof fwd_path - len, len ? ".%s" : "%s", m->type_name);
+    fwd_len[fwd_depth] = len;
+    fwd_mod[fwd_depth++] = m;
+    as_anomaly_set_path(fwd_path);
+    return true;
+}
+
+void as_module_path_pop(void)
+{
+    if (fwd_depth == 0) return;
+    fwd_path[fwd_len[--fwd_depth]] = 0;
+    as_anomaly_set_path(fwd_depth ? fwd_path : NULL);
+}
+
 as_tensor *as_module_forward(as_module *m, const as_args *args)
 {
     if (!m->cls || !m->cls->forward) {
         as_error_set("forward: %s has no forward", m->type_name);
         return NULL;
     }
-    return m->cls->forward(m, args);
+    bool pushed = as_module_path_push(m);
+    as_tensor *out = m->cls->forward(m, args);
+    if (pushed) as_module_path_pop();
+    return out;
 }
 
 as_tensor *as_module_call1(as_module *m, as_tensor *x)

@@ -453,3 +453,31 @@ as_tensor *as_where(const as_tensor *cond, const as_tensor *a, const as_tensor *
     if (n) as_node_save(n, 0, cond);
     return out;
 }
+
+/* masked_fill: value where mask holds, a elsewhere (a's dtype and shape; mask
+ * broadcasts to a).  A composite of where, so its gradient is where's: g
+ * where mask is false, nothing where it was filled. */
+as_tensor *as_masked_fill(const as_tensor *a, const as_tensor *mask, double value)
+{
+    const as_tensor *ts[2] = {a, mask};
+    if (as_ops_check_device("masked_fill", 2, ts)) return NULL;
+    if (mask->dtype != AS_BOOL) {
+        as_error_set("masked_fill: mask must be bool, got %s", as_dtype_name(mask->dtype));
+        return NULL;
+    }
+    int64_t shape[AS_MAX_DIMS];
+    int nd = as_broadcast_shape("masked_fill", a->ndim, a->shape, mask->ndim, mask->shape, shape);
+    if (nd < 0) return NULL;
+    bool fits = nd == a->ndim;
+    for (int d = 0; fits && d < nd; d++) fits = shape[d] == a->shape[d];
+    if (!fits) {
+        char s1[128], s2[128];
+        as_error_set("masked_fill: mask of shape %s does not broadcast to the tensor's shape %s",
+                     as_shape_str(s1, sizeof s1, mask->ndim, mask->shape), as_shape_str(s2, sizeof s2, a->ndim, a->shape));
+        return NULL;
+    }
+    as_tensor *v = as_scalar(value, a->dtype, as_tensor_device(a));
+    as_tensor *out = v ? as_where(mask, v, a) : NULL;
+    as_release(v);
+    return out;
+}

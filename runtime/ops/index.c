@@ -1,6 +1,7 @@
 /* Gathering and joining: index_select, embedding, cat, tril/triu, arange. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attnswap/autograd.h"
@@ -181,14 +182,27 @@ static as_tensor *triangle(const char *fn, const as_tensor *a, int64_t k, int lo
     return out;
 }
 
-as_tensor *as_tril(const as_tensor *a, int64_t diagonal)
+/* tril/triu: the gradient is g with the same entries zeroed. */
+static int triangle_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {
-    return as_autograd_guard("tril", triangle("tril", a, diagonal, 1), 1, &a);
+    const double *p = as_node_scalars(n);
+    bool lower = p[1] != 0;
+    gi[0] = triangle(lower ? "tril" : "triu", g, (int64_t)p[0], lower);
+    return gi[0] ? 0 : -1;
 }
-as_tensor *as_triu(const as_tensor *a, int64_t diagonal)
+
+static as_tensor *triangle_recorded(const as_tensor *a, int64_t k, int lower)
 {
-    return as_autograd_guard("triu", triangle("triu", a, diagonal, 0), 1, &a);
+    const char *fn = lower ? "tril" : "triu";
+    as_grad_scope s = as_grad_begin(1, &a);
+    as_tensor *out = triangle(fn, a, k, lower);
+    as_node *n = as_grad_end(s, fn, triangle_backward, &out, 1, &a);
+    if (n) as_node_scalars(n)[0] = (double)k, as_node_scalars(n)[1] = lower;
+    return out;
 }
+
+as_tensor *as_tril(const as_tensor *a, int64_t diagonal) { return triangle_recorded(a, diagonal, 1); }
+as_tensor *as_triu(const as_tensor *a, int64_t diagonal) { return triangle_recorded(a, diagonal, 0); }
 
 as_tensor *as_arange(double start, double end, double step, as_dtype dt)
 {
@@ -280,11 +294,21 @@ static int cat_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 
 as_tensor *as_cat(int n, const as_tensor *const *ts, int dim)
 {
-    bool rec = n > 0 && as_autograd_needed(n, ts);
-    if (rec && n > AS_NODE_MAX_INPUTS) {
-        as_error_set("cat: gradients through more than %d tensors at once are not supported yet (got %d)",
-                     AS_NODE_MAX_INPUTS, n);
-        return NULL;
+    if (n > AS_NODE_MAX_INPUTS && as_autograd_needed(n, ts)) {
+        /* more inputs than a node has edges: cat the groups, then the results
+         * (cat is associative along one dim), each step recorded */
+        int groups = (n + AS_NODE_MAX_INPUTS - 1) / AS_NODE_MAX_INPUTS;
+        as_tensor **part = calloc((size_t)groups, sizeof *part);
+        int rc = part ? 0 : -1;
+        if (!part) as_error_set("out of memory");
+        for (int i = 0; i < groups && !rc; i++) {
+            int k = i == groups - 1 ? n - i * AS_NODE_MAX_INPUTS : AS_NODE_MAX_INPUTS;
+            if (!(part[i] = as_cat(k, ts + i * AS_NODE_MAX_INPUTS, dim))) rc = -1;
+        }
+        as_tensor *out = rc ? NULL : as_cat(groups, (const as_tensor *const *)part, dim);
+        for (int i = 0; part && i < groups; i++) as_release(part[i]);
+        free(part);
+        return out;
     }
     as_grad_scope s = as_grad_begin(n, ts);
     as_tensor *out = cat_forward(n, ts, dim);

@@ -267,17 +267,120 @@ static int reduce_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     return e ? 0 : -1;
 }
 
+/* The gradient of max/min/var/prod, which read the input (saved 0) and the
+ * output (saved 1).  Worked on x as rows along d with g and out keeping the
+ * reduced dim (a reduction over everything: x flattened, d = 0), then put
+ * back in the input's shape:
+ *   max/min over a dim: all of g to the index the forward picks (argmax);
+ *   max/min over everything: g split evenly among the tied maxima (torch);
+ *   var: g 2 (x - mean) / (N - correction);
+ *   prod: g prod(others); with one zero in a slice only the zero gets the
+ *   product of the rest, with several zeros nothing does (torch). */
+static as_tensor *value_grad(as_redop op, bool all, int d, int correction, const as_tensor *x, const as_tensor *g,
+                             const as_tensor *out)
+{
+    as_device dev = as_tensor_device(x);
+    as_tensor *zero = as_scalar(0.0, x->dtype, dev), *one = as_scalar(1.0, x->dtype, dev);
+    as_tensor *r = NULL;
+    if (!zero || !one) goto done;
+    switch (op) {
+    case AS_MAX:
+    case AS_MIN:
+        if (all) { /* evenly among ties */
+            as_tensor *mask = as_binary(AS_EQ, x, out);
+            as_tensor *cnt = mask ? g_red(AS_SUM, g_to(g_ref(mask), x->dtype), d) : NULL;
+            as_tensor *share = cnt ? g_bin(AS_DIV, g_ref(g), cnt) : NULL;
+            r = share ? as_where(mask, share, zero) : NULL;
+            as_release(mask), as_release(share);
+        } else { /* to the index argmax/argmin picks */
+            int64_t n = x->shape[d], shape[AS_MAX_DIMS];
+            for (int k = 0; k < x->ndim; k++) shape[k] = k == d ? n : 1;
+            as_tensor *idx = as_reduce(op == AS_MAX ? AS_ARGMAX : AS_ARGMIN, x, d, true, 0);
+            as_tensor *ar = idx ? as_arange(0, (double)n, 1, AS_I64) : NULL;
+            as_tensor *arv = ar ? as_reshape(ar, x->ndim, shape) : NULL;
+            as_tensor *ard = arv ? as_to_device(arv, dev) : NULL;
+            as_tensor *mask = ard ? as_binary(AS_EQ, ard, idx) : NULL;
+            r = mask ? as_where(mask, g, zero) : NULL;
+            as_ops_release4(idx, ar, arv, ard);
+            as_release(mask);
+        }
+        break;
+    case AS_VAR: {
+        double dof = (double)(x->shape[d] - correction);
+        as_tensor *xc = g_bin(AS_SUB, g_ref(x), as_reduce(AS_MEAN, x, d, true, 0));
+        r = g_bin(AS_MUL, g_ref(g), g_scal(AS_MUL, xc, 2.0 / dof));
+        break;
+    }
+    case AS_PROD: {
+        as_tensor *z = as_binary_scalar(AS_EQ, x, 0, false);
+        as_tensor *cnt = z ? g_red(AS_SUM, g_to(g_ref(z), x->dtype), d) : NULL;
+        as_tensor *xnz = cnt ? as_where(z, one, x) : NULL;         /* zeros replaced by 1 */
+        as_tensor *pnz = xnz ? as_reduce(AS_PROD, xnz, d, true, 0) : NULL; /* the product of the nonzeros */
+        as_tensor *none = pnz ? as_binary_scalar(AS_EQ, cnt, 0, false) : NULL;
+        as_tensor *single = none ? as_binary_scalar(AS_EQ, cnt, 1, false) : NULL;
+        as_tensor *rest = single ? as_binary(AS_DIV, pnz, xnz) : NULL; /* no zero: prod / x */
+        as_tensor *at0 = rest ? as_where(z, pnz, zero) : NULL;        /* one zero: the zero's slot */
+        as_tensor *one0 = at0 ? as_where(single, at0, zero) : NULL;
+        as_tensor *d_x = one0 ? as_where(none, rest, one0) : NULL;
+        r = d_x ? g_bin(AS_MUL, g_ref(g), d_x) : NULL;
+        as_ops_release4(z, cnt, xnz, pnz);
+        as_ops_release4(none, single, rest, at0);
+        as_release(one0);
+        break;
+    }
+    default: as_error_set("backward: %s has no gradient", redop_names[op]); break;
+    }
+done:
+    as_release(zero), as_release(one);
+    return r;
+}
+
+static int reduce_value_backward(as_node *n, const as_tensor *g, as_tensor **gi)
+{
+    const double *p = as_node_scalars(n);
+    as_redop op = (as_redop)(int)p[0];
+    bool all = p[3] != 0;
+    int d = (int)p[1];
+    const as_tensor *x = as_node_saved(n, 0), *out = as_node_saved(n, 1);
+    if (!x || !out) return -1;
+    as_tensor *x1, *g1, *o1;
+    if (all || x->ndim == 0) { /* as rows of one: everything flattened */
+        all = true, d = 0;
+        x1 = as_reshape(x, 1, (int64_t[]){as_numel(x)});
+        g1 = as_reshape(g, 1, (int64_t[]){1});
+        o1 = as_reshape(out, 1, (int64_t[]){1});
+    } else {
+        bool keep = p[2] != 0;
+        x1 = as_retain((as_tensor *)x);
+        g1 = keep ? g_ref(g) : as_unsqueeze(g, d);
+        o1 = keep ? g_ref(out) : as_unsqueeze(out, d);
+    }
+    as_tensor *r = x1 && g1 && o1 ? value_grad(op, all, d, (int)as_node_ints(n)[0], x1, g1, o1) : NULL;
+    as_release(x1), as_release(g1), as_release(o1);
+    if (r && all) {
+        gi[0] = as_reshape(r, x->ndim, x->shape);
+        as_release(r);
+    } else {
+        gi[0] = r;
+    }
+    return gi[0] ? 0 : -1;
+}
+
 as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int correction)
 {
-    as_grad_scope s = as_grad_begin(1, &a);
+    as_grad_scope s = as_grad_begin(op == AS_ARGMAX || op == AS_ARGMIN ? 0 : 1, &a); /* indices: no gradient */
     as_tensor *out = reduce_forward(op, a, dim, keepdim, correction);
-    bool has_backward = op == AS_SUM || op == AS_MEAN;
-    as_node *n = as_grad_end(s, op < AS_NREDOPS ? redop_names[op] : "reduce", has_backward ? reduce_backward : NULL,
-                             &out, 1, &a);
-    if (!n || !has_backward) return out;
+    bool linear = op == AS_SUM || op == AS_MEAN;
+    as_node *n = as_grad_end(s, op < AS_NREDOPS ? redop_names[op] : "reduce",
+                             linear ? reduce_backward : reduce_value_backward, &out, 1, &a);
+    if (!n) return out;
     double *p = as_node_scalars(n);
     bool all = dim == AS_ALL_DIMS;
     p[0] = op, p[1] = all ? 0 : (a->ndim ? as_wrap_dim("sum", dim, a->ndim) : 0), p[2] = keepdim, p[3] = all;
+    if (!linear) {
+        as_node_ints(n)[0] = correction;
+        as_node_save(n, 0, a), as_node_save(n, 1, out);
+    }
     return out;
 }
 

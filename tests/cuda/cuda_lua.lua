@@ -130,6 +130,52 @@ do
     "the gradient of t:to('cuda') goes back to t on the cpu")
 end
 
+-- the backwards of issue 16 part B on CUDA equal the CPU's: max/min (over a
+-- dim and over everything, with ties), var/std, prod with zeros, tril/triu,
+-- cat of many tensors, a custom Function and a checkpoint with dropout
+do
+  as.manual_seed(9)
+  local a0 = as.randn(4, 7)
+  a0[2][3] = 0
+  a0[3][1], a0[3][5] = 0, 0
+  local w0 = as.randn(4, 7)
+  local Sq = as.autograd.Function {
+    forward = function(ctx, t) ctx:save_for_backward(t) return t * t end,
+    backward = function(ctx, g) return g * 2 * ctx.saved_tensors[1] end,
+  }
+  local function run(dev)
+    local a = a0:clone():to(dev):requires_grad_()
+    local w = w0:to(dev)
+    local parts = {}
+    for i = 1, 6 do parts[i] = a:narrow(2, i, 1) end
+    local terms = {
+      a:max(2):sum(), a:min(1):sum(), a:max(), (a:var(2) * 2):sum(), a:std(), a:prod(2):sum(), a:prod(),
+      (a:t():tril(1) * w:t()):sum(), (a:triu(-1) * w):sum(), (as.cat(parts, 2) * w:narrow(2, 1, 6)):sum(),
+      (Sq:apply(a) * w):sum(),
+    }
+    local loss = terms[1]
+    for i = 2, #terms do loss = loss + terms[i] end
+    loss:backward()
+    return a.grad:cpu()
+  end
+  local dz = maxdiff(run("cuda"), run("cpu"))
+  check(dz <= 1e-3, string.format("max/min/var/std/prod/tril/triu/cat/Function gradients on cuda match the CPU: %.3g", dz))
+  local function ckpt(dev, use)
+    as.manual_seed(3)
+    local blk = nn.TransformerBlock { dim = 8, num_heads = 2, dropout = 0.25 }
+    blk:to(dev)
+    blk:requires_grad_(true)
+    blk:train()
+    local x = as.randn(2, 3, 8):to(dev):requires_grad_()
+    as.manual_seed(4)
+    local y = use and as.checkpoint(function(t) return blk(t) end, x) or blk(x)
+    ;(y ^ 2):sum():backward()
+    return x.grad:cpu()
+  end
+  dz = maxdiff(ckpt("cuda", true), ckpt("cuda", false))
+  check(dz <= 1e-5, string.format("checkpointing with dropout on cuda gives the plain gradients: %.3g", dz))
+end
+
 -- memory: the caching allocator holds what it freed
 as.cuda.synchronize()
 local m = as.cuda.memory_stats()

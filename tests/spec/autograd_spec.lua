@@ -149,12 +149,7 @@ describe("autograd", function()
       assert.is_false(ok)
       assert.truthy(err:find("a leaf tensor that requires grad is used in an in-place operation", 1, true), err)
     end
-    -- no gradient is silently lost through an op without a backward yet
-    local e = as.tensor { { 0.5, 1.5 } }:requires_grad_()
-    local out = e:max()
-    ok, err = pcall(out.backward, out)
-    assert.is_false(ok)
-    assert.truthy(err:find("max has no backward yet", 1, true), err)
+    -- (an op without a backward yet names itself: flash_attention above)
   end)
 
   it("records nothing under no_grad and for tensors that do not require grad", function()

@@ -19,7 +19,9 @@ end
 
 -- functions that write files or change process-wide state are called with
 -- safe arguments elsewhere (errors_spec, tensor_spec)
-local SKIP = { save = true, set_num_threads = true, manual_seed = true, help = true }
+-- (checkpoint calls its first argument: print, given here, would only print;
+-- its bad arguments are in the autograd case below)
+local SKIP = { save = true, set_num_threads = true, manual_seed = true, help = true, checkpoint = true }
 
 local function check_call(name, f, args, n)
   local ok, err = pcall(f, table.unpack(args, 1, n))
@@ -107,5 +109,51 @@ describe("no call with bad arguments crashes", function()
     -- rows see inf - inf = NaN in softmax: the result is NaN, visibly, not a wrong finite number
     local v = out:tolist()[1][1][1][1]
     assert.is_true(v ~= v or math.abs(v) < math.huge)
+  end)
+
+  it("autograd: every as.autograd function with bad arguments, and backward's own errors", function()
+    local calls = 0
+    for name, f in pairs(as.autograd) do
+      if type(f) == "function" then
+        for _, a in ipairs(values) do
+          if type(a[2]) ~= "function" then -- checkpoint(print, ...) would just print
+            calls = calls + 1
+            check_call(name, f, { a[2], values[13][2] }, 2)
+          end
+        end
+      end
+    end
+    -- the calls above leave process-wide modes as they happen to end (as.no_grad(nil) turns
+    -- gradients off until closed, in whatever order pairs visits as): set them
+    as.autograd.detect_anomaly(false)
+    as.core.set_grad_enabled(true)
+    assert.is_true(calls > 40)
+    local function msg(f, ...)
+      local ok, err = pcall(f, ...)
+      assert.is_false(ok)
+      return err
+    end
+    local x = as.randn(3):requires_grad_()
+    -- a non-scalar output without a gradient
+    local e = msg(function() (x * 2):backward() end)
+    assert.truthy(e:find("grad can be implicitly created only for scalar", 1, true), e)
+    -- a gradient of the wrong shape
+    assert.truthy(msg(function() (x * 2):backward(as.ones(4)) end):find("gradient of shape (4) does not match", 1, true))
+    -- a second backward through a freed graph, also through a custom function and a checkpoint
+    local F = as.autograd.Function { forward = function(ctx, t) ctx:save_for_backward(t) return t * 1 end,
+      backward = function(ctx, g) return g * ctx.saved_tensors[1]:sign_like_one() end }
+    for _, make in ipairs {
+      function() return (x * x):sum() end,
+      function() return as.checkpoint(function(t) return t * t end, x):sum() end,
+    } do
+      local y = make()
+      y:backward()
+      assert.truthy(msg(y.backward, y):find("backward through the graph a second time", 1, true))
+    end
+    -- a backward that calls a method that does not exist: the Lua error, named
+    local y = F:apply(x):sum()
+    assert.truthy(msg(y.backward, y):find("backward: Function:", 1, true))
+    -- backward of something that needs no gradient
+    assert.truthy(msg(function() as.randn(1):backward() end):find("does not require grad", 1, true))
   end)
 end)
