@@ -37,5 +37,5 @@ for i in 1 2; do # PyTorch and attnswap alternately, twice
   taskset -c "$cores" python3 bench/torch_models_cpu.py --threads 2 --vit-batch 4 --gpt2-tokens 1024 \
     --repeats 5 $([ $i = 2 ] && echo --profile) --out "$OUT/torch_models_cpu$i.json" 2>&1 | tee -a "$OUT/models.txt"
   taskset -c "$cores" $R bench/models_cpu.lua --threads 2 --vit-batch 4 --gpt2-tokens 1024 --repeats 5 \
-    --out "$OUT/models_cpu$i.json" 2>&1 | tee -a "$OUT/models.txt"
+    $([ $i = 2 ] && echo --profile) --out "$OUT/models_cpu$i.json" 2>&1 | tee -a "$OUT/models.txt"
 done

@@ -3,8 +3,8 @@
 -- architectures in PyTorch eager: bench/torch_models_cpu.py, run beside it.
 --   attnswap-run bench/models_cpu.lua [--threads 2] [--vit-batch 2] [--gpt2-tokens 256]
 --       [--repeats 5] [--profile] [--out rows.json]
--- --profile: time per module kind (Linear, LayerNorm, attention, ...) in one
--- more forward, to say where the time goes.
+-- --profile: each op of a layer timed alone at the model's shapes, to say
+-- where the time goes.
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
@@ -30,44 +30,73 @@ local function uptime()
   return s
 end
 
--- per module kind: wraps every leaf module's forward with a clock (one run)
-local function profile(model, run)
-  local total, wrapped = {}, {}
-  local function wrap(m)
-    local kids = 0
-    for _, c in m:children() do kids = kids + 1; wrap(c) end
-    if kids > 0 and not m:type():match("Attention$") then return end
-    local f, kind = m.forward, m:type()
-    wrapped[#wrapped + 1] = { m, f }
-    m.forward = function(self, ...)
-      local t0 = as.core.clock()
-      local r = table.pack(f(self, ...))
-      total[kind] = (total[kind] or 0) + as.core.clock() - t0
-      return table.unpack(r, 1, r.n)
+-- Where the time goes: each op of one layer timed alone at the model's
+-- shapes (median of 3), times the depth, beside the measured forward; the
+-- rest is copies (head split and merge), embeddings, Lua and allocation.
+-- (Module hooks cannot do this: ViT's blocks run as one C module.)
+local function budget(c)
+  local clock, parts, order = as.core.clock, {}, {}
+  local function time(name, f, times)
+    f()
+    local t = {}
+    for r = 1, 3 do
+      local t0 = clock()
+      f()
+      t[r] = clock() - t0
+    end
+    table.sort(t)
+    if not parts[name] then order[#order + 1] = name end
+    parts[name] = (parts[name] or 0) + t[2] * times
+  end
+  local T, E, H, D = c.B * c.L, c.E, c.heads, c.depth
+  local x, x4 = as.randn(T, E), as.randn(T, 4 * E)
+  local lw, lb = as.ones(E), as.zeros(E)
+  for _, s in ipairs { { E, 3 * E, x }, { E, E, x }, { E, 4 * E, x }, { 4 * E, E, x4 } } do
+    local i, o, input = s[1], s[2], s[3]
+    if c.conv1d then -- GPT-2's Conv1D: x @ W[in, out] + b
+      local w, b = as.randn(i, o), as.randn(o)
+      time("linear", function() return input:matmul(w) + b end, D)
+    else
+      local w, b = as.randn(o, i), as.randn(o)
+      time("linear", function() return as.linear(input, w, b) end, D)
     end
   end
-  wrap(model)
-  local t0 = as.core.clock()
-  run()
-  local all = as.core.clock() - t0
-  for _, w in ipairs(wrapped) do w[1].forward = w[2] end
-  local kinds = {}
-  for k, t in pairs(total) do kinds[#kinds + 1] = { k, t } end
-  table.sort(kinds, function(a, b) return a[2] > b[2] end)
-  local parts = {}
-  for _, kt in ipairs(kinds) do parts[#parts + 1] = string.format("%s %.0f ms (%.0f%%)", kt[1], kt[2] * 1e3, 100 * kt[2] / all) end
-  return string.format("%.0f ms: %s", all * 1e3, table.concat(parts, ", "))
+  local core = as.attention.new("scaled_dot_product", { causal = c.causal })
+  local q, k, v = as.randn(c.B, H, c.L, E // H), as.randn(c.B, H, c.L, E // H), as.randn(c.B, H, c.L, E // H)
+  time("attention", function() return core(q, k, v) end, D)
+  local qkv = as.randn(c.B, c.L, 3 * E)
+  time("head split/merge copies", function()
+    local a = qkv:split(E, 3)
+    a = a:reshape(c.B, c.L, H, E // H):permute(1, 3, 2, 4):contiguous()
+    return a:permute(1, 3, 2, 4):reshape(c.B, c.L, E)
+  end, 3 * D)
+  time("layernorm", function() return as.layer_norm(x, lw, lb, 1e-5) end, 2 * D + 1)
+  time("gelu", function() return as.gelu(x4, c.gelu) end, D)
+  time("residual adds", function() return x + x end, 2 * D)
+  if c.head then
+    local w = as.randn(c.head, E)
+    local rows = c.head_rows or x
+    time("head", function() return rows:matmul(w:t()) end, 1)
+  end
+  local sum, out = 0, {}
+  for _, n in ipairs(order) do sum = sum + parts[n] end
+  for _, n in ipairs(order) do out[#out + 1] = string.format("%s %.0f ms", n, parts[n] * 1e3) end
+  return sum * 1e3, table.concat(out, ", ")
 end
 
 local models = {
   { name = "vit_base_patch16_224", batch = o.vit_batch .. " images 224x224",
     build = function() return as.models.vit { img_size = 224, patch_size = 16, embed_dim = 768, depth = 12,
       num_heads = 12, num_classes = 1000 } end,
-    input = function() return as.randn(o.vit_batch, 3, 224, 224) end },
+    input = function() return as.randn(o.vit_batch, 3, 224, 224) end,
+    shape = { B = o.vit_batch, L = 197, E = 768, heads = 12, depth = 12, causal = false, gelu = "none",
+      head = 1000, head_rows = as.randn(o.vit_batch, 768) } },
   { name = "gpt2 (small)", batch = "1 x " .. o.gpt2_tokens .. " tokens",
     build = function() return as.models.gpt2.new { n_layer = 12, n_embd = 768, n_head = 12, vocab_size = 50257,
       n_positions = 1024 } end,
-    input = function() return (as.rand(1, o.gpt2_tokens) * 50257):long() end },
+    input = function() return (as.rand(1, o.gpt2_tokens) * 50257):long() end,
+    shape = { B = 1, L = o.gpt2_tokens, E = 768, heads = 12, depth = 12, causal = true, gelu = "tanh", conv1d = true,
+      head = 50257 } },
 }
 
 local c = as.config()
@@ -90,7 +119,10 @@ for _, m in ipairs(models) do
   local ms = t[(#t + 1) // 2]
   rows[#rows + 1] = { model = m.name, batch = m.batch, ms = ms, min_ms = t[1], max_ms = t[#t], threads = o.threads }
   print(string.format("%-22s %-20s %9.1f ms (min %.1f, max %.1f)", m.name, m.batch, ms, t[1], t[#t]))
-  if o.profile then print("  profile: " .. profile(model, fwd)) end
+  if o.profile then
+    local sum, parts = budget(m.shape)
+    print(string.format("  ops alone: %s; sum %.0f ms, rest %.0f ms", parts, sum, ms - sum))
+  end
   io.stdout:flush()
   model, x = nil, nil
   collectgarbage()
