@@ -13,6 +13,8 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "attnswap/info.h"
+#include "attnswap/ops.h"
 #include "repl.h"
 
 #define PROGNAME "attnswap-run"
@@ -24,7 +26,7 @@ enum { EXIT_OK = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
 int luaopen_attnswap_core(lua_State *L);
 
 /* options seen before the script, as bits */
-enum { HAS_I = 1, HAS_V = 2, HAS_E = 4, HAS_L = 8, HAS_H = 16, HAS_W = 32, HAS_LIST = 64 };
+enum { HAS_I = 1, HAS_V = 2, HAS_E = 4, HAS_L = 8, HAS_H = 16, HAS_W = 32, HAS_LIST = 64, HAS_INFO = 128 };
 
 /* The long options that take a value (--opt VALUE or --opt=VALUE). */
 enum { OPT_DEVICE, OPT_THREADS, OPT_SEED, OPT_SWAP, OPT_COMPARE, N_VALUE_OPTS };
@@ -101,7 +103,7 @@ static int long_option(char **argv, int *i, cli_args *a)
     if (strcmp(o, "--help") == 0)
         a->flags |= HAS_H;
     else if (strcmp(o, "--version") == 0)
-        a->flags |= HAS_V;
+        a->flags |= HAS_V | HAS_INFO;
     else if (strcmp(o, "--list-attention") == 0)
         a->flags |= HAS_LIST;
     else {
@@ -171,7 +173,7 @@ static int collectargs(char **argv, cli_args *a)
             if (o[2] != '\0') return bad_arg(a, "unrecognized option '%s'", o);
             a->flags |= o[1] == 'h' ? HAS_H : o[1] == 'W' ? HAS_W
                       : o[1] == 'i' ? HAS_I | HAS_V /* -i shows the version, as in lua */
-                                    : HAS_V;
+                                    : HAS_V | HAS_INFO;
             break;
         case 'e': case 'l':
             a->flags |= o[1] == 'e' ? HAS_E : HAS_L;
@@ -202,9 +204,17 @@ static void usage_error(const char *msg)
     fflush(stderr);
 }
 
-static void print_version(void)
+/* The version line; with info (-v, --version) also what the kernels run
+ * on: the BLAS core that as_init settles, threads, attention ISA, CUDA. */
+static void print_version(int info)
 {
     printf("attnswap %s (%s)\n", AS_VERSION, LUA_RELEASE);
+    if (info) {
+        char buf[1024];
+        as_init();
+        as_runtime_info_describe(buf, sizeof buf);
+        fputs(buf, stdout);
+    }
     fflush(stdout);
 }
 
@@ -589,7 +599,7 @@ static int run_default(lua_State *L, const cli_args *a)
         as_repl_loop(L);
     } else if (a->script == 0 && !(a->flags & (HAS_E | HAS_V | HAS_LIST))) {
         if (isatty(STDIN_FILENO)) {
-            print_version();
+            print_version(0);
             as_repl_loop(L);
         } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
             return EXIT_ERROR;
@@ -626,7 +636,7 @@ static int pmain(lua_State *L)
         print_help();
         goto done;
     }
-    if (a.flags & HAS_V) print_version();
+    if (a.flags & HAS_V) print_version(a.flags & HAS_INFO);
     if ((a.flags & HAS_V) && a.script == 0 && !(a.flags & (HAS_E | HAS_L | HAS_I | HAS_LIST)))
         goto done; /* nothing else asked: do not load attnswap just for -v */
 

@@ -29,6 +29,7 @@ int luaopen_attnswap_core(lua_State *L)
     l_open_registry(L);
     l_open_attention(L);
     l_open_bench(L);
+    l_open_config(L);
     l_open_cuda(L);
     l_open_json(L);
     l_open_tokenizer(L);

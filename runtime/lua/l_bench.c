@@ -29,12 +29,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* raw_sgemm_seconds(m, n, k, reps) -> median seconds of one C = A B on
- * float32 row-major buffers, after one warm-up call. */
+/* raw_sgemm_seconds(m, n, k, reps, transb) -> median seconds of one C = A B
+ * (A B^T when transb, B stored n x k: a linear layer's weight) on float32
+ * row-major buffers, after one warm-up call. */
 static int l_raw_sgemm_seconds(lua_State *L)
 {
     lua_Integer m = luaL_checkinteger(L, 1), n = luaL_checkinteger(L, 2), k = luaL_checkinteger(L, 3);
     lua_Integer reps = luaL_optinteger(L, 4, 5);
+    int tb = lua_toboolean(L, 5);
     if (m <= 0 || n <= 0 || k <= 0 || m > 65536 || n > 65536 || k > 65536 || reps < 1 || reps > 1000)
         return luaL_error(L, "raw_sgemm_seconds: sizes must be 1..65536 and reps 1..1000");
     /* aligned_alloc wants a multiple of the alignment: round up to 16 floats */
@@ -53,8 +55,8 @@ static int l_raw_sgemm_seconds(lua_State *L)
     openblas_set_num_threads(as_get_num_threads());
     for (lua_Integer r = -1; r < reps; r++) {
         double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a, (int)k, b,
-                    (int)n, 0.0f, c, (int)n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, a,
+                    (int)k, b, tb ? (int)k : (int)n, 0.0f, c, (int)n);
         if (r >= 0) t[r] = now() - t0;
     }
     openblas_set_num_threads(1);

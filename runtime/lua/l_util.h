@@ -52,6 +52,7 @@ void l_open_module(lua_State *L);
 void l_open_registry(lua_State *L);
 void l_open_attention(lua_State *L);
 void l_open_bench(lua_State *L);
+void l_open_config(lua_State *L);   /* config(): BLAS core, threads, ISA, CUDA */
 void l_open_cuda(lua_State *L);     /* the as.cuda table */
 void l_open_json(lua_State *L);
 void l_open_tokenizer(lua_State *L);   /* attnswap.Tokenizer, tokenizer_load */

@@ -7,6 +7,7 @@
 #include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "backend.h"
+#include "blas_core.h"
 #include "cuda_backend.h"
 
 extern const as_backend as_cpu_backend; /* runtime/ops/cpu_backend.c */
@@ -16,6 +17,7 @@ void as_init(void)
     static int done;
     if (done) return;
     done = 1;
+    as_blas_core_init(); /* before any BLAS call: kernels/cpu/blas_core.c */
     as_threads_init();
     as_autograd_init();
     as_backend_register(AS_DEV_CPU, &as_cpu_backend);

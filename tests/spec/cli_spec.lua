@@ -55,13 +55,17 @@ teardown(function()
 end)
 
 describe("attnswap-run options", function()
-  it("-v and --version print 'attnswap X.Y.Z (Lua 5.4.x)' and exit 0", function()
+  it("-v and --version print 'attnswap X.Y.Z (Lua 5.4.x)', then what it runs on, and exit 0", function()
     local version = run({ "-e", "io.write(as.version)" }).out
     assert.matches("^%d+%.%d+%.%d+$", version)
     for _, opt in ipairs { "-v", "--version" } do
       local r = run { opt }
       assert.equals(0, r.code)
-      assert.matches("^attnswap " .. version:gsub("%.", "%%.") .. " %(Lua 5%.4%.%d+%)\n$", r.out)
+      assert.matches("^attnswap " .. version:gsub("%.", "%%.") .. " %(Lua 5%.4%.%d+%)\n", r.out)
+      -- the lines of as.config() (config_spec.lua checks their values)
+      for _, line in ipairs { "cpu", "blas", "blas core", "threads", "attention isa", "cuda" } do
+        assert.matches("\n" .. line .. ": +[^\n]+", r.out)
+      end
       assert.equals("", r.err)
     end
   end)

@@ -1,0 +1,131 @@
+-- Issue 21 (1): ViT-B/16 and GPT-2 small forward on the CPU (float32, random
+-- weights of the real shapes, no_grad), median of --repeats; the same
+-- architectures in PyTorch eager: bench/torch_models_cpu.py, run beside it.
+--   attnswap-run bench/models_cpu.lua [--threads 2] [--vit-batch 2] [--gpt2-tokens 256]
+--       [--repeats 5] [--profile] [--out rows.json]
+-- --profile: each op of a layer timed alone at the model's shapes, to say
+-- where the time goes.
+local as = require "attnswap"
+local bench = require "attnswap.bench"
+
+local o = { threads = 2, vit_batch = 2, gpt2_tokens = 256, repeats = 5 }
+local i = 1
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  if a == "--threads" then o.threads = assert(math.tointeger(tonumber(v))); i = i + 1
+  elseif a == "--vit-batch" then o.vit_batch = assert(math.tointeger(tonumber(v))); i = i + 1
+  elseif a == "--gpt2-tokens" then o.gpt2_tokens = assert(math.tointeger(tonumber(v))); i = i + 1
+  elseif a == "--repeats" then o.repeats = assert(math.tointeger(tonumber(v))); i = i + 1
+  elseif a == "--profile" then o.profile = true
+  elseif a == "--out" then o.out = v; i = i + 1
+  else error("models_cpu: unknown option " .. a) end
+  i = i + 1
+end
+as.set_num_threads(o.threads)
+
+local function uptime()
+  local p = io.popen("uptime")
+  local s = p and p:read("l") or "?"
+  if p then p:close() end
+  return s
+end
+
+-- Where the time goes: each op of one layer timed alone at the model's
+-- shapes (median of 3), times the depth, beside the measured forward; the
+-- rest is copies (head split and merge), embeddings, Lua and allocation.
+-- (Module hooks cannot do this: ViT's blocks run as one C module.)
+local function budget(c)
+  local clock, parts, order = as.core.clock, {}, {}
+  local function time(name, f, times)
+    f()
+    local t = {}
+    for r = 1, 3 do
+      local t0 = clock()
+      f()
+      t[r] = clock() - t0
+    end
+    table.sort(t)
+    if not parts[name] then order[#order + 1] = name end
+    parts[name] = (parts[name] or 0) + t[2] * times
+  end
+  local T, E, H, D = c.B * c.L, c.E, c.heads, c.depth
+  local x, x4 = as.randn(T, E), as.randn(T, 4 * E)
+  local lw, lb = as.ones(E), as.zeros(E)
+  for _, s in ipairs { { E, 3 * E, x }, { E, E, x }, { E, 4 * E, x }, { 4 * E, E, x4 } } do
+    local i, o, input = s[1], s[2], s[3]
+    if c.conv1d then -- GPT-2's Conv1D: x @ W[in, out] + b
+      local w, b = as.randn(i, o), as.randn(o)
+      time("linear", function() return input:matmul(w) + b end, D)
+    else
+      local w, b = as.randn(o, i), as.randn(o)
+      time("linear", function() return as.linear(input, w, b) end, D)
+    end
+  end
+  local core = as.attention.new("scaled_dot_product", { causal = c.causal })
+  local q, k, v = as.randn(c.B, H, c.L, E // H), as.randn(c.B, H, c.L, E // H), as.randn(c.B, H, c.L, E // H)
+  time("attention", function() return core(q, k, v) end, D)
+  local qkv = as.randn(c.B, c.L, 3 * E)
+  time("head split/merge copies", function()
+    local a = qkv:split(E, 3)
+    a = a:reshape(c.B, c.L, H, E // H):permute(1, 3, 2, 4):contiguous()
+    return a:permute(1, 3, 2, 4):reshape(c.B, c.L, E)
+  end, 3 * D)
+  time("layernorm", function() return as.layer_norm(x, lw, lb, 1e-5) end, 2 * D + 1)
+  time("gelu", function() return as.gelu(x4, c.gelu) end, D)
+  time("residual adds", function() return x + x end, 2 * D)
+  if c.head then
+    local w = as.randn(c.head, E)
+    local rows = c.head_rows or x
+    time("head", function() return rows:matmul(w:t()) end, 1)
+  end
+  local sum, out = 0, {}
+  for _, n in ipairs(order) do sum = sum + parts[n] end
+  for _, n in ipairs(order) do out[#out + 1] = string.format("%s %.0f ms", n, parts[n] * 1e3) end
+  return sum * 1e3, table.concat(out, ", ")
+end
+
+local models = {
+  { name = "vit_base_patch16_224", batch = o.vit_batch .. " images 224x224",
+    build = function() return as.models.vit { img_size = 224, patch_size = 16, embed_dim = 768, depth = 12,
+      num_heads = 12, num_classes = 1000 } end,
+    input = function() return as.randn(o.vit_batch, 3, 224, 224) end,
+    shape = { B = o.vit_batch, L = 197, E = 768, heads = 12, depth = 12, causal = false, gelu = "none",
+      head = 1000, head_rows = as.randn(o.vit_batch, 768) } },
+  { name = "gpt2 (small)", batch = "1 x " .. o.gpt2_tokens .. " tokens",
+    build = function() return as.models.gpt2.new { n_layer = 12, n_embd = 768, n_head = 12, vocab_size = 50257,
+      n_positions = 1024 } end,
+    input = function() return (as.rand(1, o.gpt2_tokens) * 50257):long() end,
+    shape = { B = 1, L = o.gpt2_tokens, E = 768, heads = 12, depth = 12, causal = true, gelu = "tanh", conv1d = true,
+      head = 50257 } },
+}
+
+local c = as.config()
+print(string.format("attnswap %s, blas core %s (by %s), attention isa %s, %d threads, %s", c.version, c.blas_core,
+  c.blas_core_by, c.attention_isa, as.get_num_threads(), c.cpu))
+print("load: " .. uptime())
+local rows = {}
+for _, m in ipairs(models) do
+  as.manual_seed(0)
+  local model, x = m.build():eval(), m.input()
+  local function fwd() return as.no_grad(function() return model(x) end) end
+  fwd()
+  local t = {}
+  for r = 1, o.repeats do
+    local t0 = as.core.clock()
+    fwd()
+    t[r] = (as.core.clock() - t0) * 1e3
+  end
+  table.sort(t)
+  local ms = t[(#t + 1) // 2]
+  rows[#rows + 1] = { model = m.name, batch = m.batch, ms = ms, min_ms = t[1], max_ms = t[#t], threads = o.threads }
+  print(string.format("%-22s %-20s %9.1f ms (min %.1f, max %.1f)", m.name, m.batch, ms, t[1], t[#t]))
+  if o.profile then
+    local sum, parts = budget(m.shape)
+    print(string.format("  ops alone: %s; sum %.0f ms, rest %.0f ms", parts, sum, ms - sum))
+  end
+  io.stdout:flush()
+  model, x = nil, nil
+  collectgarbage()
+end
+print("load: " .. uptime())
+if o.out then bench.write(o.out, bench.json(rows, { "model", "batch", "ms", "min_ms", "max_ms", "threads" })) end
