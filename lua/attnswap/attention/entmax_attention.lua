@@ -56,10 +56,13 @@ local function entmax_rows(s, alpha)
   local mx = s:detach():max(4, true)       -- a shift: entmax does not see it
   local valid = mx:gt(NEG_INF)
   local z = s - core.where(valid, mx, 0.0) -- max 0; masked stay -inf
-  local finite = s:gt(NEG_INF):sum(4, true):float():clamp(1)
+  local seen = s:gt(NEG_INF)
+  local finite = seen:sum(4, true):float():clamp(1)
   local am1 = alpha - 1                    -- a number or a (1, H, 1, 1) tensor
   local inv = 1 / am1
-  local X = z * am1
+  -- X = z (alpha - 1), -inf where masked; the product is taken on finite z
+  -- only, so alpha's gradient never meets -inf * 0
+  local X = core.where(seen, core.where(seen, z, 0.0) * am1, NEG_INF)
   -- the bisection runs on constants (detached): only where it lands matters
   local Xd = X:detach()
   local am1d = core.is_tensor(am1) and am1:detach() or am1
