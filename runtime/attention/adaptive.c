@@ -26,6 +26,7 @@ as_tensor *as_adaptive_attention(const as_tensor *q, const as_tensor *k, const a
     }
     as_attn_inputs in;
     if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    in.param[0] = span;
     int64_t H = in.p.H;
     as_tensor *s32 = NULL, *out = NULL;
     float *z = NULL;

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
 #include "prepare.h"
@@ -24,6 +25,7 @@ as_tensor *as_cosine_attention(const as_tensor *q, const as_tensor *k, const as_
     }
     as_attn_inputs in;
     if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    in.param[0] = logit_scale;
     int64_t B = in.p.B, H = in.p.H, Hkv = in.p.Hkv, D = in.p.D;
     as_tensor *ls = NULL, *qn = NULL, *kn = NULL, *att = NULL, *out = NULL;
     float *gain = NULL;
@@ -48,8 +50,16 @@ as_tensor *as_cosine_attention(const as_tensor *q, const as_tensor *k, const as_
     as_cpu_rw_l2_normalize(as_data(kn), in.p.k, B, Hkv, in.p.Lk, D, NULL);
     as_attention_opts ao = o ? *o : (as_attention_opts){0};
     ao.scale = 1.0;
-    if (!(att = as_flash_attention(qn, kn, in.v, in.mask, &ao, training))) goto done;
-    out = in.dtype == AS_F32 ? as_retain(att) : as_to_dtype(att, in.dtype);
+    /* flash records nothing here (qn, kn are fresh copies): the result is
+     * marked as cosine_attention's, q, k, v and logit_scale included
+     * (as_attention_finish), so a backward through it is an error, never a
+     * silent missing gradient */
+    bool prev = as_set_grad_enabled(false);
+    att = as_flash_attention(qn, kn, in.v, in.mask, &ao, training);
+    as_set_grad_enabled(prev);
+    if (!att) goto done;
+    out = as_attention_finish(&in, att);
+    att = NULL;
 done:
     free(gain);
     as_release(ls), as_release(qn), as_release(kn), as_release(att);

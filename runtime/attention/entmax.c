@@ -26,6 +26,7 @@ as_tensor *as_entmax_attention(const as_tensor *q, const as_tensor *k, const as_
     }
     as_attn_inputs in;
     if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    in.param[0] = pre_alpha;
     int64_t H = in.p.H;
     as_tensor *a32 = NULL, *out = NULL;
     float *al = malloc((size_t)(H + 1) * sizeof *al);

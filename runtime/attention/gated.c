@@ -4,6 +4,7 @@
  * kernels/cpu/zoo_reweight_gated.c). */
 #include <math.h>
 
+#include "attnswap/autograd.h"
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
 #include "prepare.h"
@@ -16,6 +17,7 @@ as_tensor *as_gated_attention(const as_tensor *q, const as_tensor *k, const as_t
 {
     as_attn_inputs in;
     if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    in.param[0] = w, in.param[1] = b;
     int64_t H = in.p.H, D = in.p.D, Dv = in.p.Dv;
     as_tensor *w32 = NULL, *b32 = NULL, *att = NULL, *out = NULL;
     if (w && w->ndim == 3 && (w->shape[0] != H || w->shape[1] != D)) {
@@ -36,10 +38,16 @@ as_tensor *as_gated_attention(const as_tensor *q, const as_tensor *k, const as_t
         goto done;
     if (!(w32 = as_ops_f32_contiguous(w)) || !(b32 = as_ops_f32_contiguous(b))) goto done;
     as_attention_opts ao = o ? *o : (as_attention_opts){.scale = NAN};
-    if (!(att = as_flash_attention(in.q, in.k, in.v, in.mask, &ao, training))) goto done;
+    /* flash records nothing here: the gate is applied in place, and the
+     * result is marked as gated_attention's (as_attention_finish) */
+    bool prev = as_set_grad_enabled(false);
+    att = as_flash_attention(in.q, in.k, in.v, in.mask, &ao, training);
+    as_set_grad_enabled(prev);
+    if (!att) goto done;
     if (as_numel(att) > 0)
         as_cpu_rw_gate(as_data(att), in.p.q, as_data(w32), as_data(b32), in.p.B, H, in.p.Lq, D, Dv, G);
-    out = in.dtype == AS_F32 ? as_retain(att) : as_to_dtype(att, in.dtype);
+    out = as_attention_finish(&in, att);
+    att = NULL;
 done:
     as_release(w32), as_release(b32), as_release(att);
     as_attention_inputs_release(&in);

@@ -10,6 +10,7 @@
 #include "attnswap/error.h"
 #include "ops_internal.h"
 #include "attnswap/ops.h"
+#include "prepare.h" /* as_attention_grad_name */
 #include "zoo_linear.h"
 
 as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, const as_tensor *v)
@@ -33,7 +34,7 @@ as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, 
     if (out && B * H * Lq * Dv > 0)
         as_cpu_linear_causal(as_data(cq), as_data(ck), as_data(cv), as_data(out), B * H, Lq, Lk, F, Dv);
     as_ops_release4(cq, ck, cv, NULL);
-    return as_autograd_guard(fn, out, 3, (const as_tensor *[]){fq, fk, v});
+    return as_autograd_guard(as_attention_grad_name(fn), out, 3, (const as_tensor *[]){fq, fk, v});
 }
 
 /* k, v, keep, w against q: (B, Hkv, Lk, D), (B, Hkv, Lk, Dv), (1 or B, Lk),
@@ -111,5 +112,5 @@ as_tensor *as_kernelized_attention(const as_tensor *q, const as_tensor *k, const
 done:
     free(ws);
     for (int i = 0; i < 5; i++) as_release(c[i]);
-    return as_autograd_guard(fn, out, 4, (const as_tensor *[]){q, k, v, w});
+    return as_autograd_guard(as_attention_grad_name(fn), out, 4, (const as_tensor *[]){q, k, v, w});
 }

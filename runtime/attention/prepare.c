@@ -3,6 +3,7 @@
 #include "prepare.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "attnswap/autograd.h"
 #include "attnswap/error.h"
@@ -46,7 +47,7 @@ void as_attention_inputs_release(as_attn_inputs *in)
 int as_attention_prepare(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                          const as_tensor *mask, const as_attention_opts *opts, bool training, as_attn_inputs *in)
 {
-    *in = (as_attn_inputs){0};
+    *in = (as_attn_inputs){.fn = fn};
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
     if (as_attention_check(fn, q, k, v, mask, &o) || as_attention_check_cpu_kernel(fn, q, k, v, mask)) return -1;
     in->dtype = q->dtype;
@@ -77,11 +78,36 @@ fail:
     return -1;
 }
 
+const char *as_attention_grad_name(const char *fn)
+{
+#define ZOO(name)                                                                                          \
+    {name, name " (its fused CPU kernel is inference only; as.attention.new(\"" name "\") takes the "  \
+           "differentiable tensor-op path when a gradient is needed)"}
+    static const struct {
+        const char *fn, *name;
+    } names[] = {
+        ZOO("local_attention"),     ZOO("sink_attention"),      ZOO("sparse_attention"),
+        ZOO("dynamic_attention"),   ZOO("relative_attention"),  ZOO("adaptive_attention"),
+        ZOO("gated_attention"),     ZOO("entmax_attention"),    ZOO("sigmoid_attention"),
+        ZOO("cosine_attention"),    ZOO("linear_attention"),    ZOO("performer_attention"),
+        ZOO("efficient_attention"),
+    };
+#undef ZOO
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(names[i].fn, fn) == 0) return names[i].name;
+    return fn;
+}
+
 as_tensor *as_attention_finish(const as_attn_inputs *in, as_tensor *out)
 {
-    /* the zoo's fused kernels have no backward yet (the attention-backward
-     * issue): a result that needs one says so at backward */
-    out = as_autograd_guard("the fused zoo kernel", out, 4, (const as_tensor *[]){in->q, in->k, in->v, in->mask});
+    /* the zoo's fused kernels have no backward: the modules take their
+     * tensor-op composite when a gradient is needed (ops_path.lua), so only
+     * the functional forms get here with one, and say so at backward */
+    const as_tensor *all[6] = {in->q, in->k, in->v, in->mask, in->param[0], in->param[1]}, *need[AS_NODE_MAX_INPUTS];
+    int n = 0; /* a node holds at most AS_NODE_MAX_INPUTS; one that requires grad puts it in the graph */
+    for (int i = 0; i < 6 && n < AS_NODE_MAX_INPUTS; i++)
+        if (as_requires_grad(all[i])) need[n++] = all[i];
+    out = as_autograd_guard(as_attention_grad_name(in->fn), out, n, need);
     if (!out || in->dtype == AS_F32) return out;
     as_tensor *r = as_to_dtype(out, in->dtype);
     as_release(out);

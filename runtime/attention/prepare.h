@@ -27,6 +27,10 @@ typedef struct {
     as_tensor *q, *k, *v, *mask;
     as_dtype dtype; /* q's: the result's */
     as_attn_f32_params p;
+    const char *fn; /* the public name, for the backward's error */
+    /* the core's learned parameters (span, gate, bias table, ...), borrowed:
+     * a result that needs their gradient says so at backward too */
+    const as_tensor *param[2];
 } as_attn_inputs;
 /* Checks the contract for fn (every operand on the CPU) and fills in
  * (dims, scale, causal, dropout when training); 0 or -1 with the error set.
@@ -34,8 +38,12 @@ typedef struct {
 int as_attention_prepare(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                          const as_tensor *mask, const as_attention_opts *o, bool training, as_attn_inputs *in);
 void as_attention_inputs_release(as_attn_inputs *in);
-/* out (float32, released) in in->dtype. */
+/* out (float32, released) in in->dtype, marked so that a backward through
+ * it is an error naming in->fn (the fused kernels are inference only). */
 as_tensor *as_attention_finish(const as_attn_inputs *in, as_tensor *out);
+/* fn's name in that error: fn, what the fused kernel is, and where the
+ * differentiable composite lives (a static string). */
+const char *as_attention_grad_name(const char *fn);
 
 /* ---- the reweight family (runtime/attention/reweight.c) ---- */
 /* Runs the row driver with mech; the result in in->dtype. */

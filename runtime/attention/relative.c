@@ -39,6 +39,7 @@ as_tensor *as_relative_attention(const as_tensor *q, const as_tensor *k, const a
     if (check_opts(r)) return NULL;
     as_attn_inputs in;
     if (as_attention_prepare(FN, q, k, v, mask, o, training, &in)) return NULL;
+    in.param[0] = bias;
     int64_t H = in.p.H, Lq = in.p.Lq, Lk = in.p.Lk;
     as_tensor *b32 = NULL, *out = NULL;
     float *table = NULL;

@@ -3,7 +3,10 @@
 -- span z_h; its softmax weights are multiplied by the soft mask
 --   m_z(x) = clamp((R + z - x) / R, 0, 1),   x = i - j (causal) or |i - j|
 -- and renormalised to sum 1.  z_h = clamp(span_h, 0, 1) * max_span with the
--- parameter span (num_heads,) initialised to init_span.  A banded C kernel
+-- parameter span (num_heads,) initialised to init_span.  As in the paper's
+-- code, span is kept in [0, 1] by clamp_span() after each optimizer step;
+-- the forward's clamp passes the gradient straight through (a clamp's own
+-- gradient, 0 outside [0, 1], would leave a span that stepped out stuck).  A banded C kernel
 -- (kernels/cpu/zoo_reweight_adaptive.c): keys at distance >= z + R are never
 -- visited, so the cost is O(L (z + R) D).
 local core = require "attnswap.core"
@@ -43,21 +46,38 @@ local function ops_forward(self, q, k, v, mask)
   end
   P.check_param(FN, "span", span, dev)
   span = P.float(span)
-  local z = core.where(span:eq(span), span, 0.0):clamp(0, 1) * o.max_span -- NaN -> 0
+  span = core.where(span:eq(span), span, 0.0) -- NaN -> 0
+  -- clamp(span, 0, 1) in value (as the fused kernel), identity in gradient
+  local z = (span + (span:detach():clamp(0, 1) - span:detach())) * o.max_span
   local qi, kj = P.positions(Lq, Lk, dev)
   local x = qi - kj
   if not o.causal then x = x:abs() end
   local mz = ((z:view(H, 1, 1) + o.ramp) - x:float():view(1, Lq, Lk)) / o.ramp
-  local bias = mz:clamp(0, 1):log() -- log 0 = -inf: the key is out of the span
+  -- log m_z, -inf where m_z <= 0 (the key is out of the span); log never
+  -- sees 0, so its backward never makes 0 * inf = NaN there.  The gradient
+  -- to span flows through the ramp, 0 < m_z < 1.
+  local inside = mz:gt(0)
+  local bias = core.where(inside, core.where(inside, mz, 1.0):clamp(0, 1):log(), P.NEG_INF)
   return P.flash(q, k, v, P.combine(P.mask4(mask), nil, bias), o, self:is_training())
 end
 
 function AdaptiveAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.adaptive_attention(q, k, v, mask, O.call_opts(o, {
     span = self.span, max_span = o.max_span, ramp = o.ramp,
   }), self:is_training())
+end
+
+--- clamp_span(): span into [0, 1] in place, outside autograd; call it
+--- after each optimizer step (Sukhbaatar et al.'s clamp_param).
+function AdaptiveAttention:clamp_span()
+  local span = self.span
+  local prev = core.set_grad_enabled(false)
+  local ok, err = pcall(function() span:copy_(span:clamp(0, 1)) end)
+  core.set_grad_enabled(prev)
+  if not ok then error(err, 2) end
+  return self
 end
 
 function AdaptiveAttention:extra_repr()

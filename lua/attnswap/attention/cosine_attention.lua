@@ -53,7 +53,7 @@ local function ops_forward(self, q, k, v, mask)
 end
 
 function CosineAttention:forward(q, k, v, mask)
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.cosine_attention(q, k, v, mask, O.call_opts(self.opts, {
     logit_scale = self.logit_scale, max_logit = math.log(100),
   }), self:is_training())

@@ -43,6 +43,8 @@ local NEG_INF = -math.huge
 local function topk_softmax(s, top_k)
   local Lk = s:size(4)
   if top_k >= Lk then return P.masked_softmax(s) end
+  local sg = s -- the gradient flows through the softmax over the kept set only
+  s = s:detach() -- the selection: comparisons and max, no gradient
   local shape = { s:size(1), s:size(2), s:size(3), 1 }
   local dev = s:device()
   local function full(v, dtype) return P.on(core.full(shape, v, dtype), dev) end
@@ -74,7 +76,7 @@ local function topk_softmax(s, top_k)
     ties = ties:logical_and(ties:float():matmul(incl):le(need))
   end
   local keep = s:gt(t):logical_or(ties)
-  return P.masked_softmax(core.where(keep, s, NEG_INF))
+  return P.masked_softmax(core.where(keep, sg, NEG_INF))
 end
 
 -- The ops path: scores materialised by blocks of queries (ops_path's
@@ -87,7 +89,7 @@ end
 
 function DynamicAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.dynamic_attention(q, k, v, mask, O.call_opts(o, { top_k = o.top_k }), self:is_training())
 end
 

@@ -53,29 +53,36 @@ local BISECT = 32 -- halvings of the threshold's bracket (its width starts below
 -- Rows with nothing visible give zeros.
 local function entmax_rows(s, alpha)
   if alpha == 1 then return P.masked_softmax(s) end
-  local mx = s:max(4, true)
+  local mx = s:detach():max(4, true)       -- a shift: entmax does not see it
   local valid = mx:gt(NEG_INF)
   local z = s - core.where(valid, mx, 0.0) -- max 0; masked stay -inf
-  local finite = s:gt(NEG_INF):sum(4, true):float():clamp(1)
+  local seen = s:gt(NEG_INF)
+  local finite = seen:sum(4, true):float():clamp(1)
   local am1 = alpha - 1                    -- a number or a (1, H, 1, 1) tensor
   local inv = 1 / am1
-  local X = z * am1
+  -- X = z (alpha - 1), -inf where masked; the product is taken on finite z
+  -- only, so alpha's gradient never meets -inf * 0
+  local X = core.where(seen, core.where(seen, z, 0.0) * am1, NEG_INF)
+  -- the bisection runs on constants (detached): only where it lands matters
+  local Xd = X:detach()
+  local am1d = core.is_tensor(am1) and am1:detach() or am1
+  local invd = core.is_tensor(inv) and inv:detach() or inv
   local function power(d) -- d >= 0
     if alpha == 2 then return d elseif alpha == 1.5 then return d * d end
-    return d:pow(inv)
+    return d:pow(invd)
   end
   local lo = core.full({ s:size(1), s:size(2), s:size(3), 1 }, -1.0)
   if s:device() ~= "cpu" then lo = lo:to(s:device()) end
-  local dm = (-(1 / finite):pow(am1)) - lo
+  local dm = (-(1 / finite):pow(am1d)) - lo
   for _ = 1, BISECT do
     dm = dm * 0.5
     local mid = lo + dm
-    local f = power((X - mid):clamp(0)):sum(4, true) - 1
+    local f = power((Xd - mid):clamp(0)):sum(4, true) - 1
     lo = core.where(f:ge(0), mid, lo)
   end
-  local tau = lo
+  local tau
+  local sup = Xd:gt(lo)
   if alpha == 2 or alpha == 1.5 then
-    local sup = X:gt(lo)
     local n = sup:sum(4, true):float():clamp(1)
     local Xs = core.where(sup, X, 0.0)
     local s1 = Xs:sum(4, true)
@@ -86,8 +93,24 @@ local function entmax_rows(s, alpha)
       local ss = ((Xs * Xs):sum(4, true) / n - mean * mean) * n
       tau = mean - ((1 - ss) / n):clamp(0):sqrt()
     end
+    local p = power((X - tau):clamp(0))
+    local sum = p:sum(4, true)
+    return core.where(valid, p / core.where(valid, sum, 1.0), 0.0)
   end
-  local p = power((X - tau):clamp(0))
+  -- Other alpha: one Newton step on f(tau) = sum (X - tau)_+^(1/(alpha-1)) - 1
+  -- from the bisected tau0 (a constant).  Its value is tau0 to float32 (f(tau0)
+  -- ~ 0), and its gradient is the implicit one, -(df/dX, df/dalpha) / (df/dtau),
+  -- the entmax Jacobian on the support (Peters et al. 2019), alpha's included.
+  -- Powers of (X - tau) are taken on the support only (where, twice), so
+  -- their backward never meets 0^(negative) or log 0.
+  local function ppow(d, e, on) return core.where(on, core.where(on, d, 1.0):pow(e), 0.0) end
+  local d0 = X - lo
+  local f = ppow(d0, inv, sup):sum(4, true) - 1
+  local fp = ppow(d0, inv - 1, sup):sum(4, true) * inv -- -df/dtau > 0 on a support
+  local ok = fp:detach():gt(0)
+  tau = lo + core.where(ok, f / core.where(ok, fp, 1.0), 0.0)
+  local d = X - tau
+  local p = ppow(d, inv, d:detach():gt(0))
   local sum = p:sum(4, true)
   return core.where(valid, p / core.where(valid, sum, 1.0), 0.0)
 end
@@ -118,7 +141,7 @@ end
 
 function EntmaxAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.entmax_attention(q, k, v, mask, O.call_opts(o, {
     alpha = o.alpha, pre_alpha = o.learn_alpha and self.pre_alpha or nil,
   }), self:is_training())

@@ -95,8 +95,10 @@ local NEG_INF = -math.huge
 -- softmax of Dao et al. 2022) written with tensor ops; returns the new
 -- acc (B, H, Bq, Dv), m, l (B, H, Bq, 1).  Rows with nothing visible so far
 -- keep m = -inf, l = 0, acc = 0.
+-- The running max m is a constant to autograd (detached): it cancels in
+-- acc / l, so the gradient flows through p and the tiles' scores only.
 local function ops_step(acc, m, l, s, v, drop, keep_scale)
-  local m_new = m:maximum(s:max(4, true))
+  local m_new = m:maximum(s:detach():max(4, true))
   local has = m_new:gt(NEG_INF)
   local m_safe = core.where(has, m_new, 0.0)
   local alpha = (m - m_safe):exp()                 -- m = -inf: 0
@@ -136,7 +138,7 @@ function FlexAttention:forward(q, k, v, mask)
   check_inputs(q, k, v, mask)
   local dev = q:device()
   local ops = c_ops
-  if P.active(q) then
+  if P.active(q, k, v, mask, self) then
     core.attention_check(FN, q, k, v, mask) -- one device for q, k, v and the mask
     ops = device_ops(dev)
   end
@@ -163,7 +165,8 @@ function FlexAttention:forward(q, k, v, mask)
     -- (B, Hkv, G * bq, D): one matmul per kv head serves its G query heads
     local qt = q:narrow(3, i0 + 1, bq)
     if G > 1 then qt = qt:reshape(B, Hkv, G * bq, D) end
-    local acc, m, l = ops.new(B, H, bq, Dv)
+    local bops = ops
+    local acc, m, l = bops.new(B, H, bq, Dv)
     local last_key = o.causal and math.min(Lk, i0 + bq + off) or Lk -- keys [0, last_key)
     for j0 = 0, last_key - 1, bs do
       local bk = math.min(bs, Lk - j0)
@@ -187,6 +190,13 @@ function FlexAttention:forward(q, k, v, mask)
           end
           if shape_str(s) ~= string.format("(%d, %d, %d, %d)", B, H, bq, bk) then s = s:expand(B, H, bq, bk) end
         end
+        if bops == c_ops and s.requires_grad and core.is_grad_enabled() then
+          -- score_mod brought in a tensor that requires grad (ALiBi slopes, a
+          -- bias table): the C step records nothing, so this block goes on
+          -- with the tensor-op step from the state it has reached
+          bops = device_ops(dev)
+          m, l = m:view(B, H, bq, 1), l:view(B, H, bq, 1)
+        end
         if keep ~= true then s = core.where(keep, s, NEG_INF) end
         if o.causal and j0 + bk - 1 > i0 + off then s = core.where(q_idx:ge(kv_idx), s, NEG_INF) end
         if mask ~= nil then
@@ -195,10 +205,10 @@ function FlexAttention:forward(q, k, v, mask)
         end
         local drop
         if training then drop = here(core.rand(B, H, bq, bk):ge(o.dropout)) end
-        acc, m, l = ops.step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
+        acc, m, l = bops.step(acc, m, l, s, v:narrow(3, j0 + 1, bk), drop, 1 / (1 - o.dropout))
       end
     end
-    tiles[#tiles + 1] = ops.finish(acc, l, dtype)
+    tiles[#tiles + 1] = bops.finish(acc, l, dtype)
   end
   if #tiles == 0 then return here(core.zeros({ B, H, Lq, Dv }, dtype)) end
   if #tiles == 1 then return tiles[1] end

@@ -58,7 +58,7 @@ local function ops_forward(self, q, k, v, mask)
 end
 
 function GatedAttention:forward(q, k, v, mask)
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.gated_attention(q, k, v, mask, O.call_opts(self.opts, {
     gate_weight = self.gate_weight, gate_bias = self.gate_bias,
   }), self:is_training())

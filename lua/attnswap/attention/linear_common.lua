@@ -107,18 +107,21 @@ end
 --- On the CPU: the fused kernel that makes the features itself (feature
 --- "elu1", "favor" with projection w, or "softmax", which is not causal), so
 --- no L x F tensor is ever allocated; keep is key_padding's weight or nil.
---- Returns nil elsewhere (q on a device): the caller takes the tensor-op path.
+--- Returns nil elsewhere (q on a device, or a gradient needed: the kernel has
+--- no backward): the caller takes the tensor-op path.
 function M.fused(q, k, v, keep, w, feature, causal)
-  if P.active(q) then return nil end
+  if P.active(q, k, v, keep) then return nil end
   if keep then keep = keep:reshape(keep:size(1), keep:size(3)) end
   return core.kernelized_attention(q, k, v, keep, w, feature, causal)
 end
 
 --- out = phi_q (phi_k^T v) / (phi_q . sum phi_k); causal by the prefix scan in C,
---- or on device ops (ops_path) when q is not on the CPU.
+--- or on device ops (ops_path) when q is not on the CPU or a gradient is
+--- needed (the scan has no backward; autograd of the chunked sums keeps
+--- O(L F Dv / CHUNK) state, not one per step).
 function M.attend(fq, fk, v, causal)
   if causal then
-    if P.active(fq) then return causal_ops(M.float(fq), M.float(fk), M.float(v)) end
+    if P.active(fq, fk, v) then return causal_ops(M.float(fq), M.float(fk), M.float(v)) end
     return core.linear_attention_causal(fq, fk, v)
   end
   local kv = fk:transpose(3, 4):matmul(v)              -- (B, H, F, Dv)

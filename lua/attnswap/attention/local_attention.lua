@@ -41,7 +41,7 @@ end
 
 function LocalAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.local_attention(q, k, v, mask, O.call_opts(o, { window_size = o.window_size }),
     self:is_training())
 end

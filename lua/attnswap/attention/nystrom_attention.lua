@@ -36,8 +36,11 @@ end
 local function pinv(a, iters)
   -- a (B, H, m, m), rows sum to 1 (a softmax)
   local m = a:size(4)
-  local col = a:abs():sum(3):max() -- max column sum
-  local row = a:abs():sum(4):max() -- max row sum
+  -- the initial scale is a constant to autograd (detached, and max has no
+  -- backward): the iteration converges to the pseudo-inverse whatever it is
+  local ad = a:detach()
+  local col = ad:abs():sum(3):max() -- max column sum
+  local row = ad:abs():sum(4):max() -- max row sum
   local z = a:transpose(3, 4) / (col * row)
   local r = core.arange(m)
   local I = r:unsqueeze(2):eq(r:unsqueeze(1)):float()

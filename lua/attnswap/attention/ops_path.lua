@@ -24,10 +24,32 @@ local M = {
 local NEG_INF = -math.huge
 M.NEG_INF = NEG_INF
 
---- Does this call take the ops path?
-function M.active(q)
+--- Does a gradient have to flow through this call?  Grad mode on, and one
+--- of the tensors given (q, k, v, mask, ...) or a parameter of module (the
+--- core: gate, span, bias table, temperature, alpha) requires grad.
+function M.grad_needed(module, ...)
+  if not core.is_grad_enabled() then return false end
+  for i = 1, select("#", ...) do
+    local t = select(i, ...)
+    if core.is_tensor(t) and t.requires_grad then return true end
+  end
+  if module ~= nil then
+    for _, p in module:named_parameters() do
+      if p.requires_grad then return true end
+    end
+  end
+  return false
+end
+
+--- Does this call take the ops path?  Off the CPU (the C kernels are CPU
+--- only), when forced (tests), and whenever a gradient is needed: the fused
+--- CPU kernels are an inference-only fast path with no backward, the
+--- composite is the definition autograd differentiates.  The one place the
+--- choice is made (issue 17).
+function M.active(q, k, v, mask, module)
   if M.force then return true end
-  return core.is_tensor(q) and q:device() ~= "cpu"
+  if core.is_tensor(q) and q:device() ~= "cpu" then return true end
+  return M.grad_needed(module, q, k, v, mask)
 end
 
 --- t on device dev (a no-op when it is there already).
@@ -133,10 +155,13 @@ end
 
 --- Exact softmax attention on device ops (the flash kernel of q's device),
 --- with the contract's options; dropout uses the flash kernel's hash.
+--- flash_attention has no backward yet (the flash-backward work of issue
+--- 17): when a gradient must flow, the materialising sdp math path, whose
+--- ops all record theirs (O(Lq Lk) memory per head instead of O(Lq)).
 function M.flash(q, k, v, mask, o, training, scale)
-  return core.flash_attention(q, k, v, mask, {
-    causal = o.causal, scale = scale or o.scale, dropout = o.dropout,
-  }, training)
+  local opts = { causal = o.causal, scale = scale or o.scale, dropout = o.dropout }
+  if M.grad_needed(nil, q, k, v, mask) then return core.sdp_attention(q, k, v, mask, opts, training) end
+  return core.flash_attention(q, k, v, mask, opts, training)
 end
 
 --- softmax over the last dim; a row of -inf gives zeros (the runtime's softmax

@@ -67,9 +67,12 @@ local function exponents(x, w)
 end
 
 -- phi(x) for x (B, H, L, D); is_query: stabilise per row, else with one max.
+-- The stabiliser is a constant to autograd (detached): it cancels between
+-- numerator and denominator, so its gradient is zero but for the 1e-6 floor.
 local function features(x, w, is_query)
   local e = exponents(x, w)
-  local stab = is_query and e:max(4, true) or e:max(4, true):max(3, true)
+  local ed = e:detach()
+  local stab = is_query and ed:max(4, true) or ed:max(4, true):max(3, true)
   return (e - stab):exp() * (w:size(1) ^ -0.5) + 1e-6
 end
 

@@ -112,7 +112,7 @@ end
 
 function RelativeAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.relative_attention(q, k, v, mask, O.call_opts(o, {
     alibi = o.alibi, bidirectional = o.bidirectional, num_buckets = o.num_buckets,
     max_distance = o.max_distance, bias = not o.alibi and self.relative_attention_bias or nil,

@@ -34,7 +34,7 @@ local function ops_forward(self, q, k, v, mask)
 end
 
 function SigmoidAttention:forward(q, k, v, mask)
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.sigmoid_attention(q, k, v, mask, O.call_opts(self.opts, { bias = self.opts.bias }),
     self:is_training())
 end

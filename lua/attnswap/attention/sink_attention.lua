@@ -56,7 +56,7 @@ end
 
 function SinkAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.sink_attention(q, k, v, mask, O.call_opts(o, {
     window_size = o.window_size, num_sinks = o.num_sinks,
   }), self:is_training())

@@ -135,7 +135,7 @@ end
 
 function SparseAttention:forward(q, k, v, mask)
   local o = self.opts
-  if P.active(q) then return ops_forward(self, q, k, v, mask) end
+  if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
   return core.sparse_attention(q, k, v, mask, O.call_opts(o, {
     layout = self:layout_for(q, k), block_size = o.block_size,
   }), self:is_training())
