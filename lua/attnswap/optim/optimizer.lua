@@ -13,6 +13,8 @@ Optimizer.__index = Optimizer
 Optimizer.__name = "Optimizer"
 
 local FLOATS = { float32 = true, float16 = true, bfloat16 = true, float64 = true }
+-- The dtypes the fused kernels update (the others take the tensor-op path).
+Optimizer.FUSED = { float32 = true, float16 = true, bfloat16 = true }
 
 -- Runs fn(...) with grad mode set to `on`, restoring the previous mode even on error.
 local function with_grad(on, fn, ...)
@@ -100,18 +102,9 @@ local function init(self, name, params, opts, defaults)
   end
   if #groups == 0 then error(name .. ": got an empty parameter list", 0) end
   for _, g in ipairs(groups) do self:_add_group(g) end
-  local total, need = 0, 0
-  for _, g in ipairs(self.param_groups) do
-    for _, p in ipairs(g.params) do
-      total = total + 1
-      if p.requires_grad then need = need + 1 end
-    end
-  end
+  local total = 0
+  for _, g in ipairs(self.param_groups) do total = total + #g.params end
   if total == 0 then error(name .. ": got an empty parameter list", 0) end
-  if need == 0 then
-    error(string.format("%s: none of the %d parameters requires grad, so no step would change them " ..
-      "(call model:requires_grad_() or t:requires_grad_() first)", name, total), 0)
-  end
   return self
 end
 
@@ -167,6 +160,23 @@ end
 function Optimizer:step(closure)
   local loss
   if closure ~= nil then loss = with_grad(true, closure) end
+  if not self._checked_grad then
+    -- torch accepts parameters that do not require grad (they get no .grad and
+    -- are skipped); here modules' parameters do not require grad until
+    -- requires_grad_(), so an optimizer none of whose parameters does is the
+    -- mistake "nothing trains": said once, at the first step.
+    local total = 0
+    for _, g in ipairs(self.param_groups) do
+      for _, p in ipairs(g.params) do
+        total = total + 1
+        if p.requires_grad then self._checked_grad = true end
+      end
+    end
+    if not self._checked_grad then
+      error(string.format("%s: none of the %d parameters requires grad, so no step would change them " ..
+        "(call model:requires_grad_() or t:requires_grad_() first)", self.name, total), 2)
+    end
+  end
   with_grad(false, function()
     for gi, g in ipairs(self.param_groups) do
       local states = self.state[gi]
@@ -186,6 +196,12 @@ end
 -- A fresh zero tensor of p's shape, dtype and device (not requiring grad).
 function Optimizer.zeros_like(p)
   return p:detach():clone():zero_()
+end
+
+-- A fresh float32 zero tensor of p's shape on p's device (clone first: float()
+-- of a float32 tensor is the tensor itself).
+function Optimizer.zeros_f32(p)
+  return p:detach():clone():float():zero_()
 end
 
 --- opt:state_dict() -> {state = {[k] = {step = n, <buffer> = tensor, ...}},
@@ -250,7 +266,8 @@ function Optimizer:load_state_dict(sd)
               error(string.format("%s: load_state_dict: %s of parameter %d in group %d has shape %s, the parameter %s",
                 name, key, i, gi, tostring(v:shape()), tostring(p:shape())), 2)
             end
-            local t = Optimizer.zeros_like(p)
+            -- the fused path keeps float32 state, the tensor-op path the parameter's dtype
+            local t = Optimizer.FUSED[p:dtype()] and Optimizer.zeros_f32(p) or Optimizer.zeros_like(p)
             t:copy_(v)
             copy[key] = t
           else
