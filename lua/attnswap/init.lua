@@ -51,6 +51,11 @@ as.F = require "attnswap.functional"
 nn.functional = as.F
 as.optim = require "attnswap.optim"
 nn.utils = { clip_grad_norm_ = as.optim.clip_grad_norm_, clip_grad_value_ = as.optim.clip_grad_value_ }
+-- Checkpoints (model, optimizer, schedule, generator, plain fields) and the
+-- generator's state; the fused steps are the optimizers' business, not as's.
+as.save_checkpoint = require("attnswap.checkpoint").save_checkpoint
+as.load_checkpoint = require("attnswap.checkpoint").load_checkpoint
+as.sgd_step, as.adamw_step = nil, nil
 as.isinstance = nn.isinstance
 as.register_attention = registry.register_attention
 as.attention = registry.attention

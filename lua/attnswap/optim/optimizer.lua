@@ -235,36 +235,49 @@ function Optimizer:state_dict()
   return { state = state, param_groups = groups }
 end
 
---- opt:load_state_dict(sd): the groups must match this optimizer's in number and size, and
---- each saved buffer the shape of its parameter; options and state are restored (the
---- buffers copied into the parameter's dtype and device).
-function Optimizer:load_state_dict(sd)
+-- Checks sd against this optimizer and builds the new state (copies in the
+-- dtype the step uses) without changing anything; errors at level 0.
+function Optimizer:_prepare_load(sd)
   local name = self.name
   if not is_plain_table(sd) or not is_plain_table(sd.param_groups) or not is_plain_table(sd.state) then
-    error(name .. ": load_state_dict expects a table from state_dict() ({state = ..., param_groups = ...})", 2)
+    error(name .. ": load_state_dict expects a table from state_dict() ({state = ..., param_groups = ...})", 0)
   end
   if #sd.param_groups ~= #self.param_groups then
     error(string.format("%s: load_state_dict: the saved state has %d parameter groups, this optimizer %d",
-      name, #sd.param_groups, #self.param_groups), 2)
+      name, #sd.param_groups, #self.param_groups), 0)
   end
   local new_state = {}
   for gi, g in ipairs(self.param_groups) do
     local sg = sd.param_groups[gi]
-    if not is_plain_table(sg.params) or #sg.params ~= #g.params then
+    if not is_plain_table(sg) or not is_plain_table(sg.params) or #sg.params ~= #g.params then
       error(string.format("%s: load_state_dict: saved parameter group %d has %d parameters, this optimizer's %d",
-        name, gi, is_plain_table(sg.params) and #sg.params or 0, #g.params), 2)
+        name, gi, is_plain_table(sg) and is_plain_table(sg.params) and #sg.params or 0, #g.params), 0)
+    end
+    for key, v in pairs(sg) do
+      if key ~= "params" and self.defaults[key] ~= nil and type(v) ~= type(self.defaults[key]) then
+        error(string.format("%s: load_state_dict: option %s of group %d is a %s, expected a %s", name, key, gi,
+          type(v), type(self.defaults[key])), 0)
+      end
     end
     new_state[gi] = {}
     for i, p in ipairs(g.params) do
       local st = sd.state[sg.params[i]]
       if st ~= nil then
+        if not is_plain_table(st) then
+          error(string.format("%s: load_state_dict: the state of parameter %d in group %d is a %s", name, i, gi,
+            type(st)), 0)
+        end
         local copy = {}
         for _, key in ipairs(sorted_keys(st)) do
           local v = st[key]
           if core.is_tensor(v) then
             if tostring(v:shape()) ~= tostring(p:shape()) then
               error(string.format("%s: load_state_dict: %s of parameter %d in group %d has shape %s, the parameter %s",
-                name, key, i, gi, tostring(v:shape()), tostring(p:shape())), 2)
+                name, key, i, gi, tostring(v:shape()), tostring(p:shape())), 0)
+            end
+            if not FLOATS[v:dtype()] then
+              error(string.format("%s: load_state_dict: %s of parameter %d in group %d is %s, expected a float tensor",
+                name, key, i, gi, v:dtype()), 0)
             end
             -- the fused path keeps float32 state, the tensor-op path the parameter's dtype
             local t = Optimizer.FUSED[p:dtype()] and Optimizer.zeros_f32(p) or Optimizer.zeros_like(p)
@@ -274,10 +287,18 @@ function Optimizer:load_state_dict(sd)
             copy[key] = v
           end
         end
+        if copy.step ~= nil and math.type(copy.step) ~= "integer" then
+          error(string.format("%s: load_state_dict: step of parameter %d in group %d is %s, expected an integer",
+            name, i, gi, tostring(copy.step)), 0)
+        end
         new_state[gi][i] = copy
       end
     end
   end
+  return new_state
+end
+
+function Optimizer:_commit_load(sd, new_state)
   for gi, g in ipairs(self.param_groups) do
     for key, v in pairs(sd.param_groups[gi]) do
       if key ~= "params" and self.defaults[key] ~= nil then
@@ -286,6 +307,15 @@ function Optimizer:load_state_dict(sd)
     end
   end
   self.state = new_state
+end
+
+--- opt:load_state_dict(sd): the groups must match this optimizer's in number and size, and
+--- each saved buffer the shape of its parameter; options and state are restored (the
+--- buffers copied to the parameter's device, float32 where the fused step runs).  Checked
+--- before anything changes: an error leaves the optimizer as it was.
+function Optimizer:load_state_dict(sd)
+  local new_state = rethrow(pcall(self._prepare_load, self, sd))
+  self:_commit_load(sd, new_state)
 end
 
 function Optimizer:__tostring()
