@@ -217,5 +217,15 @@ describe("fused optimizer steps", function()
     has(function() as.optim.AdamW({ { params = { p } }, { params = { q } } }):load_state_dict(sd) end,
       "the saved state has 1 parameter groups, this optimizer 2")
     has(function() opt:load_state_dict({}) end, "load_state_dict expects a table from state_dict()")
+    local sd2 = opt:state_dict()
+    sd2.param_groups[1].betas = { 0.9, 1.5 }
+    has(function() opt:load_state_dict(sd2) end, "load_state_dict: group 1: invalid beta parameter at index 2: 1.5")
+    sd2.param_groups[1].betas = { 0.9, 0.999 }
+    sd2.param_groups[1].lr = "fast"
+    has(function() opt:load_state_dict(sd2) end, "option lr of group 1 is a string, expected a number")
+    sd2.param_groups[1].lr = 1e-3
+    sd2.state[1].step = 1.5
+    has(function() opt:load_state_dict(sd2) end, "step of parameter 1 in group 1 is 1.5, expected an integer")
+    assert.are.equal(1, opt.state[1][1].step) -- unchanged by the failed loads
   end)
 end)

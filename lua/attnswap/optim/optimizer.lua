@@ -253,11 +253,21 @@ function Optimizer:_prepare_load(sd)
       error(string.format("%s: load_state_dict: saved parameter group %d has %d parameters, this optimizer's %d",
         name, gi, is_plain_table(sg) and is_plain_table(sg.params) and #sg.params or 0, #g.params), 0)
     end
+    local merged = {}
+    for key, v in pairs(g) do merged[key] = v end
     for key, v in pairs(sg) do
-      if key ~= "params" and self.defaults[key] ~= nil and type(v) ~= type(self.defaults[key]) then
-        error(string.format("%s: load_state_dict: option %s of group %d is a %s, expected a %s", name, key, gi,
-          type(v), type(self.defaults[key])), 0)
+      if key ~= "params" and self.defaults[key] ~= nil then
+        if type(v) ~= type(self.defaults[key]) then
+          error(string.format("%s: load_state_dict: option %s of group %d is a %s, expected a %s", name, key, gi,
+            type(v), type(self.defaults[key])), 0)
+        end
+        merged[key] = v
       end
+    end
+    -- the saved options must be ones this optimizer would accept (a file may say anything)
+    local ok, err = pcall(self.check_group, self, merged)
+    if not ok then
+      error(string.format("%s: load_state_dict: group %d: %s", name, gi, tostring(err):gsub("^[^%s:]+:%d+: ", "")), 0)
     end
     new_state[gi] = {}
     for i, p in ipairs(g.params) do
