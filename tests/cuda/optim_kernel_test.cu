@@ -4,7 +4,7 @@
  * for float32 / bfloat16 / float16 parameters, odd sizes, every option, over
  * several steps.  Needs only the two kernels (no Lua, no BLAS):
  *
- *   gcc -O2 -std=c11 -fopenmp -Ikernels/common -c kernels/cpu/optim.c -o optim_cpu.o
+ *   gcc -O2 -std=c11 -fopenmp -fno-math-errno -Ikernels/common -c kernels/cpu/optim.c -o optim_cpu.o
  *   nvcc -O2 -std=c++17 -arch=sm_90 -Ikernels/common -Ikernels/cuda -Ikernels/cpu -DAS_OPTIM_TEST_STREAM \
  *        tests/cuda/optim_kernel_test.cu kernels/cuda/optim.cu optim_cpu.o -Xcompiler -fopenmp -o optim_kernel_test
  *   ./optim_kernel_test      exit 1 on a mismatch, 77 without a GPU
