@@ -120,6 +120,32 @@ describe("fused optimizer steps", function()
     assert.are.equal(0, U.maxdiff(opt.state[1][1].master_param:bfloat16(), p))
   end)
 
+  it("follows torch.optim's own trajectories (tests/fixtures/make_optim_fixtures.py)", function()
+    local t, meta = as.load(U.fixtures .. "optim/optim.safetensors")
+    local cases = as.json_decode(meta.cases)
+    local n = 0
+    for name, case in pairs(cases) do
+      n = n + 1
+      local p = t[name .. ".p0"]:clone():requires_grad_()
+      local opt = as.optim[case.class]({ p }, case.options)
+      local worst = 0
+      for step = 1, 5 do
+        p.grad = t[name .. ".g" .. step]
+        opt:step()
+        worst = math.max(worst, rel(p, t[name .. ".p" .. step]))
+      end
+      assert.is_true(worst < 5e-7, string.format("%s: parameter rel err %g against torch", name, worst))
+      for _, key in ipairs { "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer" } do
+        local want = t[name .. "." .. key]
+        if want then
+          local e = rel(opt.state[1][1][key], want)
+          assert.is_true(e < 5e-7, string.format("%s: %s rel err %g against torch", name, key, e))
+        end
+      end
+    end
+    assert.are.equal(8, n)
+  end)
+
   it("parameter groups take their own options", function()
     local a, c = fresh(), nil
     c = copies(a)
