@@ -2,17 +2,24 @@
 -- (a license under /usr/share/common-licenses, read at run time), with
 -- AdamW, a warmup + cosine schedule and gradient clipping; prints progress,
 -- the held-out loss against the unigram entropy, and writes the loss curve
--- as SVG and the weights as safetensors.
+-- as SVG and the weights as safetensors.  Checkpoints: --save FILE --every N
+-- writes model, optimizer, schedule and generator every N steps; --resume
+-- FILE continues from one, giving the same losses bit for bit on the CPU;
+-- --log FILE writes each step's loss (17 digits) as "step loss" lines.
 --   attnswap-run examples/train_tiny.lua [--steps N] [--text FILE] [--out DIR] [--seed N]
+--     [--save FILE --every N] [--resume FILE] [--log FILE]
 local as = require "attnswap"
 local nn, F = as.nn, as.F
 
-local opts = { steps = 300, text = "/usr/share/common-licenses/GPL-3", out = nil, seed = 0 }
+local USAGE = "usage: attnswap-run examples/train_tiny.lua [--steps N] [--text FILE] [--out DIR] [--seed N]\n" ..
+  "  [--save FILE --every N] [--resume FILE] [--log FILE]\n"
+local opts = { steps = 300, text = "/usr/share/common-licenses/GPL-3", out = nil, seed = 0, every = 0 }
+local optional = { out = true, save = true, resume = true, log = true }
 local i = 1
 while i <= #arg do
   local k = arg[i]:match("^%-%-(.+)$")
-  if not k or opts[k] == nil and k ~= "out" then
-    io.stderr:write("usage: attnswap-run examples/train_tiny.lua [--steps N] [--text FILE] [--out DIR] [--seed N]\n")
+  if not k or opts[k] == nil and not optional[k] or arg[i + 1] == nil then
+    io.stderr:write(USAGE)
     os.exit(2)
   end
   opts[k] = tonumber(arg[i + 1]) or arg[i + 1]
@@ -75,7 +82,7 @@ end
 
 local model = CharModel():requires_grad_()
 local opt = as.optim.AdamW(model:parameters(), { lr = 3e-3, weight_decay = 0.01 })
-local sched = as.optim.lr_scheduler.LinearWarmupCosine(opt, { warmup_steps = 20, total_steps = opts.steps })
+local sched = as.optim.lr_scheduler.LinearWarmupCosine(opt, { warmup_steps = math.min(20, opts.steps), total_steps = opts.steps })
 
 local function loss_of(x, y)
   return F.cross_entropy(model(x):reshape(B * L, V), y:reshape(B * L))
@@ -90,25 +97,37 @@ end
 
 print(string.format("train_tiny: %d characters of %s, %d symbols, unigram entropy %.3f nats; %d parameters",
   n, opts.text, V, unigram, model:num_parameters()))
+local first = 1
+if opts.resume then
+  local got = as.load_checkpoint(opts.resume, { model = model, optimizer = opt, scheduler = sched })
+  first = got.step + 1
+  print(string.format("resumed from %s at step %d", opts.resume, got.step))
+end
+local log = opts.log and assert(io.open(opts.log, "w"))
 local curve, t0 = {}, as.clock()
-for step = 1, opts.steps do
+for step = first, opts.steps do
   local loss = loss_of(batch(0, split))
   opt:zero_grad()
   loss:backward()
   as.nn.utils.clip_grad_norm_(model:parameters(), 1.0)
   opt:step()
   sched:step()
-  curve[step] = loss:item()
+  curve[#curve + 1] = loss:item()
+  if log then log:write(string.format("%d %.17g\n", step, curve[#curve])) end
+  if opts.save and opts.every > 0 and step % opts.every == 0 then
+    as.save_checkpoint(opts.save, { model = model, optimizer = opt, scheduler = sched, step = step })
+  end
   local every = math.max(1, opts.steps // 10)
   if step % every == 0 or step == opts.steps then
     local elapsed = as.clock() - t0
-    local tps = step * B * L / elapsed
-    io.write(string.format("\rstep %4d/%d  loss %.3f  %6.0f tokens/s  eta %4.0f s", step, opts.steps, curve[step],
+    local tps = (step - first + 1) * B * L / elapsed
+    io.write(string.format("\rstep %4d/%d  loss %.3f  %6.0f tokens/s  eta %4.0f s", step, opts.steps, curve[#curve],
       tps, (opts.steps - step) * B * L / tps))
     io.flush()
   end
 end
 print()
+if log then log:close() end
 local final = held_out()
 print(string.format("held-out loss %.3f nats against the unigram entropy %.3f (%s)", final, unigram,
   final < unigram and "learned context" or "no better than unigram"))

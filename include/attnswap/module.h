@@ -42,6 +42,10 @@ typedef struct as_module_class {
      * inherits causal and head counts from it): writes at most max fields,
      * returns how many (may be NULL: none). */
     int (*config_fields)(const as_module *m, as_config_field *out, int max);
+    /* The size of the config when it is one flat malloc'd block (no
+     * pointers it owns), so that as_module_copy can duplicate it; 0 for a
+     * class whose config cannot be copied that way (or that has none). */
+    size_t config_size;
 } as_module_class;
 
 typedef struct {
@@ -117,6 +121,12 @@ void as_module_train(as_module *m, bool training); /* recursive */
 int as_module_to_device(as_module *m, as_device dev);
 int as_module_to_dtype(as_module *m, as_dtype dt);
 int64_t as_module_num_parameters(as_module *m);
+
+/* A new module of m's class, type name, config (copied) and training flag,
+ * with no children, parameters, buffers or host state: the first step of a
+ * deep copy (model:clone()), which fills in the members.  NULL with "clone:
+ * ..." set when the class's config cannot be copied. */
+as_module *as_module_copy(const as_module *m);
 
 /* The class of modules the host defines (Lua classes): its forward is the hooks'. */
 extern const as_module_class as_host_module_class;

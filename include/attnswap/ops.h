@@ -69,10 +69,10 @@ as_tensor *as_arange(double start, double end, double step, as_dtype dt);
  * are the same on every machine and thread count. */
 void as_manual_seed(uint64_t seed);
 uint64_t as_initial_seed(void);
-/* The generator's whole state (seed and stream position): saved and restored
- * around a recomputation (activation checkpointing), draws repeat exactly. */
-void as_rng_get_state(uint64_t *seed, uint64_t *offset);
-void as_rng_set_state(uint64_t seed, uint64_t offset);
+/* The whole generator state, for checkpoints: resuming with it replays the
+ * same numbers.  set: 0, or -1 when offset is not one it can reach. */
+void as_get_rng_state(uint64_t *seed, uint64_t *offset);
+int as_set_rng_state(uint64_t seed, uint64_t offset);
 as_tensor *as_rand(int ndim, const int64_t *shape, as_dtype dt, as_device dev);  /* U[0, 1) */
 as_tensor *as_randn(int ndim, const int64_t *shape, as_dtype dt, as_device dev); /* N(0, 1) */
 int as_uniform_(as_tensor *t, double lo, double hi);

@@ -129,7 +129,7 @@ local Checkpoint = M.Function {
   record_always = true, -- parameters inside fn need the node even when no input requires grad
   forward = function(ctx, fn, ...)
     ctx.fn, ctx.args = fn, table.pack(...)
-    ctx.rng = { core.rng_state() }
+    ctx.rng = { core.get_rng_state() }
     for i = 1, ctx.args.n do -- only the inputs are kept, detached
       if is_tensor(ctx.args[i]) then ctx.args[i] = ctx.args[i]:detach() end
     end
@@ -149,7 +149,7 @@ local Checkpoint = M.Function {
     end
     -- recompute with gradients on and the generator where forward found it
     -- (dropout draws the same mask), then put the generator back
-    local now = { core.rng_state() }
+    local now = { core.get_rng_state() }
     core.set_rng_state(ctx.rng[1], ctx.rng[2])
     local prev = core.set_grad_enabled(true)
     local res = table.pack(pcall(ctx.fn, table.unpack(args, 1, ctx.args.n)))

@@ -39,6 +39,11 @@ local DOCS = {
     "  element and both values (float64 inputs: x:double())",
   manual_seed = "as.manual_seed(n): seed the generator (same numbers on every machine)",
   set_num_threads = "as.set_num_threads(n): CPU threads for the kernels",
+  save_checkpoint = "as.save_checkpoint(path, {model = m, optimizer = opt, scheduler = s, step = n, ...}): " ..
+    "one safetensors file, written atomically (docs/training.md)",
+  load_checkpoint = "as.load_checkpoint(path, {model = m, optimizer = opt, scheduler = s}) -> {step = n, ...}: " ..
+    "checks everything first, then restores them and the generator",
+  get_rng_state = "as.get_rng_state() -> seed, offset of the generator (as.set_rng_state(seed, offset) resumes it)",
   swap_attention = "as.swap_attention(model, target, name [, opts [, swap_opts]]) -> model, report\n" ..
     "  target: a class, a class or registry name, or a function(module, path);\n" ..
     "  name: a registered attention (as.attention.names()); opts: its options;\n" ..

@@ -10,8 +10,7 @@ local PRIVATE = {
   set_training = true, is_training = true, type_name = true, is_builtin = true,
   extra_repr = true, module_to = true, num_parameters = true, env = true, append = true,
   Parameter = true, module_config = true,
-  function_record = true, set_anomaly_enabled = true, is_anomaly_enabled = true, rng_state = true,
-  set_rng_state = true,
+  function_record = true, set_anomaly_enabled = true, is_anomaly_enabled = true,
 }
 local as = {}
 for k, v in pairs(core) do
@@ -58,6 +57,12 @@ as.autograd = as.autograd or {}
 for k, v in pairs(require "attnswap.autograd") do as.autograd[k] = v end
 as.checkpoint = as.autograd.checkpoint
 nn.utils = { clip_grad_norm_ = as.optim.clip_grad_norm_, clip_grad_value_ = as.optim.clip_grad_value_ }
+-- Checkpoints (model, optimizer, schedule, generator, plain fields) and the
+-- generator's state; the fused steps are the optimizers' business, not as's.
+as.save_checkpoint = require("attnswap.checkpoint").save_checkpoint
+as.load_checkpoint = require("attnswap.checkpoint").load_checkpoint
+as.sgd_step, as.adamw_step = nil, nil
+as.module_copy, as.tensor_key = nil, nil -- model:clone()'s, in lua/attnswap/nn/clone.lua
 as.isinstance = nn.isinstance
 as.register_attention = registry.register_attention
 as.attention = registry.attention

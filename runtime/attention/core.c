@@ -35,6 +35,7 @@ static int core_fields(const as_module *m, as_config_field *f, int max)
 
 static const as_module_class core_class = {
     .name = "AttentionCore", .forward = core_forward, .extra_repr = core_repr, .config_fields = core_fields,
+    .config_size = sizeof(core_config),
 };
 
 as_module *as_attention_core_new(const char *type_name, as_attention_fn fn, const as_attention_opts *opts)

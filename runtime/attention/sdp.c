@@ -167,7 +167,8 @@ static const as_module_class sdp_class = {.name = "ScaledDotProductAttention",
                                           .forward = sdp_forward,
                                           .free_config = free,
                                           .extra_repr = sdp_repr,
-                                          .config_fields = sdp_fields};
+                                          .config_fields = sdp_fields,
+                                          .config_size = sizeof(sdp_config)};
 
 as_module *as_sdp_attention_new(const as_attention_opts *opts, as_sdp_backend backend)
 {

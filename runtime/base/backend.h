@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "as_attention.h"
+#include "as_optim.h"
 #include "as_types.h"
 #include "attnswap/tensor.h"
 
@@ -82,6 +83,13 @@ typedef struct as_backend {
      * for p ("flash/avx512", "flash/wgmma-ws", ...). */
     int (*flash)(const char *fn, const as_attn_params *p);
     const char *(*flash_path)(const as_attn_params *p);
+
+    /* Fused optimizer steps, in place (kernels/cpu/optim.h has the contracts):
+     * a status for check. */
+    int (*sgd_step)(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad, as_dtype gdt,
+                    float *buf, float *master, bool first);
+    int (*adamw_step)(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
+                      as_dtype gdt, float *m, float *v, float *vmax, float *master);
 } as_backend;
 
 /* Installs the table for a device type (at start, before any tensor). */

@@ -65,16 +65,22 @@ void as_manual_seed(uint64_t seed)
 
 uint64_t as_initial_seed(void) { return rng_seed; }
 
-void as_rng_get_state(uint64_t *seed, uint64_t *offset)
+void as_get_rng_state(uint64_t *seed, uint64_t *offset)
 {
     *seed = rng_seed;
     *offset = rng_offset;
 }
 
-void as_rng_set_state(uint64_t seed, uint64_t offset)
+int as_set_rng_state(uint64_t seed, uint64_t offset)
 {
+    if (offset % 4) {
+        as_error_set("set_rng_state: the offset must be a multiple of 4 (a draw starts on a fresh block), got %llu",
+                     (unsigned long long)offset);
+        return -1;
+    }
     rng_seed = seed;
-    rng_offset = (offset + 3) & ~(uint64_t)3;
+    rng_offset = offset;
+    return 0;
 }
 
 /* Reserves n words of the stream; returns the first. */

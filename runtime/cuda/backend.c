@@ -13,6 +13,7 @@ static const as_backend cuda_backend = {.name = "cuda", .use = as_cuda_use};
 
 #include "attention_flash_cuda.h"
 #include "cuda_kernels.h"
+#include "optim_cuda.h"
 
 static int cuda_flash(const char *fn, const as_attn_params *p)
 {
@@ -42,6 +43,8 @@ static const as_backend cuda_backend = {
     .gemm = as_cuda_gemm,
     .flash = cuda_flash,
     .flash_path = as_cuda_flash_path,
+    .sgd_step = as_cuda_sgd_step,
+    .adamw_step = as_cuda_adamw_step,
 };
 
 #endif

@@ -707,6 +707,25 @@ static char *build_header(int n, const char *const *names, as_tensor *const *cpu
     return b.p;
 }
 
+/* After the rename, the folder's entry must reach the disk too, or a crash
+ * can bring back the old file (or none).  Filesystems that cannot sync a
+ * folder say EINVAL: nothing more can be done there. */
+static int sync_folder(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else return 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 0; /* written and renamed; a folder we cannot open we cannot sync */
+    int rc = fsync(fd) && errno != EINVAL ? -1 : 0;
+    if (rc) as_error_set("save: %s: written, but syncing its folder failed (%s)", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 int as_safetensors_save(const char *path, int n, const char *const *names,
                         const as_tensor *const *tensors, const char *const *metadata)
 {
@@ -771,6 +790,7 @@ int as_safetensors_save(const char *path, int n, const char *const *names,
         as_error_set("save: %s: cannot write (%s)", path, strerror(err));
         goto out;
     }
+    if (sync_folder(path)) goto out;
     rc = 0;
 out:
     for (size_t i = 0; cpu && i < cnt; i++) as_release(cpu[i]);

@@ -34,6 +34,8 @@ int luaopen_attnswap_core(lua_State *L)
     l_open_json(L);
     l_open_tokenizer(L);
     l_open_autograd(L);
+    l_open_optim(L);
+    l_open_clone(L);
     l_open_zoo_sparse(L);
     l_open_zoo_linear(L);
     l_open_zoo_reweight(L);

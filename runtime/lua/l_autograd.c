@@ -171,22 +171,6 @@ static int l_is_anomaly_enabled(lua_State *L)
     return 1;
 }
 
-/* rng_state() -> seed, offset (integers, the bits of uint64) */
-static int l_rng_state(lua_State *L)
-{
-    uint64_t seed, offset;
-    as_rng_get_state(&seed, &offset);
-    lua_pushinteger(L, (lua_Integer)seed);
-    lua_pushinteger(L, (lua_Integer)offset);
-    return 2;
-}
-
-static int l_set_rng_state(lua_State *L)
-{
-    as_rng_set_state((uint64_t)luaL_checkinteger(L, 1), (uint64_t)luaL_checkinteger(L, 2));
-    return 0;
-}
-
 static int l_detach(lua_State *L)
 {
     l_pushtensor(L, as_detach(l_checktensor(L, 1)));
@@ -251,7 +235,7 @@ static const luaL_Reg autograd_methods[] = {
 static const luaL_Reg autograd_functions[] = {
     {"set_grad_enabled", l_set_grad_enabled}, {"is_grad_enabled", l_is_grad_enabled},
     {"function_record", l_function_record}, {"set_anomaly_enabled", l_set_anomaly_enabled},
-    {"is_anomaly_enabled", l_is_anomaly_enabled}, {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
+    {"is_anomaly_enabled", l_is_anomaly_enabled},
     {NULL, NULL},
 };
 

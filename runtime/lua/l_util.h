@@ -62,6 +62,8 @@ void l_open_autograd_methods(lua_State *L); /* requires_grad_, backward, detach:
  * (assigned): 1 when key is one of them, 0 otherwise (l_autograd.c). */
 int l_autograd_property(lua_State *L, as_tensor *t, const char *key);
 int l_autograd_assign(lua_State *L, as_tensor *t, const char *key, int value);
+void l_open_optim(lua_State *L);       /* sgd_step, adamw_step, get/set_rng_state */
+void l_open_clone(lua_State *L);       /* module_copy, tensor_key */
 void l_open_zoo_sparse(lua_State *L);   /* sparse, local, dynamic, sink kernels */
 void l_open_zoo_linear(lua_State *L);   /* linear, performer, efficient, nystrom */
 void l_open_zoo_reweight(lua_State *L); /* relative, adaptive, gated, entmax, ... */

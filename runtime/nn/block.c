@@ -126,7 +126,8 @@ static void block_repr(const as_module *m, char *buf, size_t size)
 }
 
 static const as_module_class block_class = {
-    .name = FN, .forward = block_forward, .free_config = free, .extra_repr = block_repr};
+    .name = FN, .forward = block_forward, .free_config = free, .extra_repr = block_repr,
+    .config_size = sizeof(as_block_config)};
 
 as_module *as_transformer_block_new(const as_block_config *cfg, as_module *core)
 {

@@ -39,7 +39,8 @@ static void embedding_repr(const as_module *m, char *buf, size_t size)
 }
 
 static const as_module_class embedding_class = {
-    .name = "Embedding", .forward = embedding_forward, .free_config = free, .extra_repr = embedding_repr};
+    .name = "Embedding", .forward = embedding_forward, .free_config = free, .extra_repr = embedding_repr,
+    .config_size = sizeof(embedding_config)};
 
 as_module *as_embedding_new(int64_t num_embeddings, int64_t dim)
 {

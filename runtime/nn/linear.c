@@ -39,7 +39,8 @@ static void linear_repr(const as_module *m, char *buf, size_t size)
 }
 
 static const as_module_class linear_class = {
-    .name = "Linear", .forward = linear_forward, .free_config = free, .extra_repr = linear_repr};
+    .name = "Linear", .forward = linear_forward, .free_config = free, .extra_repr = linear_repr,
+    .config_size = sizeof(linear_config)};
 
 /* A new uniform(-bound, bound) float32 tensor registered on m as name. */
 static int add_uniform_param(as_module *m, const char *name, int ndim, const int64_t *shape,

@@ -150,7 +150,8 @@ static int mha_config(const as_module *m, as_config_field *f, int max)
 }
 
 static const as_module_class mha_class = {.name = FN, .forward = mha_forward, .free_config = free,
-                                          .extra_repr = mha_repr, .config_fields = mha_config};
+                                          .extra_repr = mha_repr, .config_fields = mha_config,
+                                          .config_size = sizeof(as_mha_config)};
 
 /* ---- construction ---- */
 

@@ -47,6 +47,34 @@ as_module *as_module_new(const as_module_class *cls, const char *type_name, void
     return m;
 }
 
+as_module *as_module_copy(const as_module *m)
+{
+    if (!m) {
+        as_error_set("clone: expected a module, got NULL");
+        return NULL;
+    }
+    void *config = NULL;
+    if (m->config) {
+        if (!m->cls->config_size) {
+            as_error_set("clone: a %s cannot be copied (its class's config is not a flat block)", m->type_name);
+            return NULL;
+        }
+        config = malloc(m->cls->config_size);
+        if (!config) {
+            as_error_set("clone: out of memory");
+            return NULL;
+        }
+        memcpy(config, m->config, m->cls->config_size);
+    }
+    as_module *c = as_module_new(m->cls, m->type_name, config);
+    if (!c) {
+        free(config);
+        return NULL;
+    }
+    c->training = m->training;
+    return c;
+}
+
 as_module *as_module_retain(as_module *m)
 {
     if (m) m->refcount++;

@@ -46,9 +46,11 @@ static void norm_repr(const as_module *m, char *buf, size_t size)
 }
 
 static const as_module_class layer_norm_class = {
-    .name = "LayerNorm", .forward = layer_norm_forward, .free_config = free, .extra_repr = norm_repr};
+    .name = "LayerNorm", .forward = layer_norm_forward, .free_config = free, .extra_repr = norm_repr,
+    .config_size = sizeof(norm_config)};
 static const as_module_class rms_norm_class = {
-    .name = "RMSNorm", .forward = rms_norm_forward, .free_config = free, .extra_repr = norm_repr};
+    .name = "RMSNorm", .forward = rms_norm_forward, .free_config = free, .extra_repr = norm_repr,
+    .config_size = sizeof(norm_config)};
 
 static int add_filled_param(as_module *m, const char *name, int64_t dim, double value)
 {

@@ -57,7 +57,8 @@ static void dropout_repr(const as_module *m, char *buf, size_t size)
 }
 
 static const as_module_class dropout_class = {
-    .name = "Dropout", .forward = dropout_forward, .free_config = free, .extra_repr = dropout_repr};
+    .name = "Dropout", .forward = dropout_forward, .free_config = free, .extra_repr = dropout_repr,
+    .config_size = sizeof(double)};
 
 as_module *as_dropout_new(double p)
 {
@@ -92,7 +93,8 @@ static void activation_repr(const as_module *m, char *buf, size_t size)
 
 #define ACTIVATION_CLASS(var, nm)                                                                  \
     static const as_module_class var = {                                                           \
-        .name = nm, .forward = activation_forward, .free_config = free, .extra_repr = activation_repr}
+        .name = nm, .forward = activation_forward, .free_config = free, .extra_repr = activation_repr,   \
+        .config_size = sizeof(as_unop)}
 ACTIVATION_CLASS(gelu_class, "GELU");
 ACTIVATION_CLASS(silu_class, "SiLU");
 ACTIVATION_CLASS(relu_class, "ReLU");

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "cpu_kernels.h"
 #include "dispatch.h"
+#include "optim.h"
 
 static int cpu_check(const char *fn, int status)
 {
@@ -187,6 +188,18 @@ static int cpu_flash(const char *fn, const as_attn_params *p)
     return 0;
 }
 
+static int cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
+                        as_dtype gdt, float *buf, float *master, bool first)
+{
+    return as_cpu_sgd_step(h, n, param, pdt, grad, gdt, buf, master, first), 0;
+}
+
+static int cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
+                          as_dtype gdt, float *m, float *v, float *vmax, float *master)
+{
+    return as_cpu_adamw_step(h, n, param, pdt, grad, gdt, m, v, vmax, master), 0;
+}
+
 const as_backend as_cpu_backend = {
     .name = "cpu",
     .check = cpu_check,
@@ -208,4 +221,6 @@ const as_backend as_cpu_backend = {
     .gemm = cpu_gemm,
     .flash = cpu_flash,
     .flash_path = cpu_flash_path,
+    .sgd_step = cpu_sgd_step,
+    .adamw_step = cpu_adamw_step,
 };

@@ -176,6 +176,58 @@ do
   check(dz <= 1e-5, string.format("checkpointing with dropout on cuda gives the plain gradients: %.3g", dz))
 end
 
+-- the fused optimizer steps on CUDA give the CPU's (same float32 operations in
+-- the same order); bfloat16 parameters keep a float32 master copy on the GPU
+do
+  local function run_opt(make, dev, dt, steps)
+    as.manual_seed(11)
+    local p0 = as.randn(37, 53)
+    local p = p0:to(dt):to(dev):requires_grad_()
+    local opt = make({ p })
+    for _ = 1, steps do
+      p.grad = as.randn(37, 53):to(dt):to(dev)
+      opt:step()
+    end
+    return p, opt
+  end
+  for _, case in ipairs {
+    { "AdamW", function(ps) return as.optim.AdamW(ps, { lr = 1e-2, weight_decay = 0.1 }) end },
+    { "AdamW amsgrad", function(ps) return as.optim.AdamW(ps, { lr = 1e-2, amsgrad = true }) end },
+    { "Adam", function(ps) return as.optim.Adam(ps, { lr = 1e-2, weight_decay = 0.05 }) end },
+    { "SGD nesterov", function(ps) return as.optim.SGD(ps, { lr = 0.05, momentum = 0.9, nesterov = true, weight_decay = 0.01 }) end },
+  } do
+    local pc = run_opt(case[2], "cpu", "float32", 5)
+    local pg, og = run_opt(case[2], "cuda", "float32", 5)
+    local d = maxdiff(pg, pc)
+    print(string.format("%s on cuda vs cpu, float32, 5 steps: max |diff| = %.3g", case[1], d))
+    check(pg:device() == "cuda:0" and d <= 1e-6, case[1] .. " on cuda matches the cpu: " .. d)
+    local st = og.state[1][1]
+    local buf = st.exp_avg or st.momentum_buffer
+    check(buf:device() == "cuda:0" and buf:dtype() == "float32", case[1] .. ": state float32 on the GPU")
+  end
+  local make = function(ps) return as.optim.AdamW(ps, { lr = 1e-4, weight_decay = 0 }) end
+  local pb, ob = run_opt(make, "cuda", "bfloat16", 6)
+  local master = ob.state[1][1].master_param
+  check(pb:dtype() == "bfloat16" and master:dtype() == "float32" and master:device() == "cuda:0",
+    "bf16 AdamW keeps a float32 master on the GPU")
+  check(maxdiff(master:bfloat16(), pb) == 0, "the bf16 parameter is its master's rounding")
+  local pcpu, ocpu = run_opt(make, "cpu", "bfloat16", 6)
+  local dm = maxdiff(master, ocpu.state[1][1].master_param)
+  print(string.format("bf16 AdamW master weights, cuda vs cpu: max |diff| = %.3g", dm))
+  check(dm <= 1e-6 and maxdiff(pb, pcpu) == 0, "bf16 AdamW on cuda matches the cpu's: " .. dm)
+  -- a step on a parameter whose grad is on another device is a clear error
+  local p = as.randn(4):cuda():requires_grad_()
+  local opt = as.optim.AdamW({ p })
+  p.grad = as.randn(4):cuda()
+  opt:step()
+  local okg, e = pcall(function()
+    as.core.adamw_step(p, as.randn(4), opt.state[1][1].exp_avg, opt.state[1][1].exp_avg_sq, nil, nil,
+      1e-3, 0.9, 0.999, 1e-8, 0, 2, true, false, false)
+  end)
+  check(not okg and tostring(e):find("adamw_step: the parameter is on cuda:0, its gradient on cpu", 1, true),
+    "mixed devices in a fused step: " .. tostring(e))
+end
+
 -- memory: the caching allocator holds what it freed
 as.cuda.synchronize()
 local m = as.cuda.memory_stats()

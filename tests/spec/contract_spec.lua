@@ -21,7 +21,8 @@ end
 -- safe arguments elsewhere (errors_spec, tensor_spec)
 -- (checkpoint calls its first argument: print, given here, would only print;
 -- its bad arguments are in the autograd case below)
-local SKIP = { save = true, set_num_threads = true, manual_seed = true, help = true, checkpoint = true }
+local SKIP = { save = true, set_num_threads = true, manual_seed = true, help = true, checkpoint = true,
+  save_checkpoint = true, set_rng_state = true } -- checkpoint_spec, optim_spec
 
 local function check_call(name, f, args, n)
   local ok, err = pcall(f, table.unpack(args, 1, n))

@@ -485,8 +485,10 @@ describe("as.optim", function()
     errors(function() as.optim.SGD({}) end, "SGD: got an empty parameter list")
     errors(function() as.optim.AdamW(nn.Linear(2, 2)) end, "AdamW: got a Module; pass model:parameters()")
     errors(function() as.optim.AdamW({ p * 2 }) end, "can't optimize a non-leaf tensor (parameter 1, made by mul)")
-    errors(function() as.optim.AdamW({ as.randn(3) }) end, "AdamW: none of the 1 parameters requires grad")
-    errors(function() as.optim.AdamW(nn.Linear(2, 2):parameters()) end, "none of the 2 parameters requires grad")
+    -- torch accepts parameters that do not require grad; a step over none that does is the mistake
+    local frozen = as.optim.AdamW({ as.randn(3) })
+    errors(function() frozen:step() end, "AdamW: none of the 1 parameters requires grad")
+    errors(function() as.optim.AdamW(nn.Linear(2, 2):parameters()):step() end, "none of the 2 parameters requires grad")
     errors(function() as.optim.AdamW({ p, 3 }) end, "parameter 2 is a number, expected a Tensor")
     errors(function() as.optim.AdamW({ { params = { p } }, { params = { as.tensor { 1 } } } }) end,
       "parameter 1 of parameter group 2 is int64")

@@ -324,6 +324,9 @@ end
 
 function Module:eval() return self:train(false) end
 
+--- clone() -> a deep copy (as copy.deepcopy): lua/attnswap/nn/clone.lua.
+Module.clone = require "attnswap.nn.clone"
+
 function Module:is_training() return core.is_training(self) end
 
 --- apply(fn): fn(m) for every module, children first (as torch).

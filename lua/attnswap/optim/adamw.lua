@@ -26,33 +26,54 @@ local function check_group(_, g)
   end
 end
 
+-- The update written with tensor ops: the reference the fused kernel is
+-- tested against (optim_spec), and the path for dtypes the kernel does not
+-- take (float64).  State in the parameter's dtype.
+local function reference_update(decoupled, g, p, grad, st)
+  local lr, wd = g.lr, g.weight_decay
+  local b1, b2 = g.betas[1], g.betas[2]
+  if g.maximize then grad = -grad end
+  if st.step == nil then
+    st.step = 0
+    st.exp_avg = Optimizer.zeros_like(p)
+    st.exp_avg_sq = Optimizer.zeros_like(p)
+    if g.amsgrad then st.max_exp_avg_sq = Optimizer.zeros_like(p) end
+  end
+  st.step = st.step + 1
+  if wd ~= 0 then
+    if decoupled then p:mul_(1 - lr * wd) else grad = grad + p * wd end
+  end
+  local m, v = st.exp_avg, st.exp_avg_sq
+  m:mul_(b1):add_(grad * (1 - b1))
+  v:mul_(b2):add_(grad * grad * (1 - b2))
+  local bc1 = 1 - b1 ^ st.step
+  local bc2 = 1 - b2 ^ st.step
+  if g.amsgrad then
+    if st.max_exp_avg_sq == nil then st.max_exp_avg_sq = v:clone() end
+    st.max_exp_avg_sq:copy_(core.maximum(st.max_exp_avg_sq, v))
+    v = st.max_exp_avg_sq
+  end
+  local denom = v:sqrt() / math.sqrt(bc2) + g.eps
+  p:sub_(m / denom * (lr / bc1))
+end
+
+-- The fused step (core.adamw_step, kernels/cpu/optim.c and kernels/cuda/optim.cu):
+-- one pass over the parameter.  State in float32; a float16 / bfloat16
+-- parameter gets a float32 master copy (state.master_param) that the update
+-- runs on, the parameter receiving its rounding.
 local function make_update(decoupled)
   return function(_, g, p, grad, st)
-    local lr, wd = g.lr, g.weight_decay
-    local b1, b2 = g.betas[1], g.betas[2]
-    if g.maximize then grad = -grad end
+    if not Optimizer.FUSED[p:dtype()] then return reference_update(decoupled, g, p, grad, st) end
     if st.step == nil then
       st.step = 0
-      st.exp_avg = Optimizer.zeros_like(p)
-      st.exp_avg_sq = Optimizer.zeros_like(p)
-      if g.amsgrad then st.max_exp_avg_sq = Optimizer.zeros_like(p) end
+      st.exp_avg = Optimizer.zeros_f32(p)
+      st.exp_avg_sq = Optimizer.zeros_f32(p)
+      if p:dtype() ~= "float32" then st.master_param = p:detach():float() end
     end
+    if g.amsgrad and st.max_exp_avg_sq == nil then st.max_exp_avg_sq = Optimizer.zeros_f32(p) end
     st.step = st.step + 1
-    if wd ~= 0 then
-      if decoupled then p:mul_(1 - lr * wd) else grad = grad + p * wd end
-    end
-    local m, v = st.exp_avg, st.exp_avg_sq
-    m:mul_(b1):add_(grad * (1 - b1))
-    v:mul_(b2):add_(grad * grad * (1 - b2))
-    local bc1 = 1 - b1 ^ st.step
-    local bc2 = 1 - b2 ^ st.step
-    if g.amsgrad then
-      if st.max_exp_avg_sq == nil then st.max_exp_avg_sq = v:clone() end
-      st.max_exp_avg_sq:copy_(core.maximum(st.max_exp_avg_sq, v))
-      v = st.max_exp_avg_sq
-    end
-    local denom = v:sqrt() / math.sqrt(bc2) + g.eps
-    p:sub_(m / denom * (lr / bc1))
+    core.adamw_step(p, grad, st.exp_avg, st.exp_avg_sq, g.amsgrad and st.max_exp_avg_sq or nil, st.master_param,
+      g.lr, g.betas[1], g.betas[2], g.eps, g.weight_decay, st.step, decoupled, g.amsgrad, g.maximize)
   end
 end
 
@@ -64,4 +85,6 @@ local adam = {}
 for k, v in pairs(DEFAULTS) do adam[k] = v end
 adam.weight_decay = 0
 M.Adam = Optimizer.class("Adam", adam, make_update(false), check_group)
+-- for optim_spec: the tensor-op form of each update
+M.reference_update = reference_update
 return M

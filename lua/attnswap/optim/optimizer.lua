@@ -13,6 +13,8 @@ Optimizer.__index = Optimizer
 Optimizer.__name = "Optimizer"
 
 local FLOATS = { float32 = true, float16 = true, bfloat16 = true, float64 = true }
+-- The dtypes the fused kernels update (the others take the tensor-op path).
+Optimizer.FUSED = { float32 = true, float16 = true, bfloat16 = true }
 
 -- Runs fn(...) with grad mode set to `on`, restoring the previous mode even on error.
 local function with_grad(on, fn, ...)
@@ -100,18 +102,9 @@ local function init(self, name, params, opts, defaults)
   end
   if #groups == 0 then error(name .. ": got an empty parameter list", 0) end
   for _, g in ipairs(groups) do self:_add_group(g) end
-  local total, need = 0, 0
-  for _, g in ipairs(self.param_groups) do
-    for _, p in ipairs(g.params) do
-      total = total + 1
-      if p.requires_grad then need = need + 1 end
-    end
-  end
+  local total = 0
+  for _, g in ipairs(self.param_groups) do total = total + #g.params end
   if total == 0 then error(name .. ": got an empty parameter list", 0) end
-  if need == 0 then
-    error(string.format("%s: none of the %d parameters requires grad, so no step would change them " ..
-      "(call model:requires_grad_() or t:requires_grad_() first)", name, total), 0)
-  end
   return self
 end
 
@@ -167,6 +160,23 @@ end
 function Optimizer:step(closure)
   local loss
   if closure ~= nil then loss = with_grad(true, closure) end
+  if not self._checked_grad then
+    -- torch accepts parameters that do not require grad (they get no .grad and
+    -- are skipped); here modules' parameters do not require grad until
+    -- requires_grad_(), so an optimizer none of whose parameters does is the
+    -- mistake "nothing trains": said once, at the first step.
+    local total = 0
+    for _, g in ipairs(self.param_groups) do
+      for _, p in ipairs(g.params) do
+        total = total + 1
+        if p.requires_grad then self._checked_grad = true end
+      end
+    end
+    if not self._checked_grad then
+      error(string.format("%s: none of the %d parameters requires grad, so no step would change them " ..
+        "(call model:requires_grad_() or t:requires_grad_() first)", self.name, total), 2)
+    end
+  end
   with_grad(false, function()
     for gi, g in ipairs(self.param_groups) do
       local states = self.state[gi]
@@ -186,6 +196,12 @@ end
 -- A fresh zero tensor of p's shape, dtype and device (not requiring grad).
 function Optimizer.zeros_like(p)
   return p:detach():clone():zero_()
+end
+
+-- A fresh float32 zero tensor of p's shape on p's device (clone first: float()
+-- of a float32 tensor is the tensor itself).
+function Optimizer.zeros_f32(p)
+  return p:detach():clone():float():zero_()
 end
 
 --- opt:state_dict() -> {state = {[k] = {step = n, <buffer> = tensor, ...}},
@@ -219,48 +235,80 @@ function Optimizer:state_dict()
   return { state = state, param_groups = groups }
 end
 
---- opt:load_state_dict(sd): the groups must match this optimizer's in number and size, and
---- each saved buffer the shape of its parameter; options and state are restored (the
---- buffers copied into the parameter's dtype and device).
-function Optimizer:load_state_dict(sd)
+-- Checks sd against this optimizer and builds the new state (copies in the
+-- dtype the step uses) without changing anything; errors at level 0.
+function Optimizer:_prepare_load(sd)
   local name = self.name
   if not is_plain_table(sd) or not is_plain_table(sd.param_groups) or not is_plain_table(sd.state) then
-    error(name .. ": load_state_dict expects a table from state_dict() ({state = ..., param_groups = ...})", 2)
+    error(name .. ": load_state_dict expects a table from state_dict() ({state = ..., param_groups = ...})", 0)
   end
   if #sd.param_groups ~= #self.param_groups then
     error(string.format("%s: load_state_dict: the saved state has %d parameter groups, this optimizer %d",
-      name, #sd.param_groups, #self.param_groups), 2)
+      name, #sd.param_groups, #self.param_groups), 0)
   end
   local new_state = {}
   for gi, g in ipairs(self.param_groups) do
     local sg = sd.param_groups[gi]
-    if not is_plain_table(sg.params) or #sg.params ~= #g.params then
+    if not is_plain_table(sg) or not is_plain_table(sg.params) or #sg.params ~= #g.params then
       error(string.format("%s: load_state_dict: saved parameter group %d has %d parameters, this optimizer's %d",
-        name, gi, is_plain_table(sg.params) and #sg.params or 0, #g.params), 2)
+        name, gi, is_plain_table(sg) and is_plain_table(sg.params) and #sg.params or 0, #g.params), 0)
+    end
+    local merged = {}
+    for key, v in pairs(g) do merged[key] = v end
+    for key, v in pairs(sg) do
+      if key ~= "params" and self.defaults[key] ~= nil then
+        if type(v) ~= type(self.defaults[key]) then
+          error(string.format("%s: load_state_dict: option %s of group %d is a %s, expected a %s", name, key, gi,
+            type(v), type(self.defaults[key])), 0)
+        end
+        merged[key] = v
+      end
+    end
+    -- the saved options must be ones this optimizer would accept (a file may say anything)
+    local ok, err = pcall(self.check_group, self, merged)
+    if not ok then
+      error(string.format("%s: load_state_dict: group %d: %s", name, gi, tostring(err):gsub("^[^%s:]+:%d+: ", "")), 0)
     end
     new_state[gi] = {}
     for i, p in ipairs(g.params) do
       local st = sd.state[sg.params[i]]
       if st ~= nil then
+        if not is_plain_table(st) then
+          error(string.format("%s: load_state_dict: the state of parameter %d in group %d is a %s", name, i, gi,
+            type(st)), 0)
+        end
         local copy = {}
         for _, key in ipairs(sorted_keys(st)) do
           local v = st[key]
           if core.is_tensor(v) then
             if tostring(v:shape()) ~= tostring(p:shape()) then
               error(string.format("%s: load_state_dict: %s of parameter %d in group %d has shape %s, the parameter %s",
-                name, key, i, gi, tostring(v:shape()), tostring(p:shape())), 2)
+                name, key, i, gi, tostring(v:shape()), tostring(p:shape())), 0)
             end
-            local t = Optimizer.zeros_like(p)
+            if not FLOATS[v:dtype()] then
+              error(string.format("%s: load_state_dict: %s of parameter %d in group %d is %s, expected a float tensor",
+                name, key, i, gi, v:dtype()), 0)
+            end
+            -- the fused path keeps float32 state, the tensor-op path the parameter's dtype
+            local t = Optimizer.FUSED[p:dtype()] and Optimizer.zeros_f32(p) or Optimizer.zeros_like(p)
             t:copy_(v)
             copy[key] = t
           else
             copy[key] = v
           end
         end
+        if copy.step ~= nil and math.type(copy.step) ~= "integer" then
+          error(string.format("%s: load_state_dict: step of parameter %d in group %d is %s, expected an integer",
+            name, i, gi, tostring(copy.step)), 0)
+        end
         new_state[gi][i] = copy
       end
     end
   end
+  return new_state
+end
+
+function Optimizer:_commit_load(sd, new_state)
   for gi, g in ipairs(self.param_groups) do
     for key, v in pairs(sd.param_groups[gi]) do
       if key ~= "params" and self.defaults[key] ~= nil then
@@ -269,6 +317,15 @@ function Optimizer:load_state_dict(sd)
     end
   end
   self.state = new_state
+end
+
+--- opt:load_state_dict(sd): the groups must match this optimizer's in number and size, and
+--- each saved buffer the shape of its parameter; options and state are restored (the
+--- buffers copied to the parameter's device, float32 where the fused step runs).  Checked
+--- before anything changes: an error leaves the optimizer as it was.
+function Optimizer:load_state_dict(sd)
+  local new_state = rethrow(pcall(self._prepare_load, self, sd))
+  self:_commit_load(sd, new_state)
 end
 
 function Optimizer:__tostring()

@@ -5,6 +5,7 @@
 --                  d = d + momentum * buf (nesterov) or d = buf
 --   p = p - lr * d
 local Optimizer = require "attnswap.optim.optimizer"
+local core = require "attnswap.core"
 
 local function check_group(_, g)
   Optimizer.check_number(g, "lr", 0)
@@ -16,7 +17,9 @@ local function check_group(_, g)
   end
 end
 
-local function update(_, g, p, grad, st)
+-- The update written with tensor ops: the reference the fused kernel is
+-- tested against, and the path for dtypes the kernel does not take (float64).
+local function reference_update(g, p, grad, st)
   local d = grad
   if g.maximize then d = -d end
   if g.weight_decay ~= 0 then d = d + p * g.weight_decay end
@@ -34,6 +37,22 @@ local function update(_, g, p, grad, st)
   p:sub_(d * g.lr)
 end
 
-return Optimizer.class("SGD", {
+-- The fused step (core.sgd_step): one pass over the parameter; the momentum
+-- buffer in float32, and a float32 master copy for a float16 / bfloat16 parameter.
+local function update(_, g, p, grad, st)
+  if not Optimizer.FUSED[p:dtype()] then return reference_update(g, p, grad, st) end
+  local first = false
+  if g.momentum ~= 0 and st.momentum_buffer == nil then
+    st.momentum_buffer = Optimizer.zeros_f32(p)
+    first = true
+  end
+  if st.master_param == nil and p:dtype() ~= "float32" then st.master_param = p:detach():float() end
+  core.sgd_step(p, grad, st.momentum_buffer, st.master_param, g.lr, g.momentum, g.dampening, g.weight_decay,
+    g.nesterov, g.maximize, first)
+end
+
+local SGD = Optimizer.class("SGD", {
   lr = 1e-3, momentum = 0, dampening = 0, weight_decay = 0, nesterov = false, maximize = false,
 }, update, check_group)
+SGD.reference_update = reference_update -- for optim_spec
+return SGD

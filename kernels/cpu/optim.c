@@ -1,0 +1,107 @@
+/* Fused SGD and AdamW steps (kernels/cpu/optim.h): each element of a
+ * parameter is read once, updated in float32 with torch.optim's operation
+ * order (so the rounding matches its single-tensor path), and written once.
+ * Elementwise, so any thread split gives the same bits. */
+#include "optim.h"
+
+#include <math.h>
+
+#include "as_scalar.h"
+
+static inline float load_f(const void *p, as_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case AS_F16: return as_f16_to_f32(((const uint16_t *)p)[i]);
+    case AS_BF16: return as_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+static inline void store_f(void *p, as_dtype dt, int64_t i, float x)
+{
+    switch (dt) {
+    case AS_F16: ((uint16_t *)p)[i] = as_f32_to_f16(x); break;
+    case AS_BF16: ((uint16_t *)p)[i] = as_f32_to_bf16(x); break;
+    default: ((float *)p)[i] = x; break;
+    }
+}
+
+#define PAR_MIN 32768 /* below this a thread team costs more than it saves */
+
+void as_cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
+                     as_dtype gdt, float *buf, float *master, bool first)
+{
+    const float lr = (float)h->lr, mom = (float)h->momentum, damp = (float)(1.0 - h->dampening);
+    const float wd = (float)h->weight_decay;
+    const bool use_mom = h->momentum != 0, wdecay = h->weight_decay != 0;
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float p = master ? master[i] : load_f(param, pdt, i);
+        float d = load_f(grad, gdt, i);
+        if (h->maximize) d = -d;
+        if (wdecay) d = d + wd * p;
+        if (use_mom) {
+            float b = first ? d : buf[i] * mom + damp * d;
+            buf[i] = b;
+            d = h->nesterov ? d + mom * b : b;
+        }
+        p = p + -lr * d;
+        if (master) master[i] = p;
+        store_f(param, pdt, i, p);
+    }
+}
+
+/* The common case, float32 parameter and gradient without amsgrad, written
+ * so that the compiler vectorises it (sqrt and division vectorise exactly,
+ * so the bits are the general loop's). */
+static void adamw_f32(const as_adamw_consts *cp, bool maximize, int64_t n, float *restrict p, const float *restrict g,
+                      float *restrict m, float *restrict v)
+{
+    const as_adamw_consts c = *cp;
+    const float sign = maximize ? -1.0f : 1.0f, w1c = 1.0f - c.w1;
+    const bool near = c.w1 < 0.5f, l2 = c.l2 != 0.0f;
+#pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = sign * g[i];
+        float pi = p[i] * c.decay;
+        gi = l2 ? gi + c.l2 * pi : gi;
+        float mi = m[i];
+        mi = near ? mi + c.w1 * (gi - mi) : gi - (gi - mi) * w1c;
+        float vi = v[i] * c.b2 + c.w2 * gi * gi;
+        m[i] = mi, v[i] = vi;
+        float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+        p[i] = pi + -c.step_size * (mi / denom);
+    }
+}
+
+void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
+                       as_dtype gdt, float *m, float *v, float *vmax, float *master)
+{
+    const as_adamw_consts c = as_adamw_consts_of(h);
+    const bool maximize = h->maximize, amsgrad = h->amsgrad && vmax;
+    if (pdt == AS_F32 && gdt == AS_F32 && !master && !amsgrad) {
+        adamw_f32(&c, maximize, n, param, grad, m, v);
+        return;
+    }
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float p = master ? master[i] : load_f(param, pdt, i);
+        float g = load_f(grad, gdt, i);
+        if (maximize) g = -g;
+        p = p * c.decay;
+        if (c.l2 != 0.0f) g = g + c.l2 * p;
+        /* torch.lerp's two forms, chosen by the weight */
+        float mi = m[i];
+        mi = c.w1 < 0.5f ? mi + c.w1 * (g - mi) : g - (g - mi) * (1.0f - c.w1);
+        float vi = v[i] * c.b2 + c.w2 * g * g;
+        m[i] = mi, v[i] = vi;
+        if (amsgrad) {
+            if (vmax[i] > vi || vmax[i] != vmax[i]) vi = vmax[i]; /* torch.maximum keeps NaN */
+            vmax[i] = vi;
+        }
+        float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
+        p = p + -c.step_size * (mi / denom);
+        if (master) master[i] = p;
+        store_f(param, pdt, i, p);
+    }
+}

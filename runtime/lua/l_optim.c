@@ -1,0 +1,81 @@
+/* The fused optimizer steps and the generator's state, for lua/attnswap/optim
+ * and checkpoints:
+ *   core.sgd_step(p, grad, buf|nil, master|nil, lr, momentum, dampening,
+ *                 weight_decay, nesterov, maximize, first)
+ *   core.adamw_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq|nil, master|nil,
+ *                   lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad, maximize)
+ *   as.get_rng_state() -> seed, offset;  as.set_rng_state(seed, offset)
+ * Positional numbers, not an options table: these run once per parameter per
+ * step, and the Lua optimizer has checked the options already. */
+#include "attnswap/ops.h"
+#include "attnswap/optim.h"
+#include "l_util.h"
+
+static as_tensor *opt_tensor(lua_State *L, int idx) { return lua_isnoneornil(L, idx) ? NULL : l_checktensor(L, idx); }
+
+static int l_sgd_step(lua_State *L)
+{
+    as_tensor *p = l_checktensor(L, 1), *g = l_checktensor(L, 2);
+    as_tensor *buf = opt_tensor(L, 3), *master = opt_tensor(L, 4);
+    as_sgd_params h = {
+        .lr = luaL_checknumber(L, 5),
+        .momentum = luaL_checknumber(L, 6),
+        .dampening = luaL_checknumber(L, 7),
+        .weight_decay = luaL_checknumber(L, 8),
+        .nesterov = lua_toboolean(L, 9),
+        .maximize = lua_toboolean(L, 10),
+    };
+    if (as_sgd_step(p, g, buf, master, &h, lua_toboolean(L, 11))) return l_raise(L);
+    return 0;
+}
+
+static int l_adamw_step(lua_State *L)
+{
+    as_tensor *p = l_checktensor(L, 1), *g = l_checktensor(L, 2);
+    as_tensor *m = l_checktensor(L, 3), *v = l_checktensor(L, 4);
+    as_tensor *vmax = opt_tensor(L, 5), *master = opt_tensor(L, 6);
+    as_adamw_params h = {
+        .lr = luaL_checknumber(L, 7),
+        .beta1 = luaL_checknumber(L, 8),
+        .beta2 = luaL_checknumber(L, 9),
+        .eps = luaL_checknumber(L, 10),
+        .weight_decay = luaL_checknumber(L, 11),
+        .step = luaL_checkinteger(L, 12),
+        .decoupled = lua_toboolean(L, 13),
+        .amsgrad = lua_toboolean(L, 14),
+        .maximize = lua_toboolean(L, 15),
+    };
+    if (as_adamw_step(p, g, m, v, vmax, master, &h)) return l_raise(L);
+    return 0;
+}
+
+/* The seed and offset as Lua integers (a uint64 seed wraps to negative, as
+ * manual_seed's argument does, and comes back the same). */
+static int l_get_rng_state(lua_State *L)
+{
+    uint64_t seed, offset;
+    as_get_rng_state(&seed, &offset);
+    lua_pushinteger(L, (lua_Integer)seed);
+    lua_pushinteger(L, (lua_Integer)offset);
+    return 2;
+}
+
+static int l_set_rng_state(lua_State *L)
+{
+    int ok1, ok2;
+    lua_Integer seed = lua_tointegerx(L, 1, &ok1), offset = lua_tointegerx(L, 2, &ok2);
+    if (!ok1) return l_argerror(L, 1, "set_rng_state", "integer seed");
+    if (!ok2) return l_argerror(L, 2, "set_rng_state", "integer offset");
+    if (as_set_rng_state((uint64_t)seed, (uint64_t)offset)) return l_raise(L);
+    return 0;
+}
+
+static const luaL_Reg optim_funcs[] = {
+    {"sgd_step", l_sgd_step},
+    {"adamw_step", l_adamw_step},
+    {"get_rng_state", l_get_rng_state},
+    {"set_rng_state", l_set_rng_state},
+    {NULL, NULL},
+};
+
+void l_open_optim(lua_State *L) { luaL_setfuncs(L, optim_funcs, 0); }
