@@ -131,6 +131,20 @@ static int cpu_flash(const char *fn, const as_attn_params *p)
     return 0;
 }
 
+static int cpu_flash_bwd(const char *fn, const as_attn_bwd_params *p)
+{
+    int nthreads = omp_get_max_threads();
+    size_t bytes = as_cpu_flash_bwd_workspace_size(p, nthreads);
+    void *ws = malloc(bytes);
+    if (!ws) {
+        as_error_set("%s: out of memory (%zu bytes of scratch for the backward)", fn, bytes);
+        return -1;
+    }
+    as_cpu_flash_backward(p, ws, nthreads);
+    free(ws);
+    return 0;
+}
+
 const as_backend as_cpu_backend = {
     .name = "cpu",
     .check = cpu_check,
@@ -151,4 +165,5 @@ const as_backend as_cpu_backend = {
     .gemm = cpu_gemm,
     .flash = cpu_flash,
     .flash_path = cpu_flash_path,
+    .flash_bwd = cpu_flash_bwd,
 };
