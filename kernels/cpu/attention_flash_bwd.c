@@ -27,7 +27,7 @@
 #include <string.h>
 
 #ifndef AS_FLASH_BWD_BK /* keys per block */
-#define AS_FLASH_BWD_BK 64
+#define AS_FLASH_BWD_BK 128
 #endif
 #ifndef AS_FLASH_BWD_MT /* about this many query columns per tile */
 #define AS_FLASH_BWD_MT 64
