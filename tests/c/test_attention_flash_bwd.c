@@ -320,6 +320,19 @@ static void test_dropout(void)
     }
 }
 
+/* Empty sizes: no queries, no keys (zero gradients), D = 0 (scores all 0,
+ * dV still flows), Dv = 0. */
+static void test_empty(void)
+{
+    const int64_t sizes[4][4] = {{0, 9, 8, 8}, {7, 0, 8, 8}, {7, 9, 0, 5}, {7, 9, 8, 0}}; /* Lq Lk D Dv */
+    for (int i = 0; i < 4; i++) {
+        bcase c = make_case(1, 2, 1, sizes[i][0], sizes[i][1], sizes[i][2], sizes[i][3]);
+        c.scale = 0.5;
+        check_case("empty", &c, false, 2e-5);
+        release_case(&c);
+    }
+}
+
 /* One (batch, head), long keys: the key blocks spread over lanes; the same
  * bits run to run and for 1, 2, 3 and 5 threads, on every path. */
 static void test_threads_determinism(void)
@@ -418,6 +431,7 @@ int main(void)
     test_gqa_and_views();
     test_masks();
     test_dropout();
+    test_empty();
     test_threads_determinism();
     test_autograd();
     printf("%lld case runs\n", (long long)n_cases);
