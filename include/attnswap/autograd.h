@@ -56,7 +56,7 @@ bool as_backward_retains_graph(void);
 typedef int (*as_backward_fn)(as_node *node, const as_tensor *grad_out, as_tensor **grad_in);
 
 #define AS_NODE_MAX_INPUTS 64 /* a node allocates only the edges it has */
-#define AS_NODE_MAX_SAVED 4
+#define AS_NODE_MAX_SAVED 6   /* flash_attention: q, k, v, mask, out, lse */
 
 /* Whether an op on these inputs must be recorded: grad mode on and one of
  * them (NULL entries skipped) requires grad. */

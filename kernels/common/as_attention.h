@@ -29,7 +29,21 @@ typedef struct {
     uint64_t seed;  /* dropout only */
     void *out;      /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
     as_dtype out_dtype;
+    /* NULL, or (B, H, Lq) float32: each row's log-sum-exp of its (scaled,
+     * biased, masked) scores for the backward; +inf for a row with nothing
+     * to attend, so that e^(s - lse) = 0 there */
+    float *lse;
 } as_attn_params;
+
+/* The backward of exact attention (FlashAttention-2, Dao 2023, Algorithm 2):
+ * the forward's block with out = its output O, and the gradients. */
+typedef struct {
+    as_attn_params f;     /* as the forward ran: q, k, v, mask, causal, scale, dropout, seed, out, lse */
+    as_attn_operand dout; /* dO (B, H, Lq, Dv), any strides (0: broadcast), F32, F16 or BF16 */
+    /* contiguous float32 out: dq (B, H, Lq, D), dk (B, Hkv, Lk, D), dv (B, Hkv, Lk, Dv) */
+    float *dq, *dk, *dv;
+    float *dbias; /* NULL, or (B, H, Lq, Lk) float32 out: the gradient of the additive mask */
+} as_attn_bwd_params;
 
 /* The zoo's kernels (kernels/cpu/zoo_*.c) read contiguous float32 inputs:
  * what every one of them takes, filled by runtime/attention/prepare.c. */

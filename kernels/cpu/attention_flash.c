@@ -77,6 +77,8 @@ int as_cpu_flash_force_isa(const char *name)
 
 const char *as_cpu_flash_isa_name(void) { return current_isa()->name; }
 
+const as_cpu_flash_isa *as_cpu_flash_current_isa(void) { return current_isa(); }
+
 void as_cpu_flash_exp(const float *x, float *y, int64_t n) { current_isa()->exp(x, y, n); }
 
 /* ---- the portable path: plain loops over contiguous columns ---- */
@@ -185,8 +187,48 @@ static void transpose_scalar(float *dst, int64_t ldd, const float *src, int64_t 
             dst[c * ldd + r] = src[r * lds + c] * (colscale ? colscale[c] : scale);
 }
 
-const as_cpu_flash_isa as_cpu_flash_isa_scalar = {"scalar",  qk_scalar,  softmax_scalar,
-                                                  pv_scalar, exp_scalar, transpose_scalar};
+/* ---- the backward's (attention_flash.h) ---- */
+
+static void gemm_scalar(const as_cpu_flash_gemm_args *a)
+{
+    for (int64_t i = 0; i < a->m; i++) {
+        float *c = a->c + i * a->ldc;
+        if (!a->acc)
+            for (int64_t j = 0; j < a->n; j++) c[j] = 0;
+        for (int64_t l = 0; l < a->k; l++) {
+            float x = a->a[i * a->lda + l];
+            const float *b = a->b + l * a->ldb;
+            for (int64_t j = 0; j < a->n; j++) c[j] += x * b[j];
+        }
+    }
+}
+
+static void bwd_p_scalar(const as_cpu_flash_bwd_args *a)
+{
+    for (int64_t n = 0; n < a->n; n++)
+        for (int64_t m = 0; m < a->mpad; m++) {
+            float *s = a->s + n * a->mpad + m;
+            *s = exp_scalar1(*s - a->stat[m]);
+            if (a->pd)
+                a->pd[n * a->mpad + m] =
+                    as_attn_keep(a->row_key[m], a->j0 + n, a->threshold) ? *s * a->keep_scale : 0.0f;
+        }
+}
+
+static void bwd_ds_scalar(const as_cpu_flash_bwd_args *a)
+{
+    for (int64_t n = 0; n < a->n; n++)
+        for (int64_t m = 0; m < a->mpad; m++) {
+            float *dp = a->dp + n * a->mpad + m, x = *dp;
+            if (a->row_key)
+                x = as_attn_keep(a->row_key[m], a->j0 + n, a->threshold) ? x * a->keep_scale : 0.0f;
+            *dp = a->s[n * a->mpad + m] * (x - a->stat[m]);
+        }
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_scalar = {
+    "scalar",         qk_scalar,  softmax_scalar, pv_scalar,    exp_scalar,
+    transpose_scalar, gemm_scalar, bwd_p_scalar,  bwd_ds_scalar};
 
 /* ---- workspace ---- */
 
@@ -199,6 +241,8 @@ typedef struct {
 
 static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
+int64_t as_cpu_flash_round16(int64_t n) { return round16(n); }
+
 static size_t take(size_t *at, size_t bytes)
 {
     size_t o = *at;
@@ -210,6 +254,8 @@ static bool packed_in_place(const as_attn_operand *o, int64_t d)
 {
     return o->dtype == AS_F32 && (o->stride[3] == 1 || d <= 1);
 }
+
+bool as_cpu_flash_in_place(const as_attn_operand *o, int64_t d) { return packed_in_place(o, d); }
 
 static void make_layout(const as_attn_params *p, int nthreads, layout *L)
 {
@@ -270,8 +316,9 @@ static inline float load_f(const void *base, as_dtype dt, int64_t i)
     }
 }
 
-/* Rows [j0, j0 + n) of a (L, d) matrix with strides (rs, cs) into dst (n, d). */
-static void pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int64_t cs, int64_t j0,
+float as_cpu_flash_load(const void *base, as_dtype dt, int64_t i) { return load_f(base, dt, i); }
+
+void as_cpu_flash_pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int64_t cs, int64_t j0,
                       int64_t n, int64_t d)
 {
     for (int64_t r = 0; r < n; r++) {
@@ -330,18 +377,16 @@ typedef struct {
 
 #define WS(T, field) ((T *)(ws + jb->L->field))
 
-/* Q^T (D, mp) = scale * q rows, padded columns zero. */
-static void pack_q(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
+void as_cpu_flash_pack_qt(const as_attn_params *p, const as_cpu_flash_isa *isa, float *qt,
+                          int64_t b, int64_t hk, int64_t i0, int64_t np)
 {
-    const as_attn_params *p = jb->p;
     const as_attn_operand *q = &p->q;
     const int64_t G = p->H / p->Hkv, D = p->D, M = G * np, mp = round16(M);
-    float *qt = WS(float, qt);
     for (int64_t g = 0; g < G; g++) {
         int64_t at = b * q->stride[0] + (hk * G + g) * q->stride[1] + i0 * q->stride[2];
         if (packed_in_place(q, D)) {
-            jb->isa->transpose(qt + g * np, mp, (const float *)q->data + at, q->stride[2], np, D,
-                               p->scale, NULL);
+            isa->transpose(qt + g * np, mp, (const float *)q->data + at, q->stride[2], np, D,
+                           p->scale, NULL);
             continue;
         }
         for (int64_t t = 0; t < np; t++)
@@ -354,29 +399,41 @@ static void pack_q(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, i
         for (int64_t m = M; m < mp; m++) qt[d * mp + m] = 0;
 }
 
+int as_cpu_flash_mask_mode(const as_attn_params *p)
+{
+    if (!p->mask.data) return 0;
+    const int64_t *s = p->mask.stride;
+    return s[2] == 0 && (s[1] == 0 || p->H == p->Hkv) ? 1 : 2;
+}
+
+bool as_cpu_flash_mask_tile(const as_attn_params *p, const as_cpu_flash_isa *isa, int mode,
+                            as_cpu_flash_qk_args *qa, int64_t rowbase, const int64_t *colbase,
+                            float *rowbias, float *rows, int64_t bk, float *bias, int64_t M)
+{
+    const as_attn_operand *mk = &p->mask;
+    const int64_t n = qa->n, j0 = qa->j0, sj = mk->stride[3];
+    bool any = false;
+    if (mode == 1) {
+        for (int64_t r = 0; r < n; r++) {
+            rowbias[r] = load_f(mk->data, mk->dtype, rowbase + (j0 + r) * sj);
+            any |= rowbias[r] != -INFINITY;
+        }
+        qa->rowbias = rowbias;
+        return any;
+    }
+    /* rows of the mask (contiguous in j) as floats, transposed into the tile */
+    for (int64_t m = 0; m < M; m++) any |= mask_row(rows + m * bk, mk, colbase[m] + j0 * sj, n);
+    if (any) isa->transpose(bias, qa->mpad, rows, bk, M, n, 1.0f, NULL);
+    qa->bias = bias;
+    return any;
+}
+
 /* The mask of keys [j0, j0 + n) as rowbias (mode 1) or bias (mode 2) in qa;
  * false when the tile is masked for every column (it changes nothing). */
 static bool mask_tile(const job *jb, char *ws, as_cpu_flash_qk_args *qa, int64_t at, int64_t M)
 {
-    const as_attn_operand *mk = &jb->p->mask;
-    const int64_t n = qa->n, j0 = qa->j0, sj = mk->stride[3];
-    bool any = false;
-    if (jb->mask_mode == 1) { /* at: the row's base */
-        float *rb = WS(float, rowbias);
-        for (int64_t r = 0; r < n; r++) {
-            rb[r] = load_f(mk->data, mk->dtype, at + (j0 + r) * sj);
-            any |= rb[r] != -INFINITY;
-        }
-        qa->rowbias = rb;
-        return any;
-    }
-    /* rows of the mask (contiguous in j) as floats, transposed into the tile */
-    const int64_t *colbase = WS(int64_t, colbase);
-    float *rows = WS(float, maskrows);
-    for (int64_t m = 0; m < M; m++) any |= mask_row(rows + m * BK, mk, colbase[m] + j0 * sj, n);
-    if (any) jb->isa->transpose(WS(float, bias), qa->mpad, rows, BK, M, n, 1.0f, NULL);
-    qa->bias = WS(float, bias);
-    return any;
+    return as_cpu_flash_mask_tile(jb->p, jb->isa, jb->mask_mode, qa, at, WS(int64_t, colbase),
+                                  WS(float, rowbias), WS(float, maskrows), BK, WS(float, bias), M);
 }
 
 /* out (B, H, Lq, Dv) = O^T / l; a row that saw nothing (l = 0) gives zeros. */
@@ -387,6 +444,12 @@ static void write_out(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0
     const float *ot = WS(float, ot), *l = WS(float, l);
     float *inv = WS(float, alpha);
     for (int64_t m = 0; m < M; m++) inv[m] = l[m] > 0 ? 1.0f / l[m] : 0.0f;
+    if (p->lse) {
+        const float *mx = WS(float, m);
+        for (int64_t m = 0; m < M; m++)
+            p->lse[(b * p->H + hk * G + m / np) * p->Lq + i0 + m % np] =
+                l[m] > 0 ? mx[m] + logf(l[m]) : INFINITY;
+    }
     for (int64_t g = 0; g < G; g++) {
         int64_t at = ((b * p->H + hk * G + g) * p->Lq + i0) * Dv;
         if (p->out_dtype == AS_F32) {
@@ -411,7 +474,7 @@ static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
     int32_t *jmax = WS(int32_t, jmax);
     int64_t *vmax = WS(int64_t, vmax), *vis = WS(int64_t, vis);
 
-    pack_q(jb, ws, b, hk, i0, np);
+    as_cpu_flash_pack_qt(p, jb->isa, WS(float, qt), b, hk, i0, np);
     for (int64_t m = 0; m < mp; m++) {
         mrun[m] = -INFINITY, lrun[m] = 0;
         int64_t lim = m < M ? i0 + m % np + off : INT32_MAX;
@@ -482,7 +545,7 @@ static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
         if (k_direct) {
             qa.k = (const float *)kb + j0 * k->stride[2], qa.ldk = k->stride[2];
         } else {
-            pack_rows(WS(float, kbuf), kb, k->dtype, k->stride[2], k->stride[3], j0, n, D);
+            as_cpu_flash_pack_rows(WS(float, kbuf), kb, k->dtype, k->stride[2], k->stride[3], j0, n, D);
             qa.k = WS(float, kbuf), qa.ldk = D;
         }
         jb->isa->qk(&qa); /* S^T */
@@ -495,7 +558,7 @@ static void run_item(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
         if (v_direct) {
             pa.v = (const float *)vb + j0 * v->stride[2], pa.ldv = v->stride[2];
         } else {
-            pack_rows(WS(float, vbuf), vb, v->dtype, v->stride[2], v->stride[3], j0, n, Dv);
+            as_cpu_flash_pack_rows(WS(float, vbuf), vb, v->dtype, v->stride[2], v->stride[3], j0, n, Dv);
             pa.v = WS(float, vbuf), pa.ldv = Dv;
         }
         jb->isa->pv(&pa); /* O^T */
@@ -510,10 +573,7 @@ void as_cpu_flash_attention(const as_attn_params *p, void *workspace, int nthrea
     layout L;
     make_layout(p, nthreads, &L);
     job jb = {.p = p, .isa = current_isa(), .L = &L};
-    if (p->mask.data) {
-        const int64_t *s = p->mask.stride;
-        jb.mask_mode = s[2] == 0 && (s[1] == 0 || p->H == p->Hkv) ? 1 : 2;
-    }
+    jb.mask_mode = as_cpu_flash_mask_mode(p);
     char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
     const int64_t P = L.P, nblk = (p->Lq + P - 1) / P, bh = p->B * p->Hkv, items = bh * nblk;
     /* latest query blocks first: under causal they see the most keys */

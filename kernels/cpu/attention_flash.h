@@ -34,6 +34,23 @@ size_t as_cpu_flash_workspace_size(const as_attn_params *p, int nthreads);
 /* Runs over at most nthreads OpenMP threads; never fails. */
 void as_cpu_flash_attention(const as_attn_params *p, void *workspace, int nthreads);
 
+/* ---- the backward (attention_flash_bwd.c): FlashAttention-2's Algorithm 2.
+ * With P = e^(S - lse) recomputed per tile from the forward's statistics and
+ * Di = rowsum(dO o O) (Pd: P with the forward's dropout replayed):
+ *
+ *   dV_j += Pd^T dO     dP = dO V_j^T     dS = P o (dP o keep / (1 - p) - Di)
+ *   dK_j += scale dS^T Q                  dQ += scale dS K_j
+ *
+ * A unit is (batch, kv-head, lane): lane l takes key blocks l, l + NL, ...
+ * in order, holding their dK/dV in registers-to-L2 tiles over all the query
+ * tiles of the G heads; its dQ goes into the lane's own float32 partial.  NL
+ * depends on the shapes only, and the partials are summed in lane order, so
+ * the result has the same bits for any thread count.  Extra memory: Di
+ * (B H Lq floats) and NL dQ partials, never Lq x Lk (but dbias itself). */
+size_t as_cpu_flash_bwd_workspace_size(const as_attn_bwd_params *p, int nthreads);
+/* p->f.lse from the forward run with the same block; never fails. */
+void as_cpu_flash_backward(const as_attn_bwd_params *p, void *workspace, int nthreads);
+
 /* The vector path: "avx512", "avx2" or "scalar".  By default the best the
  * CPU supports (or ATTNSWAP_FLASH_ISA from the environment, when supported).
  * force_isa(NULL) goes back to the default; -1 when the name is unknown or
@@ -89,6 +106,33 @@ typedef struct {
     const int64_t *vis; /* NULL or as in qk: rows past vis[v] have P^T = 0 in group v */
 } as_cpu_flash_pv_args;
 
+/* C (m, n) = (acc ? C : 0) + A (m, k) B (k, n): n a multiple of 16, B and C
+ * rows 64-byte aligned (ldb, ldc multiples of 16); A any row stride. */
+typedef struct {
+    float *c;
+    int64_t ldc;
+    const float *a;
+    int64_t lda;
+    const float *b;
+    int64_t ldb;
+    int64_t m, n, k;
+    bool acc;
+} as_cpu_flash_gemm_args;
+
+/* The backward's elementwise passes over (n, mpad) tiles, vertical in the
+ * columns as the forward's softmax:
+ *   bwd_p:  s = e^(s - stat[m]) (P^T, stat = lse); pd, when not NULL, = s
+ *           dropped and rescaled as the forward did
+ *   bwd_ds: dp = s o (dp o keep * keep_scale - stat[m]) (dS^T, stat = Di) */
+typedef struct {
+    float *s, *pd, *dp;
+    const float *stat;
+    int64_t n, mpad, j0;
+    const uint32_t *row_key; /* dropout: (mpad); NULL: none */
+    uint32_t threshold;
+    float keep_scale;
+} as_cpu_flash_bwd_args;
+
 typedef struct {
     const char *name;
     void (*qk)(const as_cpu_flash_qk_args *a);
@@ -99,7 +143,36 @@ typedef struct {
      * for r < rows, c < cols: packs Q^T and writes O out of O^T. */
     void (*transpose)(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t rows,
                       int64_t cols, float scale, const float *colscale);
+    /* the backward's */
+    void (*gemm)(const as_cpu_flash_gemm_args *a);
+    void (*bwd_p)(const as_cpu_flash_bwd_args *a);
+    void (*bwd_ds)(const as_cpu_flash_bwd_args *a);
 } as_cpu_flash_isa;
+
+/* ---- shared by the forward and backward drivers (attention_flash.c) ---- */
+const as_cpu_flash_isa *as_cpu_flash_current_isa(void);
+int64_t as_cpu_flash_round16(int64_t n);
+/* One element of a (dtype) buffer as float; BOOL gives 0 (keep) or -inf. */
+float as_cpu_flash_load(const void *base, as_dtype dt, int64_t i);
+/* Rows [j0, j0 + n) of a (L, d) matrix with strides (rs, cs) into dst (n, d). */
+void as_cpu_flash_pack_rows(float *dst, const void *base, as_dtype dt, int64_t rs, int64_t cs,
+                            int64_t j0, int64_t n, int64_t d);
+/* Whether an operand's (L, d) rows can be read in place as float32. */
+bool as_cpu_flash_in_place(const as_attn_operand *o, int64_t d);
+/* Q^T (D, mp) = scale * q rows [i0, i0 + np) of the G heads of kv-head hk
+ * (column g * np + t), padded columns zero. */
+void as_cpu_flash_pack_qt(const as_attn_params *p, const as_cpu_flash_isa *isa, float *qt,
+                          int64_t b, int64_t hk, int64_t i0, int64_t np);
+/* The mask's mode: 0 none, 1 one value per key (shared by the item's
+ * columns), 2 a full tile. */
+int as_cpu_flash_mask_mode(const as_attn_params *p);
+/* The mask of keys [qa->j0, qa->j0 + qa->n) for M columns into qa (rowbias
+ * in mode 1, from rowbase; bias in mode 2, from colbase[m], through rows
+ * (M x BK floats, row stride bk)); false when it hides the tile from every
+ * column. */
+bool as_cpu_flash_mask_tile(const as_attn_params *p, const as_cpu_flash_isa *isa, int mode,
+                            as_cpu_flash_qk_args *qa, int64_t rowbase, const int64_t *colbase,
+                            float *rowbias, float *rows, int64_t bk, float *bias, int64_t M);
 
 extern const as_cpu_flash_isa as_cpu_flash_isa_scalar;
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -264,7 +264,88 @@ AT static void transpose_avx2(float *dst, int64_t ldd, const float *src, int64_t
             dst[c * ldd + r0] = src[r0 * lds + c] * (colscale ? colscale[c] : scale);
 }
 
-const as_cpu_flash_isa as_cpu_flash_isa_avx2 = {"avx2",  qk_avx2,  softmax_avx2,
-                                                pv_avx2, exp_avx2, transpose_avx2};
+/* ---- the backward's: C (+)= A B over 16 columns at a time, and the two
+ * elementwise passes (attention_flash.h) ---- */
+
+AI void gemm_block(const as_cpu_flash_gemm_args *a, const int R, int64_t i0, int64_t j0)
+{
+    const int64_t lda = a->lda, ldb = a->ldb, K = a->k;
+    float *c = a->c + i0 * a->ldc + j0;
+    __m256 acc[NR][NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = a->acc ? _mm256_load_ps(c + r * a->ldc + 8 * v) : _mm256_setzero_ps();
+    const float *ar = a->a + i0 * lda, *b = a->b + j0;
+    for (int64_t l = 0; l < K; l++, b += ldb) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m256 x = _mm256_broadcast_ss(ar + r * lda + l);
+            acc[r][0] = _mm256_fmadd_ps(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+        for (int v = 0; v < NV; v++) _mm256_store_ps(c + r * a->ldc + 8 * v, acc[r][v]);
+}
+
+AT static void gemm_avx2(const as_cpu_flash_gemm_args *a)
+{
+    for (int64_t j0 = 0; j0 < a->n; j0 += 8 * NV) {
+        for (int64_t i0 = 0; i0 < a->m; i0 += NR) {
+            switch (a->m - i0 < NR ? (int)(a->m - i0) : NR) {
+            case 1: gemm_block(a, 1, i0, j0); break;
+            case 2: gemm_block(a, 2, i0, j0); break;
+            case 3: gemm_block(a, 3, i0, j0); break;
+            case 4: gemm_block(a, 4, i0, j0); break;
+            case 5: gemm_block(a, 5, i0, j0); break;
+            default: gemm_block(a, 6, i0, j0); break;
+            }
+        }
+    }
+}
+
+AT static void bwd_p_avx2(const as_cpu_flash_bwd_args *a)
+{
+    const int64_t mp = a->mpad;
+    const __m256 ks = _mm256_set1_ps(a->keep_scale);
+    for (int64_t m0 = 0; m0 < mp; m0 += 8) {
+        const __m256 st = _mm256_load_ps(a->stat + m0);
+        __m256i rk = a->pd ? _mm256_load_si256((const __m256i *)(a->row_key + m0))
+                           : _mm256_setzero_si256();
+        for (int64_t n = 0; n < a->n; n++) {
+            float *s = a->s + n * mp + m0;
+            __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(s), st));
+            _mm256_store_ps(s, e);
+            if (a->pd)
+                _mm256_store_ps(a->pd + n * mp + m0, _mm256_and_ps(keep8(rk, a->j0 + n, a->threshold),
+                                                                   _mm256_mul_ps(e, ks)));
+        }
+    }
+}
+
+AT static void bwd_ds_avx2(const as_cpu_flash_bwd_args *a)
+{
+    const int64_t mp = a->mpad;
+    const __m256 ks = _mm256_set1_ps(a->keep_scale);
+    for (int64_t m0 = 0; m0 < mp; m0 += 8) {
+        const __m256 di = _mm256_load_ps(a->stat + m0);
+        __m256i rk = a->row_key ? _mm256_load_si256((const __m256i *)(a->row_key + m0))
+                                : _mm256_setzero_si256();
+        for (int64_t n = 0; n < a->n; n++) {
+            float *dp = a->dp + n * mp + m0;
+            __m256 x = _mm256_load_ps(dp);
+            if (a->row_key)
+                x = _mm256_and_ps(keep8(rk, a->j0 + n, a->threshold), _mm256_mul_ps(x, ks));
+            _mm256_store_ps(dp, _mm256_mul_ps(_mm256_load_ps(a->s + n * mp + m0), _mm256_sub_ps(x, di)));
+        }
+    }
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_avx2 = {
+    "avx2",         qk_avx2,   softmax_avx2, pv_avx2,    exp_avx2,
+    transpose_avx2, gemm_avx2, bwd_p_avx2,   bwd_ds_avx2};
 
 #endif

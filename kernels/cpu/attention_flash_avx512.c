@@ -312,7 +312,101 @@ AT static void transpose_avx512(float *dst, int64_t ldd, const float *src, int64
     }
 }
 
-const as_cpu_flash_isa as_cpu_flash_isa_avx512 = {"avx512",  qk_avx512,  softmax_avx512,
-                                                  pv_avx512, exp_avx512, transpose_avx512};
+/* ---- the backward's: C (+)= A B vectorised over C's columns, and the two
+ * elementwise passes (attention_flash.h) ---- */
+
+AI void gemm_block(const as_cpu_flash_gemm_args *a, const int R, const int NV, int64_t i0,
+                   int64_t j0)
+{
+    const int64_t lda = a->lda, ldb = a->ldb, K = a->k;
+    float *c = a->c + i0 * a->ldc + j0;
+    __m512 acc[NR][NVMAX];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = a->acc ? _mm512_load_ps(c + r * a->ldc + 16 * v) : _mm512_setzero_ps();
+    const float *ar = a->a + i0 * lda, *b = a->b + j0;
+    for (int64_t l = 0; l < K; l++, b += ldb) {
+        __m512 x[NVMAX];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) x[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            __m512 y = _mm512_set1_ps(ar[r * lda + l]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(y, x[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm512_store_ps(c + r * a->ldc + 16 * v, acc[r][v]);
+}
+
+#define GEMM_NV(R)                                                                                 \
+    switch (nv) {                                                                                  \
+    case 1: gemm_block(a, R, 1, i0, j0); break;                                                    \
+    case 2: gemm_block(a, R, 2, i0, j0); break;                                                    \
+    case 3: gemm_block(a, R, 3, i0, j0); break;                                                    \
+    default: gemm_block(a, R, 4, i0, j0); break;                                                   \
+    }
+
+AT static void gemm_avx512(const as_cpu_flash_gemm_args *a)
+{
+    for (int64_t j0 = 0; j0 < a->n; j0 += 16 * NVMAX) {
+        int nv = (int)((a->n - j0) / 16);
+        if (nv > NVMAX) nv = NVMAX;
+        for (int64_t i0 = 0; i0 < a->m; i0 += NR) {
+            switch (a->m - i0 < NR ? (int)(a->m - i0) : NR) {
+            case 1: GEMM_NV(1); break;
+            case 2: GEMM_NV(2); break;
+            case 3: GEMM_NV(3); break;
+            case 4: GEMM_NV(4); break;
+            case 5: GEMM_NV(5); break;
+            default: GEMM_NV(6); break;
+            }
+        }
+    }
+}
+
+AT static void bwd_p_avx512(const as_cpu_flash_bwd_args *a)
+{
+    const int64_t mp = a->mpad;
+    const __m512 ks = _mm512_set1_ps(a->keep_scale);
+    for (int64_t m0 = 0; m0 < mp; m0 += 16) {
+        const __m512 st = _mm512_load_ps(a->stat + m0);
+        __m512i rk = a->pd ? _mm512_load_si512((const void *)(a->row_key + m0)) : _mm512_setzero_si512();
+        for (int64_t n = 0; n < a->n; n++) {
+            float *s = a->s + n * mp + m0;
+            __m512 e = exp16(_mm512_sub_ps(_mm512_load_ps(s), st));
+            _mm512_store_ps(s, e);
+            if (a->pd)
+                _mm512_store_ps(a->pd + n * mp + m0,
+                                _mm512_maskz_mul_ps(keep16(rk, a->j0 + n, a->threshold), e, ks));
+        }
+    }
+}
+
+AT static void bwd_ds_avx512(const as_cpu_flash_bwd_args *a)
+{
+    const int64_t mp = a->mpad;
+    const __m512 ks = _mm512_set1_ps(a->keep_scale);
+    for (int64_t m0 = 0; m0 < mp; m0 += 16) {
+        const __m512 di = _mm512_load_ps(a->stat + m0);
+        __m512i rk =
+            a->row_key ? _mm512_load_si512((const void *)(a->row_key + m0)) : _mm512_setzero_si512();
+        for (int64_t n = 0; n < a->n; n++) {
+            float *dp = a->dp + n * mp + m0;
+            __m512 x = _mm512_load_ps(dp);
+            if (a->row_key) x = _mm512_maskz_mul_ps(keep16(rk, a->j0 + n, a->threshold), x, ks);
+            _mm512_store_ps(dp, _mm512_mul_ps(_mm512_load_ps(a->s + n * mp + m0), _mm512_sub_ps(x, di)));
+        }
+    }
+}
+
+const as_cpu_flash_isa as_cpu_flash_isa_avx512 = {
+    "avx512",         qk_avx512,   softmax_avx512, pv_avx512,    exp_avx512,
+    transpose_avx512, gemm_avx512, bwd_p_avx512,   bwd_ds_avx512};
 
 #endif

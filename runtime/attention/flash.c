@@ -12,6 +12,7 @@
 #include "attnswap/error.h"
 #include "attnswap/nn.h"
 #include "dispatch.h"
+#include "attnswap/ops.h"
 #include "prepare.h"
 
 #define FN "flash_attention"
@@ -21,6 +22,60 @@ static _Thread_local const char *last_backend = "none";
 const char *as_flash_backend(void) { return last_backend; }
 
 void as_attention_note_backend(const char *name) { last_backend = name; }
+
+bool as_flash_has_backward(as_device dev) { return as_k_has_flash_bwd(dev); }
+
+/* Slots of the node's saved tensors; ints: seed, causal, whether a mask. */
+enum { SV_Q, SV_K, SV_V, SV_MASK, SV_OUT, SV_LSE };
+
+/* dq, dk, dv (and the additive mask's gradient, dS itself) from the fused
+ * backward (kernels/cpu/attention_flash_bwd.c), float32: the engine casts
+ * them to the inputs' dtypes and sums the mask's over its broadcast dims. */
+static int flash_backward(as_node *node, const as_tensor *g, as_tensor **gi)
+{
+    const as_tensor *sv[6];
+    bool has_mask = as_node_ints(node)[2] != 0;
+    for (int i = 0; i < 6; i++)
+        if (!(sv[i] = i == SV_MASK && !has_mask ? NULL : as_node_saved(node, i)) && (i != SV_MASK || has_mask))
+            return -1;
+    const as_tensor *q = sv[SV_Q], *k = sv[SV_K], *v = sv[SV_V], *mask = sv[SV_MASK];
+    const as_tensor *out = sv[SV_OUT];
+    as_device dev = as_tensor_device(q);
+    int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
+    int64_t Hkv = k->shape[1], Lk = k->shape[2], Dv = v->shape[3];
+    as_tensor *gf = NULL, *t[4] = {NULL, NULL, NULL, NULL};
+    int rc = -1;
+    if (g->dtype != AS_F32 && g->dtype != AS_F16 && g->dtype != AS_BF16) {
+        if (!(gf = as_to_dtype(g, AS_F32))) return -1;
+        g = gf;
+    }
+    bool want_bias = mask && mask->dtype != AS_BOOL && as_node_needs(node, 3);
+    t[0] = as_empty(4, (int64_t[]){B, H, Lq, D}, AS_F32, dev);
+    t[1] = as_empty(4, (int64_t[]){B, Hkv, Lk, D}, AS_F32, dev);
+    t[2] = as_empty(4, (int64_t[]){B, Hkv, Lk, Dv}, AS_F32, dev);
+    if (want_bias) t[3] = as_empty(4, (int64_t[]){B, H, Lq, Lk}, AS_F32, dev);
+    if (!t[0] || !t[1] || !t[2] || (want_bias && !t[3])) goto done;
+    as_attn_bwd_params bp = {
+        .f = {.B = B, .H = H, .Hkv = Hkv, .Lq = Lq, .Lk = Lk, .D = D, .Dv = Dv,
+              .q = as_attention_operand(q), .k = as_attention_operand(k),
+              .v = as_attention_operand(v), .causal = as_node_ints(node)[1] != 0,
+              .scale = (float)as_node_scalars(node)[0], .dropout = (float)as_node_scalars(node)[1],
+              .seed = (uint64_t)as_node_ints(node)[0], .out = as_data(out),
+              .out_dtype = out->dtype, .lse = as_data(sv[SV_LSE])},
+        .dout = as_attention_operand(g),
+        .dq = as_data(t[0]), .dk = as_data(t[1]), .dv = as_data(t[2]),
+        .dbias = t[3] ? as_data(t[3]) : NULL,
+    };
+    if (mask) bp.f.mask = as_attention_operand(mask);
+    if (as_k_flash_bwd(FN, dev, &bp)) goto done;
+    for (int i = 0; i < 4; i++)
+        if (as_node_needs(node, i)) gi[i] = t[i], t[i] = NULL;
+    rc = 0;
+done:
+    for (int i = 0; i < 4; i++) as_release(t[i]);
+    as_release(gf);
+    return rc;
+}
 
 as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *opts, bool training)
@@ -35,27 +90,49 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
         as_error_set(FN ": sizes past 2^31 are more than this kernel indexes");
         return NULL;
     }
-    as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, dev);
+    const as_tensor *in[4] = {q, k, v, mask};
+    /* with a fused backward on this device the forward keeps its row
+     * statistics for it; without one, the node is an error (as_autograd_guard) */
+    bool fused_bwd = as_autograd_needed(4, in) && as_k_has_flash_bwd(dev);
+    as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, dev), *lse = NULL;
     if (!out) return NULL;
+    if (fused_bwd && !(lse = as_empty(3, (int64_t[]){B, H, Lq}, AS_F32, dev))) {
+        as_release(out);
+        return NULL;
+    }
     as_attn_params p = {
         .B = B, .H = H, .Hkv = k->shape[1], .Lq = Lq, .Lk = k->shape[2], .D = D, .Dv = Dv,
         .q = as_attention_operand(q), .k = as_attention_operand(k), .v = as_attention_operand(v),
         .causal = o.causal,
         .scale = (float)as_attention_scale(o.scale, D),
         .out = as_data(out), .out_dtype = out->dtype,
+        .lse = lse ? as_data(lse) : NULL,
     };
     if (mask) p.mask = as_attention_operand(mask);
-    if (training && o.dropout > 0) {
-        p.dropout = (float)o.dropout;
-        if (as_attention_dropout_seed(&p.seed)) {
-            as_release(out);
-            return NULL;
-        }
-    }
-    if (as_k_flash(FN, dev, &p, &last_backend)) {
-        as_release(out);
+    if (training && o.dropout > 0) p.dropout = (float)o.dropout;
+    if ((p.dropout > 0 && as_attention_dropout_seed(&p.seed)) || as_k_flash(FN, dev, &p, &last_backend)) {
+        as_release(out), as_release(lse);
         return NULL;
     }
-    /* its backward is the attention-backward issue's */
-    return as_autograd_guard(FN, out, 4, (const as_tensor *[]){q, k, v, mask});
+    if (!fused_bwd) {
+        as_release(lse);
+        return as_autograd_guard(FN, out, 4, in);
+    }
+    as_grad_scope s = as_grad_begin(4, in);
+    as_node *n = as_grad_end(s, FN, flash_backward, &out, 4, in);
+    if (n) {
+        const as_tensor *keep[6] = {q, k, v, mask, out, lse};
+        for (int i = 0; i < 6; i++)
+            if (keep[i] && as_node_save(n, i, keep[i])) {
+                as_release(out), out = NULL;
+                break;
+            }
+        as_node_scalars(n)[0] = p.scale;
+        as_node_scalars(n)[1] = p.dropout;
+        as_node_ints(n)[0] = (int64_t)p.seed;
+        as_node_ints(n)[1] = p.causal;
+        as_node_ints(n)[2] = mask != NULL;
+    }
+    as_release(lse);
+    return out;
 }

@@ -119,11 +119,12 @@ as_tensor *as_sdpa(const as_tensor *q, const as_tensor *k, const as_tensor *v, c
 {
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
     if (as_attention_check(FN, q, k, v, mask, &o)) return NULL;
-    /* until the fused kernel has its backward (the attention-backward issue),
-     * a call that needs gradients takes the materialising path, whose ops
-     * all record theirs */
+    /* a call that needs gradients takes the fused kernel where the device
+     * has its backward (the CPU), else the materialising path, whose ops all
+     * record theirs */
     const as_tensor *in[4] = {q, k, v, mask};
-    if (backend == AS_SDP_AUTO && fused_can_take(q, k, v, mask) && !as_autograd_needed(4, in))
+    if (backend == AS_SDP_AUTO && fused_can_take(q, k, v, mask) &&
+        (!as_autograd_needed(4, in) || as_flash_has_backward(as_tensor_device(q))))
         return as_flash_attention(q, k, v, mask, &o, training);
     as_attention_note_backend("math");
     return as_sdp_attention(q, k, v, mask, &o, training);

@@ -83,6 +83,10 @@ typedef struct as_backend {
      * for p ("flash/avx512", "flash/wgmma-ws", ...). */
     int (*flash)(const char *fn, const as_attn_params *p);
     const char *(*flash_path)(const as_attn_params *p);
+    /* Its backward (as_attn_bwd_params), after a forward that saved p->f.lse;
+     * 0 or -1 with "fn: ..." set.  NULL where the device has none: attention
+     * that needs gradients then takes scaled_dot_product's math path. */
+    int (*flash_bwd)(const char *fn, const as_attn_bwd_params *p);
 
     /* Fused optimizer steps, in place (kernels/cpu/optim.h has the contracts):
      * a status for check. */

@@ -188,6 +188,22 @@ static int cpu_flash(const char *fn, const as_attn_params *p)
     return 0;
 }
 
+/* The backward's scratch (Di and the dQ partials) is tensor storage, so
+ * that memory_stats counts it: its size is a claim of docs/performance.md. */
+static int cpu_flash_bwd(const char *fn, const as_attn_bwd_params *p)
+{
+    int nthreads = omp_get_max_threads();
+    size_t bytes = as_cpu_flash_bwd_workspace_size(p, nthreads);
+    as_tensor *ws = as_empty(1, (int64_t[]){(int64_t)bytes}, AS_BOOL, AS_CPU);
+    if (!ws) {
+        as_error_set("%s: out of memory (%zu bytes of scratch for the backward)", fn, bytes);
+        return -1;
+    }
+    as_cpu_flash_backward(p, as_data(ws), nthreads);
+    as_release(ws);
+    return 0;
+}
+
 static int cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                         as_dtype gdt, float *buf, float *master, bool first)
 {
@@ -221,6 +237,7 @@ const as_backend as_cpu_backend = {
     .gemm = cpu_gemm,
     .flash = cpu_flash,
     .flash_path = cpu_flash_path,
+    .flash_bwd = cpu_flash_bwd,
     .sgd_step = cpu_sgd_step,
     .adamw_step = cpu_adamw_step,
 };

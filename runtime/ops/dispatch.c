@@ -131,6 +131,22 @@ int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const cha
     return p->B * p->H * p->Lq * p->Dv == 0 ? 0 : b->flash(fn, p);
 }
 
+bool as_k_has_flash_bwd(as_device dev)
+{
+    const as_backend *b = as_backend_get(dev.type);
+    return b && b->flash_bwd;
+}
+
+int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p)
+{
+    BACKEND(b, fn, dev);
+    if (!b->flash_bwd) {
+        as_error_set("%s: no fused backward on %s", fn, as_device_name(dev));
+        return -1;
+    }
+    return b->flash_bwd(fn, p);
+}
+
 int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
                           int64_t size, int64_t row)
 {

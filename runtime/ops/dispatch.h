@@ -50,5 +50,9 @@ int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int
 int as_k_gemm(as_device dev, as_gemm_args *g);
 /* Exact attention on dev; *path: the kernel it took (also for an empty output). */
 int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const char **path);
+/* Whether dev's backend has the fused backward; running it (after a forward
+ * with p->f.lse set). */
+bool as_k_has_flash_bwd(as_device dev);
+int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p);
 
 #endif

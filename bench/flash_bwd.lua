@@ -1,0 +1,79 @@
+-- The fused attention backward on the CPU: forward + backward of
+-- scaled_dot_product (the flash path, kernels/cpu/attention_flash_bwd.c) at
+-- batch x heads giving --tokens tokens, beside sgemm measured in the same
+-- process.  Not a test: figures for docs/performance.md.
+--   attnswap-run bench/flash_bwd.lua [--L 1024,4096] [--D 64,128] [--causal both|on|off]
+--       [--tokens 16384] [--repeats 3] [--threads 2]
+-- Per shape: forward time (recording the node), backward time (forward +
+-- backward minus forward, medians), backward GFLOP/s counted as 2.5 x the
+-- forward's 4 B H pairs D (FlashAttention's convention; pairs: L^2, or
+-- L (L + 1) / 2 when causal), that as % of sgemm 1024^3, the backward's
+-- peak extra memory (tensor storage, exact: gradients, scratch) and the
+-- uptime load average; one JSON line per shape on stdout.
+local as = require "attnswap"
+local bench = require "attnswap.bench"
+
+local o = { L = { 1024, 4096 }, D = { 64, 128 }, causal = { false, true }, tokens = 16384, repeats = 3, threads = 2 }
+local i = 1
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  local function list() local t = {} for x in v:gmatch("[^,]+") do t[#t + 1] = math.tointeger(tonumber(x)) end return t end
+  if a == "--L" then o.L = list()
+  elseif a == "--D" then o.D = list()
+  elseif a == "--causal" then o.causal = v == "on" and { true } or v == "off" and { false } or { false, true }
+  elseif a == "--tokens" then o.tokens = math.tointeger(tonumber(v))
+  elseif a == "--repeats" then o.repeats = math.tointeger(tonumber(v))
+  elseif a == "--threads" then o.threads = math.tointeger(tonumber(v))
+  else error("flash_bwd: unknown option " .. tostring(a)) end
+  i = i + 2
+end
+as.set_num_threads(o.threads)
+
+local function load()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then f:close() end
+  return s:match("^(%S+ %S+ %S+)")
+end
+
+local n = 1024
+local sgemm = 2 * n ^ 3 / as.core.raw_sgemm_seconds(n, n, n, 5) / 1e9
+io.stderr:write(string.format("sgemm %d^3: %.1f GFLOP/s, %d threads, load %s\n", n, sgemm, as.get_num_threads(), load()))
+
+for _, D in ipairs(o.D) do
+  for _, L in ipairs(o.L) do
+    for _, causal in ipairs(o.causal) do
+      as.manual_seed(0)
+      local BH = math.max(1, o.tokens // L)
+      local q, k, v = as.randn(1, BH, L, D), as.randn(1, BH, L, D), as.randn(1, BH, L, D)
+      for _, x in ipairs { q, k, v } do x:requires_grad_() end
+      local w = as.randn(1, BH, L, D)
+      local core = as.attention.new("scaled_dot_product", { causal = causal })
+      local t_fwd = bench.time(function() core(q, k, v) end, o.repeats, 1)
+      local path = as.sdpa_backend()
+      collectgarbage()
+      local out = core(q, k, v)
+      as.core.reset_peak_memory()
+      local base = as.core.memory_stats().allocated
+      out:backward(w)
+      local mem = as.core.memory_stats().peak - base
+      out = nil
+      local t_all = bench.time(function()
+        for _, x in ipairs { q, k, v } do x.grad = nil end
+        core(q, k, v):backward(w)
+      end, o.repeats, 0)
+      local pairs_ = causal and L * (L + 1) / 2 or L * L
+      local fwd_flops = 4 * BH * pairs_ * D
+      local t_bwd = t_all - t_fwd
+      local row = {
+        L = L, D = D, BH = BH, causal = causal, path = path, fwd_ms = t_fwd * 1e3, bwd_ms = t_bwd * 1e3,
+        total_ms = t_all * 1e3, bwd_gflops = 2.5 * fwd_flops / t_bwd / 1e9, sgemm_gflops = sgemm,
+        bwd_mem_mib = mem / 2 ^ 20, load = load(),
+      }
+      row.bwd_pct_sgemm = 100 * row.bwd_gflops / sgemm
+      print(bench.json({ row }, { "L", "D", "BH", "causal", "path", "fwd_ms", "bwd_ms", "total_ms", "bwd_gflops",
+        "sgemm_gflops", "bwd_pct_sgemm", "bwd_mem_mib", "load" }))
+      io.stdout:flush()
+    end
+  end
+end
