@@ -48,6 +48,7 @@ function GPT2Attention:init(c)
   self.core = as.attention.new(c.attention, opts)
   self.resid_dropout = nn.Dropout(c.resid_pdrop)
   self.n_head = c.n_head
+  self.head_dim = c.n_embd // c.n_head -- read by swap_attention (a core's shape_options)
 end
 
 -- x (B, L, E), past: the core's state or nil, keep (B, L) bool or nil (the
