@@ -1,5 +1,5 @@
--- hedgehog_attention and lolcats_attention (issue 18): each forward (the
--- autograd path and the inference path) against a direct O(L^2) reading of
+-- hedgehog_attention and lolcats_attention (issue 18): each forward (with
+-- gradients recorded and without) against a direct O(L^2) reading of
 -- the formula, causal and not, with key-padding masks, GQA and odd lengths;
 -- step-by-step decoding against the full causal forward; gradients of q, k,
 -- v and of the learnable maps (and LoLCATs' window factors) against central
@@ -97,7 +97,7 @@ describe("hedgehog and lolcats forward against the formula", function()
         c.feature_q:copy_(as.randn(H, D, 5) * 0.7)
         c.feature_k:copy_(as.randn(H, D, 5) * 0.7)
         if c.window_factors then c.window_factors:copy_(as.randn(1, H, 1, 1)) end
-        for _, shape in ipairs { { 13, 13 }, { 1, 9 }, { 4, 11 }, { 67, 67 }, { 150, 150 } } do
+        for _, shape in ipairs { { 13, 13 }, { 1, 9 }, { 4, 11 }, { 67, 67 }, { 150, 150 }, { 280, 280 } } do
           local Lq, Lk = shape[1], shape[2]
           if causal or Lq == Lk then
             local q, k, v = as.randn(B, H, Lq, D), as.randn(B, Hkv, Lk, D), as.randn(B, Hkv, Lk, Dv)
@@ -107,9 +107,9 @@ describe("hedgehog and lolcats forward against the formula", function()
               local kp = masked and keep or nil
               local mask = kp and kp:reshape(B, 1, 1, Lk) or nil
               local want = reference(c, q, k, v, kp)
-              local fast = as.no_grad(function() return c(q, k, v, mask) end) -- inference path
+              local fast = as.no_grad(function() return c(q, k, v, mask) end) -- no graph
               c:requires_grad_()
-              local graded = c(q, k, v, mask)                                  -- autograd path
+              local graded = c(q, k, v, mask)                                  -- a graph
               c:requires_grad_(false)
               local tag = string.format("Lq=%d Lk=%d masked=%s", Lq, Lk, tostring(masked))
               assert.are.same({ B, H, Lq, Dv }, graded:shape())

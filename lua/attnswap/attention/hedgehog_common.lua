@@ -74,19 +74,31 @@ function M.phi(fn, x, W, eps, name)
   return core.cat({ xw:softmax(-1), (-xw):softmax(-1) }, 4):clamp(eps, nil)
 end
 
--- m (B, H, n, 1): the max of s over the window entries of each row, 0 for
--- an empty row.  Its value is taken without gradient (max has no backward)
--- and given one as torch.amax's: the row's maximal entries share it.
-local function window_max(s, win)
+-- m (B, H, n, 1): the max of each row of s (-inf outside the window), 0
+-- for a row with no window entry.  Its value is taken without gradient (max
+-- has no backward) and given one as torch.amax's: the row's maximal entries
+-- share it.
+local function window_max(s)
   local sd = s:detach()
-  local masked = core.where(win, sd, P.NEG_INF)
-  local m = masked:max(4, true)
-  local has = m:gt(P.NEG_INF)
-  m = core.where(has, m, 0.0)
+  local m = sd:max(4, true)
+  m = core.where(m:gt(P.NEG_INF), m, 0.0)
   if not core.is_grad_enabled() then return m end
-  local at = win:logical_and(sd:eq(m))
+  local at = sd:eq(m)
   local n = at:float():sum(4, true)
   return core.where(at, s, 0.0):sum(4, true) / core.where(n:gt(0), n, 1.0)
+end
+
+-- core.cat of a list, four at a time (autograd's cat takes at most four
+-- tensors that need gradients).
+local function cat(ts, dim)
+  while #ts > 4 do
+    local next = {}
+    for i = 1, #ts, 4 do
+      next[#next + 1] = i == #ts and ts[i] or core.cat(table.move(ts, i, math.min(i + 3, #ts), 1, {}), dim)
+    end
+    ts = next
+  end
+  return #ts == 1 and ts[1] or core.cat(ts, dim)
 end
 
 --- hybrid(a) -> out (B, H, Lq, Dv) float32, S, z (the running sums over
@@ -152,9 +164,10 @@ function M.hybrid(a)
       if w > 0 then
         win = win:view(1, 1, n, K)
         if a.keep then win = win:logical_and(a.keep:narrow(4, ka + 1, K)) end
+        -- -inf outside the window: exp gives 0 there, and its gradient 0
         local s = a.q:narrow(3, i0 + 1, n):matmul(a.k:narrow(3, ka + 1, K):transpose(3, 4)) * a.scale
-        local m = window_max(s, win)
-        local e = core.where(win, core.where(win, s - m, 0.0):exp(), 0.0) * a.gamma
+          + core.where(win, 0.0, P.NEG_INF)
+        local e = (s - window_max(s)):exp() * a.gamma
         num, den = num + e:matmul(vb), den + e:sum(4, true)
       end
     end
@@ -163,7 +176,7 @@ function M.hybrid(a)
   end
   local o
   if #out == 0 then o = P.on(core.zeros(B, H, Lq, Dv), dev)
-  else o = #out == 1 and out[1] or core.cat(out, 3) end
+  else o = cat(out, 3) end
   if a.want_state and causal and done < Lk then
     local dS, dz = sums(done, Lk - done)
     S, z = S + dS, z + dz
