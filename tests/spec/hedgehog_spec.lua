@@ -236,6 +236,22 @@ describe("swapped into models", function()
     end
   end)
 
+  it("Llama (grouped-query, RoPE): sized from num_heads / head_dim, decodes with its cache as without", function()
+    for _, name in ipairs { "hedgehog_attention", "lolcats_attention" } do
+      as.manual_seed(8)
+      local m = as.models.llama.new { vocab_size = 32, hidden_size = 16, intermediate_size = 32, num_hidden_layers = 2,
+        num_attention_heads = 4, num_key_value_heads = 2, max_position_embeddings = 32 }
+      as.swap_attention(m, "scaled_dot_product", name, name == "lolcats_attention" and { window_size = 3 } or nil)
+      local core = m.model.layers[1].self_attn.core
+      assert.are.same({ 4, 4, 64 }, core.feature_k:shape()) -- k's map per query head (after repeat_kv)
+      local ids = as.tensor({ { 3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5 } }, "int64")
+      local full = m(ids)
+      local _, past = m(ids:narrow(2, 1, 5))
+      local tail = m(ids:narrow(2, 6, 6), { past = past })
+      assert.is_true(maxdiff(tail, full:narrow(2, 6, 6)) < 1e-4, name)
+    end
+  end)
+
   it("BERT (bidirectional): sized, stays bidirectional, forward + backward", function()
     for _, name in ipairs { "hedgehog_attention", "lolcats_attention" } do
       as.manual_seed(4)
