@@ -23,12 +23,18 @@
 -- range are folded into running sums S = sum phi_k(k) v^T, z = sum phi_k(k)
 -- (bidirectional: the total minus the block's range), the block's range is
 -- one small (CHUNK x (CHUNK + 2w)) product; O(L (F Dv + (CHUNK + w) D)).
+-- A causal call over a whole sequence takes the batched form instead
+-- (causal_batched, below), which autograd differentiates in O(L).
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local O = require "attnswap.attention.reweight_opts"
 local P = require "attnswap.attention.ops_path"
 
-local M = {}
+local M = {
+  -- true: every call takes the block loop (the causal batched form's
+  -- cross-check in benchmarks); the loop serves steps and bidirectional calls
+  loop = false,
+}
 
 local CHUNK = 64 -- queries per block
 
@@ -79,13 +85,14 @@ end
 -- has no backward) and given one as torch.amax's: the row's maximal entries
 -- share it.
 local function window_max(s)
+  local d = s:dim()
   local sd = s:detach()
-  local m = sd:max(4, true)
+  local m = sd:max(d, true)
   m = core.where(m:gt(P.NEG_INF), m, 0.0)
   if not core.is_grad_enabled() then return m end
   local at = sd:eq(m)
-  local n = at:float():sum(4, true)
-  return core.where(at, s, 0.0):sum(4, true) / core.where(n:gt(0), n, 1.0)
+  local n = at:float():sum(d, true)
+  return core.where(at, s, 0.0):sum(d, true) / core.where(n:gt(0), n, 1.0)
 end
 
 -- core.cat of a list, four at a time (autograd's cat takes at most four
@@ -101,6 +108,76 @@ local function cat(ts, dim)
   return #ts == 1 and ts[1] or core.cat(ts, dim)
 end
 
+-- The causal hybrid over Lq = Lk = L as one batched computation (no slice
+-- per block: autograd's narrow gives a gradient of the whole input's size,
+-- so a loop of slices costs O(L^2 / CHUNK) in backward).  Query block b
+-- sees keys of blocks b - R .. b directly (R = ceil((w - 1) / CHUNK)
+-- blocks back cover its window) and the rest through the block sums
+-- dS_b = phi_k(K_b)^T V_b accumulated by a strictly lower-triangular
+-- (nb x nb) matmul (O(nb^2 F Dv), no scan op needed).
+local function causal_batched(a)
+  local fq, fk, v = a.fq, a.fk, a.v
+  local B, H, L, F2 = fq:size(1), fq:size(2), fq:size(3), fq:size(4)
+  local Dv = v:size(4)
+  local dev = fq:device()
+  local w, lin = a.w or 0, a.lin or 1
+  if core.is_tensor(lin) then lin = lin:unsqueeze(5) end -- (1, H, 1, 1, 1) against the blocks
+  local c = CHUNK
+  local nb = (L + c - 1) // c
+  local R = w > 1 and (w - 2) // c + 1 or 0 -- ceil((w - 1) / c)
+  local Lp = nb * c
+  local function pad(t, X) -- (B, H, L, X) -> (B, H, nb, c, X)
+    if Lp > L then t = cat({ t, P.on(core.zeros(t:size(1), t:size(2), Lp - L, X), dev) }, 3) end
+    return t:reshape(t:size(1), t:size(2), nb, c, X)
+  end
+  -- (B, H, nb, c, X) -> (B, H, nb, (R + 1) c, X): blocks b - R .. b side by side
+  local function local_keys(t)
+    if R == 0 then return t end
+    local b1, h1, X = t:size(1), t:size(2), t:size(5)
+    local parts = {}
+    for r = R, 0, -1 do
+      if r == 0 then parts[#parts + 1] = t
+      elseif r >= nb then parts[#parts + 1] = P.on(core.zeros(b1, h1, nb, c, X), dev)
+      else
+        parts[#parts + 1] = cat({ P.on(core.zeros(b1, h1, r, c, X), dev), t:narrow(3, 1, nb - r) }, 3)
+      end
+    end
+    return cat(parts, 4)
+  end
+  local qb, kb, vb = pad(fq, F2), pad(fk, F2), pad(v, Dv)
+  -- the sums of blocks b' < b - R for each block b
+  local dS = kb:transpose(4, 5):matmul(vb):reshape(B, H, nb, F2 * Dv)
+  local dz = kb:sum(4):reshape(B, H, nb, F2)
+  local bi = P.on(core.arange(0, nb), dev)
+  local T = bi:view(1, nb):lt(bi:view(nb, 1) - R):float() -- T[b, b'] = b' < b - R
+  local S = T:matmul(dS):reshape(B, H, nb, F2, Dv)
+  local z = T:matmul(dz):reshape(B, H, nb, F2, 1)
+  local num, den = qb:matmul(S) * lin, qb:matmul(z) * lin -- (B, H, nb, c, Dv / 1)
+  local K = (R + 1) * c
+  local kl, vl = local_keys(kb), local_keys(vb)
+  local ii = P.on(core.arange(0, c), dev):view(c, 1)
+  local jj = P.on(core.arange(0, K), dev):view(1, K) - R * c -- key offset from the block's start
+  local linear = jj:le(ii - w)                               -- (c, K)
+  local al = core.where(linear, qb:matmul(kl:transpose(4, 5)), 0.0) * lin
+  num, den = num + al:matmul(vl), den + al:sum(5, true)
+  if w > 0 then
+    local win = jj:gt(ii - w):logical_and(jj:le(ii)):view(1, 1, 1, c, K)
+    -- keys that exist: not the look-back's padding in front, not past L, kept
+    local real = a.keep and a.keep:float() or P.on(core.ones(1, 1, 1, L), dev)
+    real = pad(real:reshape(real:size(1), 1, L, 1), 1)          -- (Bk, 1, nb, c, 1)
+    real = local_keys(real):reshape(real:size(1), 1, nb, 1, K)  -- (Bk, 1, nb, 1, K)
+    win = win:logical_and(real:gt(0))
+    local ql, kk = pad(a.q, a.q:size(4)), local_keys(pad(a.k, a.k:size(4)))
+    local s = ql:matmul(kk:transpose(4, 5)) * a.scale + core.where(win, 0.0, P.NEG_INF)
+    local gamma = core.is_tensor(a.gamma) and a.gamma:unsqueeze(5) or a.gamma
+    local e = (s - window_max(s)):exp() * gamma
+    num, den = num + e:matmul(vl), den + e:sum(5, true)
+  end
+  local safe = den:ne(0)
+  local out = core.where(safe, num / core.where(safe, den, 1.0), 0.0):reshape(B, H, Lp, Dv)
+  return Lp > L and out:narrow(3, 1, L) or out
+end
+
 --- hybrid(a) -> out (B, H, Lq, Dv) float32, S, z (the running sums over
 --- every key, causal only, when a.want_state).
 --- a: fq (B, H, Lq, F2), fk (B, H, Lk, F2) weighted by the keep mask, v
@@ -109,6 +186,10 @@ end
 --- window: w (>= 1), q (B, H, Lq, D), k (B, H, Lk, D), scale, gamma
 --- (1, H, 1, 1), keep (B or 1, 1, 1, Lk) bool or nil.  All float32.
 function M.hybrid(a)
+  if a.causal and not a.S0 and not a.want_state and a.fq:size(3) == a.fk:size(3) and a.fq:size(3) > 0
+      and not M.loop then
+    return causal_batched(a)
+  end
   local fq, fk, v = a.fq, a.fk, a.v
   local B, H, Lq, F2 = fq:size(1), fq:size(2), fq:size(3), fq:size(4)
   local Lk, Dv = fk:size(3), v:size(4)
