@@ -9,6 +9,7 @@ local as = require "attnswap"
 local U = require "spec_util" -- tests/spec/spec_util.lua
 local numgrad = require "numgrad"
 local I = require "attnswap.attention.incremental"
+local HC = require "attnswap.attention.hedgehog_common"
 local maxdiff, errmsg = U.maxdiff, U.errmsg
 
 -- ---- the reference: whole L x L matrices, straight from the formula ----
@@ -115,6 +116,11 @@ describe("hedgehog and lolcats forward against the formula", function()
               assert.are.same({ B, H, Lq, Dv }, graded:shape())
               assert.is_true(maxdiff(fast, want) < 2e-5, tag .. " inference: " .. maxdiff(fast, want))
               assert.is_true(maxdiff(graded, want) < 2e-5, tag .. " autograd: " .. maxdiff(graded, want))
+              HC.loop = true -- the block loop (steps, bidirectional) on the same call
+              local ok, looped = pcall(c, q, k, v, mask)
+              HC.loop = false
+              assert(ok, looped)
+              assert.is_true(maxdiff(looped, want) < 2e-5, tag .. " loop: " .. maxdiff(looped, want))
             end
           end
         end
