@@ -93,6 +93,7 @@ as.attention.modules = {
   "linear_attention", "performer_attention", "efficient_attention", "nystrom_attention",
   "relative_attention", "adaptive_attention", "gated_attention", "entmax_attention",
   "sigmoid_attention", "cosine_attention", "flex_attention",
+  "hedgehog_attention", "lolcats_attention",
 }
 for _, name in ipairs(as.attention.modules) do
   if package.searchpath("attnswap.attention." .. name, package.path) then

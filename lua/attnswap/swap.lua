@@ -136,7 +136,8 @@ end
 
 -- The head counts (num_heads, num_kv_heads, head_dim) of the module a core
 -- sits in: a MultiheadAttention's config, or the numbers a Lua attention
--- module keeps as fields of those names; nil when unknown.
+-- module keeps as fields of those names (n_head, GPT-2's, for num_heads);
+-- nil when unknown.
 local function heads_of(parent)
   if not parent then return nil end
   if core.type_name(parent) == "MultiheadAttention" then
@@ -144,6 +145,7 @@ local function heads_of(parent)
     return { num_heads = c.num_heads, num_kv_heads = c.num_kv_heads, head_dim = c.head_dim }
   end
   local heads = parent.num_heads
+  if math.type(heads) ~= "integer" then heads = parent.n_head end
   if math.type(heads) ~= "integer" then return nil end
   local kv = parent.num_kv_heads
   return { num_heads = heads, num_kv_heads = math.type(kv) == "integer" and kv or heads,
@@ -191,8 +193,10 @@ end
 --   GPT-2's attention for one that cannot be causal is then an error, not a
 --   silently different model);
 -- * the options an implementation sizes its parameters by (Class.shape_options:
---   num_heads, head_dim), from the MultiheadAttention the core sits in, so a
---   per-head gate or bias fits the model it is swapped into.
+--   num_heads, head_dim), from the module the core sits in (heads_of: a
+--   MultiheadAttention, or a Lua attention module such as GPT-2's, BERT's,
+--   Llama's), so a per-head gate, bias or feature map fits the model it is
+--   swapped into: its parameters exist, sized, from the swap on.
 -- Returns opts itself when nothing is added.
 local function inherited(name, opts, parent, old)
   local add = {}

@@ -47,6 +47,7 @@ function BertSelfAttention:init(c)
   if opts.dropout == nil and c.attention_probs_dropout_prob > 0 then opts.dropout = c.attention_probs_dropout_prob end
   self.core = as.attention.new(c.attention, opts)
   self.num_heads = c.num_attention_heads
+  self.head_dim = c.hidden_size // c.num_attention_heads -- read by swap_attention (a core's shape_options)
 end
 
 -- x (B, L, E), keep (B, 1, 1, L) bool or nil -> (B, L, E)
