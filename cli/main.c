@@ -29,9 +29,12 @@ int luaopen_attnswap_core(lua_State *L);
 enum { HAS_I = 1, HAS_V = 2, HAS_E = 4, HAS_L = 8, HAS_H = 16, HAS_W = 32, HAS_LIST = 64, HAS_INFO = 128 };
 
 /* The long options that take a value (--opt VALUE or --opt=VALUE). */
-enum { OPT_DEVICE, OPT_THREADS, OPT_SEED, OPT_SWAP, OPT_COMPARE, N_VALUE_OPTS };
-static const char *const value_opts[N_VALUE_OPTS] = {"--device", "--threads", "--seed", "--swap",
-                                                      "--compare"};
+enum { OPT_DEVICE, OPT_THREADS, OPT_SEED, OPT_SWAP, OPT_COMPARE, OPT_DISTILL, OPT_DATA, OPT_SAVE, N_VALUE_OPTS };
+static const char *const value_opts[N_VALUE_OPTS] = {"--device", "--threads", "--seed",    "--swap",
+                                                      "--compare", "--distill", "--data", "--save"};
+
+/* The options about the model a script returns: they may follow the script. */
+static int about_model(int k) { return k >= OPT_SWAP; }
 
 typedef struct {
     int flags;
@@ -85,6 +88,11 @@ static int check_value(cli_args *a, int k, const char *v)
     case OPT_SEED:
         if (parse_int(v, LLONG_MIN, LLONG_MAX, &n) != 0) want = "an integer";
         break;
+    case OPT_DISTILL: /* key=value,... or "default": as.distill checks them */
+    case OPT_DATA:
+    case OPT_SAVE:
+        if (*v == '\0') want = k == OPT_DISTILL ? "key=value,... or default" : "a path";
+        break;
     default: /* --swap, --compare: the names are checked against the registry later */
         if (*v == '\0' || *v == ':' || *v == ',') want = "attention names";
         break;
@@ -118,9 +126,9 @@ static int long_option(char **argv, int *i, cli_args *a)
     return 0;
 }
 
-/* --swap and --compare may also follow the script, as in
- * `attnswap-run model.lua --compare a,b`: they are about the model the script
- * returns, not arguments for it.  They are taken out of argv (the script's
+/* --swap, --compare, --distill, --data and --save may also follow the
+ * script, as in `attnswap-run model.lua --compare a,b`: they are about the
+ * model the script returns, not arguments for it.  They are taken out of argv (the script's
  * `arg` does not see them); a '--' after the script ends the search. */
 static int options_after_script(char **argv, cli_args *a)
 {
@@ -131,7 +139,7 @@ static int options_after_script(char **argv, cli_args *a)
             while (argv[r] != NULL) argv[w++] = argv[r++];
             break;
         }
-        if (k != OPT_SWAP && k != OPT_COMPARE) {
+        if (k < 0 || !about_model(k)) {
             argv[w++] = argv[r];
             continue;
         }
@@ -190,10 +198,15 @@ static int collectargs(char **argv, cli_args *a)
     if (a->script > 0 && options_after_script(argv, a) != 0) return -1;
     if (a->value[OPT_SWAP] && a->value[OPT_COMPARE])
         return bad_arg(a, "options '--swap' and '--compare' do not go together", "");
-    for (int k = OPT_SWAP; k <= OPT_COMPARE; k++)
+    for (int k = OPT_SWAP; k < N_VALUE_OPTS; k++)
         if (a->value[k] && a->script == 0)
             return bad_arg(a, "option '%s' needs a script that returns a model and its inputs",
                            value_opts[k]);
+    if (a->value[OPT_DISTILL] && !a->value[OPT_SWAP])
+        return bad_arg(a, "option '--distill' needs '--swap NAME' (the attention to distil into)", "");
+    for (int k = OPT_DATA; k <= OPT_SAVE; k++)
+        if (a->value[k] && !a->value[OPT_DISTILL])
+            return bad_arg(a, "option '%s' goes with '--distill'", value_opts[k]);
     return 0;
 }
 
@@ -243,7 +256,14 @@ static void print_help(void)
            "  --compare NAME,NAME,...\n"
            "                 the same script: as.compare(model, inputs, {NAME, ...});\n"
            "                 'all' stands for every registered implementation\n"
-           "                 (--swap and --compare may also follow the script)\n"
+           "  --distill key=value,...|default\n"
+           "                 with --swap, for a script that returns model, inputs and its\n"
+           "                 batches (or a function(path) of them): as.distill(swapped,\n"
+           "                 original, batches, {key = value, ...}) after the swap\n"
+           "  --data PATH    with --distill: the file the script's function(path) reads\n"
+           "  --save PATH    with --distill: write the distilled model's weights there\n"
+           "                 (--swap, --compare, --distill, --data and --save may also\n"
+           "                 follow the script)\n"
            "  --             stop handling options\n"
            "  -              stop handling options and execute stdin\n"
            "Options with a value also take the form --opt=VALUE.\n");
@@ -397,124 +417,8 @@ static int handle_script(lua_State *L, char **argv, int nres)
     return as_repl_report(L, PROGNAME, status);
 }
 
-/* What the options --device ... --compare do, in Lua since it is all calls
- * into attnswap.  Each function returns nothing when it went well, else a
- * message and the exit status; a Lua error is the model's own (status 1). */
-static const char CLI_LUA[] =
-    "local as = require 'attnswap'\n"
-    "local cli = {}\n"
-    "function cli.setup(device, threads, seed)\n"
-    "  if device == 'cuda' and not (as.cuda and as.cuda.is_available()) then\n"
-    "    return '--device cuda: no CUDA device is available', 1\n"
-    "  end\n"
-    "  if device then as.device = device end\n"
-    "  if threads then\n"
-    "    local ok, err = pcall(as.set_num_threads, threads)\n"
-    "    if not ok then return '--threads: ' .. tostring(err), 2 end\n"
-    "  end\n"
-    "  if seed then as.manual_seed(seed) end\n"
-    "end\n"
-    "local function unknown(opt, name)\n"
-    "  return string.format(\"--%s: no attention named '%s' (registered: %s)\", opt, name,\n"
-    "    table.concat(as.attention.names(), ', ')), 2\n"
-    "end\n"
-    "-- 'flash_attention:causal=true,window_size=8' -> name, {causal = true, window_size = 8}\n"
-    "local function parse_swap(spec)\n"
-    "  local name, rest = spec:match('^([^:]*):?(.*)$')\n"
-    "  local opts = {}\n"
-    "  for item in rest:gmatch('[^,]+') do\n"
-    "    local k, v = item:match('^%s*([%a_][%w_]*)%s*=%s*(.-)%s*$')\n"
-    "    if not k then return nil, string.format(\"--swap: '%s' is not key=value\", item), 2 end\n"
-    "    if v == 'true' then v = true elseif v == 'false' then v = false else v = tonumber(v) or v end\n"
-    "    opts[k] = v\n"
-    "  end\n"
-    "  return name, opts\n"
-    "end\n"
-    "-- The first output when the model returns several (a list), as compare does.\n"
-    "local function show_output(out)\n"
-    "  if type(out) == 'table' and not as.is_tensor(out) then out = out[1] end\n"
-    "  if not as.is_tensor(out) then return print('output: ' .. tostring(out)) end\n"
-    "  local flat = out:cpu():float():flatten()\n"
-    "  local first = {}\n"
-    "  for i = 1, math.min(flat:numel(), 6) do first[i] = string.format('%.5g', flat[i]) end\n"
-    "  print(string.format('output: %s %s, mean %.5g, first values %s%s', tostring(out:shape()),\n"
-    "    out:dtype(), flat:numel() > 0 and flat:mean():item() or 0, table.concat(first, ' '),\n"
-    "    flat:numel() > #first and ' ...' or ''))\n"
-    "end\n"
-    "local function has_core(model)\n"
-    "  if as.attention.is_core(model) then return true end\n"
-    "  for _, m in model:named_modules() do\n"
-    "    if as.attention.is_core(m) then return true end\n"
-    "  end\n"
-    "  return false\n"
-    "end\n"
-    "local function no_core(opt)\n"
-    "  return string.format('--%s: the model holds no attention core (no module the registry knows '\n"
-    "    .. 'as attention) to %s', opt, opt), 2\n"
-    "end\n"
-    "function cli.model(opt, spec, model, inputs)\n"
-    "  if not as.is_module(model) then\n"
-    "    return string.format('--%s: the script must return a model and its inputs (it returned %s)',\n"
-    "      opt, model == nil and 'nothing' or 'a ' .. type(model) .. ' first'), 2\n"
-    "  end\n"
-    "  if as.is_tensor(inputs) then inputs = { inputs } end\n"
-    "  if type(inputs) ~= 'table' then\n"
-    "    return string.format('--%s: the script must return the inputs after the model: a tensor or '\n"
-    "      .. 'a list of arguments (it returned %s)', opt, inputs == nil and 'none' or 'a ' .. type(inputs)), 2\n"
-    "  end\n"
-    "  if opt == 'compare' then\n"
-    "    local names = {}\n"
-    "    for n in spec:gmatch('[^,]+') do\n"
-    "      if n == 'all' then -- every registered implementation but the one the model has\n"
-    "        for _, r in ipairs(as.attention.names()) do\n"
-    "          if r ~= 'scaled_dot_product' then names[#names + 1] = r end\n"
-    "        end\n"
-    "      else names[#names + 1] = n end\n"
-    "    end\n"
-    "    for _, n in ipairs(names) do\n"
-    "      if not as.attention.exists(n) then return unknown(opt, n) end\n"
-    "    end\n"
-    "    if not has_core(model) then return no_core(opt) end\n"
-    "    as.compare(model, inputs, names)\n"
-    "    return\n"
-    "  end\n"
-    "  local name, opts, code = parse_swap(spec)\n"
-    "  if not name then return opts, code end\n"
-    "  if not as.attention.exists(name) then return unknown(opt, name) end\n"
-    "  if not has_core(model) then return no_core(opt) end\n"
-    "  -- what the swap refuses is the command line's fault (a bad option key or\n"
-    "  -- value): one line and the usage status, no traceback\n"
-    "  local ok, swapped, report = pcall(as.swap_attention, model, as.attention.is_core, name, opts)\n"
-    "  if not ok then return '--swap: ' .. tostring(swapped):gsub('^[^\\n]-:%d+: ', ''), 2 end\n"
-    "  print(report)\n"
-    "  show_output(swapped(table.unpack(inputs, 1, inputs.n or #inputs)))\n"
-    "end\n"
-    "-- -i after a script: what it returned becomes globals, as `lua -i` keeps a\n"
-    "-- script's globals; the documented `return model, inputs` by those names.\n"
-    "local function describe(v)\n"
-    "  if as.is_module(v) then return v:type() end\n"
-    "  if as.is_tensor(v) then return 'Tensor ' .. tostring(v:shape()) end\n"
-    "  if type(v) == 'table' then return 'a list of ' .. #v end\n"
-    "  return type(v)\n"
-    "end\n"
-    "function cli.bind(...)\n"
-    "  local n = select('#', ...)\n"
-    "  if n == 0 then return end\n"
-    "  local names = {}\n"
-    "  _G.results = table.pack(...)\n"
-    "  local first, second = ...\n"
-    "  if as.is_module(first) then\n"
-    "    _G.model = first\n"
-    "    names[#names + 1] = 'model (' .. describe(first) .. ')'\n"
-    "    if n >= 2 then\n"
-    "      _G.inputs = second\n"
-    "      names[#names + 1] = 'inputs (' .. describe(second) .. ')'\n"
-    "    end\n"
-    "  end\n"
-    "  names[#names + 1] = 'results (all ' .. n .. ' returned value' .. (n > 1 and 's' or '') .. ')'\n"
-    "  print('-- the script returned: ' .. table.concat(names, ', '))\n"
-    "end\n"
-    "return cli\n";
+/* What the options --device ... --distill do: lua/attnswap/cli.lua. */
+static const char CLI_LUA[] = "return require 'attnswap.cli'\n";
 
 #define CLI_KEY "attnswap-run.cli" /* registry: the table CLI_LUA returns */
 
@@ -571,13 +475,15 @@ static int run_script(lua_State *L, const cli_args *a, char **argv)
     if (handle_script(L, argv + a->script, LUA_MULTRET) != LUA_OK) return EXIT_ERROR;
     int nret = lua_gettop(L) - base, code = EXIT_OK;
     if (k >= 0) {
-        if (nret < 2) lua_settop(L, base + 2); /* model, inputs: nil when not returned */
+        if (nret < 3) lua_settop(L, base + 3); /* model, inputs, batches: nil when not returned */
         lua_pushstring(L, value_opts[k] + 2);
         lua_pushstring(L, a->value[k]);
         lua_pushvalue(L, base + 1);
         lua_pushvalue(L, base + 2);
-        code = call_cli(L, "model", 4);
-        if (nret < 2) lua_settop(L, base + nret);
+        lua_pushvalue(L, base + 3);
+        for (int d = OPT_DISTILL; d <= OPT_SAVE; d++) lua_pushstring(L, a->value[d]); /* nil when not given */
+        code = call_cli(L, "model", 8);
+        if (nret < 3) lua_settop(L, base + nret);
     }
     if (code == EXIT_OK && (a->flags & HAS_I) && nret > 0) {
         luaL_checkstack(L, nret + 2, "too many results to bind");

@@ -549,3 +549,71 @@ cat "$d/out" "$d/err"
     assert.truthy(out:find("interrupted!", 1, true), out)
   end)
 end)
+
+describe("attnswap-run --swap NAME --distill", function()
+  -- a tiny GPT-2, an attention with a learnable temperature registered by the
+  -- script, and batches made from the file --data names
+  local model = script [[
+local T = nn.class("CliTempered")
+T.shape_options = { "num_heads" }
+function T:init(o)
+  self.causal = o.causal or false
+  self.log_scale = nn.Parameter(as.full({ 1, o.num_heads or 1, 1, 1 }, 0.7))
+end
+function T:forward(q, k, v, mask)
+  local s = q:matmul(k:transpose(-2, -1)) * self.log_scale:exp()
+  if self.causal then s = as.where(as.ones(q:size(3), k:size(3), "bool"):tril(), s, -math.huge) end
+  return s:softmax(-1):matmul(v)
+end
+as.register_attention("cli_tempered", T, { exact = false, gqa = false })
+as.manual_seed(2)
+local m = as.models.gpt2.new { vocab_size = 32, n_positions = 16, n_embd = 16, n_layer = 1, n_head = 2 }
+local function batches(path)
+  local f = assert(io.open(path))
+  local text = f:read("a")
+  f:close()
+  local out = {}
+  for i = 1, #text - 8, 8 do
+    local row = {}
+    for j = 0, 7 do row[j + 1] = text:byte(i + j) % 32 end
+    out[#out + 1] = as.tensor({ row }, "int64")
+  end
+  return out
+end
+return m:eval(), as.tensor({ { 1, 2, 3, 4 } }, "int64"), batches
+]]
+  local text = tmpfile(string.rep("the quick brown fox jumps over the lazy dog. ", 4))
+  scripts[#scripts + 1] = text
+
+  it("distils the swapped model against the original, on batches the script makes from --data, and saves it", function()
+    local out = os.tmpname()
+    local r = run { model, "--swap", "cli_tempered", "--distill", "steps=4,stages=attention", "--data", text, "--save", out }
+    assert.equals(0, r.code, r.err)
+    assert.truthy(r.out:find("swapped 1 module(s) for 'cli_tempered'", 1, true), r.out)
+    assert.truthy(r.out:find("stage attention: 4 steps", 1, true), r.out)
+    assert.truthy(r.out:find("after distillation:\noutput: (1, 4, 32) float32", 1, true), r.out)
+    local f = assert(io.open(out, "rb"))
+    assert.truthy(#f:read("a") > 0)
+    f:close()
+    os.remove(out)
+  end)
+
+  it("says what is wrong with the command line or the script, exit 2", function()
+    local r = run { model, "--distill", "steps=4" }
+    assert.equals(2, r.code)
+    assert.truthy(r.err:find("option '--distill' needs '--swap NAME'", 1, true), r.err)
+    r = run { model, "--swap", "cli_tempered", "--data", text }
+    assert.equals(2, r.code)
+    assert.truthy(r.err:find("option '--data' goes with '--distill'", 1, true), r.err)
+    r = run { model, "--swap", "cli_tempered", "--distill", "steps=0", "--data", text }
+    assert.equals(2, r.code)
+    assert.truthy(r.err:find("--distill: steps (attention) must be a positive integer", 1, true), r.err)
+    r = run { model, "--swap", "cli_tempered", "--distill", "stepz=3", "--data", text }
+    assert.equals(2, r.code)
+    assert.truthy(r.err:find("--distill: unknown option 'stepz'", 1, true), r.err)
+    local no_data = script "return as.models.gpt2.new{vocab_size=8, n_positions=8, n_embd=8, n_layer=1, n_head=2}, as.tensor({{1, 2}}, 'int64')"
+    r = run { no_data, "--swap", "cli_tempered", "--distill", "default" }
+    assert.equals(2, r.code)
+    assert.truthy(r.err:find("the script must return, after the model and its inputs, the batches", 1, true), r.err)
+  end)
+end)
