@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -132,6 +133,11 @@ static int long_option(char **argv, int *i, cli_args *a)
  * `arg` does not see them); a '--' after the script ends the search. */
 static int options_after_script(char **argv, cli_args *a)
 {
+    /* --data and --save are taken only with --distill: without it they are
+     * the script's own (examples/train_tiny.lua has a --save) */
+    bool distill = a->value[OPT_DISTILL] != NULL;
+    for (int r = a->script + 1; argv[r] != NULL && strcmp(argv[r], "--") != 0; r++)
+        if (value_option(argv[r]) == OPT_DISTILL) distill = true;
     int w = a->script + 1;
     for (int r = a->script + 1; argv[r] != NULL; r++) {
         int k = value_option(argv[r]);
@@ -139,7 +145,7 @@ static int options_after_script(char **argv, cli_args *a)
             while (argv[r] != NULL) argv[w++] = argv[r++];
             break;
         }
-        if (k < 0 || !about_model(k)) {
+        if (k < 0 || !about_model(k) || ((k == OPT_DATA || k == OPT_SAVE) && !distill)) {
             argv[w++] = argv[r];
             continue;
         }

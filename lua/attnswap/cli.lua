@@ -75,7 +75,7 @@ local function distill_after_swap(student, teacher, data, data_path, dopts, args
   end
   local ok, err = pcall(as.distill, student, teacher, data, dopts)
   if not ok then
-    err = tostring(err)
+    err = tostring(err):gsub('^[^\n]-%.lua:%d+: ', '')
     if err:find('^as%.distill: ') then return '--distill: ' .. err:gsub('^as%.distill: ', ''), 2 end
     error(err, 0)
   end

@@ -19,7 +19,7 @@ local M = {}
 
 local FN = "as.distill"
 local STAGES = { attention = true, logits = true }
-local KNOWN = { "stages", "steps", "lr", "weight_decay", "accumulate", "eval_data", "eval_every", "progress", "log",
+local KNOWN = { "stages", "steps", "lr", "weight_decay", "accumulate", "eval_data", "progress", "log",
   "plot", "save", "lora", "train", "temperature", "task_loss", "forward", "output", "merge" }
 local DEFAULT_LR = { attention = 1e-2, logits = 1e-4 }
 

@@ -82,7 +82,7 @@ describe("attnswap-run options", function()
       for _, o in ipairs { "--list-attention", "--swap NAME[:key=value,...]", "--compare NAME,NAME,..." } do
         assert.truthy(r.out:find("\n  " .. o .. "\n", 1, true), o)
       end
-      assert.truthy(r.out:find("(--swap and --compare may also follow the script)", 1, true))
+      assert.truthy(r.out:find("(--swap, --compare, --distill, --data and --save may also\n", 1, true), r.out)
       assert.truthy(r.out:find("--opt=VALUE", 1, true))
     end
   end)
@@ -602,9 +602,13 @@ return m:eval(), as.tensor({ { 1, 2, 3, 4 } }, "int64"), batches
     local r = run { model, "--distill", "steps=4" }
     assert.equals(2, r.code)
     assert.truthy(r.err:find("option '--distill' needs '--swap NAME'", 1, true), r.err)
-    r = run { model, "--swap", "cli_tempered", "--data", text }
+    r = run { "--data", text, model, "--swap", "cli_tempered" }
     assert.equals(2, r.code)
     assert.truthy(r.err:find("option '--data' goes with '--distill'", 1, true), r.err)
+    -- after the script and without --distill, --data and --save are the script's own
+    r = run { script "print('args', ...)", "--save", "x", "--data", "y" }
+    assert.equals(0, r.code, r.err)
+    assert.truthy(r.out:find("args\t--save\tx\t--data\ty", 1, true), r.out)
     r = run { model, "--swap", "cli_tempered", "--distill", "steps=0", "--data", text }
     assert.equals(2, r.code)
     assert.truthy(r.err:find("--distill: steps (attention) must be a positive integer", 1, true), r.err)
@@ -612,7 +616,7 @@ return m:eval(), as.tensor({ { 1, 2, 3, 4 } }, "int64"), batches
     assert.equals(2, r.code)
     assert.truthy(r.err:find("--distill: unknown option 'stepz'", 1, true), r.err)
     local no_data = script "return as.models.gpt2.new{vocab_size=8, n_positions=8, n_embd=8, n_layer=1, n_head=2}, as.tensor({{1, 2}}, 'int64')"
-    r = run { no_data, "--swap", "cli_tempered", "--distill", "default" }
+    r = run { no_data, "--swap", "flash_attention", "--distill", "default" }
     assert.equals(2, r.code)
     assert.truthy(r.err:find("the script must return, after the model and its inputs, the batches", 1, true), r.err)
   end)
