@@ -48,9 +48,20 @@ static as_tensor *f_where(const op_case *c, as_tensor *const *x)
     return r;
 }
 static as_tensor *f_reduce(const op_case *c, as_tensor *const *x) { return as_reduce(c->code, x[0], 1, false, 1); }
-static as_tensor *f_sum_all(const op_case *c, as_tensor *const *x) { (void)c; return as_reduce(AS_SUM, x[0], AS_ALL_DIMS, false, 0); }
-static as_tensor *f_softmax(const op_case *c, as_tensor *const *x) { return c->code ? as_log_softmax(x[0], -1) : as_softmax(x[0], 1); }
-static as_tensor *f_layer_norm(const op_case *c, as_tensor *const *x) { (void)c; return as_layer_norm(x[0], x[1], x[2], 1e-5); }
+static as_tensor *f_sum_all(const op_case *c, as_tensor *const *x)
+{
+    (void)c;
+    return as_reduce(AS_SUM, x[0], AS_ALL_DIMS, false, 0);
+}
+static as_tensor *f_softmax(const op_case *c, as_tensor *const *x)
+{
+    return c->code ? as_log_softmax(x[0], -1) : as_softmax(x[0], 1);
+}
+static as_tensor *f_layer_norm(const op_case *c, as_tensor *const *x)
+{
+    (void)c;
+    return as_layer_norm(x[0], x[1], x[2], 1e-5);
+}
 static as_tensor *f_rms_norm(const op_case *c, as_tensor *const *x) { (void)c; return as_rms_norm(x[0], x[1], 1e-6); }
 static as_tensor *f_matmul(const op_case *c, as_tensor *const *x) { (void)c; return as_matmul(x[0], x[1]); }
 static as_tensor *f_linear(const op_case *c, as_tensor *const *x)
@@ -61,8 +72,15 @@ static as_tensor *f_linear(const op_case *c, as_tensor *const *x)
     as_release(wt);
     return r;
 }
-static as_tensor *f_cat(const op_case *c, as_tensor *const *x) { (void)c; return as_cat(2, (const as_tensor *const *)x, -1); }
-static as_tensor *f_triangle(const op_case *c, as_tensor *const *x) { return c->code ? as_tril(x[0], 1) : as_triu(x[0], -1); }
+static as_tensor *f_cat(const op_case *c, as_tensor *const *x)
+{
+    (void)c;
+    return as_cat(2, (const as_tensor *const *)x, -1);
+}
+static as_tensor *f_triangle(const op_case *c, as_tensor *const *x)
+{
+    return c->code ? as_tril(x[0], 1) : as_triu(x[0], -1);
+}
 static as_tensor *f_index(const op_case *c, as_tensor *const *x)
 {
     int64_t n = 4, ids[4] = {2, 0, 2, 1}; /* 0-based, a row twice */
@@ -311,7 +329,10 @@ int main(void)
             as_tensor *y64 = c->fn(c, x64);
             CHECK_OK(y64);
             if (!y64) fprintf(stderr, "  %s (%s)\n", c->name, kind_names[kind]);
-            if (y64 && y64->dtype != AS_F64) fwd_bad++, fprintf(stderr, "%s: float64 in, %s out\n", c->name, as_dtype_name(y64->dtype));
+            if (y64 && y64->dtype != AS_F64) {
+                fwd_bad++;
+                fprintf(stderr, "%s: float64 in, %s out\n", c->name, as_dtype_name(y64->dtype));
+            }
             bool prev = as_set_grad_enabled(false);
             as_tensor *y32 = y64 ? c->fn(c, x32) : NULL;
             as_set_grad_enabled(prev);
