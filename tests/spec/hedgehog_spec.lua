@@ -291,6 +291,23 @@ describe("swapped into models", function()
     assert.are.equal("window_size=4 (sized to 17 keys)", rows[3].options)
   end)
 
+  it("initialises as the papers do: identity (Hedgehog), kaiming-uniform (LoLCATs), gamma = 0.1", function()
+    local h = as.attention.new("hedgehog_attention", { num_heads = 2, head_dim = 3, feature_dim = 4 })
+    local eye = as.zeros(3, 4)
+    for i = 1, 3 do eye[i][i] = 1 end
+    for hd = 1, 2 do
+      assert.are.equal(0, maxdiff(h.feature_q:select(1, hd), eye))
+      assert.are.equal(0, maxdiff(h.feature_k:select(1, hd), eye))
+    end
+    as.manual_seed(1)
+    local l = as.attention.new("lolcats_attention", { num_heads = 4, head_dim = 32, feature_dim = 64 })
+    local b = math.sqrt(6 / (32 * 64))
+    local m = l.feature_q:abs():max():item()
+    assert.is_true(m <= b and m > 0.9 * b, "max |W| " .. m .. " bound " .. b)
+    assert.is_true(maxdiff(l.feature_q, l.feature_k) > 0) -- untied
+    assert.is_true(maxdiff(l.window_factors:sigmoid(), as.full({ 1, 4, 1, 1 }, 0.1)) < 1e-6)
+  end)
+
   it("registers the facts", function()
     for _, name in ipairs { "hedgehog_attention", "lolcats_attention" } do
       local i = as.attention.info(name)

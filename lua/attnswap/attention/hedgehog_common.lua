@@ -178,15 +178,14 @@ local function causal_batched(a)
   return Lp > L and out:narrow(3, 1, L) or out
 end
 
---- hybrid(a) -> out (B, H, Lq, Dv) float32, S, z (the running sums over
---- every key, causal only, when a.want_state).
+--- hybrid(a) -> out (B, H, Lq, Dv) float32.
 --- a: fq (B, H, Lq, F2), fk (B, H, Lk, F2) weighted by the keep mask, v
 --- (B, H, Lk, Dv), causal, lin (the linear factor, a number or (1, H, 1, 1)),
 --- S0, z0 (sums over keys before these, causal only, or nil); and for a
 --- window: w (>= 1), q (B, H, Lq, D), k (B, H, Lk, D), scale, gamma
 --- (1, H, 1, 1), keep (B or 1, 1, 1, Lk) bool or nil.  All float32.
 function M.hybrid(a)
-  if a.causal and not a.S0 and not a.want_state and a.fq:size(3) == a.fk:size(3) and a.fq:size(3) > 0
+  if a.causal and not a.S0 and a.fq:size(3) == a.fk:size(3) and a.fq:size(3) > 0
       and not M.loop then
     return causal_batched(a)
   end
@@ -258,11 +257,7 @@ function M.hybrid(a)
   local o
   if #out == 0 then o = P.on(core.zeros(B, H, Lq, Dv), dev)
   else o = cat(out, 3) end
-  if a.want_state and causal and done < Lk then
-    local dS, dz = sums(done, Lk - done)
-    S, z = S + dS, z + dz
-  end
-  return o, S, z
+  return o
 end
 
 --- k or v (B, Hkv, L, D) as float32 with H heads (grouped-query attention).
