@@ -73,7 +73,7 @@ local CASES = {
     { { alpha = 1.5 } }, { { alpha = 2, causal = true } }, { { alpha = 1.3 } },
     { { alpha = 1.4, learn_alpha = true } },
   },
-  sigmoid_attention = { { {} }, { { bias = 0.5, causal = true } } },
+  sigmoid_attention = { { {} }, { { bias = 0.5, causal = true } }, { { learn_bias = true } } },
   cosine_attention = { { { init_temperature = 0.5 } }, { { init_temperature = 0.5, causal = true } } },
   flex_attention = {
     { { block_size = 4 } },
@@ -149,7 +149,8 @@ describe("attention gradients", function()
     else
       it(name .. ": q, k, v and its parameters against central differences", function()
         for ci, c in ipairs(cases_of(name)) do
-          for _, B in ipairs { 1, 2 } do
+          -- odd cases B = 2 with a key-padding mask, even ones B = 1 without
+          for _, B in ipairs { ci % 2 == 1 and 2 or 1 } do
             local m = make(name, c, 10 * ci + B)
             local q, k, v, mask, w = inputs(c, B, 100 * ci + B)
             local what = string.format("%s %s B=%d Lq=%d Lk=%d", name, describe_opts(c.opts), B, c.Lq, c.Lk)
