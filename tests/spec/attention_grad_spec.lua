@@ -54,7 +54,7 @@ local CASES = {
   linear_attention = { { {} }, { { causal = true } }, { { causal = true }, Lq = 5, Lk = 9 } },
   performer_attention = { { { nb_features = 6 } }, { { nb_features = 6, causal = true } } },
   efficient_attention = { { {} } },
-  nystrom_attention = { { { num_landmarks = 3 } } },
+  nystrom_attention = { { { num_landmarks = 3 } }, { { num_landmarks = 2 }, Lq = 5, Lk = 9 } },
   relative_attention = {
     { { num_buckets = 4, max_distance = 8 } },
     { { num_buckets = 4, max_distance = 8, causal = true } },
@@ -92,7 +92,7 @@ local function cases_of(name)
       if s == "num_heads" then o.num_heads = o.num_heads or H end
       if s == "head_dim" then o.head_dim = o.head_dim or D end
     end
-    out[#out + 1] = { opts = o, Lq = c.Lq or 7, Lk = c.Lk or c.Lq or 7, Dv = c.Dv or DV, params = c.params }
+    out[#out + 1] = { opts = o, Lq = c.Lq or 5, Lk = c.Lk or c.Lq or 5, Dv = c.Dv or DV, params = c.params }
   end
   return out
 end
