@@ -11,6 +11,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local C = require "attnswap.attention.linear_common"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "nystrom_attention"
 local Nystrom = nn.class("NystromAttention")
@@ -30,7 +31,7 @@ local function landmarks(x, m)
     parts[i] = x:narrow(3, start, len):mean(3, true)
     start = start + len
   end
-  return core.cat(parts, 3)
+  return P.cat(parts, 3)
 end
 
 -- The largest element of t, with max's gradient (shared evenly by ties, as
