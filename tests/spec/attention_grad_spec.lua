@@ -44,21 +44,22 @@ local SKIP = {
   flash_attention = "exact attention: its backward (flash) is written on another branch",
 }
 
--- Options per implementation: each case is {opts, Lq = , Lk = , Dv = , params = fn(core)}.
+-- Options per implementation: each case is {opts, Lq = , Lk = , Dv = , Hkv = (GQA),
+-- params = fn(core)}.
 -- Small windows, spans and landmarks so that the approximation is not exact.
 local CASES = {
   local_attention = { { { window_size = 2 } }, { { window_size = 2, causal = true }, Lq = 5, Lk = 9 } },
   sink_attention = { { { window_size = 2, num_sinks = 1 } }, { { window_size = 3, num_sinks = 2 }, Lq = 5, Lk = 9 } },
   sparse_attention = { { { block_size = 2 } }, { { block_size = 3, causal = true } } },
-  dynamic_attention = { { { top_k = 3 } }, { { top_k = 2, causal = true } } },
-  linear_attention = { { {} }, { { causal = true } }, { { causal = true }, Lq = 5, Lk = 9 } },
+  dynamic_attention = { { { top_k = 3 } }, { { top_k = 2, causal = true }, Hkv = 1 } },
+  linear_attention = { { {} }, { { causal = true } }, { { causal = true }, Lq = 5, Lk = 9, Hkv = 1 } },
   performer_attention = { { { nb_features = 6 } }, { { nb_features = 6, causal = true } } },
   efficient_attention = { { {} } },
   nystrom_attention = { { { num_landmarks = 3 } }, { { num_landmarks = 2 }, Lq = 5, Lk = 9 } },
   relative_attention = {
     { { num_buckets = 4, max_distance = 8 } },
     { { num_buckets = 4, max_distance = 8, causal = true } },
-    { { alibi = true } },
+    { { alibi = true }, Hkv = 1 },
   },
   adaptive_attention = {
     -- spans inside [0, 1], away from the ramp's kinks at integer distances
@@ -67,7 +68,7 @@ local CASES = {
   },
   gated_attention = {
     { { init_bias = 0 } },
-    { { init_bias = 0, gate = "elementwise", causal = true }, Dv = D },
+    { { init_bias = 0, gate = "elementwise", causal = true }, Dv = D, Hkv = 1 },
   },
   entmax_attention = {
     { { alpha = 1.5 } }, { { alpha = 2, causal = true } }, { { alpha = 1.3 } },
@@ -92,7 +93,8 @@ local function cases_of(name)
       if s == "num_heads" then o.num_heads = o.num_heads or H end
       if s == "head_dim" then o.head_dim = o.head_dim or D end
     end
-    out[#out + 1] = { opts = o, Lq = c.Lq or 5, Lk = c.Lk or c.Lq or 5, Dv = c.Dv or DV, params = c.params }
+    out[#out + 1] = { opts = o, Lq = c.Lq or 5, Lk = c.Lk or c.Lq or 5, Dv = c.Dv or DV, Hkv = c.Hkv or H,
+      params = c.params }
   end
   return out
 end
@@ -119,7 +121,8 @@ end
 -- q, k, v of (B, H, L, D); with B = 2 a key-padding mask (batch 2 loses two keys)
 local function inputs(c, B, seed)
   as.manual_seed(seed)
-  local q, k, v = as.randn(B, H, c.Lq, D), as.randn(B, H, c.Lk, D), as.randn(B, H, c.Lk, c.Dv)
+  local Hkv = c.Hkv or H
+  local q, k, v = as.randn(B, H, c.Lq, D), as.randn(B, Hkv, c.Lk, D), as.randn(B, Hkv, c.Lk, c.Dv)
   local mask
   if B == 2 then
     mask = as.ones(2, 1, 1, c.Lk, "bool")
@@ -153,7 +156,8 @@ describe("attention gradients", function()
           for _, B in ipairs { ci % 2 == 1 and 2 or 1 } do
             local m = make(name, c, 10 * ci + B)
             local q, k, v, mask, w = inputs(c, B, 100 * ci + B)
-            local what = string.format("%s %s B=%d Lq=%d Lk=%d", name, describe_opts(c.opts), B, c.Lq, c.Lk)
+            local what = string.format("%s %s B=%d Hkv=%d Lq=%d Lk=%d", name, describe_opts(c.opts), B, c.Hkv,
+              c.Lq, c.Lk)
             -- the fused forward (no gradient needed) equals the composite's
             local fused = m(q, k, v, mask)
             P.force = true
