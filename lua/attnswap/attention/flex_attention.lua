@@ -212,7 +212,7 @@ function FlexAttention:forward(q, k, v, mask)
   end
   if #tiles == 0 then return here(core.zeros({ B, H, Lq, Dv }, dtype)) end
   if #tiles == 1 then return tiles[1] end
-  return core.cat(tiles, 3)
+  return P.cat(tiles, 3)
 end
 
 function FlexAttention:extra_repr()

@@ -101,7 +101,7 @@ local function causal_ops(fq, fk, v)
     i = last + 1
   end
   if #out == 0 then return P.on(core.zeros(B, H, Lq, Dv), dev) end
-  return #out == 1 and out[1] or core.cat(out, 3)
+  return P.cat(out, 3)
 end
 
 --- On the CPU: the fused kernel that makes the features itself (feature

@@ -11,6 +11,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local C = require "attnswap.attention.linear_common"
+local P = require "attnswap.attention.ops_path"
 
 local FN = "nystrom_attention"
 local Nystrom = nn.class("NystromAttention")
@@ -30,17 +31,24 @@ local function landmarks(x, m)
     parts[i] = x:narrow(3, start, len):mean(3, true)
     start = start + len
   end
-  return core.cat(parts, 3)
+  return P.cat(parts, 3)
+end
+
+-- The largest element of t, with max's gradient (shared evenly by ties, as
+-- PyTorch's): the reduction max has no backward yet, so the maximal entries
+-- are picked on detached values and averaged.  The 6 iterations do not
+-- forget their initial scale, so it needs its gradient.
+local function max_of(t)
+  local td = t:detach()
+  local at = td:eq(td:max()):float()
+  return (t * at):sum() / at:sum()
 end
 
 local function pinv(a, iters)
   -- a (B, H, m, m), rows sum to 1 (a softmax)
   local m = a:size(4)
-  -- the initial scale is a constant to autograd (detached, and max has no
-  -- backward): the iteration converges to the pseudo-inverse whatever it is
-  local ad = a:detach()
-  local col = ad:abs():sum(3):max() -- max column sum
-  local row = ad:abs():sum(4):max() -- max row sum
+  local col = max_of(a:abs():sum(3)) -- max column sum
+  local row = max_of(a:abs():sum(4)) -- max row sum
   local z = a:transpose(3, 4) / (col * row)
   local r = core.arange(m)
   local I = r:unsqueeze(2):eq(r:unsqueeze(1)):float()

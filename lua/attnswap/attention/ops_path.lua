@@ -52,6 +52,21 @@ function M.active(q, k, v, mask, module)
   return M.grad_needed(module, q, k, v, mask)
 end
 
+local CAT_INPUTS = 4 -- the most tensors one cat records a gradient through (AS_NODE_MAX_INPUTS)
+
+--- core.cat(ts, dim) for any number of tensors under autograd too: one cat
+--- records at most CAT_INPUTS inputs, so longer lists are joined as a tree of
+--- cats (log4(n) copies) when a gradient is needed, in one cat otherwise.
+function M.cat(ts, dim)
+  if #ts == 1 then return ts[1] end
+  if #ts <= CAT_INPUTS or not M.grad_needed(nil, table.unpack(ts)) then return core.cat(ts, dim) end
+  local groups = {}
+  for i = 1, #ts, CAT_INPUTS do
+    groups[#groups + 1] = core.cat({ table.unpack(ts, i, math.min(#ts, i + CAT_INPUTS - 1)) }, dim)
+  end
+  return M.cat(groups, dim)
+end
+
 --- t on device dev (a no-op when it is there already).
 function M.on(t, dev)
   if t:device() ~= dev then return t:to(dev) end
@@ -207,7 +222,7 @@ function M.weights_attention(fn, q, k, v, mask, o, training, weigh)
     p = M.dropout(p, o.dropout, training)
     outs[#outs + 1] = M.weights_times_v(p, vf)
   end
-  local out = #outs == 1 and outs[1] or core.cat(outs, 3)
+  local out = M.cat(outs, 3)
   return out:to(dtype)
 end
 

@@ -15,19 +15,30 @@ local SigmoidAttention = nn.class("SigmoidAttention")
 
 local SPEC = {
   bias = { O.finite_number, nil },
+  learn_bias = { O.boolean, false },
 }
 
+-- learn_bias: b = (bias or -log(Lk)) + bias_delta, bias_delta a parameter (1,)
+-- initialised at 0, so a fresh core is the paper's and training moves b.
 function SigmoidAttention:init(opts)
   self.opts = O.parse(FN, opts, SPEC, 3)
+  if self.opts.learn_bias then self.bias_delta = nn.Parameter(core.zeros(1)) end
+end
+
+-- the fixed part of b: the option, or -log(Lk)
+local function base_bias(o, k)
+  if o.bias ~= nil then return o.bias end
+  local Lk = core.is_tensor(k) and k:dim() == 4 and k:size(3) or 0
+  return Lk > 0 and -math.log(Lk) or 0
 end
 
 -- The ops path: sigma(S + b) on the materialised scores (ops_path's weights
 -- driver, by blocks of queries); masked keys are -inf, so sigma gives 0.
 local function ops_forward(self, q, k, v, mask)
-  local bias = self.opts.bias
-  if bias == nil then
-    local Lk = core.is_tensor(k) and k:dim() == 4 and k:size(3) or 0
-    bias = Lk > 0 and -math.log(Lk) or 0
+  local bias = base_bias(self.opts, k)
+  if self.bias_delta then
+    P.check_param(FN, "bias_delta", self.bias_delta, q:device())
+    bias = P.float(self.bias_delta):view(1, 1, 1, 1) + bias
   end
   return P.weights_attention(FN, q, k, v, mask, self.opts, self:is_training(),
     function(s) return (s + bias):sigmoid() end)
@@ -35,12 +46,14 @@ end
 
 function SigmoidAttention:forward(q, k, v, mask)
   if P.active(q, k, v, mask, self) then return ops_forward(self, q, k, v, mask) end
-  return core.sigmoid_attention(q, k, v, mask, O.call_opts(self.opts, { bias = self.opts.bias }),
+  local bias = self.opts.bias
+  if self.bias_delta then bias = base_bias(self.opts, k) + self.bias_delta:item() end
+  return core.sigmoid_attention(q, k, v, mask, O.call_opts(self.opts, { bias = bias }),
     self:is_training())
 end
 
 function SigmoidAttention:extra_repr()
-  return O.repr(self.opts, { "bias", "causal", "scale", "dropout" })
+  return O.repr(self.opts, { "bias", "learn_bias", "causal", "scale", "dropout" })
 end
 
 registry.register_attention(FN, SigmoidAttention, {
