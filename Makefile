@@ -48,7 +48,7 @@ test-asan: deps
 # UBSan; new inputs collect in $(FUZZ_BUILD_DIR)/corpus, seeds come from tests/fuzz/corpus.
 FUZZ_BUILD_DIR ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZERS ?= safetensors tensor state_dict patterns tokenizer
+FUZZERS ?= safetensors tensor state_dict patterns tokenizer checkpoint
 fuzz: deps
 	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang libclang-rt-14-dev" >&2; exit 1; }
 	CC=clang $(CMAKE) -S . -B $(FUZZ_BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNSWAP_FUZZ=ON \

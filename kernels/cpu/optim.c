@@ -60,7 +60,13 @@ static void adamw_f32(const as_adamw_consts *cp, bool maximize, int64_t n, float
     const as_adamw_consts c = *cp;
     const float sign = maximize ? -1.0f : 1.0f, w1c = 1.0f - c.w1;
     const bool near = c.w1 < 0.5f, l2 = c.l2 != 0.0f;
+    /* GCC at -O2 vectorises this only when asked (simd); clang does by
+     * itself, and under -fsanitize=undefined warns that it could not. */
+#if defined(__clang__)
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+#else
 #pragma omp parallel for simd schedule(static) if (n >= PAR_MIN)
+#endif
     for (int64_t i = 0; i < n; i++) {
         float gi = sign * g[i];
         float pi = p[i] * c.decay;

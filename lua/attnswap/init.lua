@@ -61,7 +61,7 @@ nn.utils = { clip_grad_norm_ = as.optim.clip_grad_norm_, clip_grad_value_ = as.o
 -- generator's state; the fused steps are the optimizers' business, not as's.
 as.save_checkpoint = require("attnswap.checkpoint").save_checkpoint
 as.load_checkpoint = require("attnswap.checkpoint").load_checkpoint
-as.sgd_step, as.adamw_step = nil, nil
+as.sgd_step, as.adamw_step, as.storage_version = nil, nil, nil
 as.module_copy, as.tensor_key = nil, nil -- model:clone()'s, in lua/attnswap/nn/clone.lua
 as.isinstance = nn.isinstance
 as.register_attention = registry.register_attention

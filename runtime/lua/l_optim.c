@@ -4,6 +4,7 @@
  *                 weight_decay, nesterov, maximize, first)
  *   core.adamw_step(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq|nil, master|nil,
  *                   lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad, maximize)
+ *   core.storage_version(t) -> the count of in-place writes to t's storage
  *   as.get_rng_state() -> seed, offset;  as.set_rng_state(seed, offset)
  * Positional numbers, not an options table: these run once per parameter per
  * step, and the Lua optimizer has checked the options already. */
@@ -70,9 +71,18 @@ static int l_set_rng_state(lua_State *L)
     return 0;
 }
 
+/* The optimizers compare it before a step with the one after their last
+ * step: a parameter written in between (loaded, edited) refreshes its master copy. */
+static int l_storage_version(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)l_checktensor(L, 1)->storage->version);
+    return 1;
+}
+
 static const luaL_Reg optim_funcs[] = {
     {"sgd_step", l_sgd_step},
     {"adamw_step", l_adamw_step},
+    {"storage_version", l_storage_version},
     {"get_rng_state", l_get_rng_state},
     {"set_rng_state", l_set_rng_state},
     {NULL, NULL},

@@ -62,17 +62,17 @@ end
 -- parameter gets a float32 master copy (state.master_param) that the update
 -- runs on, the parameter receiving its rounding.
 local function make_update(decoupled)
-  return function(_, g, p, grad, st)
+  return function(self, g, p, grad, st, gi, i)
     if not Optimizer.FUSED[p:dtype()] then return reference_update(decoupled, g, p, grad, st) end
     if st.step == nil then
       st.step = 0
       st.exp_avg = Optimizer.zeros_f32(p)
       st.exp_avg_sq = Optimizer.zeros_f32(p)
-      if p:dtype() ~= "float32" then st.master_param = p:detach():float() end
     end
+    local master = self:_master(gi, i, p, st)
     if g.amsgrad and st.max_exp_avg_sq == nil then st.max_exp_avg_sq = Optimizer.zeros_f32(p) end
     st.step = st.step + 1
-    core.adamw_step(p, grad, st.exp_avg, st.exp_avg_sq, g.amsgrad and st.max_exp_avg_sq or nil, st.master_param,
+    core.adamw_step(p, grad, st.exp_avg, st.exp_avg_sq, g.amsgrad and st.max_exp_avg_sq or nil, master,
       g.lr, g.betas[1], g.betas[2], g.eps, g.weight_decay, st.step, decoupled, g.amsgrad, g.maximize)
   end
 end

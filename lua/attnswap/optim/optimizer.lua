@@ -129,6 +129,8 @@ function Optimizer:_add_group(group)
   end
   self.param_groups[gi] = g
   self.state[gi] = {}
+  self._versions = self._versions or {}
+  self._versions[gi] = {}
 end
 
 --- opt:add_param_group{params = ..., <option> = ...}: options left out take the defaults.
@@ -185,7 +187,8 @@ function Optimizer:step(closure)
         if grad ~= nil then
           local st = states[i]
           if not st then st = {}; states[i] = st end
-          self:update(g, p, grad, st)
+          self:update(g, p, grad, st, gi, i)
+          self:_stepped(gi, i, p)
         end
       end
     end
@@ -197,6 +200,27 @@ end
 function Optimizer.zeros_like(p)
   return p:detach():clone():zero_()
 end
+
+-- The float32 master copy of a float16 / bfloat16 parameter (st.master_param),
+-- made on the first step and kept in step with the parameter: when the
+-- parameter was written since this optimizer's last step (a checkpoint loaded
+-- into the model, an edit under no_grad), its storage's version tells, and
+-- the master is refreshed from it instead of overwriting it.  _versions is
+-- outside the state (state_dict does not save it): after load_state_dict the
+-- loaded master is trusted.
+function Optimizer:_master(gi, i, p, st)
+  if p:dtype() == "float32" then return nil end
+  local versions = self._versions[gi]
+  if st.master_param == nil then
+    st.master_param = p:detach():float()
+  elseif versions[i] ~= nil and versions[i] ~= core.storage_version(p) then
+    st.master_param:copy_(p)
+  end
+  return st.master_param
+end
+
+-- Records p's version after a step (see _master).
+function Optimizer:_stepped(gi, i, p) self._versions[gi][i] = core.storage_version(p) end
 
 -- A fresh float32 zero tensor of p's shape on p's device (clone first: float()
 -- of a float32 tensor is the tensor itself).
@@ -317,6 +341,7 @@ function Optimizer:_commit_load(sd, new_state)
     end
   end
   self.state = new_state
+  for gi in ipairs(self.param_groups) do self._versions[gi] = {} end
 end
 
 --- opt:load_state_dict(sd): the groups must match this optimizer's in number and size, and

@@ -39,15 +39,15 @@ end
 
 -- The fused step (core.sgd_step): one pass over the parameter; the momentum
 -- buffer in float32, and a float32 master copy for a float16 / bfloat16 parameter.
-local function update(_, g, p, grad, st)
+local function update(self, g, p, grad, st, gi, i)
   if not Optimizer.FUSED[p:dtype()] then return reference_update(g, p, grad, st) end
   local first = false
   if g.momentum ~= 0 and st.momentum_buffer == nil then
     st.momentum_buffer = Optimizer.zeros_f32(p)
     first = true
   end
-  if st.master_param == nil and p:dtype() ~= "float32" then st.master_param = p:detach():float() end
-  core.sgd_step(p, grad, st.momentum_buffer, st.master_param, g.lr, g.momentum, g.dampening, g.weight_decay,
+  local master = self:_master(gi, i, p, st)
+  core.sgd_step(p, grad, st.momentum_buffer, master, g.lr, g.momentum, g.dampening, g.weight_decay,
     g.nesterov, g.maximize, first)
 end
 
