@@ -68,6 +68,7 @@ def main():
                 pairs = L * (L + 1) / 2 if causal else L * L
                 fwd_flops = 4 * BH * pairs * D
                 t_bwd = t_all - t_fwd
+                sgemm = 2 * n**3 / median_s(lambda: x @ y, 5) / 1e9  # beside each shape: the load moves
                 row = {"impl": "torch", "L": L, "D": D, "BH": BH, "causal": causal, "fwd_ms": t_fwd * 1e3,
                        "bwd_ms": t_bwd * 1e3, "total_ms": t_all * 1e3,
                        "bwd_gflops": 2.5 * fwd_flops / t_bwd / 1e9, "sgemm_gflops": sgemm,

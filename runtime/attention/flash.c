@@ -33,11 +33,12 @@ enum { SV_Q, SV_K, SV_V, SV_MASK, SV_OUT, SV_LSE };
  * them to the inputs' dtypes and sums the mask's over its broadcast dims. */
 static int flash_backward(as_node *node, const as_tensor *g, as_tensor **gi)
 {
-    const as_tensor *sv[6];
+    const as_tensor *sv[6] = {NULL};
     bool has_mask = as_node_ints(node)[2] != 0;
-    for (int i = 0; i < 6; i++)
-        if (!(sv[i] = i == SV_MASK && !has_mask ? NULL : as_node_saved(node, i)) && (i != SV_MASK || has_mask))
-            return -1;
+    for (int i = 0; i < 6; i++) {
+        if (i == SV_MASK && !has_mask) continue;
+        if (!(sv[i] = as_node_saved(node, i))) return -1; /* freed, or changed in place */
+    }
     const as_tensor *q = sv[SV_Q], *k = sv[SV_K], *v = sv[SV_V], *mask = sv[SV_MASK];
     const as_tensor *out = sv[SV_OUT];
     as_device dev = as_tensor_device(q);
@@ -121,17 +122,17 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
     as_grad_scope s = as_grad_begin(4, in);
     as_node *n = as_grad_end(s, FN, flash_backward, &out, 4, in);
     if (n) {
-        const as_tensor *keep[6] = {q, k, v, mask, out, lse};
-        for (int i = 0; i < 6; i++)
-            if (keep[i] && as_node_save(n, i, keep[i])) {
-                as_release(out), out = NULL;
-                break;
-            }
         as_node_scalars(n)[0] = p.scale;
         as_node_scalars(n)[1] = p.dropout;
         as_node_ints(n)[0] = (int64_t)p.seed;
         as_node_ints(n)[1] = p.causal;
         as_node_ints(n)[2] = mask != NULL;
+        const as_tensor *keep[6] = {q, k, v, mask, out, lse};
+        for (int i = 0; i < 6; i++)
+            if (keep[i] && as_node_save(n, i, keep[i])) { /* out of memory: out (and n) go */
+                as_release(out), out = NULL;
+                break;
+            }
     }
     as_release(lse);
     return out;

@@ -105,13 +105,17 @@ done:
     return r;
 }
 
-/* The fused kernel takes every input the contract allows (any float dtype,
- * strides, masks, dropout, CPU or CUDA) up to its index range; only past
- * that does the default core materialise the scores. */
+/* The fused kernel takes every input the contract allows (float32, float16,
+ * bfloat16, strides, masks, dropout, CPU or CUDA) up to its index range;
+ * only past that does the default core materialise the scores. */
+static bool fused_dtype(as_dtype dt) { return dt == AS_F32 || dt == AS_F16 || dt == AS_BF16; }
+
 static bool fused_can_take(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask)
 {
-    if (q->dtype == AS_F64 || (mask && mask->dtype == AS_F64)) return false; /* float64: the math path */
-    return k->shape[2] <= INT32_MAX - 1 && q->shape[3] <= INT32_MAX && v->shape[3] <= INT32_MAX;
+    /* wider floats (a float64 gradcheck) keep their precision on the math path */
+    return k->shape[2] <= INT32_MAX - 1 && q->shape[3] <= INT32_MAX && v->shape[3] <= INT32_MAX &&
+           fused_dtype(q->dtype) && fused_dtype(k->dtype) && fused_dtype(v->dtype) &&
+           (!mask || mask->dtype != AS_F64);
 }
 
 as_tensor *as_sdpa(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,

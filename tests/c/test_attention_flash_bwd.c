@@ -256,17 +256,18 @@ static void test_gqa_and_views(void)
             check_case("gqa/strided", &c, false, 2e-5);
             release_case(&c);
         }
-    /* k with a strided last dim, bf16 v, dO broadcast over queries (the
+    /* k with a strided last dim, f16 q, bf16 v, dO broadcast over queries (the
      * gradient of a sum over positions), causal with Lq > Lk */
     bcase c = make_case(1, 4, 2, 20, 9, 16, 24);
     as_tensor *kt = rnd(4, (int64_t[]){1, 2, 16, 9}, 2);
     as_release((as_tensor *)c.k), c.k = as_transpose(kt, 2, 3), as_release(kt);
-    as_tensor *v16 = as_to_dtype(c.v, AS_BF16);
+    as_tensor *v16 = as_to_dtype(c.v, AS_BF16), *q16 = as_to_dtype(c.q, AS_F16);
     as_release((as_tensor *)c.v), c.v = v16;
+    as_release((as_tensor *)c.q), c.q = q16;
     as_tensor *row = rnd(4, (int64_t[]){1, 4, 1, 24}, 1);
     as_release((as_tensor *)c.dout), c.dout = as_expand(row, 4, (int64_t[]){1, 4, 20, 24}), as_release(row);
     c.causal = true;
-    check_case("strided k, bf16 v, broadcast dO, Lq > Lk", &c, false, 2e-5);
+    check_case("strided k, f16 q, bf16 v, broadcast dO, Lq > Lk", &c, false, 2e-5);
     release_case(&c);
 }
 
