@@ -31,7 +31,7 @@ local function uptime()
 end
 
 -- Where the time goes: each op of one layer timed alone at the model's
--- shapes (median of 3), times the depth, beside the measured forward; the
+-- shapes (best of 5: on a shared machine the least disturbed), times the depth, beside the measured forward; the
 -- rest is copies (head split and merge), embeddings, Lua and allocation.
 -- (Module hooks cannot do this: ViT's blocks run as one C module.)
 local function budget(c)
@@ -39,14 +39,14 @@ local function budget(c)
   local function time(name, f, times)
     f()
     local t = {}
-    for r = 1, 3 do
+    for r = 1, 5 do
       local t0 = clock()
       f()
       t[r] = clock() - t0
     end
     table.sort(t)
     if not parts[name] then order[#order + 1] = name end
-    parts[name] = (parts[name] or 0) + t[2] * times
+    parts[name] = (parts[name] or 0) + t[1] * times
   end
   local T, E, H, D = c.B * c.L, c.E, c.heads, c.depth
   local x, x4 = as.randn(T, E), as.randn(T, 4 * E)
@@ -121,7 +121,7 @@ for _, m in ipairs(models) do
   print(string.format("%-22s %-20s %9.1f ms (min %.1f, max %.1f)", m.name, m.batch, ms, t[1], t[#t]))
   if o.profile then
     local sum, parts = budget(m.shape)
-    print(string.format("  ops alone: %s; sum %.0f ms, rest %.0f ms", parts, sum, ms - sum))
+    print(string.format("  ops alone (best of 5): %s; sum %.0f ms, forward's best %.0f ms", parts, sum, t[1]))
   end
   io.stdout:flush()
   model, x = nil, nil
