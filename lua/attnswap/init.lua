@@ -61,6 +61,7 @@ as.patterns = require "attnswap.patterns"
 as.tokenizer = require "attnswap.tokenizers"
 as.eval = require "attnswap.eval" -- perplexity
 as.distill = require("attnswap.distill").distill -- recover after a swap
+as.distributed = require "attnswap.distributed" -- MPI / NCCL collectives, docs/distributed.md
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {
