@@ -81,7 +81,7 @@ as.attention.modules = {
   "sparse_attention", "local_attention", "dynamic_attention", "sink_attention",
   "linear_attention", "performer_attention", "efficient_attention", "nystrom_attention",
   "relative_attention", "adaptive_attention", "gated_attention", "entmax_attention",
-  "sigmoid_attention", "cosine_attention", "flex_attention",
+  "sigmoid_attention", "cosine_attention", "flex_attention", "ring_attention",
 }
 for _, name in ipairs(as.attention.modules) do
   if package.searchpath("attnswap.attention." .. name, package.path) then
