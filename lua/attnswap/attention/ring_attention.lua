@@ -12,11 +12,14 @@
 -- The local shard of a sequence: RingAttention.shard(x, dim, causal); the
 -- whole back from the shards: RingAttention.unshard(x, dim, causal).
 --
--- Done (docs/distributed.md): the forward, causal or not, GQA.  Each block
--- is computed by the math path (materialising L/W x L/W scores per step,
--- with its log-sum-exp) because the flash kernel does not return its lse in
--- this tree; the sendrecv is blocking, not overlapped with the block's
--- compute; no backward yet (the K/V gradients must travel the ring back).
+-- Done (docs/distributed.md): the forward, causal or not, GQA, and the
+-- backward as a function (RingAttention.attention_backward: dK/dV travel the
+-- ring with K/V).  Each block is computed by the math path (materialising
+-- L/W x L/W scores per step, with its log-sum-exp) because the flash kernel
+-- does not return its lse in this tree; the sendrecv is blocking, not
+-- overlapped with the block's compute; the module's forward records no
+-- autograd node yet (this tree has no custom autograd functions), so
+-- training through it calls attention_backward by hand.
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
@@ -106,46 +109,117 @@ local function merge(o, lse, ob, lseb)
   return o * (lse - base):exp() + ob * (lseb - base):exp(), new
 end
 
+local function check_shards(q, k, v, causal, lvl)
+  for i, t in ipairs({ q, k, v }) do
+    if not core.is_tensor(t) or t:dim() ~= 4 then
+      error(("bad argument #%d to '%s' (4-d tensor (B, H, L, D) expected)"):format(i, FN), lvl)
+    end
+  end
+  local H, L = q:size(2), q:size(3)
+  if k:size(3) ~= L or v:size(3) ~= L then
+    error(("%s: q, k and v shards must have the same length, got %d, %d and %d"):format(FN, L, k:size(3),
+      v:size(3)), lvl)
+  end
+  if H % k:size(2) ~= 0 then error(("%s: %d query heads for %d kv heads"):format(FN, H, k:size(2)), lvl) end
+  if causal and L % 2 ~= 0 then
+    error(("%s: causal shards hold two zig-zag chunks: the local length %d must be even"):format(FN, L), lvl)
+  end
+end
+
+-- The keep-mask of this rank's queries against src's keys (nil: not causal).
+local function keep_of(rank, src, W, L, causal)
+  if not causal then return nil end
+  return positions(src, W, L, true):unsqueeze(1):le(positions(rank, W, L, true):unsqueeze(2))
+end
+
+-- Passes the tensors in hand one step around the ring (to rank + 1, from
+-- rank - 1); returns the ones received.
+local function pass(list, rank, W, tag)
+  local out = {}
+  for i, t in ipairs(list) do
+    out[i] = core.empty(t:shape(), t:dtype()):to(t:device())
+    D.sendrecv(t, (rank + 1) % W, out[i], (rank - 1) % W, tag + i)
+  end
+  return out
+end
+
+--- RingAttention.attention(q, k, v [, {causal, scale}]) -> out, lse: this rank's
+--- rows of the output (float32 computation) and their log-sum-exp (B, H, L, 1),
+--- from this rank's shards.
+function RingAttention.attention(q, k, v, opts)
+  opts = opts or {}
+  local causal = opts.causal or false
+  check_shards(q, k, v, causal, 3)
+  local rank, W = world()
+  local H, L = q:size(2), q:size(3)
+  local scale = opts.scale or 1 / math.sqrt(q:size(4))
+  local qf = q:float()
+  local kb, vb = k:float():contiguous(), v:float():contiguous()
+  local o, lse
+  for step = 0, W - 1 do
+    local src = (rank - step) % W -- whose K/V is in hand
+    local nxt = step < W - 1 and pass({ kb, vb }, rank, W, 0) or nil
+    local ob, lseb = block(qf, repeat_heads(kb, H), repeat_heads(vb, H), scale, keep_of(rank, src, W, L, causal))
+    o, lse = merge(o, lse, ob, lseb)
+    if nxt then kb, vb = nxt[1], nxt[2] end
+  end
+  return o, lse
+end
+
+-- (B, H, L, D) gradients of repeated kv heads summed back to (B, Hkv, L, D)
+local function fold_heads(g, Hkv)
+  local B, H, L, Dk = g:size(1), g:size(2), g:size(3), g:size(4)
+  if H == Hkv then return g end
+  return g:reshape(B, Hkv, H // Hkv, L, Dk):sum(3)
+end
+
+--- RingAttention.attention_backward(q, k, v, out, lse, dout [, opts]) -> dq, dk, dv:
+--- the gradients of this rank's shards, out and lse from RingAttention.attention.
+--- K/V travel the ring as in the forward, each with the gradient accumulated for
+--- it so far; after the last step every dK/dV goes one more hop, to its owner.
+function RingAttention.attention_backward(q, k, v, out, lse, dout, opts)
+  opts = opts or {}
+  local causal = opts.causal or false
+  check_shards(q, k, v, causal, 3)
+  local rank, W = world()
+  local H, Hkv, L = q:size(2), k:size(2), q:size(3)
+  local scale = opts.scale or 1 / math.sqrt(q:size(4))
+  local qf, dof = q:float(), dout:float()
+  local delta = (dof * out:float()):sum(-1, true) -- D_i = rowsum(dO o O)
+  local base = core.where(lse:eq(NEG_INF), 0, lse)
+  local kb, vb = k:float():contiguous(), v:float():contiguous()
+  local dkb, dvb = core.zeros(kb:shape()), core.zeros(vb:shape())
+  local dq = core.zeros(qf:shape())
+  for step = 0, W - 1 do
+    local src = (rank - step) % W
+    local kr, vr = repeat_heads(kb, H), repeat_heads(vb, H)
+    local s = qf:matmul(kr:transpose(-2, -1)) * scale
+    local keep = keep_of(rank, src, W, L, causal)
+    if keep then s = core.where(keep, s, NEG_INF) end
+    local p = (s - base):exp() -- the final probabilities of this block
+    local dv = p:transpose(-2, -1):matmul(dof)
+    local ds = p * (dof:matmul(vr:transpose(-2, -1)) - delta)
+    dq = dq + ds:matmul(kr) * scale
+    local dk = ds:transpose(-2, -1):matmul(qf) * scale
+    dkb, dvb = dkb + fold_heads(dk, Hkv), dvb + fold_heads(dv, Hkv)
+    if step < W - 1 then
+      local nxt = pass({ kb, vb, dkb, dvb }, rank, W, 10)
+      kb, vb, dkb, dvb = nxt[1], nxt[2], nxt[3], nxt[4]
+    end
+  end
+  if W > 1 then -- the block in hand is rank + 1's: one more hop home
+    local home = pass({ dkb, dvb }, rank, W, 20)
+    dkb, dvb = home[1], home[2]
+  end
+  return dq:to(q:dtype()), dkb:to(k:dtype()), dvb:to(v:dtype())
+end
+
 --- forward(q, k, v): this rank's queries (B, H, L, D) and K/V (B, Hkv, L, D),
 --- each the rank's shard (RingAttention.shard); the rank's rows of the output.
 function RingAttention:forward(q, k, v, mask)
   if mask ~= nil then error(FN .. ": masks are not supported (causal is)", 2) end
-  for i, t in ipairs({ q, k, v }) do
-    if not core.is_tensor(t) or t:dim() ~= 4 then
-      error(("bad argument #%d to '%s' (4-d tensor (B, H, L, D) expected)"):format(i, FN), 2)
-    end
-  end
-  local rank, W = world()
-  local H, L = q:size(2), q:size(3)
-  if k:size(3) ~= L or v:size(3) ~= L then
-    error(("%s: q, k and v shards must have the same length, got %d, %d and %d"):format(FN, L, k:size(3),
-      v:size(3)), 2)
-  end
-  if H % k:size(2) ~= 0 then error(("%s: %d query heads for %d kv heads"):format(FN, H, k:size(2)), 2) end
-  if self.causal and L % 2 ~= 0 then
-    error(("%s: causal shards hold two zig-zag chunks: the local length %d must be even"):format(FN, L), 2)
-  end
-  local scale = self.scale or 1 / math.sqrt(q:size(4))
-  local qpos = positions(rank, W, L, self.causal)
-  local kb, vb = k:contiguous(), v:contiguous()
-  local o, lse
-  for step = 0, W - 1 do
-    local src = (rank - step) % W -- whose K/V is in hand
-    local nk, nv
-    if step < W - 1 then
-      nk, nv = core.empty(kb:shape(), kb:dtype()):to(kb:device()), core.empty(vb:shape(), vb:dtype()):to(vb:device())
-      D.sendrecv(kb, (rank + 1) % W, nk, (rank - 1) % W, 1)
-      D.sendrecv(vb, (rank + 1) % W, nv, (rank - 1) % W, 2)
-    end
-    local keep
-    if self.causal then
-      local kpos = positions(src, W, L, true)
-      keep = kpos:unsqueeze(1):le(qpos:unsqueeze(2))
-    end
-    local ob, lseb = block(q, repeat_heads(kb, H), repeat_heads(vb, H), scale, keep)
-    o, lse = merge(o, lse, ob, lseb)
-    kb, vb = nk, nv
-  end
+  check_shards(q, k, v, self.causal, 3)
+  local o = RingAttention.attention(q, k, v, { causal = self.causal, scale = self.scale })
   return o:to(q:dtype())
 end
 
