@@ -56,4 +56,17 @@ int as_dist_recv(as_tensor *t, int src, int tag);
 int as_dist_sendrecv(const as_tensor *send, int dst, as_tensor *recv, int src, int tag);
 int as_dist_barrier(void);
 
+/* The ring's step started now and finished later, so the transfer runs
+ * while the caller computes: send is sent to dst while recv fills from src
+ * (both retained until the wait).  recv must be a contiguous CPU tensor for
+ * the transfer to be in flight; otherwise (CUDA, strided) the exchange is
+ * done at once and the wait only reports it.  NULL with the error set. */
+typedef struct as_dist_request as_dist_request;
+as_dist_request *as_dist_isendrecv(const as_tensor *send, int dst, as_tensor *recv, int src, int tag);
+/* Waits (with the deadline) and checks the sent shape against recv's; 0 or
+ * -1.  A second wait returns the first's result. */
+int as_dist_request_wait(as_dist_request *r);
+/* Waits when still pending, then frees. */
+void as_dist_request_free(as_dist_request *r);
+
 #endif

@@ -112,6 +112,13 @@ function D.send(t, dst, tag, opts) return timed(opts, C.send, t, dst, tag or 0) 
 function D.recv(t, src, tag, opts) return timed(opts, C.recv, t, src, tag or 0) end
 function D.sendrecv(s, dst, r, src, tag, opts) return timed(opts, C.sendrecv, s, dst, r, src, tag or 0) end
 
+--- isendrecv(send, dst, recv, src [, tag]) -> request: the exchange in flight while the
+--- caller computes; request:wait([opts]) -> recv (the deadline applies at the wait).
+function D.isendrecv(s, dst, r, src, tag)
+  local req = C.isendrecv(s, dst, r, src, tag or 0)
+  return setmetatable({}, { __index = { wait = function(_, opts) return timed(opts, req.wait, req) end } })
+end
+
 --- barrier([opts]): every rank waits for all the others.
 function D.barrier(opts) return timed(opts, C.barrier) end
 

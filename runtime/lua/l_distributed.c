@@ -115,6 +115,39 @@ static int l_sendrecv(lua_State *L)
     lua_settop(L, 3);
     return 1;
 }
+#define REQ_MT "attnswap.DistRequest"
+
+/* isendrecv(send, dst, recv, src [, tag]) -> a request; request:wait() -> recv */
+static int l_isendrecv(lua_State *L)
+{
+    as_tensor *s = l_checktensor(L, 1);
+    int dst = check_rank(L, 2, "isendrecv", "dst");
+    as_tensor *r = l_checktensor(L, 3);
+    int src = check_rank(L, 4, "isendrecv", "src");
+    as_dist_request **ud = lua_newuserdatauv(L, sizeof *ud, 1);
+    *ud = NULL;
+    luaL_setmetatable(L, REQ_MT);
+    if (!(*ud = as_dist_isendrecv(s, dst, r, src, (int)luaL_optinteger(L, 5, 0)))) return l_raise(L);
+    lua_pushvalue(L, 3);
+    lua_setiuservalue(L, -2, 1); /* wait returns recv */
+    return 1;
+}
+static int l_req_wait(lua_State *L)
+{
+    as_dist_request **ud = luaL_checkudata(L, 1, REQ_MT);
+    if (!*ud) return luaL_error(L, "wait: the request was freed");
+    if (as_dist_request_wait(*ud)) return l_raise(L);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+static int l_req_gc(lua_State *L)
+{
+    as_dist_request **ud = luaL_checkudata(L, 1, REQ_MT);
+    as_dist_request_free(*ud);
+    *ud = NULL;
+    return 0;
+}
+
 static int l_barrier(lua_State *L)
 {
     if (as_dist_barrier()) return l_raise(L);
@@ -141,8 +174,15 @@ void l_open_distributed(lua_State *L)
         {"recv", l_recv},
         {"sendrecv", l_sendrecv},
         {"barrier", l_barrier},
+        {"isendrecv", l_isendrecv},
         {NULL, NULL},
     };
+    static const luaL_Reg req[] = {{"wait", l_req_wait}, {"__gc", l_req_gc}, {"__close", l_req_gc}, {NULL, NULL}};
+    luaL_newmetatable(L, REQ_MT);
+    luaL_setfuncs(L, req, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newlib(L, fns);
     lua_setfield(L, -2, "distributed");
 }

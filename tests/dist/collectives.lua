@@ -87,6 +87,18 @@ end
 local got = D.sendrecv(input(rank, { 6 }, "int64"), other, as.zeros({ 6 }, "int64"), other, 4)
 same(got, input(other, { 6 }, "int64"), "sendrecv")
 
+-- isendrecv: in flight while this rank computes, then waited
+local req = D.isendrecv(input(rank, { 3, 4 }, "float32"), other, as.zeros(3, 4), other, 6)
+local busy = as.randn(64, 64):matmul(as.randn(64, 64)) -- work while the transfer runs
+check(busy:numel() == 4096, "busy")
+same(req:wait(), input(other, { 3, 4 }, "float32"), "isendrecv")
+-- same element count, other shape: the header says so at the wait (a longer
+-- message than the buffer would be MPI's truncation error, which ends the job)
+local shp = rank == 0 and { 2, 3 } or { 3, 2 }
+local bad = D.isendrecv(as.zeros(shp), other, as.zeros(shp), other, 7)
+ok, err = pcall(bad.wait, bad)
+check(not ok and err:find("isendrecv: mismatched shapes: rank " .. rank), "isendrecv mismatch: " .. tostring(err))
+
 -- errors: they name the function and what came
 ok, err = pcall(D.all_reduce, as.zeros(rank + 2))
 check(not ok and err:find("all_reduce: mismatched shapes") and err:find("rank " .. rank), "mismatch: " .. tostring(err))

@@ -16,8 +16,8 @@
 -- backward as a function (RingAttention.attention_backward: dK/dV travel the
 -- ring with K/V).  Each block is computed by the math path (materialising
 -- L/W x L/W scores per step, with its log-sum-exp) because the flash kernel
--- does not return its lse in this tree; the sendrecv is blocking, not
--- overlapped with the block's compute; the module's forward records no
+-- does not return its lse in this tree; the forward's next K/V are in flight
+-- (isendrecv) while the block in hand is computed; the module's forward records no
 -- autograd node yet (this tree has no custom autograd functions), so
 -- training through it calls attention_backward by hand.
 local core = require "attnswap.core"
@@ -132,15 +132,19 @@ local function keep_of(rank, src, W, L, causal)
   return positions(src, W, L, true):unsqueeze(1):le(positions(rank, W, L, true):unsqueeze(2))
 end
 
--- Passes the tensors in hand one step around the ring (to rank + 1, from
--- rank - 1); returns the ones received.
+-- Starts passing the tensors in hand one step around the ring (to rank + 1,
+-- from rank - 1), in flight while the caller computes; the returned
+-- function waits and gives the ones received.
 local function pass(list, rank, W, tag)
-  local out = {}
+  local out, reqs = {}, {}
   for i, t in ipairs(list) do
     out[i] = core.empty(t:shape(), t:dtype()):to(t:device())
-    D.sendrecv(t, (rank + 1) % W, out[i], (rank - 1) % W, tag + i)
+    reqs[i] = D.isendrecv(t, (rank + 1) % W, out[i], (rank - 1) % W, tag + i)
   end
-  return out
+  return function()
+    for _, r in ipairs(reqs) do r:wait() end
+    return out
+  end
 end
 
 --- RingAttention.attention(q, k, v [, {causal, scale}]) -> out, lse: this rank's
@@ -158,10 +162,10 @@ function RingAttention.attention(q, k, v, opts)
   local o, lse
   for step = 0, W - 1 do
     local src = (rank - step) % W -- whose K/V is in hand
-    local nxt = step < W - 1 and pass({ kb, vb }, rank, W, 0) or nil
+    local nxt = step < W - 1 and pass({ kb, vb }, rank, W, 0) or nil -- in flight during the block
     local ob, lseb = block(qf, repeat_heads(kb, H), repeat_heads(vb, H), scale, keep_of(rank, src, W, L, causal))
     o, lse = merge(o, lse, ob, lseb)
-    if nxt then kb, vb = nxt[1], nxt[2] end
+    if nxt then kb, vb = table.unpack(nxt()) end
   end
   return o, lse
 end
@@ -203,13 +207,11 @@ function RingAttention.attention_backward(q, k, v, out, lse, dout, opts)
     local dk = ds:transpose(-2, -1):matmul(qf) * scale
     dkb, dvb = dkb + fold_heads(dk, Hkv), dvb + fold_heads(dv, Hkv)
     if step < W - 1 then
-      local nxt = pass({ kb, vb, dkb, dvb }, rank, W, 10)
-      kb, vb, dkb, dvb = nxt[1], nxt[2], nxt[3], nxt[4]
+      kb, vb, dkb, dvb = table.unpack(pass({ kb, vb, dkb, dvb }, rank, W, 10)())
     end
   end
   if W > 1 then -- the block in hand is rank + 1's: one more hop home
-    local home = pass({ dkb, dvb }, rank, W, 20)
-    dkb, dvb = home[1], home[2]
+    dkb, dvb = table.unpack(pass({ dkb, dvb }, rank, W, 20)())
   end
   return dq:to(q:dtype()), dkb:to(k:dtype()), dvb:to(v:dtype())
 end
