@@ -1,6 +1,7 @@
 /* Staging: MPI reads and writes contiguous host memory, so a tensor that is
  * not contiguous, lives on a GPU without NCCL, or is a 16-bit float being
  * reduced (no MPI type adds bf16) goes through a contiguous host copy. */
+#include <stdio.h>
 #include <string.h>
 
 #include "attnswap/error.h"
@@ -10,6 +11,14 @@ as_tensor *as_dist_stage(const char *fn, const as_tensor *t, as_dtype dt)
 {
     if (as_tensor_device(t).type == AS_DEV_CPU && t->dtype == dt && as_is_contiguous(t))
         return as_retain((as_tensor *)t);
+#ifndef ATTNSWAP_HAVE_NCCL
+    static bool noted;
+    if (as_tensor_device(t).type == AS_DEV_CUDA && !noted && as_dist_g.world > 1) {
+        noted = true; /* once per process: correct but slow, worth knowing */
+        fprintf(stderr, "attnswap: %s: CUDA tensors go through host memory over MPI (this build has no NCCL)\n",
+                fn);
+    }
+#endif
     as_tensor *buf = as_empty(t->ndim, t->shape, dt, AS_CPU);
     if (!buf) return NULL;
     if (as_copy_(buf, t)) {
