@@ -120,14 +120,22 @@ int as_dist_wait(const char *fn, MPI_Request *req, int n, int peer)
 {
     double t = as_dist_g.timeout;
     double deadline = t > 0 ? as_dist_now() + t : INFINITY;
-    long nap = 0; /* ns; grows to 1 ms so an oversubscribed core is left to the peer */
+    /* MPI progresses only inside MPI_Test: poll without pause for the first
+     * 5 ms (a transfer in progress, as MPI's blocking calls spin), then
+     * with naps growing to 1 ms (a slow or dead peer: its core, when
+     * oversubscribed, is left to it) */
+    double start = as_dist_now();
+    long nap = 20000;
     for (;;) {
         int done = 0;
         if (as_dist_mpi_check(fn, MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE))) return -1;
         if (done) return 0;
-        if (as_dist_now() > deadline) break;
-        if (nap) nanosleep(&(struct timespec){0, nap}, NULL);
-        nap = nap ? (nap < 1000000 ? nap * 2 : nap) : 1000;
+        double now = as_dist_now();
+        if (now > deadline) break;
+        if (now - start > 0.005) {
+            nanosleep(&(struct timespec){0, nap}, NULL);
+            if (nap < 1000000) nap *= 2;
+        }
     }
     as_dist_g.failed = true;
     if (peer >= 0)
