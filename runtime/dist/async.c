@@ -13,6 +13,7 @@ enum { HDR = 2 + AS_MAX_DIMS, MAX_TAG = 1 << 14 };
 struct as_dist_request {
     as_tensor *send, *recv; /* retained while in flight */
     int src, state;         /* state: 1 pending, 0 done, -1 failed */
+    bool inflight;          /* requests posted and not completed */
 #ifdef ATTNSWAP_HAVE_MPI
     int64_t hs[HDR], hr[HDR];
     MPI_Request req[4];
@@ -38,10 +39,10 @@ as_dist_request *as_dist_isendrecv(const as_tensor *send, int dst, as_tensor *re
     }
     r->src = src;
 #ifdef ATTNSWAP_HAVE_MPI
-    bool inflight = as_tensor_device(recv).type == AS_DEV_CPU && as_is_contiguous(recv) &&
+    bool async = as_tensor_device(recv).type == AS_DEV_CPU && as_is_contiguous(recv) &&
                     as_tensor_device(send).type == AS_DEV_CPU && as_is_contiguous(send) &&
                     as_numel(send) <= 0x7fffffff && as_numel(recv) <= 0x7fffffff && tag >= 0 && tag < MAX_TAG;
-    if (!inflight) { /* done now, through the checked blocking path */
+    if (!async) { /* done now, through the checked blocking path */
         r->state = as_dist_sendrecv(send, dst, recv, src, tag) ? -1 : 0;
         if (r->state) {
             free(r);
@@ -62,10 +63,10 @@ as_dist_request *as_dist_isendrecv(const as_tensor *send, int dst, as_tensor *re
         as_dist_mpi_check(fn, MPI_Irecv(as_data(recv), (int)as_numel(recv), tr, src, 2 * tag + 1, MPI_COMM_WORLD,
                                         &r->req[3]))) {
         /* requests may be in flight: the job cannot go on (mpi_check marked it) */
-        r->state = -1;
+        r->state = -1, r->inflight = true;
         return r;
     }
-    r->state = 1;
+    r->state = 1, r->inflight = true;
 #else
     (void)dst, (void)tag;
     as_error_set("%s: this build has no MPI", fn);
@@ -85,6 +86,7 @@ int as_dist_request_wait(as_dist_request *r)
         r->state = -1;
         return -1;
     }
+    r->inflight = false;
     bool same = r->hr[0] == r->recv->dtype && r->hr[1] == r->recv->ndim;
     for (int i = 0; same && i < r->recv->ndim; i++) same = r->hr[2 + i] == r->recv->shape[i];
     if (!same) {
@@ -107,8 +109,9 @@ void as_dist_request_free(as_dist_request *r)
 {
     if (!r) return;
     if (r->state == 1) as_dist_request_wait(r);
-    /* a failed request may still be in flight: its buffers stay (the job is ending) */
-    if (r->state != -1 || !r->send) {
+    /* a request still in flight after a failure keeps its buffers: MPI may
+     * write them until the job ends (it is ending: the failure aborts it) */
+    if (!r->inflight) {
         if (r->send) as_release(r->send);
         if (r->recv) as_release(r->recv);
         free(r);
