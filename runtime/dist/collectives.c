@@ -152,7 +152,9 @@ int as_dist_broadcast(as_tensor *t, int root)
 #endif
 }
 
-/* out (world, ...t's shape) on t's device; host is its host buffer. */
+#ifdef ATTNSWAP_HAVE_MPI
+/* out (lead, ...t's shape), or t's shape with the first dim divided by lead
+ * (drop), on dev. */
 static as_tensor *gather_out(const as_tensor *t, int64_t lead, int drop, as_device dev)
 {
     int64_t shape[AS_MAX_DIMS];
@@ -161,6 +163,7 @@ static as_tensor *gather_out(const as_tensor *t, int64_t lead, int drop, as_devi
     for (int i = 0; i < t->ndim; i++) shape[nd++] = (drop && i == 0) ? t->shape[0] / lead : t->shape[i];
     return as_empty(nd, shape, t->dtype, dev);
 }
+#endif
 
 as_tensor *as_dist_all_gather(const as_tensor *t)
 {
