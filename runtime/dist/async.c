@@ -8,7 +8,7 @@
 #include "attnswap/error.h"
 #include "dist_internal.h"
 
-enum { HDR = 2 + AS_MAX_DIMS, MAX_TAG = 1 << 14 };
+enum { HDR = 2 + AS_MAX_DIMS, MAX_TAG = AS_DIST_MAX_TAG };
 
 struct as_dist_request {
     as_tensor *send, *recv; /* retained while in flight */

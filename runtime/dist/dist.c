@@ -116,6 +116,51 @@ int as_dist_mpi_check(const char *fn, int rc)
     return -1;
 }
 
+/* After a collective timed out: which ranks are silent?  Every rank pings
+ * every other on a tag of its own and listens for a while (the live ones
+ * time out too, at about the same moment); those never heard from are
+ * named.  The requests stay posted and their buffers alive: MPI may still
+ * write them, and the job is ending. */
+static void silent_ranks(double timeout, char *out, size_t size)
+{
+    int W = as_dist_g.world, me = as_dist_g.rank;
+    static int32_t *heard; /* static: reachable until exit */
+    static MPI_Request *req;
+    static int32_t ping;
+    heard = calloc((size_t)W, sizeof *heard);
+    req = calloc(2 * (size_t)W, sizeof *req);
+    snprintf(out, size, "the other %d ranks", W - 1);
+    if (!heard || !req) return;
+    ping = me;
+    for (int r = 0; r < W; r++) {
+        req[2 * r] = req[2 * r + 1] = MPI_REQUEST_NULL;
+        if (r == me) continue;
+        MPI_Irecv(&heard[r], 1, MPI_INT32_T, r, AS_DIST_PING_TAG, MPI_COMM_WORLD, &req[2 * r]);
+        MPI_Isend(&ping, 1, MPI_INT32_T, r, AS_DIST_PING_TAG, MPI_COMM_WORLD, &req[2 * r + 1]);
+    }
+    bool *got = calloc((size_t)W, sizeof *got);
+    if (!got) return;
+    double end = as_dist_now() + (timeout > 0 && timeout < 2 ? timeout : 2);
+    int missing = W - 1;
+    while (missing > 0 && as_dist_now() < end) {
+        for (int r = 0; r < W; r++) {
+            int done = 0;
+            if (r == me || got[r]) continue;
+            if (MPI_Test(&req[2 * r], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) got[r] = true, missing--;
+        }
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    if (missing == 0 || missing == W - 1) {
+        free(got);
+        return; /* all answered (a mismatch of calls, not a death) or none: no one to name */
+    }
+    size_t k = (size_t)snprintf(out, size, "rank%s", missing > 1 ? "s" : "");
+    int listed = 0;
+    for (int r = 0; r < W && k < size; r++)
+        if (r != me && !got[r]) k += (size_t)snprintf(out + k, size - k, "%s %d", listed++ ? "," : "", r);
+    free(got);
+}
+
 int as_dist_wait(const char *fn, MPI_Request *req, int n, int peer)
 {
     double t = as_dist_g.timeout;
@@ -144,10 +189,12 @@ int as_dist_wait(const char *fn, MPI_Request *req, int n, int peer)
     else if (as_dist_g.world == 2)
         as_error_set("%s: rank %d timed out after %g s waiting for rank %d (it died or stopped answering)", fn,
                      as_dist_g.rank, t, 1 - as_dist_g.rank);
-    else
-        as_error_set("%s: rank %d timed out after %g s waiting for the other %d ranks (one died or stopped "
-                     "answering)",
-                     fn, as_dist_g.rank, t, as_dist_g.world - 1);
+    else {
+        char who[256];
+        silent_ranks(t, who, sizeof who);
+        as_error_set("%s: rank %d timed out after %g s waiting for %s (it died or stopped answering)", fn,
+                     as_dist_g.rank, t, who);
+    }
     return -1;
 }
 #endif

@@ -37,6 +37,12 @@ int as_dist_reduce_dtype(const char *fn, as_dtype dt, as_dtype *out);
 /* Divides a float buffer by the world size (the avg of a sum). */
 void as_dist_scale(as_tensor *buf, double by);
 
+/* Point-to-point tags: user tags in [0, AS_DIST_MAX_TAG) become 2 tag
+ * (header) and 2 tag + 1 (data); the ping after a timeout uses the one
+ * above them all (MPI guarantees tags up to 32767). */
+#define AS_DIST_MAX_TAG 16383
+#define AS_DIST_PING_TAG 32767
+
 #ifdef ATTNSWAP_HAVE_MPI
 /* An MPI return code as an attnswap error; marks the job failed. */
 int as_dist_mpi_check(const char *fn, int rc);

@@ -12,7 +12,7 @@
 #include "nccl_comm.h"
 #endif
 
-enum { HDR = 2 + AS_MAX_DIMS, MAX_TAG = 1 << 14 };
+enum { HDR = 2 + AS_MAX_DIMS, MAX_TAG = AS_DIST_MAX_TAG };
 
 static int check(const char *fn, const as_tensor *t, const char *what, int peer, int tag)
 {
