@@ -105,7 +105,9 @@ int as_dist_all_reduce(as_tensor *t, as_reduce_op op)
 #ifdef ATTNSWAP_HAVE_NCCL
     if (use_nccl(t) && as_is_contiguous(t)) {
         if (as_dist_nccl_ready(fn, t)) return -1;
-        return as_nccl_all_reduce(fn, as_data(t), as_numel(t), t->dtype, op, as_dist_g.timeout) ? (as_dist_g.failed = true, -1) : 0;
+        if (!as_nccl_all_reduce(fn, as_data(t), as_numel(t), t->dtype, op, as_dist_g.timeout)) return 0;
+        as_dist_g.failed = true;
+        return -1;
     }
 #endif
     as_tensor *buf = as_dist_stage(fn, t, wire);
@@ -134,7 +136,9 @@ int as_dist_broadcast(as_tensor *t, int root)
 #ifdef ATTNSWAP_HAVE_NCCL
     if (use_nccl(t) && as_is_contiguous(t)) {
         if (as_dist_nccl_ready(fn, t)) return -1;
-        return as_nccl_broadcast(fn, as_data(t), as_numel(t), t->dtype, root, as_dist_g.timeout) ? (as_dist_g.failed = true, -1) : 0;
+        if (!as_nccl_broadcast(fn, as_data(t), as_numel(t), t->dtype, root, as_dist_g.timeout)) return 0;
+        as_dist_g.failed = true;
+        return -1;
     }
 #endif
     as_tensor *buf = as_dist_stage(fn, t, t->dtype);

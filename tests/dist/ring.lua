@@ -27,7 +27,8 @@ for n, c in ipairs(cases) do
   -- the local rows are this rank's rows of the whole
   check((mine - sh(want)):abs():max():item() < 1e-5, "shard rows")
 end
-local ok, err = pcall(function() return R({ causal = true })(as.randn(1, 1, 3, 4), as.randn(1, 1, 3, 4), as.randn(1, 1, 3, 4)) end)
+local odd = as.randn(1, 1, 3, 4)
+local ok, err = pcall(function() return R({ causal = true })(odd, odd, odd) end)
 check(not ok and err:find("must be even"), "odd causal shard: " .. tostring(err))
 ok, err = pcall(R.shard, as.randn(1, 1, 6, 2), 3, true)
 check(not ok and err:find("multiple of 4"), "bad split: " .. tostring(err))
