@@ -16,6 +16,7 @@
 
 #include "attnswap/info.h"
 #include "attnswap/ops.h"
+#include "launch.h"
 #include "repl.h"
 
 #define PROGNAME "attnswap-run"
@@ -572,6 +573,8 @@ done:
 
 int main(int argc, char **argv)
 {
+    int launched = as_cli_nproc(argc, argv); /* --nproc N: becomes mpirun (cli/launch.c) */
+    if (launched >= 0) return launched;
     lua_State *L = luaL_newstate();
     if (L == NULL) {
         fprintf(stderr, "%s: cannot create state: not enough memory\n", PROGNAME);

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config lua5.4 liblua5.4-dev libopenblas-dev
-          libcjson-dev lua-busted luarocks libedit-dev libpcre2-dev libutf8proc-dev)
+          libcjson-dev lua-busted luarocks libedit-dev libpcre2-dev libutf8proc-dev
+          libopenmpi-dev openmpi-bin) # MPI: as.distributed (docs/distributed.md)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "dependencies: not a Debian system; install the equivalents of: ${packages[*]}" >&2

@@ -73,6 +73,7 @@ as.patterns = require "attnswap.patterns"
 as.tokenizer = require "attnswap.tokenizers"
 as.eval = require "attnswap.eval" -- perplexity
 as.distill = require("attnswap.distill").distill -- recover after a swap
+as.distributed = require "attnswap.distributed" -- MPI / NCCL collectives, docs/distributed.md
 
 -- Models load on first use (they require this module themselves).
 as.models = setmetatable({}, {
@@ -93,7 +94,7 @@ as.attention.modules = {
   "linear_attention", "performer_attention", "efficient_attention", "nystrom_attention",
   "relative_attention", "adaptive_attention", "gated_attention", "entmax_attention",
   "sigmoid_attention", "cosine_attention", "flex_attention",
-  "hedgehog_attention", "lolcats_attention",
+  "hedgehog_attention", "lolcats_attention", "ring_attention",
 }
 for _, name in ipairs(as.attention.modules) do
   if package.searchpath("attnswap.attention." .. name, package.path) then

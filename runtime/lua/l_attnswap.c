@@ -31,6 +31,7 @@ int luaopen_attnswap_core(lua_State *L)
     l_open_bench(L);
     l_open_config(L);
     l_open_cuda(L);
+    l_open_distributed(L);
     l_open_json(L);
     l_open_tokenizer(L);
     l_open_autograd(L);

@@ -54,6 +54,7 @@ void l_open_attention(lua_State *L);
 void l_open_bench(lua_State *L);
 void l_open_config(lua_State *L);   /* config(): BLAS core, threads, ISA, CUDA */
 void l_open_cuda(lua_State *L);     /* the as.cuda table */
+void l_open_distributed(lua_State *L); /* core.distributed (l_distributed.c) */
 void l_open_json(lua_State *L);
 void l_open_tokenizer(lua_State *L);   /* attnswap.Tokenizer, tokenizer_load */
 void l_open_autograd(lua_State *L);    /* set_grad_enabled, is_grad_enabled */

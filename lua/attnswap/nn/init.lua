@@ -514,5 +514,6 @@ core.module_metatable.__len = function(m) return #core.members(m, "children") en
 
 -- LoRA adapters (nn/lora.lua): nn.LoRA(base, r, alpha), nn.LoRA.wrap, nn.LoRA.merge
 nn.LoRA = require("attnswap.nn.lora")(nn)
+nn.parallel = require("attnswap.nn.parallel")(nn) -- DistributedDataParallel, docs/distributed.md
 
 return nn
