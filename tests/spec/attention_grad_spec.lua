@@ -41,7 +41,7 @@ local H, D, DV = 2, 4, 5
 
 -- Implementations not covered here, and why.
 local SKIP = {
-  flash_attention = "exact attention: its backward (flash) is written on another branch",
+  ring_attention = "splits the sequence across MPI ranks: tests/dist checks it against flash",
 }
 
 -- Options per implementation: each case is {opts, Lq = , Lk = , Dv = , Hkv = (GQA),
