@@ -25,7 +25,8 @@ static void push_json(lua_State *L, const cJSON *j, int depth)
         lua_pushboolean(L, cJSON_IsTrue(j));
     } else if (cJSON_IsNumber(j)) {
         double v = j->valuedouble;
-        if (v == (double)(lua_Integer)v && v >= -9.007e15 && v <= 9.007e15) lua_pushinteger(L, (lua_Integer)v);
+        /* range first: converting a double outside lua_Integer's range is undefined */
+        if (v >= -9.007e15 && v <= 9.007e15 && v == (double)(lua_Integer)v) lua_pushinteger(L, (lua_Integer)v);
         else lua_pushnumber(L, v);
     } else {
         lua_pushnil(L);
