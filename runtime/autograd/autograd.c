@@ -309,7 +309,8 @@ static as_tensor *sum_to(as_tensor *g, int ndim, const int64_t *shape)
 {
     as_tensor *r = as_retain(g);
     while (r && r->ndim > ndim) {
-        as_tensor *s = as_reduce(AS_SUM, r, 0, false, 0);
+        /* a leading dim of size 1 is dropped as a view, not summed (a copy) */
+        as_tensor *s = r->shape[0] == 1 ? as_select(r, 0, 0) : as_reduce(AS_SUM, r, 0, false, 0);
         as_release(r);
         r = s;
     }

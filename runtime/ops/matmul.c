@@ -173,7 +173,18 @@ static int matmul_backward(as_node *n, const as_tensor *g, as_tensor **gi)
         gi[0] = mm(g_ref(G), last2_t(B));
         if (an == 1) gi[0] = sq(gi[0], -2);
     }
-    if (nb) {
+    if (nb && bn == 2 && an >= 3) {
+        /* a matrix broadcast over a's batch dims (x W in every Linear): its
+         * gradient is one product over all the rows, A^T G (K, rows) x (rows, N),
+         * as PyTorch folds it — not one (K, N) product per batch entry, summed
+         * afterwards, which costs the weight's size in memory per entry */
+        int64_t K = a->shape[an - 1], N = G ? G->shape[G->ndim - 1] : 0;
+        int64_t rows = 1;
+        for (int d = 0; d < an - 1; d++) rows *= a->shape[d];
+        as_tensor *A2 = as_reshape(a, 2, (int64_t[]){rows, K});
+        as_tensor *G2 = G ? as_reshape(G, 2, (int64_t[]){rows, N}) : NULL;
+        gi[1] = mm(last2_t(A2), G2);
+    } else if (nb) {
         as_tensor *A = an == 1 ? unsq(g_ref(a), 0) : g_ref(a);
         gi[1] = mm(last2_t(A), g_ref(G));
         if (bn == 1) gi[1] = sq(gi[1], -1);
