@@ -17,13 +17,15 @@
 -- ring with K/V).  Each block is computed by the math path (materialising
 -- L/W x L/W scores per step, with its log-sum-exp) because the flash kernel
 -- does not return its lse in this tree; the forward's next K/V are in flight
--- (isendrecv) while the block in hand is computed; the module's forward records no
--- autograd node yet (this tree has no custom autograd functions), so
--- training through it calls attention_backward by hand.
+-- (isendrecv) while the block in hand is computed.  The module's forward is an
+-- as.autograd.Function (RingAttention.fn): loss:backward() on every rank runs
+-- attention_backward, so a swapped model trains (the backward is collective:
+-- every rank must call it).
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local D = require "attnswap.distributed"
+local autograd = require "attnswap.autograd"
 
 local FN = "ring_attention"
 local RingAttention = nn.class("RingAttention")
@@ -216,13 +218,32 @@ function RingAttention.attention_backward(q, k, v, out, lse, dout, opts)
   return dq:to(q:dtype()), dkb:to(k:dtype()), dvb:to(v:dtype())
 end
 
+--- RingAttention.fn:apply(q, k, v, causal, scale) -> this rank's rows of the
+--- output, recorded: the backward passes dK/dV around the ring (every rank
+--- runs it, as they run the forward).  Keeps q, k, v, out (float32) and lse.
+RingAttention.fn = autograd.Function {
+  name = FN,
+  forward = function(ctx, q, k, v, causal, scale)
+    local opts = { causal = causal, scale = scale }
+    local o, lse = RingAttention.attention(q, k, v, opts)
+    ctx.opts = opts
+    ctx:save_for_backward(q, k, v, o, lse)
+    return o:to(q:dtype())
+  end,
+  backward = function(ctx, g)
+    local q, k, v, o, lse = table.unpack(ctx.saved_tensors, 1, 5)
+    local dq, dk, dv = RingAttention.attention_backward(q, k, v, o, lse, g, ctx.opts)
+    local need = ctx.needs_input_grad
+    return need[1] and dq or nil, need[2] and dk or nil, need[3] and dv or nil
+  end,
+}
+
 --- forward(q, k, v): this rank's queries (B, H, L, D) and K/V (B, Hkv, L, D),
 --- each the rank's shard (RingAttention.shard); the rank's rows of the output.
 function RingAttention:forward(q, k, v, mask)
   if mask ~= nil then error(FN .. ": masks are not supported (causal is)", 2) end
   check_shards(q, k, v, self.causal, 3)
-  local o = RingAttention.attention(q, k, v, { causal = self.causal, scale = self.scale })
-  return o:to(q:dtype())
+  return RingAttention.fn:apply(q, k, v, self.causal, self.scale)
 end
 
 function RingAttention:extra_repr() return ("causal=%s"):format(tostring(self.causal)) end
