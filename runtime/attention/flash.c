@@ -78,26 +78,29 @@ done:
     return rc;
 }
 
-as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
-                              const as_tensor *mask, const as_attention_opts *opts, bool training)
+/* The forward; lse_out non-NULL: the row log-sum-exps come back there and
+ * nothing is recorded (as_flash_attention_lse). */
+static as_tensor *flash_forward(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,
+                                const as_attention_opts *opts, bool training, as_tensor **lse_out)
 {
+    const char *fn = lse_out ? FN "_lse" : FN;
     as_attention_opts o = opts ? *opts : (as_attention_opts){.scale = NAN};
-    if (as_attention_check(FN, q, k, v, mask, &o)) return NULL;
+    if (as_attention_check(fn, q, k, v, mask, &o)) return NULL;
     as_device dev = as_tensor_device(q);
-    if (dev.type == AS_DEV_CPU && as_attention_check_cpu_kernel(FN, q, k, v, mask)) return NULL;
+    if (dev.type == AS_DEV_CPU && as_attention_check_cpu_kernel(fn, q, k, v, mask)) return NULL;
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     int64_t Dv = v->shape[3];
     if (k->shape[2] > INT32_MAX - 1) {
-        as_error_set(FN ": sizes past 2^31 are more than this kernel indexes");
+        as_error_set("%s: sizes past 2^31 are more than this kernel indexes", fn);
         return NULL;
     }
     const as_tensor *in[4] = {q, k, v, mask};
     /* with a fused backward on this device the forward keeps its row
      * statistics for it; without one, the node is an error (as_autograd_guard) */
-    bool fused_bwd = as_autograd_needed(4, in) && as_k_has_flash_bwd(dev);
+    bool fused_bwd = !lse_out && as_autograd_needed(4, in) && as_k_has_flash_bwd(dev);
     as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, dev), *lse = NULL;
     if (!out) return NULL;
-    if (fused_bwd && !(lse = as_empty(3, (int64_t[]){B, H, Lq}, AS_F32, dev))) {
+    if ((fused_bwd || lse_out) && !(lse = as_empty(3, (int64_t[]){B, H, Lq}, AS_F32, dev))) {
         as_release(out);
         return NULL;
     }
@@ -111,9 +114,13 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
     };
     if (mask) p.mask = as_attention_operand(mask);
     if (training && o.dropout > 0) p.dropout = (float)o.dropout;
-    if ((p.dropout > 0 && as_attention_dropout_seed(&p.seed)) || as_k_flash(FN, dev, &p, &last_backend)) {
+    if ((p.dropout > 0 && as_attention_dropout_seed(&p.seed)) || as_k_flash(fn, dev, &p, &last_backend)) {
         as_release(out), as_release(lse);
         return NULL;
+    }
+    if (lse_out) {
+        *lse_out = lse;
+        return as_autograd_guard(fn, out, 4, in);
     }
     if (!fused_bwd) {
         as_release(lse);
@@ -135,5 +142,23 @@ as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_t
             }
     }
     as_release(lse);
+    return out;
+}
+
+as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                              const as_tensor *mask, const as_attention_opts *opts, bool training)
+{
+    return flash_forward(q, k, v, mask, opts, training, NULL);
+}
+
+as_tensor *as_flash_attention_lse(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,
+                                  const as_attention_opts *opts, as_tensor **lse)
+{
+    *lse = NULL;
+    as_tensor *out = flash_forward(q, k, v, mask, opts, false, lse);
+    if (!out) { /* the guard failed after the kernel: lse was handed over */
+        as_release(*lse);
+        *lse = NULL;
+    }
     return out;
 }

@@ -18,6 +18,19 @@ static int call_fn(lua_State *L, as_attention_fn fn, const char *name)
 static int l_sdp_attention(lua_State *L) { return call_fn(L, as_sdp_attention, "sdp_attention"); }
 static int l_flash_attention(lua_State *L) { return call_fn(L, as_flash_attention, "flash_attention"); }
 
+/* flash_attention_lse(q, k, v [, mask [, opts]]) -> out, lse (B, H, Lq) */
+static int l_flash_attention_lse(lua_State *L)
+{
+    l_attention_call a;
+    l_check_attention_call(L, "flash_attention_lse", &a);
+    as_tensor *lse = NULL;
+    as_tensor *out = as_flash_attention_lse(a.q, a.k, a.v, a.mask, &a.o, &lse);
+    if (!out) return l_raise(L);
+    l_pushtensor(L, out);
+    l_pushtensor(L, lse);
+    return 2;
+}
+
 static int l_new_flash(lua_State *L)
 {
     as_attention_opts o;
@@ -54,6 +67,7 @@ static int l_sdpa_backend(lua_State *L)
 
 static const luaL_Reg attention_functions[] = {
     {"sdp_attention", l_sdp_attention}, {"flash_attention", l_flash_attention},
+    {"flash_attention_lse", l_flash_attention_lse},
     {"new_flash", l_new_flash}, {"sdpa_backend", l_sdpa_backend},
     {"attention_check", l_attention_check}, {NULL, NULL},
 };

@@ -13,10 +13,12 @@
 -- whole back from the shards: RingAttention.unshard(x, dim, causal).
 --
 -- Done (docs/distributed.md): the forward, causal or not, GQA, and the
--- backward as a function (RingAttention.attention_backward: dK/dV travel the
--- ring with K/V).  Each block is computed by the math path (materialising
--- L/W x L/W scores per step, with its log-sum-exp) because the flash kernel
--- does not return its lse in this tree; the forward's next K/V are in flight
+-- backward (RingAttention.attention_backward: dK/dV travel the ring with
+-- K/V).  The forward's blocks run the fused flash kernel, which returns each
+-- row's log-sum-exp (core.flash_attention_lse); the backward's blocks still
+-- use the math path (L/W x L/W scores per step, recomputed from the global
+-- lse), as no binding runs the fused backward on a given out and lse yet.
+-- The forward's next K/V are in flight
 -- (isendrecv) while the block in hand is computed.  The module's forward is an
 -- as.autograd.Function (RingAttention.fn): loss:backward() on every rank runs
 -- attention_backward, so a swapped model trains (the backward is collective:
@@ -88,9 +90,20 @@ local function repeat_heads(k, H)
   return k:unsqueeze(3):expand(B, Hkv, H // Hkv, L, Dk):reshape(B, H, L, Dk)
 end
 
--- One block: out (B, H, Lq, Dv) and lse (B, H, Lq, 1) of q against (k, v),
--- keep (Lq, Lk) bool or nil.
+-- One block: out (B, H, Lq, Dv) and lse (B, H, Lq, 1) of q against (k, v)
+-- (Hkv heads), keep (Lq, Lk) bool or nil: the fused flash kernel, which
+-- returns its row log-sum-exps (+inf for a row that saw no key: -inf here,
+-- the merge's identity).
 local function block(q, k, v, scale, keep)
+  local o, lse = core.flash_attention_lse(q, k, v, keep, { scale = scale })
+  return o, core.where(lse:eq(math.huge), NEG_INF, lse):unsqueeze(-1)
+end
+
+-- The same through materialised scores (the reference the tests hold the
+-- fused path to; RingAttention.math_blocks = true selects it).
+local function math_block(q, k, v, scale, keep)
+  local H = q:size(2)
+  k, v = repeat_heads(k, H), repeat_heads(v, H)
   local s = q:matmul(k:transpose(-2, -1)) * scale
   if keep then s = core.where(keep, s, NEG_INF) end
   local m = s:max(-1, true)
@@ -157,7 +170,7 @@ function RingAttention.attention(q, k, v, opts)
   local causal = opts.causal or false
   check_shards(q, k, v, causal, 3)
   local rank, W = world()
-  local H, L = q:size(2), q:size(3)
+  local L = q:size(3)
   local scale = opts.scale or 1 / math.sqrt(q:size(4))
   local qf = q:float()
   local kb, vb = k:float():contiguous(), v:float():contiguous()
@@ -165,7 +178,8 @@ function RingAttention.attention(q, k, v, opts)
   for step = 0, W - 1 do
     local src = (rank - step) % W -- whose K/V is in hand
     local nxt = step < W - 1 and pass({ kb, vb }, rank, W, 0) or nil -- in flight during the block
-    local ob, lseb = block(qf, repeat_heads(kb, H), repeat_heads(vb, H), scale, keep_of(rank, src, W, L, causal))
+    local ob, lseb = (RingAttention.math_blocks and math_block or block)(qf, kb, vb, scale,
+      keep_of(rank, src, W, L, causal))
     o, lse = merge(o, lse, ob, lseb)
     if nxt then kb, vb = table.unpack(nxt()) end
   end
