@@ -69,4 +69,42 @@ describe("flash_attention_lse", function()
     ok, err = pcall(as.core.flash_attention_lse, as.randn(1, 1, 3, 4), as.randn(1, 1, 3, 5), as.randn(1, 1, 3, 4))
     assert.truthy(not ok and tostring(err):find("flash_attention_lse"))
   end)
+
+  it("flash_attention_backward: the whole equals autograd's; key blocks' shares sum to it", function()
+    as.manual_seed(12)
+    for trial = 1, 6 do
+      local B, Hkv, G = math.random(1, 2), math.random(1, 2), math.random(1, 2)
+      local H, Lq, D = Hkv * G, math.random(1, 23), math.random(1, 13)
+      local Lk = math.random(2, 29)
+      local causal = trial % 2 == 0
+      if causal then Lq = math.min(Lq, Lk) end
+      local q, k, v = as.randn(B, H, Lq, D), as.randn(B, Hkv, Lk, D), as.randn(B, Hkv, Lk, D + 2)
+      local mask = trial % 3 == 0 and as.rand(Lq, Lk):gt(0.3) or nil
+      local dout = as.randn(B, H, Lq, D + 2):transpose(3, 4):contiguous():transpose(3, 4) -- strided
+      local opts = { causal = causal, scale = 0.5 }
+      for _, t in ipairs({ q, k, v }) do t:requires_grad_() end
+      ;(as.core.flash_attention(q, k, v, mask, opts) * dout):sum():backward()
+      local qd, kd, vd = q:detach(), k:detach(), v:detach()
+      local out, lse = as.core.flash_attention_lse(qd, kd, vd, mask, opts)
+      local dq, dk, dv = as.core.flash_attention_backward(dout, qd, kd, vd, out, lse, mask, opts)
+      for name, pair in pairs({ dq = { dq, q.grad }, dk = { dk, k.grad }, dv = { dv, v.grad } }) do
+        local d = (pair[1] - pair[2]):abs():max():item()
+        assert.is_true(d < 1e-4, ("%s differs by %g, trial %d"):format(name, d, trial))
+      end
+      if not causal then -- two key blocks with the whole out and lse: shares that sum to the whole
+        local c = Lk // 2
+        local bm = function(a, b) return mask and mask:narrow(2, a, b) or nil end
+        local dq1, dk1, dv1 = as.core.flash_attention_backward(dout, qd, kd:narrow(3, 1, c), vd:narrow(3, 1, c), out,
+          lse, bm(1, c), opts)
+        local dq2, dk2, dv2 = as.core.flash_attention_backward(dout, qd, kd:narrow(3, c + 1, Lk - c),
+          vd:narrow(3, c + 1, Lk - c), out, lse, bm(c + 1, Lk - c), opts)
+        assert.is_true((dq1 + dq2 - q.grad):abs():max():item() < 1e-4, "dq shares")
+        assert.is_true((as.cat({ dk1, dk2 }, 3) - k.grad):abs():max():item() < 1e-4, "dk shares")
+        assert.is_true((as.cat({ dv1, dv2 }, 3) - v.grad):abs():max():item() < 1e-4, "dv shares")
+      end
+    end
+    local x = as.randn(1, 1, 3, 4)
+    local ok, err = pcall(as.core.flash_attention_backward, x, x, x, x, x, as.randn(1, 1, 4))
+    assert.truthy(not ok and tostring(err):find("flash_attention_backward: lse must be float32 %(1, 1, 3%)"), err)
+  end)
 end)

@@ -14,10 +14,11 @@
 --
 -- Done (docs/distributed.md): the forward, causal or not, GQA, and the
 -- backward (RingAttention.attention_backward: dK/dV travel the ring with
--- K/V).  The forward's blocks run the fused flash kernel, which returns each
--- row's log-sum-exp (core.flash_attention_lse); the backward's blocks still
--- use the math path (L/W x L/W scores per step, recomputed from the global
--- lse), as no binding runs the fused backward on a given out and lse yet.
+-- K/V).  Every block runs the fused flash kernels: the forward's return
+-- each row's log-sum-exp (core.flash_attention_lse), the backward's take the
+-- whole output and lse (core.flash_attention_backward), so no L/W x L/W
+-- scores are materialised.  RingAttention.math_blocks = true computes the
+-- blocks through materialised scores instead (the reference).
 -- The forward's next K/V are in flight
 -- (isendrecv) while the block in hand is computed.  The module's forward is an
 -- as.autograd.Function (RingAttention.fn): loss:backward() on every rank runs
@@ -210,18 +211,27 @@ function RingAttention.attention_backward(q, k, v, out, lse, dout, opts)
   local kb, vb = k:float():contiguous(), v:float():contiguous()
   local dkb, dvb = core.zeros(kb:shape()), core.zeros(vb:shape())
   local dq = core.zeros(qf:shape())
+  -- the fused kernel's form: the whole output and lse (+inf: a row that saw nothing)
+  local of = out:float():contiguous()
+  local lse3 = core.where(lse:eq(NEG_INF), math.huge, lse):squeeze(-1):contiguous()
   for step = 0, W - 1 do
     local src = (rank - step) % W
-    local kr, vr = repeat_heads(kb, H), repeat_heads(vb, H)
-    local s = qf:matmul(kr:transpose(-2, -1)) * scale
     local keep = keep_of(rank, src, W, L, causal)
-    if keep then s = core.where(keep, s, NEG_INF) end
-    local p = (s - base):exp() -- the final probabilities of this block
-    local dv = p:transpose(-2, -1):matmul(dof)
-    local ds = p * (dof:matmul(vr:transpose(-2, -1)) - delta)
-    dq = dq + ds:matmul(kr) * scale
-    local dk = ds:transpose(-2, -1):matmul(qf) * scale
-    dkb, dvb = dkb + fold_heads(dk, Hkv), dvb + fold_heads(dv, Hkv)
+    if not RingAttention.math_blocks then
+      -- this block's shares of dq, dk, dv: probabilities exp(s - lse) with the whole lse
+      local dqb, dkx, dvx = core.flash_attention_backward(dof, qf, kb, vb, of, lse3, keep, { scale = scale })
+      dq, dkb, dvb = dq + dqb, dkb + dkx, dvb + dvx
+    else
+      local kr, vr = repeat_heads(kb, H), repeat_heads(vb, H)
+      local s = qf:matmul(kr:transpose(-2, -1)) * scale
+      if keep then s = core.where(keep, s, NEG_INF) end
+      local p = (s - base):exp() -- the final probabilities of this block
+      local dv = p:transpose(-2, -1):matmul(dof)
+      local ds = p * (dof:matmul(vr:transpose(-2, -1)) - delta)
+      dq = dq + ds:matmul(kr) * scale
+      local dk = ds:transpose(-2, -1):matmul(qf) * scale
+      dkb, dvb = dkb + fold_heads(dk, Hkv), dvb + fold_heads(dv, Hkv)
+    end
     if step < W - 1 then
       kb, vb, dkb, dvb = table.unpack(pass({ kb, vb, dkb, dvb }, rank, W, 10)())
     end
