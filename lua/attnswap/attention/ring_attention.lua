@@ -18,12 +18,12 @@
 -- each row's log-sum-exp (core.flash_attention_lse), the backward's take the
 -- whole output and lse (core.flash_attention_backward), so no L/W x L/W
 -- scores are materialised.  RingAttention.math_blocks = true computes the
--- blocks through materialised scores instead (the reference).
--- The forward's next K/V are in flight
--- (isendrecv) while the block in hand is computed.  The module's forward is an
--- as.autograd.Function (RingAttention.fn): loss:backward() on every rank runs
--- attention_backward, so a swapped model trains (the backward is collective:
--- every rank must call it).
+-- blocks through materialised scores instead (the reference).  The
+-- forward's next K/V are in flight (isendrecv) while the block in hand is
+-- computed.  The module's forward is an as.autograd.Function
+-- (RingAttention.fn): loss:backward() on every rank runs attention_backward,
+-- so a swapped model trains (the backward is collective: every rank must
+-- call it).
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
