@@ -66,6 +66,23 @@ as_module *as_sdp_attention_new(const as_attention_opts *opts, as_sdp_backend ba
  * from the generator as_manual_seed seeds. */
 as_tensor *as_flash_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                               const as_tensor *mask, const as_attention_opts *opts, bool training);
+/* The same forward (no dropout) that also returns each row's log-sum-exp of
+ * its scaled, masked scores in *lse, (B, H, Lq) float32; +inf for a row
+ * that saw no key (its output row is zeros).  Records no backward (an input
+ * requiring grad makes the output's backward an error): for a custom
+ * function that merges blocks by their lse (ring_attention).  NULL (and
+ * *lse NULL) with the error set. */
+as_tensor *as_flash_attention_lse(const as_tensor *q, const as_tensor *k, const as_tensor *v, const as_tensor *mask,
+                                  const as_attention_opts *opts, as_tensor **lse);
+/* The fused backward on a given out (B, H, Lq, Dv) and lse (B, H, Lq)
+ * float32: dq, dk, dv (float32, new references) of sum(out * dout) for the
+ * attention of q over (k, v) with probabilities exp(s - lse), s the scaled,
+ * masked scores.  With out and lse of the whole attention and (k, v) one
+ * block of its keys, these are that block's shares of the whole gradients
+ * (ring_attention's backward).  No dropout.  0, or -1 with the error set. */
+int as_flash_attention_backward(const as_tensor *dout, const as_tensor *q, const as_tensor *k, const as_tensor *v,
+                                const as_tensor *mask, const as_tensor *out, const as_tensor *lse,
+                                const as_attention_opts *opts, as_tensor **dq, as_tensor **dk, as_tensor **dv);
 /* The kernel and vector path the calling thread's last exact attention
  * used: "flash/avx512", "flash/avx2", "flash/scalar", a "flash/..." CUDA
  * kernel, or "math" when as_sdpa materialised ("none" before). */

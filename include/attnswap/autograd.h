@@ -44,6 +44,18 @@ const char *as_grad_fn_name(const as_tensor *t);
  * one-element root (then 1).  retain_graph keeps the saved tensors for a
  * second backward.  0 or -1 with "backward: ..." set. */
 int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph);
+/* Post-accumulate-grad hooks (PyTorch's register_post_accumulate_grad_hook):
+ * fn(leaf, ud) runs once per backward for a leaf that requires grad, as soon
+ * as its .grad is final for that backward, i.e. after the last node using it
+ * (so leaves come in reverse order of use); not when no gradient reached it.
+ * DDP starts a bucket's all-reduce from it while the backward goes on.  A
+ * hook returning -1 (error set) fails the backward.  Returns a handle >= 1,
+ * or -1 (not a leaf, no grad, out of memory: ud is then not freed); free_ud
+ * (may be NULL) releases ud when the hook is removed or the tensor dies. */
+typedef int (*as_grad_hook_fn)(as_tensor *leaf, void *ud);
+int as_register_post_accumulate_grad_hook(as_tensor *t, as_grad_hook_fn fn, void *ud, void (*free_ud)(void *ud));
+/* 0, or -1 when t has no hook of that handle (a hook may remove itself). */
+int as_remove_grad_hook(as_tensor *t, int handle);
 /* Inside a backward function: whether the running backward keeps the graph
  * (a custom function frees the state it keeps for backward when not). */
 bool as_backward_retains_graph(void);

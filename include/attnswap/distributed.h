@@ -63,6 +63,13 @@ int as_dist_barrier(void);
  * done at once and the wait only reports it.  NULL with the error set. */
 typedef struct as_dist_request as_dist_request;
 as_dist_request *as_dist_isendrecv(const as_tensor *send, int dst, as_tensor *recv, int src, int tag);
+/* all_reduce in flight (DDP starts a bucket's during the backward): t is
+ * reduced in place by the wait.  A contiguous CPU tensor whose dtype goes on
+ * the wire as it is (float32, float64, int32, int64) is in flight; any other
+ * is reduced at once through as_dist_all_reduce.  Every rank must start its
+ * collectives in the same order (MPI's rule); shapes are not checked across
+ * ranks on the in-flight path.  NULL with the error set. */
+as_dist_request *as_dist_iall_reduce(as_tensor *t, as_reduce_op op);
 /* Waits (with the deadline) and checks the sent shape against recv's; 0 or
  * -1.  A second wait returns the first's result. */
 int as_dist_request_wait(as_dist_request *r);

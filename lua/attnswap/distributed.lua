@@ -119,6 +119,15 @@ function D.isendrecv(s, dst, r, src, tag)
   return setmetatable({}, { __index = { wait = function(_, opts) return timed(opts, req.wait, req) end } })
 end
 
+--- iall_reduce(t [, op = "sum"]) -> request: all_reduce(t, op) in flight while the
+--- caller computes; request:wait([opts]) -> t, reduced in place.  Every rank starts
+--- its collectives in the same order.
+function D.iall_reduce(t, op)
+  if not is_tensor(t) then argerr("iall_reduce", 1, "tensor", t) end
+  local req = C.iall_reduce(t, op or "sum")
+  return setmetatable({}, { __index = { wait = function(_, opts) return timed(opts, req.wait, req) end } })
+end
+
 --- barrier([opts]): every rank waits for all the others.
 function D.barrier(opts) return timed(opts, C.barrier) end
 

@@ -16,10 +16,26 @@
 #include "attnswap/ops.h"
 #include "hooks.h"
 
+/* A leaf's post-accumulate-grad hook (fn NULL: removed while the hooks ran). */
+typedef struct grad_hook {
+    struct grad_hook *next;
+    int id;
+    as_grad_hook_fn fn;
+    void *ud;
+    void (*free_ud)(void *ud);
+} grad_hook;
+
 struct as_autograd_meta {
     bool requires_grad;
     as_tensor *grad;  /* leaves: the accumulated gradient */
     as_node *grad_fn; /* non-leaves: the node that made the tensor */
+    grad_hook *hooks; /* leaves: in registration order */
+    int last_hook;    /* the last handle given */
+    bool firing;      /* its hooks are running: removal is deferred */
+    /* the engine's scratch: edges of this backward still to come, and
+     * whether one of them brought a gradient */
+    int pending;
+    bool got;
 };
 
 typedef struct {
@@ -123,9 +139,16 @@ static struct as_autograd_meta *meta_of(as_tensor *t)
     return t->autograd;
 }
 
+static void free_hook(grad_hook *h)
+{
+    if (h->free_ud) h->free_ud(h->ud);
+    free(h);
+}
+
 static void free_meta(as_tensor *t)
 {
     struct as_autograd_meta *m = t->autograd;
+    for (grad_hook *h = m->hooks, *next; h; h = next) next = h->next, free_hook(h);
     as_release(m->grad);
     node_release(m->grad_fn);
     free(m);
@@ -334,15 +357,15 @@ static as_tensor *add_grads(as_tensor *acc, const as_tensor *g)
 }
 
 typedef struct {
-    as_node **v;
+    void **v; /* nodes, or leaves (as_tensor) */
     int n, cap;
 } node_list;
 
-static int push(node_list *l, as_node *n)
+static int push(node_list *l, void *n)
 {
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 64;
-        as_node **v = realloc(l->v, sizeof *v * (size_t)cap);
+        void **v = realloc(l->v, sizeof *v * (size_t)cap);
         if (!v) {
             as_error_set("out of memory");
             return -1;
@@ -353,8 +376,10 @@ static int push(node_list *l, as_node *n)
     return 0;
 }
 
-/* Every node reachable from root, with pending = how many edges point at it. */
-static int collect(as_node *root, node_list *all)
+/* Every node reachable from root, with pending = how many edges point at
+ * it; and every leaf, with its own pending count (its hooks run when it
+ * falls to 0: the leaf's .grad is then final for this backward). */
+static int collect(as_node *root, node_list *all, node_list *leaves)
 {
     node_list stack = {0};
     int rc = push(&stack, root) || push(all, root);
@@ -362,6 +387,8 @@ static int collect(as_node *root, node_list *all)
     while (!rc && stack.n > 0) {
         as_node *n = stack.v[--stack.n];
         for (int i = 0; i < n->ninputs && !rc; i++) {
+            as_tensor *leaf = n->in[i].leaf;
+            if (leaf && leaf->autograd && leaf->autograd->pending++ == 0) rc = push(leaves, leaf);
             as_node *m = n->in[i].node;
             if (!m) continue;
             if (m->pending++ == 0) rc = push(&stack, m) || push(all, m); /* first visit (pending starts at 0) */
@@ -379,6 +406,75 @@ static int accumulate_leaf(as_tensor *leaf, as_tensor *g)
     as_release(m->grad);
     m->grad = sum;
     return 0;
+}
+
+static int run_hooks(as_tensor *leaf)
+{
+    struct as_autograd_meta *m = leaf->autograd;
+    int rc = 0;
+    m->firing = true;
+    for (grad_hook *h = m->hooks; h && !rc; h = h->next)
+        if (h->fn) rc = h->fn(leaf, h->ud);
+    m->firing = false;
+    for (grad_hook **p = &m->hooks; *p;) { /* the ones removed meanwhile go now */
+        grad_hook *h = *p;
+        if (h->fn) {
+            p = &h->next;
+        } else {
+            *p = h->next;
+            free_hook(h);
+        }
+    }
+    return rc;
+}
+
+/* One edge into leaf has been handled (got: it brought a gradient); after
+ * the last one the leaf's hooks run, if any gradient came. */
+static int leaf_arrived(as_tensor *leaf, bool got, int rc)
+{
+    struct as_autograd_meta *m = leaf->autograd;
+    if (!m || m->pending <= 0) return rc;
+    m->got = m->got || got;
+    if (--m->pending > 0 || !m->got) return rc;
+    m->got = false;
+    return rc ? rc : run_hooks(leaf);
+}
+
+int as_register_post_accumulate_grad_hook(as_tensor *t, as_grad_hook_fn fn, void *ud, void (*free_ud)(void *ud))
+{
+    const char *err = !fn                     ? "expected a function"
+                      : !as_requires_grad(t) ? "the tensor does not require grad"
+                      : !as_is_leaf(t)       ? "the tensor is not a leaf (hooks go on leaves)"
+                                             : NULL;
+    grad_hook *h = err ? NULL : calloc(1, sizeof *h);
+    if (!h) {
+        as_error_set("register_post_accumulate_grad_hook: %s", err ? err : "out of memory");
+        return -1;
+    }
+    struct as_autograd_meta *m = t->autograd;
+    *h = (grad_hook){.id = ++m->last_hook, .fn = fn, .ud = ud, .free_ud = free_ud};
+    grad_hook **p = &m->hooks;
+    while (*p) p = &(*p)->next;
+    *p = h;
+    return h->id;
+}
+
+int as_remove_grad_hook(as_tensor *t, int handle)
+{
+    struct as_autograd_meta *m = t->autograd;
+    for (grad_hook **p = m ? &m->hooks : NULL; p && *p; p = &(*p)->next) {
+        grad_hook *h = *p;
+        if (h->id != handle || !h->fn) continue;
+        if (m->firing) { /* the running loop holds it: freed when it ends */
+            h->fn = NULL;
+            return 0;
+        }
+        *p = h->next;
+        free_hook(h);
+        return 0;
+    }
+    as_error_set("remove_post_accumulate_grad_hook: the tensor has no hook %d", handle);
+    return -1;
 }
 
 /* The gradient for an input in its shape, dtype and device (a new
@@ -445,6 +541,7 @@ static int run_node(as_node *n, node_list *ready, bool retain)
             else if (!(e->node->grad = add_grads(e->node->grad, g))) rc = -1;
             as_release(g);
         }
+        if (e->leaf) rc = leaf_arrived(e->leaf, grad_in[i] != NULL, rc);
         if (e->node && --e->node->pending == 0 && !rc) rc = push(ready, e->node);
         as_release(grad_in[i]);
     }
@@ -482,21 +579,27 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
     int rc = g ? 0 : -1;
     if (!rc && !root->autograd->grad_fn) { /* a leaf: its own gradient */
         rc = accumulate_leaf(root, g);
+        if (!rc && root->autograd->hooks) rc = run_hooks(root);
     } else if (!rc) {
         as_node *top = root->autograd->grad_fn;
-        node_list all = {0}, ready = {0};
-        rc = collect(top, &all);
+        node_list all = {0}, ready = {0}, leaves = {0};
+        rc = collect(top, &all, &leaves);
         if (!rc) {
             top->grad = as_retain(g);
             rc = push(&ready, top);
         }
         while (!rc && ready.n > 0) rc = run_node(ready.v[--ready.n], &ready, retain_graph);
         for (int i = 0; i < all.n; i++) { /* on an error, drop what is left */
-            as_release(all.v[i]->grad);
-            all.v[i]->grad = NULL;
-            all.v[i]->pending = 0;
+            as_node *n = all.v[i];
+            as_release(n->grad);
+            n->grad = NULL;
+            n->pending = 0;
         }
-        free(all.v), free(ready.v);
+        for (int i = 0; i < leaves.n; i++) {
+            as_tensor *leaf = leaves.v[i];
+            leaf->autograd->pending = 0, leaf->autograd->got = false;
+        }
+        free(all.v), free(ready.v), free(leaves.v);
     }
     as_release(g);
     as_set_grad_enabled(prev);

@@ -14,6 +14,8 @@ struct as_dist_request {
     as_tensor *send, *recv; /* retained while in flight */
     int src, state;         /* state: 1 pending, 0 done, -1 failed */
     bool inflight;          /* requests posted and not completed */
+    bool reduce;            /* an iall_reduce of recv (op), not an exchange */
+    as_reduce_op op;
 #ifdef ATTNSWAP_HAVE_MPI
     int64_t hs[HDR], hr[HDR];
     MPI_Request req[4];
@@ -76,11 +78,59 @@ as_dist_request *as_dist_isendrecv(const as_tensor *send, int dst, as_tensor *re
     return r;
 }
 
+as_dist_request *as_dist_iall_reduce(as_tensor *t, as_reduce_op op)
+{
+    const char *fn = "iall_reduce";
+    if (!t) {
+        as_error_set("%s: expected a tensor", fn);
+        return NULL;
+    }
+    as_dist_request *r = calloc(1, sizeof *r);
+    if (!r) {
+        as_error_set("%s: out of memory", fn);
+        return NULL;
+    }
+    r->reduce = true, r->op = op, r->src = -1;
+#ifdef ATTNSWAP_HAVE_MPI
+    as_dtype wire;
+    bool async = as_dist_is_initialized() && as_dist_g.world > 1 && (int)op >= 0 && op <= AS_REDUCE_PROD &&
+                 as_tensor_device(t).type == AS_DEV_CPU && as_is_contiguous(t) && as_numel(t) <= 0x7fffffff &&
+                 (op != AS_REDUCE_AVG || as_dtype_is_float(t->dtype)) &&
+                 !as_dist_reduce_dtype(fn, t->dtype, &wire) && wire == t->dtype;
+    if (async) {
+        r->recv = as_retain(t);
+        r->inflight = true;
+        if (as_dist_mpi_check(fn, MPI_Iallreduce(MPI_IN_PLACE, as_data(t), (int)as_numel(t), as_dist_mpi_type(wire),
+                                                 as_dist_mpi_op(op), MPI_COMM_WORLD, &r->req[0]))) {
+            r->state = -1; /* the job cannot go on (mpi_check marked it) */
+            return r;
+        }
+        r->state = 1;
+        return r;
+    }
+#endif
+    if (as_dist_all_reduce(t, op)) { /* done now, checked; the wait only reports it */
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
 int as_dist_request_wait(as_dist_request *r)
 {
     if (!r) return -1;
     if (r->state != 1) return r->state;
 #ifdef ATTNSWAP_HAVE_MPI
+    if (r->reduce) {
+        if (as_dist_wait("iall_reduce", r->req, 1, -1)) {
+            r->state = -1;
+            return -1;
+        }
+        r->inflight = false;
+        if (r->op == AS_REDUCE_AVG) as_dist_scale(r->recv, as_dist_g.world);
+        r->state = 0;
+        return 0;
+    }
     const char *fn = "isendrecv";
     if (as_dist_wait(fn, r->req, 4, r->src)) {
         r->state = -1;

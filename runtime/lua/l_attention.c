@@ -18,6 +18,36 @@ static int call_fn(lua_State *L, as_attention_fn fn, const char *name)
 static int l_sdp_attention(lua_State *L) { return call_fn(L, as_sdp_attention, "sdp_attention"); }
 static int l_flash_attention(lua_State *L) { return call_fn(L, as_flash_attention, "flash_attention"); }
 
+/* flash_attention_lse(q, k, v [, mask [, opts]]) -> out, lse (B, H, Lq) */
+static int l_flash_attention_lse(lua_State *L)
+{
+    l_attention_call a;
+    l_check_attention_call(L, "flash_attention_lse", &a);
+    as_tensor *lse = NULL;
+    as_tensor *out = as_flash_attention_lse(a.q, a.k, a.v, a.mask, &a.o, &lse);
+    if (!out) return l_raise(L);
+    l_pushtensor(L, out);
+    l_pushtensor(L, lse);
+    return 2;
+}
+
+/* flash_attention_backward(dout, q, k, v, out, lse [, mask [, opts]]) -> dq, dk, dv */
+static int l_flash_attention_backward(lua_State *L)
+{
+    const char *fn = "flash_attention_backward";
+    as_tensor *t[6];
+    for (int i = 0; i < 6; i++) t[i] = l_checktensor(L, i + 1);
+    as_tensor *mask = lua_isnoneornil(L, 7) ? NULL : l_checktensor(L, 7);
+    as_attention_opts o;
+    l_attention_opts(L, 8, fn, &o);
+    as_tensor *dq, *dk, *dv;
+    if (as_flash_attention_backward(t[0], t[1], t[2], t[3], mask, t[4], t[5], &o, &dq, &dk, &dv)) return l_raise(L);
+    l_pushtensor(L, dq);
+    l_pushtensor(L, dk);
+    l_pushtensor(L, dv);
+    return 3;
+}
+
 static int l_new_flash(lua_State *L)
 {
     as_attention_opts o;
@@ -54,6 +84,7 @@ static int l_sdpa_backend(lua_State *L)
 
 static const luaL_Reg attention_functions[] = {
     {"sdp_attention", l_sdp_attention}, {"flash_attention", l_flash_attention},
+    {"flash_attention_lse", l_flash_attention_lse}, {"flash_attention_backward", l_flash_attention_backward},
     {"new_flash", l_new_flash}, {"sdpa_backend", l_sdpa_backend},
     {"attention_check", l_attention_check}, {NULL, NULL},
 };

@@ -158,6 +158,72 @@ static int l_function_record(lua_State *L)
     return 0;
 }
 
+/* ---- post-accumulate-grad hooks ----
+ * The hook's state: a registry reference to the Lua function, released
+ * (through hook_free) by the runtime when the hook goes. */
+typedef struct {
+    lua_State *main;
+    int ref;
+} hook_host;
+
+static void hook_free(void *p)
+{
+    hook_host *h = p;
+    luaL_unref(h->main, LUA_REGISTRYINDEX, h->ref);
+    free(h);
+}
+
+static int hook_run(as_tensor *leaf, void *ud)
+{
+    hook_host *h = ud;
+    lua_State *L = backward_L ? backward_L : h->main;
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 3)) {
+        as_error_set("backward: post-accumulate-grad hook: Lua stack overflow");
+        return -1;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
+    l_pushtensor(L, as_retain(leaf));
+    int rc = 0;
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        as_error_set("backward: post-accumulate-grad hook: %s", msg ? msg : "(error object is not a string)");
+        rc = -1;
+    }
+    lua_settop(L, top);
+    return rc;
+}
+
+/* t:register_post_accumulate_grad_hook(fn) -> handle: fn(t) runs in each
+ * backward once t.grad is final for it (see autograd.h). */
+static int l_register_hook(lua_State *L)
+{
+    as_tensor *t = l_checktensor(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    hook_host *h = malloc(sizeof *h);
+    if (!h) return l_error(L, "register_post_accumulate_grad_hook: out of memory");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    h->main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    int id = as_register_post_accumulate_grad_hook(t, hook_run, h, hook_free);
+    if (id < 0) {
+        hook_free(h);
+        return l_raise(L);
+    }
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* t:remove_post_accumulate_grad_hook(handle) */
+static int l_remove_hook(lua_State *L)
+{
+    as_tensor *t = l_checktensor(L, 1);
+    if (as_remove_grad_hook(t, (int)luaL_checkinteger(L, 2))) return l_raise(L);
+    return 0;
+}
+
 /* set_anomaly_enabled(on) -> the previous mode */
 static int l_set_anomaly_enabled(lua_State *L)
 {
@@ -229,7 +295,9 @@ int l_autograd_assign(lua_State *L, as_tensor *t, const char *key, int value)
 }
 
 static const luaL_Reg autograd_methods[] = {
-    {"requires_grad_", l_requires_grad_}, {"backward", l_backward}, {"detach", l_detach}, {NULL, NULL},
+    {"requires_grad_", l_requires_grad_}, {"backward", l_backward}, {"detach", l_detach},
+    {"register_post_accumulate_grad_hook", l_register_hook}, {"remove_post_accumulate_grad_hook", l_remove_hook},
+    {NULL, NULL},
 };
 
 static const luaL_Reg autograd_functions[] = {

@@ -132,6 +132,19 @@ static int l_isendrecv(lua_State *L)
     lua_setiuservalue(L, -2, 1); /* wait returns recv */
     return 1;
 }
+/* iall_reduce(t, op) -> a request; request:wait() -> t, reduced */
+static int l_iall_reduce(lua_State *L)
+{
+    as_tensor *t = l_checktensor(L, 1);
+    as_reduce_op op = check_op(L, 2, "iall_reduce");
+    as_dist_request **ud = lua_newuserdatauv(L, sizeof *ud, 1);
+    *ud = NULL;
+    luaL_setmetatable(L, REQ_MT);
+    if (!(*ud = as_dist_iall_reduce(t, op))) return l_raise(L);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    return 1;
+}
 static int l_req_wait(lua_State *L)
 {
     as_dist_request **ud = luaL_checkudata(L, 1, REQ_MT);
@@ -175,6 +188,7 @@ void l_open_distributed(lua_State *L)
         {"sendrecv", l_sendrecv},
         {"barrier", l_barrier},
         {"isendrecv", l_isendrecv},
+        {"iall_reduce", l_iall_reduce},
         {NULL, NULL},
     };
     static const luaL_Reg req[] = {{"wait", l_req_wait}, {"__gc", l_req_gc}, {"__close", l_req_gc}, {NULL, NULL}};

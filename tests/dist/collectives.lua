@@ -119,6 +119,31 @@ end
 local t = as.ones(2)
 D.all_reduce(t)
 same(t, as.full({ 2 }, 2), "after the errors")
+
+-- iall_reduce: in flight (contiguous float32 / int64) and done at once
+-- (non-contiguous, float16 staged) equal all_reduce; several in flight at a
+-- time complete in any wait order
+do
+  local function input(r, shape, dtype)
+    as.manual_seed(500 + r)
+    return as.randn(table.unpack(shape)):mul(10):to(dtype)
+  end
+  for _, c in ipairs({ { "float32", "sum" }, { "float32", "avg" }, { "int64", "max" }, { "float16", "sum" },
+    { "float32", "prod" } }) do
+    local dtype, op = c[1], c[2]
+    local want = D.all_reduce(input(rank, { 3, 5 }, dtype), op)
+    local a = input(rank, { 3, 5 }, dtype)
+    local nc = input(rank, { 3, 5 }, dtype):t():contiguous():t() -- non-contiguous: the blocking path
+    local ra, rn = D.iall_reduce(a, op), D.iall_reduce(nc, op)
+    same(rn:wait(), want, "iall_reduce non-contiguous " .. dtype .. " " .. op)
+    same(ra:wait(), want, "iall_reduce " .. dtype .. " " .. op)
+    same(ra:wait(), want, "a second wait")
+  end
+  local ok, err = pcall(D.iall_reduce, as.ones(2), "bogus")
+  check(not ok and err:find("iall_reduce"), "bad op: " .. tostring(err))
+  ok, err = pcall(D.iall_reduce, "x")
+  check(not ok and err:find("iall_reduce"), "not a tensor: " .. tostring(err))
+end
 D.barrier({ timeout = 30 })
 print(("collectives ok on rank %d"):format(rank))
 D.finalize()

@@ -28,6 +28,7 @@ describe("as.distributed, one process", function()
     assert.equals(0, U.maxdiff(g[1], c))
     assert.same({ 1, 3, 4 }, D.all_gather(t, { stacked = true }):shape())
     assert.equals(0, U.maxdiff(D.reduce_scatter(t), c))
+    assert.equals(0, U.maxdiff(D.iall_reduce(t, "avg"):wait(), c))
     D.barrier()
   end)
 
@@ -78,6 +79,7 @@ describe("as.distributed, one process", function()
     ddp(x):pow(2):sum():backward()
     local g = m.weight.grad:clone()
     assert.equals(1, ddp:sync_grads())
+    assert.equals(1, ddp.in_flight) -- started by the hooks, in the backward
     assert.equals(0, U.maxdiff(m.weight.grad, g))
     assert.matches("module expected", U.errmsg(as.nn.parallel.DistributedDataParallel, 3))
   end)
@@ -89,6 +91,14 @@ describe("as.distributed, one process", function()
       local q, k, v = as.randn(2, 4, 6, 8), as.randn(2, 2, 6, 8), as.randn(2, 2, 6, 8)
       local want = as.core.flash_attention(q, k, v, nil, { causal = causal })
       assert.is_true(U.maxdiff(R({ causal = causal })(q, k, v), want) < 1e-5)
+      -- and trains as flash attention does
+      local G = as.randn(2, 4, 6, 8)
+      local ins = {}
+      for i, t in ipairs({ q, k, v }) do ins[i] = t:detach():requires_grad_() end
+      ;(R({ causal = causal })(ins[1], ins[2], ins[3]) * G):sum():backward()
+      for _, t in ipairs({ q, k, v }) do t:requires_grad_() end
+      ;(as.core.flash_attention(q, k, v, nil, { causal = causal }) * G):sum():backward()
+      for i, t in ipairs({ q, k, v }) do assert.is_true(U.maxdiff(ins[i].grad, t.grad) < 1e-4) end
     end
     assert.matches("masks are not supported", U.errmsg(R(), as.randn(1, 1, 2, 2), as.randn(1, 1, 2, 2),
       as.randn(1, 1, 2, 2), as.ones(2, 2):bool()))

@@ -13,17 +13,22 @@
 -- whole back from the shards: RingAttention.unshard(x, dim, causal).
 --
 -- Done (docs/distributed.md): the forward, causal or not, GQA, and the
--- backward as a function (RingAttention.attention_backward: dK/dV travel the
--- ring with K/V).  Each block is computed by the math path (materialising
--- L/W x L/W scores per step, with its log-sum-exp) because the flash kernel
--- does not return its lse in this tree; the forward's next K/V are in flight
--- (isendrecv) while the block in hand is computed; the module's forward records no
--- autograd node yet (this tree has no custom autograd functions), so
--- training through it calls attention_backward by hand.
+-- backward (RingAttention.attention_backward: dK/dV travel the ring with
+-- K/V).  Every block runs the fused flash kernels: the forward's return
+-- each row's log-sum-exp (core.flash_attention_lse), the backward's take the
+-- whole output and lse (core.flash_attention_backward), so no L/W x L/W
+-- scores are materialised.  RingAttention.math_blocks = true computes the
+-- blocks through materialised scores instead (the reference).  The
+-- forward's next K/V are in flight (isendrecv) while the block in hand is
+-- computed.  The module's forward is an as.autograd.Function
+-- (RingAttention.fn): loss:backward() on every rank runs attention_backward,
+-- so a swapped model trains (the backward is collective: every rank must
+-- call it).
 local core = require "attnswap.core"
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local D = require "attnswap.distributed"
+local autograd = require "attnswap.autograd"
 
 local FN = "ring_attention"
 local RingAttention = nn.class("RingAttention")
@@ -86,9 +91,20 @@ local function repeat_heads(k, H)
   return k:unsqueeze(3):expand(B, Hkv, H // Hkv, L, Dk):reshape(B, H, L, Dk)
 end
 
--- One block: out (B, H, Lq, Dv) and lse (B, H, Lq, 1) of q against (k, v),
--- keep (Lq, Lk) bool or nil.
+-- One block: out (B, H, Lq, Dv) and lse (B, H, Lq, 1) of q against (k, v)
+-- (Hkv heads), keep (Lq, Lk) bool or nil: the fused flash kernel, which
+-- returns its row log-sum-exps (+inf for a row that saw no key: -inf here,
+-- the merge's identity).
 local function block(q, k, v, scale, keep)
+  local o, lse = core.flash_attention_lse(q, k, v, keep, { scale = scale })
+  return o, core.where(lse:eq(math.huge), NEG_INF, lse):unsqueeze(-1)
+end
+
+-- The same through materialised scores (the reference the tests hold the
+-- fused path to; RingAttention.math_blocks = true selects it).
+local function math_block(q, k, v, scale, keep)
+  local H = q:size(2)
+  k, v = repeat_heads(k, H), repeat_heads(v, H)
   local s = q:matmul(k:transpose(-2, -1)) * scale
   if keep then s = core.where(keep, s, NEG_INF) end
   local m = s:max(-1, true)
@@ -155,7 +171,7 @@ function RingAttention.attention(q, k, v, opts)
   local causal = opts.causal or false
   check_shards(q, k, v, causal, 3)
   local rank, W = world()
-  local H, L = q:size(2), q:size(3)
+  local L = q:size(3)
   local scale = opts.scale or 1 / math.sqrt(q:size(4))
   local qf = q:float()
   local kb, vb = k:float():contiguous(), v:float():contiguous()
@@ -163,7 +179,8 @@ function RingAttention.attention(q, k, v, opts)
   for step = 0, W - 1 do
     local src = (rank - step) % W -- whose K/V is in hand
     local nxt = step < W - 1 and pass({ kb, vb }, rank, W, 0) or nil -- in flight during the block
-    local ob, lseb = block(qf, repeat_heads(kb, H), repeat_heads(vb, H), scale, keep_of(rank, src, W, L, causal))
+    local ob, lseb = (RingAttention.math_blocks and math_block or block)(qf, kb, vb, scale,
+      keep_of(rank, src, W, L, causal))
     o, lse = merge(o, lse, ob, lseb)
     if nxt then kb, vb = table.unpack(nxt()) end
   end
@@ -194,18 +211,27 @@ function RingAttention.attention_backward(q, k, v, out, lse, dout, opts)
   local kb, vb = k:float():contiguous(), v:float():contiguous()
   local dkb, dvb = core.zeros(kb:shape()), core.zeros(vb:shape())
   local dq = core.zeros(qf:shape())
+  -- the fused kernel's form: the whole output and lse (+inf: a row that saw nothing)
+  local of = out:float():contiguous()
+  local lse3 = core.where(lse:eq(NEG_INF), math.huge, lse):squeeze(-1):contiguous()
   for step = 0, W - 1 do
     local src = (rank - step) % W
-    local kr, vr = repeat_heads(kb, H), repeat_heads(vb, H)
-    local s = qf:matmul(kr:transpose(-2, -1)) * scale
     local keep = keep_of(rank, src, W, L, causal)
-    if keep then s = core.where(keep, s, NEG_INF) end
-    local p = (s - base):exp() -- the final probabilities of this block
-    local dv = p:transpose(-2, -1):matmul(dof)
-    local ds = p * (dof:matmul(vr:transpose(-2, -1)) - delta)
-    dq = dq + ds:matmul(kr) * scale
-    local dk = ds:transpose(-2, -1):matmul(qf) * scale
-    dkb, dvb = dkb + fold_heads(dk, Hkv), dvb + fold_heads(dv, Hkv)
+    if not RingAttention.math_blocks then
+      -- this block's shares of dq, dk, dv: probabilities exp(s - lse) with the whole lse
+      local dqb, dkx, dvx = core.flash_attention_backward(dof, qf, kb, vb, of, lse3, keep, { scale = scale })
+      dq, dkb, dvb = dq + dqb, dkb + dkx, dvb + dvx
+    else
+      local kr, vr = repeat_heads(kb, H), repeat_heads(vb, H)
+      local s = qf:matmul(kr:transpose(-2, -1)) * scale
+      if keep then s = core.where(keep, s, NEG_INF) end
+      local p = (s - base):exp() -- the final probabilities of this block
+      local dv = p:transpose(-2, -1):matmul(dof)
+      local ds = p * (dof:matmul(vr:transpose(-2, -1)) - delta)
+      dq = dq + ds:matmul(kr) * scale
+      local dk = ds:transpose(-2, -1):matmul(qf) * scale
+      dkb, dvb = dkb + fold_heads(dk, Hkv), dvb + fold_heads(dv, Hkv)
+    end
     if step < W - 1 then
       kb, vb, dkb, dvb = table.unpack(pass({ kb, vb, dkb, dvb }, rank, W, 10)())
     end
@@ -216,13 +242,32 @@ function RingAttention.attention_backward(q, k, v, out, lse, dout, opts)
   return dq:to(q:dtype()), dkb:to(k:dtype()), dvb:to(v:dtype())
 end
 
+--- RingAttention.fn:apply(q, k, v, causal, scale) -> this rank's rows of the
+--- output, recorded: the backward passes dK/dV around the ring (every rank
+--- runs it, as they run the forward).  Keeps q, k, v, out (float32) and lse.
+RingAttention.fn = autograd.Function {
+  name = FN,
+  forward = function(ctx, q, k, v, causal, scale)
+    local opts = { causal = causal, scale = scale }
+    local o, lse = RingAttention.attention(q, k, v, opts)
+    ctx.opts = opts
+    ctx:save_for_backward(q, k, v, o, lse)
+    return o:to(q:dtype())
+  end,
+  backward = function(ctx, g)
+    local q, k, v, o, lse = table.unpack(ctx.saved_tensors, 1, 5)
+    local dq, dk, dv = RingAttention.attention_backward(q, k, v, o, lse, g, ctx.opts)
+    local need = ctx.needs_input_grad
+    return need[1] and dq or nil, need[2] and dk or nil, need[3] and dv or nil
+  end,
+}
+
 --- forward(q, k, v): this rank's queries (B, H, L, D) and K/V (B, Hkv, L, D),
 --- each the rank's shard (RingAttention.shard); the rank's rows of the output.
 function RingAttention:forward(q, k, v, mask)
   if mask ~= nil then error(FN .. ": masks are not supported (causal is)", 2) end
   check_shards(q, k, v, self.causal, 3)
-  local o = RingAttention.attention(q, k, v, { causal = self.causal, scale = self.scale })
-  return o:to(q:dtype())
+  return RingAttention.fn:apply(q, k, v, self.causal, self.scale)
 end
 
 function RingAttention:extra_repr() return ("causal=%s"):format(tostring(self.causal)) end
