@@ -52,6 +52,10 @@ end
 -- LayerNorm and a linear head: (B, L) ids -> (B, L, V) logits.
 local CharModel = nn.class("CharModel")
 function CharModel:init(opts)
+  if type(opts) ~= "table" or math.type(opts.V) ~= "integer" or opts.V < 1 then
+    error("as.models.charlm.new: V (the alphabet size) must be a positive integer, got " ..
+      (type(opts) == "table" and tostring(opts.V) or type(opts)), 3)
+  end
   local dim, L = opts.dim or 64, opts.L or 64
   self.tok = nn.Embedding(opts.V, dim)
   self.pos = nn.Embedding(L, dim)
