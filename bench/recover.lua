@@ -115,7 +115,9 @@ for _, name in ipairs(names) do
   local row = { name = label(name) }
   rows[#rows + 1] = row
   local ok, err = pcall(function()
-    as.manual_seed(opts.seed + 2) -- the same new-core init and training batches for every row
+    -- one seed for the new core's init and then the training batches: rows whose
+    -- core draws random parameters train on other batches than the rest
+    as.manual_seed(opts.seed + 2)
     local student = teacher:clone()
     local o = { causal = true }
     for k, v in pairs(swap_opts[name] or {}) do o[k] = v end
