@@ -5,20 +5,22 @@
 -- the held-out sentences' embeddings to the original's before and after.
 --   scripts/fetch-minilm.sh /tmp/models        # the download; never committed
 --   attnswap-run bench/minilm_recover.lua [--model DIR] [--text FILE] [--steps N] [--batch N]
---     [--held N] [--only NAME]
+--     [--held N] [--window N] [--only NAME]
+-- --window sets lolcats' window_size (default 64 keys: every sentence here fits,
+-- so lolcats is then the exact softmax).
 -- Sentences: the text split at ". ", at most 32 words each; the last --held
 -- (16) are held out, the others cycled in batches of --batch (8).
 local as = require "attnswap"
 local WordPiece = require "attnswap.models.wordpiece"
 
 local opts = { model = "models/all-MiniLM-L6-v2", text = "/usr/share/common-licenses/GPL-3", steps = 50, batch = 8,
-  held = 16, seed = 0, only = nil }
+  held = 16, seed = 0, window = 64, only = nil }
 local i = 1
 while i <= #arg do
   local k = arg[i]:match("^%-%-(.+)$")
   if not k or opts[k] == nil and k ~= "only" or arg[i + 1] == nil then
     io.stderr:write("usage: attnswap-run bench/minilm_recover.lua [--model DIR] [--text FILE] [--steps N] [--batch N] " ..
-      "[--held N] [--seed N] [--only NAME]\n")
+      "[--held N] [--window N] [--seed N] [--only NAME]\n")
     os.exit(2)
   end
   opts[k] = math.tointeger(tonumber(arg[i + 1])) or arg[i + 1]
@@ -77,7 +79,8 @@ for _, name in ipairs { "linear_attention", "hedgehog_attention", "lolcats_atten
   if not opts.only or opts.only == name then
     as.manual_seed(opts.seed)
     local student = teacher:clone()
-    as.swap_attention(student, "scaled_dot_product", name)
+    as.swap_attention(student, "scaled_dot_product", name,
+      name == "lolcats_attention" and { window_size = opts.window } or nil)
     local before = cosine(student, teacher)
     local ok, hist = pcall(as.distill, student, teacher, train,
       { steps = opts.steps, output = "hidden", forward = forward, log = false, progress = false })
