@@ -26,61 +26,19 @@ while i <= #arg do
   i = i + 2
 end
 
-local f = io.open(opts.text, "rb")
-if not f then
+local charlm = as.models.charlm -- the model and data helpers, shared with bench/recover.lua
+local data = charlm.load_text(opts.text)
+if not data then
   io.stderr:write("train_tiny: cannot read " .. opts.text .. " (install base-files, or pass --text FILE)\n")
   os.exit(1)
 end
-local text = f:read("a")
-f:close()
-
--- the alphabet and the ids (0-based, as token ids are)
-local chars, id_of = {}, {}
-for c in text:gmatch(".") do
-  if not id_of[c] then chars[#chars + 1] = c; id_of[c] = true end
-end
-table.sort(chars)
-for k, c in ipairs(chars) do id_of[c] = k - 1 end
-local V, n = #chars, #text
-local ids = {}
-for k = 1, n do ids[k] = id_of[text:sub(k, k)] end
-local split = math.floor(n * 0.9) -- the last 10% is held out
-
--- the unigram entropy of the training text: what a model without context gets
-local counts = {}
-for k = 1, split do counts[ids[k]] = (counts[ids[k]] or 0) + 1 end
-local unigram = 0
-for _, c in pairs(counts) do unigram = unigram - c / split * math.log(c / split) end
+local V, n, split, unigram = data.V, data.n, data.split, data.unigram
 
 as.manual_seed(opts.seed)
 local L, B, dim = 64, 16, 64
-local function batch(lo, hi)
-  local x, y = {}, {}
-  for b = 1, B do
-    local s = lo + math.floor(as.rand(1):item() * (hi - lo - L - 1))
-    x[b], y[b] = {}, {}
-    for t = 1, L do x[b][t], y[b][t] = ids[s + t], ids[s + t + 1] end
-  end
-  return as.tensor(x, "int64"), as.tensor(y, "int64")
-end
+local batch = charlm.batcher(data, B, L)
 
-local CharModel = nn.class("CharModel")
-function CharModel:init()
-  self.tok = nn.Embedding(V, dim)
-  self.pos = nn.Embedding(L, dim)
-  self.blocks = nn.Sequential(
-    nn.TransformerBlock { dim = dim, num_heads = 4, core_opts = { causal = true } },
-    nn.TransformerBlock { dim = dim, num_heads = 4, core_opts = { causal = true } })
-  self.norm = nn.LayerNorm(dim)
-  self.head = nn.Linear(dim, V)
-  self.positions = as.arange(0, L):long()
-end
-function CharModel:forward(x) -- (B, L) ids -> (B, L, V) logits
-  local h = self.tok(x) + self.pos(self.positions)
-  return self.head(self.norm(self.blocks(h)))
-end
-
-local model = CharModel():requires_grad_()
+local model = charlm.new({ V = V, L = L, dim = dim, num_heads = 4, layers = 2 }):requires_grad_()
 local opt = as.optim.AdamW(model:parameters(), { lr = 3e-3, weight_decay = 0.01 })
 local sched = as.optim.lr_scheduler.LinearWarmupCosine(opt, { warmup_steps = math.min(20, opts.steps), total_steps = opts.steps })
 
