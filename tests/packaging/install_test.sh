@@ -34,10 +34,12 @@ for f in bin/attnswap-run lib/lua/5.4/attnswap/core.so share/lua/5.4/attnswap/in
   check "installed $f" present "$got"
 done
 
+# -v: the version line, then what the kernels run on (as.config's lines)
 got=$("${clean[@]}" "$prefix/bin/attnswap-run" -v 2>&1) || true
+first=${got%%$'\n'*}
 re="^attnswap ${version//./\\.} \\(Lua 5\\.4\\.[0-9]+\\)\$"
-[[ $got =~ $re ]] && got=ok
-check "attnswap-run -v says 'attnswap $version (Lua 5.4.x)'" ok "$got"
+[[ $first =~ $re && $got == *$'\nblas core:'* ]] && got=ok
+check "attnswap-run -v says 'attnswap $version (Lua 5.4.x)', then the BLAS core" ok "$got"
 
 got=$("${clean[@]}" "$prefix/bin/attnswap-run" \
   -e 'print(as.version)' -e 'print(package.searchpath("attnswap", package.path))' 2>&1) || true
