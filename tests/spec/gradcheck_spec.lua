@@ -133,6 +133,31 @@ describe("gradcheck", function()
     assert.is_true(gradcheck(function(t) return t:double():to("float64") * t end, x), "to float64")
   end)
 
+  it("passes the backwards of the training issue: max/min, var/std, prod, tril/triu, masked_fill, many-way cat", function()
+    -- distinct values (no ties: a tie's gradient is a choice, not a derivative)
+    local x = (as.arange(1, 21):to("float64"):reshape(4, 5) * 0.37 + leaf({ 4, 5 }):detach() * 0.01):t()
+    x = x:contiguous():t():detach():requires_grad_() -- non-contiguous
+    for dim = 1, 2 do
+      assert.is_true(gradcheck(function(t) return (t:max(dim)) end, x), "max " .. dim)
+      assert.is_true(gradcheck(function(t) return (t:min(dim)) end, x), "min " .. dim)
+      assert.is_true(gradcheck(function(t) return t:var(dim) end, x), "var " .. dim)
+      assert.is_true(gradcheck(function(t) return t:prod(dim) end, x), "prod " .. dim)
+    end
+    assert.is_true(gradcheck(function(t) return t:max() end, x), "max all")
+    assert.is_true(gradcheck(function(t) return t:min() end, x), "min all")
+    assert.is_true(gradcheck(function(t) return t:std() end, x), "std")
+    assert.is_true(gradcheck(function(t) return t:prod() end, x), "prod all")
+    assert.is_true(gradcheck(function(t) return t:tril(-1) end, x), "tril")
+    assert.is_true(gradcheck(function(t) return t:triu(1) end, x), "triu")
+    local mask = as.tensor({ { true, false, true, false, true } }, "bool")
+    assert.is_true(gradcheck(function(t) return t:masked_fill(mask, 2.5) end, x), "masked_fill, broadcast mask")
+    local parts = {}
+    assert.is_true(gradcheck(function(t)
+      for i = 1, 6 do parts[i] = t * i end -- past a node's former 4 inputs
+      return as.cat(parts, 1)
+    end, x), "cat of 6")
+  end)
+
   it("passes the layers and the materialising attention in float64", function()
     local lin = as.nn.Linear(5, 3):to("float64")
     assert.is_true(gradcheck(function(t, w) return as.linear(t, w, lin.bias) end, { leaf({ 2, 5 }), lin.weight }))
