@@ -76,7 +76,7 @@ for r = 1, o.repeats do
 end
 table.sort(times)
 local ms = times[(#times + 1) // 2]
-local peak = cuda and as.cuda.memory_stats().peak_bytes / 2 ^ 20 or peak_rss_mib()
+local peak = cuda and as.cuda.memory_stats().peak_allocated / 2 ^ 20 or peak_rss_mib()
 local tokens = o.batch * (o.seq - 1)
 print(string.format("attnswap GPT-2 (%d layers) train step, %s %s, batch %d x %d: median %.1f ms (%d runs, min %.1f, max %.1f), %.0f tokens/s, peak %s MiB, loss %.4f",
   o.layers, o.device, o.dtype, o.batch, o.seq, ms, o.repeats, times[1], times[#times], tokens / ms * 1e3,
