@@ -125,7 +125,8 @@ int64_t *as_node_ints(as_node *node);   /* 2 * AS_MAX_DIMS */
 void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **shape);
 
 /* After dst was overwritten in place with r's values: dst's history becomes
- * r's (an in-place op recorded out of place). */
+ * r's (an in-place op recorded out of place); when r has none, a non-leaf
+ * dst loses its own. */
 void as_autograd_rebase(as_tensor *dst, const as_tensor *r);
 
 /* ---- anomaly mode (thread-local; off by default) ----

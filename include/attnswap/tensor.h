@@ -78,6 +78,9 @@ as_tensor *as_contiguous(const as_tensor *t); /* new reference to t itself when 
 as_tensor *as_clone(const as_tensor *t);
 /* dst[...] = src broadcast to dst's shape, converting dtype.  0 or -1. */
 int as_copy_(as_tensor *dst, const as_tensor *src);
+/* copy_ as the API offers it: recorded for autograd when a gradient is in
+ * play (as_copy_ is the raw write that ops use inside their own records). */
+int as_copy_tracked_(as_tensor *dst, const as_tensor *src);
 int as_fill_(as_tensor *dst, double value);
 as_tensor *as_to_dtype(const as_tensor *t, as_dtype dt); /* retains t when dt matches */
 as_tensor *as_to_device(const as_tensor *t, as_device dev);

@@ -94,7 +94,7 @@ local function carry(old, new)
   for name, t in pairs(new_p) do
     local o = old_p[name]
     if o and tostring(o:shape()) == tostring(t:shape()) then
-      t:copy_(o)
+      t:copy_(o:detach())
       carried[#carried + 1] = name
     else
       initialized[#initialized + 1] = name

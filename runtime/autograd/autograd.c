@@ -212,11 +212,19 @@ void as_bump_version(as_tensor *t) { t->storage->version++; }
 
 void as_autograd_rebase(as_tensor *dst, const as_tensor *r)
 {
-    if (!r->autograd || !r->autograd->grad_fn) return;
+    as_node *fn = r->autograd ? r->autograd->grad_fn : NULL;
+    if (!fn) { /* dst now holds values with no history: its old one no longer applies */
+        if (dst->autograd && dst->autograd->grad_fn) {
+            node_release(dst->autograd->grad_fn);
+            dst->autograd->grad_fn = NULL;
+            dst->autograd->requires_grad = false;
+        }
+        return;
+    }
     struct as_autograd_meta *m = meta_of(dst);
     if (!m) return;
     node_release(m->grad_fn);
-    m->grad_fn = node_retain(r->autograd->grad_fn);
+    m->grad_fn = node_retain(fn);
     m->requires_grad = true;
 }
 

@@ -570,19 +570,25 @@ as_tensor *as_clone(const as_tensor *t)
     return v;
 }
 
-int as_copy_(as_tensor *dst, const as_tensor *src)
+static int copy_shapes_ok(const as_tensor *dst, const as_tensor *src)
 {
     int64_t sh[AS_MAX_DIMS];
     int n = as_broadcast_shape("copy_", dst->ndim, dst->shape, src->ndim, src->shape, sh);
-    if (n < 0) return -1;
+    if (n < 0) return 0;
     for (int d = 0; d < n; d++)
         if (n != dst->ndim || sh[d] != dst->shape[d]) {
             char s1[128], s2[128];
             as_error_set("copy_: source of shape %s does not broadcast to destination shape %s",
                          as_shape_str(s1, sizeof s1, src->ndim, src->shape),
                          as_shape_str(s2, sizeof s2, dst->ndim, dst->shape));
-            return -1;
+            return 0;
         }
+    return 1;
+}
+
+int as_copy_(as_tensor *dst, const as_tensor *src)
+{
+    if (!copy_shapes_ok(dst, src)) return -1;
     dst->storage->version++; /* an in-place write (autograd checks what it saved) */
     /* the backend of the device that is not the CPU (if any) moves the data */
     as_device dev = dst->storage->device.type != AS_DEV_CPU ? dst->storage->device : src->storage->device;

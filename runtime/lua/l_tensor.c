@@ -686,7 +686,7 @@ static int l_clone(lua_State *L)
 static int l_copy_(lua_State *L)
 {
     as_tensor *dst = l_checktensor(L, 1), *src = l_checktensor(L, 2);
-    if (as_copy_(dst, src)) return l_raise(L);
+    if (as_copy_tracked_(dst, src)) return l_raise(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -860,7 +860,7 @@ static int l_newindex(lua_State *L)
     if (!row) return l_raise(L);
     int rc;
     as_tensor *src = l_totensor(L, 3);
-    if (src) rc = as_copy_(row, src);
+    if (src) rc = as_copy_tracked_(row, src);
     else if (lua_isboolean(L, 3)) rc = as_fill_(row, lua_toboolean(L, 3));
     else if (lua_type(L, 3) == LUA_TNUMBER) rc = as_fill_(row, lua_tonumber(L, 3));
     else {

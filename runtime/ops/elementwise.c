@@ -240,6 +240,42 @@ int as_binary_(as_binop op, as_tensor *dst, const as_tensor *src)
     return rc;
 }
 
+/* copy_ as a user calls it.  With a gradient in play it is recorded as
+ * PyTorch records it: dst's history becomes src's (converted and broadcast
+ * to dst), and dst's old values get none.  A write into a tensor whose
+ * storage another tensor shares (a view, or a view's base) is refused when
+ * src needs a gradient: the other tensor's history would not learn of it,
+ * and its gradient would be silently wrong. */
+int as_copy_tracked_(as_tensor *dst, const as_tensor *src)
+{
+    const as_tensor *in[2] = {dst, src};
+    if (!as_autograd_needed(2, in)) return as_copy_(dst, src);
+    if (as_requires_grad(dst) && as_is_leaf(dst)) {
+        as_error_set("copy_: a leaf tensor that requires grad is used in an in-place operation "
+                     "(copy under no_grad, or copy into a tensor that does not require grad)");
+        return -1;
+    }
+    if (as_requires_grad(src) && dst->storage->refcount > 1) {
+        as_error_set("copy_: the destination shares its storage with another tensor (a view, or "
+                     "its base), whose gradient would miss this copy; build the result out of "
+                     "place (cat, stack, where) instead of writing into a view");
+        return -1;
+    }
+    bool prev = as_set_grad_enabled(false);
+    int rc = as_copy_(dst, src); /* checks the shapes too */
+    as_set_grad_enabled(prev);
+    if (rc) return rc;
+    /* the history: src converted and broadcast as the copy did (a second
+     * conversion only when dtype or device differ) */
+    as_tensor *d = as_to_device(src, as_tensor_device(dst));
+    as_tensor *c = d ? as_to_dtype(d, dst->dtype) : NULL;
+    as_tensor *e = c ? as_expand(c, dst->ndim, dst->shape) : NULL;
+    if (e) as_autograd_rebase(dst, e);
+    else rc = -1;
+    as_release(d), as_release(c), as_release(e);
+    return rc;
+}
+
 /* out = op(a); consumes out, which is NULL on failure. */
 static as_tensor *unary_into(as_unop op, as_tensor *out, const as_tensor *a)
 {

@@ -149,6 +149,40 @@ describe("autograd", function()
     -- (an op without a backward yet names itself: flash_attention above)
   end)
 
+  it("copy_ carries the source's gradient, or refuses where it could not", function()
+    -- into a fresh tensor: dst's history becomes src's, converted and broadcast
+    local x = as.randn(3, 4):requires_grad_()
+    local y = as.zeros(2, 3, 4, "float64")
+    y:copy_(x * 2)
+    assert.is_true(y.requires_grad)
+    local s = (y * y):sum()
+    s:backward()
+    -- d/dx sum over 2 copies of (2x)^2 = 2 * 8x
+    assert.is_true((x.grad - x:detach() * 16):abs():max():item() < 1e-5)
+    -- dst's old values get no gradient: a copy of a constant ends the history
+    local a = as.randn(3):requires_grad_()
+    local h = a * 3
+    h:copy_(as.ones(3))
+    assert.is_false(h.requires_grad)
+    -- t[i] = src with src needing a gradient: the view's base would miss it
+    local buf = as.zeros(3, 4)
+    local ok, err = pcall(function() buf[1] = x[1] * 1 end)
+    assert.is_false(ok)
+    assert.truthy(err:find("copy_: the destination shares its storage with another tensor", 1, true), err)
+    ok, err = pcall(function() buf:narrow(1, 1, 2):copy_(x:narrow(1, 1, 2)) end)
+    assert.is_false(ok)
+    assert.truthy(err:find("copy_: the destination shares its storage", 1, true), err)
+    -- a leaf that requires grad, written in place
+    ok, err = pcall(function() x:copy_(buf) end)
+    assert.truthy(err:find("copy_: a leaf tensor that requires grad is used in an in-place operation", 1, true), err)
+    -- under no_grad every copy is a plain write
+    as.no_grad(function() x:copy_(buf); buf[1] = x[1] end)
+    assert.are.equal(0.0, x:abs():sum():item())
+    -- a shape that does not broadcast is an error before anything is written
+    ok, err = pcall(function() as.zeros(2, 2):copy_(x) end)
+    assert.truthy(err:find("copy_: shapes (2, 2) and (3, 4) cannot be broadcast together", 1, true), err)
+  end)
+
   it("records nothing under no_grad and for tensors that do not require grad", function()
     local a = as.randn(3):requires_grad_()
     local y = as.no_grad(function() return a * 2 end)

@@ -285,7 +285,10 @@ end
 --- top_k, top_p, seed (as.manual_seed first), eos_token_id (a number, a list,
 --- or false: none), pad_token_id, attention_mask (for a padded tensor),
 --- callback(tokens, step) (tokens: the new id of each row; return false to stop).
+-- Decoding runs under no_grad, as transformers' generate does: no graph is
+-- kept, and the caches (buffers written in place) hold no gradient.
 function M.generate(model, ids, opts, caps)
+  local _ <close> = as.no_grad()
   opts = opts or {}
   caps = caps or {}
   check(opts, 2)

@@ -310,9 +310,15 @@ function Module:load_state_dict(sd, opts)
     if #unexpected > 0 then parts[#parts + 1] = "unexpected keys: " .. table.concat(unexpected, ", ") end
     error("load_state_dict: " .. table.concat(parts, "; "), 2)
   end
-  for k, t in pairs(own) do
-    if sd[k] ~= nil then t:copy_(sd[k]) end
-  end
+  -- under no_grad, as torch's load_state_dict: parameters are leaves that may require grad
+  local prev = core.set_grad_enabled(false)
+  local ok, err = pcall(function()
+    for k, t in pairs(own) do
+      if sd[k] ~= nil then t:copy_(sd[k]) end
+    end
+  end)
+  core.set_grad_enabled(prev)
+  if not ok then error(err, 2) end
   return { missing = missing, unexpected = unexpected }
 end
 

@@ -214,7 +214,7 @@ function Optimizer:_master(gi, i, p, st)
   if st.master_param == nil then
     st.master_param = p:detach():float()
   elseif versions[i] ~= nil and versions[i] ~= core.storage_version(p) then
-    st.master_param:copy_(p)
+    st.master_param:copy_(p:detach())
   end
   return st.master_param
 end
