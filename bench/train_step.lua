@@ -4,6 +4,7 @@
 --
 --   attnswap-run bench/train_step.lua [--device cpu|cuda] [--dtype float32|bfloat16]
 --       [--batch 1] [--seq 256] [--layers 12] [--repeats 5] [--threads 2] [--out result.json]
+--       [--phases 1]   (also the median of each phase: forward, backward, clip, AdamW)
 --
 -- Random weights of GPT-2 small's shapes (768 wide, 12 heads, vocab 50257);
 -- no dropout (eval mode: both sides compute the same thing).  Prints the
@@ -18,7 +19,7 @@ while i <= #arg do
   local k, v = arg[i]:match("^%-%-(%w+)$"), arg[i + 1]
   if not k or v == nil then error("train_step: unknown or incomplete option " .. tostring(arg[i])) end
   if k == "device" or k == "dtype" or k == "out" then o[k] = v
-  elseif k == "batch" or k == "seq" or k == "layers" or k == "repeats" or k == "threads" then
+  elseif k == "batch" or k == "seq" or k == "layers" or k == "repeats" or k == "threads" or k == "phases" then
     o[k] = assert(math.tointeger(tonumber(v)), "train_step: --" .. k .. " takes an integer")
   else error("train_step: unknown option --" .. k) end
   i = i + 2
@@ -53,13 +54,29 @@ local ids = as.tensor(rows, "int64"):to(o.device)
 local inputs, targets = ids:narrow(2, 1, o.seq - 1), ids:narrow(2, 2, o.seq - 1):reshape(o.batch * (o.seq - 1))
 local opt = as.optim.AdamW(model:parameters(), { lr = 1e-4, weight_decay = 0.01 })
 
+-- phase times of the last step, ms (synchronised only with --phases)
+local phase, phase_names = {}, { "forward", "backward", "clip", "adamw" }
+local t_last
+local function mark(i)
+  if not o.phases then return end
+  sync()
+  local t = as.clock()
+  if i > 0 then phase[i] = (t - t_last) * 1e3 end
+  t_last = t
+end
+
 local function step()
   opt:zero_grad()
+  mark(0)
   local logits = model(inputs)
   local loss = as.F.cross_entropy(logits:reshape(o.batch * (o.seq - 1), V):float(), targets)
+  mark(1)
   loss:backward()
+  mark(2)
   as.nn.utils.clip_grad_norm_(model:parameters(), 1.0)
+  mark(3)
   opt:step()
+  mark(4)
   return loss
 end
 
@@ -67,12 +84,21 @@ local loss
 for _ = 1, 2 do loss = step() end
 sync()
 if cuda then as.cuda.reset_peak_memory() end
-local times = {}
+local times, phase_times = {}, { {}, {}, {}, {} }
 for r = 1, o.repeats do
   local t0 = as.clock()
   loss = step()
   sync()
   times[r] = (as.clock() - t0) * 1e3
+  for i = 1, #phase do phase_times[i][r] = phase[i] end
+end
+if o.phases then
+  local parts = {}
+  for i, name in ipairs(phase_names) do
+    table.sort(phase_times[i])
+    parts[i] = string.format("%s %.1f", name, phase_times[i][(o.repeats + 1) // 2])
+  end
+  print("phases (median ms): " .. table.concat(parts, ", "))
 end
 table.sort(times)
 local ms = times[(#times + 1) // 2]

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention_flash.h"
 #include "cpu_kernels.h"
 #include "strided.h"
 
@@ -239,12 +240,70 @@ static void loop_unary_f64(void *ctx, char **p, const int64_t *s, int64_t n)
     for (int64_t i = 0; i < n; i++) AT(double, p[0], s[0], i) = f64_unop(op, AT(double, p[1], s[1], i));
 }
 
+/* The maps made of e^x, on contiguous float32: a block at a time through the
+ * flash kernels' vector exp (2 ulp; libm's expf is scalar and was most of a
+ * GELU or a sigmoid).  Each is written where it has no cancellation: tanh
+ * from e^(-2|x|) (a series below 1/16), the sigmoid from e^(-|x|).  Returns
+ * 0 for the other maps. */
+#define EXP_BLOCK 512
+
+static int exp_map_f32(as_unop op, float *o, const float *x, int64_t n)
+{
+    if (op != AS_EXP && op != AS_SIGMOID && op != AS_SILU && op != AS_TANH && op != AS_GELU_TANH) return 0;
+    float t[EXP_BLOCK];
+    for (int64_t i0 = 0; i0 < n; i0 += EXP_BLOCK) {
+        int64_t m = n - i0 < EXP_BLOCK ? n - i0 : EXP_BLOCK;
+        const float *xb = x + i0;
+        float *ob = o + i0;
+        switch (op) {
+        case AS_EXP:
+            as_cpu_flash_exp(xb, ob, m);
+            for (int64_t j = 0; j < m; j++)
+                if (xb[j] > 88.0f) ob[j] = expf(xb[j]); /* the vector exp stops at e^88 */
+            break;
+        case AS_SIGMOID:
+        case AS_SILU:
+            for (int64_t j = 0; j < m; j++) t[j] = -fabsf(xb[j]);
+            as_cpu_flash_exp(t, t, m);
+            for (int64_t j = 0; j < m; j++) {
+                float r = 1.0f / (1.0f + t[j]), sg = xb[j] >= 0 ? r : t[j] * r;
+                ob[j] = op == AS_SILU ? xb[j] * sg : sg;
+            }
+            break;
+        case AS_TANH:
+            for (int64_t j = 0; j < m; j++) t[j] = -2.0f * fabsf(xb[j]);
+            as_cpu_flash_exp(t, t, m);
+            for (int64_t j = 0; j < m; j++) {
+                float a = fabsf(xb[j]), a2 = a * a, r;
+                if (a < 0.0625f) /* tanh's series: 1 - t cancels here */
+                    r = a * (1.0f + a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315))));
+                else
+                    r = (1.0f - t[j]) / (1.0f + t[j]);
+                ob[j] = copysignf(r, xb[j]);
+            }
+            break;
+        default: /* AS_GELU_TANH: 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)) */
+            for (int64_t j = 0; j < m; j++) {
+                float v = xb[j];
+                t[j] = -2.0f * 0.79788456080286536f * (v + 0.044715f * v * v * v);
+            }
+            for (int64_t j = 0; j < m; j++) ob[j] = t[j]; /* keep -2u: the exp clamps it */
+            as_cpu_flash_exp(t, t, m);
+            for (int64_t j = 0; j < m; j++)
+                ob[j] = ob[j] > 88.0f ? 0.0f * xb[j] : xb[j] / (1.0f + t[j]);
+            break;
+        }
+    }
+    return 1;
+}
+
 static void loop_unary_f32(void *ctx, char **p, const int64_t *s, int64_t n)
 {
     as_unop op = ((unop_ctx *)ctx)->op;
     if (s[0] == 4 && s[1] == 4) {
         float *o = (float *)p[0];
         const float *x = (const float *)p[1];
+        if (o != x && exp_map_f32(op, o, x, n)) return;
         switch (op) {
         case AS_NEG: for (int64_t i = 0; i < n; i++) o[i] = -x[i]; return;
         case AS_RELU: for (int64_t i = 0; i < n; i++) o[i] = x[i] > 0 ? x[i] : 0.0f; return;

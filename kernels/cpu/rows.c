@@ -2,6 +2,7 @@
  * parallel over rows.  Sums accumulate in double. */
 #include <math.h>
 
+#include "attention_flash.h"
 #include "cpu_kernels.h"
 
 #define PARALLEL_ROWS(rows, n) if ((rows) * (n) >= 65536 && (rows) > 1)
@@ -71,6 +72,17 @@ void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t
     }
 }
 
+/* A row's sum in double, eight chains at once (one chain waits on each add). */
+static double sum_f32(const float *x, int64_t n)
+{
+    double a[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) a[k] += x[i + k];
+    for (; i < n; i++) a[0] += x[i];
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log)
 {
 #pragma omp parallel for PARALLEL_ROWS(rows, n)
@@ -83,12 +95,11 @@ void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int 
             for (int64_t i = 0; i < n; i++) o[i] = log ? -INFINITY : 0.0f;
             continue;
         }
-        double s = 0;
-        for (int64_t i = 0; i < n; i++) {
-            float e = expf(p[i] - m);
-            if (!log) o[i] = e;
-            s += e;
-        }
+        /* e^(x - m) through the flash kernels' vector exp (libm's expf is
+         * scalar); for log-softmax o is scratch until the last pass */
+        for (int64_t i = 0; i < n; i++) o[i] = p[i] - m;
+        as_cpu_flash_exp(o, o, n);
+        double s = sum_f32(o, n);
         if (log) {
             float ls = (float)(m + logf((float)s));
             for (int64_t i = 0; i < n; i++) o[i] = p[i] - ls;

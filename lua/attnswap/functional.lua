@@ -55,19 +55,6 @@ local function reduce(loss, reduction)
   return loss:mean()
 end
 
--- An arange of the C class ids, shaped to broadcast along the class dim of an
--- input of `ndim` dims, on the target's device.
-local function class_ids(C, ndim, device)
-  local ids = core.arange(C)
-  if ndim >= 2 then
-    local shape = { C }
-    for i = 2, ndim - 1 do shape[i] = 1 end
-    ids = ids:reshape(table.unpack(shape))
-  end
-  if device ~= "cpu" then ids = ids:to(device) end
-  return ids
-end
-
 -- The shape a class target must have for an input: the input's without dim 2
 -- (without dim 1 for an unbatched (C) input).
 local function target_shape(input)
@@ -151,32 +138,44 @@ local function nll_classes(fn, logp, target, o)
   local reduction = check_reduction(fn, o.reduction)
   local C, cdim = check_class_target(fn, logp, target, ignore_index)
   local ndim = logp:dim()
-  local weight = check_weight(fn, o.weight, C, cdim, ndim)
+  check_weight(fn, o.weight, C, cdim, ndim)
+  local weight = o.weight
   local eps = o.label_smoothing or 0
-  local t = ndim >= 2 and target:unsqueeze(2) or target
-  local keep = target:ne(ignore_index)
-  local hit = t:eq(class_ids(C, ndim, target:device()))
-  if ignore_index >= 0 and ignore_index < C then
-    hit = hit:logical_and(ndim >= 2 and keep:unsqueeze(2) or keep)
+  -- (M, C): the class dim last, one row per target.  Each row's target
+  -- log-probability is one gather from the flattened rows (index_select, whose
+  -- backward is a scatter-add): no (M, C) one-hot and no (M, C) select, which
+  -- for a language model's logits (8 x 1024 x 50257) are gigabytes each.
+  local rows
+  if ndim == 1 then rows = logp:reshape(1, C)
+  elseif ndim == 2 then rows = logp
+  else
+    local perm = { 1 }
+    for i = 3, ndim do perm[#perm + 1] = i end
+    perm[#perm + 1] = 2
+    rows = logp:permute(table.unpack(perm)):reshape(-1, C)
   end
-  local wlogp = weight and logp * weight or logp
-  local loss = -core.where(hit, wlogp, 0):sum(cdim)
-  -- the denominator of "mean": the kept targets' summed weight
+  local M = rows:size(1)
+  local t = target:reshape(M)
+  local keep = t:ne(ignore_index)
+  local safe = core.where(keep, t, 0)
+  local dev = logp:device()
+  local at = core.arange(M)
+  if dev ~= "cpu" then at = at:to(dev) end
+  -- index_select takes 1-based positions, as Lua does
+  local pick = rows:contiguous():reshape(M * C):index_select(1, at * C + safe + 1)
+  local w = weight and weight:to(logp:dtype()):index_select(1, safe + 1) or nil
+  local loss = w and -pick * w or -pick
+  loss = core.where(keep, loss, 0)
   local denom
-  if reduction == "mean" then
-    if weight then
-      denom = core.where(hit, weight:to(logp:dtype()), 0):sum()
-    else
-      denom = keep:to(logp:dtype()):sum()
-    end
-  end
+  if reduction == "mean" then denom = core.where(keep, w or 1, 0):to(logp:dtype()):sum() end
   local smooth
   if eps > 0 then
-    smooth = core.where(keep, -wlogp:sum(cdim), 0)
+    local wrows = weight and rows * weight:to(logp:dtype()) or rows
+    smooth = core.where(keep, -wrows:sum(2), 0)
   end
   if reduction == "none" then
     if smooth then loss = loss * (1 - eps) + smooth * (eps / C) end
-    return loss
+    return loss:reshape(table.unpack(target:shape()))
   end
   loss = loss:sum()
   if smooth then loss = loss * (1 - eps) + smooth:sum() * (eps / C) end
