@@ -2,7 +2,11 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu|train|test+train]   (default all)
+#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu|train|test+train|distill|parts]   (default all)
+# distill: as.distill's stages at GPT-2 small's shapes (bench/distill_gpu.lua) beside
+# LoLCATs-style attention transfer in PyTorch eager (bench/torch_distill.py), after
+# bench/hedgehog_cuda_check.lua; parts: a training step's pieces (bench/train_parts.lua)
+# and the step's phases.
 # train: one GPT-2-small training step (bench/train_step.lua beside
 # bench/torch_train_step.py), bf16 and float32, 8 x 1024 tokens.
 # llama: issue 19's Llama-3.2-1B-shaped benchmark (bench/torch_llama.py beside
@@ -59,6 +63,19 @@ if [ "$what" = train ] || [ "$what" = test+train ]; then
     timeout 240 build-gpu/attnswap-run bench/train_step.lua --device cuda --dtype $dt --batch 8 --seq 1024 --repeats 10 \
       --out "$OUT/train_attnswap_$dt.json" 2>&1 | tail -3 | tee -a "$OUT/train.txt" || rc=1
   done
+fi
+if [ "$what" = distill ]; then
+  build-gpu/attnswap-run bench/hedgehog_cuda_check.lua 2>&1 | tee "$OUT/hedgehog_cuda.txt" | tail -4 || rc=1
+  timeout 200 python3 bench/torch_distill.py --device cuda --dtype bfloat16 --batch 8 --seq 1024 --steps 12 \
+    --out "$OUT/distill_torch.json" 2>&1 | grep -v Warning | tail -2 | tee -a "$OUT/distill.txt" || rc=1
+  timeout 300 build-gpu/attnswap-run bench/distill_gpu.lua --device cuda --dtype bfloat16 --batch 8 --seq 1024 --steps 12 \
+    --out "$OUT/distill_attnswap.json" 2>&1 | tail -3 | tee -a "$OUT/distill.txt" || rc=1
+fi
+if [ "$what" = parts ]; then
+  build-gpu/attnswap-run bench/train_parts.lua --device cuda --dtype bfloat16 --batch 8 --seq 1024 --repeats 5 \
+    2>&1 | tee "$OUT/parts.txt" || rc=1
+  build-gpu/attnswap-run bench/train_step.lua --device cuda --dtype bfloat16 --batch 8 --seq 1024 --repeats 5 \
+    --phases 1 2>&1 | tee -a "$OUT/parts.txt" || rc=1
 fi
 if [ "$what" = llama ]; then
   D=/tmp/llama1b
