@@ -336,14 +336,42 @@ void as_node_input_shape(const as_node *node, int i, int *ndim, const int64_t **
 static _Thread_local bool retaining; /* the running backward's retain_graph */
 
 /* g summed over the dims it gained by broadcasting to reach (ndim, shape). */
+/* g's first `lead` dims summed away in one product, ones(1, P) @ g as (P, Q):
+ * a bias's gradient over (B, L, C) rows.  Reducing one leading dim at a time
+ * moved each to the last place (a transposing copy) and then summed rows of
+ * B elements, one block each on a GPU; the product streams g once, through
+ * cuBLAS or OpenBLAS, in the gradient's dtype with float32 accumulation. */
+static as_tensor *sum_leading(const as_tensor *g, int lead)
+{
+    int64_t P = 1, Q = 1;
+    for (int d = 0; d < g->ndim; d++) *(d < lead ? &P : &Q) *= g->shape[d];
+    as_tensor *g2 = as_reshape(g, 2, (int64_t[]){P, Q});
+    as_tensor *ones = g2 ? as_full(2, (int64_t[]){1, P}, 1.0, g->dtype, as_tensor_device(g)) : NULL;
+    as_tensor *s = ones ? as_matmul(ones, g2) : NULL;
+    as_tensor *r = s ? as_reshape(s, g->ndim - lead, g->shape + lead) : NULL;
+    as_release(g2), as_release(ones), as_release(s);
+    return r;
+}
+
 static as_tensor *sum_to(as_tensor *g, int ndim, const int64_t *shape)
 {
     as_tensor *r = as_retain(g);
-    while (r && r->ndim > ndim) {
-        /* a leading dim of size 1 is dropped as a view, not summed (a copy) */
-        as_tensor *s = r->shape[0] == 1 ? as_select(r, 0, 0) : as_reduce(AS_SUM, r, 0, false, 0);
+    /* a leading dim of size 1 is dropped as a view, not summed (a copy) */
+    while (r && r->ndim > ndim && r->shape[0] == 1) {
+        as_tensor *s = as_select(r, 0, 0);
         as_release(r);
         r = s;
+    }
+    if (r && r->ndim > ndim) {
+        as_tensor *s = as_dtype_is_float(r->dtype) && as_numel(r) > 0 ? sum_leading(r, r->ndim - ndim)
+                                                                       : as_reduce(AS_SUM, r, 0, false, 0);
+        as_release(r);
+        r = s;
+        while (r && r->ndim > ndim) { /* (the empty or integer case) */
+            s = as_reduce(AS_SUM, r, 0, false, 0);
+            as_release(r);
+            r = s;
+        }
     }
     for (int d = 0; r && d < ndim; d++) {
         if (shape[d] == 1 && r->shape[d] != 1) {
