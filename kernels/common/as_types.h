@@ -23,6 +23,9 @@ typedef enum {
 /* Elementwise binary ops, NumPy broadcasting, PyTorch type promotion. */
 typedef enum {
     AS_ADD, AS_SUB, AS_MUL, AS_DIV, AS_POW, AS_MAXIMUM, AS_MINIMUM,
+    /* g f'(x) of an activation (a = x, b = g): backward formulas' own, in one
+     * pass where the composite took a dozen (kernels/common/as_grad_math.h) */
+    AS_GELU_GRAD, AS_GELU_TANH_GRAD, AS_SILU_GRAD,
     /* comparisons and logic give bool */
     AS_EQ, AS_NE, AS_LT, AS_LE, AS_GT, AS_GE, AS_LOGICAL_AND, AS_LOGICAL_OR,
     AS_NBINOPS

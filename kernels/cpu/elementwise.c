@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "as_grad_math.h"
 #include "attention_flash.h"
 #include "cpu_kernels.h"
 #include "strided.h"
@@ -26,6 +27,9 @@ static inline float f32_binop(as_binop op, float x, float y)
     case AS_POW: return powf(x, y);
     case AS_MAXIMUM: return (x != x || x > y) ? x : y; /* NaN propagates, as torch */
     case AS_MINIMUM: return (x != x || x < y) ? x : y;
+    case AS_GELU_GRAD: return as_gelu_grad_f(x, y);
+    case AS_GELU_TANH_GRAD: return as_gelu_tanh_grad_f(x, y);
+    case AS_SILU_GRAD: return as_silu_grad_f(x, y);
     default: return 0;
     }
 }
@@ -40,6 +44,9 @@ static inline double f64_binop(as_binop op, double x, double y)
     case AS_POW: return pow(x, y);
     case AS_MAXIMUM: return (x != x || x > y) ? x : y;
     case AS_MINIMUM: return (x != x || x < y) ? x : y;
+    case AS_GELU_GRAD: return as_gelu_grad_d(x, y);
+    case AS_GELU_TANH_GRAD: return as_gelu_tanh_grad_d(x, y);
+    case AS_SILU_GRAD: return as_silu_grad_d(x, y);
     default: return 0;
     }
 }

@@ -4,6 +4,7 @@
  * functions are the CPU's (kernels/cpu/elementwise.c) so results agree. */
 #include <math.h>
 
+#include "as_grad_math.h"
 #include "cuda_common.cuh"
 
 #define AT(T, base, off) (*(T *)((base) + (off)))
@@ -97,6 +98,9 @@ __device__ __forceinline__ float f32_binop(as_binop op, float x, float y)
     case AS_POW: return powf(x, y);
     case AS_MAXIMUM: return (x != x || x > y) ? x : y; /* NaN propagates, as torch */
     case AS_MINIMUM: return (x != x || x < y) ? x : y;
+    case AS_GELU_GRAD: return as_gelu_grad_f(x, y);
+    case AS_GELU_TANH_GRAD: return as_gelu_tanh_grad_f(x, y);
+    case AS_SILU_GRAD: return as_silu_grad_f(x, y);
     default: return 0;
     }
 }

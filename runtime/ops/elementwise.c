@@ -7,7 +7,7 @@
 #include "ops_internal.h"
 
 static const char *const binop_names[AS_NBINOPS] = {
-    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
+    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "gelu_grad", "gelu_tanh_grad", "silu_grad", "eq", "ne", "lt", "le", "gt", "ge",
     "logical_and", "logical_or",
 };
 static const char *const unop_names[AS_NUNOPS] = {
@@ -155,6 +155,11 @@ static int binary_backward(as_node *n, const as_tensor *g, as_tensor **gi)
         as_release(wa);
         break;
     }
+    case AS_GELU_GRAD:
+    case AS_GELU_TANH_GRAD:
+    case AS_SILU_GRAD: /* only backward formulas call them, with gradients off */
+        as_error_set("backward: %s has no backward (no second derivatives)", as_binop_name(op));
+        return -1;
     default: return 0; /* comparisons: no gradient */
     }
     return (!na || gi[0]) && (!nb || gi[1]) ? 0 : -1;
@@ -333,36 +338,11 @@ static int unary_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     case AS_TANH: d = g_scal(AS_SUB, g_un(AS_NEG, g_bin(AS_MUL, g_ref(y), g_ref(y))), -1); break;
     case AS_SIGMOID: d = g_bin(AS_MUL, g_ref(y), g_scal(AS_SUB, g_un(AS_NEG, g_ref(y)), -1)); break;
     case AS_RELU: d = g_to(g_bin(AS_GT, g_ref(a), g_scal(AS_MUL, g_ref(a), 0)), g->dtype); break;
-    case AS_SILU: { /* s (1 + a (1 - s)), s = sigmoid(a) */
-        as_tensor *sg = g_un(AS_SIGMOID, g_ref(a));
-        d = g_bin(AS_MUL, g_ref(sg), g_scal(AS_ADD, g_bin(AS_MUL, g_ref(a), g_scal(AS_SUB, g_un(AS_NEG, g_ref(sg)), -1)), 1));
-        as_release(sg);
-        break;
-    }
-    case AS_GELU: { /* Phi(a) + a phi(a); Phi(a) = gelu(a) / a, 1/2 at a = 0 */
-        as_tensor *zero = g_bin(AS_EQ, g_ref(a), g_scal(AS_MUL, g_ref(a), 0));
-        as_tensor *safe = g_bin(AS_ADD, g_ref(a), g_to(g_ref(zero), a->dtype)); /* 1 where a = 0 */
-        as_tensor *ratio = g_bin(AS_DIV, g_ref(y), g_ref(safe));
-        as_tensor *half = g_scal(AS_MUL, g_to(g_ref(zero), a->dtype), 0.5);
-        as_tensor *Phi = zero && half && ratio ? as_where(zero, half, ratio) : NULL;
-        as_release(ratio);
-        as_tensor *phi = g_scal(AS_MUL, g_un(AS_EXP, g_scal(AS_MUL, g_bin(AS_MUL, g_ref(a), g_ref(a)), -0.5)),
-                                0.3989422804014327);
-        d = Phi && phi ? g_bin(AS_ADD, g_ref(Phi), g_bin(AS_MUL, g_ref(a), g_ref(phi))) : NULL;
-        as_release(zero), as_release(safe), as_release(half), as_release(Phi), as_release(phi);
-        break;
-    }
-    case AS_GELU_TANH: { /* 0.5 (1 + t) + 0.5 a (1 - t^2) k (1 + 3 c a^2), t = tanh(k (a + c a^3)) */
-        const double k = 0.79788456080286536, c = 0.044715;
-        as_tensor *a2 = g_bin(AS_MUL, g_ref(a), g_ref(a));
-        as_tensor *t = g_un(AS_TANH, g_scal(AS_MUL, g_bin(AS_MUL, g_ref(a), g_scal(AS_ADD, g_scal(AS_MUL, g_ref(a2), c), 1)), k));
-        as_tensor *left = g_scal(AS_MUL, g_scal(AS_ADD, g_ref(t), 1), 0.5);
-        as_tensor *sech2 = g_scal(AS_SUB, g_un(AS_NEG, g_bin(AS_MUL, g_ref(t), g_ref(t))), -1);
-        as_tensor *right = g_bin(AS_MUL, g_scal(AS_MUL, g_ref(a), 0.5 * k), g_bin(AS_MUL, sech2, g_scal(AS_ADD, g_scal(AS_MUL, g_ref(a2), 3 * c), 1)));
-        d = g_bin(AS_ADD, left, right);
-        as_release(a2), as_release(t);
-        break;
-    }
+    /* one pass each (as_grad_math.h): the composites took 6-12 ops, each a
+     * full-size temporary (GELU's backward was 16x its forward on a GPU) */
+    case AS_SILU: gi[0] = g_bin(AS_SILU_GRAD, g_ref(a), g_ref(g)); return gi[0] ? 0 : -1;
+    case AS_GELU: gi[0] = g_bin(AS_GELU_GRAD, g_ref(a), g_ref(g)); return gi[0] ? 0 : -1;
+    case AS_GELU_TANH: gi[0] = g_bin(AS_GELU_TANH_GRAD, g_ref(a), g_ref(g)); return gi[0] ? 0 : -1;
     case AS_SIN: d = g_un(AS_COS, g_ref(a)); break;
     case AS_COS: d = g_un(AS_NEG, g_un(AS_SIN, g_ref(a))); break;
     default: return 0; /* logical_not: no gradient */
