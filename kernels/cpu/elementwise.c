@@ -85,12 +85,15 @@ static inline int compare(as_binop op, double x, double y)
     }
 }
 
+static int grad_map_f32(as_binop op, float *o, const float *x, const float *g, int64_t n);
+
 static void loop_f32(void *ctx, char **p, const int64_t *s, int64_t n)
 {
     as_binop op = ((binop_ctx *)ctx)->op;
     if (s[0] == 4 && s[1] == 4 && s[2] == 4) {
         float *o = (float *)p[0];
         const float *x = (const float *)p[1], *y = (const float *)p[2];
+        if (grad_map_f32(op, o, x, y, n)) return;
         switch (op) { /* the hot cases, written so the compiler vectorises them */
         case AS_ADD: for (int64_t i = 0; i < n; i++) o[i] = x[i] + y[i]; return;
         case AS_SUB: for (int64_t i = 0; i < n; i++) o[i] = x[i] - y[i]; return;
@@ -299,6 +302,33 @@ static int exp_map_f32(as_unop op, float *o, const float *x, int64_t n)
             for (int64_t j = 0; j < m; j++)
                 ob[j] = ob[j] > 88.0f ? 0.0f * xb[j] : xb[j] / (1.0f + t[j]);
             break;
+        }
+    }
+    return 1;
+}
+
+/* GELU (tanh) and SiLU gradients on contiguous float32: their tanh and
+ * sigmoid through the vector exp above, a block at a time (libm's tanhf
+ * made the one-pass gradient slower than the composite it replaced). */
+static int grad_map_f32(as_binop op, float *o, const float *x, const float *g, int64_t n)
+{
+    if (op != AS_GELU_TANH_GRAD && op != AS_SILU_GRAD) return 0;
+    const float k = 0.79788456080286536f, c = 0.044715f;
+    float u[EXP_BLOCK], t[EXP_BLOCK];
+    for (int64_t i0 = 0; i0 < n; i0 += EXP_BLOCK) {
+        int64_t m = n - i0 < EXP_BLOCK ? n - i0 : EXP_BLOCK;
+        const float *xb = x + i0, *gb = g + i0;
+        float *ob = o + i0;
+        if (op == AS_GELU_TANH_GRAD) {
+            for (int64_t j = 0; j < m; j++) u[j] = k * xb[j] * (1.0f + c * xb[j] * xb[j]);
+            exp_map_f32(AS_TANH, t, u, m);
+            for (int64_t j = 0; j < m; j++) {
+                float v = xb[j], tj = t[j];
+                ob[j] = gb[j] * (0.5f * (1.0f + tj) + 0.5f * v * (1.0f - tj * tj) * k * (1.0f + 3.0f * c * v * v));
+            }
+        } else {
+            exp_map_f32(AS_SIGMOID, t, xb, m);
+            for (int64_t j = 0; j < m; j++) ob[j] = gb[j] * t[j] * (1.0f + xb[j] * (1.0f - t[j]));
         }
     }
     return 1;

@@ -3,6 +3,8 @@
  * rank-extended) inputs, empty and 0-d tensors, the dtypes that apply, and
  * the errors (NULL with a message naming the op). */
 #include <float.h>
+
+#include "as_grad_math.h"
 #include <string.h>
 
 #include "as_test.h"
@@ -366,7 +368,30 @@ static void test_unary_vector_path(void)
         }
         as_release(r);
     }
-    as_release(a);
+    /* the activations' gradients (g f'(x), g a second row of values): the
+     * float32 vector path against the same formulas in double */
+    as_tensor *g = as_empty(1, (int64_t[]){n}, AS_F32, AS_CPU);
+    CHECK_OK(g);
+    for (int i = 0; g && i < n; i++) ((float *)as_data(g))[i] = (float)(0.5 + 0.25 * ((i * 7) % 11));
+    static const as_binop grads[] = {AS_GELU_GRAD, AS_GELU_TANH_GRAD, AS_SILU_GRAD};
+    for (int k = 0; a && g && k < 3; k++) {
+        as_tensor *r = as_binary(grads[k], a, g);
+        CHECK_OK(r);
+        for (int i = 0; r && i < n; i++) {
+            double x = xs[i], gv = ((float *)as_data(g))[i], got = ((float *)as_data(r))[i];
+            double want = grads[k] == AS_GELU_GRAD ? as_gelu_grad_d(x, gv)
+                        : grads[k] == AS_GELU_TANH_GRAD ? as_gelu_tanh_grad_d(x, gv) : as_silu_grad_d(x, gv);
+            /* where 1 + erf(x) or 1 + tanh(u) cancels (x < -3) float32 keeps
+             * only an absolute accuracy, as torch's float kernels do */
+            int ok = isnan(want) ? isnan(got)
+                   : isinf(want) ? got == want
+                                 : fabs(got - want) <= 1e-5 * fabs(want) + 2e-6 * fabs(gv);
+            if (!ok) fprintf(stderr, "grad op %d at x = %.9g: %.9g, expected %.9g\n", (int)grads[k], x, got, want);
+            CHECK(ok);
+        }
+        as_release(r);
+    }
+    as_release(a), as_release(g);
 }
 
 int main(void)
