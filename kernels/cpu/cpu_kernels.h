@@ -34,6 +34,9 @@ void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, in
                         int64_t *idx);
 void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
 void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
+/* The gradient of softmax rows from its output y and the incoming g, one
+ * pass per row: softmax y (g - sum(g y)); log_softmax g - e^y sum(g). */
+void as_cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
 void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                             const float *b, double eps);
 void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);

@@ -110,6 +110,28 @@ void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int 
     }
 }
 
+void as_cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yp = y + r * n, *gp = g + r * n;
+        float *o = out + r * n;
+        if (log) {
+            float s = (float)sum_f32(gp, n);
+            as_cpu_flash_exp(yp, o, n); /* y <= 0: e^y in (0, 1]; -inf gives 0 */
+            for (int64_t i = 0; i < n; i++) o[i] = gp[i] - o[i] * s;
+        } else {
+            double a[8] = {0};
+            int64_t i = 0;
+            for (; i + 8 <= n; i += 8)
+                for (int k = 0; k < 8; k++) a[k] += (double)gp[i + k] * yp[i + k];
+            for (; i < n; i++) a[0] += (double)gp[i] * yp[i];
+            float s = (float)(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
+            for (i = 0; i < n; i++) o[i] = yp[i] * (gp[i] - s);
+        }
+    }
+}
+
 void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                             const float *b, double eps)
 {

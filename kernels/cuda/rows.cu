@@ -180,6 +180,28 @@ extern "C" int as_cuda_softmax_rows(const float *x, float *y, int64_t rows, int6
     return as_launched();
 }
 
+/* The CPU's as_cpu_softmax_bwd_rows: one block per row, the row's sum in
+ * double, then one elementwise pass. */
+__global__ void softmax_bwd_rows_kernel(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log)
+{
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float *yp = y + r * n, *gp = g + r * n;
+        float *o = out + r * n;
+        double s = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += log ? (double)gp[i] : (double)gp[i] * yp[i];
+        float sf = (float)block_sum(s);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+            o[i] = log ? gp[i] - expf(yp[i]) * sf : yp[i] * (gp[i] - sf);
+    }
+}
+
+extern "C" int as_cuda_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log)
+{
+    if (rows == 0 || n == 0) return 0;
+    softmax_bwd_rows_kernel<<<as_blocks(rows, 1), ROW_THREADS, 0, as_stream()>>>(y, g, out, rows, n, log);
+    return as_launched();
+}
+
 __global__ void norm_rows_kernel(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                                  const float *b, double eps, int rms)
 {

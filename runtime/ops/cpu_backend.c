@@ -50,6 +50,11 @@ static int cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int6
 {
     return as_cpu_reduce_rows_i64(op, x, rows, n, out), 0;
 }
+static int cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log)
+{
+    return as_cpu_softmax_bwd_rows(y, g, out, rows, n, log), 0;
+}
+
 static int cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log)
 {
     return as_cpu_softmax_rows(x, y, rows, n, log), 0;
@@ -228,6 +233,7 @@ const as_backend as_cpu_backend = {
     .reduce_rows = cpu_reduce_rows,
     .reduce_rows_i64 = cpu_reduce_rows_i64,
     .softmax_rows = cpu_softmax_rows,
+    .softmax_bwd_rows = cpu_softmax_bwd_rows,
     .layer_norm_rows = cpu_layer_norm_rows,
     .rms_norm_rows = cpu_rms_norm_rows,
     .gather_rows = cpu_gather_rows,

@@ -90,6 +90,13 @@ int as_k_softmax_rows(as_device dev, const float *x, float *y, int64_t rows, int
     return b->check(fn, b->softmax_rows(x, y, rows, n, log));
 }
 
+int as_k_softmax_bwd_rows(as_device dev, const float *y, const float *g, float *out, int64_t rows, int64_t n, int log)
+{
+    const char *fn = log ? "log_softmax backward" : "softmax backward";
+    BACKEND(b, fn, dev);
+    return b->check(fn, b->softmax_bwd_rows(y, g, out, rows, n, log));
+}
+
 int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                          const float *bias, double eps)
 {

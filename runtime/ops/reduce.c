@@ -108,27 +108,10 @@ static as_tensor *reduce_forward(as_redop op, const as_tensor *a, int dim, bool 
 /* Applies a row kernel along dim: move it last, run, move it back. */
 typedef int (*row_fn)(as_device dev, as_dtype dt, void *x, void *y, int64_t rows, int64_t n, const void *ctx);
 
-static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn f, const void *ctx)
+/* y (consumed): rows of src as rows_of made them (dim last); back in src's
+ * layout, as a's shape (0-d when a is) and dtype. */
+static as_tensor *from_rows(as_tensor *y, const as_tensor *src, int dim, const as_tensor *a)
 {
-    if (as_ops_check_device(fn, 1, (const as_tensor *[]){a}) || as_ops_check_float(fn, a)) return NULL;
-    int nd = a->ndim ? a->ndim : 1;
-    dim = as_wrap_dim(fn, dim, nd);
-    if (dim < 0) return NULL;
-    as_tensor *src = a->ndim ? as_retain((as_tensor *)a) : as_reshape(a, 1, (int64_t[]){1});
-    if (!src) return NULL;
-    int64_t rows, n;
-    as_tensor *r = rows_of(src, dim, as_ops_work_float(a->dtype), &rows, &n);
-    as_tensor *y = r ? as_empty_like(r) : NULL;
-    if (y && n > 0 && f(as_tensor_device(y), y->dtype, as_data(r), as_data(y), rows, n, ctx)) {
-        as_release(y);
-        y = NULL;
-    }
-    as_release(r);
-    if (!y) {
-        as_release(src);
-        return NULL;
-    }
-    /* y is src permuted (dim last); undo the permutation */
     int perm[AS_MAX_DIMS];
     for (int d = 0; d < src->ndim; d++) perm[d] = d < dim ? d : d == dim ? src->ndim - 1 : d - 1;
     as_tensor *back = as_permute(y, perm);
@@ -145,6 +128,26 @@ static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn 
         as_release(out);
         out = c;
     }
+    return out;
+}
+
+static as_tensor *along_dim(const char *fn, const as_tensor *a, int dim, row_fn f, const void *ctx)
+{
+    if (as_ops_check_device(fn, 1, (const as_tensor *[]){a}) || as_ops_check_float(fn, a)) return NULL;
+    int nd = a->ndim ? a->ndim : 1;
+    dim = as_wrap_dim(fn, dim, nd);
+    if (dim < 0) return NULL;
+    as_tensor *src = a->ndim ? as_retain((as_tensor *)a) : as_reshape(a, 1, (int64_t[]){1});
+    if (!src) return NULL;
+    int64_t rows, n;
+    as_tensor *r = rows_of(src, dim, as_ops_work_float(a->dtype), &rows, &n);
+    as_tensor *y = r ? as_empty_like(r) : NULL;
+    if (y && n > 0 && f(as_tensor_device(y), y->dtype, as_data(r), as_data(y), rows, n, ctx)) {
+        as_release(y);
+        y = NULL;
+    }
+    as_release(r);
+    as_tensor *out = y ? from_rows(y, src, dim, a) : NULL;
     as_release(src);
     return out;
 }
@@ -384,12 +387,32 @@ as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int
     return out;
 }
 
+/* The float32 row kernel's gradient (float16 and bfloat16 through float32):
+ * one pass per row where the composite below makes four full-size tensors. */
+static as_tensor *softmax_grad_rows(const as_tensor *y, const as_tensor *g, int dim, bool log)
+{
+    int64_t rows, n;
+    as_tensor *yr = rows_of(y, dim, AS_F32, &rows, &n);
+    as_tensor *gr = yr ? rows_of(g, dim, AS_F32, &rows, &n) : NULL;
+    as_tensor *o = gr ? as_empty_like(gr) : NULL;
+    if (o && n > 0 && as_k_softmax_bwd_rows(as_tensor_device(o), as_data(yr), as_data(gr), as_data(o), rows, n, log)) {
+        as_release(o);
+        o = NULL;
+    }
+    as_release(yr), as_release(gr);
+    return o ? from_rows(o, y, dim, g) : NULL;
+}
+
 /* softmax: g_x = y (g - sum(g y)); log_softmax: g_x = g - exp(y) sum(g) (sums along dim) */
 static int softmax_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {
     const as_tensor *y = as_node_saved(n, 0);
     if (!y) return -1;
     int dim = (int)as_node_scalars(n)[0];
+    if (y->ndim > 0 && as_ops_work_float(y->dtype) == AS_F32) {
+        gi[0] = softmax_grad_rows(y, g, dim, as_node_scalars(n)[1] != 0);
+        return gi[0] ? 0 : -1;
+    }
     if (as_node_scalars(n)[1] != 0) {
         as_tensor *sg = as_reduce(AS_SUM, g, dim, true, 0);
         gi[0] = g_bin(AS_SUB, g_ref(g), g_bin(AS_MUL, g_un(AS_EXP, g_ref(y)), sg));
