@@ -36,6 +36,12 @@ void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t
 void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
 /* The gradient of softmax rows from its output y and the incoming g, one
  * pass per row: softmax y (g - sum(g y)); log_softmax g - e^y sum(g). */
+/* LayerNorm's (rms = 0) or RMSNorm's (rms = 1) gradient over rows of n, in
+ * one row pass: dx = r (dy - mean(dy) - xh mean(dy xh)) (RMSNorm without the
+ * mean(dy)), dy = g w, xh the normalised x; and gxh = g xh, the weight's
+ * gradient before its sum over rows.  w, dx, gxh may be NULL. */
+void as_cpu_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
+                          int64_t n, double eps, int rms);
 void as_cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
 void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                             const float *b, double eps);

@@ -132,6 +132,33 @@ void as_cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t
     }
 }
 
+void as_cpu_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
+                          int64_t n, double eps, int rms)
+{
+#pragma omp parallel for PARALLEL_ROWS(rows, n)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *p = x + r * n, *gp = g + r * n;
+        double m = 0, v = 0;
+        if (!rms) {
+            for (int64_t i = 0; i < n; i++) m += p[i];
+            m /= (double)n;
+        }
+        for (int64_t i = 0; i < n; i++) v += (p[i] - m) * (p[i] - m);
+        float rstd = (float)(1.0 / sqrt(v / (double)n + eps)), mf = (float)m;
+        double sdy = 0, sdyxh = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float xh = (p[i] - mf) * rstd, dy = w ? gp[i] * w[i] : gp[i];
+            sdy += dy, sdyxh += (double)dy * xh;
+        }
+        float mdy = rms ? 0.0f : (float)(sdy / (double)n), mdyxh = (float)(sdyxh / (double)n);
+        for (int64_t i = 0; i < n; i++) {
+            float xh = (p[i] - mf) * rstd, dy = w ? gp[i] * w[i] : gp[i];
+            if (dx) dx[r * n + i] = rstd * (dy - mdy - xh * mdyxh);
+            if (gxh) gxh[r * n + i] = gp[i] * xh;
+        }
+    }
+}
+
 void as_cpu_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                             const float *b, double eps)
 {

@@ -31,6 +31,8 @@ int as_cuda_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, in
                         int64_t *idx);
 int as_cuda_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
 int as_cuda_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
+int as_cuda_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
+                          int64_t n, double eps, int rms);
 int as_cuda_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
 int as_cuda_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                             const float *b, double eps);

@@ -202,6 +202,44 @@ extern "C" int as_cuda_softmax_bwd_rows(const float *y, const float *g, float *o
     return as_launched();
 }
 
+/* The CPU's as_cpu_norm_bwd_rows: one block per row, sums in double. */
+__global__ void norm_bwd_rows_kernel(const float *x, const float *w, const float *g, float *dx, float *gxh,
+                                     int64_t rows, int64_t n, double eps, int rms)
+{
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float *p = x + r * n, *gp = g + r * n;
+        double m = 0, v = 0;
+        if (!rms) {
+            for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m += p[i];
+            m = block_sum(m) / (double)n;
+        }
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v += (p[i] - m) * (p[i] - m);
+        v = block_sum(v);
+        float rstd = (float)(1.0 / sqrt(v / (double)n + eps)), mf = (float)m;
+        double sdy = 0, sdyxh = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            float xh = (p[i] - mf) * rstd, dy = w ? gp[i] * w[i] : gp[i];
+            sdy += dy, sdyxh += (double)dy * xh;
+        }
+        sdy = block_sum(sdy);
+        sdyxh = block_sum(sdyxh);
+        float mdy = rms ? 0.0f : (float)(sdy / (double)n), mdyxh = (float)(sdyxh / (double)n);
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            float xh = (p[i] - mf) * rstd, dy = w ? gp[i] * w[i] : gp[i];
+            if (dx) dx[r * n + i] = rstd * (dy - mdy - xh * mdyxh);
+            if (gxh) gxh[r * n + i] = gp[i] * xh;
+        }
+    }
+}
+
+extern "C" int as_cuda_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh,
+                                     int64_t rows, int64_t n, double eps, int rms)
+{
+    if (rows == 0 || n == 0) return 0;
+    norm_bwd_rows_kernel<<<as_blocks(rows, 1), ROW_THREADS, 0, as_stream()>>>(x, w, g, dx, gxh, rows, n, eps, rms);
+    return as_launched();
+}
+
 __global__ void norm_rows_kernel(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                                  const float *b, double eps, int rms)
 {

@@ -66,6 +66,8 @@ typedef struct as_backend {
     int (*reduce_rows_i64)(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
     int (*softmax_rows)(const float *x, float *y, int64_t rows, int64_t n, int log);
     int (*softmax_bwd_rows)(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
+    int (*norm_bwd_rows)(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
+                         int64_t n, double eps, int rms);
     int (*layer_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, const float *b,
                            double eps);
     int (*rms_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);

@@ -36,6 +36,7 @@ static const as_backend cuda_backend = {
     .reduce_rows_i64 = as_cuda_reduce_rows_i64,
     .softmax_rows = as_cuda_softmax_rows,
     .softmax_bwd_rows = as_cuda_softmax_bwd_rows,
+    .norm_bwd_rows = as_cuda_norm_bwd_rows,
     .layer_norm_rows = as_cuda_layer_norm_rows,
     .rms_norm_rows = as_cuda_rms_norm_rows,
     .gather_rows = as_cuda_gather_rows,

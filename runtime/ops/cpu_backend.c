@@ -55,6 +55,12 @@ static int cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int6
     return as_cpu_softmax_bwd_rows(y, g, out, rows, n, log), 0;
 }
 
+static int cpu_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
+                             int64_t n, double eps, int rms)
+{
+    return as_cpu_norm_bwd_rows(x, w, g, dx, gxh, rows, n, eps, rms), 0;
+}
+
 static int cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log)
 {
     return as_cpu_softmax_rows(x, y, rows, n, log), 0;
@@ -234,6 +240,7 @@ const as_backend as_cpu_backend = {
     .reduce_rows_i64 = cpu_reduce_rows_i64,
     .softmax_rows = cpu_softmax_rows,
     .softmax_bwd_rows = cpu_softmax_bwd_rows,
+    .norm_bwd_rows = cpu_norm_bwd_rows,
     .layer_norm_rows = cpu_layer_norm_rows,
     .rms_norm_rows = cpu_rms_norm_rows,
     .gather_rows = cpu_gather_rows,

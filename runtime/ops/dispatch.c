@@ -90,6 +90,14 @@ int as_k_softmax_rows(as_device dev, const float *x, float *y, int64_t rows, int
     return b->check(fn, b->softmax_rows(x, y, rows, n, log));
 }
 
+int as_k_norm_bwd_rows(as_device dev, const float *x, const float *w, const float *g, float *dx, float *gxh,
+                       int64_t rows, int64_t n, double eps, int rms)
+{
+    const char *fn = rms ? "rms_norm backward" : "layer_norm backward";
+    BACKEND(b, fn, dev);
+    return b->check(fn, b->norm_bwd_rows(x, w, g, dx, gxh, rows, n, eps, rms));
+}
+
 int as_k_softmax_bwd_rows(as_device dev, const float *y, const float *g, float *out, int64_t rows, int64_t n, int log)
 {
     const char *fn = log ? "log_softmax backward" : "softmax backward";

@@ -27,6 +27,8 @@ int as_k_reduce_rows(as_device dev, as_redop op, const float *x, int64_t rows, i
                      float *out, int64_t *idx);
 int as_k_reduce_rows_i64(as_device dev, as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
 int as_k_softmax_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, int log);
+int as_k_norm_bwd_rows(as_device dev, const float *x, const float *w, const float *g, float *dx, float *gxh,
+                       int64_t rows, int64_t n, double eps, int rms);
 int as_k_softmax_bwd_rows(as_device dev, const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
 int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                          const float *b, double eps);

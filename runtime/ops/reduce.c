@@ -443,6 +443,33 @@ as_tensor *as_log_softmax(const as_tensor *a, int dim) { return softmax_recorded
  *   layer_norm: g_x = r (dy - mean(dy) - xh mean(dy xh))
  *   rms_norm:   g_x = r (dy - xh mean(dy xh))
  * g_w = sum of g xh over the rows, g_b = sum of g. */
+/* The float32 row kernel's gradients (float16 and bfloat16 through float32):
+ * dx, and g xh for the weight (the engine sums it over the rows with one
+ * product), in one pass where the composite below makes a dozen full-size
+ * tensors. */
+static int norm_grad_rows(as_node *n, const as_tensor *x, const as_tensor *w, const as_tensor *g, bool layer,
+                          double eps, as_tensor **gi)
+{
+    int last = x->ndim - 1;
+    bool want_x = as_node_needs(n, 0), want_w = w && as_node_needs(n, 1);
+    int64_t rows, cols;
+    as_tensor *xr = rows_of(x, last, AS_F32, &rows, &cols);
+    as_tensor *gr = xr ? rows_of(g, last, AS_F32, &rows, &cols) : NULL;
+    as_tensor *wf = w && gr ? as_to_dtype(w, AS_F32) : NULL;
+    as_tensor *wr = wf ? as_contiguous(wf) : NULL;
+    as_tensor *dx = gr && want_x ? as_empty_like(gr) : NULL;
+    as_tensor *gxh = gr && want_w ? as_empty_like(gr) : NULL;
+    int rc = !gr || (w && !wr) || (want_x && !dx) || (want_w && !gxh) ? -1 : 0;
+    if (!rc && rows > 0 && cols > 0)
+        rc = as_k_norm_bwd_rows(as_tensor_device(gr), as_data(xr), wr ? as_data(wr) : NULL, as_data(gr),
+                                dx ? as_data(dx) : NULL, gxh ? as_data(gxh) : NULL, rows, cols, eps, !layer);
+    if (!rc && dx && !(gi[0] = dx->dtype == x->dtype ? as_retain(dx) : as_to_dtype(dx, x->dtype))) rc = -1;
+    if (!rc && gxh) gi[1] = as_retain(gxh); /* float32: summed, then cast to w's dtype by the engine */
+    if (!rc && layer && as_node_needs(n, 2) && !(gi[2] = g_ref(g))) rc = -1;
+    as_release(xr), as_release(gr), as_release(wf), as_release(wr), as_release(dx), as_release(gxh);
+    return rc;
+}
+
 static int norm_backward(as_node *n, const as_tensor *g, as_tensor **gi)
 {
     const double *p = as_node_scalars(n);
@@ -450,6 +477,7 @@ static int norm_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     double eps = p[1];
     const as_tensor *x = as_node_saved(n, 0), *w = p[2] != 0 ? as_node_saved(n, 1) : NULL;
     if (!x || (p[2] != 0 && !w)) return -1;
+    if (x->ndim > 0 && as_ops_work_float(x->dtype) == AS_F32) return norm_grad_rows(n, x, w, g, layer, eps, gi);
     as_tensor *xc = layer ? g_bin(AS_SUB, g_ref(x), as_reduce(AS_MEAN, x, -1, true, 0)) : g_ref(x);
     as_tensor *ms = xc ? g_red(AS_MEAN, g_bin(AS_MUL, g_ref(xc), g_ref(xc)), -1) : NULL;
     as_tensor *r = ms ? g_scal(AS_POW, g_scal(AS_ADD, ms, eps), -0.5) : NULL;

@@ -184,6 +184,25 @@ describe("autograd of the remaining ops", function()
     end
   end)
 
+  it("layer_norm and rms_norm: the float32 row kernel's gradients match float64's composite", function()
+    for _, kind in ipairs { "layer", "rms" } do
+      local x, w, b, gw = r(2, 3, 17), r(17) + 1, r(17), r(2, 3, 17)
+      local function grads(dt)
+        local xx = x:to(dt):detach():requires_grad_()
+        local ww = w:to(dt):detach():requires_grad_()
+        local bb = b:to(dt):detach():requires_grad_()
+        local y = kind == "layer" and as.layer_norm(xx, ww, bb, 1e-5) or as.rms_norm(xx, ww, 1e-5)
+        ;(y * gw:to(dt)):sum():backward()
+        return { xx.grad:double(), ww.grad:double(), kind == "layer" and bb.grad:double() or nil }
+      end
+      local a, c = grads("float32"), grads("float64")
+      for i = 1, #c do
+        local d = (a[i] - c[i]):abs():max():item()
+        assert.is_true(d < 1e-4, string.format("%s_norm gradient %d: %g", kind, i, d))
+      end
+    end
+  end)
+
   it("empty tensors give empty gradients", function()
     local a = as.randn(0, 3):requires_grad_()
     a:prod(1):sum():backward()
