@@ -72,11 +72,14 @@ as_tensor *as_sdp_attention(const as_tensor *q, const as_tensor *k, const as_ten
     as_device dev = as_tensor_device(q);
     as_tensor *s = NULL, *t = NULL, *pg = NULL, *out = NULL, *r = NULL;
 
-    s = scores(q, k); /* (B, H, Lq, Lk) */
+    /* the scale on q (B H Lq D), not on the scores (B H Lq Lk): a pass over
+     * the small operand instead of a read and a write of the large one, and
+     * of its gradient */
+    t = as_scalar(scale, q->dtype, dev);
+    pg = t ? as_binary(AS_MUL, q, t) : NULL;
+    s = pg ? scores(pg, k) : NULL; /* (B, H, Lq, Lk) */
+    as_release(t), t = NULL, as_release(pg), pg = NULL;
     if (!s) goto done;
-    t = as_scalar(scale, s->dtype, dev);
-    if (!t || as_binary_(AS_MUL, s, t)) goto done;
-    as_release(t), t = NULL;
     if (o.causal) {
         t = causal_keep(Lq, Lk, dev);
         if (!t || !(s = mask_out(s, t))) goto done;
