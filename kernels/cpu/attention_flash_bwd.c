@@ -20,9 +20,11 @@
  * Q, dO and the statistics of a query tile (Q^T, Q, dO^T, dO, lse, Di, the
  * causal limits: its "tile state") are packed the first time a unit meets the
  * tile and kept, per thread, for the unit's later key blocks, when the states
- * of all of a head's tiles fit TILE_CACHE bytes; otherwise packed again for
- * every pair (a pair costs 10 n M D flops against 4 M D floats packed, but the
- * packing is 6-8% of the backward's time at D = 64-128). */
+ * of all of a head's tiles fit TILE_CACHE bytes (4 MiB: kept at L = 1024,
+ * D = 64 and 128; at L = 4096, D = 64, 4.2 MiB a thread, kept looked slower,
+ * under noise); otherwise packed again for every pair (a pair costs 10 n M D
+ * flops against 4 M D floats packed, but the packing is 6-8% of the
+ * backward's time at D = 64-128). */
 #include "attention_flash.h"
 
 #include <math.h>
@@ -44,7 +46,7 @@
 #define MAX_LANES 8
 /* Per thread, at most this many bytes of kept tile states. */
 #ifndef AS_FLASH_BWD_TILE_CACHE
-#define AS_FLASH_BWD_TILE_CACHE ((size_t)8 << 20)
+#define AS_FLASH_BWD_TILE_CACHE ((size_t)4 << 20)
 #endif
 #define TILE_CACHE AS_FLASH_BWD_TILE_CACHE
 
