@@ -13,6 +13,10 @@
 
 #define NR 6
 #define NV 2 /* mpad is a multiple of 16 */
+#ifndef AS_FLASH_PF_ROWS /* software prefetch distance, rows of V (K in the backward) */
+#define AS_FLASH_PF_ROWS 16
+#endif
+#define PF_ROWS AS_FLASH_PF_ROWS
 
 /* e^x as in exp_scalar1 (Cephes); 2^n built in the exponent bits. */
 AI __m256 exp8(__m256 x)
@@ -59,6 +63,9 @@ AI void qk_block(const as_cpu_flash_qk_args *a, const int R, int64_t n0, int64_t
     const float *kr = a->k + n0 * ldk;
     const float *q = a->qt + m0;
     for (int64_t d = 0; d < D; d++, q += mp) {
+        if (!(d & 15)) /* the next rows' line at d: K comes from L3 on the first pass */
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; r++) _mm_prefetch((const char *)(kr + (R + r) * ldk + d), _MM_HINT_T0);
         __m256 b0 = _mm256_load_ps(q), b1 = _mm256_load_ps(q + 8);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
@@ -190,6 +197,8 @@ AI void pv_block(const as_cpu_flash_pv_args *a, const int R, int64_t c0, int64_t
     const float *vr = a->v + c0;
     const float *p = a->pt + m0;
     for (int64_t n = 0; n < N; n++, vr += ldv, p += mp) {
+        /* V's rows PF_ROWS ahead (their line holding this block's last column) */
+        _mm_prefetch((const char *)(vr + PF_ROWS * ldv + R - 1), _MM_HINT_T0);
         __m256 b0 = _mm256_load_ps(p), b1 = _mm256_load_ps(p + 8);
 #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {

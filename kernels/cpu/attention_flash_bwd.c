@@ -17,8 +17,14 @@
  *   dQ^T (D, mp) += K_j^T dS^T    (the lane's partial)   pv
  *   dbias        =  dS            (when asked)           transpose
  *
- * Q, dO and the statistics are packed again for every pair: a pair costs
- * 10 n M D flops against 4 M D floats packed. */
+ * Q, dO and the statistics of a query tile (Q^T, Q, dO^T, dO, lse, Di, the
+ * causal limits: its "tile state") are packed the first time a unit meets the
+ * tile and kept, per thread, for the unit's later key blocks, when the states
+ * of all of a head's tiles fit TILE_CACHE bytes (4 MiB: kept at L = 1024,
+ * D = 64 and 128; at L = 4096, D = 64, 4.2 MiB a thread, kept looked slower,
+ * under noise); otherwise packed again for every pair (a pair costs 10 n M D
+ * flops against 4 M D floats packed, but the packing is 6-8% of the
+ * backward's time at D = 64-128). */
 #include "attention_flash.h"
 
 #include <math.h>
@@ -38,14 +44,22 @@
  * MAX_LANES dQ partials.  Shapes alone decide, never the thread count. */
 #define UNITS 16
 #define MAX_LANES 8
+/* Per thread, at most this many bytes of kept tile states. */
+#ifndef AS_FLASH_BWD_TILE_CACHE
+#define AS_FLASH_BWD_TILE_CACHE ((size_t)4 << 20)
+#endif
+#define TILE_CACHE AS_FLASH_BWD_TILE_CACHE
 
 typedef struct {
     int64_t P, mp, ntile, nkb, lanes; /* query positions per tile, its mpad, tiles, key blocks */
     int64_t Dp, Dvp;                  /* D, Dv rounded up to 16 */
     size_t di, part, shared;          /* Di and the partials, from the workspace's start */
     size_t part_tile;                 /* floats per tile of a partial: D x mp */
-    size_t qt, qs, dot, dor, st, pd, dp, bias, maskrows, rowbias, kbuf, vbuf, dk, dv, colmax,
-        lse, dit, jmax, rkey, colbase, vmax, vis, total; /* per thread */
+    /* one tile state, from its start: */
+    size_t qt, qs, dot, dor, lse, dit, jmax, rkey, colbase, vmax, tile;
+    bool cached; /* a unit keeps all of its head's tile states */
+    size_t tiles, packed; /* per thread: the tile states (1 or ntile), ntile flags */
+    size_t st, pd, dp, bias, maskrows, rowbias, kbuf, vbuf, dk, dv, colmax, vis, total; /* per thread */
 } layout;
 
 static size_t take(size_t *at, size_t bytes)
@@ -80,11 +94,24 @@ static void make_layout(const as_attn_bwd_params *bp, layout *L)
     L->shared = at;
 
     at = 0;
-    bool masked = p->mask.data != NULL;
     L->qt = take(&at, D * mp * f);
     L->qs = take(&at, mp * (size_t)L->Dp * f);
     L->dot = take(&at, Dv * mp * f);
     L->dor = take(&at, mp * (size_t)L->Dvp * f);
+    L->lse = take(&at, mp * f);
+    L->dit = take(&at, mp * f);
+    L->jmax = take(&at, mp * sizeof(int32_t));
+    L->rkey = take(&at, mp * sizeof(uint32_t));
+    L->colbase = take(&at, mp * sizeof(int64_t));
+    L->vmax = take(&at, mp / 16 * sizeof(int64_t));
+    L->tile = at;
+    /* keep the states when a unit meets its tiles more than once and they fit */
+    L->cached = L->nkb > L->lanes && (size_t)L->ntile * L->tile <= TILE_CACHE;
+
+    at = 0;
+    bool masked = p->mask.data != NULL;
+    L->tiles = take(&at, (L->cached ? (size_t)L->ntile : 1) * L->tile);
+    L->packed = take(&at, L->cached ? (size_t)L->ntile : 0);
     L->st = take(&at, BK * mp * f);
     L->pd = take(&at, p->dropout > 0 ? BK * mp * f : 0);
     L->dp = take(&at, BK * mp * f);
@@ -96,12 +123,6 @@ static void make_layout(const as_attn_bwd_params *bp, layout *L)
     L->dk = take(&at, BK * (size_t)L->Dp * f);
     L->dv = take(&at, BK * (size_t)L->Dvp * f);
     L->colmax = take(&at, mp * f);
-    L->lse = take(&at, mp * f);
-    L->dit = take(&at, mp * f);
-    L->jmax = take(&at, mp * sizeof(int32_t));
-    L->rkey = take(&at, mp * sizeof(uint32_t));
-    L->colbase = take(&at, mp * sizeof(int64_t));
-    L->vmax = take(&at, mp / 16 * sizeof(int64_t));
     L->vis = take(&at, mp / 16 * sizeof(int64_t));
     L->total = at;
 }
@@ -123,6 +144,7 @@ typedef struct {
 } job;
 
 #define WS(T, field) ((T *)(ws + jb->L->field))
+#define TS(T, field) ((T *)(ts + jb->L->field)) /* in a tile state */
 
 /* Di = rowsum(dO o O) for every (b, h, i). */
 static void row_dots(const job *jb, int nthreads)
@@ -143,19 +165,21 @@ static void row_dots(const job *jb, int nthreads)
     }
 }
 
-/* The query side of tile (b, hk, i0, np): Q^T, Q, dO^T and dO packed, the
- * statistics, the causal limits and the dropout keys; vmax per column group. */
-static void pack_tile(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np)
+/* The state of tile (b, hk, i0, np) at ts: Q^T, Q, dO^T and dO packed, the
+ * statistics, the causal limits and the dropout keys; vmax per column group;
+ * the mask's column bases.  Q's and dO's padding columns (D..Dp, Dv..Dvp)
+ * must be zero already. */
+static void pack_tile(const job *jb, char *ts, int64_t b, int64_t hk, int64_t i0, int64_t np)
 {
     const as_attn_params *p = jb->p;
     const as_attn_operand *dout = &jb->bp->dout;
     const int64_t G = p->H / p->Hkv, D = p->D, Dv = p->Dv, M = G * np;
     const int64_t mp = as_cpu_flash_round16(M), Dp = jb->L->Dp, Dvp = jb->L->Dvp;
     const int64_t off = p->Lk - p->Lq;
-    float *qt = WS(float, qt), *dot = WS(float, dot);
+    float *qt = TS(float, qt), *dot = TS(float, dot);
 
     as_cpu_flash_pack_qt(p, jb->isa, qt, b, hk, i0, np);
-    jb->isa->transpose(WS(float, qs), Dp, qt, mp, D, mp, 1.0f, NULL); /* Q rows, scaled */
+    jb->isa->transpose(TS(float, qs), Dp, qt, mp, D, mp, 1.0f, NULL); /* Q rows, scaled */
     for (int64_t g = 0; g < G; g++) {
         int64_t at = b * dout->stride[0] + (hk * G + g) * dout->stride[1] + i0 * dout->stride[2];
         if (as_cpu_flash_in_place(dout, Dv)) {
@@ -170,12 +194,12 @@ static void pack_tile(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0
     }
     for (int64_t c = 0; c < Dv; c++)
         for (int64_t m = M; m < mp; m++) dot[c * mp + m] = 0;
-    jb->isa->transpose(WS(float, dor), Dvp, dot, mp, Dv, mp, 1.0f, NULL); /* dO rows */
+    jb->isa->transpose(TS(float, dor), Dvp, dot, mp, Dv, mp, 1.0f, NULL); /* dO rows */
 
     const float *di = (const float *)(jb->shared + jb->L->di);
-    float *lse = WS(float, lse), *dit = WS(float, dit);
-    int32_t *jmax = WS(int32_t, jmax);
-    uint32_t *rkey = WS(uint32_t, rkey);
+    float *lse = TS(float, lse), *dit = TS(float, dit);
+    int32_t *jmax = TS(int32_t, jmax);
+    uint32_t *rkey = TS(uint32_t, rkey);
     for (int64_t m = 0; m < mp; m++) {
         int64_t row = (b * p->H + hk * G + m / np) * p->Lq + i0 + m % np;
         lse[m] = m < M ? p->lse[row] : INFINITY; /* padded columns: P = 0 */
@@ -187,26 +211,23 @@ static void pack_tile(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0
                                               i0 + m % np)
                             : 0;
     }
-    int64_t *vmax = WS(int64_t, vmax);
+    int64_t *vmax = TS(int64_t, vmax);
     for (int64_t v = 0; v < mp / 16; v++) {
         vmax[v] = jmax[16 * v];
         for (int64_t m = 16 * v + 1; m < 16 * v + 16; m++) vmax[v] = jmax[m] > vmax[v] ? jmax[m] : vmax[v];
     }
     if (jb->mask_mode == 2) {
         const as_attn_operand *mk = &p->mask;
-        int64_t *colbase = WS(int64_t, colbase);
+        int64_t *colbase = TS(int64_t, colbase);
         int64_t rowbase = b * mk->stride[0] + hk * G * mk->stride[1];
         for (int64_t m = 0; m < M; m++)
             colbase[m] = rowbase + m / np * mk->stride[1] + (i0 + m % np) * mk->stride[2];
-        float *bias = WS(float, bias);
-        for (int64_t n = 0; n < BK; n++)
-            for (int64_t m = M; m < mp; m++) bias[n * mp + m] = 0;
     }
 }
 
 /* One pair: key block [j0, j0 + n) (K, V rows at kr, vr) against the packed
- * tile (b, hk, i0, np); dQ^T into part (D, mp). */
-static void run_pair(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0, int64_t np,
+ * tile (b, hk, i0, np), its state at ts; dQ^T into part (D, mp). */
+static void run_pair(const job *jb, char *ws, const char *ts, int64_t b, int64_t hk, int64_t i0, int64_t np,
                      int64_t j0, int64_t n, const float *kr, int64_t ldk, const float *vr,
                      int64_t ldv, float *part)
 {
@@ -216,11 +237,11 @@ static void run_pair(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
     const int64_t mp = as_cpu_flash_round16(M), Dp = jb->L->Dp, Dvp = jb->L->Dvp;
     float *st = WS(float, st), *dp = WS(float, dp);
 
-    as_cpu_flash_qk_args qa = {.s = st, .k = kr, .ldk = ldk, .qt = WS(float, qt), .n = n, .d = D,
-                               .mpad = mp, .j0 = j0, .colmax = WS(float, colmax)};
+    as_cpu_flash_qk_args qa = {.s = st, .k = kr, .ldk = ldk, .qt = TS(const float, qt), .n = n,
+                               .d = D, .mpad = mp, .j0 = j0, .colmax = WS(float, colmax)};
     if (p->causal && j0 + n - 1 > i0 + p->Lk - p->Lq) {
-        qa.jmax = WS(int32_t, jmax);
-        const int64_t *vmax = WS(int64_t, vmax);
+        qa.jmax = TS(const int32_t, jmax);
+        const int64_t *vmax = TS(const int64_t, vmax);
         int64_t *vis = WS(int64_t, vis);
         bool staircase = true; /* per 16 columns, the last visible key never decreases */
         for (int64_t v = 0; v < mp / 16; v++) {
@@ -233,32 +254,37 @@ static void run_pair(const job *jb, char *ws, int64_t b, int64_t hk, int64_t i0,
     if (jb->mask_mode) {
         const as_attn_operand *mk = &p->mask;
         int64_t rowbase = b * mk->stride[0] + hk * G * mk->stride[1];
-        if (!as_cpu_flash_mask_tile(p, isa, jb->mask_mode, &qa, rowbase, WS(int64_t, colbase),
+        if (jb->mask_mode == 2) { /* the bias's padding columns: zero */
+            float *bias = WS(float, bias);
+            for (int64_t r = 0; r < BK; r++)
+                for (int64_t m = M; m < mp; m++) bias[r * mp + m] = 0;
+        }
+        if (!as_cpu_flash_mask_tile(p, isa, jb->mask_mode, &qa, rowbase, TS(const int64_t, colbase),
                                     WS(float, rowbias), WS(float, maskrows), BK, WS(float, bias), M))
             return; /* hidden from every column: P = 0, nothing to add */
     }
     isa->qk(&qa); /* S^T */
 
     as_cpu_flash_bwd_args ba = {.s = st, .dp = dp, .n = n, .mpad = mp, .j0 = j0,
-                                .stat = WS(float, lse)};
+                                .stat = TS(const float, lse)};
     if (p->dropout > 0) {
         ba.pd = WS(float, pd);
-        ba.row_key = WS(uint32_t, rkey);
+        ba.row_key = TS(const uint32_t, rkey);
         ba.threshold = as_attn_drop_threshold(p->dropout);
         ba.keep_scale = 1.0f / (1.0f - p->dropout);
     }
     isa->bwd_p(&ba); /* P^T, Pd^T */
 
     isa->gemm(&(as_cpu_flash_gemm_args){.c = WS(float, dv), .ldc = Dvp, .a = ba.pd ? ba.pd : st,
-                                         .lda = mp, .b = WS(float, dor), .ldb = Dvp, .m = n,
+                                         .lda = mp, .b = TS(const float, dor), .ldb = Dvp, .m = n,
                                          .n = Dvp, .k = mp, .acc = true}); /* dV += Pd^T dO */
     isa->gemm(&(as_cpu_flash_gemm_args){.c = dp, .ldc = mp, .a = vr, .lda = ldv,
-                                         .b = WS(float, dot), .ldb = mp, .m = n, .n = mp,
+                                         .b = TS(const float, dot), .ldb = mp, .m = n, .n = mp,
                                          .k = Dv}); /* dP^T = V dO^T */
-    ba.pd = NULL, ba.stat = WS(float, dit);
+    ba.pd = NULL, ba.stat = TS(const float, dit);
     isa->bwd_ds(&ba); /* dS^T */
     isa->gemm(&(as_cpu_flash_gemm_args){.c = WS(float, dk), .ldc = Dp, .a = dp, .lda = mp,
-                                         .b = WS(float, qs), .ldb = Dp, .m = n, .n = Dp, .k = mp,
+                                         .b = TS(const float, qs), .ldb = Dp, .m = n, .n = Dp, .k = mp,
                                          .acc = true}); /* dK += dS^T (scale Q) */
     isa->pv(&(as_cpu_flash_pv_args){.ot = part, .v = kr, .ldv = ldk, .pt = dp, .n = n, .dv = D,
                                     .mpad = mp, .vis = qa.vis}); /* dQ^T += K^T dS^T */
@@ -279,8 +305,15 @@ static void run_unit(const job *jb, char *ws, int64_t b, int64_t hk, int64_t lan
     float *part = (float *)(jb->shared + L->part) +
                   ((size_t)(lane * bh + b * p->Hkv + hk) * (size_t)L->ntile) * L->part_tile;
     memset(part, 0, (size_t)L->ntile * L->part_tile * sizeof(float));
-    memset(WS(float, qs), 0, (size_t)(L->mp * L->Dp) * sizeof(float));
-    memset(WS(float, dor), 0, (size_t)(L->mp * L->Dvp) * sizeof(float));
+    char *tiles = ws + L->tiles;
+    uint8_t *packed = L->cached ? WS(uint8_t, packed) : NULL;
+    for (int64_t t = 0; t < (L->cached ? L->ntile : 1); t++) { /* Q's and dO's padding columns */
+        char *ts = tiles + (size_t)t * L->tile;
+        if (!L->cached || L->Dp != D) memset(TS(float, qs), 0, (size_t)(L->mp * L->Dp) * sizeof(float));
+        if (!L->cached || L->Dvp != Dv)
+            memset(TS(float, dor), 0, (size_t)(L->mp * L->Dvp) * sizeof(float));
+    }
+    if (packed) memset(packed, 0, (size_t)L->ntile);
 
     const size_t ks = as_dtype_size(k->dtype), vs = as_dtype_size(v->dtype);
     const char *kb = (const char *)k->data + (b * k->stride[0] + hk * k->stride[1]) * (int64_t)ks;
@@ -315,8 +348,10 @@ static void run_unit(const job *jb, char *ws, int64_t b, int64_t hk, int64_t lan
         for (int64_t t = t0; t < L->ntile; t++) {
             const int64_t i0 = t * P, np = p->Lq - i0 < P ? p->Lq - i0 : P;
             if (p->causal && i0 + np - 1 + off < j0) continue;
-            pack_tile(jb, ws, b, hk, i0, np);
-            run_pair(jb, ws, b, hk, i0, np, j0, n, kr, ldk, vr, ldv, part + t * L->part_tile);
+            char *ts = tiles + (packed ? (size_t)t * L->tile : 0);
+            if (!packed || !packed[t]) pack_tile(jb, ts, b, hk, i0, np);
+            if (packed) packed[t] = 1;
+            run_pair(jb, ws, ts, b, hk, i0, np, j0, n, kr, ldk, vr, ldv, part + t * L->part_tile);
         }
         float *dko = jb->bp->dk + ((b * p->Hkv + hk) * p->Lk + j0) * D;
         float *dvo = jb->bp->dv + ((b * p->Hkv + hk) * p->Lk + j0) * Dv;

@@ -362,6 +362,44 @@ static void test_threads_determinism(void)
     release_case(&c);
 }
 
+/* B * Hkv >= 16: one lane, so each unit meets every query tile once per key
+ * block and keeps the tiles' packed states (attention_flash_bwd.c): GQA with
+ * a partial last tile, D and Dv not multiples of 16, causal with Lq < Lk, a
+ * keep-mask, an additive bias with its gradient, dropout; and the same bits
+ * for 1, 2, 3 and 5 threads. */
+static void test_tile_cache(void)
+{
+    bcase c = make_case(2, 16, 8, 70, 300, 40, 24);
+    for (int causal = 0; causal < 2; causal++) {
+        c.causal = causal;
+        check_case("kept tiles", &c, false, 2e-5);
+    }
+    as_tensor *keep = rnd_bool(4, (int64_t[]){2, 16, 70, 300}, 0.8);
+    c.mask = keep;
+    check_case("kept tiles, mask causal", &c, false, 2e-5);
+    as_release(keep);
+    as_tensor *bias = rnd(4, (int64_t[]){2, 1, 70, 300}, 1);
+    c.mask = bias, c.causal = false, c.dropout = 0.2f, c.seed = 7;
+    check_case("kept tiles, bias + dbias, dropout", &c, true, 2e-5);
+    for (int p = 0; p < 3; p++) {
+        if (!have_isa[p]) continue;
+        as_cpu_flash_force_isa(isas[p]);
+        kgrads a = run_kernels(&c, true, 2);
+        const int threads[] = {1, 3, 5};
+        for (int t = 0; t < 3; t++) {
+            kgrads b = run_kernels(&c, true, threads[t]);
+            bool same = !memcmp(a.dq, b.dq, (size_t)a.nq * 4) && !memcmp(a.dk, b.dk, (size_t)a.nk * 4) &&
+                        !memcmp(a.dv, b.dv, (size_t)a.nv * 4) && !memcmp(a.dbias, b.dbias, (size_t)a.nb * 4);
+            if (!same) fprintf(stderr, "  kept tiles [%s] %d threads: not bit-identical\n", isas[p], threads[t]);
+            CHECK(same);
+            kgrads_free(&b);
+        }
+        kgrads_free(&a);
+    }
+    as_cpu_flash_force_isa(NULL);
+    release_case(&c);
+}
+
 /* Through autograd: as_flash_attention records the fused backward; the
  * gradients match the reference, a broadcast bias's summed by the engine. */
 static void test_autograd(void)
@@ -434,6 +472,7 @@ int main(void)
     test_dropout();
     test_empty();
     test_threads_determinism();
+    test_tile_cache();
     test_autograd();
     printf("%lld case runs\n", (long long)n_cases);
     return as_test_report("test_attention_flash_bwd");
