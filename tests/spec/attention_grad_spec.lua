@@ -34,8 +34,18 @@ local function central(fn, inputs)
     assert(err <= 2e-2 * scale, string.format("input %d: max error %.3g (scale %.3g)", i, err, scale))
   end
 end
--- To move to float64 and as.gradcheck (PyTorch's tolerances), change this one line:
-local function check(fn, inputs) central(fn, inputs) end
+-- Every implementation is checked in float64 with as.gradcheck (PyTorch's
+-- tolerances: eps 1e-6, atol 1e-5, rtol 1e-3): float64 takes the composite
+-- on both sides, every op in float64.  Two take only float32 and the halves,
+-- and are checked with the float32 central differences above instead.
+local FLOAT32_ONLY = {
+  flash_attention = "the fused exact kernel takes float32 and the halves (the sdp math path takes float64)",
+  flex_attention = "its score_mod / mask_mod tiles run in float32",
+}
+local function check(name, fn, inputs)
+  if FLOAT32_ONLY[name] then return central(fn, inputs) end
+  return as.gradcheck(fn, inputs)
+end
 
 local H, D, DV = 2, 4, 5
 
@@ -142,7 +152,7 @@ end
 
 -- the scalar whose gradient is checked: a random projection of the output
 local function loss_fn(m, mask, w)
-  return function(q, k, v) return (m(q, k, v, mask):float() * w):sum() end
+  return function(q, k, v) return (m(q, k, v, mask):to(w:dtype()) * w):sum() end
 end
 
 describe("attention gradients", function()
@@ -167,9 +177,14 @@ describe("attention gradients", function()
             P.force = false
             local d = U.maxdiff(fused, comp)
             assert(d <= 1e-4, what .. ": fused and composite forwards differ by " .. d)
+            if not FLOAT32_ONLY[name] then
+              m:to("float64")
+              q, k, v, w = q:double(), k:double(), v:double(), w:double()
+            end
             local xs = { q, k, v }
             for _, p in ipairs(params_of(m)) do xs[#xs + 1] = p end
-            local ok, err = pcall(check, loss_fn(m, mask, w), xs)
+            for _, x in ipairs(xs) do x:requires_grad_() end
+            local ok, err = pcall(check, name, loss_fn(m, mask, w), xs)
             assert(ok, what .. ": " .. tostring(err))
             for _, p in ipairs(params_of(m)) do p.grad = nil; p:requires_grad_(false) end
           end
@@ -256,9 +271,9 @@ describe("the fused kernels are an inference-only fast path", function()
     local f = loss_fn(m, nil, w)
     -- only the captured tensor requires grad: the C tile step is left for
     -- the tensor-op one as soon as score_mod returns scores that need it
-    check(function(sl) return f(q, k, v) end, { slopes })
+    check("flex_attention", function(sl) return f(q, k, v) end, { slopes })
     assert.is_true(slopes.grad:abs():sum():item() > 0)
-    check(f, { q, k, v, slopes })
+    check("flex_attention", f, { q, k, v, slopes })
   end)
 
   it("performer_attention: the random features stay fixed (a buffer, no gradient)", function()
@@ -328,20 +343,29 @@ end)
 describe("the check can fail", function()
   it("a gradient 5% off fails it", function()
     local c = cases_of("local_attention")[1]
-    local m = make("local_attention", c, 1)
+    local m = make("local_attention", c, 1):to("float64")
     local q, k, v, _, w = inputs(c, 1, 2)
+    q, k, v, w = q:double():requires_grad_(), k:double():requires_grad_(), v:double():requires_grad_(), w:double()
     local f = loss_fn(m, nil, w)
     local function wrong(...) return f(...) * (as.is_grad_enabled() and 1.05 or 1) end
-    check(f, { q, k, v })
-    assert.is_false(pcall(check, wrong, { q, k, v }))
+    check("local_attention", f, { q, k, v })
+    assert.is_false(pcall(check, "local_attention", wrong, { q, k, v }))
+    -- and the float32 central differences the two float32-only cores use
+    local m32 = make("local_attention", c, 1)
+    local q32, k32, v32, _, w32 = inputs(c, 1, 2)
+    local f32 = loss_fn(m32, nil, w32)
+    local function wrong32(...) return f32(...) * (as.is_grad_enabled() and 1.05 or 1) end
+    central(f32, { q32, k32, v32 })
+    assert.is_false(pcall(central, wrong32, { q32, k32, v32 }))
   end)
 
   it("a parameter left without its gradient fails it", function()
     local c = cases_of("gated_attention")[1]
-    local m = make("gated_attention", c, 1)
+    local m = make("gated_attention", c, 1):to("float64")
     local q, k, v, _, w = inputs(c, 1, 2)
+    q, k, v, w = q:double():requires_grad_(), k:double():requires_grad_(), v:double():requires_grad_(), w:double()
     local f = loss_fn(m, nil, w)
-    local gw = m.gate_weight
+    local gw = m.gate_weight:requires_grad_()
     -- the analytic side sees the gate weight as a constant
     local function frozen(...)
       if as.is_grad_enabled() then m.gate_weight = gw:detach() end
@@ -349,7 +373,7 @@ describe("the check can fail", function()
       m.gate_weight = gw
       return y
     end
-    assert.is_false(pcall(check, frozen, { q, k, v, gw }))
+    assert.is_false(pcall(check, "gated_attention", frozen, { q, k, v, gw }))
   end)
 end)
 

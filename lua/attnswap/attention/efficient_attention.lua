@@ -29,11 +29,11 @@ function EfficientAttention:forward(q, k, v, mask)
   local keep = C.key_padding(FN, mask, k:size(3))
   local fused = C.fused(q, k, v, keep, nil, "softmax", false)
   if fused then return fused:to(q:dtype()) end
-  local kk = C.expand_heads(k, H):float()
+  local kk = C.float(C.expand_heads(k, H))
   if keep then kk = core.where(keep:gt(0), kk, -math.huge) end
-  local rq = q:float():softmax(4)                        -- over features
+  local rq = C.float(q):softmax(4)                        -- over features
   local rk = kk:softmax(3)                               -- over the sequence (masked keys get 0)
-  local context = rk:transpose(3, 4):matmul(C.expand_heads(v, H):float()) -- (B, H, D, Dv)
+  local context = rk:transpose(3, 4):matmul(C.float(C.expand_heads(v, H))) -- (B, H, D, Dv)
   return rq:matmul(context):to(q:dtype())
 end
 

@@ -68,7 +68,7 @@ function Nystrom:forward(q, k, v, mask)
   if Lq <= o.num_landmarks and Lk <= o.num_landmarks then
     return core.sdp_attention(q, k, v, mask, { scale = scale }) -- every token a landmark: exact
   end
-  local qf, kf, vf = q:float(), C.expand_heads(k, H):float(), C.expand_heads(v, H):float()
+  local qf, kf, vf = C.float(q), C.float(C.expand_heads(k, H)), C.float(C.expand_heads(v, H))
   local m = math.min(o.num_landmarks, Lq, Lk)
   local ql, kl = landmarks(qf, m), landmarks(kf, m)
   local f = (qf:matmul(kl:transpose(3, 4)) * scale):softmax(4)   -- (B, H, Lq, m)

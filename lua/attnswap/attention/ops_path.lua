@@ -49,6 +49,8 @@ end
 function M.active(q, k, v, mask, module)
   if M.force then return true end
   if core.is_tensor(q) and q:device() ~= "cpu" then return true end
+  -- float64 (a gradcheck): the fused kernels take float32 and the halves only
+  if core.is_tensor(q) and q:dtype() == "float64" then return true end
   return M.grad_needed(module, q, k, v, mask)
 end
 
@@ -85,8 +87,11 @@ function M.on_cached(t, dev)
   return c
 end
 
+--- t in the composites' compute dtype: float32 for float32 and the halves,
+--- float64 kept (a float64 gradcheck runs every op in float64).
 function M.float(t)
-  if t:dtype() == "float32" then return t end
+  local dt = t:dtype()
+  if dt == "float32" or dt == "float64" then return t end
   return t:float()
 end
 
@@ -175,7 +180,9 @@ end
 --- ops all record theirs (O(Lq Lk) memory per head instead of O(Lq)).
 function M.flash(q, k, v, mask, o, training, scale)
   local opts = { causal = o.causal, scale = scale or o.scale, dropout = o.dropout }
-  if M.grad_needed(nil, q, k, v, mask) then return core.sdp_attention(q, k, v, mask, opts, training) end
+  if M.grad_needed(nil, q, k, v, mask) or q:dtype() == "float64" then
+    return core.sdp_attention(q, k, v, mask, opts, training)
+  end
   return core.flash_attention(q, k, v, mask, opts, training)
 end
 

@@ -87,9 +87,9 @@ function Performer:forward(q, k, v, mask)
   local keep = C.key_padding(FN, mask, k:size(3))
   local fused = C.fused(q, k, v, keep, w, "favor", o.causal)
   if fused then return fused:to(q:dtype()) end
-  local fk = features(C.expand_heads(k, H):float(), w, false)
+  local fk = features(C.float(C.expand_heads(k, H)), w, false)
   if keep then fk = fk * keep end
-  return C.attend(features(q:float(), w, true), fk, C.expand_heads(v, H):float(), o.causal):to(q:dtype())
+  return C.attend(features(C.float(q), w, true), fk, C.float(C.expand_heads(v, H)), o.causal):to(q:dtype())
 end
 
 --- step(q, k, v, state, keep) -> out, state (attention/incremental.lua): the
@@ -109,7 +109,7 @@ function Performer:step(q, k, v, state, keep)
   if state == nil then out = self(q, k, v, I.mask4(keep)) end -- draws the projection if needed
   local w = self.projection
   local m = w:size(1)
-  local e = exponents(k:float(), w)                    -- (B, Hkv, Lq, m)
+  local e = exponents(C.float(k), w)                    -- (B, Hkv, Lq, m)
   local r = e:max(4, true):max(3, true)                -- (B, Hkv, 1, 1)
   local A, Az, Vs, n
   if state then
@@ -123,11 +123,11 @@ function Performer:step(q, k, v, state, keep)
   end
   local ek = (e - r):exp() * (m ^ -0.5)
   local wt = I.weight(keep)
-  local vf = v:float()
+  local vf = C.float(v)
   if out == nil then
     local fk = ek + 1e-6
     if wt then fk = fk * wt end
-    out = I.recurrent_read(features(q:float(), w, true), fk, vf, A + Vs * 1e-6, Az + n * 1e-6):to(q:dtype())
+    out = I.recurrent_read(features(C.float(q), w, true), fk, vf, A + Vs * 1e-6, Az + n * 1e-6):to(q:dtype())
   end
   if wt then ek, vf = ek * wt, vf * wt end
   A = A + ek:transpose(3, 4):matmul(vf)
