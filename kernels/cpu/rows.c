@@ -72,14 +72,21 @@ void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t
     }
 }
 
-/* A row's sum in double, eight chains at once (one chain waits on each add). */
-static double sum_f32(const float *x, int64_t n)
+/* A row's sum of x (of x y when y is given) in double, eight chains at once
+ * (one chain waits on each add). */
+static double sum_f32(const float *x, const float *y, int64_t n)
 {
     double a[8] = {0};
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) a[k] += x[i + k];
-    for (; i < n; i++) a[0] += x[i];
+    if (y) {
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) a[k] += (double)x[i + k] * y[i + k];
+        for (; i < n; i++) a[0] += (double)x[i] * y[i];
+    } else {
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) a[k] += x[i + k];
+        for (; i < n; i++) a[0] += x[i];
+    }
     return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
@@ -99,7 +106,7 @@ void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int 
          * scalar); for log-softmax o is scratch until the last pass */
         for (int64_t i = 0; i < n; i++) o[i] = p[i] - m;
         as_cpu_flash_exp(o, o, n);
-        double s = sum_f32(o, n);
+        double s = sum_f32(o, NULL, n);
         if (log) {
             float ls = (float)(m + logf((float)s));
             for (int64_t i = 0; i < n; i++) o[i] = p[i] - ls;
@@ -117,17 +124,12 @@ void as_cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t
         const float *yp = y + r * n, *gp = g + r * n;
         float *o = out + r * n;
         if (log) {
-            float s = (float)sum_f32(gp, n);
+            float s = (float)sum_f32(gp, NULL, n);
             as_cpu_flash_exp(yp, o, n); /* y <= 0: e^y in (0, 1]; -inf gives 0 */
             for (int64_t i = 0; i < n; i++) o[i] = gp[i] - o[i] * s;
         } else {
-            double a[8] = {0};
-            int64_t i = 0;
-            for (; i + 8 <= n; i += 8)
-                for (int k = 0; k < 8; k++) a[k] += (double)gp[i + k] * yp[i + k];
-            for (; i < n; i++) a[0] += (double)gp[i] * yp[i];
-            float s = (float)(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])));
-            for (i = 0; i < n; i++) o[i] = yp[i] * (gp[i] - s);
+            float s = (float)sum_f32(gp, yp, n);
+            for (int64_t i = 0; i < n; i++) o[i] = yp[i] * (gp[i] - s);
         }
     }
 }

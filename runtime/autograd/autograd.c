@@ -362,16 +362,15 @@ static as_tensor *sum_to(as_tensor *g, int ndim, const int64_t *shape)
         as_release(r);
         r = s;
     }
-    if (r && r->ndim > ndim) {
-        as_tensor *s = as_dtype_is_float(r->dtype) && as_numel(r) > 0 ? sum_leading(r, r->ndim - ndim)
-                                                                       : as_reduce(AS_SUM, r, 0, false, 0);
+    if (r && r->ndim > ndim && as_dtype_is_float(r->dtype) && as_numel(r) > 0) {
+        as_tensor *s = sum_leading(r, r->ndim - ndim);
         as_release(r);
         r = s;
-        while (r && r->ndim > ndim) { /* (the empty or integer case) */
-            s = as_reduce(AS_SUM, r, 0, false, 0);
-            as_release(r);
-            r = s;
-        }
+    }
+    while (r && r->ndim > ndim) { /* an empty (or non-float) gradient: a dim at a time */
+        as_tensor *s = as_reduce(AS_SUM, r, 0, false, 0);
+        as_release(r);
+        r = s;
     }
     for (int d = 0; r && d < ndim; d++) {
         if (shape[d] == 1 && r->shape[d] != 1) {

@@ -28,6 +28,16 @@ describe("GPT-2 batched generation", function()
     end
   end)
 
+  it("runs under no_grad, so a model whose parameters require grad generates the same", function()
+    local want = model:generate({ rows[1] }, { max_new_tokens = 4 }):tolist()
+    local trainable = model:clone():requires_grad_()
+    -- with gradients on, the cache's in-place writes of k and v would be refused
+    local got = trainable:generate({ rows[1] }, { max_new_tokens = 4 })
+    assert.are.same(want, got:tolist())
+    assert.is_false(got.requires_grad)
+    assert.is_true(as.is_grad_enabled())
+  end)
+
   it("takes a padded tensor with its attention_mask, and a pad_token_id", function()
     local ids = as.tensor({ rows[1], { 7, 7, 7, table.unpack(short) } }, "int64")
     local mask = as.tensor({ { 1, 1, 1, 1, 1, 1, 1, 1 }, { 0, 0, 0, 1, 1, 1, 1, 1 } }, "int64")
