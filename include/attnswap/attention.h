@@ -87,6 +87,10 @@ int as_flash_attention_backward(const as_tensor *dout, const as_tensor *q, const
  * used: "flash/avx512", "flash/avx2", "flash/scalar", a "flash/..." CUDA
  * kernel, or "math" when as_sdpa materialised ("none" before). */
 const char *as_flash_backend(void);
+
+/* Whether flash_attention on dev records a fused backward (runtime/attention/
+ * flash.c): where not, scaled_dot_product takes the math path for gradients. */
+bool as_flash_has_backward(as_device dev);
 void as_attention_note_backend(const char *name);
 
 /* ---- attention cores over a functional kernel (runtime/attention/core.c) ---- */

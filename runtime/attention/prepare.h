@@ -21,10 +21,6 @@ int as_attention_dropout_seed(uint64_t *seed);
  * get stride 0 (broadcast). */
 as_attn_operand as_attention_operand(const as_tensor *t);
 
-/* Whether flash_attention on dev records a fused backward (runtime/attention/
- * flash.c): where not, scaled_dot_product takes the math path for gradients. */
-bool as_flash_has_backward(as_device dev);
-
 /* The zoo front-ends' inputs: float32 contiguous q, k, v, the mask as bool
  * or float32 (any strides), the result's dtype, and the kernels' block. */
 typedef struct {

@@ -75,6 +75,14 @@ static int l_attention_check(lua_State *L)
     return 0;
 }
 
+/* flash_has_backward(t) -> whether t's device has the fused flash backward
+ * (else a call that needs gradients takes the materialising math path) */
+static int l_flash_has_backward(lua_State *L)
+{
+    lua_pushboolean(L, as_flash_has_backward(as_tensor_device(l_checktensor(L, 1))));
+    return 1;
+}
+
 /* sdpa_backend() -> the kernel and vector path of the last flash call */
 static int l_sdpa_backend(lua_State *L)
 {
@@ -86,6 +94,7 @@ static const luaL_Reg attention_functions[] = {
     {"sdp_attention", l_sdp_attention}, {"flash_attention", l_flash_attention},
     {"flash_attention_lse", l_flash_attention_lse}, {"flash_attention_backward", l_flash_attention_backward},
     {"new_flash", l_new_flash}, {"sdpa_backend", l_sdpa_backend},
+    {"flash_has_backward", l_flash_has_backward},
     {"attention_check", l_attention_check}, {NULL, NULL},
 };
 

@@ -175,12 +175,12 @@ end
 
 --- Exact softmax attention on device ops (the flash kernel of q's device),
 --- with the contract's options; dropout uses the flash kernel's hash.
---- flash_attention has no backward yet (the flash-backward work of issue
---- 17): when a gradient must flow, the materialising sdp math path, whose
---- ops all record theirs (O(Lq Lk) memory per head instead of O(Lq)).
+--- When a gradient must flow and q's device has no fused flash backward,
+--- the materialising sdp math path, whose ops all record theirs (O(Lq Lk)
+--- memory per head instead of O(Lq)); float64 keeps its precision there.
 function M.flash(q, k, v, mask, o, training, scale)
   local opts = { causal = o.causal, scale = scale or o.scale, dropout = o.dropout }
-  if M.grad_needed(nil, q, k, v, mask) or q:dtype() == "float64" then
+  if q:dtype() == "float64" or (M.grad_needed(nil, q, k, v, mask) and not core.flash_has_backward(q)) then
     return core.sdp_attention(q, k, v, mask, opts, training)
   end
   return core.flash_attention(q, k, v, mask, opts, training)
