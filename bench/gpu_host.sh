@@ -2,7 +2,9 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu|train|test+train|distill|parts]   (default all)
+#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd]   (default all)
+# flashbwd: the CUDA flash backward's test (tests/cuda/flash_bwd_cuda.lua), then its timing
+# (bench/flash_bwd_cuda.lua) beside PyTorch's backward (bench/torch_flash_bwd.py).
 # distill: as.distill's stages at GPT-2 small's shapes (bench/distill_gpu.lua) beside
 # LoLCATs-style attention transfer in PyTorch eager (bench/torch_distill.py), after
 # bench/hedgehog_cuda_check.lua; parts: a training step's pieces (bench/train_parts.lua)
@@ -70,6 +72,18 @@ if [ "$what" = distill ]; then
     --out "$OUT/distill_torch.json" 2>&1 | grep -v Warning | tail -2 | tee -a "$OUT/distill.txt" || rc=1
   timeout 300 build-gpu/attnswap-run bench/distill_gpu.lua --device cuda --dtype bfloat16 --batch 8 --seq 1024 --steps 12 \
     --out "$OUT/distill_attnswap.json" 2>&1 | tail -3 | tee -a "$OUT/distill.txt" || rc=1
+fi
+if [ "$what" = flashbwd ] || [ "$what" = test+flashbwd ]; then
+  ctest --test-dir build-gpu -R cuda.flash_bwd --output-on-failure > "$OUT/ctest-flash-bwd.log" 2>&1 || rc=1
+  grep -E "FAILED|checks|skipped" "$OUT/ctest-flash-bwd.log" | head -30
+  timeout 200 python3 bench/torch_flash_bwd.py --out "$OUT/torch_flash_bwd.json" > "$OUT/torch_flash_bwd.log" 2>&1 \
+    || tail -5 "$OUT/torch_flash_bwd.log"
+  timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --torch "$OUT/torch_flash_bwd.json" 2>&1 \
+    | tee "$OUT/flash_bwd_cuda.txt" || rc=1
+fi
+if [ "$what" = test+flashbwd ]; then
+  ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  tail -12 "$OUT/ctest-cuda.log"
 fi
 if [ "$what" = parts ]; then
   build-gpu/attnswap-run bench/train_parts.lua --device cuda --dtype bfloat16 --batch 8 --seq 1024 --repeats 5 \

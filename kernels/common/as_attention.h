@@ -43,6 +43,7 @@ typedef struct {
     /* contiguous float32 out: dq (B, H, Lq, D), dk (B, Hkv, Lk, D), dv (B, Hkv, Lk, Dv) */
     float *dq, *dk, *dv;
     float *dbias; /* NULL, or (B, H, Lq, Lk) float32 out: the gradient of the additive mask */
+    float *di;    /* (B, H, Lq) float32 scratch for rowsum(dO o O) (the CUDA kernel's; the CPU keeps its own) */
 } as_attn_bwd_params;
 
 /* The zoo's kernels (kernels/cpu/zoo_*.c) read contiguous float32 inputs:

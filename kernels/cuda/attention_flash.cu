@@ -98,6 +98,8 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
     if (P.causal && row_end + off < n_end) n_end = row_end + off; /* last row's diagonal + 1 */
     if (n_end <= 0) { /* no row of the block sees a key */
         for (int x = tid; x < (row_end - row0) * D; x += NTHREADS) out[(int64_t)row0 * D + x] = T(0.0f);
+        if (P.lse)
+            for (int i = row0 + tid; i < row_end; i += NTHREADS) P.lse[bh * P.Lq + i] = INFINITY;
         return;
     }
     const int n_tiles = (n_end + BN - 1) / BN;
@@ -343,6 +345,9 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
             const int i = wrow0 + mi * 16 + (lane >> 2) + 8 * r;
+            /* m_r is in units of the raw scores times sl2 / log2 e */
+            if (P.lse && i < Lq && (lane & 3) == 0)
+                P.lse[bh * P.Lq + i] = l > 0.0f ? m_r[mi][r] * (sl2 * (1.0f / LOG2E)) + logf(l) : INFINITY;
             if (i < Lq) {
                 uint32_t *o = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
 #pragma unroll
@@ -413,6 +418,7 @@ __global__ void __launch_bounds__(128) flash_f32_kernel(const KParams P, int war
         }
         const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
         for (int64_t d = lane; d < Dv; d += 32) store_f(P.out, P.out_dtype, gr * Dv + d, os[d] * inv);
+        if (P.lse && lane == 0) P.lse[gr] = l > 0.0f ? m + logf(l) : INFINITY;
         __syncwarp();
     }
 }
@@ -420,6 +426,10 @@ __global__ void __launch_bounds__(128) flash_f32_kernel(const KParams P, int war
 /* ---- host side ---- */
 
 int g_force_bm = 0;
+
+} // namespace
+
+namespace as_flash {
 
 bool aligned16(const as_attn_operand *o)
 {
@@ -459,6 +469,34 @@ int sm_count(void)
     if (dev >= 0 && dev < 64) cache[dev] = n;
     return n;
 }
+
+KParams make_kparams(const as_attn_params *p)
+{
+    KParams kp;
+    kp.q = opnd(p->q), kp.k = opnd(p->k), kp.v = opnd(p->v), kp.mask = opnd(p->mask);
+    kp.B = p->B, kp.H = p->H, kp.G = p->H / p->Hkv, kp.Lq = p->Lq, kp.Lk = p->Lk;
+    kp.D = p->D, kp.Dv = p->Dv, kp.nm = 1;
+    kp.scale = p->scale;
+    kp.causal = p->causal;
+    kp.has_mask = p->mask.data != NULL;
+    if (!kp.has_mask) kp.mask.s0 = kp.mask.s1 = kp.mask.s2 = kp.mask.s3 = 0;
+    /* a bias is added to scale q.k, so those scores are scaled before the
+     * exp2 (sl2 = log2 e); otherwise the scale folds into sl2 */
+    kp.prescale = (kp.has_mask && p->mask.dtype != AS_BOOL) || !(p->scale > 0.0f);
+    kp.sl2 = kp.prescale ? LOG2E : p->scale * LOG2E;
+    kp.dropout = p->dropout > 0.0f;
+    kp.threshold = kp.dropout ? as_attn_drop_threshold(p->dropout) : 0u;
+    kp.keep_scale = !kp.dropout ? 1.0f : p->dropout < 1.0f ? 1.0f / (1.0f - p->dropout) : 0.0f;
+    kp.seed = p->seed;
+    kp.out = p->out;
+    kp.out_dtype = (int)p->out_dtype;
+    kp.lse = p->lse;
+    return kp;
+}
+
+} // namespace as_flash
+
+namespace {
 
 
 template <typename T, int D, int WM, int BN, bool EXTRA, bool QREG>
@@ -509,7 +547,8 @@ bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dr
  * TMA refuses. */
 int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
 {
-    if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
+    /* the wgmma kernels keep no row statistics: a forward for the backward takes mma */
+    if (g_force_wgmma < 0 || !is_plain || p->lse || !wgmma_device()) return 0;
     int v = g_force_wgmma;
     if (!v) {
         const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);
@@ -596,25 +635,7 @@ extern "C" int as_cuda_flash_attention(const as_attn_params *p, void *stream)
     if (p->B <= 0 || p->H <= 0 || p->Lq <= 0 || p->Dv <= 0) return 0;
     if (p->Hkv <= 0 || p->H % p->Hkv != 0 || p->Lk < 0 || p->D < 0) return (int)cudaErrorInvalidValue;
     cudaStream_t s = (cudaStream_t)stream;
-
-    KParams kp;
-    kp.q = opnd(p->q), kp.k = opnd(p->k), kp.v = opnd(p->v), kp.mask = opnd(p->mask);
-    kp.B = p->B, kp.H = p->H, kp.G = p->H / p->Hkv, kp.Lq = p->Lq, kp.Lk = p->Lk;
-    kp.D = p->D, kp.Dv = p->Dv, kp.nm = 1;
-    kp.scale = p->scale;
-    kp.causal = p->causal;
-    kp.has_mask = p->mask.data != NULL;
-    if (!kp.has_mask) kp.mask.s0 = kp.mask.s1 = kp.mask.s2 = kp.mask.s3 = 0;
-    /* a bias is added to scale q.k, so those scores are scaled before the
-     * exp2 (sl2 = log2 e); otherwise the scale folds into sl2 */
-    kp.prescale = (kp.has_mask && p->mask.dtype != AS_BOOL) || !(p->scale > 0.0f);
-    kp.sl2 = kp.prescale ? LOG2E : p->scale * LOG2E;
-    kp.dropout = p->dropout > 0.0f;
-    kp.threshold = kp.dropout ? as_attn_drop_threshold(p->dropout) : 0u;
-    kp.keep_scale = !kp.dropout ? 1.0f : p->dropout < 1.0f ? 1.0f / (1.0f - p->dropout) : 0.0f;
-    kp.seed = p->seed;
-    kp.out = p->out;
-    kp.out_dtype = (int)p->out_dtype;
+    KParams kp = make_kparams(p);
 
     if (mma_ok(p)) {
         if (p->q.dtype == AS_F16)

@@ -63,6 +63,7 @@ struct KParams {
     uint64_t seed;
     void *out;
     int out_dtype;
+    float *lse; /* NULL, or (B, H, Lq): each row's log-sum-exp (+inf: saw nothing) */
 };
 
 #define LOG2E 1.4426950408889634f
@@ -261,6 +262,15 @@ inline int smem_optin(const void *fn, size_t bytes, uint64_t *done)
     *done |= bit;
     return 0;
 }
+
+/* The host side the forward and the backward share (attention_flash.cu). */
+KParams make_kparams(const as_attn_params *p);
+/* q, k, v all F16 or all BF16 (and out), D = Dv in {64, 128}, unit last
+ * stride, 16-byte aligned rows, positions in 32 bits: the mma.sync paths */
+bool mma_ok(const as_attn_params *p);
+bool aligned16(const as_attn_operand *o);
+Opnd opnd(const as_attn_operand &o);
+int sm_count(void);
 
 /* The float32 kernel on the CUDA cores (attention_flash_simt.cu): F32 q, k,
  * v and out, D = Dv in {64, 128}, unit last strides; everything the

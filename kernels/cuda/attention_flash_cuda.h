@@ -28,6 +28,17 @@ int as_cuda_flash_attention(const as_attn_params *p, void *stream);
  * warp a query row). */
 const char *as_cuda_flash_path(const as_attn_params *p);
 
+/* The backward (FlashAttention-2, Algorithm 2) of a forward that wrote
+ * p->f.lse: dq, dk, dv (and dbias) as as_attn_bwd_params says, with p->di
+ * as scratch.  0 on success, else a cudaError_t value; launches on `stream`,
+ * no sync. */
+int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, void *stream);
+
+/* Which path it takes: "flash-bwd/mma" (tensor cores: q, k, v, out and dO
+ * all F16 or all BF16, D = Dv in {64, 128}, unit last strides, 16-byte
+ * aligned rows) or "flash-bwd/cuda-f32" (everything else). */
+const char *as_cuda_flash_bwd_path(const as_attn_bwd_params *p);
+
 /* Tests and benchmarks: query rows per CTA on the mma path, 64 or 128;
  * 0 goes back to the automatic choice.  Returns -1 for any other value. */
 int as_cuda_flash_force_block_m(int block_m);

@@ -155,6 +155,7 @@ __global__ void __launch_bounds__(STH, 2) flash_simt_kernel(const KParams P)
         l += __shfl_xor_sync(0xffffffffu, l, 4);
         const int64_t qi = row0 + 4 * tr + i;
         const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
+        if (P.lse && qi < Lq && tc == 0) P.lse[bh * Lq + qi] = l > 0.0f ? m_r[i] + logf(l) : INFINITY;
         if (qi < Lq)
 #pragma unroll
             for (int c = 0; c < DC; c++) out[qi * D + tc + 8 * c] = o[i][c] * inv;

@@ -61,7 +61,7 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
     as_device dev = as_tensor_device(q);
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     int64_t Hkv = k->shape[1], Lk = k->shape[2], Dv = v->shape[3];
-    as_tensor *gf = NULL, *t[4] = {NULL, NULL, NULL, NULL};
+    as_tensor *gf = NULL, *di = NULL, *t[4] = {NULL, NULL, NULL, NULL};
     int rc = -1;
     if (g->dtype != AS_F32 && g->dtype != AS_F16 && g->dtype != AS_BF16) {
         if (!(gf = as_to_dtype(g, AS_F32))) return -1;
@@ -72,7 +72,8 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
     t[1] = as_empty(4, (int64_t[]){B, Hkv, Lk, D}, AS_F32, dev);
     t[2] = as_empty(4, (int64_t[]){B, Hkv, Lk, Dv}, AS_F32, dev);
     if (want_bias) t[3] = as_empty(4, (int64_t[]){B, H, Lq, Lk}, AS_F32, dev);
-    if (!t[0] || !t[1] || !t[2] || (want_bias && !t[3])) goto done;
+    di = as_empty(3, (int64_t[]){B, H, Lq}, AS_F32, dev);
+    if (!t[0] || !t[1] || !t[2] || (want_bias && !t[3]) || !di) goto done;
     as_attn_bwd_params bp = {
         .f = {.B = B, .H = H, .Hkv = Hkv, .Lq = Lq, .Lk = Lk, .D = D, .Dv = Dv,
               .q = as_attention_operand(q), .k = as_attention_operand(k),
@@ -83,6 +84,7 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
         .dout = as_attention_operand(g),
         .dq = as_data(t[0]), .dk = as_data(t[1]), .dv = as_data(t[2]),
         .dbias = t[3] ? as_data(t[3]) : NULL,
+        .di = as_data(di),
     };
     if (mask) bp.f.mask = as_attention_operand(mask);
     if (as_k_flash_bwd(fn, dev, &bp)) goto done;
@@ -91,7 +93,7 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
     rc = 0;
 done:
     for (int i = 0; i < 4; i++) as_release(t[i]);
-    as_release(gf);
+    as_release(gf), as_release(di);
     return rc;
 }
 

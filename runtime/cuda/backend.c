@@ -20,6 +20,11 @@ static int cuda_flash(const char *fn, const as_attn_params *p)
     return as_cuda_check(fn, as_cuda_flash_attention(p, as_cuda_current_stream()));
 }
 
+static int cuda_flash_bwd(const char *fn, const as_attn_bwd_params *p)
+{
+    return as_cuda_check(fn, as_cuda_flash_attention_backward(p, as_cuda_current_stream()));
+}
+
 static const as_backend cuda_backend = {
     .name = "cuda",
     .use = as_cuda_use,
@@ -45,6 +50,7 @@ static const as_backend cuda_backend = {
     .gemm = as_cuda_gemm,
     .flash = cuda_flash,
     .flash_path = as_cuda_flash_path,
+    .flash_bwd = cuda_flash_bwd,
     .sgd_step = as_cuda_sgd_step,
     .adamw_step = as_cuda_adamw_step,
 };

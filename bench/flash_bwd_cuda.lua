@@ -1,0 +1,86 @@
+-- The fused attention backward on CUDA (kernels/cuda/attention_flash_bwd.cu):
+-- forward + backward of scaled_dot_product at batch x heads giving --tokens
+-- tokens (hidden 2048: H = 2048 / D), bf16, beside PyTorch's backward on the
+-- same card when --torch names bench/torch_flash_bwd.py's JSON.  Not a test.
+--   attnswap-run bench/flash_bwd_cuda.lua [--L 1024,4096] [--D 64,128] [--tokens 16384]
+--       [--repeats 10] [--dtype bfloat16] [--torch torch.json]
+-- Times are medians of calls bracketed by as.cuda.synchronize(); backward =
+-- (forward + backward) - forward; TFLOP/s count the backward as 2.5 x the
+-- forward's 4 B H pairs D (pairs: L^2, or L (L + 1) / 2 causal).
+local as = require "attnswap"
+local bench = require "attnswap.bench"
+
+local o = { L = { 1024, 4096 }, D = { 64, 128 }, tokens = 16384, repeats = 10, dtype = "bfloat16" }
+local i = 1
+while i <= #arg do
+  local a, v = arg[i], arg[i + 1]
+  local function list() local t = {} for x in v:gmatch("[^,]+") do t[#t + 1] = math.tointeger(tonumber(x)) end return t end
+  if a == "--L" then o.L = list()
+  elseif a == "--D" then o.D = list()
+  elseif a == "--tokens" then o.tokens = math.tointeger(tonumber(v))
+  elseif a == "--repeats" then o.repeats = math.tointeger(tonumber(v))
+  elseif a == "--dtype" then o.dtype = v
+  elseif a == "--torch" then o.torch = v
+  else error("flash_bwd_cuda: unknown option " .. tostring(a)) end
+  i = i + 2
+end
+
+local peer = {}
+if o.torch then
+  for line in io.lines(o.torch) do
+    local r = as.json and as.json.decode and as.json.decode(line)
+    if not r then -- the few keys we need, without a JSON library
+      r = {}
+      for k, val in line:gmatch('"([%w_]+)":%s*([^,}]+)') do r[k] = tonumber(val) or val:gsub('"', "") end
+    end
+    peer[string.format("%s/%s/%s", r.D, r.L, tostring(r.causal))] = r
+  end
+end
+
+local function time(f)
+  f(); f()
+  as.cuda.synchronize()
+  local t = {}
+  for r = 1, o.repeats do
+    local t0 = as.core.clock()
+    f()
+    as.cuda.synchronize()
+    t[r] = as.core.clock() - t0
+  end
+  return bench.median(t)
+end
+
+print(string.format("%4s %6s %6s %9s %9s %9s %8s %8s %8s %7s %7s", "D", "L", "causal", "fwd ms", "bwd ms",
+  "bwd TF/s", "fa2 TF/s", "cudnn", "vs fa2", "vs cudnn", "GiB"))
+for _, D in ipairs(o.D) do
+  for _, L in ipairs(o.L) do
+    for _, causal in ipairs { false, true } do
+      as.manual_seed(0)
+      local H = 2048 // D
+      local Bt = math.max(1, o.tokens // L)
+      local function leaf() return as.randn(Bt, H, L, D):to(o.dtype):cuda():requires_grad_() end
+      local q, k, v = leaf(), leaf(), leaf()
+      local w = as.randn(Bt, H, L, D):to(o.dtype):cuda()
+      local core = as.attention.new("scaled_dot_product", { causal = causal })
+      local t_fwd = time(function() core(q, k, v) end)
+      local t_all = time(function()
+        for _, x in ipairs { q, k, v } do x.grad = nil end
+        core(q, k, v):backward(w)
+      end)
+      local pairs_ = causal and L * (L + 1) / 2 or L * L
+      local bwd_tf = 2.5 * 4 * Bt * H * pairs_ * D / (t_all - t_fwd) / 1e12
+      local p = peer[string.format("%d/%d/%s", D, L, tostring(causal))] or {}
+      local ok, st = pcall(as.cuda.memory_stats, 0)
+      if not ok or type(st) ~= "table" then st = {} end
+      print(string.format("%4d %6d %6s %9.3f %9.3f %9.1f %8s %8s %8s %7s %7.2f", D, L, tostring(causal), t_fwd * 1e3,
+        (t_all - t_fwd) * 1e3, bwd_tf, p.flash_bwd_tflops and string.format("%.1f", p.flash_bwd_tflops) or "-",
+        p.default_bwd_tflops and string.format("%.1f", p.default_bwd_tflops) or "-",
+        p.flash_bwd_tflops and string.format("%.2fx", bwd_tf / p.flash_bwd_tflops) or "-",
+        p.default_bwd_tflops and string.format("%.2fx", bwd_tf / p.default_bwd_tflops) or "-",
+        (st.peak or 0) / 2 ^ 30))
+      io.stdout:flush()
+      q, k, v, w = nil, nil, nil, nil
+      collectgarbage()
+    end
+  end
+end

@@ -1,0 +1,108 @@
+-- The CUDA flash backward (kernels/cuda/attention_flash_bwd.cu) against the
+-- CPU's fused backward on the same inputs: gradients of q, k, v and of an
+-- additive bias, through scaled_dot_product under autograd.  Run by
+-- attnswap-run (ctest label cuda); exit 77 where no GPU is visible.
+--   bfloat16 / float16, D 64 and 128: the tensor-core path (flash-bwd/mma);
+--   float32, odd D, strided dO: the fallback (flash-bwd/cuda-f32).
+-- Each case: plain, causal (Lq < Lk too), GQA, a keep-mask with a row that
+-- sees nothing, a bias that requires grad, dropout (the CPU's hash).
+if not as.cuda.is_available() then
+  print("flash_bwd_cuda: no CUDA device, skipped")
+  os.exit(77)
+end
+
+local failures, checks = 0, 0
+local function check(cond, what)
+  checks = checks + 1
+  if not cond then
+    failures = failures + 1
+    io.stderr:write("FAILED: ", what, "\n")
+  end
+end
+
+-- gradients of (out * w):sum() for q, k, v and the mask (when float), on dev in dtype
+local function grads(dev, dtype, q0, k0, v0, m0, w0, opts, training)
+  -- detached first: the caller's tensors stay free of this run's graph
+  local function leaf(t) return t:detach():to(dtype):to(dev):requires_grad_() end
+  local q, k, v = leaf(q0), leaf(k0), leaf(v0)
+  local m
+  if m0 ~= nil then
+    if m0:dtype() == "bool" then m = m0:to(dev) else m = m0:detach():to(dev):requires_grad_() end
+  end
+  as.manual_seed(7) -- the dropout seed: the same draw on both devices
+  local core = as.attention.new("scaled_dot_product", opts)
+  if training then core:train() else core:eval() end
+  local out = core(q, k, v, m)
+  local backend = as.sdpa_backend()
+  ;(out:float() * w0:to(dev)):sum():backward()
+  local g = { q.grad, k.grad, v.grad }
+  if m ~= nil and m.requires_grad then g[4] = m.grad end
+  for i, x in pairs(g) do g[i] = x:cpu():float() end
+  return g, backend, out:cpu():float()
+end
+
+local function case(name, dtype, shp, opts, mask, training)
+  as.manual_seed(3)
+  local q0, k0, v0 = as.randn(table.unpack(shp.q)), as.randn(table.unpack(shp.k)), as.randn(table.unpack(shp.v))
+  if shp.transpose then -- (B, L, H, D) storage seen as (B, H, L, D): strided rows
+    q0 = as.randn(shp.q[1], shp.q[3], shp.q[2], shp.q[4]):transpose(2, 3)
+  end
+  -- the reference sees the inputs rounded to dtype, in float32
+  q0, k0, v0 = q0:to(dtype):float(), k0:to(dtype):float(), v0:to(dtype):float()
+  if shp.transpose then q0 = q0:transpose(2, 3):contiguous():transpose(2, 3) end
+  local w0 = as.randn(shp.q[1], shp.q[2], shp.q[3], shp.v[4])
+  local gr, _, oref = grads("cpu", "float32", q0, k0, v0, mask, w0, opts, training)
+  local gc, backend, ocuda = grads("cuda", dtype, q0, k0, v0, mask, w0, opts, training)
+  local tol = dtype == "float32" and 2e-4 or 3e-2
+  check(backend:sub(1, 6) == "flash/", name .. ": the forward took " .. backend)
+  local od = (ocuda - oref):abs():max():item()
+  check(od <= tol * math.max(1, oref:abs():max():item()), string.format("%s: forward max diff %.3g", name, od))
+  local names = { "dq", "dk", "dv", "dbias" }
+  local worst = 0
+  for i, want in pairs(gr) do
+    local got = gc[i]
+    if got == nil then
+      check(false, name .. ": no CUDA gradient for " .. names[i])
+    else
+      local scale = math.max(1, want:abs():max():item())
+      local d = (got - want):abs():max():item()
+      local finite = got:sum():item()
+      check(finite == finite, name .. ": NaN in " .. names[i])
+      check(d <= tol * scale, string.format("%s: %s max diff %.3g (scale %.3g)", name, names[i], d, scale))
+      worst = math.max(worst, d / scale)
+    end
+  end
+  print(string.format("%-44s %-9s %-16s worst rel %.2e", name, dtype, backend, worst))
+end
+
+local function shapes(B, H, Hkv, Lq, Lk, D, Dv)
+  return { q = { B, H, Lq, D }, k = { B, Hkv, Lk, D }, v = { B, Hkv, Lk, Dv or D } }
+end
+
+for _, dtype in ipairs { "bfloat16", "float16", "float32" } do
+  for _, D in ipairs { 64, 128 } do
+    local tag = string.format("D%d", D)
+    case(tag .. " plain", dtype, shapes(2, 3, 3, 77, 77, D), {})
+    case(tag .. " causal", dtype, shapes(2, 3, 3, 130, 130, D), { causal = true })
+    case(tag .. " causal Lq<Lk", dtype, shapes(1, 2, 2, 37, 100, D), { causal = true })
+    case(tag .. " causal Lq>Lk", dtype, shapes(1, 2, 2, 90, 41, D), { causal = true })
+    case(tag .. " GQA causal", dtype, shapes(2, 6, 2, 65, 65, D), { causal = true })
+    local keep = as.rand(2, 1, 70, 51):lt(0.7)
+    keep[1][1][5]:fill_(0) -- a query that sees no key
+    case(tag .. " keep-mask, an empty row", dtype, shapes(2, 4, 2, 70, 51, D), {}, keep)
+    case(tag .. " bias with grad, causal", dtype, shapes(1, 2, 2, 66, 80, D), { causal = true }, as.randn(66, 80))
+    case(tag .. " bias (B,H,Lq,Lk)", dtype, shapes(2, 2, 1, 33, 47, D), {}, as.randn(2, 2, 33, 47))
+    case(tag .. " dropout 0.2, causal", dtype, shapes(1, 2, 2, 75, 75, D), { causal = true, dropout = 0.2 }, nil, true)
+    case(tag .. " scale -0.5", dtype, shapes(1, 2, 2, 20, 30, D), { scale = -0.5 })
+    local tr = shapes(2, 3, 3, 45, 45, D)
+    tr.transpose = true
+    case(tag .. " strided q", dtype, tr, { causal = true })
+  end
+  case("odd D 40, Dv 24", dtype, shapes(2, 4, 2, 33, 47, 40, 24), { causal = true })
+end
+-- longer rows: several key blocks and query steps per CTA
+case("D64 L 1000 causal", "bfloat16", shapes(1, 4, 4, 1000, 1000, 64), { causal = true })
+case("D128 L 777 GQA", "bfloat16", shapes(1, 4, 1, 777, 777, 128), {})
+
+print(string.format("flash_bwd_cuda: %d checks, %d failed", checks, failures))
+os.exit(failures == 0 and 0 or 1)
