@@ -5,6 +5,10 @@
 --   attnswap-run bench/train_step.lua [--device cpu|cuda] [--dtype float32|bfloat16]
 --       [--batch 1] [--seq 256] [--layers 12] [--repeats 5] [--threads 2] [--out result.json]
 --       [--phases 1]   (also the median of each phase: forward, backward, clip, AdamW)
+--       [--loss float32|model|rows]   (float32, the default: cross_entropy on the logits cast to
+--       float32, as the PyTorch twin does; model: on the logits in the model's dtype, the fused
+--       kernel widening each element itself; rows: core.cross_entropy_rows without the
+--       front-end's target check, which reads the targets back (a sync))
 --
 -- Random weights of GPT-2 small's shapes (768 wide, 12 heads, vocab 50257);
 -- no dropout (eval mode: both sides compute the same thing).  Prints the
@@ -13,12 +17,12 @@
 -- allocator's peak on CUDA.
 local as = require "attnswap"
 
-local o = { device = "cpu", dtype = "float32", batch = 1, seq = 256, layers = 12, repeats = 5 }
+local o = { device = "cpu", dtype = "float32", batch = 1, seq = 256, layers = 12, repeats = 5, loss = "float32" }
 local i = 1
 while i <= #arg do
   local k, v = arg[i]:match("^%-%-(%w+)$"), arg[i + 1]
   if not k or v == nil then error("train_step: unknown or incomplete option " .. tostring(arg[i])) end
-  if k == "device" or k == "dtype" or k == "out" then o[k] = v
+  if k == "device" or k == "dtype" or k == "out" or k == "loss" then o[k] = v
   elseif k == "batch" or k == "seq" or k == "layers" or k == "repeats" or k == "threads" or k == "phases" then
     o[k] = assert(math.tointeger(tonumber(v)), "train_step: --" .. k .. " takes an integer")
   else error("train_step: unknown option --" .. k) end
@@ -69,7 +73,10 @@ local function step()
   opt:zero_grad()
   mark(0)
   local logits = model(inputs)
-  local loss = as.F.cross_entropy(logits:reshape(o.batch * (o.seq - 1), V):float(), targets)
+  local flat = logits:reshape(o.batch * (o.seq - 1), V)
+  local loss
+  if o.loss == "rows" then loss = as.core.cross_entropy_rows(flat, targets):mean()
+  else loss = as.F.cross_entropy(o.loss == "model" and flat or flat:float(), targets) end
   mark(1)
   loss:backward()
   mark(2)

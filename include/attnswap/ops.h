@@ -42,6 +42,12 @@ as_tensor *as_reduce(as_redop op, const as_tensor *a, int dim, bool keepdim, int
 /* ---- softmax family and norms ---- */
 as_tensor *as_softmax(const as_tensor *a, int dim);     /* max-subtracted; a row of -inf gives 0s */
 as_tensor *as_log_softmax(const as_tensor *a, int dim);
+/* Fused cross-entropy of each row: x (rows, classes) float32, float16 or
+ * bfloat16 logits, target (rows) int64 (or int32) class ids; returns (rows)
+ * float32 losses log sum_c e^x_rc - x_r,target (0 where target is
+ * ignore_index), differentiable in x.  Out-of-range targets: an error on the
+ * CPU, NaN on CUDA (check them first, as F.cross_entropy does). */
+as_tensor *as_cross_entropy_rows(const as_tensor *x, const as_tensor *target, int64_t ignore_index);
 /* Normalises over the last dim; weight and bias (each may be NULL) have shape (last,). */
 as_tensor *as_layer_norm(const as_tensor *x, const as_tensor *weight, const as_tensor *bias, double eps);
 as_tensor *as_rms_norm(const as_tensor *x, const as_tensor *weight, double eps);

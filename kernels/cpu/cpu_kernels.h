@@ -34,6 +34,15 @@ void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, in
                         int64_t *idx);
 void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
 void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
+/* Cross-entropy rows (kernels/cpu/cross_entropy.c): x (rows, n) contiguous
+ * F32, F16 or BF16 logits, target (rows) class ids; loss and lse (rows)
+ * float32; a target of ignore gives loss 0.  -1 when a target is out of
+ * [0, n) and not ignore (its row then NaN). */
+int as_cpu_xent_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss, float *lse,
+                     int64_t rows, int64_t n);
+/* dx (rows, n) in x's dtype = g_r (e^(x - lse_r) - onehot(target_r)); zeros on ignored rows */
+void as_cpu_xent_bwd_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, const float *lse,
+                          const float *g, void *dx, int64_t rows, int64_t n);
 /* The gradient of softmax rows from its output y and the incoming g, one
  * pass per row: softmax y (g - sum(g y)); log_softmax g - e^y sum(g). */
 /* LayerNorm's (rms = 0) or RMSNorm's (rms = 1) gradient over rows of n, in

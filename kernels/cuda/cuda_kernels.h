@@ -21,6 +21,10 @@ extern "C" {
 void *as_cuda_current_stream(void);
 
 int as_cuda_copy(const as_kview *dst, const as_kview *src);
+/* dst (drows, dcols), rows dld apart = src (srows, scols), rows sld apart,
+ * zeros where src has no element; es = 2 or 4 bytes (kernels/cuda/pad.cu) */
+int as_cuda_pad_copy(void *dst, int64_t dld, int64_t drows, int64_t dcols, const void *src, int64_t sld,
+                     int64_t srows, int64_t scols, int es);
 int as_cuda_fill(const as_kview *dst, double value);
 int as_cuda_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b);
 int as_cuda_unary(as_unop op, const as_kview *out, const as_kview *a);
@@ -31,6 +35,12 @@ int as_cuda_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, in
                         int64_t *idx);
 int as_cuda_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
 int as_cuda_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log);
+/* cross-entropy rows, the CPU's contract (cpu_kernels.h) except that an
+ * out-of-range target gives a NaN loss (kernels/cuda/cross_entropy.cu) */
+int as_cuda_xent_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss, float *lse,
+                      int64_t rows, int64_t n);
+int as_cuda_xent_bwd_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, const float *lse,
+                          const float *g, void *dx, int64_t rows, int64_t n);
 int as_cuda_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
                           int64_t n, double eps, int rms);
 int as_cuda_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);

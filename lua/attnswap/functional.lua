@@ -130,6 +130,16 @@ end
 -- (1 - eps) * nll + eps / C * (the sum of -log p over the classes), both
 -- masked where the target is ignore_index and both divided, under "mean", by
 -- the summed weight of the targets kept).
+-- x (C), (N, C) or (N, C, d1, ...) as (M, C): the class dim last, one row per target
+local function class_rows(x, C, ndim)
+  if ndim == 1 then return x:reshape(1, C) end
+  if ndim == 2 then return x end
+  local perm = { 1 }
+  for i = 3, ndim do perm[#perm + 1] = i end
+  perm[#perm + 1] = 2
+  return x:permute(table.unpack(perm)):reshape(-1, C)
+end
+
 local function nll_classes(fn, logp, target, o)
   local ignore_index = o.ignore_index or -100
   if math.type(ignore_index) ~= "integer" then
@@ -141,19 +151,11 @@ local function nll_classes(fn, logp, target, o)
   check_weight(fn, o.weight, C, cdim, ndim)
   local weight = o.weight
   local eps = o.label_smoothing or 0
-  -- (M, C): the class dim last, one row per target.  Each row's target
-  -- log-probability is one gather from the flattened rows (index_select, whose
-  -- backward is a scatter-add): no (M, C) one-hot and no (M, C) select, which
-  -- for a language model's logits (8 x 1024 x 50257) are gigabytes each.
-  local rows
-  if ndim == 1 then rows = logp:reshape(1, C)
-  elseif ndim == 2 then rows = logp
-  else
-    local perm = { 1 }
-    for i = 3, ndim do perm[#perm + 1] = i end
-    perm[#perm + 1] = 2
-    rows = logp:permute(table.unpack(perm)):reshape(-1, C)
-  end
+  -- Each row's target log-probability is one gather from the flattened rows
+  -- (index_select, whose backward is a scatter-add): no (M, C) one-hot and no
+  -- (M, C) select, which for a language model's logits (8 x 1024 x 50257) are
+  -- gigabytes each.
+  local rows = class_rows(logp, C, ndim)
   local M = rows:size(1)
   local t = target:reshape(M)
   local keep = t:ne(ignore_index)
@@ -183,6 +185,30 @@ local function nll_classes(fn, logp, target, o)
   return loss
 end
 
+-- The fused kernel's dtypes (core.cross_entropy_rows: one pass over the
+-- logits in their own dtype, one float a row kept for the backward).
+local FUSED_CE = { float32 = true, float16 = true, bfloat16 = true }
+
+-- cross_entropy for class ids without weight or smoothing: the fused rows
+-- op, then the reduction; the same values as log_softmax + nll_classes.
+local function cross_entropy_fused(fn, input, target, o)
+  local ignore_index = o.ignore_index or -100
+  if math.type(ignore_index) ~= "integer" then
+    error(string.format("%s: ignore_index must be an integer, got %s", fn, tostring(ignore_index)), 3)
+  end
+  local reduction = check_reduction(fn, o.reduction)
+  local C, cdim = check_class_target(fn, input, target, ignore_index)
+  local rows = class_rows(input, C, input:dim())
+  local M = rows:size(1)
+  local t = target:reshape(M)
+  local loss = core.cross_entropy_rows(rows, t, ignore_index)
+  local dtype = input:dtype()
+  if reduction == "none" then return loss:to(dtype):reshape(table.unpack(target:shape())) end
+  local total = loss:sum()
+  if reduction == "mean" then total = total / t:ne(ignore_index):float():sum() end
+  return total:to(dtype)
+end
+
 local function check_smoothing(fn, eps)
   if eps ~= nil and (type(eps) ~= "number" or eps < 0 or eps > 1) then
     error(string.format("%s: label_smoothing must be a number in [0, 1], got %s", fn, tostring(eps)), 3)
@@ -207,6 +233,9 @@ function F.cross_entropy(input, target, opts)
   check_tensor(fn, 2, "target", target)
   check_smoothing(fn, o.label_smoothing)
   local cdim = input:dim() >= 2 and 2 or 1
+  if not FLOATS[target:dtype()] and o.weight == nil and (o.label_smoothing or 0) == 0 and FUSED_CE[input:dtype()] then
+    return cross_entropy_fused(fn, input, target, o)
+  end
   local logp = input:log_softmax(cdim)
   if FLOATS[target:dtype()] then
     -- class probabilities: -sum_c w_c t_c log p_c, "mean" over the N * d1 * ... rows

@@ -67,6 +67,7 @@ struct as_node {
     /* the engine's scratch */
     int pending;
     as_tensor *grad;
+    bool grad_own; /* grad is the engine's alone: a slice may be added into it in place */
     int ninputs;
     as_edge in[]; /* ninputs edges */
 };
@@ -560,8 +561,61 @@ static int check_finite(const as_node *n, as_tensor *const *grad_in)
     return 0;
 }
 
+static int view_backward(as_node *n, const as_tensor *g, as_tensor **gi);
+
+/* Whether n is a narrow or select whose gradient can go straight into its
+ * input's pending gradient (the input a node, not a leaf; no anomaly check,
+ * which reads each node's whole gradient). */
+static bool slice_into_input(const as_node *n)
+{
+    if (n->backward != view_backward || anomaly || n->ninputs != 1 || !n->in[0].node) return false;
+    as_view_kind k = (as_view_kind)(int)n->scalars[0];
+    return k == AS_VIEW_NARROW || k == AS_VIEW_SELECT;
+}
+
+/* The backward of a narrow or select: its gradient added in place into the
+ * slice of the input's pending gradient, which is made once (zeros of the
+ * input's shape) and then owned by the engine.  The generic path makes a
+ * zero tensor of the input's shape per slice and adds them whole: for a
+ * fused qkv projection split in three, three zero tensors and two full adds
+ * a layer. */
+static int run_slice_node(as_node *n, node_list *ready, bool retain)
+{
+    as_edge *e = &n->in[0];
+    as_node *m = e->node;
+    as_tensor *slice = NULL;
+    int rc = 0;
+    if (n->grad && (!m->grad || !m->grad_own)) {
+        as_tensor *z = as_zeros(e->ndim, e->shape, e->dtype, e->device);
+        if (!z || (m->grad && as_copy_(z, m->grad))) {
+            as_release(z);
+            rc = -1;
+        } else {
+            as_release(m->grad);
+            m->grad = z;
+            m->grad_own = true;
+        }
+    }
+    if (!rc && n->grad) {
+        int dim = (int)n->ints[0];
+        slice = (as_view_kind)(int)n->scalars[0] == AS_VIEW_NARROW ? as_narrow(m->grad, dim, n->ints[1], n->grad->shape[dim])
+                                                                   : as_select(m->grad, dim, n->ints[1]);
+        rc = !slice || as_binary_(AS_ADD, slice, n->grad) ? -1 : 0;
+        as_release(slice);
+    }
+    as_release(n->grad);
+    n->grad = NULL;
+    if (--m->pending == 0 && !rc) rc = push(ready, m);
+    if (!retain) {
+        free_saved(n);
+        n->released = true;
+    }
+    return rc;
+}
+
 static int run_node(as_node *n, node_list *ready, bool retain)
 {
+    if (slice_into_input(n)) return run_slice_node(n, ready, retain);
     as_tensor *grad_in[AS_NODE_MAX_INPUTS] = {NULL};
     int rc = n->backward(n, n->grad, grad_in);
     if (!rc && anomaly) rc = check_finite(n, grad_in);
@@ -573,7 +627,11 @@ static int run_node(as_node *n, node_list *ready, bool retain)
             as_tensor *g = fit(e, grad_in[i]);
             if (!g) rc = -1;
             else if (e->leaf) rc = accumulate_leaf(e->leaf, g);
-            else if (!(e->node->grad = add_grads(e->node->grad, g))) rc = -1;
+            else {
+                /* the sum of two is a new tensor, the engine's alone; a first gradient may be shared */
+                e->node->grad_own = e->node->grad != NULL;
+                if (!(e->node->grad = add_grads(e->node->grad, g))) rc = -1;
+            }
             as_release(g);
         }
         if (e->leaf) rc = leaf_arrived(e->leaf, grad_in[i] != NULL, rc);
@@ -621,6 +679,7 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
         rc = collect(top, &all, &leaves);
         if (!rc) {
             top->grad = as_retain(g);
+            top->grad_own = false;
             rc = push(&ready, top);
         }
         while (!rc && ready.n > 0) rc = run_node(ready.v[--ready.n], &ready, retain_graph);
@@ -628,6 +687,7 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
             as_node *n = all.v[i];
             as_release(n->grad);
             n->grad = NULL;
+            n->grad_own = false;
             n->pending = 0;
         }
         for (int i = 0; i < leaves.n; i++) {

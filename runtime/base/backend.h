@@ -66,6 +66,11 @@ typedef struct as_backend {
     int (*reduce_rows_i64)(as_redop op, const int64_t *x, int64_t rows, int64_t n, int64_t *out);
     int (*softmax_rows)(const float *x, float *y, int64_t rows, int64_t n, int log);
     int (*softmax_bwd_rows)(const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
+    /* cross-entropy rows: x in its dtype (F32, F16, BF16), kernels/cpu/cpu_kernels.h's contract */
+    int (*xent_rows)(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss, float *lse,
+                     int64_t rows, int64_t n);
+    int (*xent_bwd_rows)(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, const float *lse,
+                         const float *g, void *dx, int64_t rows, int64_t n);
     int (*norm_bwd_rows)(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
                          int64_t n, double eps, int rms);
     int (*layer_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, const float *b,

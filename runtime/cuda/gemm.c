@@ -4,6 +4,7 @@
 #include "cuda_backend.h"
 
 #include <limits.h>
+#include <stdlib.h>
 
 #include "attnswap/cuda.h"
 #include "attnswap/error.h"
@@ -20,6 +21,8 @@ int as_cuda_gemm(as_gemm_args *g)
 
 #include <cublas_v2.h>
 
+#include "cuda_kernels.h"
+
 static cudaDataType_t cuda_type(as_dtype dt)
 {
     return dt == AS_F16 ? CUDA_R_16F : dt == AS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -27,19 +30,37 @@ static cudaDataType_t cuda_type(as_dtype dt)
 
 static int fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
-/* batch matrices, the i-th at element offsets i*sa, i*sb, i*sc. */
-static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
-                int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc)
+/* the padding below, unless ATTNSWAP_GEMM_PAD=0 (for measuring it) */
+static bool pad_misaligned(void)
 {
-    if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) ||
-        !fits_int(batch)) {
-        as_error_set("matmul: sizes past 2^31 are more than cuBLAS's int interface takes");
-        return -1;
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ATTNSWAP_GEMM_PAD");
+        on = !(e && e[0] == '0');
     }
-    if (as_cuda_use("matmul", as_tensor_device(c).index)) return -1;
-    const char *pa = as_data(a), *pb = as_data(b);
-    char *pc = as_data(c);
-    cudaDataType_t t = cuda_type(c->dtype);
+    return on;
+}
+
+/* ---- 16-bit products with a dimension that is not a multiple of 8 ----
+ * cuBLAS takes its fast tensor-core kernels only when the dimensions and
+ * leading dimensions of a half-precision product are multiples of 8.  An odd
+ * vocabulary (GPT-2's 50257) breaks that for the LM head: its forward took
+ * 6.57 ms on the H100 at 50257 columns against 0.86 ms at 50304
+ * (docs/performance.md); padding only the leading dimensions (pitched
+ * copies) did not help.  A large such product runs instead on operands
+ * whose odd dims are zero-padded to a multiple of 64, and its result is
+ * cropped back: copies that are memory-bound, a fraction of the product. */
+#define PAD_DIM 64
+#define PAD_MIN_FLOPS ((int64_t)1 << 31) /* below this a copy costs more than it saves */
+
+static int64_t padded(int64_t d) { return d % 8 == 0 ? d : (d + PAD_DIM - 1) / PAD_DIM * PAD_DIM; }
+static bool misaligned(int64_t ld, size_t es) { return (ld * (int64_t)es) % 16 != 0; }
+
+/* batch matrices, the i-th at element offsets i*sa, i*sb, i*sc. */
+static int gemm_call(const char *pa, const char *pb, char *pc, cudaDataType_t t, int ta, int tb, int64_t M, int64_t N,
+                     int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
+                     int64_t sc)
+{
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float one = 1.0f, zero = 0.0f;
     cublasHandle_t h = as_cuda_blas_handle();
@@ -52,6 +73,66 @@ static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, in
                                         (int)lda, sa, &zero, pc, t, (int)ldc, sc, (int)batch, CUBLAS_COMPUTE_32F,
                                         CUBLAS_GEMM_DEFAULT);
     return as_cublas_check("matmul", st);
+}
+
+static int pad_copy(void *dst, int64_t dld, int64_t drows, int64_t dcols, const void *src, int64_t sld,
+                    int64_t srows, int64_t scols, size_t es)
+{
+    return as_cuda_check("matmul", as_cuda_pad_copy(dst, dld, drows, dcols, src, sld, srows, scols, (int)es));
+}
+
+/* One product with an odd dimension, on zero-padded copies (see above). */
+static int gemm_padded(const char *pa, const char *pb, char *pc, cudaDataType_t t, size_t es, int ta, int tb,
+                       int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int index)
+{
+    const int64_t M2 = padded(M), N2 = padded(N), K2 = padded(K);
+    /* the stored shapes: A is (M, K) or, transposed, (K, M); B (K, N) or (N, K); C (M, N) */
+    const int64_t ar = ta ? K : M, aw = ta ? M : K, br = tb ? N : K, bw = tb ? K : N;
+    const int64_t ar2 = ta ? K2 : M2, aw2 = ta ? M2 : K2, br2 = tb ? N2 : K2, bw2 = tb ? K2 : N2;
+    const bool pad_a = ar2 != ar || aw2 != aw || misaligned(lda, es);
+    const bool pad_b = br2 != br || bw2 != bw || misaligned(ldb, es);
+    const bool pad_c = M2 != M || N2 != N || misaligned(ldc, es);
+    char *a2 = pad_a ? as_cuda_alloc((size_t)(ar2 * aw2) * es, index) : NULL;
+    char *b2 = pad_b ? as_cuda_alloc((size_t)(br2 * bw2) * es, index) : NULL;
+    char *c2 = pad_c ? as_cuda_alloc((size_t)(M2 * N2) * es, index) : NULL;
+    int rc = -1;
+    if ((pad_a && !a2) || (pad_b && !b2) || (pad_c && !c2)) {
+        as_error_set("matmul: out of CUDA memory for the padded copies of a (%lld x %lld x %lld) product",
+                     (long long)M, (long long)N, (long long)K);
+        goto done;
+    }
+    if (pad_a && pad_copy(a2, aw2, ar2, aw2, pa, lda, ar, aw, es)) goto done;
+    if (pad_b && pad_copy(b2, bw2, br2, bw2, pb, ldb, br, bw, es)) goto done;
+    if (gemm_call(pad_a ? a2 : pa, pad_b ? b2 : pb, pad_c ? c2 : pc, t, ta, tb, M2, N2, K2, pad_a ? aw2 : lda,
+                  pad_b ? bw2 : ldb, pad_c ? N2 : ldc, 1, 0, 0, 0))
+        goto done;
+    rc = pad_c ? pad_copy(pc, ldc, M, N, c2, N2, M, N, es) : 0;
+done:
+    /* the caching allocator hands these blocks out again only to work queued after this on the same stream */
+    if (a2) as_cuda_free(a2, index);
+    if (b2) as_cuda_free(b2, index);
+    if (c2) as_cuda_free(c2, index);
+    return rc;
+}
+
+static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
+                int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc)
+{
+    if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) ||
+        !fits_int(batch)) {
+        as_error_set("matmul: sizes past 2^31 are more than cuBLAS's int interface takes");
+        return -1;
+    }
+    const int index = as_tensor_device(c).index;
+    if (as_cuda_use("matmul", index)) return -1;
+    const char *pa = as_data(a), *pb = as_data(b);
+    char *pc = as_data(c);
+    cudaDataType_t t = cuda_type(c->dtype);
+    const size_t es = as_dtype_size(c->dtype);
+    if (es == 2 && batch == 1 && 2 * M * N * K >= PAD_MIN_FLOPS && pad_misaligned() &&
+        (M % 8 || N % 8 || K % 8 || misaligned(lda, es) || misaligned(ldb, es) || misaligned(ldc, es)))
+        return gemm_padded(pa, pb, pc, t, es, ta, tb, M, N, K, lda, ldb, ldc, index);
+    return gemm_call(pa, pb, pc, t, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc);
 }
 
 /* The batch [0, nbatch) as one stride per operand, when its dims allow. */

@@ -187,6 +187,15 @@ static int l_log_softmax(lua_State *L)
     return 1;
 }
 
+/* cross_entropy_rows(x, target [, ignore_index = -100]) -> (rows) float32 losses */
+static int l_cross_entropy_rows(lua_State *L)
+{
+    as_tensor *x = l_checktensor(L, 1), *t = l_checktensor(L, 2);
+    lua_Integer ignore = luaL_optinteger(L, 3, -100);
+    l_pushtensor(L, as_cross_entropy_rows(x, t, (int64_t)ignore));
+    return 1;
+}
+
 static as_tensor *opt_tensor(lua_State *L, int idx, const char *fn, const char *what)
 {
     if (lua_isnoneornil(L, idx)) return NULL;
@@ -372,6 +381,7 @@ static const luaL_Reg op_methods[] = {
     {"sum", l_sum}, {"mean", l_mean}, {"prod", l_prod}, {"var", l_var}, {"std", l_std}, {"max", l_max},
     {"min", l_min}, {"argmax", l_argmax}, {"argmin", l_argmin},
     {"softmax", l_softmax}, {"log_softmax", l_log_softmax}, {"layer_norm", l_layer_norm},
+    {"cross_entropy_rows", l_cross_entropy_rows},
     {"rms_norm", l_rms_norm}, {"matmul", l_matmul}, {"index_select", l_index_select},
     {"tril", l_tril}, {"triu", l_triu}, {"masked_fill", l_masked_fill},
     {NULL, NULL},

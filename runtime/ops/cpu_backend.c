@@ -55,6 +55,20 @@ static int cpu_softmax_bwd_rows(const float *y, const float *g, float *out, int6
     return as_cpu_softmax_bwd_rows(y, g, out, rows, n, log), 0;
 }
 
+static int cpu_xent_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss, float *lse,
+                         int64_t rows, int64_t n)
+{
+    if (as_cpu_xent_rows(x, dt, target, ignore, loss, lse, rows, n) == 0) return 0;
+    as_error_set("cross_entropy: a target is out of bounds (classes are 0 to %lld, ignore_index is %lld)",
+                 (long long)n - 1, (long long)ignore);
+    return -1;
+}
+static int cpu_xent_bwd_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, const float *lse,
+                             const float *g, void *dx, int64_t rows, int64_t n)
+{
+    return as_cpu_xent_bwd_rows(x, dt, target, ignore, lse, g, dx, rows, n), 0;
+}
+
 static int cpu_norm_bwd_rows(const float *x, const float *w, const float *g, float *dx, float *gxh, int64_t rows,
                              int64_t n, double eps, int rms)
 {
@@ -240,6 +254,8 @@ const as_backend as_cpu_backend = {
     .reduce_rows_i64 = cpu_reduce_rows_i64,
     .softmax_rows = cpu_softmax_rows,
     .softmax_bwd_rows = cpu_softmax_bwd_rows,
+    .xent_rows = cpu_xent_rows,
+    .xent_bwd_rows = cpu_xent_bwd_rows,
     .norm_bwd_rows = cpu_norm_bwd_rows,
     .layer_norm_rows = cpu_layer_norm_rows,
     .rms_norm_rows = cpu_rms_norm_rows,

@@ -105,6 +105,20 @@ int as_k_softmax_bwd_rows(as_device dev, const float *y, const float *g, float *
     return b->check(fn, b->softmax_bwd_rows(y, g, out, rows, n, log));
 }
 
+int as_k_xent_rows(as_device dev, const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss,
+                   float *lse, int64_t rows, int64_t n)
+{
+    BACKEND(b, "cross_entropy", dev);
+    return b->check("cross_entropy", b->xent_rows(x, dt, target, ignore, loss, lse, rows, n));
+}
+
+int as_k_xent_bwd_rows(as_device dev, const void *x, as_dtype dt, const int64_t *target, int64_t ignore,
+                       const float *lse, const float *g, void *dx, int64_t rows, int64_t n)
+{
+    BACKEND(b, "cross_entropy backward", dev);
+    return b->check("cross_entropy backward", b->xent_bwd_rows(x, dt, target, ignore, lse, g, dx, rows, n));
+}
+
 int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                          const float *bias, double eps)
 {

@@ -30,6 +30,12 @@ int as_k_softmax_rows(as_device dev, const float *x, float *y, int64_t rows, int
 int as_k_norm_bwd_rows(as_device dev, const float *x, const float *w, const float *g, float *dx, float *gxh,
                        int64_t rows, int64_t n, double eps, int rms);
 int as_k_softmax_bwd_rows(as_device dev, const float *y, const float *g, float *out, int64_t rows, int64_t n, int log);
+/* cross-entropy rows: x (rows, n) contiguous in dt (F32, F16, BF16), target
+ * (rows) int64; loss, lse (rows) float32; dx (rows, n) in dt */
+int as_k_xent_rows(as_device dev, const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss,
+                   float *lse, int64_t rows, int64_t n);
+int as_k_xent_bwd_rows(as_device dev, const void *x, as_dtype dt, const int64_t *target, int64_t ignore,
+                       const float *lse, const float *g, void *dx, int64_t rows, int64_t n);
 int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                          const float *b, double eps);
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,

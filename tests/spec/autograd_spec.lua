@@ -71,6 +71,36 @@ describe("autograd", function()
     check(function(a) return (a:t():flatten() ^ 2):sum() + (a:t():contiguous() * w):sum() end, { r(3, 4) })
   end)
 
+  it("slices of a non-leaf add their gradients in place into its pending gradient", function()
+    -- the engine's narrow/select path (runtime/autograd/autograd.c, run_slice_node): overlapping
+    -- narrows, a select, a whole-tensor use arriving first or last, and a second backward
+    local w1, w2, w3 = r(4, 3), r(4, 4), r(5)
+    local function f(a)
+      local x = a * 1.5 -- a node, so its gradient is pending in the engine
+      local loss = (x:narrow(2, 1, 3) * w1):sum() + (x:narrow(2, 2, 4) * w2):sum() + (x:select(1, 2) * w3):sum()
+      return loss
+    end
+    check(f, { r(4, 5) })
+    check(function(a) local x = a:exp(); return (x * x):sum() + (x:narrow(1, 2, 2) ^ 2):sum() end, { r(3, 4) })
+    check(function(a) local x = a:exp(); return (x:narrow(1, 2, 2) ^ 2):sum() + (x * x):sum() end, { r(3, 4) })
+    -- a fused projection split in three, as attention splits qkv
+    local wq, wk, wv = r(2, 3, 2), r(2, 3, 2), r(2, 3, 2)
+    check(function(a)
+      local qkv = a * 0.5 + 1
+      local q, k, v = qkv:split(2, 3)
+      return (q * wq + k * wk):sum() + (v * wv):sum()
+    end, { r(2, 3, 6) })
+    -- retain_graph: the second backward gives the same gradient again
+    local a = r(3, 4):requires_grad_()
+    local x = a * 2
+    local loss = (x:narrow(2, 1, 2) ^ 2):sum() + x:select(2, 4):sum()
+    loss:backward(nil, { retain_graph = true })
+    local g1 = a.grad:clone()
+    a.grad = nil
+    loss:backward()
+    assert.is_true((a.grad - g1):abs():max():item() == 0)
+  end)
+
   it("attention and the built-in layers: the default core trains through the fused kernel on the cpu", function()
     local w = r(2, 3, 5, 4)
     check(function(q, k, v) return (as.attention.new("scaled_dot_product", { causal = true })(q, k, v) * w):sum() end,

@@ -149,6 +149,58 @@ describe("as.F losses", function()
     near(sum(losses) / denom, F.cross_entropy(x3, t3):item(), 1e-5, "(N, C, L)")
   end)
 
+  it("cross_entropy's fused rows (class ids) equal log_softmax + nll_loss, values and gradients", function()
+    local util = require "spec_util"
+    local function both(x0, t, o)
+      local xa, xb = x0:detach():clone():requires_grad_(), x0:detach():clone():requires_grad_()
+      local fused = F.cross_entropy(xa, t, o)
+      local cdim = x0:dim() >= 2 and 2 or 1
+      local ref = F.nll_loss(xb:log_softmax(cdim), t, o)
+      local g = as.randn(table.unpack(fused:shape())):to(fused:dtype())
+      ;(fused * g):sum():backward()
+      ;(ref * g):sum():backward()
+      return fused, ref, xa.grad, xb.grad
+    end
+    for _, case in ipairs {
+      { { 7, 2053 }, 7, {} }, -- odd class count, past one chunk
+      { { 5, 3 }, 5, { reduction = "sum" } },
+      { { 6, 11 }, 6, { reduction = "none", ignore_index = 2 } },
+      { { 2, 9, 4 }, { 2, 4 }, {} }, -- (N, C, d1): classes moved last
+      { { 1, 1 }, 1, {} },
+    } do
+      local x = as.randn(table.unpack(case[1])) * 3
+      local tshape = type(case[2]) == "table" and case[2] or { case[2] }
+      local C = case[1][2] or case[1][1]
+      local ids, n = {}, 1
+      for _, d in ipairs(tshape) do n = n * d end
+      for i = 1, n do ids[i] = math.random(0, C - 1) end
+      local t = as.tensor(ids):long():reshape(table.unpack(tshape))
+      for _, dt in ipairs { "float32", "bfloat16" } do
+        local xd = x:to(dt)
+        local fused, ref, gf, gr = both(xd, t, case[3])
+        local tol = dt == "float32" and 1e-5 or 2e-2
+        assert.are.equal(ref:dtype(), fused:dtype())
+        assert.are.same(ref:shape(), fused:shape())
+        local dv = util.maxdiff(fused:float(), ref:float())
+        assert.is_true(dv <= tol * math.max(1, ref:float():abs():max():item()), dt .. " value diff " .. dv)
+        local dg = util.maxdiff(gf:float(), gr:float())
+        assert.is_true(dg <= tol, dt .. " gradient diff " .. dg)
+        assert.are.equal(dt, gf:dtype())
+      end
+    end
+    -- a row whose target is ignored gets no gradient; every row ignored: mean is NaN, as torch's
+    local x = as.randn(3, 5):requires_grad_()
+    F.cross_entropy(x, as.tensor({ 1, -100, 4 }):long()):backward()
+    assert.are.equal(0, x.grad[2]:abs():sum():item())
+    local all = F.cross_entropy(as.randn(2, 3), as.full({ 2 }, -100, "int64")):item()
+    assert.is_true(all ~= all)
+    -- the op on its own: a clear error for a bad target and for bad shapes
+    assert.has_error(function() as.core.cross_entropy_rows(as.randn(2, 3), as.tensor({ 0, 3 }):long()) end,
+      "cross_entropy: a target is out of bounds (classes are 0 to 2, ignore_index is -100)")
+    assert.has_error(function() as.core.cross_entropy_rows(as.randn(2, 3), as.tensor({ 0 }):long()) end,
+      "cross_entropy_rows: expected (2) int64 class ids, one per row of the logits, got 1d int64 with 1 elements")
+  end)
+
   it("mse_loss, l1_loss, kl_div and binary_cross_entropy_with_logits by hand", function()
     local a, b = as.randn(3, 4), as.randn(3, 4)
     local al, bl = a:reshape(12):tolist(), b:reshape(12):tolist()
