@@ -192,14 +192,9 @@ function B.read_rows(path, decode)
   return rows
 end
 
---- index(rows, ...) -> rows by the values of the keys named, joined with
---- "/": index(rows, "D", "L", "causal")["64/1024/true"].  Later rows win.
-function B.index(rows, ...)
-  local keys, out = { ... }, {}
-  for _, r in ipairs(rows) do out[B.key(r, table.unpack(keys))] = r end
-  return out
-end
-
+--- key(row, ...) -> the values of the keys named joined with "/", integral
+--- floats as integers: key({D = 64, L = 1024.0, causal = true}, "D", "L",
+--- "causal") is "64/1024/true", however a JSON decoder typed the numbers.
 function B.key(r, ...)
   local parts = {}
   for i, k in ipairs { ... } do

@@ -63,7 +63,7 @@ describe("examples/bench_attention.lua", function()
         if as.attention.info(r.impl).exact then
           assert.is_true(r.grad_err < 1e-4, r.impl .. " " .. tostring(r.grad_err))
           if r.L == 64 then
-            assert.is_true(math.abs(r.vs_torch - 2e-3 / r.time) < 1e-9 * r.vs_torch, r.impl)
+            assert.is_true(math.abs(r.vs_torch - 2e-3 / r.time) < 1e-4 * r.vs_torch, r.impl) -- %.6g in the JSON
           else
             assert.is_nil(r.vs_torch, r.impl)
           end
@@ -99,7 +99,9 @@ describe("examples/bench_attention.lua", function()
       assert.is_nil(r.error, r.error)
       assert.is_true(r.seconds > 0 and r.tflops > 0 and r.B * r.L == 256 and r.H * r.D == 32, out)
       if r.L == 64 and r.causal then
-        assert.is_true(math.abs(r.vs_fa2 - r.tflops / 2e-3) < 1e-6 * r.vs_fa2 and math.abs(r.vs_cudnn - r.tflops / 4e-3) < 1e-6 * r.vs_cudnn)
+        -- ours / theirs, to the %.6g the JSON keeps
+        assert.is_true(math.abs(r.vs_fa2 - r.tflops / 2e-3) < 1e-4 * r.vs_fa2, out)
+        assert.is_true(math.abs(r.vs_cudnn - r.tflops / 4e-3) < 1e-4 * r.vs_cudnn, out)
       else
         assert.is_nil(r.vs_fa2)
       end
