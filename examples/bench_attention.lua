@@ -116,6 +116,10 @@ if o.torch then
   end
 end
 
+-- the implementations whose gradients are compared with exact attention's
+local exact_of = {}
+for _, name in ipairs(o.impl) do exact_of[name] = as.attention.info(name).exact or nil end
+
 -- the exact gradients of one shape: the materialising sdp math path's dq, dk, dv
 local function reference_grads(q, k, v, g, L)
   if o.B * o.H * L * L * 4 * 2 > SDP_MEMORY_CAP then return nil end
@@ -146,7 +150,7 @@ local function measure(row, core, q, k, v, g, ref)
   local base = as.core.memory_stats().allocated
   out = step() -- also the warm-up
   row.memory = as.core.memory_stats().peak - base
-  if o.exact_of[row.impl] and ref then row.grad_err = bench.max_abs_diff({ q.grad, k.grad, v.grad }, ref) end
+  if exact_of[row.impl] and ref then row.grad_err = bench.max_abs_diff({ q.grad, k.grad, v.grad }, ref) end
   row.fwd_time = bench.time(function() core(q, k, v) end, o.repeats, 0)
   row.time = bench.time(step, o.repeats, 0)
   if core.zero_grad then core:zero_grad() end
@@ -154,8 +158,6 @@ local function measure(row, core, q, k, v, g, ref)
   return out
 end
 
-o.exact_of = {}
-for _, name in ipairs(o.impl) do o.exact_of[name] = as.attention.info(name).exact or nil end
 local flop_factor = o.backward and bench.FWD_BWD_FLOPS or 1
 -- calls a shape costs: the timed ones, their warm-up, and with --backward the forward alone
 local calls = o.backward and 2 * o.repeats + 1 or o.repeats + 1
@@ -172,7 +174,7 @@ for _, D in ipairs(o.D) do
       g = as.randn(o.B, o.H, L, D)
       for _, x in ipairs { q, k, v } do x:requires_grad_() end
       for _, name in ipairs(o.impl) do
-        if o.exact_of[name] then
+        if exact_of[name] then
           bench.progress(done, total, string.format("sdp math gradients L=%d D=%d", L, D))
           ref = reference_grads(q, k, v, g, L)
           break
@@ -209,7 +211,7 @@ for _, D in ipairs(o.D) do
           row.pct_sgemm = 100 * row.gflops / sgemm_gflops
           if name == "flash_attention" then row.backend = as.sdpa_backend() end
           last_time[name .. D] = { t = row.time, L = L }
-          local p = o.exact_of[name] and peer[bench.key(row, "L", "D", "causal") .. "/" .. (o.B * o.H)]
+          local p = exact_of[name] and peer[bench.key(row, "L", "D", "causal") .. "/" .. (o.B * o.H)]
           if p and p.total_ms then
             row.torch_ms, row.vs_torch = p.total_ms, p.total_ms / 1e3 / row.time
           end

@@ -78,6 +78,39 @@ describe("examples/bench_attention.lua", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
+  it("--backward: an implementation whose backward fails is a row with the error, and the sweep goes on", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p '" .. dir .. "'")
+    -- a registered attention whose output has no graph: out:backward(g) raises
+    local f = assert(io.open(dir .. "/wrap.lua", "w"))
+    f:write(string.format([[
+local as = require "attnswap"
+local NoGrad = as.nn.class("NoGradAttention")
+function NoGrad:init() end
+function NoGrad:forward(q, k, v) return as.no_grad(function() return as.flash_attention(q, k, v) end) end
+as.register_attention("no_grad_attention", NoGrad, { exact = false, complexity = "O(L^2 D)" })
+arg = { [0] = %q, "--backward", "--quick", "--impl", "no_grad_attention,flash_attention", "--out", %q }
+dofile(arg[0])
+]], src .. "/examples/bench_attention.lua", dir))
+    f:close()
+    local p = assert(io.popen(string.format("%s %s/wrap.lua 2>/dev/null", run, dir)))
+    local out = p:read("a")
+    assert.is_true(p:close(), out)
+    local jf = assert(io.open(dir .. "/results.json"))
+    local rows = as.json_decode(jf:read("a"))
+    jf:close()
+    assert.are.equal(4, #rows)
+    for _, r in ipairs(rows) do
+      if r.impl == "no_grad_attention" then
+        assert.is_truthy(r.skipped and r.skipped:find("^error: .*does not require grad"), r.skipped)
+      else
+        assert.is_true(r.time > 0 and r.grad_err < 1e-4, r.impl)
+      end
+    end
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
   it("the CUDA sweep's --backward path runs small on the CPU: flash and math rows, ratios to the peer", function()
     local dir = os.tmpname()
     os.remove(dir)
