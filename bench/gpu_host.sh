@@ -2,9 +2,11 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|models|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd]   (default all)
 # flashbwd: the CUDA flash backward's test (tests/cuda/flash_bwd_cuda.lua), then its timing
 # (bench/flash_bwd_cuda.lua) beside PyTorch's backward (bench/torch_flash_bwd.py).
+# bwdbench: exact attention forward + backward (issue 17), bench/torch_sdpa.py --backward
+# beside examples/bench_attention.lua --device cuda --backward (not part of all).
 # distill: as.distill's stages at GPT-2 small's shapes (bench/distill_gpu.lua) beside
 # LoLCATs-style attention transfer in PyTorch eager (bench/torch_distill.py), after
 # bench/hedgehog_cuda_check.lua; parts: a training step's pieces (bench/train_parts.lua)
@@ -53,6 +55,13 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 bench/torch_sdpa.py --out "$OUT/torch.json" > "$OUT/torch.log" 2>&1 || tail "$OUT/torch.log"
   build-gpu/attnswap-run examples/bench_attention.lua --device cuda --torch "$OUT/torch.json" \
     --out "$OUT/attnswap.json" 2>&1 | tee "$OUT/bench.txt"
+fi
+if [ "$what" = bwdbench ]; then
+  python3 bench/torch_sdpa.py --backward --out "$OUT/torch_bwd.json" > "$OUT/torch_bwd.log" 2>&1 || rc=1
+  tail -30 "$OUT/torch_bwd.log"
+  build-gpu/attnswap-run examples/bench_attention.lua --device cuda --backward --torch "$OUT/torch_bwd.json" \
+    --out "$OUT/attnswap_bwd.json" 2>&1 | tee "$OUT/bench_bwd.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
 if [ "$what" = models ] || [ "$what" = all ]; then
   python3 bench/torch_models.py --out "$OUT/torch_models.json" 2>&1 | tee "$OUT/torch_models.txt"

@@ -149,6 +149,67 @@ function B.svg(panels, o)
   return table.concat(out, "\n") .. "\n"
 end
 
+-- FlashAttention's convention: a backward costs 2.5 forwards, so forward +
+-- backward counts 3.5 x the forward's 4 B H pairs D.
+B.FWD_BWD_FLOPS = 3.5
+
+--- step(fn, inputs, grad) -> a function running one training step of an
+--- attention: clears each input's .grad, out = fn(inputs...),
+--- out:backward(grad) with the fixed upstream gradient grad; returns out.
+function B.step(fn, inputs, grad)
+  return function()
+    for _, x in ipairs(inputs) do x.grad = nil end
+    local out = fn(table.unpack(inputs))
+    out:backward(grad)
+    return out
+  end
+end
+
+--- max |a[i] - b[i]| over pairs of tensor lists (gradients against a
+--- reference); nil when one is missing.
+function B.max_abs_diff(as_, bs)
+  local m = 0
+  for i, a in ipairs(as_) do
+    local b = bs[i]
+    if a == nil or b == nil then return nil end
+    m = math.max(m, (a:float() - b:float()):abs():max():item())
+  end
+  return m
+end
+
+--- read_rows(path) -> the rows of a peer's JSON: one array, or one object
+--- a line (bench/torch_cpu_sdpa_bwd.py prints JSON lines).
+function B.read_rows(path, decode)
+  local f, err = io.open(path)
+  if not f then error("bench: cannot read " .. path .. ": " .. tostring(err), 2) end
+  local text = f:read("a")
+  f:close()
+  if text:match("^%s*%[") then return decode(text) end
+  local rows = {}
+  for line in text:gmatch("[^\n]+") do
+    if line:match("^%s*{") then rows[#rows + 1] = decode(line) end
+  end
+  return rows
+end
+
+--- key(row, ...) -> the values of the keys named joined with "/", integral
+--- floats as integers: key({D = 64, L = 1024.0, causal = true}, "D", "L",
+--- "causal") is "64/1024/true", however a JSON decoder typed the numbers.
+function B.key(r, ...)
+  local parts = {}
+  for i, k in ipairs { ... } do
+    local v = r[k]
+    parts[i] = math.type(v) == "float" and v == math.floor(v) and string.format("%d", v) or tostring(v)
+  end
+  return table.concat(parts, "/")
+end
+
+--- "1.23x" for a / b, or "-" when either is missing or not positive.
+function B.ratio(a, b)
+  if type(a) ~= "number" or type(b) ~= "number" or a <= 0 or b <= 0 then return "-" end
+  return string.format("%.2fx", a / b)
+end
+
 function B.write(path, text)
   local f, err = io.open(path, "w")
   if not f then error("bench: cannot write " .. path .. ": " .. tostring(err), 2) end

@@ -31,6 +31,118 @@ describe("examples/bench_attention.lua", function()
     os.execute("rm -rf '" .. dir .. "'")
   end)
 
+  it("--backward times forward + backward of every implementation, with gradient errors and a vs torch column", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    -- a PyTorch peer in torch_cpu_sdpa_bwd.py's JSON lines (B x H = 2 in quick mode)
+    os.execute("mkdir -p '" .. dir .. "'")
+    local f = assert(io.open(dir .. "/torch.json", "w"))
+    f:write('{"impl": "torch", "L": 64, "D": 16, "BH": 2, "causal": false, "fwd_ms": 0.5, "bwd_ms": 1.5, "total_ms": 2.0}\n',
+      '{"impl": "torch", "L": 128, "D": 16, "BH": 4, "causal": false, "total_ms": 9.0}\n') -- another B x H: no match
+    f:close()
+    local p = assert(io.popen(string.format("%s %s/examples/bench_attention.lua --backward --quick --torch %s/torch.json --out %s 2>/dev/null",
+      run, src, dir, dir)))
+    local out = p:read("a")
+    assert.is_true(p:close(), out)
+    assert.is_truthy(out:find("fwd+bwd", 1, true), out)
+    local jf = assert(io.open(dir .. "/results.json"))
+    local rows = as.json_decode(jf:read("a"))
+    jf:close()
+    local names = as.attention.names()
+    assert.are.equal(#names * 2, #rows) -- every implementation x L = 64, 128
+    local seen = {}
+    for _, r in ipairs(rows) do
+      seen[r.impl] = true
+      assert.is_true(r.backward, r.impl)
+      if r.skipped then
+        -- only an implementation that does not take these options; a failing backward would say "error: ..."
+        assert.is_truthy(r.skipped:match("^unsupported"), r.impl .. ": " .. r.skipped)
+      else
+        assert.is_true(r.time > 0 and r.time < math.huge and r.fwd_time > 0 and r.gflops > 0, r.impl)
+        assert.is_true(r.memory > 0, r.impl)
+        if as.attention.info(r.impl).exact then
+          assert.is_true(r.grad_err < 1e-4, r.impl .. " " .. tostring(r.grad_err))
+          if r.L == 64 then
+            assert.is_true(math.abs(r.vs_torch - 2e-3 / r.time) < 1e-4 * r.vs_torch, r.impl) -- %.6g in the JSON
+          else
+            assert.is_nil(r.vs_torch, r.impl)
+          end
+        else
+          assert.is_nil(r.grad_err, r.impl)
+          assert.is_nil(r.vs_torch, r.impl)
+        end
+      end
+    end
+    for _, n in ipairs(names) do assert.is_true(seen[n], n) end
+    assert.is_truthy(io.open(dir .. "/plot.svg")):close()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("--backward: an implementation whose backward fails is a row with the error, and the sweep goes on", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p '" .. dir .. "'")
+    -- a registered attention whose output has no graph: out:backward(g) raises
+    local f = assert(io.open(dir .. "/wrap.lua", "w"))
+    f:write(string.format([[
+local as = require "attnswap"
+local NoGrad = as.nn.class("NoGradAttention")
+function NoGrad:init() end
+function NoGrad:forward(q, k, v) return as.no_grad(function() return as.flash_attention(q, k, v) end) end
+as.register_attention("no_grad_attention", NoGrad, { exact = false, complexity = "O(L^2 D)" })
+arg = { [0] = %q, "--backward", "--quick", "--impl", "no_grad_attention,flash_attention", "--out", %q }
+dofile(arg[0])
+]], src .. "/examples/bench_attention.lua", dir))
+    f:close()
+    local p = assert(io.popen(string.format("%s %s/wrap.lua 2>/dev/null", run, dir)))
+    local out = p:read("a")
+    assert.is_true(p:close(), out)
+    local jf = assert(io.open(dir .. "/results.json"))
+    local rows = as.json_decode(jf:read("a"))
+    jf:close()
+    assert.are.equal(4, #rows)
+    for _, r in ipairs(rows) do
+      if r.impl == "no_grad_attention" then
+        assert.is_truthy(r.skipped and r.skipped:find("^error: .*does not require grad"), r.skipped)
+      else
+        assert.is_true(r.time > 0 and r.grad_err < 1e-4, r.impl)
+      end
+    end
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  it("the CUDA sweep's --backward path runs small on the CPU: flash and math rows, ratios to the peer", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p '" .. dir .. "'")
+    -- torch_sdpa.py --backward's JSON; a forward row for the same shape is not a peer
+    local f = assert(io.open(dir .. "/torch.json", "w"))
+    f:write('[{"D": 16, "L": 64, "causal": true, "backward": true, "default_tflops": 1e-3, "flash_tflops": 2e-3, ',
+      '"cudnn_tflops": 4e-3},\n {"D": 16, "L": 64, "causal": false, "flash_tflops": 5}]\n')
+    f:close()
+    local p = assert(io.popen(string.format("%s %s/examples/bench_attention_cuda.lua --device cpu --backward --tokens 256 " ..
+      "--hidden 32 --L 64,128 --D 16 --repeats 1 --torch %s/torch.json --out %s/cuda.json 2>&1", run, src, dir, dir)))
+    local out = p:read("a")
+    assert.is_true(p:close(), out)
+    local jf = assert(io.open(dir .. "/cuda.json"))
+    local rows = as.json_decode(jf:read("a"))
+    jf:close()
+    assert.are.equal(2 * 2 * 2, #rows, out) -- L x causal x {flash, math}
+    for _, r in ipairs(rows) do
+      assert.is_nil(r.error, r.error)
+      assert.is_true(r.seconds > 0 and r.tflops > 0 and r.B * r.L == 256 and r.H * r.D == 32, out)
+      if r.L == 64 and r.causal then
+        -- ours / theirs, to the %.6g the JSON keeps
+        assert.is_true(math.abs(r.vs_fa2 - r.tflops / 2e-3) < 1e-4 * r.vs_fa2, out)
+        assert.is_true(math.abs(r.vs_cudnn - r.tflops / 4e-3) < 1e-4 * r.vs_cudnn, out)
+      else
+        assert.is_nil(r.vs_fa2)
+      end
+    end
+    assert.is_truthy(out:find("vs cudnn", 1, true), out)
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
   it("without --out writes to a new folder under $TMPDIR, says which, and leaves the working folder alone", function()
     local function mktemp()
       local p = assert(io.popen("mktemp -d"))
