@@ -173,7 +173,9 @@ local function ops_forward(self, q, k, v, mask)
   local layout = self:layout_for(q, k)
   if BL.usable(q, k, v, o, training) then
     local plan = plan_for(layout, H, Hkv, Lq, Lk, o.block_size, o.causal, dev)
-    return BL.attend(q, k, v, P.mask4(mask), o, plan)
+    -- (a layout that keeps nothing at all: the dense path's zeros, which
+    -- carry a gradient node as every composite's output does)
+    if #plan.groups > 0 then return BL.attend(q, k, v, P.mask4(mask), o, plan) end
   end
   local keep = element_keep(layout, H, Lq, Lk, o.block_size, dev)
   return P.flash(q, k, v, P.combine(P.mask4(mask), keep), o, training)
