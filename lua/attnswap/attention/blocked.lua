@@ -48,16 +48,17 @@ function M.usable(q, k, v, o, training)
   return true
 end
 
--- (B, X, n*c, D) -> (n, B*X, c, D)
+-- (B, X, n*c, D) contiguous -> (n, B*X, c, D), a strided view (flash reads
+-- strides): no copy past index_select's
 local function fold(t, n, c)
   local B, X, D = t:size(1), t:size(2), t:size(4)
-  return t:view(B, X, n, c, D):permute(3, 1, 2, 4, 5):reshape(n, B * X, c, D)
+  return t:view(B * X, n, c, D):transpose(1, 2)
 end
 
 -- (n, B*X, c, Dv) -> (B, X, n*c, Dv)
 local function unfold(t, B, X)
   local n, c, Dv = t:size(1), t:size(3), t:size(4)
-  return t:view(n, B, X, c, Dv):permute(2, 3, 1, 4, 5):reshape(B, X, n * c, Dv)
+  return t:transpose(1, 2):reshape(B, X, n * c, Dv)
 end
 
 -- The user's mask m4 (Bm, Hm, Lqm, Lkm), each dim 1 or full, at the group's
