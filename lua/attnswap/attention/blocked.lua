@@ -95,7 +95,8 @@ end
 --- user's mask as ops_path.mask4 gives it (or nil); o: scale.  plan:
 ---   LH      1, or H when each query head has its own keys (per-head layouts)
 ---   groups  { n, c, W, qi (n*c), ki (n*W), qpos (n, c), kpos (n, W),
----             head (n) [LH = H], keep (n, 1, c, W) bool }, on q's device;
+---             head (n) [LH = H], keep (n, 1, c, W) bool, q_in_order (qi
+---             is 1 .. n*c = LH*Lq) }, on q's device;
 ---           qi indexes (1-based, as index_select) the LH*Lq rows of q
 ---           (B, H/LH, LH*Lq, D), ki the KH*Lk rows of k (B, Hkv/KH, KH*Lk,
 ---           D), KH = 1 or Hkv (LH = H); qpos, kpos (0-based) the query and
@@ -116,7 +117,7 @@ function M.attend(q, k, v, m4, o, plan)
   local fo = { causal = false, scale = P.scale(o, D) }
   local outs = {}
   for _, g in ipairs(plan.groups) do
-    local qg = fold(qv:index_select(3, g.qi), g.n, g.c)
+    local qg = g.q_in_order and fold(qv:contiguous(), g.n, g.c) or fold(qv:index_select(3, g.qi), g.n, g.c)
     local kg = fold(kv:index_select(3, g.ki), g.n, g.W)
     local vg = fold(vv:index_select(3, g.ki), g.n, g.W)
     local mk = g.keep
@@ -157,6 +158,7 @@ function M.local_plan(Lq, Lk, w, causal, c, dev)
     LH = 1,
     groups = { {
       n = n, c = c, W = W,
+      q_in_order = n * c == Lq, -- the chunks are q's rows as they are: no gather
       qi = P.on(qpos + 1, dev), ki = P.on(kpos:reshape(n * W) + 1, dev),
       qpos = P.on(qpos:view(n, c), dev), kpos = P.on(kpos, dev),
       keep = P.on(keep, dev),
