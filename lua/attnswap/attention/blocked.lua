@@ -9,7 +9,8 @@
 --   keep (n, 1, c, W): the mechanism's keys (band / layout, causal, in range)
 --   out (n, B*Hq, c, Dv) -> (B, Hq, n*c, Dv) -> rows of (B, H, Lq, Dv)
 --
--- Compute O(L W D), memory O(L W) per head: no (Lq, Lk) tensor.  Folding B
+-- Compute O(L W D) and memory O(L W D / c) per head (the gathered K and V,
+-- which each flash node keeps for its backward): no (Lq, Lk) tensor.  Folding B
 -- into the head dim keeps GQA (head b*H + h reads kv head b*Hkv + h // G)
 -- and lets keep broadcast over batch and heads.  Gradients: each flash call
 -- records its own node (fused backward on the CPU, sdp math for float64);
