@@ -13,10 +13,12 @@
 -- which each flash node keeps for its backward): no (Lq, Lk) tensor.  Folding B
 -- into the head dim keeps GQA (head b*H + h reads kv head b*Hkv + h // G)
 -- and lets keep broadcast over batch and heads.  Gradients: each flash call
--- records its own node (fused backward on the CPU, sdp math for float64);
--- index_select's backward scatter-adds once per call, where a narrow per
--- item would give a zero-filled gradient of the whole input each
--- (O(L^2 / c) in backward).
+-- records its own node (the fused flash backward where the device has one,
+-- sdp math for float64 and devices without); index_select's backward
+-- scatter-adds the overlapping windows' gradients back, once per call.  (A
+-- flash call per chunk on narrowed K/V would need no copy of K, but one
+-- call and one node per chunk: slower, and before the engine added narrow's
+-- gradient in place, a zero-filled gradient of all of K per chunk.)
 --
 -- A plan holds the indices and the keep-mask; it depends only on the
 -- shapes and options, so callers cache it.  Not an attention.
