@@ -16,9 +16,9 @@
 -- records its own node (the fused flash backward where the device has one,
 -- sdp math for float64 and devices without); index_select's backward
 -- scatter-adds the overlapping windows' gradients back, once per call.  (A
--- flash call per chunk on narrowed K/V would need no copy of K, but one
--- call and one node per chunk: slower, and before the engine added narrow's
--- gradient in place, a zero-filled gradient of all of K per chunk.)
+-- flash call per chunk on narrowed K/V would copy no K, but make one call
+-- and one node per chunk, and, before the engine added narrow's gradient
+-- in place, a zero-filled gradient of all of K per chunk.)
 --
 -- A plan holds the indices and the keep-mask; it depends only on the
 -- shapes and options, so callers cache it.  Not an attention.
