@@ -31,6 +31,9 @@ local M = {
   dense = false,
   -- rows per item of local_attention (nil: max(window_size, LOCAL_ROWS))
   local_chunk = nil,
+  -- true: local's chunks run one flash call each on narrowed q, k, v (no
+  -- gathered copies), instead of one call on gathered windows
+  local_narrow = false,
 }
 
 M.LOCAL_ROWS = 64
@@ -137,6 +140,29 @@ function M.attend(q, k, v, m4, o, plan)
   return out:reshape(B, H, Lq, Dv)
 end
 
+--- local's chunks one at a time: flash on q, k, v narrowed to the chunk's
+--- rows and its window (views, nothing copied), the keep-mask and the
+--- user's mask narrowed likewise; the outputs joined by ops_path.cat.
+function M.attend_chunks(q, k, v, m4, o, plan)
+  local g, Lq = plan.groups[1], q:size(3)
+  local fo = { causal = false, scale = P.scale(o, q:size(4)) }
+  local outs = {}
+  for t = 1, g.n do
+    local i0, s = (t - 1) * g.c, plan.starts[t]
+    local ct = math.min(g.c, Lq - i0)
+    local mk = g.keep:narrow(1, t, 1)
+    if ct < g.c then mk = mk:narrow(3, 1, ct) end
+    if m4 ~= nil then
+      local mt = m4
+      if mt:size(3) > 1 then mt = mt:narrow(3, i0 + 1, ct) end
+      if mt:size(4) > 1 then mt = mt:narrow(4, s + 1, g.W) end
+      mk = P.combine(mt, mk)
+    end
+    outs[t] = P.flash(q:narrow(3, i0 + 1, ct), k:narrow(3, s + 1, g.W), v:narrow(3, s + 1, g.W), mk, fo, false)
+  end
+  return P.cat(outs, 3)
+end
+
 local function cdiv(a, b) return (a + b - 1) // b end
 M.cdiv = cdiv
 
@@ -159,6 +185,7 @@ function M.local_plan(Lq, Lk, w, causal, c, dev)
   keep = keep:logical_and(causal and kp:le(ip) or kp:le(ip + w))
   return {
     LH = 1,
+    starts = first:clamp(0, Lk - W):tolist(), -- each chunk's first key (0-based)
     groups = { {
       n = n, c = c, W = W,
       q_in_order = n * c == Lq, -- the chunks are q's rows as they are: no gather

@@ -50,6 +50,7 @@ local function ops_forward(self, q, k, v, mask)
       plan = BL.local_plan(Lq, Lk, w, o.causal, c, dev)
       plans[key], nplans = plan, nplans + 1
     end
+    if BL.local_narrow then return BL.attend_chunks(q, k, v, P.mask4(mask), o, plan) end
     return BL.attend(q, k, v, P.mask4(mask), o, plan)
   end
   local qi, kj = P.positions(Lq, Lk, dev)
