@@ -13,6 +13,7 @@ local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local P = require "attnswap.attention.ops_path"
+local BL = require "attnswap.attention.blocked"
 local I = require "attnswap.attention.incremental"
 
 local FN = "local_attention"
@@ -27,16 +28,35 @@ function LocalAttention:init(opts)
   self.opts = O.parse(FN, opts, SPEC, 3)
 end
 
--- The ops path: exact softmax over the band, i.e. flash_attention with the
--- band as a keep-mask (O(Lq Lk D) on the device's flash kernel, not O(L w D)).
+local plans, nplans = {}, 0 -- blocked plans by shapes and options (a few)
+
+-- The ops path.  Blocked (attention/blocked.lua): chunks of c queries,
+-- each against the c + 2w keys its rows can see (causal: c + w), one flash
+-- call for all chunks: O(L (c + 2w) D) and a (c, c + 2w) band per chunk,
+-- the backward banded too.  Dense (dropout in training, empty shapes,
+-- blocked.dense): flash_attention with the band as an (Lq, Lk) keep-mask,
+-- O(Lq Lk D).
 local function ops_forward(self, q, k, v, mask)
   local o = self.opts
   local _, _, _, Lq, Lk, _, _, dev = P.check(FN, q, k, v, mask)
-  local qi, kj = P.positions(Lq, Lk, dev)
   local w = o.window_size
+  local training = self:is_training()
+  if BL.usable(q, k, v, o, training) then
+    local c = BL.local_chunk or math.max(w, BL.LOCAL_ROWS)
+    local key = table.concat({ Lq, Lk, w, tostring(o.causal), c, dev }, ",")
+    local plan = plans[key]
+    if not plan then
+      if nplans >= 16 then plans, nplans = {}, 0 end
+      plan = BL.local_plan(Lq, Lk, w, o.causal, c, dev)
+      plans[key], nplans = plan, nplans + 1
+    end
+    if BL.local_narrow then return BL.attend_chunks(q, k, v, P.mask4(mask), o, plan) end
+    return BL.attend(q, k, v, P.mask4(mask), o, plan)
+  end
+  local qi, kj = P.positions(Lq, Lk, dev)
   local band = kj:ge(qi - w)
   if not o.causal then band = band:logical_and(kj:le(qi + w)) end
-  return P.flash(q, k, v, P.combine(P.mask4(mask), band), o, self:is_training())
+  return P.flash(q, k, v, P.combine(P.mask4(mask), band), o, training)
 end
 
 function LocalAttention:forward(q, k, v, mask)

@@ -19,6 +19,7 @@ local registry = require "attnswap.registry"
 local O = require "attnswap.attention.reweight_opts"
 local patterns = require "attnswap.patterns"
 local P = require "attnswap.attention.ops_path"
+local BL = require "attnswap.attention.blocked"
 
 local FN = "sparse_attention"
 local CACHE_SIZE = 8 -- layouts built per (Lq, Lk) that a layout function keeps
@@ -91,46 +92,93 @@ end
 
 local function cdiv(a, b) return (a + b - 1) // b end
 
--- The layout as an element keep-mask (LH, Lq, Lk) on dev, read as the C
--- front-end reads it (runtime/attention/sparse.c: elements first, then
--- blocks; Lk rows with a shorter query are read from the last Lq rows).
-local function element_keep(layout, H, Lq, Lk, bs, dev)
+-- Which reading of the layout fits these shapes, as the C front-end reads
+-- it (runtime/attention/sparse.c: elements first, then blocks; Lk rows with
+-- a shorter query are read from the last Lq rows): the layout as (LH, rows,
+-- cols), "elements" or "blocks", and Lr, the rows it stands for.
+local function classify(layout, H, Lq, Lk, bs)
   local t = layout
   if t:dim() == 2 then t = t:unsqueeze(1) end
   local LH, rows, cols = t:size(1), t:size(2), t:size(3)
   if LH ~= 1 and LH ~= H then
     error(string.format("%s: a 3-d layout has one layout per head: its first dim must be 1 or %d "
-      .. "(the query heads), got shape %s", FN, H, tostring(layout:shape())), 3)
+      .. "(the query heads), got shape %s", FN, H, tostring(layout:shape())), 4)
   end
-  local Lr
-  if cols == Lk and (rows == Lq or (rows == Lk and Lk > Lq)) then
-    Lr = rows
-    t = P.on_cached(layout, dev)
-    if t:dim() == 2 then t = t:unsqueeze(1) end
-  elseif cols == cdiv(Lk, bs) and ((rows == cdiv(Lk, bs) and Lk > Lq) or rows == cdiv(Lq, bs)) then
-    Lr = (rows == cdiv(Lk, bs) and Lk > Lq) and Lk or Lq
-    t = P.on_cached(layout, dev)
-    if t:dim() == 2 then t = t:unsqueeze(1) end
-    -- a kept block attends all its elements
+  if cols == Lk and (rows == Lq or (rows == Lk and Lk > Lq)) then return t, "elements", rows end
+  if cols == cdiv(Lk, bs) and ((rows == cdiv(Lk, bs) and Lk > Lq) or rows == cdiv(Lq, bs)) then
+    return t, "blocks", (rows == cdiv(Lk, bs) and Lk > Lq) and Lk or Lq
+  end
+  error(string.format("%s: layout of shape %s fits neither the elements (%d, %d) nor the "
+    .. "%d-blocks (%d, %d) of Lq = %d queries and Lk = %d keys", FN, tostring(layout:shape()), Lq, Lk,
+    bs, cdiv(Lq, bs), cdiv(Lk, bs), Lq, Lk), 4)
+end
+
+-- The layout as an element keep-mask (LH, Lq, Lk) on dev.
+local function element_keep(layout, H, Lq, Lk, bs, dev)
+  local _, kind, Lr = classify(layout, H, Lq, Lk, bs)
+  local t = P.on_cached(layout, dev)
+  if t:dim() == 2 then t = t:unsqueeze(1) end
+  if kind == "blocks" then -- a kept block attends all its elements
+    local LH, rows, cols = t:size(1), t:size(2), t:size(3)
     t = t:view(LH, rows, 1, cols, 1):expand(LH, rows, bs, cols, bs):reshape(LH, rows * bs, cols * bs)
     t = t:narrow(2, 1, Lr):narrow(3, 1, Lk)
-  else
-    error(string.format("%s: layout of shape %s fits neither the elements (%d, %d) nor the "
-      .. "%d-blocks (%d, %d) of Lq = %d queries and Lk = %d keys", FN, tostring(layout:shape()), Lq, Lk,
-      bs, cdiv(Lq, bs), cdiv(Lk, bs), Lq, Lk), 3)
   end
   if Lr > Lq then t = t:narrow(2, Lr - Lq + 1, Lq) end
   return t
 end
 
--- The ops path: exact softmax over the layout, i.e. flash_attention with the
--- layout's elements as a keep-mask (O(Lq Lk D) on the device's flash kernel:
--- empty blocks are masked, not skipped).
+-- The blocked composite's plan for this layout and these shapes (host
+-- work, cached per layout tensor): the layout's kept blocks as Lua
+-- booleans; an element layout is reduced to the blocks it touches and
+-- restricts them element by element.
+local plans = setmetatable({}, { __mode = "k" }) -- layout -> {key -> plan}
+
+local function plan_for(layout, H, Hkv, Lq, Lk, bs, causal, dev)
+  local per = plans[layout]
+  if not per then per = {}; plans[layout] = per end
+  local key = table.concat({ H, Hkv, Lq, Lk, bs, tostring(causal), dev }, ",")
+  if per[key] then return per[key] end
+  local t, kind, Lr = classify(layout, H, Lq, Lk, bs)
+  if t:device() ~= "cpu" then t = t:to("cpu") end
+  local LH = t:size(1)
+  local kept, elem, off
+  if kind == "blocks" then
+    kept, off = t:tolist(), Lr - Lq
+  else
+    if Lr > Lq then t = t:narrow(2, Lr - Lq + 1, Lq) end
+    elem, off = t:contiguous(), 0
+    local nrb, nkb = cdiv(Lq, bs), cdiv(Lk, bs)
+    local f = elem:float()
+    if nrb * bs > Lq then f = core.cat({ f, core.zeros({ LH, nrb * bs - Lq, Lk }, "float32") }, 2) end
+    if nkb * bs > Lk then f = core.cat({ f, core.zeros({ LH, nrb * bs, nkb * bs - Lk }, "float32") }, 3) end
+    kept = f:view(LH, nrb, bs, nkb, bs):sum(5):sum(3):gt(0):tolist()
+  end
+  local plan = BL.sparse_plan(kept, LH, H, Hkv, Lq, Lk, bs, off, causal, elem, dev)
+  local n = 0
+  for _ in pairs(per) do n = n + 1 end
+  if n >= CACHE_SIZE then per = {}; plans[layout] = per end
+  per[key] = plan
+  return plan
+end
+
+-- The ops path.  Blocked (attention/blocked.lua): per block of queries only
+-- the key blocks its layout row keeps, gathered, one flash call per number
+-- of kept blocks: O(nnz_blocks b^2 D), as the kernel.  Dense (dropout in
+-- training, empty shapes, blocked.dense): flash_attention with the layout's
+-- elements as an (Lq, Lk) keep-mask, empty blocks masked, not skipped.
 local function ops_forward(self, q, k, v, mask)
   local o = self.opts
-  local _, H, _, Lq, Lk, _, _, dev = P.check(FN, q, k, v, mask)
-  local keep = element_keep(self:layout_for(q, k), H, Lq, Lk, o.block_size, dev)
-  return P.flash(q, k, v, P.combine(P.mask4(mask), keep), o, self:is_training())
+  local _, H, Hkv, Lq, Lk, _, _, dev = P.check(FN, q, k, v, mask)
+  local training = self:is_training()
+  local layout = self:layout_for(q, k)
+  if BL.usable(q, k, v, o, training) then
+    local plan = plan_for(layout, H, Hkv, Lq, Lk, o.block_size, o.causal, dev)
+    -- (a layout that keeps nothing at all: the dense path's zeros, which
+    -- carry a gradient node as every composite's output does)
+    if #plan.groups > 0 then return BL.attend(q, k, v, P.mask4(mask), o, plan) end
+  end
+  local keep = element_keep(layout, H, Lq, Lk, o.block_size, dev)
+  return P.flash(q, k, v, P.combine(P.mask4(mask), keep), o, training)
 end
 
 function SparseAttention:forward(q, k, v, mask)
