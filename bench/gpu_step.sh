@@ -24,3 +24,9 @@ done
 build-gpu/attnswap-run tests/cuda/cuda_lua.lua 2>&1 | grep -E "FAILED|checks" | head
 timeout 150 build-gpu/attnswap-run bench/train_step.lua --device cuda --dtype bfloat16 --batch 8 --seq 1024 \
   --repeats 5 --phases 1 2>&1 | tail -2
+# the attention benchmark's --backward (bench/gpu_host.sh bwdbench, without its build)
+if [ "${BWDBENCH:-1}" = 1 ]; then
+  timeout 240 python3 bench/torch_sdpa.py --backward --out "$OUT/torch_bwd.json" > "$OUT/torch_bwd.log" 2>&1 || tail -3 "$OUT/torch_bwd.log"
+  timeout 240 build-gpu/attnswap-run examples/bench_attention.lua --device cuda --backward --torch "$OUT/torch_bwd.json" \
+    --out "$OUT/attnswap_bwd.json" > "$OUT/bench_bwd.txt" 2>&1; tail -25 "$OUT/bench_bwd.txt"
+fi
