@@ -28,4 +28,11 @@ int as_sgd_step(as_tensor *param, const as_tensor *grad, as_tensor *momentum_buf
 int as_adamw_step(as_tensor *param, const as_tensor *grad, as_tensor *exp_avg, as_tensor *exp_avg_sq,
                   as_tensor *max_exp_avg_sq, as_tensor *master, const as_adamw_params *h);
 
+/* clip_grad_norm_'s two sweeps over many tensors at once (one device, float
+ * dtypes, contiguous): the sum of squares of every element, as a 0-d
+ * float32 tensor on their device (n = 0: a CPU zero), and each tensor
+ * multiplied in place by s.  A few kernel launches for any n. */
+as_tensor *as_sum_squares(int n, const as_tensor *const *ts);
+int as_scale_all_(int n, as_tensor *const *ts, double s);
+
 #endif

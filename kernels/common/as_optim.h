@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "as_types.h"
+
 /* torch.optim.SGD: d = g (-g when maximize) (+ weight_decay * p);
  * momentum: buf = d on the first step, else momentum * buf + (1 - dampening) * d,
  * then d = d + momentum * buf (nesterov) or d = buf;  p -= lr * d. */
@@ -54,5 +56,16 @@ static inline as_adamw_consts as_adamw_consts_of(const as_adamw_params *h)
     c.eps = (float)h->eps;
     return c;
 }
+
+/* One tensor of a multi-tensor sweep (clip_grad_norm_'s norm and scaling):
+ * a contiguous buffer of n elements of a float dtype, all of one sweep on
+ * one device.  One or a few launches for any number of tensors, where a
+ * kernel (and a host round trip through the runtime) per tensor made the
+ * clip the step's third-largest cost on a GPU. */
+typedef struct {
+    void *data;
+    int64_t n;
+    as_dtype dtype; /* F32, F16, BF16 (and F64 on the CPU) */
+} as_list_item;
 
 #endif

@@ -111,3 +111,41 @@ void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtyp
         store_f(param, pdt, i, p);
     }
 }
+
+double as_cpu_sumsq_list(const as_list_item *it, int n)
+{
+    double total = 0;
+    for (int t = 0; t < n; t++) {
+        const int64_t m = it[t].n;
+        double s = 0;
+        if (it[t].dtype == AS_F64) {
+            const double *p = it[t].data;
+#pragma omp parallel for reduction(+ : s) if (m >= PAR_MIN)
+            for (int64_t i = 0; i < m; i++) s += p[i] * p[i];
+        } else {
+#pragma omp parallel for reduction(+ : s) if (m >= PAR_MIN)
+            for (int64_t i = 0; i < m; i++) {
+                double x = load_f(it[t].data, it[t].dtype, i);
+                s += x * x;
+            }
+        }
+        total += s;
+    }
+    return total;
+}
+
+void as_cpu_scale_list(const as_list_item *it, int n, double s)
+{
+    for (int t = 0; t < n; t++) {
+        const int64_t m = it[t].n;
+        if (it[t].dtype == AS_F64) {
+            double *p = it[t].data;
+#pragma omp parallel for if (m >= PAR_MIN)
+            for (int64_t i = 0; i < m; i++) p[i] *= s;
+        } else {
+            const float f = (float)s;
+#pragma omp parallel for if (m >= PAR_MIN)
+            for (int64_t i = 0; i < m; i++) store_f(it[t].data, it[t].dtype, i, load_f(it[t].data, it[t].dtype, i) * f);
+        }
+    }
+}

@@ -15,6 +15,10 @@
 /* first: the momentum buffer is set to d instead of updated (its first step). */
 void as_cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                      as_dtype gdt, float *buf, float *master, bool first);
+/* sum of squares over every element of the n items, in double */
+double as_cpu_sumsq_list(const as_list_item *it, int n);
+/* every element of the n items multiplied by s, in place */
+void as_cpu_scale_list(const as_list_item *it, int n, double s);
 void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                        as_dtype gdt, float *m, float *v, float *vmax, float *master);
 

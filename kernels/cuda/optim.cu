@@ -102,3 +102,116 @@ extern "C" int as_cuda_adamw_step(const as_adamw_params *h, int64_t n, void *par
         });
     });
 }
+
+/* ---- multi-tensor sweeps: up to LIST_MAX tensors a launch, by value ---- */
+
+namespace {
+
+constexpr int LIST_MAX = 48, LIST_THREADS = 256, LIST_CHUNK = 4096; /* elements a block */
+
+struct ListArgs {
+    int n;
+    void *p[LIST_MAX];
+    int64_t numel[LIST_MAX];
+    int dt[LIST_MAX];
+    int64_t first_block[LIST_MAX + 1]; /* block b sweeps chunk b - first_block[t] of tensor t */
+};
+
+__device__ __forceinline__ float list_load(const void *p, int dt, int64_t i)
+{
+    if (dt == AS_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    if (dt == AS_F16) return __half2float(((const __half *)p)[i]);
+    return ((const float *)p)[i];
+}
+
+__device__ __forceinline__ int list_find(const ListArgs &a, int64_t b)
+{
+    int t = 0;
+    while (t + 1 < a.n && a.first_block[t + 1] <= b) t++;
+    return t;
+}
+
+__global__ void __launch_bounds__(LIST_THREADS) sumsq_list_kernel(const ListArgs a, float *out)
+{
+    __shared__ float part[LIST_THREADS / 32];
+    const int t = list_find(a, blockIdx.x);
+    const int64_t i0 = (blockIdx.x - a.first_block[t]) * (int64_t)LIST_CHUNK;
+    const int64_t i1 = i0 + LIST_CHUNK < a.numel[t] ? i0 + LIST_CHUNK : a.numel[t];
+    float s = 0.0f;
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += LIST_THREADS) {
+        const float x = list_load(a.p[t], a.dt[t], i);
+        s = fmaf(x, x, s);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < LIST_THREADS / 32; w++) s += part[w];
+        atomicAdd(out, s);
+    }
+}
+
+__global__ void __launch_bounds__(LIST_THREADS) scale_list_kernel(const ListArgs a, float f)
+{
+    const int t = list_find(a, blockIdx.x);
+    const int64_t i0 = (blockIdx.x - a.first_block[t]) * (int64_t)LIST_CHUNK;
+    const int64_t i1 = i0 + LIST_CHUNK < a.numel[t] ? i0 + LIST_CHUNK : a.numel[t];
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += LIST_THREADS) {
+        if (a.dt[t] == AS_BF16) {
+            __nv_bfloat16 *p = (__nv_bfloat16 *)a.p[t];
+            p[i] = __float2bfloat16_rn(__bfloat162float(p[i]) * f);
+        } else if (a.dt[t] == AS_F16) {
+            __half *p = (__half *)a.p[t];
+            p[i] = __float2half_rn(__half2float(p[i]) * f);
+        } else {
+            ((float *)a.p[t])[i] *= f;
+        }
+    }
+}
+
+/* f(args, blocks) for each launch's worth of items; 0 or a cudaError_t value */
+template <typename F>
+int over_lists(const as_list_item *it, int n, F f)
+{
+    for (int s = 0; s < n;) {
+        ListArgs a;
+        a.n = 0;
+        int64_t blocks = 0;
+        for (; s < n && a.n < LIST_MAX; s++) {
+            if (it[s].n <= 0) continue;
+            if (it[s].dtype != AS_F32 && it[s].dtype != AS_F16 && it[s].dtype != AS_BF16) return (int)cudaErrorInvalidValue;
+            a.p[a.n] = it[s].data, a.numel[a.n] = it[s].n, a.dt[a.n] = (int)it[s].dtype;
+            a.first_block[a.n] = blocks;
+            blocks += (it[s].n + LIST_CHUNK - 1) / LIST_CHUNK;
+            a.n++;
+        }
+        a.first_block[a.n] = blocks;
+        if (a.n == 0) continue;
+        if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+        if (int e = f(a, (unsigned)blocks)) return e;
+    }
+    return 0;
+}
+
+} // namespace
+
+extern "C" int as_cuda_sumsq_list(const as_list_item *it, int n, float *out)
+{
+    cudaStream_t s = (cudaStream_t)as_cuda_current_stream();
+    cudaError_t e = cudaMemsetAsync(out, 0, sizeof(float), s);
+    if (e) return (int)e;
+    return over_lists(it, n, [&](const ListArgs &a, unsigned blocks) {
+        sumsq_list_kernel<<<blocks, LIST_THREADS, 0, s>>>(a, out);
+        return (int)cudaGetLastError();
+    });
+}
+
+extern "C" int as_cuda_scale_list(const as_list_item *it, int n, float f)
+{
+    cudaStream_t s = (cudaStream_t)as_cuda_current_stream();
+    return over_lists(it, n, [&](const ListArgs &a, unsigned blocks) {
+        scale_list_kernel<<<blocks, LIST_THREADS, 0, s>>>(a, f);
+        return (int)cudaGetLastError();
+    });
+}

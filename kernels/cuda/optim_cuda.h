@@ -16,6 +16,10 @@ extern "C" {
 
 int as_cuda_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad, as_dtype gdt,
                      float *buf, float *master, bool first);
+/* the sum of squares of every element of the n items into *out (one float
+ * on the device, overwritten), in float32 partials; and the in-place scaling */
+int as_cuda_sumsq_list(const as_list_item *it, int n, float *out);
+int as_cuda_scale_list(const as_list_item *it, int n, float s);
 int as_cuda_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                        as_dtype gdt, float *m, float *v, float *vmax, float *master);
 

@@ -102,6 +102,10 @@ typedef struct as_backend {
                     float *buf, float *master, bool first);
     int (*adamw_step)(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                       as_dtype gdt, float *m, float *v, float *vmax, float *master);
+    /* Multi-tensor sweeps (as_list_item): the sum of squares of every element
+     * into *out (one float on the device), and an in-place scaling. */
+    int (*sumsq_list)(const as_list_item *it, int n, float *out);
+    int (*scale_list)(const as_list_item *it, int n, double s);
 } as_backend;
 
 /* Installs the table for a device type (at start, before any tensor). */

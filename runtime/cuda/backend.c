@@ -25,6 +25,8 @@ static int cuda_flash_bwd(const char *fn, const as_attn_bwd_params *p)
     return as_cuda_check(fn, as_cuda_flash_attention_backward(p, as_cuda_current_stream()));
 }
 
+static int cuda_scale_list(const as_list_item *it, int n, double s) { return as_cuda_scale_list(it, n, (float)s); }
+
 static const as_backend cuda_backend = {
     .name = "cuda",
     .use = as_cuda_use,
@@ -55,6 +57,8 @@ static const as_backend cuda_backend = {
     .flash_bwd = cuda_flash_bwd,
     .sgd_step = as_cuda_sgd_step,
     .adamw_step = as_cuda_adamw_step,
+    .sumsq_list = as_cuda_sumsq_list,
+    .scale_list = cuda_scale_list,
 };
 
 #endif

@@ -79,9 +79,46 @@ static int l_storage_version(lua_State *L)
     return 1;
 }
 
+/* The tensors of a Lua list (argument idx), or an error naming fn. */
+static as_tensor **list_arg(lua_State *L, int idx, const char *fn, int *n)
+{
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_Integer len = luaL_len(L, idx);
+    if (len > 1 << 24) luaL_error(L, "%s: too many tensors (%d)", fn, (int)len);
+    as_tensor **ts = lua_newuserdatauv(L, sizeof *ts * (size_t)(len > 0 ? len : 1), 0); /* freed by the GC */
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, idx, i);
+        ts[i - 1] = l_totensor(L, -1);
+        if (!ts[i - 1]) luaL_error(L, "%s: element %d of the list is a %s, expected a Tensor", fn, (int)i, luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    *n = (int)len;
+    return ts;
+}
+
+/* sum_squares({t1, t2, ...}) -> 0-d float32 tensor on their device */
+static int l_sum_squares(lua_State *L)
+{
+    int n;
+    as_tensor **ts = list_arg(L, 1, "sum_squares", &n);
+    l_pushtensor(L, as_sum_squares(n, (const as_tensor *const *)ts));
+    return 1;
+}
+
+/* scale_all_({t1, t2, ...}, s): each multiplied by s in place */
+static int l_scale_all_(lua_State *L)
+{
+    int n;
+    as_tensor **ts = list_arg(L, 1, "scale_all_", &n);
+    if (as_scale_all_(n, ts, luaL_checknumber(L, 2))) return l_raise(L);
+    return 0;
+}
+
 static const luaL_Reg optim_funcs[] = {
     {"sgd_step", l_sgd_step},
     {"adamw_step", l_adamw_step},
+    {"sum_squares", l_sum_squares},
+    {"scale_all_", l_scale_all_},
     {"storage_version", l_storage_version},
     {"get_rng_state", l_get_rng_state},
     {"set_rng_state", l_set_rng_state},

@@ -235,6 +235,12 @@ static int cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype
     return as_cpu_sgd_step(h, n, param, pdt, grad, gdt, buf, master, first), 0;
 }
 
+static int cpu_sumsq_list(const as_list_item *it, int n, float *out)
+{
+    *out = (float)as_cpu_sumsq_list(it, n);
+    return 0;
+}
+static int cpu_scale_list(const as_list_item *it, int n, double s) { return as_cpu_scale_list(it, n, s), 0; }
 static int cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                           as_dtype gdt, float *m, float *v, float *vmax, float *master)
 {
@@ -269,4 +275,6 @@ const as_backend as_cpu_backend = {
     .flash_bwd = cpu_flash_bwd,
     .sgd_step = cpu_sgd_step,
     .adamw_step = cpu_adamw_step,
+    .sumsq_list = cpu_sumsq_list,
+    .scale_list = cpu_scale_list,
 };

@@ -6,8 +6,10 @@
 #include "attnswap/optim.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "attnswap/autograd.h"
+#include "attnswap/dtype.h"
 #include "attnswap/error.h"
 #include "backend.h"
 
@@ -171,5 +173,78 @@ int as_adamw_step(as_tensor *param, const as_tensor *grad, as_tensor *exp_avg, a
     as_release(g);
     bump(param), bump(master), bump(exp_avg), bump(exp_avg_sq);
     if (h->amsgrad) bump(max_exp_avg_sq);
+    return rc;
+}
+
+/* ---- multi-tensor sweeps (clip_grad_norm_) ---- */
+
+/* ts as list items on one device; NULL with the error set */
+static as_list_item *list_items(const char *fn, int n, const as_tensor *const *ts, as_device *dev)
+{
+    as_list_item *it = malloc(sizeof *it * (size_t)(n > 0 ? n : 1));
+    if (!it) {
+        as_error_set("%s: out of memory", fn);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        const as_tensor *t = ts[i];
+        if (!t) {
+            as_error_set("%s: tensor %d is NULL", fn, i + 1);
+            goto bad;
+        }
+        as_dtype dt = t->dtype;
+        if (dt != AS_F32 && dt != AS_F16 && dt != AS_BF16 && dt != AS_F64) {
+            as_error_set("%s: tensor %d is %s; expected a float dtype", fn, i + 1, as_dtype_name(dt));
+            goto bad;
+        }
+        if (!as_is_contiguous(t)) {
+            as_error_set("%s: tensor %d is not contiguous", fn, i + 1);
+            goto bad;
+        }
+        if (i == 0) *dev = as_tensor_device(t);
+        else if (!as_device_equal(*dev, as_tensor_device(t))) {
+            as_error_set("%s: tensor %d is on %s, tensor 1 on %s", fn, i + 1, as_device_name(as_tensor_device(t)),
+                         as_device_name(*dev));
+            goto bad;
+        }
+        it[i] = (as_list_item){.data = as_data(t), .n = as_numel(t), .dtype = dt};
+    }
+    return it;
+bad:
+    free(it);
+    return NULL;
+}
+
+as_tensor *as_sum_squares(int n, const as_tensor *const *ts)
+{
+    const char *fn = "sum_squares";
+    as_device dev = AS_CPU;
+    as_list_item *it = n < 0 ? NULL : list_items(fn, n, ts, &dev);
+    if (n < 0) as_error_set("%s: expected n >= 0, got %d", fn, n);
+    if (!it) return NULL;
+    const as_backend *b = as_backend_for(fn, dev);
+    as_tensor *out = b ? as_empty(0, NULL, AS_F32, dev) : NULL;
+    if (out && (!b->sumsq_list || b->check(fn, b->sumsq_list(it, n, as_data(out))))) {
+        if (!b->sumsq_list) as_error_set("%s: no multi-tensor sweep on %s", fn, as_device_name(dev));
+        as_release(out);
+        out = NULL;
+    }
+    free(it);
+    return out;
+}
+
+int as_scale_all_(int n, as_tensor *const *ts, double s)
+{
+    const char *fn = "scale_all_";
+    if (n <= 0) return n < 0 ? (as_error_set("%s: expected n >= 0, got %d", fn, n), -1) : 0;
+    as_device dev = AS_CPU;
+    as_list_item *it = list_items(fn, n, (const as_tensor *const *)ts, &dev);
+    if (!it) return -1;
+    const as_backend *b = as_backend_for(fn, dev);
+    int rc = -1;
+    if (b && !b->scale_list) as_error_set("%s: no multi-tensor sweep on %s", fn, as_device_name(dev));
+    else if (b) rc = b->check(fn, b->scale_list(it, n, s));
+    free(it);
+    for (int i = 0; i < n && !rc; i++) bump(ts[i]);
     return rc;
 }

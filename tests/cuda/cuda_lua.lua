@@ -276,6 +276,25 @@ do
   end
 end
 
+-- clip_grad_norm_'s multi-tensor sweeps on the GPU (kernels/cuda/optim.cu): 70
+-- tensors of three dtypes (two launches), against the CPU's
+do
+  as.manual_seed(8)
+  local cpu_ts, gpu_ts = {}, {}
+  for i = 1, 70 do
+    local t = as.randn((i * 37) % 5001 + 1)
+    if i % 3 == 0 then t = t:to("bfloat16") elseif i % 5 == 0 then t = t:to("float16") end
+    cpu_ts[i], gpu_ts[i] = t, t:cuda()
+  end
+  local want, got = as.core.sum_squares(cpu_ts):item(), as.core.sum_squares(gpu_ts):item()
+  check(math.abs(want - got) <= 1e-4 * want, string.format("sum_squares on cuda %.6g vs cpu %.6g", got, want))
+  as.core.scale_all_(cpu_ts, 0.3)
+  as.core.scale_all_(gpu_ts, 0.3)
+  local worst = 0
+  for i = 1, 70 do worst = math.max(worst, (gpu_ts[i]:cpu():float() - cpu_ts[i]:float()):abs():max():item()) end
+  check(worst == 0, "scale_all_ on cuda equals the cpu's: max diff " .. worst)
+end
+
 -- memory: the caching allocator holds what it freed
 as.cuda.synchronize()
 local m = as.cuda.memory_stats()

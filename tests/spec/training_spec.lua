@@ -532,6 +532,42 @@ describe("as.optim", function()
     errors(function() nn.utils.clip_grad_norm_({ a }, 1.0, 2, true) end, "is non-finite")
   end)
 
+  it("clip_grad_norm_'s multi-tensor sweeps equal the per-tensor sums, over many tensors and dtypes", function()
+    local ts, want = {}, 0
+    for i = 1, 70 do -- more than one launch's worth on CUDA (48 a launch)
+      local t = as.randn(i % 7 == 0 and 5000 or (i * 13) % 97 + 1)
+      if i % 3 == 0 then t = t:to("bfloat16") elseif i % 5 == 0 then t = t:to("float16") end
+      ts[i] = t
+      want = want + (t:float() * t:float()):sum():item()
+    end
+    ts[#ts + 1] = as.zeros(0) -- empty
+    local got = as.core.sum_squares(ts)
+    assert.are.equal(0, got:dim())
+    near(want, got:item(), 1e-5 * want, "sum of squares")
+    local before = {}
+    for i, t in ipairs(ts) do before[i] = t:float():clone() end
+    as.core.scale_all_(ts, 0.25)
+    for i, t in ipairs(ts) do
+      if t:numel() == 0 then goto next end
+      local tol = t:dtype() == "float32" and 0 or 4e-3
+      assert.is_true((t:float() - before[i] * 0.25):abs():max():item() <= tol * math.max(1, before[i]:abs():max():item()))
+      ::next::
+    end
+    near(0, as.core.sum_squares({}):item(), 0, "no tensors")
+    -- clip_grad_norm_ takes the sweeps for contiguous gradients and the per-tensor path for the rest
+    local a = as.tensor { { 3.0, 1.0 }, { 4.0, 2.0 } }:requires_grad_()
+    local b = as.tensor { 12.0 }:requires_grad_()
+    a.grad = as.tensor { { 3.0, 1.0 }, { 4.0, 2.0 } }:t() -- not contiguous
+    b.grad = as.tensor { 12.0 }
+    near(math.sqrt(9 + 1 + 16 + 4 + 144), nn.utils.clip_grad_norm_({ a, b }, 1.0), 1e-5, "mixed norm")
+    near(1.0, math.sqrt((a.grad * a.grad):sum():item() + (b.grad * b.grad):sum():item()), 1e-5, "clipped to 1")
+    -- bad lists: a clear error
+    errors(function() as.core.sum_squares({ as.randn(2), 3 }) end, "sum_squares: element 2 of the list is a number, expected a Tensor")
+    errors(function() as.core.sum_squares({ as.randn(2), as.tensor({ 1, 2 }):long() }) end,
+      "sum_squares: tensor 2 is int64; expected a float dtype")
+    errors(function() as.core.scale_all_({ as.randn(2, 3):t() }, 2) end, "scale_all_: tensor 1 is not contiguous")
+  end)
+
   it("says what is wrong with an optimizer's arguments", function()
     local p = as.randn(3):requires_grad_()
     errors(function() as.optim.SGD({}) end, "SGD: got an empty parameter list")

@@ -23,6 +23,27 @@ local function grads_of(fn, params)
   return out
 end
 
+-- float64 keeps the per-tensor path: the sweep's total is a float32
+local SWEEP_DTYPES = { float32 = true, float16 = true, bfloat16 = true }
+
+-- Whether the multi-tensor sweeps (core.sum_squares, core.scale_all_) take g.
+local function sweepable(g)
+  return g:is_contiguous() and SWEEP_DTYPES[g:dtype()] ~= nil
+end
+
+-- The sweepable gradients grouped by device.
+local function sweep_lists(grads)
+  local lists = {}
+  for _, g in ipairs(grads) do
+    if g:numel() > 0 and sweepable(g) then
+      local d = g:device()
+      lists[d] = lists[d] or {}
+      table.insert(lists[d], g)
+    end
+  end
+  return lists
+end
+
 local function with_no_grad(fn)
   local prev = core.set_grad_enabled(false)
   local ok, r = pcall(fn)
@@ -56,20 +77,14 @@ function M.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
       return m
     end
     local s = 0.0
-    -- the 2-norm: one dot product per gradient (a BLAS call, one pass,
-    -- nothing allocated for a contiguous float32 gradient) where abs, square
-    -- and sum made three; the dots stay on their device and are summed
-    -- there, so a GPU waits once per call, not once per parameter
-    local dots = {}
+    -- the 2-norm: contiguous gradients of float dtypes in one multi-tensor
+    -- sweep per device (core.sum_squares: a few kernel launches for any number
+    -- of tensors, the device waited on once), where a dot product per gradient
+    -- cost a GPU a few launches and casts each
+    local lists = norm_type == 2 and sweep_lists(grads) or {}
+    for _, list in pairs(lists) do s = s + core.sum_squares(list):item() end
     for _, g in ipairs(grads) do
-      if norm_type == 2 and g:numel() > 0 then
-        local v = (g:dtype() == "float32" or g:dtype() == "float64") and g or g:float()
-        v = v:reshape(v:numel())
-        local key = v:device() .. " " .. v:dtype()
-        dots[key] = dots[key] or {}
-        table.insert(dots[key], v:matmul(v):reshape(1))
-        goto continue
-      end
+      if g:numel() == 0 or (norm_type == 2 and sweepable(g)) then goto continue end
       local a = g:float():abs()
       if norm_type == 2 then
         s = s + (a * a):sum():item()
@@ -80,7 +95,6 @@ function M.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
       end
       ::continue::
     end
-    for _, list in pairs(dots) do s = s + core.cat(list, 1):sum():item() end
     return s ^ (1 / norm_type)
   end)
   if error_if_nonfinite and (total ~= total or total == math.huge) then
@@ -90,7 +104,10 @@ function M.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
   local coef = max_norm / (total + 1e-6)
   if coef < 1 then
     with_no_grad(function()
-      for _, g in ipairs(grads) do g:mul_(coef) end
+      for _, list in pairs(sweep_lists(grads)) do core.scale_all_(list, coef) end
+      for _, g in ipairs(grads) do
+        if not sweepable(g) then g:mul_(coef) end
+      end
     end)
   end
   return total
