@@ -75,6 +75,26 @@ static inline float as_f16_to_f32(uint16_t h)
     return as_bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
+/* Element i of a float32, float16 or bfloat16 array as float32, and back
+ * (rounded to nearest even): the fused kernels that read a tensor in its
+ * own dtype (optimizer steps, cross-entropy rows). */
+static inline float as_load_f32(const void *p, as_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case AS_F16: return as_f16_to_f32(((const uint16_t *)p)[i]);
+    case AS_BF16: return as_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+static inline void as_store_f32(void *p, as_dtype dt, int64_t i, float x)
+{
+    switch (dt) {
+    case AS_F16: ((uint16_t *)p)[i] = as_f32_to_f16(x); break;
+    case AS_BF16: ((uint16_t *)p)[i] = as_f32_to_bf16(x); break;
+    default: ((float *)p)[i] = x; break;
+    }
+}
+
 /* Reads element i of a typed array as double. */
 static inline double as_load_elem(const void *p, as_dtype dt, int64_t i)
 {

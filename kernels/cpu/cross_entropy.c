@@ -14,24 +14,6 @@
 #define CHUNK 2048
 #define PARALLEL_ROWS(rows, n) if ((rows) * (n) >= 65536 && (rows) > 1)
 
-static inline float load_x(const void *x, as_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case AS_F16: return as_f16_to_f32(((const uint16_t *)x)[i]);
-    case AS_BF16: return as_bf16_to_f32(((const uint16_t *)x)[i]);
-    default: return ((const float *)x)[i];
-    }
-}
-
-static inline void store_x(void *x, as_dtype dt, int64_t i, float v)
-{
-    switch (dt) {
-    case AS_F16: ((uint16_t *)x)[i] = as_f32_to_f16(v); break;
-    case AS_BF16: ((uint16_t *)x)[i] = as_f32_to_bf16(v); break;
-    default: ((float *)x)[i] = v; break;
-    }
-}
-
 int as_cpu_xent_rows(const void *x, as_dtype dt, const int64_t *target, int64_t ignore, float *loss, float *lse,
                      int64_t rows, int64_t n)
 {
@@ -46,19 +28,19 @@ int as_cpu_xent_rows(const void *x, as_dtype dt, const int64_t *target, int64_t 
         }
         float m = -INFINITY;
         for (int64_t i = 0; i < n; i++) {
-            float v = load_x(x, dt, base + i);
+            float v = as_load_f32(x, dt, base + i);
             m = v > m ? v : m;
         }
         double s = 0;
         float buf[CHUNK];
         for (int64_t i0 = 0; i0 < n && m > -INFINITY; i0 += CHUNK) {
             int64_t k = n - i0 < CHUNK ? n - i0 : CHUNK;
-            for (int64_t i = 0; i < k; i++) buf[i] = load_x(x, dt, base + i0 + i) - m;
+            for (int64_t i = 0; i < k; i++) buf[i] = as_load_f32(x, dt, base + i0 + i) - m;
             as_cpu_flash_exp(buf, buf, k);
             for (int64_t i = 0; i < k; i++) s += buf[i];
         }
         lse[r] = m == -INFINITY || m == INFINITY ? m : m + (float)log(s);
-        loss[r] = t == ignore ? 0.0f : lse[r] - load_x(x, dt, base + t);
+        loss[r] = t == ignore ? 0.0f : lse[r] - as_load_f32(x, dt, base + t);
     }
     return bad ? -1 : 0;
 }
@@ -70,19 +52,19 @@ void as_cpu_xent_bwd_rows(const void *x, as_dtype dt, const int64_t *target, int
     for (int64_t r = 0; r < rows; r++) {
         const int64_t t = target[r], base = r * n;
         if (t == ignore) {
-            for (int64_t i = 0; i < n; i++) store_x(dx, dt, base + i, 0.0f);
+            for (int64_t i = 0; i < n; i++) as_store_f32(dx, dt, base + i, 0.0f);
             continue;
         }
         const float gr = g[r], l = lse[r];
         float buf[CHUNK];
         for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
             int64_t k = n - i0 < CHUNK ? n - i0 : CHUNK;
-            for (int64_t i = 0; i < k; i++) buf[i] = load_x(x, dt, base + i0 + i) - l;
+            for (int64_t i = 0; i < k; i++) buf[i] = as_load_f32(x, dt, base + i0 + i) - l;
             as_cpu_flash_exp(buf, buf, k);
             for (int64_t i = 0; i < k; i++) {
                 float d = buf[i] * gr;
                 if (i0 + i == t) d -= gr;
-                store_x(dx, dt, base + i0 + i, d);
+                as_store_f32(dx, dt, base + i0 + i, d);
             }
         }
     }

@@ -8,24 +8,6 @@
 
 #include "as_scalar.h"
 
-static inline float load_f(const void *p, as_dtype dt, int64_t i)
-{
-    switch (dt) {
-    case AS_F16: return as_f16_to_f32(((const uint16_t *)p)[i]);
-    case AS_BF16: return as_bf16_to_f32(((const uint16_t *)p)[i]);
-    default: return ((const float *)p)[i];
-    }
-}
-
-static inline void store_f(void *p, as_dtype dt, int64_t i, float x)
-{
-    switch (dt) {
-    case AS_F16: ((uint16_t *)p)[i] = as_f32_to_f16(x); break;
-    case AS_BF16: ((uint16_t *)p)[i] = as_f32_to_bf16(x); break;
-    default: ((float *)p)[i] = x; break;
-    }
-}
-
 #define PAR_MIN 32768 /* below this a thread team costs more than it saves */
 
 void as_cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
@@ -36,8 +18,8 @@ void as_cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pd
     const bool use_mom = h->momentum != 0, wdecay = h->weight_decay != 0;
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        float p = master ? master[i] : load_f(param, pdt, i);
-        float d = load_f(grad, gdt, i);
+        float p = master ? master[i] : as_load_f32(param, pdt, i);
+        float d = as_load_f32(grad, gdt, i);
         if (h->maximize) d = -d;
         if (wdecay) d = d + wd * p;
         if (use_mom) {
@@ -47,7 +29,7 @@ void as_cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pd
         }
         p = p + -lr * d;
         if (master) master[i] = p;
-        store_f(param, pdt, i, p);
+        as_store_f32(param, pdt, i, p);
     }
 }
 
@@ -91,8 +73,8 @@ void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtyp
     }
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        float p = master ? master[i] : load_f(param, pdt, i);
-        float g = load_f(grad, gdt, i);
+        float p = master ? master[i] : as_load_f32(param, pdt, i);
+        float g = as_load_f32(grad, gdt, i);
         if (maximize) g = -g;
         p = p * c.decay;
         if (c.l2 != 0.0f) g = g + c.l2 * p;
@@ -108,7 +90,7 @@ void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtyp
         float denom = sqrtf(vi) / c.bc2_sqrt + c.eps;
         p = p + -c.step_size * (mi / denom);
         if (master) master[i] = p;
-        store_f(param, pdt, i, p);
+        as_store_f32(param, pdt, i, p);
     }
 }
 
@@ -125,7 +107,7 @@ double as_cpu_sumsq_list(const as_list_item *it, int n)
         } else {
 #pragma omp parallel for reduction(+ : s) if (m >= PAR_MIN)
             for (int64_t i = 0; i < m; i++) {
-                double x = load_f(it[t].data, it[t].dtype, i);
+                double x = as_load_f32(it[t].data, it[t].dtype, i);
                 s += x * x;
             }
         }
@@ -145,7 +127,7 @@ void as_cpu_scale_list(const as_list_item *it, int n, double s)
         } else {
             const float f = (float)s;
 #pragma omp parallel for if (m >= PAR_MIN)
-            for (int64_t i = 0; i < m; i++) store_f(it[t].data, it[t].dtype, i, load_f(it[t].data, it[t].dtype, i) * f);
+            for (int64_t i = 0; i < m; i++) as_store_f32(it[t].data, it[t].dtype, i, as_load_f32(it[t].data, it[t].dtype, i) * f);
         }
     }
 }

@@ -140,13 +140,21 @@ local function class_rows(x, C, ndim)
   return x:permute(table.unpack(perm)):reshape(-1, C)
 end
 
-local function nll_classes(fn, logp, target, o)
+-- The options and target of a class-id loss, checked: ignore_index,
+-- reduction, the class count and the class dim.  Errors are the caller's
+-- caller's (level 4).
+local function class_target_opts(fn, x, target, o)
   local ignore_index = o.ignore_index or -100
   if math.type(ignore_index) ~= "integer" then
-    error(string.format("%s: ignore_index must be an integer, got %s", fn, tostring(ignore_index)), 3)
+    error(string.format("%s: ignore_index must be an integer, got %s", fn, tostring(ignore_index)), 4)
   end
   local reduction = check_reduction(fn, o.reduction)
-  local C, cdim = check_class_target(fn, logp, target, ignore_index)
+  local C, cdim = check_class_target(fn, x, target, ignore_index)
+  return ignore_index, reduction, C, cdim
+end
+
+local function nll_classes(fn, logp, target, o)
+  local ignore_index, reduction, C, cdim = class_target_opts(fn, logp, target, o)
   local ndim = logp:dim()
   check_weight(fn, o.weight, C, cdim, ndim)
   local weight = o.weight
@@ -192,12 +200,7 @@ local FUSED_CE = { float32 = true, float16 = true, bfloat16 = true }
 -- cross_entropy for class ids without weight or smoothing: the fused rows
 -- op, then the reduction; the same values as log_softmax + nll_classes.
 local function cross_entropy_fused(fn, input, target, o)
-  local ignore_index = o.ignore_index or -100
-  if math.type(ignore_index) ~= "integer" then
-    error(string.format("%s: ignore_index must be an integer, got %s", fn, tostring(ignore_index)), 3)
-  end
-  local reduction = check_reduction(fn, o.reduction)
-  local C, cdim = check_class_target(fn, input, target, ignore_index)
+  local ignore_index, reduction, C = class_target_opts(fn, input, target, o)
   local rows = class_rows(input, C, input:dim())
   local M = rows:size(1)
   local t = target:reshape(M)
