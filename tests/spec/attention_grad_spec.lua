@@ -290,6 +290,25 @@ describe("the fused kernels are an inference-only fast path", function()
     assert.are.equal(0, U.maxdiff(before, m.projection))
   end)
 
+  it("a mask that requires grad where the implementation has no gradient for it is an error naming it", function()
+    -- the linear family reads a float mask only as a key-padding keep-mask (0 / -inf)
+    for _, name in ipairs { "linear_attention", "performer_attention", "efficient_attention",
+      "hedgehog_attention", "lolcats_attention" } do
+      local learned = name == "hedgehog_attention" or name == "lolcats_attention" -- feature maps per head
+      local core = as.attention.new(name, learned and { num_heads = 2, head_dim = 4 } or {})
+      local q, k, v = as.randn(1, 2, 6, 4), as.randn(1, 2, 6, 4), as.randn(1, 2, 6, 4)
+      local mask = as.zeros(1, 1, 1, 6)
+      mask[1][1][1][6] = -math.huge
+      mask:requires_grad_()
+      local ok, err = pcall(core, q, k, v, mask)
+      assert.is_false(ok, name .. " accepted a mask that requires grad")
+      assert.truthy(tostring(err):find(name .. ": the mask requires grad", 1, true), tostring(err))
+      -- detached, or under no_grad, it is the key-padding mask it always was
+      assert.are.same({ 1, 2, 6, 4 }, core(q, k, v, mask:detach()):shape())
+      as.no_grad(function() core(q, k, v, mask) end)
+    end
+  end)
+
   it("adaptive_attention: the span's gradient flows outside [0, 1]; clamp_span brings it back", function()
     local m = as.attention.new("adaptive_attention", { num_heads = H, max_span = 4, ramp = 2 })
     m.span:copy_(as.tensor { -0.2, 1.3 })

@@ -42,6 +42,11 @@ function M.key_padding(fn, mask, Lk)
   if m:dtype() == "bool" then
     keep = m
   else
+    -- only which keys are kept is read: a mask that asks for a gradient would get none
+    if m.requires_grad and core.is_grad_enabled() then
+      error(string.format("%s: the mask requires grad, but this implementation reads it only as a key-padding " ..
+        "keep-mask (0 / -inf), which has no gradient; pass a bool mask or mask:detach()", fn), 3)
+    end
     keep = m:eq(0)
     if keep:logical_or(m:eq(-math.huge)):logical_not():sum():item() > 0 then
       error(fn .. ": a float mask must hold only 0 (keep) and -inf (masked) here", 3)
