@@ -36,6 +36,7 @@ struct as_autograd_meta {
      * whether one of them brought a gradient */
     int pending;
     bool got;
+    as_tensor *slices; /* the engine's scratch: the slices' gradients summed in place (run_slice_node) */
 };
 
 typedef struct {
@@ -151,6 +152,7 @@ static void free_meta(as_tensor *t)
     struct as_autograd_meta *m = t->autograd;
     for (grad_hook *h = m->hooks, *next; h; h = next) next = h->next, free_hook(h);
     as_release(m->grad);
+    as_release(m->slices);
     node_release(m->grad_fn);
     free(m);
     t->autograd = NULL;
@@ -471,7 +473,13 @@ static int leaf_arrived(as_tensor *leaf, bool got, int rc)
     struct as_autograd_meta *m = leaf->autograd;
     if (!m || m->pending <= 0) return rc;
     m->got = m->got || got;
-    if (--m->pending > 0 || !m->got) return rc;
+    if (--m->pending > 0) return rc;
+    if (m->slices) { /* the slices' sum joins .grad once, before the hooks see it */
+        if (!rc) rc = accumulate_leaf(leaf, m->slices);
+        as_release(m->slices);
+        m->slices = NULL;
+    }
+    if (!m->got) return rc;
     m->got = false;
     return rc ? rc : run_hooks(leaf);
 }
@@ -564,11 +572,12 @@ static int check_finite(const as_node *n, as_tensor *const *grad_in)
 static int view_backward(as_node *n, const as_tensor *g, as_tensor **gi);
 
 /* Whether n is a narrow or select whose gradient can go straight into its
- * input's pending gradient (the input a node, not a leaf; no anomaly check,
- * which reads each node's whole gradient). */
+ * input's pending gradient (a node's, or a leaf's sum of slices; no anomaly
+ * check, which reads each node's whole gradient). */
 static bool slice_into_input(const as_node *n)
 {
-    if (n->backward != view_backward || anomaly || n->ninputs != 1 || !n->in[0].node) return false;
+    if (n->backward != view_backward || anomaly || n->ninputs != 1 || !(n->in[0].node || n->in[0].leaf))
+        return false;
     as_view_kind k = (as_view_kind)(int)n->scalars[0];
     return k == AS_VIEW_NARROW || k == AS_VIEW_SELECT;
 }
@@ -579,33 +588,43 @@ static bool slice_into_input(const as_node *n)
  * zero tensor of the input's shape per slice and adds them whole: for a
  * fused qkv projection split in three, three zero tensors and two full adds
  * a layer. */
+/* g added in place into the slice n took of *acc (made zeros of the edge's shape when NULL) */
+static int add_slice(const as_node *n, const as_edge *e, as_tensor **acc, const as_tensor *g)
+{
+    if (!*acc && !(*acc = as_zeros(e->ndim, e->shape, e->dtype, e->device))) return -1;
+    int dim = (int)n->ints[0];
+    as_tensor *slice = (as_view_kind)(int)n->scalars[0] == AS_VIEW_NARROW ? as_narrow(*acc, dim, n->ints[1], g->shape[dim])
+                                                                        : as_select(*acc, dim, n->ints[1]);
+    int rc = !slice || as_binary_(AS_ADD, slice, g) ? -1 : 0;
+    as_release(slice);
+    return rc;
+}
+
 static int run_slice_node(as_node *n, node_list *ready, bool retain)
 {
     as_edge *e = &n->in[0];
     as_node *m = e->node;
-    as_tensor *slice = NULL;
     int rc = 0;
-    if (n->grad && (!m->grad || !m->grad_own)) {
-        as_tensor *z = as_zeros(e->ndim, e->shape, e->dtype, e->device);
-        if (!z || (m->grad && as_copy_(z, m->grad))) {
-            as_release(z);
-            rc = -1;
-        } else {
-            as_release(m->grad);
-            m->grad = z;
-            m->grad_own = true;
+    if (!m) { /* a leaf: its slices sum apart, and join .grad when its last edge arrives */
+        if (n->grad) rc = add_slice(n, e, &e->leaf->autograd->slices, n->grad);
+        rc = leaf_arrived(e->leaf, n->grad != NULL, rc);
+    } else {
+        if (n->grad && (!m->grad || !m->grad_own)) { /* an accumulator of the engine's own */
+            as_tensor *z = as_zeros(e->ndim, e->shape, e->dtype, e->device);
+            if (!z || (m->grad && as_copy_(z, m->grad))) {
+                as_release(z);
+                rc = -1;
+            } else {
+                as_release(m->grad);
+                m->grad = z;
+                m->grad_own = true;
+            }
         }
-    }
-    if (!rc && n->grad) {
-        int dim = (int)n->ints[0];
-        slice = (as_view_kind)(int)n->scalars[0] == AS_VIEW_NARROW ? as_narrow(m->grad, dim, n->ints[1], n->grad->shape[dim])
-                                                                   : as_select(m->grad, dim, n->ints[1]);
-        rc = !slice || as_binary_(AS_ADD, slice, n->grad) ? -1 : 0;
-        as_release(slice);
+        if (!rc && n->grad) rc = add_slice(n, e, &m->grad, n->grad);
+        if (--m->pending == 0 && !rc) rc = push(ready, m);
     }
     as_release(n->grad);
     n->grad = NULL;
-    if (--m->pending == 0 && !rc) rc = push(ready, m);
     if (!retain) {
         free_saved(n);
         n->released = true;
@@ -693,6 +712,8 @@ int as_backward(as_tensor *root, const as_tensor *gradient, bool retain_graph)
         for (int i = 0; i < leaves.n; i++) {
             as_tensor *leaf = leaves.v[i];
             leaf->autograd->pending = 0, leaf->autograd->got = false;
+            as_release(leaf->autograd->slices);
+            leaf->autograd->slices = NULL;
         }
         free(all.v), free(ready.v), free(leaves.v);
     }

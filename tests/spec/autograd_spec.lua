@@ -90,6 +90,20 @@ describe("autograd", function()
       local q, k, v = qkv:split(2, 3)
       return (q * wq + k * wk):sum() + (v * wv):sum()
     end, { r(2, 3, 6) })
+    -- slices of a leaf: summed apart, joined to .grad once (and added to what .grad held)
+    check(function(a) return (a:narrow(2, 1, 3) * w1):sum() + (a:narrow(2, 2, 4) * w2):sum() + (a:select(1, 2) * w3):sum() end,
+      { r(4, 5) })
+    check(function(a) return (a * a):sum() + (a:narrow(1, 2, 2) ^ 2):sum() end, { r(3, 4) })
+    local leaf = r(3, 4):requires_grad_()
+    leaf.grad = as.ones(3, 4)
+    ;(leaf:narrow(2, 1, 2):sum() + leaf:select(2, 4):sum() * 2):backward()
+    assert.are.same({ { 2, 2, 1, 3 }, { 2, 2, 1, 3 }, { 2, 2, 1, 3 } }, leaf.grad:tolist())
+    -- a post-accumulate hook sees the whole gradient, slices joined
+    local hl = r(2, 3):requires_grad_()
+    local seen
+    hl:register_post_accumulate_grad_hook(function(t) seen = t.grad:clone() end)
+    ;(hl:narrow(2, 1, 2):sum() + hl:select(2, 3):sum() * 3):backward()
+    assert.are.same({ { 1, 1, 3 }, { 1, 1, 3 } }, seen:tolist())
     -- retain_graph: the second backward gives the same gradient again
     local a = r(3, 4):requires_grad_()
     local x = a * 2
