@@ -32,6 +32,14 @@ as_tensor *as_sink_attention(const as_tensor *q, const as_tensor *k, const as_te
                              int64_t num_sinks, bool training);
 
 /* ---- dynamic_attention: softmax over the top_k scores of each query ---- */
+/* dynamic_attention's selection, for its composite: a bool tensor shaped as
+ * the scores s, true at the top_k largest of each last-dim row (ties to the
+ * lower index, -inf never, all visible when fewer).  The fused CPU kernel's
+ * linear-time selection; as_topk_keep_takes says whether it takes s (float32
+ * on the CPU): elsewhere the composite selects with tensor ops. */
+bool as_topk_keep_takes(const as_tensor *s);
+as_tensor *as_topk_keep(const as_tensor *s, int64_t top_k);
+
 as_tensor *as_dynamic_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                                 const as_tensor *mask, const as_attention_opts *o, int64_t top_k,
                                 bool training);

@@ -87,6 +87,10 @@ void as_cpu_topk_attention(const as_attn_f32_params *p, int64_t top_k, void *wor
  * n entries, scratch 3 n. */
 int64_t as_cpu_topk_select(const float *x, int64_t n, int64_t k, int32_t *idx, float *scratch);
 
+/* keep (rows, n) = 1 at each row's as_cpu_topk_select positions, 0 elsewhere
+ * (dynamic_attention's selection for its composite); -1 out of memory. */
+int as_cpu_topk_keep_rows(const float *x, int64_t rows, int64_t n, int64_t k, uint8_t *keep);
+
 /* ---- patterns: bool keep-masks (L, L) row-major, true = may attend ----
  * (zoo_sparse_patterns.c).  0-based positions; causal adds j <= i. */
 void as_cpu_pattern_local(uint8_t *m, int64_t L, int64_t window, bool causal);

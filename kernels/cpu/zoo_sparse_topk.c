@@ -14,6 +14,7 @@
  * A thread holds BQ x n scores, never Lq x Lk. */
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -294,4 +295,25 @@ void as_cpu_topk_attention(const as_attn_f32_params *p, int64_t top_k, void *wor
         for (int64_t it = 0; it < items; it++) run_item(p, top_k, it, ws + (size_t)t * stride);
     }
     if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+}
+
+int as_cpu_topk_keep_rows(const float *x, int64_t rows, int64_t n, int64_t k, uint8_t *keep)
+{
+    int bad = 0;
+#pragma omp parallel reduction(| : bad) if (rows * n >= 65536 && rows > 1)
+    {
+        int32_t *idx = malloc(sizeof *idx * (size_t)(n > 0 ? n : 1));
+        float *scratch = malloc(sizeof *scratch * 3 * (size_t)(n > 0 ? n : 1));
+        if (!idx || !scratch) bad = 1;
+#pragma omp for
+        for (int64_t r = 0; r < rows; r++) {
+            if (!idx || !scratch) continue;
+            uint8_t *kr = keep + r * n;
+            memset(kr, 0, (size_t)n);
+            int64_t got = as_cpu_topk_select(x + r * n, n, k, idx, scratch);
+            for (int64_t t = 0; t < got; t++) kr[idx[t]] = 1;
+        }
+        free(idx), free(scratch);
+    }
+    return bad ? -1 : 0;
 }

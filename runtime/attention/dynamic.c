@@ -18,6 +18,34 @@
 
 #define FN "dynamic_attention"
 
+bool as_topk_keep_takes(const as_tensor *s)
+{
+    return s && s->dtype == AS_F32 && as_device_equal(as_tensor_device(s), AS_CPU) && s->ndim >= 1;
+}
+
+as_tensor *as_topk_keep(const as_tensor *s, int64_t top_k)
+{
+    const char *fn = "topk_keep";
+    if (!as_topk_keep_takes(s)) {
+        as_error_set("%s: expected a float32 CPU tensor of at least one dim", fn);
+        return NULL;
+    }
+    if (top_k < 0) {
+        as_error_set("%s: top_k must be >= 0, got %lld", fn, (long long)top_k);
+        return NULL;
+    }
+    const int64_t n = s->shape[s->ndim - 1], rows = n > 0 ? as_numel(s) / n : 0;
+    as_tensor *c = as_contiguous(s);
+    as_tensor *keep = c ? as_empty(s->ndim, s->shape, AS_BOOL, AS_CPU) : NULL;
+    if (keep && rows > 0 && as_cpu_topk_keep_rows(as_data(c), rows, n, top_k, as_data(keep))) {
+        as_error_set("%s: out of memory", fn);
+        as_release(keep);
+        keep = NULL;
+    }
+    as_release(c);
+    return keep;
+}
+
 as_tensor *as_dynamic_attention(const as_tensor *q, const as_tensor *k, const as_tensor *v,
                                 const as_tensor *mask, const as_attention_opts *o, int64_t top_k,
                                 bool training)

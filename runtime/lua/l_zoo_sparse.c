@@ -49,6 +49,20 @@ static int l_sink_attention(lua_State *L)
     return 1;
 }
 
+/* topk_keep(s, top_k) -> bool keep-mask, or nil where the kernel does not
+ * take s (not float32 on the CPU): the composite then selects with ops */
+static int l_topk_keep(lua_State *L)
+{
+    as_tensor *s = l_checktensor(L, 1);
+    lua_Integer k = luaL_checkinteger(L, 2);
+    if (!as_topk_keep_takes(s)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    l_pushtensor(L, as_topk_keep(s, (int64_t)k));
+    return 1;
+}
+
 static int l_dynamic_attention(lua_State *L)
 {
     const char *fn = "dynamic_attention";
@@ -136,6 +150,7 @@ static int l_pat_from_blocks(lua_State *L)
 static const luaL_Reg sparse_functions[] = {
     {"sparse_attention", l_sparse_attention},   {"local_attention", l_local_attention},
     {"sink_attention", l_sink_attention},       {"dynamic_attention", l_dynamic_attention},
+    {"topk_keep", l_topk_keep},
     {NULL, NULL},
 };
 

@@ -340,3 +340,58 @@ describe("the checks can fail", function()
     assert.equal(1000 * 1000, calls[1].mask)
   end)
 end)
+
+describe("dynamic_attention's selection (core.topk_keep)", function()
+  -- a reference in Lua: each row's k largest, ties to the lower index, -inf never
+  local function reference(rows, k)
+    local out = {}
+    for r, row in ipairs(rows) do
+      local order = {}
+      for j, x in ipairs(row) do if x ~= -math.huge then order[#order + 1] = j end end
+      table.sort(order, function(a, b) return row[a] > row[b] or (row[a] == row[b] and a < b) end)
+      out[r] = {}
+      for j = 1, #row do out[r][j] = false end
+      for t = 1, math.min(k, #order) do out[r][order[t]] = true end
+    end
+    return out
+  end
+
+  it("keeps each row's k largest with the kernel's rules: ties to the lower index, -inf never", function()
+    as.manual_seed(12)
+    for _, case in ipairs { { 7, 40, 5 }, { 3, 17, 16 }, { 4, 33, 1 }, { 2, 9, 20 } } do
+      local R, n, k = table.unpack(case)
+      local rows = {}
+      for r = 1, R do
+        rows[r] = {}
+        for j = 1, n do
+          local u = math.random()
+          rows[r][j] = u < 0.15 and -math.huge or math.random(-3, 3) * 0.5 -- many ties
+        end
+      end
+      rows[1] = {}
+      for j = 1, n do rows[1][j] = j <= 2 and 1.0 or -math.huge end -- fewer visible keys than k
+      local got = as.core.topk_keep(as.tensor(rows), k):tolist()
+      assert.are.same(reference(rows, k), got)
+    end
+    -- not float32 on the CPU: nil, the composite's own walk takes over
+    assert.is_nil(as.core.topk_keep(as.randn(2, 5):double(), 2))
+  end)
+
+  it("the composite's gradient through it equals the walk's", function()
+    local C = require "attnswap.core"
+    local real = C.topk_keep
+    local function grads(use_kernel)
+      C.topk_keep = use_kernel and real or function() return nil end
+      as.manual_seed(13)
+      local core = as.attention.new("dynamic_attention", { top_k = 5 })
+      local q, k, v = as.randn(1, 2, 23, 8):requires_grad_(), as.randn(1, 2, 23, 8):requires_grad_(), as.randn(1, 2, 23, 8):requires_grad_()
+      local out = core(q, k, v)
+      out:sum():backward()
+      return out, q.grad, k.grad, v.grad
+    end
+    local a = { grads(true) }
+    local b = { grads(false) }
+    C.topk_keep = real
+    for i = 1, 4 do assert.is_true((a[i] - b[i]):abs():max():item() < 1e-6) end
+  end)
+end)

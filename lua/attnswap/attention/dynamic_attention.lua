@@ -35,7 +35,8 @@ local NEG_INF = -math.huge
 -- Keeps the top_k largest of each row of s (-inf masked) and returns the
 -- softmax over them, with the kernel's rules: exactly top_k kept, ties at
 -- the threshold to the lower key index, masked keys never, a row with fewer
--- visible keys keeps them all.  Ops only: the threshold t (the top_k-th
+-- visible keys keeps them all.  Where the selection is not the kernel's
+-- (core.topk_keep: float32 on the CPU), ops only: the threshold t (the top_k-th
 -- largest) is found by walking down the distinct values of the row, one
 -- max-reduction per value (at most top_k of them); ties past the threshold
 -- are ranked by an inclusive cumulative count along the row, a matmul with a
@@ -45,6 +46,10 @@ local function topk_softmax(s, top_k)
   if top_k >= Lk then return P.masked_softmax(s) end
   local sg = s -- the gradient flows through the softmax over the kept set only
   s = s:detach() -- the selection: comparisons and max, no gradient
+  -- float32 on the CPU: the fused kernel's linear-time selection (core.topk_keep,
+  -- the same rules); elsewhere the walk below, on the device's ops
+  local fast = core.topk_keep(s, top_k)
+  if fast then return P.masked_softmax(core.where(fast, sg, NEG_INF)) end
   local shape = { s:size(1), s:size(2), s:size(3), 1 }
   local dev = s:device()
   local function full(v, dtype) return P.on(core.full(shape, v, dtype), dev) end
