@@ -395,3 +395,25 @@ describe("dynamic_attention's selection (core.topk_keep)", function()
     for i = 1, 4 do assert.is_true((a[i] - b[i]):abs():max():item() < 1e-6) end
   end)
 end)
+
+describe("entmax_attention's support on the CPU (core.entmax)", function()
+  it("float32 (the kernel's sort-based support) equals float64 (the bisection), values and gradients", function()
+    for _, alpha in ipairs { 1.5, 2 } do
+      local function run(dtype)
+        as.manual_seed(21)
+        local core_ = as.attention.new("entmax_attention", { alpha = alpha, causal = true })
+        local q, k, v = as.randn(2, 3, 29, 8), as.randn(2, 3, 29, 8), as.randn(2, 3, 29, 8)
+        local mask = as.rand(2, 1, 29, 29):lt(0.8)
+        q, k, v = q:to(dtype):requires_grad_(), k:to(dtype):requires_grad_(), v:to(dtype):requires_grad_()
+        local out = core_(q, k, v, mask)
+        ;(out * out):sum():backward()
+        return out:double(), q.grad:double(), k.grad:double(), v.grad:double()
+      end
+      local a, b = { run("float32") }, { run("float64") }
+      for i = 1, 4 do
+        local d = (a[i] - b[i]):abs():max():item()
+        assert.is_true(d < 2e-4 * math.max(1, b[i]:abs():max():item()), string.format("alpha %g, %d: %.3g", alpha, i, d))
+      end
+    end
+  end)
+end)

@@ -71,18 +71,26 @@ local function entmax_rows(s, alpha)
     if alpha == 2 then return d elseif alpha == 1.5 then return d * d end
     return d:pow(invd)
   end
-  local lo = core.full({ s:size(1), s:size(2), s:size(3), 1 }, -1.0)
-  if s:device() ~= "cpu" then lo = lo:to(s:device()) end
-  local dm = (-(1 / finite):pow(am1d)) - lo
-  for _ = 1, BISECT do
-    dm = dm * 0.5
-    local mid = lo + dm
-    local f = power((Xd - mid):clamp(0)):sum(4, true) - 1
-    lo = core.where(f:ge(0), mid, lo)
+  local function bisect()
+    local lo = core.full({ s:size(1), s:size(2), s:size(3), 1 }, -1.0)
+    if s:device() ~= "cpu" then lo = lo:to(s:device()) end
+    local dm = (-(1 / finite):pow(am1d)) - lo
+    for _ = 1, BISECT do
+      dm = dm * 0.5
+      local mid = lo + dm
+      local f = power((Xd - mid):clamp(0)):sum(4, true) - 1
+      lo = core.where(f:ge(0), mid, lo)
+    end
+    return lo
   end
   local tau
-  local sup = Xd:gt(lo)
   if alpha == 2 or alpha == 1.5 then
+    -- the support: float32 scores on the CPU take the fused kernel's exact
+    -- sort-based one (core.entmax, detached; BISECT passes over every score
+    -- cost 10x more), other devices and float64 the bisection
+    local sup
+    if s:device() == "cpu" and s:dtype() == "float32" then sup = core.entmax(s:detach(), alpha):gt(0)
+    else sup = Xd:gt(bisect()) end
     local n = sup:sum(4, true):float():clamp(1)
     local Xs = core.where(sup, X, 0.0)
     local s1 = Xs:sum(4, true)
@@ -104,6 +112,8 @@ local function entmax_rows(s, alpha)
   -- Powers of (X - tau) are taken on the support only (where, twice), so
   -- their backward never meets 0^(negative) or log 0.
   local function ppow(d, e, on) return core.where(on, core.where(on, d, 1.0):pow(e), 0.0) end
+  local lo = bisect()
+  local sup = Xd:gt(lo)
   local d0 = X - lo
   local f = ppow(d0, inv, sup):sum(4, true) - 1
   local fp = ppow(d0, inv - 1, sup):sum(4, true) * inv -- -df/dtau > 0 on a support
