@@ -27,28 +27,10 @@ end
 
 local peer = {}
 if o.torch then
-  for line in io.lines(o.torch) do
-    local r = as.json and as.json.decode and as.json.decode(line)
-    if not r then -- the few keys we need, without a JSON library
-      r = {}
-      for k, val in line:gmatch('"([%w_]+)":%s*([^,}]+)') do r[k] = tonumber(val) or val:gsub('"', "") end
-    end
-    peer[string.format("%s/%s/%s", r.D, r.L, tostring(r.causal))] = r
-  end
+  for _, r in ipairs(bench.read_rows(o.torch, as.json_decode)) do peer[bench.key(r, "D", "L", "causal")] = r end
 end
 
-local function time(f)
-  f(); f()
-  as.cuda.synchronize()
-  local t = {}
-  for r = 1, o.repeats do
-    local t0 = as.core.clock()
-    f()
-    as.cuda.synchronize()
-    t[r] = as.core.clock() - t0
-  end
-  return bench.median(t)
-end
+local function time(f) return bench.time(f, o.repeats, 2, as.cuda.synchronize) end
 
 print(string.format("%4s %6s %6s %9s %9s %9s %8s %8s %8s %7s %7s", "D", "L", "causal", "fwd ms", "bwd ms",
   "bwd TF/s", "fa2 TF/s", "cudnn", "vs fa2", "vs cudnn", "GiB"))
@@ -69,14 +51,13 @@ for _, D in ipairs(o.D) do
       end)
       local pairs_ = causal and L * (L + 1) / 2 or L * L
       local bwd_tf = 2.5 * 4 * Bt * H * pairs_ * D / (t_all - t_fwd) / 1e12
-      local p = peer[string.format("%d/%d/%s", D, L, tostring(causal))] or {}
+      local p = peer[bench.key({ D = D, L = L, causal = causal }, "D", "L", "causal")] or {}
       local ok, st = pcall(as.cuda.memory_stats, 0)
       if not ok or type(st) ~= "table" then st = {} end
       print(string.format("%4d %6d %6s %9.3f %9.3f %9.1f %8s %8s %8s %7s %7.2f", D, L, tostring(causal), t_fwd * 1e3,
         (t_all - t_fwd) * 1e3, bwd_tf, p.flash_bwd_tflops and string.format("%.1f", p.flash_bwd_tflops) or "-",
         p.default_bwd_tflops and string.format("%.1f", p.default_bwd_tflops) or "-",
-        p.flash_bwd_tflops and string.format("%.2fx", bwd_tf / p.flash_bwd_tflops) or "-",
-        p.default_bwd_tflops and string.format("%.2fx", bwd_tf / p.default_bwd_tflops) or "-",
+        bench.ratio(bwd_tf, p.flash_bwd_tflops), bench.ratio(bwd_tf, p.default_bwd_tflops),
         (st.peak or 0) / 2 ^ 30))
       io.stdout:flush()
       q, k, v, w = nil, nil, nil, nil

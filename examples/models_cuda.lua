@@ -21,19 +21,7 @@ while i <= #arg do
   i = i + 1
 end
 
-local function median_ms(f)
-  f(); f()
-  as.cuda.synchronize()
-  local t = {}
-  for r = 1, o.repeats do
-    local t0 = as.core.clock()
-    f()
-    as.cuda.synchronize()
-    t[r] = (as.core.clock() - t0) * 1e3
-  end
-  table.sort(t)
-  return t[(#t + 1) // 2]
-end
+local function median_ms(f) return bench.time(f, o.repeats, 2, as.cuda.synchronize) * 1e3 end
 
 local function diff(a, b)
   a, b = a:cpu():float(), b:cpu():float()

@@ -2,29 +2,13 @@
  * kernels/cpu/cross_entropy.c): one CTA a row; the forward reads the row
  * once (an online max and sum per thread, combined across the CTA), the
  * backward reads it and writes its gradient once.  x in its own dtype. */
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
 #include <math.h>
-#include <stdint.h>
 
-#include "cuda_kernels.h"
+#include "cuda_common.cuh"
 
 namespace {
 
 constexpr int XT = 512; /* threads a row */
-
-template <typename T> __device__ __forceinline__ float ld(const T *p, int64_t i);
-template <> __device__ __forceinline__ float ld<float>(const float *p, int64_t i) { return p[i]; }
-template <> __device__ __forceinline__ float ld<__half>(const __half *p, int64_t i) { return __half2float(p[i]); }
-template <> __device__ __forceinline__ float ld<__nv_bfloat16>(const __nv_bfloat16 *p, int64_t i)
-{
-    return __bfloat162float(p[i]);
-}
-template <typename T> __device__ __forceinline__ T st(float v);
-template <> __device__ __forceinline__ float st<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half st<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 st<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 /* (m, s) pairs: s = sum e^(x - m); merged so that m is the larger max */
 __device__ __forceinline__ void merge(float &m, float &s, float m2, float s2)
@@ -46,7 +30,7 @@ __global__ void __launch_bounds__(XT) xent_kernel(const T *x, const int64_t *tar
         const T *p = x + r * n;
         float m = -INFINITY, s = 0.0f;
 #pragma unroll 4
-        for (int64_t i = threadIdx.x; i < n; i += XT) merge(m, s, ld(p, i), 1.0f);
+        for (int64_t i = threadIdx.x; i < n; i += XT) merge(m, s, to_f(p[i]), 1.0f);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) {
             float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
@@ -61,7 +45,7 @@ __global__ void __launch_bounds__(XT) xent_kernel(const T *x, const int64_t *tar
             const float l = m == -INFINITY || m == INFINITY ? m : m + logf(s);
             lse[r] = l;
             /* an out-of-range target (the front-end checks first) reads nothing: NaN */
-            loss[r] = t == ignore ? 0.0f : t < 0 || t >= n ? NAN : l - ld(p, t);
+            loss[r] = t == ignore ? 0.0f : t < 0 || t >= n ? NAN : l - to_f(p[t]);
         }
         __syncthreads();
     }
@@ -78,9 +62,9 @@ __global__ void __launch_bounds__(XT) xent_bwd_kernel(const T *x, const int64_t 
         const float gr = t == ignore ? 0.0f : g[r], l = lse[r];
 #pragma unroll 4
         for (int64_t i = threadIdx.x; i < n; i += XT) {
-            float d = gr == 0.0f ? 0.0f : __expf(ld(p, i) - l) * gr;
+            float d = gr == 0.0f ? 0.0f : __expf(to_f(p[i]) - l) * gr;
             if (i == t) d -= gr;
-            o[i] = st<T>(d);
+            o[i] = from_f<T>(d);
         }
     }
 }

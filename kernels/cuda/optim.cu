@@ -119,9 +119,16 @@ struct ListArgs {
 
 __device__ __forceinline__ float list_load(const void *p, int dt, int64_t i)
 {
-    if (dt == AS_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    if (dt == AS_F16) return __half2float(((const __half *)p)[i]);
+    if (dt == AS_BF16) return to_f(((const __nv_bfloat16 *)p)[i]);
+    if (dt == AS_F16) return to_f(((const __half *)p)[i]);
     return ((const float *)p)[i];
+}
+
+template <typename T>
+__device__ __forceinline__ void list_scale(void *p, int64_t i, float f)
+{
+    T *q = (T *)p;
+    q[i] = from_f<T>(to_f(q[i]) * f);
 }
 
 __device__ __forceinline__ int list_find(const ListArgs &a, int64_t b)
@@ -158,15 +165,9 @@ __global__ void __launch_bounds__(LIST_THREADS) scale_list_kernel(const ListArgs
     const int64_t i0 = (blockIdx.x - a.first_block[t]) * (int64_t)LIST_CHUNK;
     const int64_t i1 = i0 + LIST_CHUNK < a.numel[t] ? i0 + LIST_CHUNK : a.numel[t];
     for (int64_t i = i0 + threadIdx.x; i < i1; i += LIST_THREADS) {
-        if (a.dt[t] == AS_BF16) {
-            __nv_bfloat16 *p = (__nv_bfloat16 *)a.p[t];
-            p[i] = __float2bfloat16_rn(__bfloat162float(p[i]) * f);
-        } else if (a.dt[t] == AS_F16) {
-            __half *p = (__half *)a.p[t];
-            p[i] = __float2half_rn(__half2float(p[i]) * f);
-        } else {
-            ((float *)a.p[t])[i] *= f;
-        }
+        if (a.dt[t] == AS_BF16) list_scale<__nv_bfloat16>(a.p[t], i, f);
+        else if (a.dt[t] == AS_F16) list_scale<__half>(a.p[t], i, f);
+        else list_scale<float>(a.p[t], i, f);
     }
 }
 

@@ -11,18 +11,21 @@ function B.median(xs)
   return s[(#s + 1) // 2]
 end
 
---- time(f, repeats [, warmup = 1]) -> median seconds of f()
+--- time(f, repeats [, warmup = 1 [, sync]]) -> median seconds of f()
 --- A full collection (untimed) before each call: the last call's tensors go
 --- back to the allocator, so every call finds the same warm memory, as in a
 --- steady training or inference loop, instead of some calls paying for fresh
---- pages from the kernel when the collector happened not to run.
-function B.time(f, repeats, warmup)
+--- pages from the kernel when the collector happened not to run.  sync (e.g.
+--- as.cuda.synchronize) brackets each call, so queued device work is counted.
+function B.time(f, repeats, warmup, sync)
   for _ = 1, warmup or 1 do f() end
   local t = {}
   for i = 1, repeats do
     collectgarbage()
+    if sync then sync() end
     local t0 = core.clock()
     f()
+    if sync then sync() end
     t[i] = core.clock() - t0
   end
   return B.median(t)

@@ -218,9 +218,12 @@ bad:
 as_tensor *as_sum_squares(int n, const as_tensor *const *ts)
 {
     const char *fn = "sum_squares";
+    if (n < 0) {
+        as_error_set("%s: expected n >= 0, got %d", fn, n);
+        return NULL;
+    }
     as_device dev = AS_CPU;
-    as_list_item *it = n < 0 ? NULL : list_items(fn, n, ts, &dev);
-    if (n < 0) as_error_set("%s: expected n >= 0, got %d", fn, n);
+    as_list_item *it = list_items(fn, n, ts, &dev);
     if (!it) return NULL;
     const as_backend *b = as_backend_for(fn, dev);
     as_tensor *out = b ? as_empty(0, NULL, AS_F32, dev) : NULL;
@@ -236,7 +239,11 @@ as_tensor *as_sum_squares(int n, const as_tensor *const *ts)
 int as_scale_all_(int n, as_tensor *const *ts, double s)
 {
     const char *fn = "scale_all_";
-    if (n <= 0) return n < 0 ? (as_error_set("%s: expected n >= 0, got %d", fn, n), -1) : 0;
+    if (n < 0) {
+        as_error_set("%s: expected n >= 0, got %d", fn, n);
+        return -1;
+    }
+    if (n == 0) return 0;
     as_device dev = AS_CPU;
     as_list_item *it = list_items(fn, n, (const as_tensor *const *)ts, &dev);
     if (!it) return -1;

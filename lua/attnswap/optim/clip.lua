@@ -68,6 +68,7 @@ function M.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
     error(string.format("%s: norm_type must be a positive number or math.huge, got %s", fn, tostring(norm_type)), 2)
   end
   if #grads == 0 then return 0.0 end
+  local lists = sweep_lists(grads) -- the sweepable gradients by device, for the norm and the scaling
   local total = with_no_grad(function()
     if norm_type == math.huge then
       local m = 0.0
@@ -81,8 +82,9 @@ function M.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
     -- sweep per device (core.sum_squares: a few kernel launches for any number
     -- of tensors, the device waited on once), where a dot product per gradient
     -- cost a GPU a few launches and casts each
-    local lists = norm_type == 2 and sweep_lists(grads) or {}
-    for _, list in pairs(lists) do s = s + core.sum_squares(list):item() end
+    if norm_type == 2 then
+      for _, list in pairs(lists) do s = s + core.sum_squares(list):item() end
+    end
     for _, g in ipairs(grads) do
       if g:numel() == 0 or (norm_type == 2 and sweepable(g)) then goto continue end
       local a = g:float():abs()
@@ -104,7 +106,7 @@ function M.clip_grad_norm_(params, max_norm, norm_type, error_if_nonfinite)
   local coef = max_norm / (total + 1e-6)
   if coef < 1 then
     with_no_grad(function()
-      for _, list in pairs(sweep_lists(grads)) do core.scale_all_(list, coef) end
+      for _, list in pairs(lists) do core.scale_all_(list, coef) end
       for _, g in ipairs(grads) do
         if not sweepable(g) then g:mul_(coef) end
       end
