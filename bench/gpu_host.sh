@@ -2,7 +2,10 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|none]   (default all)
+# profile: issue 21 part 2's where-the-time-goes: PyTorch's profiler on its bf16 forwards
+# (bench/torch_models.py --profile) and each op of a layer timed alone on the card
+# (bench/models_cpu.lua --device cuda --profile), after the models' timings (not part of all).
 # flashbwd: the CUDA flash backward's test (tests/cuda/flash_bwd_cuda.lua), then its timing
 # (bench/flash_bwd_cuda.lua) beside PyTorch's backward (bench/torch_flash_bwd.py).
 # bwdbench: exact attention forward + backward (issue 17), bench/torch_sdpa.py --backward
@@ -63,9 +66,15 @@ if [ "$what" = bwdbench ]; then
     --out "$OUT/attnswap_bwd.json" 2>&1 | tee "$OUT/bench_bwd.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
-if [ "$what" = models ] || [ "$what" = all ]; then
-  python3 bench/torch_models.py --out "$OUT/torch_models.json" 2>&1 | tee "$OUT/torch_models.txt"
+if [ "$what" = models ] || [ "$what" = all ] || [ "$what" = profile ]; then
+  p=""; [ "$what" = profile ] && p=--profile
+  python3 bench/torch_models.py $p --out "$OUT/torch_models.json" > "$OUT/torch_models.txt" 2>&1
+  grep -E "eager" "$OUT/torch_models.txt"
   build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
+fi
+if [ "$what" = profile ]; then
+  build-gpu/attnswap-run bench/models_cpu.lua --device cuda --dtype bfloat16 --vit-batch 32 --gpt2-batch 8 \
+    --gpt2-tokens 1024 --repeats 10 --profile 2>&1 | tee "$OUT/models_parts.txt"
 fi
 if [ "$what" = train ] || [ "$what" = test+train ]; then
   for dt in bfloat16 float32; do

@@ -15,6 +15,10 @@
 --     [--threads N] [--batches 1,16] [--prompt 512] [--new 128] [--repeats 5]
 --     [--gen-repeats 3] [--contexts 512,2048,8192] [--ctx-new 64]
 --     [--cores scaled_dot_product,linear_attention] [--check io.safetensors] [--out f.json]
+--     [--diag]
+-- --diag: for each batch and core, where a decode step's time goes: the host's time to
+-- issue one step (the call returns before the card finishes), the step synchronised, and
+-- the device allocator's cudaMalloc calls per step.
 -- --check: io.safetensors of torch_llama.py make (input_ids, logits_fp32 [, logits_bf16]):
 -- the model is loaded in float32 first, its logits compared, then converted to --dtype.
 local as = require "attnswap"
@@ -46,6 +50,7 @@ while i <= #arg do
   elseif a == "--cores" then o.cores = list(v)
   elseif a == "--check" then o.check = v
   elseif a == "--out" then o.out = v
+  elseif a == "--diag" then o.diag = true; i = i - 1
   else error("llama_bench: unknown option " .. a) end
   i = i + 2
 end
@@ -164,6 +169,31 @@ local function decode(ids, n)
   return as.clock() - t0
 end
 
+-- host issue time, synchronised time (seconds) and cudaMalloc calls of one decode step,
+-- medians over n steps after a prefill of ids
+local function diagnose(ids, n, label)
+  local logits, cache = model(ids, { last_only = true })
+  local nxt = next_of(logits)
+  local issue, total, mallocs = {}, {}, {}
+  for s = 1, n do
+    sync()
+    local m0 = cuda and as.cuda.memory_stats().num_mallocs or 0
+    local t0 = as.clock()
+    logits, cache = model(nxt, { past = cache, last_only = true })
+    nxt = next_of(logits)
+    local t1 = as.clock()
+    sync()
+    issue[s], total[s] = t1 - t0, as.clock() - t0
+    mallocs[s] = (cuda and as.cuda.memory_stats().num_mallocs or 0) - m0
+  end
+  local mi, mt, mm = stats(issue), stats(total), stats(mallocs)
+  local sum = 0
+  for _, m in ipairs(mallocs) do sum = sum + m end
+  print(string.format("diag %-18s B=%-3d ctx=%-5d step: host issues it in %.3f ms, %.3f ms synchronised; " ..
+    "cudaMalloc per step: median %d, %d over %d steps", label, ids:size(1), ids:size(2), mi * 1e3, mt * 1e3, mm, sum, n))
+  io.stdout:flush()
+end
+
 local function guarded(what, f)
   local ok, err = pcall(f)
   if not ok then print(what .. " failed: " .. tostring(err)) end
@@ -180,6 +210,7 @@ for _, B in ipairs(o.batches) do guarded("batch " .. B, function()
   ms, lo, hi = stats(times(function() return decode(ids, o.new) end, o.repeats))
   record { case = "decode", core = "default", batch = B, context = o.prompt, new = o.new, ms = ms * 1e3,
     ms_min = lo * 1e3, ms_max = hi * 1e3, tok_s = B * o.new / ms, ms_token = ms * 1e3 / o.new }
+  if o.diag then diagnose(ids, 32, "default") end
   if o.gen_repeats > 0 then
     ms, lo, hi = stats(times(function() model:generate(ids, { max_new_tokens = o.new, eos_token_id = false }) end,
       o.gen_repeats))
@@ -197,6 +228,7 @@ if #o.contexts > 0 then
     end
     for _, n in ipairs(o.contexts) do guarded(core .. " at " .. n, function()
       local ids = random_ids(1, n)
+      if o.diag then diagnose(ids, 16, core) end
       local ms, lo, hi = stats(times(function() return decode(ids, o.ctx_new) end, o.ctx_repeats))
       record { case = "context", core = core, batch = 1, context = n, new = o.ctx_new, ms = ms * 1e3,
         ms_min = lo * 1e3, ms_max = hi * 1e3, tok_s = o.ctx_new / ms, ms_token = ms * 1e3 / o.ctx_new,

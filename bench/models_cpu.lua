@@ -2,19 +2,25 @@
 -- weights of the real shapes, no_grad), median of --repeats; the same
 -- architectures in PyTorch eager: bench/torch_models_cpu.py, run beside it.
 --   attnswap-run bench/models_cpu.lua [--threads 2] [--vit-batch 2] [--gpt2-tokens 256]
---       [--repeats 5] [--profile] [--out rows.json]
+--       [--gpt2-batch 1] [--repeats 5] [--profile] [--out rows.json]
+--       [--device cuda --dtype bfloat16]
 -- --profile: each op of a layer timed alone at the model's shapes, to say
--- where the time goes.
+-- where the time goes.  --device cuda does the same on the card (issue 21
+-- part 2; examples/models_cuda.lua is that part's benchmark), synchronised
+-- around each timed op.
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
-local o = { threads = 2, vit_batch = 2, gpt2_tokens = 256, repeats = 5 }
+local o = { threads = 2, vit_batch = 2, gpt2_tokens = 256, gpt2_batch = 1, repeats = 5, device = "cpu",
+  dtype = "float32" }
 local i = 1
 while i <= #arg do
   local a, v = arg[i], arg[i + 1]
   if a == "--threads" then o.threads = assert(math.tointeger(tonumber(v))); i = i + 1
   elseif a == "--vit-batch" then o.vit_batch = assert(math.tointeger(tonumber(v))); i = i + 1
   elseif a == "--gpt2-tokens" then o.gpt2_tokens = assert(math.tointeger(tonumber(v))); i = i + 1
+  elseif a == "--gpt2-batch" then o.gpt2_batch = assert(math.tointeger(tonumber(v))); i = i + 1
+  elseif a == "--device" or a == "--dtype" then o[a:sub(3)] = v; i = i + 1
   elseif a == "--repeats" then o.repeats = assert(math.tointeger(tonumber(v))); i = i + 1
   elseif a == "--profile" then o.profile = true
   elseif a == "--out" then o.out = v; i = i + 1
@@ -22,6 +28,9 @@ while i <= #arg do
   i = i + 1
 end
 as.set_num_threads(o.threads)
+local sync = o.device == "cuda" and as.cuda.synchronize or function() end
+local function dev(t) return t:to(o.device):to(o.dtype) end
+local function randn(...) return dev(as.randn(...)) end
 
 local function uptime()
   local p = io.popen("uptime")
@@ -40,8 +49,10 @@ local function budget(c)
     f()
     local t = {}
     for r = 1, 5 do
+      sync()
       local t0 = clock()
       f()
+      sync()
       t[r] = clock() - t0
     end
     table.sort(t)
@@ -49,22 +60,24 @@ local function budget(c)
     parts[name] = (parts[name] or 0) + t[1] * times
   end
   local T, E, H, D = c.B * c.L, c.E, c.heads, c.depth
-  local x, x4 = as.randn(T, E), as.randn(T, 4 * E)
-  local lw, lb = as.ones(E), as.zeros(E)
+  local x, x4 = randn(T, E), randn(T, 4 * E)
+  local lw, lb = dev(as.ones(E)), dev(as.zeros(E))
   for _, s in ipairs { { E, 3 * E, x }, { E, E, x }, { E, 4 * E, x }, { 4 * E, E, x4 } } do
     local i, o, input = s[1], s[2], s[3]
     if c.conv1d then -- GPT-2's Conv1D: x @ W[in, out] + b
-      local w, b = as.randn(i, o), as.randn(o)
-      time("linear", function() return input:matmul(w) + b end, D)
+      local w, b = randn(i, o), randn(o)
+      local y = input:matmul(w)
+      time("linear: product", function() return input:matmul(w) end, D)
+      time("linear: + bias", function() return y + b end, D)
     else
-      local w, b = as.randn(o, i), as.randn(o)
+      local w, b = randn(o, i), randn(o)
       time("linear", function() return as.linear(input, w, b) end, D)
     end
   end
   local core = as.attention.new("scaled_dot_product", { causal = c.causal })
-  local q, k, v = as.randn(c.B, H, c.L, E // H), as.randn(c.B, H, c.L, E // H), as.randn(c.B, H, c.L, E // H)
+  local q, k, v = randn(c.B, H, c.L, E // H), randn(c.B, H, c.L, E // H), randn(c.B, H, c.L, E // H)
   time("attention", function() return core(q, k, v) end, D)
-  local qkv = as.randn(c.B, c.L, 3 * E)
+  local qkv = randn(c.B, c.L, 3 * E)
   time("head split/merge copies", function()
     local a = qkv:split(E, 3)
     a = a:reshape(c.B, c.L, H, E // H):permute(1, 3, 2, 4):contiguous()
@@ -74,7 +87,7 @@ local function budget(c)
   time("gelu", function() return as.gelu(x4, c.gelu) end, D)
   time("residual adds", function() return x + x end, 2 * D)
   if c.head then
-    local w = as.randn(c.head, E)
+    local w = randn(c.head, E)
     local rows = c.head_rows or x
     time("head", function() return rows:matmul(w:t()) end, 1)
   end
@@ -90,29 +103,36 @@ local models = {
       num_heads = 12, num_classes = 1000 } end,
     input = function() return as.randn(o.vit_batch, 3, 224, 224) end,
     shape = { B = o.vit_batch, L = 197, E = 768, heads = 12, depth = 12, causal = false, gelu = "none",
-      head = 1000, head_rows = as.randn(o.vit_batch, 768) } },
-  { name = "gpt2 (small)", batch = "1 x " .. o.gpt2_tokens .. " tokens",
+      head = 1000, head_rows = randn(o.vit_batch, 768) } },
+  { name = "gpt2 (small)", batch = o.gpt2_batch .. " x " .. o.gpt2_tokens .. " tokens",
     build = function() return as.models.gpt2.new { n_layer = 12, n_embd = 768, n_head = 12, vocab_size = 50257,
       n_positions = 1024 } end,
-    input = function() return (as.rand(1, o.gpt2_tokens) * 50257):long() end,
-    shape = { B = 1, L = o.gpt2_tokens, E = 768, heads = 12, depth = 12, causal = true, gelu = "tanh", conv1d = true,
+    input = function() return (as.rand(o.gpt2_batch, o.gpt2_tokens) * 50257):long() end,
+    shape = { B = o.gpt2_batch, L = o.gpt2_tokens, E = 768, heads = 12, depth = 12, causal = true, gelu = "tanh", conv1d = true,
       head = 50257 } },
 }
 
 local c = as.config()
-print(string.format("attnswap %s, blas core %s (by %s), attention isa %s, %d threads, %s", c.version, c.blas_core,
-  c.blas_core_by, c.attention_isa, as.get_num_threads(), c.cpu))
+print(string.format("attnswap %s, blas core %s (by %s), attention isa %s, %d threads, %s; %s %s", c.version,
+  c.blas_core, c.blas_core_by, c.attention_isa, as.get_num_threads(), c.cpu, o.device, o.dtype))
 print("load: " .. uptime())
 local rows = {}
 for _, m in ipairs(models) do
   as.manual_seed(0)
   local model, x = m.build():eval(), m.input()
+  if o.device ~= "cpu" then
+    model:to(o.device):to(o.dtype)
+    x = x:to(o.device)
+    if x:dtype() == "float32" then x = x:to(o.dtype) end
+  end
   local function fwd() return as.no_grad(function() return model(x) end) end
   fwd()
   local t = {}
   for r = 1, o.repeats do
+    sync()
     local t0 = as.core.clock()
     fwd()
+    sync()
     t[r] = (as.core.clock() - t0) * 1e3
   end
   table.sort(t)

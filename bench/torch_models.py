@@ -83,10 +83,29 @@ def median_ms(fn, repeats):
     return statistics.median(times)
 
 
+def profile(m, x):
+    """Where eager's time goes on the card: self CUDA time per op over one forward."""
+    from torch.profiler import ProfilerActivity
+    with torch.inference_mode():
+        m(x)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            m(x)
+            torch.cuda.synchronize()
+    for key in ("self_device_time_total", "self_cuda_time_total"):
+        try:
+            print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=48), flush=True)
+            return
+        except (AttributeError, KeyError, ValueError):
+            pass
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default="torch_models.json")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timings, PyTorch's profiler on one bf16 forward: CUDA time per op")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # as attnswap: float32 GEMMs without TF32
     torch.backends.cudnn.allow_tf32 = False
@@ -104,6 +123,8 @@ def main():
                 ms = median_ms(lambda: m(xi), a.repeats)
             rows.append({"model": name, "dtype": str(dtype).replace("torch.", ""), "ms": ms})
             print(f"{name:22s} {rows[-1]['dtype']:9s} eager {ms:8.2f} ms", flush=True)
+            if a.profile and dtype == torch.bfloat16:
+                profile(m, xi)
         del model
         torch.cuda.empty_cache()
     with open(a.out, "w") as f:
