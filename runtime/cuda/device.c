@@ -6,7 +6,9 @@
  * microseconds, so freed blocks are kept per device and handed out again
  * (PyTorch's caching allocator, much simplified).  Sizes are rounded (512 B
  * below 1 MiB, 2 MiB above) and a request takes the smallest free block that
- * fits without wasting more than a quarter of it.  Every kernel of a device
+ * fits without wasting more than a quarter of it, found by a binary search
+ * over bins of one size (block_cache.c: a list scanned per call cost more
+ * than the kernels of a decode step).  Every kernel of a device
  * runs on that device's one stream, so a block freed after its last kernel
  * was queued is safe to reuse by the next kernel queued.  When cudaMalloc
  * fails the cache is emptied and the call retried once. */
@@ -58,22 +60,17 @@ void *as_cuda_current_stream(void) { return NULL; }
 #include <stdlib.h>
 
 #include "cuda_backend.h"
+#include "block_cache.h"
 #include "cuda_kernels.h"
 #include "attnswap/storage.h"
 
 #define MAX_DEVICES 16
 
-typedef struct block {
-    void *p;
-    size_t size;
-    struct block *next;
-} block;
-
 typedef struct {
     int ready;
     cudaStream_t stream;
     cublasHandle_t blas;
-    block *free_list;
+    as_block_cache free_blocks;
     as_cuda_memory mem;
 } device_state;
 
@@ -117,65 +114,28 @@ static size_t round_size(size_t n)
     return (n + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
 }
 
-static void release_cache(device_state *d)
+static void release_block(void *p, size_t size, void *ctx)
 {
-    for (block *b = d->free_list, *next; b; b = next) {
-        next = b->next;
-        cudaFree(b->p);
-        d->mem.reserved -= b->size;
-        free(b);
-    }
-    d->free_list = NULL;
+    device_state *d = ctx;
+    cudaFree(p);
+    d->mem.reserved -= size;
 }
+
+static void release_cache(device_state *d) { as_block_cache_clear(&d->free_blocks, release_block, d); }
 
 /* The backend's free (runtime/base/backend.h) is given no size: the real size
- * of a block is kept in a header-less side table, the block list itself. */
-typedef struct live_block {
-    void *p;
-    size_t size;
-} live_block;
-
-static live_block *live;
-static size_t nlive, caplive;
-
-static int remember(void *p, size_t size)
-{
-    if (nlive == caplive) {
-        size_t cap = caplive ? 2 * caplive : 256;
-        live_block *n = realloc(live, cap * sizeof *n);
-        if (!n) return -1;
-        live = n, caplive = cap;
-    }
-    live[nlive++] = (live_block){p, size};
-    return 0;
-}
-
-static size_t forget(void *p)
-{
-    for (size_t i = nlive; i-- > 0;)
-        if (live[i].p == p) {
-            size_t s = live[i].size;
-            live[i] = live[--nlive];
-            return s;
-        }
-    return 0;
-}
+ * of each block handed out is kept here, by address (all devices: addresses
+ * are unique across them). */
+static as_live_map live;
 
 void *as_cuda_alloc(size_t nbytes, int index)
 {
     device_state *d = &devices[index];
-    size_t size = round_size(nbytes);
-    void *p = NULL;
+    size_t size = round_size(nbytes), got;
     pthread_mutex_lock(&lock);
-    block **best = NULL;
-    for (block **b = &d->free_list; *b; b = &(*b)->next)
-        if ((*b)->size >= size && (*b)->size - size <= (*b)->size / 4 && (!best || (*b)->size < (*best)->size))
-            best = b;
-    if (best) {
-        block *b = *best;
-        *best = b->next;
-        p = b->p, size = b->size;
-        free(b);
+    void *p = as_block_cache_take(&d->free_blocks, size, &got);
+    if (p) {
+        size = got;
     } else { /* the caller (as_storage_new) made index the current device */
         if (cudaMalloc(&p, size) != cudaSuccess) {
             cudaGetLastError();
@@ -187,7 +147,7 @@ void *as_cuda_alloc(size_t nbytes, int index)
         }
         if (p) d->mem.reserved += size, d->mem.num_mallocs++;
     }
-    if (p && remember(p, size)) { /* cannot track it: give it back */
+    if (p && as_live_map_add(&live, p, size)) { /* cannot track it: give it back */
         cudaFree(p);
         d->mem.reserved -= size;
         p = NULL;
@@ -204,20 +164,14 @@ void as_cuda_free(void *p, int index)
 {
     device_state *d = &devices[index];
     pthread_mutex_lock(&lock);
-    size_t size = forget(p);
-    block *b = malloc(sizeof *b);
+    size_t size = as_live_map_remove(&live, p);
     d->mem.allocated -= size;
-    if (b) {
-        *b = (block){p, size, d->free_list};
-        d->free_list = b;
-    } else {
+    if (as_block_cache_put(&d->free_blocks, p, size)) {
         cudaFree(p);
         d->mem.reserved -= size;
     }
     pthread_mutex_unlock(&lock);
 }
-
-
 
 /* At exit, before the CUDA runtime's own teardown (atexit runs in reverse,
  * and this is registered after the runtime started): the cache's free
