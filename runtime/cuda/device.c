@@ -36,6 +36,7 @@ int as_cuda_memory_stats(int index, as_cuda_memory *m)
 }
 void as_cuda_empty_cache(void) {}
 size_t as_cuda_allocated_bytes(void) { return 0; }
+size_t as_cuda_malloc_count(void) { return 0; }
 void as_cuda_reset_peak(int index) { (void)index; }
 int as_cuda_use(const char *fn, int index)
 {
@@ -252,6 +253,15 @@ size_t as_cuda_allocated_bytes(void)
     size_t n = 0;
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAX_DEVICES; i++) n += devices[i].mem.allocated;
+    pthread_mutex_unlock(&lock);
+    return n;
+}
+
+size_t as_cuda_malloc_count(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_DEVICES; i++) n += devices[i].mem.num_mallocs;
     pthread_mutex_unlock(&lock);
     return n;
 }

@@ -36,19 +36,25 @@ int l_error(lua_State *L, const char *fmt, ...)
  * training step the live set (weights, gradients, optimizer state) is large
  * and the garbage (last step's activations, held by dead userdata) would
  * otherwise add up to as much again; PyTorch frees them at once by refcount.
- * A full collection of a model's Lua heap costs about 0.1 ms (GPT-2 small). */
+ * A full collection of a model's Lua heap costs about 0.1 ms (GPT-2 small).
+ * On CUDA, also after CUDA_MISSES cudaMallocs since the last collection:
+ * small temporaries (a decode step's are a few KiB each) never add up to the
+ * byte threshold, so dead ones held their blocks while every new one missed
+ * the cache and paid a cudaMalloc, hundreds per step; a collection returns
+ * them all to the cache. */
+#define CUDA_MISSES 32
 static void collect_if_grown(lua_State *L)
 {
-    static size_t cpu_after, cuda_after;
-    size_t live, peak, cuda = as_cuda_allocated_bytes();
+    static size_t cpu_after, cuda_after, mallocs_after;
+    size_t live, peak, cuda = as_cuda_allocated_bytes(), mallocs = as_cuda_malloc_count();
     as_cpu_memory_stats(&live, &peak);
     const size_t cpu_floor = (size_t)64 << 20, cuda_floor = (size_t)256 << 20;
     size_t cpu_grow = cpu_after / 8 > cpu_floor ? cpu_after / 8 : cpu_floor;
     size_t cuda_grow = cuda_after / 8 > cuda_floor ? cuda_after / 8 : cuda_floor;
-    if (live > cpu_after + cpu_grow || cuda > cuda_after + cuda_grow) {
+    if (live > cpu_after + cpu_grow || cuda > cuda_after + cuda_grow || mallocs >= mallocs_after + CUDA_MISSES) {
         lua_gc(L, LUA_GCCOLLECT);
         as_cpu_memory_stats(&live, &peak);
-        cpu_after = live, cuda_after = as_cuda_allocated_bytes();
+        cpu_after = live, cuda_after = as_cuda_allocated_bytes(), mallocs_after = as_cuda_malloc_count();
     }
 }
 
