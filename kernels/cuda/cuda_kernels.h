@@ -47,6 +47,9 @@ int as_cuda_softmax_bwd_rows(const float *y, const float *g, float *out, int64_t
 int as_cuda_layer_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w,
                             const float *b, double eps);
 int as_cuda_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);
+/* the same over float16 / bfloat16 rows (dt), float32 arithmetic, a warp per row */
+int as_cuda_norm_rows_16(as_dtype dt, const void *x, void *y, int64_t rows, int64_t n, const void *w, const void *b,
+                         double eps, int rms);
 
 /* dst[o, i, :] = src[o, idx[i], :] for o < outer, i < n; rows of row_bytes;
  * idx (device, int64) already checked to lie in [0, size). */

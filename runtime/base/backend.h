@@ -76,6 +76,10 @@ typedef struct as_backend {
     int (*layer_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, const float *b,
                            double eps);
     int (*rms_norm_rows)(const float *x, float *y, int64_t rows, int64_t n, const float *w, double eps);
+    /* Layer norm (rms = 0) or RMS norm over rows of float16 / bfloat16 (x, y, w, b all of dtype dt, w and b
+     * may be NULL), float32 arithmetic: no float32 copies.  NULL where the device has none. */
+    int (*norm_rows_16)(as_dtype dt, const void *x, void *y, int64_t rows, int64_t n, const void *w, const void *b,
+                        double eps, int rms);
     int (*gather_rows)(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
                        int64_t row_bytes);
     int (*triangle)(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);

@@ -126,6 +126,20 @@ int as_k_layer_norm_rows(as_device dev, const float *x, float *y, int64_t rows, 
     return b->check("layer_norm", b->layer_norm_rows(x, y, rows, n, w, bias, eps));
 }
 
+int as_k_norm_rows_16(as_device dev, as_dtype dt, const void *x, void *y, int64_t rows, int64_t n, const void *w,
+                      const void *bias, double eps, int rms)
+{
+    const char *fn = rms ? "rms_norm" : "layer_norm";
+    BACKEND(b, fn, dev);
+    return b->check(fn, b->norm_rows_16(dt, x, y, rows, n, w, bias, eps, rms));
+}
+
+bool as_k_has_norm_rows_16(as_device dev)
+{
+    const as_backend *b = as_backend_get(dev.type);
+    return b && b->norm_rows_16;
+}
+
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                        double eps)
 {

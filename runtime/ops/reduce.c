@@ -198,6 +198,21 @@ static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, c
         as_error_set("%s: eps must be non-negative, got %g", fn, eps);
         return NULL;
     }
+    int layer = b || strcmp(fn, "layer_norm") == 0;
+    if ((x->dtype == AS_F16 || x->dtype == AS_BF16) && (!w || w->dtype == x->dtype) && (!b || b->dtype == x->dtype) &&
+        as_k_has_norm_rows_16(as_tensor_device(x))) { /* 16-bit rows, no float32 copies */
+        as_tensor *cx = as_contiguous(x);
+        as_tensor *cw = cx && w ? as_contiguous(w) : NULL, *cb = cx && b ? as_contiguous(b) : NULL;
+        as_tensor *y = cx && (!w || cw) && (!b || cb) ? as_empty_like(cx) : NULL;
+        int rc = y ? 0 : -1;
+        if (y && n > 0)
+            rc = as_k_norm_rows_16(as_tensor_device(y), x->dtype, as_data(cx), as_data(y), as_numel(cx) / n, n,
+                                   cw ? as_data(cw) : NULL, cb ? as_data(cb) : NULL, eps, !layer);
+        as_ops_release4(cx, cw, cb, NULL);
+        if (rc == 0) return y;
+        as_release(y);
+        return NULL;
+    }
     as_dtype wdt = as_ops_work_float(x->dtype);
     as_tensor *cx = as_ops_contiguous_as(x, wdt);
     as_tensor *cw = cx && w ? as_ops_contiguous_as(w, wdt) : NULL;
@@ -206,7 +221,6 @@ static as_tensor *norm(const char *fn, const as_tensor *x, const as_tensor *w, c
     if (y && n > 0) {
         int64_t rows = as_numel(cx) / n;
         as_device dev = as_tensor_device(y);
-        int layer = b || strcmp(fn, "layer_norm") == 0;
         void *pw = cw ? as_data(cw) : NULL, *pb = cb ? as_data(cb) : NULL;
         int rc = wdt == AS_F64 ? (layer ? as_k_layer_norm_rows_f64(dev, as_data(cx), as_data(y), rows, n, pw, pb, eps)
                                         : as_k_rms_norm_rows_f64(dev, as_data(cx), as_data(y), rows, n, pw, eps))

@@ -75,6 +75,26 @@ static void check_same(const char *what, const as_tensor *cpu, const as_tensor *
     as_release(back);
 }
 
+/* Attention's head split and merge: (B, L, H, D) <-> (B, H, L, D) copies whose
+ * innermost run (D) is contiguous on both sides: the 16-byte path, and odd D. */
+static void test_head_copies(void)
+{
+    for (int t = 0; t < 3; t++)
+        for (int D = 63; D <= 64; D++) {
+            as_tensor *c = as_test_random(4, (int64_t[]){2, 7, 3, D}), *cd = as_to_dtype(c, float_types[t]);
+            as_tensor *g = as_to_device(cd, CUDA0);
+            as_tensor *cp = as_permute(cd, (int[]){0, 2, 1, 3}), *gp = as_permute(g, (int[]){0, 2, 1, 3});
+            as_tensor *x = as_contiguous(cp), *y = as_contiguous(gp);
+            char what[64];
+            snprintf(what, sizeof what, "head split copy D=%d %s", D, as_dtype_name(float_types[t]));
+            check_same(what, x, y, AS_F32);
+            as_tensor *xs = as_binary(AS_ADD, cp, x), *ys = as_binary(AS_ADD, gp, y); /* permuted + contiguous */
+            check_same("add permuted + contiguous", xs, ys, float_types[t]);
+            as_release(c), as_release(cd), as_release(g), as_release(cp), as_release(gp);
+            as_release(x), as_release(y), as_release(xs), as_release(ys);
+        }
+}
+
 static void test_copies(void)
 {
     for (int k = 0; k < NKINDS; k++)
@@ -113,15 +133,17 @@ static void test_copies(void)
     as_release(src), as_release(gv), as_release(cv), as_release(g), as_release(c);
 }
 
-static void test_elementwise(void)
+/* cols 65: the per-element walk; 64: rows of 16-byte vectors (map_vec_kernel)
+ * where the kind leaves the innermost run contiguous and aligned */
+static void test_elementwise(int cols)
 {
     char what[96];
     for (int k = 0; k < NKINDS; k++)
         for (int t = 0; t < 3; t++) {
             as_dtype dt = float_types[t];
             as_tensor *ca, *ga, *cb, *gb;
-            pair(k, dt, 33, 65, &ca, &ga);
-            pair(PLAIN, dt, k == EMPTY ? 0 : 33, 65, &cb, &gb);
+            pair(k, dt, 33, cols, &ca, &ga);
+            pair(PLAIN, dt, k == EMPTY ? 0 : 33, cols, &cb, &gb);
             for (int op = 0; op < AS_NBINOPS; op++) {
                 as_tensor *x = as_binary(op, ca, cb), *y = as_binary(op, ga, gb);
                 snprintf(what, sizeof what, "%s %s", as_binop_name(op), kind_names[k]);
@@ -171,14 +193,15 @@ static void test_elementwise(void)
     as_release(f), as_release(s), as_release(ci), as_release(gi), as_release(cj), as_release(gj);
 }
 
-static void test_reductions(void)
+/* n 300: the norms' 16-bit rows element by element; 296: in 16-byte vectors */
+static void test_reductions(int n)
 {
     char what[96];
     for (int k = 0; k < NKINDS; k++)
         for (int t = 0; t < 3; t++) {
             as_dtype dt = float_types[t];
             as_tensor *c, *g;
-            pair(k, dt, 29, 300, &c, &g);
+            pair(k, dt, 29, n, &c, &g);
             for (int op = 0; op < AS_NREDOPS; op++)
                 for (int dim = -1; dim < 3; dim++) {
                     int d = dim == 2 ? AS_ALL_DIMS : dim;
@@ -198,15 +221,21 @@ static void test_reductions(void)
                 as_release(x), as_release(y);
             }
             as_tensor *cw, *gw, *cb, *gb;
-            pair(PLAIN, dt, 1, 300, &cw, &gw);
-            pair(PLAIN, dt, 1, 300, &cb, &gb);
-            as_tensor *w1 = as_reshape(cw, 1, (int64_t[]){300}), *gw1 = as_reshape(gw, 1, (int64_t[]){300});
-            as_tensor *b1 = as_reshape(cb, 1, (int64_t[]){300}), *gb1 = as_reshape(gb, 1, (int64_t[]){300});
+            pair(PLAIN, dt, 1, n, &cw, &gw);
+            pair(PLAIN, dt, 1, n, &cb, &gb);
+            as_tensor *w1 = as_reshape(cw, 1, (int64_t[]){n}), *gw1 = as_reshape(gw, 1, (int64_t[]){n});
+            as_tensor *b1 = as_reshape(cb, 1, (int64_t[]){n}), *gb1 = as_reshape(gb, 1, (int64_t[]){n});
             as_tensor *x = as_layer_norm(c, w1, b1, 1e-5), *y = as_layer_norm(g, gw1, gb1, 1e-5);
             check_same("layer_norm", x, y, dt);
             as_release(x), as_release(y);
             x = as_rms_norm(c, w1, 1e-6), y = as_rms_norm(g, gw1, 1e-6);
             check_same("rms_norm", x, y, dt);
+            as_release(x), as_release(y);
+            x = as_layer_norm(c, NULL, NULL, 1e-5), y = as_layer_norm(g, NULL, NULL, 1e-5);
+            check_same("layer_norm without weight and bias", x, y, dt);
+            as_release(x), as_release(y);
+            x = as_rms_norm(c, NULL, 1e-6), y = as_rms_norm(g, NULL, 1e-6);
+            check_same("rms_norm without weight", x, y, dt);
             as_release(x), as_release(y);
             as_release(cw), as_release(gw), as_release(cb), as_release(gb);
             as_release(w1), as_release(gw1), as_release(b1), as_release(gb1);
@@ -371,9 +400,12 @@ int main(void)
     fprintf(stderr, "test_copies\n");
     test_copies();
     fprintf(stderr, "test_elementwise\n");
-    test_elementwise();
+    test_elementwise(65);
+    test_elementwise(64);
+    test_head_copies();
     fprintf(stderr, "test_reductions\n");
-    test_reductions();
+    test_reductions(300);
+    test_reductions(296);
     fprintf(stderr, "test_matmul\n");
     test_matmul();
     fprintf(stderr, "test_index\n");
