@@ -93,7 +93,7 @@ local function budget(c)
   end
   local sum, out = 0, {}
   for _, n in ipairs(order) do sum = sum + parts[n] end
-  for _, n in ipairs(order) do out[#out + 1] = string.format("%s %.0f ms", n, parts[n] * 1e3) end
+  for _, n in ipairs(order) do out[#out + 1] = string.format("%s %.2f ms", n, parts[n] * 1e3) end
   return sum * 1e3, table.concat(out, ", ")
 end
 
