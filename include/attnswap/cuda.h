@@ -42,5 +42,9 @@ int as_cublas_check(const char *fn, int status);
 
 /* The current device's cuBLAS handle (a cublasHandle_t), bound to its stream. */
 void *as_cuda_blas_handle(void);
+/* The current device's cuBLASLt handle (made on first use) and its GEMM
+ * workspace (*bytes of it); NULL where they could not be made. */
+void *as_cuda_blaslt_handle(void);
+void *as_cuda_blaslt_workspace(size_t *bytes);
 
 #endif

@@ -19,7 +19,10 @@
  * The last two dims of a and b are read as BLAS reads them: transposed by
  * flag, leading dimensions lda and ldb.  fold: b is one matrix for every
  * batch and a's rows follow each other, so one (M * nbatch, K) product does
- * it all (nn.Linear's case).  A backend may replace a and b by copies. */
+ * it all (nn.Linear's case).  A backend may replace a and b by copies.
+ * bias (or NULL): a contiguous (N,) of out's dtype that the backend may add
+ * to every row in the product's epilogue, saying so in bias_done; the
+ * caller adds it otherwise. */
 typedef struct {
     as_tensor *a, *b, *out;
     bool ta, tb, fold;
@@ -27,6 +30,8 @@ typedef struct {
     int nb;
     const int64_t *batch;
     int64_t nbatch;
+    const as_tensor *bias;
+    bool bias_done;
 } as_gemm_args;
 
 /* float64 row kernels: the CPU's (kernels/cpu/rows_f64.c); a device without

@@ -51,10 +51,17 @@ int as_cuda_check(const char *fn, int err)
 }
 int as_cublas_check(const char *fn, int status) { return as_cuda_check(fn, status); }
 void *as_cuda_blas_handle(void) { return NULL; }
+void *as_cuda_blaslt_handle(void) { return NULL; }
+void *as_cuda_blaslt_workspace(size_t *bytes)
+{
+    *bytes = 0;
+    return NULL;
+}
 void *as_cuda_current_stream(void) { return NULL; }
 
 #else
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
@@ -71,6 +78,8 @@ typedef struct {
     int ready;
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t blaslt; /* NULL until a product with an epilogue asks */
+    void *lt_workspace;
     as_block_cache free_blocks;
     as_cuda_memory mem;
 } device_state;
@@ -189,6 +198,8 @@ static void shutdown_devices(void)
         release_cache(d);
         pthread_mutex_unlock(&lock);
         cublasDestroy(d->blas);
+        if (d->blaslt) cublasLtDestroy(d->blaslt), d->blaslt = NULL;
+        if (d->lt_workspace) cudaFree(d->lt_workspace), d->lt_workspace = NULL;
         cudaStreamDestroy(d->stream);
         d->ready = 0;
     }
@@ -224,6 +235,29 @@ int as_cuda_use(const char *fn, int index)
 
 void *as_cuda_current_stream(void) { return current >= 0 ? devices[current].stream : NULL; }
 void *as_cuda_blas_handle(void) { return current >= 0 ? devices[current].blas : NULL; }
+
+#define LT_WORKSPACE ((size_t)32 << 20) /* cuBLASLt's own advice for Hopper */
+
+void *as_cuda_blaslt_handle(void)
+{
+    if (current < 0) return NULL;
+    device_state *d = &devices[current];
+    if (!d->blaslt && cublasLtCreate(&d->blaslt) != CUBLAS_STATUS_SUCCESS) d->blaslt = NULL;
+    return d->blaslt;
+}
+
+void *as_cuda_blaslt_workspace(size_t *bytes)
+{
+    *bytes = 0;
+    if (current < 0) return NULL;
+    device_state *d = &devices[current];
+    if (!d->lt_workspace && cudaMalloc(&d->lt_workspace, LT_WORKSPACE) != cudaSuccess) {
+        cudaGetLastError();
+        d->lt_workspace = NULL;
+    }
+    if (d->lt_workspace) *bytes = LT_WORKSPACE;
+    return d->lt_workspace;
+}
 
 int as_cuda_synchronize(int index)
 {

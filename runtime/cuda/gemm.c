@@ -19,6 +19,7 @@ int as_cuda_gemm(as_gemm_args *g)
 
 #else
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 #include "cuda_kernels.h"
@@ -115,8 +116,54 @@ done:
     return rc;
 }
 
+/* ---- one product with the bias added in cuBLASLt's epilogue ----
+ * C (M, N) row-major = op(A) op(B) + bias, bias over N: column-major, D is
+ * (N, M) and the bias runs along its rows, which is what CUBLASLT_EPILOGUE_BIAS
+ * adds.  Saves the separate pass over C that an add costs (a read and a write
+ * of C: more than the product itself for GPT-2's layers at bf16 on an H100,
+ * docs/performance.md).  1 when cuBLASLt declines (no handle, no algorithm):
+ * the caller then adds the bias itself. */
+static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias, cudaDataType_t t, int ta, int tb,
+                     int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc)
+{
+    cublasLtHandle_t lt = as_cuda_blaslt_handle();
+    size_t wsize;
+    void *ws = as_cuda_blaslt_workspace(&wsize);
+    if (!lt) return 1;
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtMatmulDesc_t op = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0, rc = 1;
+    /* the operands swap, as in gemm_call: cuBLASLt's A is our B (op(B)^T is N x K), its B our A */
+    if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb) ||
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opa, sizeof opa) ||
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) ||
+        cublasLtMatrixLayoutCreate(&la, t, tb ? K : N, tb ? N : K, ldb) ||
+        cublasLtMatrixLayoutCreate(&lb, t, ta ? M : K, ta ? K : M, lda) ||
+        cublasLtMatrixLayoutCreate(&lc, t, N, M, ldc) || cublasLtMatmulPreferenceCreate(&pref) ||
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize, sizeof wsize) ||
+        cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found) || found == 0)
+        goto done;
+    const float one = 1.0f, zero = 0.0f;
+    rc = as_cublas_check("linear", cublasLtMatmul(lt, op, &one, pb, la, pa, lb, &zero, pc, lc, pc, lc, &res.algo, ws,
+                                                  wsize, (cudaStream_t)as_cuda_current_stream()));
+done:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (lc) cublasLtMatrixLayoutDestroy(lc);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    if (op) cublasLtMatmulDescDestroy(op);
+    return rc;
+}
+
 static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
-                int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc)
+                int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc,
+                const as_tensor *bias, bool *bias_done)
 {
     if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) ||
         !fits_int(batch)) {
@@ -132,6 +179,13 @@ static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, in
     if (es == 2 && batch == 1 && 2 * M * N * K >= PAD_MIN_FLOPS && pad_misaligned() &&
         (M % 8 || N % 8 || K % 8 || misaligned(lda, es) || misaligned(ldb, es) || misaligned(ldc, es)))
         return gemm_padded(pa, pb, pc, t, es, ta, tb, M, N, K, lda, ldb, ldc, index);
+    if (bias && batch == 1 && bias->dtype == c->dtype) {
+        int rc = gemm_bias(pa, pb, pc, as_data(bias), t, ta, tb, M, N, K, lda, ldb, ldc);
+        if (rc <= 0) {
+            *bias_done = rc == 0;
+            return rc;
+        }
+    }
     return gemm_call(pa, pb, pc, t, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc);
 }
 
@@ -165,7 +219,8 @@ int as_cuda_gemm(as_gemm_args *g)
 {
     int64_t M = g->M, N = g->N, K = g->K, sa = 0, sb = 0;
     if (g->fold)
-        return gemm(g->a, g->b, g->out, g->ta, g->tb, M * g->nbatch, N, K, g->lda, g->ldb, N, 1, 0, 0, 0);
+        return gemm(g->a, g->b, g->out, g->ta, g->tb, M * g->nbatch, N, K, g->lda, g->ldb, N, 1, 0, 0, 0, g->bias,
+                    &g->bias_done);
     /* Batches that one stride cannot step through (a head split out of a
      * fused qkv projection: (B, H) strides (L 3HD, D)) are copied contiguous:
      * one strided-batched call and a copy cost a fraction of a cuBLAS call
@@ -176,7 +231,8 @@ int as_cuda_gemm(as_gemm_args *g)
     if (!uniform_batch(g->nb, g->batch, g->b->stride, &sb) &&
         (make_contiguous(&g->b, &g->tb, &g->ldb) || !uniform_batch(g->nb, g->batch, g->b->stride, &sb)))
         return -1;
-    return gemm(g->a, g->b, g->out, g->ta, g->tb, M, N, K, g->lda, g->ldb, N, g->nbatch, sa, sb, M * N);
+    return gemm(g->a, g->b, g->out, g->ta, g->tb, M, N, K, g->lda, g->ldb, N, g->nbatch, sa, sb, M * N, g->bias,
+                &g->bias_done);
 }
 
 #endif

@@ -25,8 +25,9 @@ static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool 
     return -1;
 }
 
-/* a (..., M, K) @ b (..., K, N), of one dtype (float32 or float64 on the CPU), at least 2-d. */
-static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
+/* a (..., M, K) @ b (..., K, N), of one dtype (float32 or float64 on the CPU), at least 2-d;
+ * bias (or NULL) as as_gemm_args takes it, *bias_done whether it was added. */
+static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0, const as_tensor *bias, bool *bias_done)
 {
     char s1[128], s2[128];
     int64_t M = a0->shape[a0->ndim - 2], K = a0->shape[a0->ndim - 1];
@@ -87,8 +88,9 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0)
     }
     as_gemm_args g = {.a = a, .b = b, .out = out, .ta = ta, .tb = tb,
                       .fold = b_shared && a_rows_contig, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
-                      .nb = nb, .batch = batch, .nbatch = nbatch};
+                      .nb = nb, .batch = batch, .nbatch = nbatch, .bias = bias};
     int rc = as_k_gemm(dev, &g);
+    *bias_done = g.bias_done;
     as_ops_release4(g.a, g.b, ca, cb);
     if (rc) {
         as_release(out);
@@ -101,8 +103,10 @@ fail:
     return NULL;
 }
 
-static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
+/* bias (or NULL): an (N,) the product may add in its epilogue (*bias_done says) */
+static as_tensor *matmul_forward_bias(const as_tensor *a, const as_tensor *b, const as_tensor *bias, bool *bias_done)
 {
+    *bias_done = false;
     const as_tensor *ts[2] = {a, b};
     if (as_ops_check_device("matmul", 2, ts)) return NULL;
     if (a->ndim == 0 || b->ndim == 0) {
@@ -120,7 +124,9 @@ static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
     as_tensor *fa = as_to_dtype(a, cdt), *fb = fa ? as_to_dtype(b, cdt) : NULL;
     as_tensor *ua = fb ? (a->ndim == 1 ? as_unsqueeze(fa, 0) : as_retain(fa)) : NULL;
     as_tensor *ub = ua ? (b->ndim == 1 ? as_unsqueeze(fb, 1) : as_retain(fb)) : NULL;
-    as_tensor *out = ub ? matmul_2d_plus(ua, ub) : NULL;
+    /* the epilogue adds the bias only when it is of the product's dtype and the result stays in it */
+    bool fits = bias && bias->dtype == cdt && result == cdt && b->ndim >= 2 && as_is_contiguous(bias);
+    as_tensor *out = ub ? matmul_2d_plus(ua, ub, fits ? bias : NULL, bias_done) : NULL;
     as_ops_release4(fa, fb, ua, ub);
     if (out && (a->ndim == 1 || b->ndim == 1)) {
         /* drop the dims the 1-d operands gained */
@@ -141,6 +147,12 @@ static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
         out = r;
     }
     return out;
+}
+
+static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
+{
+    bool unused;
+    return matmul_forward_bias(a, b, NULL, &unused);
 }
 
 /* out = a @ b: g_a = g @ b^T, g_b = a^T @ g, over the broadcast batch (the
@@ -221,9 +233,13 @@ as_tensor *as_linear(const as_tensor *x, const as_tensor *w, const as_tensor *bi
         return NULL;
     }
     as_tensor *wt = as_transpose(w, 0, 1);
-    as_tensor *y = wt ? as_matmul(x, wt) : NULL;
+    bool done = false;
+    /* with no gradient to record, the bias may ride in the product's epilogue (cuBLASLt) */
+    as_tensor *y = !wt ? NULL
+                 : bias && !as_autograd_needed(3, ts) ? matmul_forward_bias(x, wt, bias, &done)
+                 : as_matmul(x, wt);
     as_release(wt);
-    if (y && bias && as_binary_(AS_ADD, y, bias)) {
+    if (y && bias && !done && as_binary_(AS_ADD, y, bias)) {
         as_release(y);
         return NULL;
     }
