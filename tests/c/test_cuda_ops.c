@@ -261,16 +261,18 @@ static void test_matmul(void)
             snprintf(what, sizeof what, "matmul %s @ transposed", kind_names[k]);
             check_same(what, x, y, dt);
             as_release(x), as_release(y);
-            /* linear: x @ w^T + b */
-            as_tensor *cw, *gw, *cbias, *gbias;
-            pair(PLAIN, dt, 31, 45, &cw, &gw);
-            pair(PLAIN, dt, 1, 31, &cbias, &gbias);
-            as_tensor *b1 = as_reshape(cbias, 1, (int64_t[]){31}), *gb1 = as_reshape(gbias, 1, (int64_t[]){31});
-            x = as_linear(ca, cw, b1), y = as_linear(ga, gw, gb1);
-            snprintf(what, sizeof what, "linear %s", kind_names[k]);
-            check_same(what, x, y, dt);
-            as_release(x), as_release(y), as_release(cw), as_release(gw), as_release(cbias), as_release(gbias);
-            as_release(b1), as_release(gb1);
+            /* linear: x @ w^T + b (64 outputs: the bias in cuBLASLt's epilogue; 31: added after) */
+            for (int64_t no = 31; no <= 64; no += 33) {
+                as_tensor *cw, *gw, *cbias, *gbias;
+                pair(PLAIN, dt, no, 45, &cw, &gw);
+                pair(PLAIN, dt, 1, no, &cbias, &gbias);
+                as_tensor *b1 = as_reshape(cbias, 1, &no), *gb1 = as_reshape(gbias, 1, &no);
+                x = as_linear(ca, cw, b1), y = as_linear(ga, gw, gb1);
+                snprintf(what, sizeof what, "linear %s to %lld", kind_names[k], (long long)no);
+                check_same(what, x, y, dt);
+                as_release(x), as_release(y), as_release(cw), as_release(gw), as_release(cbias), as_release(gbias);
+                as_release(b1), as_release(gb1);
+            }
             as_release(ca), as_release(ga), as_release(cb), as_release(gb);
         }
     /* batched with broadcast batch dims, and 1-d operands */
@@ -291,6 +293,15 @@ static void test_matmul(void)
         x = as_matmul(cp, cpt), y = as_matmul(gp, gpt);
         check_same("matmul permuted batch @ permuted batch", x, y, dt);
         as_release(x), as_release(y), as_release(cpt), as_release(gpt);
+        { /* linear over batch dims, every size aligned: the cuBLASLt epilogue's path */
+            as_tensor *w = as_test_random(2, (int64_t[]){64, 24}), *bb = as_test_random(1, (int64_t[]){64});
+            as_tensor *cw = as_to_dtype(w, dt), *cbb = as_to_dtype(bb, dt);
+            as_tensor *gw = as_to_device(cw, CUDA0), *gbb = as_to_device(cbb, CUDA0);
+            x = as_linear(ca, cw, cbb), y = as_linear(ga, gw, gbb);
+            check_same("linear batched, aligned", x, y, dt);
+            as_release(x), as_release(y), as_release(w), as_release(bb), as_release(cw), as_release(cbb);
+            as_release(gw), as_release(gbb);
+        }
         as_tensor *v = as_test_random(1, (int64_t[]){24}), *cv = as_to_dtype(v, dt), *gv = as_to_device(cv, CUDA0);
         x = as_matmul(ca, cv), y = as_matmul(ga, gv);
         check_same("matmul @ 1-d", x, y, dt);
