@@ -2,57 +2,235 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-void as_cpu_linear_causal(const float *fq, const float *fk, const float *v, float *out, int64_t N, int64_t Lq,
-                          int64_t Lk, int64_t F, int64_t Dv)
+/* n values of row `at` of a float32 (f64 false) or float64 array, as double
+ * (exact: float -> double loses nothing, so the float32 scan computes what
+ * it computed before float64 was added) */
+static void load_row(const void *base, bool f64, int64_t at, int64_t n, double *dst)
+{
+    if (f64) {
+        memcpy(dst, (const double *)base + at * n, sizeof(double) * (size_t)n);
+    } else {
+        const float *s = (const float *)base + at * n;
+        for (int64_t i = 0; i < n; i++) dst[i] = s[i];
+    }
+}
+
+static void store_row(void *base, bool f64, int64_t at, int64_t n, const double *src)
+{
+    if (f64) {
+        memcpy((double *)base + at * n, src, sizeof(double) * (size_t)n);
+    } else {
+        float *d = (float *)base + at * n;
+        for (int64_t i = 0; i < n; i++) d[i] = (float)src[i];
+    }
+}
+
+/* a . b over n, in four running sums (the same order every call) */
+static double dot(const double *a, const double *b, int64_t n)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* key row kd (F), value row vd (Dv) into the state: S += kd vd^T, z += kd */
+static void fold_key(double *S, double *z, const double *kd, const double *vd, int64_t F, int64_t Dv)
+{
+    for (int64_t f = 0; f < F; f++) {
+        double kf = kd[f];
+        z[f] += kf;
+        double *row = S + f * Dv;
+        for (int64_t d = 0; d < Dv; d++) row[d] += kf * vd[d];
+    }
+}
+
+/* the denominator fq_i . z_i, summed in f's order as the forward always has */
+static double row_den(const double *qd, const double *z, int64_t F)
+{
+    double den = 0;
+    for (int64_t f = 0; f < F; f++) den += qd[f] * z[f];
+    return den;
+}
+
+size_t as_cpu_linear_causal_workspace_size(int64_t F, int64_t Dv, int64_t Lq, bool backward, int nthreads)
+{
+    /* forward: S, z, a row of q, k, v and the numerator; backward: also R,
+     * r, a row of g and S g, and two numbers per query row */
+    size_t per = (size_t)(F * Dv + F + 2 * F + 2 * Dv);
+    if (backward) per += (size_t)(F * Dv + F + Dv + F + 2 * Lq);
+    return per * sizeof(double) * (size_t)(nthreads > 0 ? nthreads : 1);
+}
+
+void as_cpu_linear_causal(const void *fq, const void *fk, const void *v, void *out, bool f64, int64_t N, int64_t Lq,
+                          int64_t Lk, int64_t F, int64_t Dv, void *workspace, int nthreads)
 {
     int64_t off = Lk - Lq;
-#pragma omp parallel
+    size_t stride = as_cpu_linear_causal_workspace_size(F, Dv, Lq, false, 1) / sizeof(double);
+    if (nthreads < 1) nthreads = 1;
+    if (N < nthreads) nthreads = (int)(N > 0 ? N : 1);
+#pragma omp parallel num_threads(nthreads)
     {
+#ifdef _OPENMP
+        int t = omp_get_thread_num();
+#else
+        int t = 0;
+#endif
         /* the state of one item: S (F x Dv) and z (F), in double so long
          * sequences do not drift */
-        double *S = malloc(sizeof(double) * (size_t)(F * Dv + F));
+        double *S = (double *)workspace + (size_t)t * stride, *z = S + F * Dv;
+        double *qd = z + F, *kd = qd + F, *vd = kd + F, *acc = vd + Dv;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t n = 0; n < N; n++) {
-            if (!S) continue;
-            double *z = S + F * Dv;
             memset(S, 0, sizeof(double) * (size_t)(F * Dv + F));
-            const float *q = fq + n * Lq * F, *k = fk + n * Lk * F, *vv = v + n * Lk * Dv;
-            float *o = out + n * Lq * Dv;
             int64_t seen = 0; /* keys folded into the state so far */
             for (int64_t i = 0; i < Lq; i++) {
                 int64_t upto = i + off + 1; /* keys 0 .. upto-1 are visible */
                 if (upto > Lk) upto = Lk;
                 for (; seen < upto; seen++) {
-                    const float *kj = k + seen * F, *vj = vv + seen * Dv;
-                    for (int64_t f = 0; f < F; f++) {
-                        double kf = kj[f];
-                        z[f] += kf;
-                        double *row = S + f * Dv;
-                        for (int64_t d = 0; d < Dv; d++) row[d] += kf * vj[d];
-                    }
+                    load_row(fk, f64, n * Lk + seen, F, kd);
+                    load_row(v, f64, n * Lk + seen, Dv, vd);
+                    fold_key(S, z, kd, vd, F, Dv);
                 }
-                const float *qi = q + i * F;
-                double den = 0;
-                for (int64_t f = 0; f < F; f++) den += qi[f] * z[f];
-                float *oi = o + i * Dv;
+                load_row(fq, f64, n * Lq + i, F, qd);
+                double den = row_den(qd, z, F);
                 if (seen == 0 || den == 0) {
-                    memset(oi, 0, sizeof(float) * (size_t)Dv);
-                    continue;
+                    memset(acc, 0, sizeof(double) * (size_t)Dv);
+                } else {
+                    /* num = S^T qd, each d summed in f's order */
+                    memset(acc, 0, sizeof(double) * (size_t)Dv);
+                    for (int64_t f = 0; f < F; f++) {
+                        const double qf = qd[f], *row = S + f * Dv;
+                        for (int64_t d = 0; d < Dv; d++) acc[d] += qf * row[d];
+                    }
+                    for (int64_t d = 0; d < Dv; d++) acc[d] /= den;
                 }
-                for (int64_t d = 0; d < Dv; d++) {
-                    double acc = 0;
-                    for (int64_t f = 0; f < F; f++) acc += qi[f] * S[f * Dv + d];
-                    oi[d] = (float)(acc / den);
-                }
+                store_row(out, f64, n * Lq + i, Dv, acc);
             }
         }
-        free(S);
+    }
+}
+
+/* The backward, per item.  Query i sees keys j <= e_i = i + off; a row that
+ * sees none, or whose den_i is 0, is 0 in the forward whatever its inputs,
+ * so it is a constant: no gradient from it to anything (its g_i is dropped).
+ * For the other rows, out_i = num_i / den_i with num_i = S_i^T q_i and
+ * den_i = q_i . z_i, and for g_i = dL/dout_i:
+ *   dL/dnum_i = g_i / den_i,   dL/dden_i = -(g_i . num_i) / den_i^2 = -c_i / den_i,
+ *   where c_i = g_i . out_i = q_i . (S_i g_i) / den_i.
+ * q_i enters through num_i and den_i only:
+ *   dq_i = (S_i g_i - c_i z_i) / den_i,
+ * so a forward scan rebuilding S_i, z_i gives it, and c_i on the way (S_i g_i
+ * is needed for dq_i anyway, so out_i is neither saved nor recomputed).
+ * Key j enters S_i and z_i of every row i with e_i >= j (k_j v_j^T and k_j):
+ *   dk_j = sum_{i: e_i >= j} [ q_i (v_j . g_i) / den_i - q_i c_i / den_i ] = R_j v_j - r_j
+ *   dv_j = sum_{i: e_i >= j} q_i^T k_j g_i / den_i                          = R_j^T k_j
+ * with R_j = sum_{i: e_i >= j} q_i (g_i / den_i)^T (F x Dv) and
+ * r_j = sum_{i: e_i >= j} q_i c_i / den_i (F): suffix sums over the rows,
+ * which a reverse scan keeps as it walks j down, folding in each row as
+ * soon as e_i >= j.  Each pass costs O(L F Dv); the only state is S, z (then
+ * R, r) and, between the passes, 1 / den_i and c_i / den_i of each row
+ * (0 for the rows that are constants), O(Lq) a thread. */
+static void linear_causal_bwd_item(const as_cpu_linear_causal_bwd_args *a, int64_t n, double *ws)
+{
+    const int64_t Lq = a->Lq, Lk = a->Lk, F = a->F, Dv = a->Dv, off = Lk - Lq;
+    const bool f64 = a->f64;
+    double *S = ws, *z = S + F * Dv, *qd = z + F, *kd = qd + F, *vd = kd + F, *gd = vd + Dv;
+    double *sg = gd + Dv, *R = sg + F, *r = R + F * Dv, *row = r + F, *inv = row + Dv, *ct = inv + Lq;
+
+    /* pass 1, forward: S_i, z_i as the forward builds them; dq_i, 1/den_i, c_i/den_i */
+    memset(S, 0, sizeof(double) * (size_t)(F * Dv + F));
+    int64_t seen = 0;
+    for (int64_t i = 0; i < Lq; i++) {
+        int64_t upto = i + off + 1;
+        if (upto > Lk) upto = Lk;
+        for (; seen < upto; seen++) {
+            load_row(a->fk, f64, n * Lk + seen, F, kd);
+            load_row(a->v, f64, n * Lk + seen, Dv, vd);
+            fold_key(S, z, kd, vd, F, Dv);
+        }
+        load_row(a->fq, f64, n * Lq + i, F, qd);
+        double den = row_den(qd, z, F);
+        if (seen == 0 || den == 0) {
+            inv[i] = ct[i] = 0;
+            if (a->dq) {
+                memset(sg, 0, sizeof(double) * (size_t)F);
+                store_row(a->dq, f64, n * Lq + i, F, sg);
+            }
+            continue;
+        }
+        load_row(a->g, f64, n * Lq + i, Dv, gd);
+        for (int64_t f = 0; f < F; f++) sg[f] = dot(S + f * Dv, gd, Dv);
+        double c = dot(qd, sg, F) / den;
+        inv[i] = 1.0 / den;
+        ct[i] = c / den;
+        if (a->dq) {
+            for (int64_t f = 0; f < F; f++) sg[f] = (sg[f] - c * z[f]) / den;
+            store_row(a->dq, f64, n * Lq + i, F, sg);
+        }
+    }
+    if (!a->dk && !a->dv) return;
+
+    /* pass 2, reverse: R_j, r_j over the rows that see key j; dk_j, dv_j */
+    memset(R, 0, sizeof(double) * (size_t)(F * Dv + F));
+    int64_t next = Lq - 1; /* the next row to fold in, walking down */
+    for (int64_t j = Lk - 1; j >= 0; j--) {
+        for (; next >= 0 && next + off >= j; next--) {
+            if (inv[next] == 0) continue;
+            load_row(a->fq, f64, n * Lq + next, F, qd);
+            load_row(a->g, f64, n * Lq + next, Dv, gd);
+            for (int64_t d = 0; d < Dv; d++) gd[d] *= inv[next];
+            for (int64_t f = 0; f < F; f++) {
+                double qf = qd[f], *Rf = R + f * Dv;
+                r[f] += qf * ct[next];
+                for (int64_t d = 0; d < Dv; d++) Rf[d] += qf * gd[d];
+            }
+        }
+        load_row(a->fk, f64, n * Lk + j, F, kd);
+        load_row(a->v, f64, n * Lk + j, Dv, vd);
+        if (a->dk) {
+            for (int64_t f = 0; f < F; f++) sg[f] = dot(R + f * Dv, vd, Dv) - r[f];
+            store_row(a->dk, f64, n * Lk + j, F, sg);
+        }
+        if (a->dv) {
+            memset(row, 0, sizeof(double) * (size_t)Dv);
+            for (int64_t f = 0; f < F; f++) {
+                const double kf = kd[f], *Rf = R + f * Dv;
+                for (int64_t d = 0; d < Dv; d++) row[d] += kf * Rf[d];
+            }
+            store_row(a->dv, f64, n * Lk + j, Dv, row);
+        }
+    }
+}
+
+void as_cpu_linear_causal_bwd(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
+{
+    size_t stride = as_cpu_linear_causal_workspace_size(a->F, a->Dv, a->Lq, true, 1) / sizeof(double);
+    if (nthreads < 1) nthreads = 1;
+    if (a->N < nthreads) nthreads = (int)(a->N > 0 ? a->N : 1);
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num();
+#else
+        int t = 0;
+#endif
+        double *mine = (double *)workspace + (size_t)t * stride;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t n = 0; n < a->N; n++) linear_causal_bwd_item(a, n, mine);
     }
 }
 
