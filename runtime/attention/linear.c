@@ -16,37 +16,40 @@
 
 #define FN_CAUSAL "linear_attention_causal"
 
-/* scratch for the scan's threads; NULL with the error set */
-static void *causal_workspace(const char *fn, int64_t F, int64_t Dv, int64_t Lq, bool backward, int nthreads)
+/* scratch of bytes for the scan's threads; NULL with the error set */
+static void *causal_workspace(const char *fn, size_t bytes)
 {
-    size_t bytes = as_cpu_linear_causal_workspace_size(F, Dv, Lq, backward, nthreads);
     void *ws = malloc(bytes > 0 ? bytes : sizeof(double));
     if (!ws) as_error_set("%s: out of memory (%zu bytes of scratch)", fn, bytes);
     return ws;
 }
 
-/* saved: phi_q, phi_k, v as the scan read them (contiguous, its dtype); the
- * gradients come in that dtype (the engine casts them to the inputs') */
+/* saved: phi_q, phi_k, v as the scan read them (contiguous, its dtype) and
+ * its out; the gradients come in that dtype (the engine casts them to the
+ * inputs') */
 static int causal_backward(as_node *node, const as_tensor *g, as_tensor **gi)
 {
-    const as_tensor *fq = as_node_saved(node, 0), *fk = as_node_saved(node, 1), *v = as_node_saved(node, 2);
-    if (!fq || !fk || !v) return -1;
+    const as_tensor *sv[4];
+    for (int i = 0; i < 4; i++)
+        if (!(sv[i] = as_node_saved(node, i))) return -1; /* freed, or changed in place */
+    const as_tensor *fq = sv[0], *fk = sv[1], *v = sv[2], *out = sv[3];
     int64_t B = fq->shape[0], H = fq->shape[1], Lq = fq->shape[2], Lk = fk->shape[2], F = fq->shape[3];
     int64_t Dv = v->shape[3];
     as_tensor *t[3] = {NULL, NULL, NULL}, *gc = as_ops_contiguous_as(g, fq->dtype);
-    const as_tensor *like[3] = {fq, fk, v};
     void *ws = NULL;
     int rc = -1;
     if (!gc) goto done;
     for (int i = 0; i < 3; i++)
-        if (as_node_needs(node, i) && !(t[i] = as_empty(4, like[i]->shape, fq->dtype, AS_CPU))) goto done;
+        if (as_node_needs(node, i) && !(t[i] = as_empty(4, sv[i]->shape, fq->dtype, AS_CPU))) goto done;
     if (B * H > 0 && (t[0] || t[1] || t[2])) {
         int nthreads = as_get_num_threads();
-        if (!(ws = causal_workspace(FN_CAUSAL " backward", F, Dv, Lq, true, nthreads))) goto done;
+        bool f64 = fq->dtype == AS_F64;
+        ws = causal_workspace(FN_CAUSAL " backward", as_cpu_linear_causal_bwd_workspace_size(F, Dv, Lq, f64, nthreads));
+        if (!ws) goto done;
         as_cpu_linear_causal_bwd_args a = {
-            .fq = as_data(fq), .fk = as_data(fk), .v = as_data(v), .g = as_data(gc),
+            .fq = as_data(fq), .fk = as_data(fk), .v = as_data(v), .out = as_data(out), .g = as_data(gc),
             .dq = t[0] ? as_data(t[0]) : NULL, .dk = t[1] ? as_data(t[1]) : NULL, .dv = t[2] ? as_data(t[2]) : NULL,
-            .f64 = fq->dtype == AS_F64, .N = B * H, .Lq = Lq, .Lk = Lk, .F = F, .Dv = Dv,
+            .f64 = f64, .N = B * H, .Lq = Lq, .Lk = Lk, .F = F, .Dv = Dv,
         };
         as_cpu_linear_causal_bwd(&a, ws, nthreads);
     }
@@ -92,14 +95,15 @@ as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, 
     as_tensor *out = cv ? as_empty(4, (int64_t[]){B, H, Lq, Dv}, dt, AS_CPU) : NULL;
     if (out && B * H * Lq * Dv > 0) {
         int nthreads = as_get_num_threads();
-        void *ws = causal_workspace(fn, F, Dv, Lq, false, nthreads);
+        void *ws = causal_workspace(fn, as_cpu_linear_causal_workspace_size(F, Dv, nthreads));
         if (ws) as_cpu_linear_causal(as_data(cq), as_data(ck), as_data(cv), as_data(out), dt == AS_F64, B * H, Lq, Lk,
                                      F, Dv, ws, nthreads);
         else as_release(out), out = NULL;
         free(ws);
     }
     as_node *n = as_grad_end(s, fn, causal_backward, &out, 3, in); /* restores grad mode, out NULL or not */
-    if (n && (as_node_save(n, 0, cq) || as_node_save(n, 1, ck) || as_node_save(n, 2, cv))) as_release(out), out = NULL;
+    if (n && (as_node_save(n, 0, cq) || as_node_save(n, 1, ck) || as_node_save(n, 2, cv) || as_node_save(n, 3, out)))
+        as_release(out), out = NULL;
     as_ops_release4(cq, ck, cv, NULL);
     return out;
 }
