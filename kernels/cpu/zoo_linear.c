@@ -293,6 +293,80 @@ static void linear_causal_bwd_item(const as_cpu_linear_causal_bwd_args *a, int64
 #undef ATW
 }
 
+/* The forward the backward's way, for a call that records its node: a chunk
+ * of rows at a time, num = Q S_a + ((Q K_d^T) o M) V_d in the dtype's gemm,
+ * den_i summed in double key by key as as_cpu_linear_causal sums it (so the
+ * same rows are 0); out agrees with the per-row scan to the dtype's rounding
+ * of num.  Same scratch as the backward. */
+static void linear_causal_fwd_item(const as_cpu_linear_causal_bwd_args *a, int64_t n, char *ws)
+{
+    const int64_t Lq = a->Lq, Lk = a->Lk, F = a->F, Dv = a->Dv, off = Lk - Lq;
+    const bool f64 = a->f64;
+    const size_t es = f64 ? sizeof(double) : sizeof(float);
+    double *z = (double *)ws, *dn = z + F; /* the chunk's denominators, 0: the row is 0 */
+    void *S = (char *)(dn + 2 * Lq), *A = (char *)S + es * (size_t)(F * Dv);
+    const char *q = (const char *)a->fq + es * (size_t)(n * Lq * F), *k = (const char *)a->fk + es * (size_t)(n * Lk * F);
+    const char *v = (const char *)a->v + es * (size_t)(n * Lk * Dv);
+    char *o = (char *)a->out + es * (size_t)(n * Lq * Dv);
+    memset(z, 0, sizeof(double) * (size_t)F);
+    memset(S, 0, es * (size_t)(F * Dv));
+    int64_t zs = 0, seen = 0;
+    for (int64_t i0 = 0; i0 < Lq; i0 += LC_ROWS) {
+        const int64_t nr = Lq - i0 < LC_ROWS ? Lq - i0 : LC_ROWS;
+        const int64_t lo = clip(i0 + off + 1, Lk), hi = clip(i0 + nr + off, Lk), np = hi - lo;
+        for (int64_t rr = 0; rr < nr; rr++) {
+            const int64_t i = i0 + rr, upto = clip(i + off + 1, Lk);
+            for (; zs < upto; zs++)
+                for (int64_t f = 0; f < F; f++) z[f] += ld(k, f64, zs * F + f);
+            double den = 0;
+            for (int64_t f = 0; f < F; f++) den += ld(q, f64, i * F + f) * z[f];
+            dn[rr] = upto > 0 ? den : 0;
+        }
+        if (seen < lo) {
+            gemm(f64, true, false, F, Dv, lo - seen, k + es * (size_t)(seen * F), F, v + es * (size_t)(seen * Dv), Dv,
+                 1, S, Dv);
+            seen = lo;
+        }
+        const char *qc = q + es * (size_t)(i0 * F);
+        char *oc = o + es * (size_t)(i0 * Dv);
+        gemm(f64, false, false, nr, Dv, F, qc, F, S, Dv, 0, oc, Dv); /* Q S_a */
+        if (np > 0) {
+            const char *kd = k + es * (size_t)(lo * F), *vd = v + es * (size_t)(lo * Dv);
+            gemm(f64, false, true, nr, np, F, qc, F, kd, F, 0, A, np);
+            for (int64_t rr = 0; rr < nr; rr++)
+                for (int64_t c = 0; c < np; c++)
+                    if (lo + c > i0 + rr + off) st(A, f64, rr * np + c, 0);
+            gemm(f64, false, false, nr, Dv, np, A, np, vd, Dv, 1, oc, Dv);
+            gemm(f64, true, false, F, Dv, np, kd, F, vd, Dv, 1, S, Dv);
+            seen = hi;
+        }
+        for (int64_t rr = 0; rr < nr; rr++)
+            for (int64_t d = 0; d < Dv; d++)
+                st(oc, f64, rr * Dv + d, dn[rr] != 0 ? ld(oc, f64, rr * Dv + d) / dn[rr] : 0);
+    }
+}
+
+void as_cpu_linear_causal_blocked(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
+{
+    size_t stride = as_cpu_linear_causal_bwd_workspace_size(a->F, a->Dv, a->Lq, a->f64, 1);
+    if (nthreads < 1) nthreads = 1;
+    if (a->N < nthreads) nthreads = (int)(a->N > 0 ? a->N : 1);
+    int blas_threads = openblas_get_num_threads();
+    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        int t = omp_get_thread_num();
+#else
+        int t = 0;
+#endif
+        char *mine = (char *)workspace + (size_t)t * stride;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t n = 0; n < a->N; n++) linear_causal_fwd_item(a, n, mine);
+    }
+    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+}
+
 void as_cpu_linear_causal_bwd(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
 {
     size_t stride = as_cpu_linear_causal_bwd_workspace_size(a->F, a->Dv, a->Lq, a->f64, 1);

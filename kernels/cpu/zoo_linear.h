@@ -38,6 +38,11 @@ typedef struct {
 } as_cpu_linear_causal_bwd_args;
 size_t as_cpu_linear_causal_bwd_workspace_size(int64_t F, int64_t Dv, int64_t Lq, bool f64, int nthreads);
 void as_cpu_linear_causal_bwd(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads);
+/* The forward the same way (fq, fk, v -> out of a; g and the gradients
+ * unread), for a call that records the backward: the products through gemm
+ * where as_cpu_linear_causal sums num in double row by row; the same rows
+ * are 0 (den is summed the same way), out agrees to the dtype's rounding. */
+void as_cpu_linear_causal_blocked(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads);
 
 /* The feature maps the fused non-causal kernel applies itself. */
 

@@ -94,11 +94,24 @@ as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, 
     as_tensor *cv = ck ? as_ops_contiguous_as(v, dt) : NULL;
     as_tensor *out = cv ? as_empty(4, (int64_t[]){B, H, Lq, Dv}, dt, AS_CPU) : NULL;
     if (out && B * H * Lq * Dv > 0) {
+        /* recording: the forward through the backward's products (chunks,
+         * gemm); inference keeps the per-row scan in double */
         int nthreads = as_get_num_threads();
-        void *ws = causal_workspace(fn, as_cpu_linear_causal_workspace_size(F, Dv, nthreads));
-        if (ws) as_cpu_linear_causal(as_data(cq), as_data(ck), as_data(cv), as_data(out), dt == AS_F64, B * H, Lq, Lk,
-                                     F, Dv, ws, nthreads);
-        else as_release(out), out = NULL;
+        bool f64 = dt == AS_F64;
+        void *ws = causal_workspace(fn, s.record ? as_cpu_linear_causal_bwd_workspace_size(F, Dv, Lq, f64, nthreads)
+                                                 : as_cpu_linear_causal_workspace_size(F, Dv, nthreads));
+        if (ws && s.record) {
+            as_cpu_linear_causal_bwd_args a = {
+                .fq = as_data(cq), .fk = as_data(ck), .v = as_data(cv), .out = as_data(out),
+                .f64 = f64, .N = B * H, .Lq = Lq, .Lk = Lk, .F = F, .Dv = Dv,
+            };
+            as_cpu_linear_causal_blocked(&a, ws, nthreads);
+        } else if (ws) {
+            as_cpu_linear_causal(as_data(cq), as_data(ck), as_data(cv), as_data(out), f64, B * H, Lq, Lk, F, Dv, ws,
+                                 nthreads);
+        } else {
+            as_release(out), out = NULL;
+        }
         free(ws);
     }
     as_node *n = as_grad_end(s, fn, causal_backward, &out, 3, in); /* restores grad mode, out NULL or not */

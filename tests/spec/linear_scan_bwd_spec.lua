@@ -96,6 +96,23 @@ describe("linear_attention_causal's backward", function()
     end
   end)
 
+  it("records its node with a chunked forward (gemm) that agrees with the inference scan (double)", function()
+    as.manual_seed(20)
+    for _, s in ipairs { { 1, 2, 130, 130, 8, 5 }, { 2, 1, 64, 200, 6, 3 }, { 1, 2, 200, 64, 6, 3 },
+      { 1, 1, 65, 65, 3, 2 } } do
+      local q, k, v = problem(table.unpack(s))
+      local ref = scan(q, k, v)
+      assert.is_nil(ref.grad_fn)
+      local qg = q:detach():requires_grad_()
+      local out = scan(qg, k, v)
+      assert.are.equal("linear_attention_causal", out.grad_fn)
+      assert.is_true(rel(out, ref) < 1e-6, table.concat(s, ",") .. ": " .. rel(out, ref))
+      local q64, k64, v64 = q:double(), k:double(), v:double()
+      local e64 = (scan(q64:requires_grad_(), k64, v64) - scan(q64:detach(), k64, v64)):abs():max():item()
+      assert.is_true(e64 < 1e-12, table.concat(s, ",") .. " float64: " .. e64)
+    end
+  end)
+
   it("gives rows the forward made 0 (no key, or a denominator of 0) no gradient, never NaN", function()
     local q, k, v = problem(1, 1, 6, 6, 4, 3, "float64")
     q[1][1][3]:zero_() -- row 3: phi_q = 0, den = 0
