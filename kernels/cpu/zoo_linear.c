@@ -181,6 +181,17 @@ size_t as_cpu_linear_causal_bwd_workspace_size(int64_t F, int64_t Dv, int64_t Lq
 
 static int64_t clip(int64_t x, int64_t hi) { return x < 0 ? 0 : x > hi ? hi : x; }
 
+/* Gt (nr, Dv) = g_i / den_i of rows [i0, i0 + nr) (inv: 1 / den_i, 0 for the
+ * rows that are constants, whose g_i is dropped, Inf or NaN included) */
+static void scaled_rows(void *Gt, const void *g, const double *inv, int64_t i0, int64_t nr, int64_t Dv, bool f64)
+{
+    for (int64_t rr = 0; rr < nr; rr++) {
+        const int64_t i = i0 + rr;
+        for (int64_t d = 0; d < Dv; d++)
+            st(Gt, f64, rr * Dv + d, inv[i] != 0 ? ld(g, f64, i * Dv + d) * inv[i] : 0);
+    }
+}
+
 static void linear_causal_bwd_item(const as_cpu_linear_causal_bwd_args *a, int64_t n, char *ws)
 {
     const int64_t Lq = a->Lq, Lk = a->Lk, F = a->F, Dv = a->Dv, off = Lk - Lq;
@@ -225,9 +236,9 @@ static void linear_causal_bwd_item(const as_cpu_linear_causal_bwd_args *a, int64
                 inv[i] = 1.0 / den;
                 ctall[i] = c / den;
             }
-            for (int64_t d = 0; d < Dv; d++) st(Gt, f64, rr * Dv + d, inv[i] != 0 ? ld(g, f64, i * Dv + d) * inv[i] : 0);
             st(ct, f64, rr, ctall[i]);
         }
+        scaled_rows(Gt, g, inv, i0, nr, Dv, f64);
         if (seen < lo) { /* keys [seen, lo) into the state */
             gemm(f64, true, false, F, Dv, lo - seen, AT(k, seen * F), F, AT(v, seen * Dv), Dv, 1, S, Dv);
             seen = lo;
@@ -278,10 +289,7 @@ static void linear_causal_bwd_item(const as_cpu_linear_causal_bwd_args *a, int64
         if (i0 < 0) break;
         const int64_t nr = Lq - i0 < LC_ROWS ? Lq - i0 : LC_ROWS;
         const void *qc = AT(q, i0 * F);
-        for (int64_t rr = 0; rr < nr; rr++) {
-            const int64_t i = i0 + rr;
-            for (int64_t d = 0; d < Dv; d++) st(Gt, f64, rr * Dv + d, inv[i] != 0 ? ld(g, f64, i * Dv + d) * inv[i] : 0);
-        }
+        scaled_rows(Gt, g, inv, i0, nr, Dv, f64);
         gemm(f64, true, false, F, Dv, nr, qc, F, Gt, Dv, 1, R, Dv); /* R += Q^T Gt */
         for (int64_t f = 0; f < F; f++) {
             double s = ld(r, f64, f);
@@ -305,7 +313,8 @@ static void linear_causal_fwd_item(const as_cpu_linear_causal_bwd_args *a, int64
     const size_t es = f64 ? sizeof(double) : sizeof(float);
     double *z = (double *)ws, *dn = z + F; /* the chunk's denominators, 0: the row is 0 */
     void *S = (char *)(dn + 2 * Lq), *A = (char *)S + es * (size_t)(F * Dv);
-    const char *q = (const char *)a->fq + es * (size_t)(n * Lq * F), *k = (const char *)a->fk + es * (size_t)(n * Lk * F);
+    const char *q = (const char *)a->fq + es * (size_t)(n * Lq * F);
+    const char *k = (const char *)a->fk + es * (size_t)(n * Lk * F);
     const char *v = (const char *)a->v + es * (size_t)(n * Lk * Dv);
     char *o = (char *)a->out + es * (size_t)(n * Lq * Dv);
     memset(z, 0, sizeof(double) * (size_t)F);

@@ -167,6 +167,19 @@ describe("linear_attention_causal's backward", function()
     assert.are.equal("bfloat16", qb.grad:dtype())
   end)
 
+  it("takes strided inputs: the gradients come back in the inputs' shapes", function()
+    local q, k, v = problem(1, 2, 9, 9, 5, 3)
+    local qt = q:transpose(3, 4):contiguous():transpose(3, 4) -- (1, 2, 9, 5), strided
+    local vt = v:transpose(3, 4):contiguous():transpose(3, 4)
+    assert.is_false(qt:is_contiguous())
+    local w = as.randn(1, 2, 9, 3)
+    local o1, dq1, dk1, dv1 = grads(scan, q, k, v, w)
+    local o2, dq2, dk2, dv2 = grads(scan, qt, k, vt, w)
+    for i, pair in ipairs { { o1, o2 }, { dq1, dq2 }, { dk1, dk2 }, { dv1, dv2 } } do
+      assert.are.equal(0, U.maxdiff(pair[1], pair[2]), "tensor " .. i)
+    end
+  end)
+
   it("rejects bad input with an error naming the function", function()
     local q, k, v = problem(1, 2, 5, 5, 4, 3)
     local function fails(pat, ...)
