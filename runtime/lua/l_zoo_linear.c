@@ -1,12 +1,14 @@
 /* Bindings of the linear-cost attention kernels that linear_attention and
- * performer_attention share: the fused kernel (causal or not) and the
- * per-row causal prefix scan over features made by tensor ops (the fused
+ * performer_attention share: the fused kernel (causal or not, inference
+ * only) and the causal prefix scan over features made by tensor ops, which
+ * records its own backward (their causal path under autograd, and the fused
  * kernel's reference in the specs). */
 #include "l_util.h"
 
 #include "attnswap/attention_linear.h"
 
-/* linear_attention_causal(phi_q (B,H,Lq,F), phi_k (B,H,Lk,F), v (B,H,Lk,Dv)) -> (B,H,Lq,Dv) */
+/* linear_attention_causal(phi_q (B,H,Lq,F), phi_k (B,H,Lk,F), v (B,H,Lk,Dv)) -> (B,H,Lq,Dv),
+ * one float dtype (float64 stays float64, the halves come back float32) */
 static int l_linear_attention_causal(lua_State *L)
 {
     as_tensor *fq = l_checktensor(L, 1), *fk = l_checktensor(L, 2), *v = l_checktensor(L, 3);

@@ -5,7 +5,11 @@
 local core = require "attnswap.core"
 local P = require "attnswap.attention.ops_path"
 
-local M = {}
+local M = {
+  -- true: causal takes the chunked tensor-op scan (causal_ops) on the CPU too,
+  -- under autograd or not (bench/linear_scan_bwd.lua's baseline, specs)
+  composite = false,
+}
 
 --- Checks q, k, v, mask against the attention contract (one check for every
 --- implementation, runtime/attention/contract.c) and rejects dropout > 0.
@@ -120,13 +124,18 @@ function M.fused(q, k, v, keep, w, feature, causal)
   return core.kernelized_attention(q, k, v, keep, w, feature, causal)
 end
 
---- out = phi_q (phi_k^T v) / (phi_q . sum phi_k); causal by the prefix scan in C,
---- or on device ops (ops_path) when q is not on the CPU or a gradient is
---- needed (the scan has no backward; autograd of the chunked sums keeps
---- O(L F Dv / CHUNK) state, not one per step).
+--- out = phi_q (phi_k^T v) / (phi_q . sum phi_k); causal by the prefix scan in C
+--- when fq is on the CPU (float32 or float64; the halves in float32), which
+--- records its own backward (two more scans, O(L F Dv), no per-chunk state);
+--- on device ops (ops_path) elsewhere, when forced (P.force) or when
+--- M.composite is set: autograd of the chunked sums keeps O(L F Dv / CHUNK)
+--- state, not one per step.
 function M.attend(fq, fk, v, causal)
   if causal then
-    if P.active(fq, fk, v) then return causal_ops(M.float(fq), M.float(fk), M.float(v)) end
+    fq, fk, v = M.float(fq), M.float(fk), M.float(v)
+    if M.composite or P.force or fq:device() ~= "cpu" then return causal_ops(fq, fk, v) end
+    -- one dtype for the scan: float64 only when all three are
+    if fq:dtype() ~= fk:dtype() or fq:dtype() ~= v:dtype() then fq, fk, v = fq:float(), fk:float(), v:float() end
     return core.linear_attention_causal(fq, fk, v)
   end
   local kv = fk:transpose(3, 4):matmul(v)              -- (B, H, F, Dv)
