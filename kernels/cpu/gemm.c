@@ -1,6 +1,8 @@
 /* Row-major sgemm / dgemm on OpenBLAS, split across OpenMP threads by slabs
  * of C (OpenBLAS itself runs single-threaded: runtime/base/threads.c says why). */
 #include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -25,6 +27,19 @@ static void blas_call(int f64, enum CBLAS_TRANSPOSE TA, enum CBLAS_TRANSPOSE TB,
                     (int)ldc);
 }
 
+/* ATTNSWAP_GEMM_SPLIT (for measuring the split; unset: auto): "rows" or
+ * "cols" forces the slab direction, "blas" gives the whole product to
+ * OpenBLAS's own threads instead of slabs. */
+static int split_mode(void)
+{
+    static int mode = -1; /* 0 auto, 1 rows, 2 cols, 3 blas */
+    if (mode < 0) {
+        const char *e = getenv("ATTNSWAP_GEMM_SPLIT");
+        mode = !e ? 0 : !strcmp(e, "rows") ? 1 : !strcmp(e, "cols") ? 2 : !strcmp(e, "blas") ? 3 : 0;
+    }
+    return mode;
+}
+
 static void gemm_split(int f64, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const void *A,
                        int64_t lda, const void *B, int64_t ldb, float beta, void *C, int64_t ldc)
 {
@@ -36,8 +51,14 @@ static void gemm_split(int f64, int ta, int tb, int64_t M, int64_t N, int64_t K,
 #ifdef _OPENMP
     if (!omp_in_parallel() && (double)M * (double)N * (double)K >= SPLIT_MIN_FLOPS) nt = omp_get_max_threads();
 #endif
+    if (nt > 1 && split_mode() == 3) {
+        openblas_set_num_threads(nt);
+        blas_call(f64, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        openblas_set_num_threads(1);
+        return;
+    }
     /* split the longer side of C into one slab per thread, in multiples of 16 */
-    int by_rows = M >= N;
+    int by_rows = split_mode() == 1 ? 1 : split_mode() == 2 ? 0 : M >= N;
     int64_t len = by_rows ? M : N;
     if (nt > 1 && len < 32) nt = 1;
     if (nt <= 1) {
