@@ -7,7 +7,9 @@
 
 /* phi_q (B, H, Lq, F), phi_k (B, H, Lk, F), v (B, H, Lk, Dv) -> (B, H, Lq, Dv):
  * out_i = phi_q_i^T S_i / (phi_q_i . z_i) with S_i, z_i the sums over the keys
- * j <= i + (Lk - Lq); zeros where nothing is visible. */
+ * j <= i + (Lk - Lq); zeros where nothing is visible.  float32 or float64
+ * (16-bit inputs compute in float32); under autograd it records its own
+ * backward (two scans, O(L F Dv), nothing stored per step). */
 as_tensor *as_linear_attention_causal(const as_tensor *fq, const as_tensor *fk, const as_tensor *v);
 
 /* linear_attention (AS_FEATURE_ELU1), performer_attention (AS_FEATURE_FAVOR,
