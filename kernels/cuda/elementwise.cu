@@ -263,7 +263,7 @@ __device__ __forceinline__ float f32_unop(as_unop op, float x)
     case AS_TANH: return tanhf(x);
     case AS_SIGMOID: return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
     case AS_RELU: return x > 0 ? x : (x != x ? x : 0.0f);
-    case AS_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case AS_GELU: return 0.5f * x * erfcf(x * -0.70710678118654752f); /* as the CPU: no 1 - 1 cancellation */
     case AS_GELU_TANH: {
         float inner = 0.79788456080286536f * (x + 0.044715f * x * x * x);
         return 0.5f * x * (1.0f + tanhf(inner));
