@@ -1,6 +1,6 @@
 -- Issue 21 (1): float32 products through the API against OpenBLAS's sgemm
 -- called directly (its own threads, the core this process runs: as.config()),
--- in the same process, interleaved, medians with their spread.  Square sizes
+-- in the same process, one after the other per shape, medians with their spread.  Square sizes
 -- and the linear layers of GPT-2 small (1024 tokens) and ViT-B/16 (32 images:
 -- 6304 tokens): x[tokens, in] @ W[out, in]^T, as nn.Linear computes it.
 --   attnswap-run bench/matmul_cpu.lua [--threads N] [--quick] [--only TEXT] [--out rows.json]
@@ -65,14 +65,21 @@ for _, s in ipairs(cases) do
   local w = linear and as.randn(n, k) or as.randn(k, n)
   local b = linear and w:t() or w
   local api, raw = {}, {}
+  -- The raw sgemm runs on OpenBLAS's own threads, which spin for ~0.1 s after
+  -- each call (its GOTO_THREAD_TIMEOUT) on the cores the API's threads then
+  -- need: interleaved, a short product through the API shared two pinned cores
+  -- with them (0.25-0.41 of sgemm at 512^3-1024^3 on the Xeon of
+  -- docs/performance.md v0.9).  So the API's runs come first, after the last
+  -- shape's spinners have stopped, then the raw ones.
+  os.execute("sleep 0.3")
   local _ = a:matmul(b)
   for r = 1, reps do
     _ = nil
     local t0 = core.clock()
     _ = a:matmul(b)
     api[r] = core.clock() - t0
-    raw[r] = core.raw_sgemm_seconds(m, n, k, 1, linear)
   end
+  for r = 1, reps do raw[r] = core.raw_sgemm_seconds(m, n, k, 1, linear) end
   local ta, sa = spread(api)
   local tr, sr = spread(raw)
   local best = raw[1] / api[1] -- spread sorted both: [1] is the least disturbed run
