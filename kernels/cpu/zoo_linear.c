@@ -355,7 +355,11 @@ static void linear_causal_fwd_item(const as_cpu_linear_causal_bwd_args *a, int64
     }
 }
 
-void as_cpu_linear_causal_blocked(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
+/* Runs item(a, n, its thread's workspace) for every (b, h) item n over
+ * nthreads threads, each with its own slice of workspace; OpenBLAS runs in
+ * the calling thread inside the parallel region. */
+static void for_each_item(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads,
+                          void (*item)(const as_cpu_linear_causal_bwd_args *, int64_t, char *))
 {
     size_t stride = as_cpu_linear_causal_bwd_workspace_size(a->F, a->Dv, a->Lq, a->f64, 1);
     if (nthreads < 1) nthreads = 1;
@@ -371,31 +375,19 @@ void as_cpu_linear_causal_blocked(const as_cpu_linear_causal_bwd_args *a, void *
 #endif
         char *mine = (char *)workspace + (size_t)t * stride;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t n = 0; n < a->N; n++) linear_causal_fwd_item(a, n, mine);
+        for (int64_t n = 0; n < a->N; n++) item(a, n, mine);
     }
     if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
 }
 
+void as_cpu_linear_causal_blocked(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
+{
+    for_each_item(a, workspace, nthreads, linear_causal_fwd_item);
+}
+
 void as_cpu_linear_causal_bwd(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
 {
-    size_t stride = as_cpu_linear_causal_bwd_workspace_size(a->F, a->Dv, a->Lq, a->f64, 1);
-    if (nthreads < 1) nthreads = 1;
-    if (a->N < nthreads) nthreads = (int)(a->N > 0 ? a->N : 1);
-    /* OpenBLAS runs in the calling thread inside the parallel region */
-    int blas_threads = openblas_get_num_threads();
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num();
-#else
-        int t = 0;
-#endif
-        char *mine = (char *)workspace + (size_t)t * stride;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t n = 0; n < a->N; n++) linear_causal_bwd_item(a, n, mine);
-    }
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+    for_each_item(a, workspace, nthreads, linear_causal_bwd_item);
 }
 
 /* ---- non-causal, fused feature maps ---- */
