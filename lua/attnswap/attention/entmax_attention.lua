@@ -48,7 +48,8 @@ local BISECT = 32 -- halvings of the threshold's bracket (its width starts below
 -- elementwise passes and row sums instead of a sort.  For alpha = 1.5 and 2
 -- the support the bisection finds gives tau in closed form (the formulas of
 -- the kernel's sort-based paths), so they are exact; other alpha (and a
--- learned alpha per head, a (1, H, 1, 1) tensor) keep the bisected tau,
+-- learned alpha per head, a (1, H, 1, 1) tensor) start from the bisected tau
+-- (a fixed alpha on float32 CPU scores: the fused kernel's),
 -- precise to float32 (the kernel polishes it in double with Newton steps).
 -- Rows with nothing visible give zeros.
 local function entmax_rows(s, alpha)
@@ -112,7 +113,15 @@ local function entmax_rows(s, alpha)
   -- Powers of (X - tau) are taken on the support only (where, twice), so
   -- their backward never meets 0^(negative) or log 0.
   local function ppow(d, e, on) return core.where(on, core.where(on, d, 1.0):pow(e), 0.0) end
-  local lo = bisect()
+  local lo
+  if not core.is_tensor(alpha) and s:device() == "cpu" and s:dtype() == "float32" then
+    -- the fused kernel's threshold, read back from each row's largest weight: X's
+    -- row maximum is 0, so p_max = (0 - tau)^(1/(alpha-1)) (one C pass in place
+    -- of BISECT tensor passes over every score)
+    lo = -(core.entmax(s:detach(), alpha):max(4, true):pow(am1d))
+  else
+    lo = bisect()
+  end
   local sup = Xd:gt(lo)
   local d0 = X - lo
   local f = ppow(d0, inv, sup):sum(4, true) - 1
