@@ -49,7 +49,7 @@ local BISECT = 32 -- halvings of the threshold's bracket (its width starts below
 -- the support the bisection finds gives tau in closed form (the formulas of
 -- the kernel's sort-based paths), so they are exact; other alpha (and a
 -- learned alpha per head, a (1, H, 1, 1) tensor) start from the bisected tau
--- (a fixed alpha on float32 CPU scores: the fused kernel's),
+-- (on float32 CPU scores: the fused kernel's, per head for a learned alpha),
 -- precise to float32 (the kernel polishes it in double with Newton steps).
 -- Rows with nothing visible give zeros.
 local function entmax_rows(s, alpha)
@@ -113,15 +113,24 @@ local function entmax_rows(s, alpha)
   -- Powers of (X - tau) are taken on the support only (where, twice), so
   -- their backward never meets 0^(negative) or log 0.
   local function ppow(d, e, on) return core.where(on, core.where(on, d, 1.0):pow(e), 0.0) end
-  local lo
-  if not core.is_tensor(alpha) and s:device() == "cpu" and s:dtype() == "float32" then
-    -- the fused kernel's threshold, read back from each row's largest weight: X's
-    -- row maximum is 0, so p_max = (0 - tau)^(1/(alpha-1)) (one C pass in place
-    -- of BISECT tensor passes over every score)
-    lo = -(core.entmax(s:detach(), alpha):max(4, true):pow(am1d))
-  else
-    lo = bisect()
+  -- On float32 CPU scores, the fused kernel's threshold, read back from each
+  -- row's largest weight: X's row maximum is 0, so p_max = (0 - tau)^(1/(alpha-1))
+  -- (one C pass, a head at a time for a learned alpha, in place of BISECT tensor
+  -- passes over every score); nil elsewhere.
+  local function kernel_tau()
+    if s:device() ~= "cpu" or s:dtype() ~= "float32" then return nil end
+    local sd = s:detach()
+    if not core.is_tensor(alpha) then return -(core.entmax(sd, alpha):max(4, true):pow(am1d)) end
+    local per_head = am1d:reshape(-1)
+    if per_head:numel() ~= s:size(2) then return nil end
+    local parts = {}
+    for h = 1, s:size(2) do
+      local a = per_head[h]
+      parts[h] = -(core.entmax(sd:narrow(2, h, 1), 1 + a):max(4, true):pow(a))
+    end
+    return core.cat(parts, 2)
   end
+  local lo = kernel_tau() or bisect()
   local sup = Xd:gt(lo)
   local d0 = X - lo
   local f = ppow(d0, inv, sup):sum(4, true) - 1
