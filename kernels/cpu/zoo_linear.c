@@ -1,3 +1,4 @@
+#include "parallel.h"
 #include "zoo_linear.h"
 
 #include <cblas.h>
@@ -355,29 +356,25 @@ static void linear_causal_fwd_item(const as_cpu_linear_causal_bwd_args *a, int64
     }
 }
 
-/* Runs item(a, n, its thread's workspace) for every (b, h) item n over
- * nthreads threads, each with its own slice of workspace; OpenBLAS runs in
- * the calling thread inside the parallel region. */
+typedef struct {
+    const as_cpu_linear_causal_bwd_args *a;
+    char *workspace;
+    size_t stride;
+    void (*item)(const as_cpu_linear_causal_bwd_args *, int64_t, char *);
+} scan_items;
+
+static void scan_item(void *ctx, int64_t n, int t)
+{
+    const scan_items *c = ctx;
+    c->item(c->a, n, c->workspace + (size_t)t * c->stride);
+}
+
+/* item(a, n, its thread's slice of workspace) for every (b, h) item n */
 static void for_each_item(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads,
                           void (*item)(const as_cpu_linear_causal_bwd_args *, int64_t, char *))
 {
-    size_t stride = as_cpu_linear_causal_bwd_workspace_size(a->F, a->Dv, a->Lq, a->f64, 1);
-    if (nthreads < 1) nthreads = 1;
-    if (a->N < nthreads) nthreads = (int)(a->N > 0 ? a->N : 1);
-    int blas_threads = openblas_get_num_threads();
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num();
-#else
-        int t = 0;
-#endif
-        char *mine = (char *)workspace + (size_t)t * stride;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t n = 0; n < a->N; n++) item(a, n, mine);
-    }
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+    scan_items c = {a, workspace, as_cpu_linear_causal_bwd_workspace_size(a->F, a->Dv, a->Lq, a->f64, 1), item};
+    as_cpu_parallel_items(a->N, nthreads, scan_item, &c);
 }
 
 void as_cpu_linear_causal_blocked(const as_cpu_linear_causal_bwd_args *a, void *workspace, int nthreads)
@@ -640,29 +637,23 @@ static void kernelized_item_causal(const as_cpu_kernelized_params *p, int64_t bh
     }
 }
 
+typedef struct {
+    const as_cpu_kernelized_params *p;
+    float *workspace;
+    size_t stride;
+} kz_items;
+
+static void kz_item(void *ctx, int64_t it, int t)
+{
+    const kz_items *c = ctx;
+    float *mine = c->workspace + (size_t)t * c->stride;
+    if (c->p->causal) kernelized_item_causal(c->p, it, mine);
+    else kernelized_item(c->p, it, mine);
+}
+
 void as_cpu_kernelized_attention(const as_cpu_kernelized_params *p, void *workspace, int nthreads)
 {
-    int64_t items = p->B * p->H;
-    if (items == 0 || p->Lq == 0) return;
-    size_t stride = kz_floats_per_thread(p);
-    if (nthreads < 1) nthreads = 1;
-    if (items < nthreads) nthreads = (int)items;
-    /* OpenBLAS runs in the calling thread inside the parallel region */
-    int blas_threads = openblas_get_num_threads();
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num();
-#else
-        int t = 0;
-#endif
-        float *mine = (float *)workspace + (size_t)t * stride;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (p->causal) kernelized_item_causal(p, it, mine);
-            else kernelized_item(p, it, mine);
-        }
-    }
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+    if (p->B * p->H == 0 || p->Lq == 0) return;
+    kz_items c = {p, workspace, kz_floats_per_thread(p)};
+    as_cpu_parallel_items(p->B * p->H, nthreads, kz_item, &c);
 }

@@ -16,6 +16,7 @@
 #endif
 
 #include "attention_flash.h"
+#include "parallel.h"
 #include "zoo_reweight.h"
 
 static void step_head(const as_cpu_rw_flex_args *a, int64_t r)
@@ -52,19 +53,19 @@ static void step_head(const as_cpu_rw_flex_args *a, int64_t r)
                     v, (int)a->vs[2], 1.0f, acc, (int)Dv);
 }
 
+static void flex_item(void *ctx, int64_t r, int t)
+{
+    (void)t;
+    step_head(ctx, r);
+}
+
 void as_cpu_rw_flex_step(const as_cpu_rw_flex_args *a)
 {
-    int64_t R = a->B * a->H;
     int nthreads = 1;
 #ifdef _OPENMP
     nthreads = omp_get_max_threads();
 #endif
-    if (R < nthreads) nthreads = (int)(R > 0 ? R : 1);
-    int blas_threads = openblas_get_num_threads();
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t r = 0; r < R; r++) step_head(a, r);
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+    as_cpu_parallel_items(a->B * a->H, nthreads, flex_item, (void *)a);
 }
 
 void as_cpu_rw_flex_finish(float *out, const float *acc, const float *l, int64_t rows, int64_t Dv)

@@ -17,6 +17,7 @@
 #endif
 
 #include "attention_flash.h"
+#include "parallel.h"
 #include "zoo_reweight.h"
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -137,29 +138,24 @@ static void run_item(const as_cpu_rw_params *p, int64_t item, float *s, void *sc
                     v, (int)Dv, 0.0f, out, (int)Dv);
 }
 
+typedef struct {
+    const as_cpu_rw_params *p;
+    char *ws;
+    size_t stride, sbytes;
+} rw_items;
+
+static void rw_item(void *ctx, int64_t it, int t)
+{
+    const rw_items *c = ctx;
+    char *mine = c->ws + (size_t)t * c->stride;
+    run_item(c->p, it, (float *)mine, mine + c->sbytes);
+}
+
 void as_cpu_rw_attention(const as_cpu_rw_params *p, void *workspace, int nthreads)
 {
     if (p->a.B == 0 || p->a.H == 0 || p->a.Lq == 0) return;
     int64_t BQ = block_rows(p), nblk = (p->a.Lq + BQ - 1) / BQ;
-    int64_t items = p->a.B * p->a.H * nblk;
-    size_t stride = per_thread(p);
-    char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
-    size_t sbytes = align64((size_t)AS_CPU_RW_BQ * (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(float));
-    if (nthreads < 1) nthreads = 1;
-    if (items < nthreads) nthreads = (int)items;
-    /* OpenBLAS runs in the calling thread inside the parallel region */
-    int blas_threads = openblas_get_num_threads();
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num();
-#else
-        int t = 0;
-#endif
-        char *mine = ws + (size_t)t * stride;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) run_item(p, it, (float *)mine, mine + sbytes);
-    }
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+    rw_items c = {p, (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63), per_thread(p),
+                  align64((size_t)AS_CPU_RW_BQ * (size_t)(p->a.Lk > 0 ? p->a.Lk : 1) * sizeof(float))};
+    as_cpu_parallel_items(p->a.B * p->a.H * nblk, nthreads, rw_item, &c);
 }

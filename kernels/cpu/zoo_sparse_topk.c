@@ -22,6 +22,7 @@
 #endif
 
 #include "attention_flash.h"
+#include "parallel.h"
 #include "zoo_sparse.h"
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -273,28 +274,25 @@ static void run_item(const as_attn_f32_params *p, int64_t top_k, int64_t item, c
             for (int64_t c = 0; c < Dv; c++) out[r * Dv + c] = NAN;
 }
 
+typedef struct {
+    const as_attn_f32_params *p;
+    int64_t top_k;
+    char *ws;
+    size_t stride;
+} topk_items;
+
+static void topk_item(void *ctx, int64_t it, int t)
+{
+    const topk_items *c = ctx;
+    run_item(c->p, c->top_k, it, c->ws + (size_t)t * c->stride);
+}
+
 void as_cpu_topk_attention(const as_attn_f32_params *p, int64_t top_k, void *workspace, int nthreads)
 {
     if (p->B == 0 || p->H == 0 || p->Lq == 0) return;
-    const int64_t nblk = (p->Lq + AS_CPU_TOPK_BQ - 1) / AS_CPU_TOPK_BQ, items = p->B * p->H * nblk;
-    const size_t stride = per_thread(p);
-    char *ws = (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63);
-    if (nthreads < 1) nthreads = 1;
-    if (items < nthreads) nthreads = (int)items;
-    /* OpenBLAS runs in the calling thread inside the parallel region */
-    int blas_threads = openblas_get_num_threads();
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num();
-#else
-        int t = 0;
-#endif
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) run_item(p, top_k, it, ws + (size_t)t * stride);
-    }
-    if (nthreads > 1 && blas_threads != 1) openblas_set_num_threads(blas_threads);
+    const int64_t nblk = (p->Lq + AS_CPU_TOPK_BQ - 1) / AS_CPU_TOPK_BQ;
+    topk_items c = {p, top_k, (char *)(((uintptr_t)workspace + 63) & ~(uintptr_t)63), per_thread(p)};
+    as_cpu_parallel_items(p->B * p->H * nblk, nthreads, topk_item, &c);
 }
 
 int as_cpu_topk_keep_rows(const float *x, int64_t rows, int64_t n, int64_t k, uint8_t *keep)
