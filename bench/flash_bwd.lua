@@ -29,16 +29,9 @@ while i <= #arg do
 end
 as.set_num_threads(o.threads)
 
-local function load()
-  local f = io.open("/proc/loadavg")
-  local s = f and f:read("l") or "?"
-  if f then f:close() end
-  return s:match("^(%S+ %S+ %S+)")
-end
-
 local n = 1024
 local sgemm = 2 * n ^ 3 / as.core.raw_sgemm_seconds(n, n, n, 5) / 1e9
-io.stderr:write(string.format("sgemm %d^3: %.1f GFLOP/s, %d threads, load %s\n", n, sgemm, as.get_num_threads(), load()))
+io.stderr:write(string.format("sgemm %d^3: %.1f GFLOP/s, %d threads, load %s\n", n, sgemm, as.get_num_threads(), bench.load()))
 
 for _, D in ipairs(o.D) do
   for _, L in ipairs(o.L) do
@@ -70,7 +63,7 @@ for _, D in ipairs(o.D) do
       local row = {
         L = L, D = D, BH = BH, causal = causal, path = path, fwd_ms = t_fwd * 1e3, bwd_ms = t_bwd * 1e3,
         total_ms = t_all * 1e3, bwd_gflops = 2.5 * fwd_flops / t_bwd / 1e9,
-        bwd_mem_mib = mem / 2 ^ 20, load = load(),
+        bwd_mem_mib = mem / 2 ^ 20, load = bench.load(),
       }
       row.sgemm_gflops = sg
       row.bwd_pct_sgemm = 100 * row.bwd_gflops / sg

@@ -33,13 +33,6 @@ while i <= #arg do
 end
 as.set_num_threads(o.threads)
 
-local function load()
-  local f = io.open("/proc/loadavg")
-  local s = f and f:read("l") or "?"
-  if f then f:close() end
-  return s:match("^(%S+ %S+ %S+)")
-end
-
 for _, name in ipairs(o.impl) do
   for _, D in ipairs(o.D) do
     for _, L in ipairs(o.L) do
@@ -65,7 +58,7 @@ for _, name in ipairs(o.impl) do
         local row = {
           impl = name, path = path, L = L, D = D, H = o.H, threads = as.get_num_threads(),
           fwd_ms = t_fwd * 1e3, total_ms = t_all * 1e3, bwd_ms = (t_all - t_fwd) * 1e3,
-          peak_mib = mem / 2 ^ 20, load = load(),
+          peak_mib = mem / 2 ^ 20, load = bench.load(),
         }
         if path == "composite" then row.grad_maxdiff = bench.max_abs_diff(grads.scan, grads.composite) end
         print(bench.json({ row }, { "impl", "path", "L", "D", "H", "threads", "fwd_ms", "bwd_ms", "total_ms",

@@ -37,13 +37,6 @@ if o.only then
   cases = keep
 end
 
-local function uptime()
-  local p = io.popen("uptime")
-  local s = p and p:read("l") or "?"
-  if p then p:close() end
-  return s
-end
-
 local function spread(xs) -- median, and the half-range around it as a percentage
   table.sort(xs)
   local m = xs[(#xs + 1) // 2]
@@ -53,7 +46,7 @@ end
 local c = as.config()
 print(string.format("blas core %s (by %s; OpenBLAS alone: %s), %d threads, %s", c.blas_core, c.blas_core_by,
   c.blas_core_openblas, as.get_num_threads(), c.cpu))
-print("load: " .. uptime())
+print(os.date("!%H:%M:%S UTC") .. ", load " .. bench.load())
 print(string.format("%-20s %9s %9s %7s %9s %7s %7s %7s", "shape", "m", "API GF/s", "+-%", "sgemm", "+-%", "API/raw",
   "best"))
 local rows = {}
@@ -92,7 +85,7 @@ for _, s in ipairs(cases) do
   a, w, b = nil, nil, nil
   collectgarbage()
 end
-print("load: " .. uptime())
+print(os.date("!%H:%M:%S UTC") .. ", load " .. bench.load())
 if o.out then
   bench.write(o.out, bench.json(rows, { "shape", "m", "k", "n", "api_gflops", "api_spread_pct", "sgemm_gflops",
     "sgemm_spread_pct", "ratio", "best_ratio", "core", "threads" }))

@@ -32,13 +32,6 @@ local sync = o.device == "cuda" and as.cuda.synchronize or function() end
 local function dev(t) return t:to(o.device):to(o.dtype) end
 local function randn(...) return dev(as.randn(...)) end
 
-local function uptime()
-  local p = io.popen("uptime")
-  local s = p and p:read("l") or "?"
-  if p then p:close() end
-  return s
-end
-
 -- Where the time goes: each op of one layer timed alone at the model's
 -- shapes (best of 5: on a shared machine the least disturbed), times the depth, beside the measured forward; the
 -- rest is copies (head split and merge), embeddings, Lua and allocation.
@@ -113,7 +106,7 @@ local models = {
 local c = as.config()
 print(string.format("attnswap %s, blas core %s (by %s), attention isa %s, %d threads, %s; %s %s", c.version,
   c.blas_core, c.blas_core_by, c.attention_isa, as.get_num_threads(), c.cpu, o.device, o.dtype))
-print("load: " .. uptime())
+print(os.date("!%H:%M:%S UTC") .. ", load " .. bench.load())
 local rows = {}
 for _, m in ipairs(models) do
   as.manual_seed(0)
@@ -145,5 +138,5 @@ for _, m in ipairs(models) do
   model, x = nil, nil
   collectgarbage()
 end
-print("load: " .. uptime())
+print(os.date("!%H:%M:%S UTC") .. ", load " .. bench.load())
 if o.out then bench.write(o.out, bench.json(rows, { "model", "batch", "ms", "min_ms", "max_ms", "threads" })) end

@@ -23,10 +23,9 @@ typedef struct {
     size_t num_mallocs;    /* cudaMalloc calls so far */
 } as_cuda_memory;
 int as_cuda_memory_stats(int index, as_cuda_memory *m);
-/* Bytes in CUDA tensors now, all devices together (0 without CUDA). */
-size_t as_cuda_allocated_bytes(void);
-/* cudaMalloc calls made so far, all devices (each a miss of the block cache) */
-size_t as_cuda_malloc_count(void);
+/* All devices together (0 without CUDA): bytes in CUDA tensors now, and the
+ * cudaMalloc calls made so far (each a miss of the block cache). */
+void as_cuda_usage(size_t *allocated, size_t *mallocs);
 /* Gives the cached blocks back to the driver (as torch.cuda.empty_cache). */
 void as_cuda_empty_cache(void);
 void as_cuda_reset_peak(int index);

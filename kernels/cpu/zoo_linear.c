@@ -6,9 +6,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* n values of row `at` of a float32 (f64 false) or float64 array, as double
  * (exact: float -> double loses nothing, so the float32 scan computes what
@@ -58,53 +55,54 @@ size_t as_cpu_linear_causal_workspace_size(int64_t F, int64_t Dv, int nthreads)
     return sizeof(double) * (size_t)(F * Dv + F + 2 * F + 2 * Dv) * (size_t)(nthreads > 0 ? nthreads : 1);
 }
 
+typedef struct {
+    const void *fq, *fk, *v;
+    void *out;
+    bool f64;
+    int64_t Lq, Lk, F, Dv;
+    double *workspace;
+    size_t stride; /* doubles per thread */
+} causal_scan;
+
+/* one (b, h) item, row by row: the state S (F x Dv) and z (F) in double, so
+ * long sequences do not drift */
+static void causal_scan_item(void *ctx, int64_t n, int t)
+{
+    const causal_scan *c = ctx;
+    const int64_t Lq = c->Lq, Lk = c->Lk, F = c->F, Dv = c->Dv, off = Lk - Lq;
+    double *S = c->workspace + (size_t)t * c->stride, *z = S + F * Dv;
+    double *qd = z + F, *kd = qd + F, *vd = kd + F, *acc = vd + Dv;
+    memset(S, 0, sizeof(double) * (size_t)(F * Dv + F));
+    int64_t seen = 0; /* keys folded into the state so far */
+    for (int64_t i = 0; i < Lq; i++) {
+        int64_t upto = i + off + 1; /* keys 0 .. upto-1 are visible */
+        if (upto > Lk) upto = Lk;
+        for (; seen < upto; seen++) {
+            load_row(c->fk, c->f64, n * Lk + seen, F, kd);
+            load_row(c->v, c->f64, n * Lk + seen, Dv, vd);
+            fold_key(S, z, kd, vd, F, Dv);
+        }
+        load_row(c->fq, c->f64, n * Lq + i, F, qd);
+        double den = row_den(qd, z, F);
+        memset(acc, 0, sizeof(double) * (size_t)Dv);
+        if (seen > 0 && den != 0) {
+            /* num = S^T qd, each d summed in f's order */
+            for (int64_t f = 0; f < F; f++) {
+                const double qf = qd[f], *row = S + f * Dv;
+                for (int64_t d = 0; d < Dv; d++) acc[d] += qf * row[d];
+            }
+            for (int64_t d = 0; d < Dv; d++) acc[d] /= den;
+        }
+        store_row(c->out, c->f64, n * Lq + i, Dv, acc);
+    }
+}
+
 void as_cpu_linear_causal(const void *fq, const void *fk, const void *v, void *out, bool f64, int64_t N, int64_t Lq,
                           int64_t Lk, int64_t F, int64_t Dv, void *workspace, int nthreads)
 {
-    int64_t off = Lk - Lq;
-    size_t stride = as_cpu_linear_causal_workspace_size(F, Dv, 1) / sizeof(double);
-    if (nthreads < 1) nthreads = 1;
-    if (N < nthreads) nthreads = (int)(N > 0 ? N : 1);
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num();
-#else
-        int t = 0;
-#endif
-        /* the state of one item: S (F x Dv) and z (F), in double so long
-         * sequences do not drift */
-        double *S = (double *)workspace + (size_t)t * stride, *z = S + F * Dv;
-        double *qd = z + F, *kd = qd + F, *vd = kd + F, *acc = vd + Dv;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t n = 0; n < N; n++) {
-            memset(S, 0, sizeof(double) * (size_t)(F * Dv + F));
-            int64_t seen = 0; /* keys folded into the state so far */
-            for (int64_t i = 0; i < Lq; i++) {
-                int64_t upto = i + off + 1; /* keys 0 .. upto-1 are visible */
-                if (upto > Lk) upto = Lk;
-                for (; seen < upto; seen++) {
-                    load_row(fk, f64, n * Lk + seen, F, kd);
-                    load_row(v, f64, n * Lk + seen, Dv, vd);
-                    fold_key(S, z, kd, vd, F, Dv);
-                }
-                load_row(fq, f64, n * Lq + i, F, qd);
-                double den = row_den(qd, z, F);
-                if (seen == 0 || den == 0) {
-                    memset(acc, 0, sizeof(double) * (size_t)Dv);
-                } else {
-                    /* num = S^T qd, each d summed in f's order */
-                    memset(acc, 0, sizeof(double) * (size_t)Dv);
-                    for (int64_t f = 0; f < F; f++) {
-                        const double qf = qd[f], *row = S + f * Dv;
-                        for (int64_t d = 0; d < Dv; d++) acc[d] += qf * row[d];
-                    }
-                    for (int64_t d = 0; d < Dv; d++) acc[d] /= den;
-                }
-                store_row(out, f64, n * Lq + i, Dv, acc);
-            }
-        }
-    }
+    causal_scan c = {fq, fk, v, out, f64, Lq, Lk, F, Dv, workspace,
+                     as_cpu_linear_causal_workspace_size(F, Dv, 1) / sizeof(double)};
+    as_cpu_parallel_items(N, nthreads, causal_scan_item, &c);
 }
 
 /* The backward.  Query i sees keys j <= e_i = i + off; a row that sees none,

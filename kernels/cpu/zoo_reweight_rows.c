@@ -12,9 +12,6 @@
 #include <math.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "attention_flash.h"
 #include "parallel.h"

@@ -31,6 +31,15 @@ function B.time(f, repeats, warmup, sync)
   return B.median(t)
 end
 
+--- load() -> the 1, 5 and 15 minute load averages ("0.52 0.61 0.70"), or "?":
+--- how busy the machine was, for a benchmark's record.
+function B.load()
+  local f = io.open("/proc/loadavg")
+  local s = f and f:read("l") or "?"
+  if f then f:close() end
+  return s:match("^(%S+ %S+ %S+)") or s
+end
+
 --- A one-line progress bar on stderr.
 function B.progress(done, total, label)
   local width = 30

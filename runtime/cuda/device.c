@@ -35,8 +35,7 @@ int as_cuda_memory_stats(int index, as_cuda_memory *m)
     return 0;
 }
 void as_cuda_empty_cache(void) {}
-size_t as_cuda_allocated_bytes(void) { return 0; }
-size_t as_cuda_malloc_count(void) { return 0; }
+void as_cuda_usage(size_t *allocated, size_t *mallocs) { *allocated = *mallocs = 0; }
 void as_cuda_reset_peak(int index) { (void)index; }
 int as_cuda_use(const char *fn, int index)
 {
@@ -282,22 +281,13 @@ int as_cuda_memory_stats(int index, as_cuda_memory *m)
     return 0;
 }
 
-size_t as_cuda_allocated_bytes(void)
+void as_cuda_usage(size_t *allocated, size_t *mallocs)
 {
-    size_t n = 0;
+    size_t a = 0, m = 0;
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < MAX_DEVICES; i++) n += devices[i].mem.allocated;
+    for (int i = 0; i < MAX_DEVICES; i++) a += devices[i].mem.allocated, m += devices[i].mem.num_mallocs;
     pthread_mutex_unlock(&lock);
-    return n;
-}
-
-size_t as_cuda_malloc_count(void)
-{
-    size_t n = 0;
-    pthread_mutex_lock(&lock);
-    for (int i = 0; i < MAX_DEVICES; i++) n += devices[i].mem.num_mallocs;
-    pthread_mutex_unlock(&lock);
-    return n;
+    *allocated = a, *mallocs = m;
 }
 
 void as_cuda_reset_peak(int index)

@@ -46,7 +46,8 @@ int l_error(lua_State *L, const char *fmt, ...)
 static void collect_if_grown(lua_State *L)
 {
     static size_t cpu_after, cuda_after, mallocs_after;
-    size_t live, peak, cuda = as_cuda_allocated_bytes(), mallocs = as_cuda_malloc_count();
+    size_t live, peak, cuda, mallocs;
+    as_cuda_usage(&cuda, &mallocs);
     as_cpu_memory_stats(&live, &peak);
     const size_t cpu_floor = (size_t)64 << 20, cuda_floor = (size_t)256 << 20;
     size_t cpu_grow = cpu_after / 8 > cpu_floor ? cpu_after / 8 : cpu_floor;
@@ -54,7 +55,8 @@ static void collect_if_grown(lua_State *L)
     if (live > cpu_after + cpu_grow || cuda > cuda_after + cuda_grow || mallocs >= mallocs_after + CUDA_MISSES) {
         lua_gc(L, LUA_GCCOLLECT);
         as_cpu_memory_stats(&live, &peak);
-        cpu_after = live, cuda_after = as_cuda_allocated_bytes(), mallocs_after = as_cuda_malloc_count();
+        as_cuda_usage(&cuda_after, &mallocs_after);
+        cpu_after = live;
     }
 }
 

@@ -1,12 +1,12 @@
 -- The attention benchmark runs, and its files hold what it measured.
 local as = require "attnswap"
+local U = require "spec_util"
 local run = assert(os.getenv("ATTNSWAP_RUN"), "ATTNSWAP_RUN is not set")
 local src = os.getenv("ATTNSWAP_SOURCE_DIR") or "."
 
 describe("examples/bench_attention.lua", function()
   it("writes results.json, results.csv and an SVG with a line per implementation", function()
-    local dir = os.tmpname()
-    os.remove(dir)
+    local dir = U.tmpdir()
     local p = assert(io.popen(string.format("%s %s/examples/bench_attention.lua --quick --impl flash_attention,scaled_dot_product,linear_attention --out %s 2>/dev/null",
       run, src, dir)))
     local out = p:read("a")
@@ -32,10 +32,8 @@ describe("examples/bench_attention.lua", function()
   end)
 
   it("--backward times forward + backward of every implementation, with gradient errors and a vs torch column", function()
-    local dir = os.tmpname()
-    os.remove(dir)
+    local dir = U.tmpdir()
     -- a PyTorch peer in torch_cpu_sdpa_bwd.py's JSON lines (B x H = 2 in quick mode)
-    os.execute("mkdir -p '" .. dir .. "'")
     local f = assert(io.open(dir .. "/torch.json", "w"))
     f:write('{"impl": "torch", "L": 64, "D": 16, "BH": 2, "causal": false, "fwd_ms": 0.5, "bwd_ms": 1.5, "total_ms": 2.0}\n',
       '{"impl": "torch", "L": 128, "D": 16, "BH": 4, "causal": false, "total_ms": 9.0}\n') -- another B x H: no match
@@ -79,13 +77,12 @@ describe("examples/bench_attention.lua", function()
   end)
 
   it("--backward: an implementation whose backward fails is a row with the error, and the sweep goes on", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p '" .. dir .. "'")
+    local dir = U.tmpdir()
     -- a registered attention whose output has no graph: out:backward(g) raises
     local f = assert(io.open(dir .. "/wrap.lua", "w"))
     f:write(string.format([[
 local as = require "attnswap"
+local U = require "spec_util"
 local NoGrad = as.nn.class("NoGradAttention")
 function NoGrad:init() end
 function NoGrad:forward(q, k, v) return as.no_grad(function() return as.flash_attention(q, k, v) end) end
@@ -112,9 +109,7 @@ dofile(arg[0])
   end)
 
   it("the CUDA sweep's --backward path runs small on the CPU: flash and math rows, ratios to the peer", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p '" .. dir .. "'")
+    local dir = U.tmpdir()
     -- torch_sdpa.py --backward's JSON; a forward row for the same shape is not a peer
     local f = assert(io.open(dir .. "/torch.json", "w"))
     f:write('[{"D": 16, "L": 64, "causal": true, "backward": true, "default_tflops": 1e-3, "flash_tflops": 2e-3, ',
