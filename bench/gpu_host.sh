@@ -2,7 +2,9 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|none]   (default all)
+# wgbwd: every CUDA test (ctest -L cuda), then bench/flash_bwd_cuda.lua on flash-bwd/mma
+# (ATTNSWAP_FLASH_BWD=mma) and on the automatic path (flash-bwd/wgmma on Hopper) beside PyTorch.
 # profile: issue 21 part 2's where-the-time-goes: PyTorch's profiler on its bf16 forwards
 # (bench/torch_models.py --profile) and each op of a layer timed alone on the card
 # (bench/models_cpu.lua --device cuda --profile), after the models' timings (not part of all).
@@ -98,6 +100,16 @@ if [ "$what" = flashbwd ] || [ "$what" = test+flashbwd ]; then
     || tail -5 "$OUT/torch_flash_bwd.log"
   timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --torch "$OUT/torch_flash_bwd.json" 2>&1 \
     | tee "$OUT/flash_bwd_cuda.txt" || rc=1
+fi
+if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both tensor-core paths beside PyTorch
+  ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  grep -E "tests passed|FAILED|Failed|checks" "$OUT/ctest-cuda.log" | head -40
+  timeout 200 python3 bench/torch_flash_bwd.py --L 1024,4096,16384 --out "$OUT/torch_flash_bwd.json" \
+    > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
+  for m in mma auto; do
+    ATTNSWAP_FLASH_BWD=$m timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L 1024,4096,16384 \
+      --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
+  done
 fi
 if [ "$what" = test+flashbwd ]; then
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1

@@ -494,6 +494,25 @@ KParams make_kparams(const as_attn_params *p)
     return kp;
 }
 
+/* the sm_90a kernels: built (AS_FLASH_WGMMA) and a device of compute capability 9.0 */
+bool wgmma_device(void)
+{
+#ifdef AS_FLASH_WGMMA
+    static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!cache[dev]) {
+        int major = 0, minor = 0;
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        cache[dev] = major == 9 && minor == 0 ? 1 : -1;
+    }
+    return cache[dev] > 0;
+#else
+    return false;
+#endif
+}
+
 } // namespace as_flash
 
 namespace {
@@ -514,28 +533,9 @@ int launch_mma(KParams kp, cudaStream_t s)
     return (int)cudaGetLastError();
 }
 
-/* the wgmma kernel: built (AS_FLASH_WGMMA) and a device of compute capability 9.0 */
 /* 0 automatic, -1 never, 1 the cp.async wgmma kernel whenever it can, 2 the
  * warp-specialised (TMA) one whenever it can */
 int g_force_wgmma = 0;
-
-bool wgmma_device(void)
-{
-#ifdef AS_FLASH_WGMMA
-    static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
-    if (!cache[dev]) {
-        int major = 0, minor = 0;
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-        cache[dev] = major == 9 && minor == 0 ? 1 : -1;
-    }
-    return cache[dev] > 0;
-#else
-    return false;
-#endif
-}
 
 /* no mask, bias, dropout, and a positive scale: what the wgmma kernel does */
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }

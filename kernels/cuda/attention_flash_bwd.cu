@@ -22,20 +22,14 @@
  * Semantics are the CPU's (kernels/cpu/attention_flash_bwd.c): the mask,
  * bias, causal alignment, dropout hash and scale of the forward; a row that
  * saw nothing (lse = +inf) gets zero gradients.  See docs/cuda_flash.md. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "attention_flash_common.cuh"
 
 namespace {
 
 using namespace as_flash;
-
-struct BParams {
-    KParams f;
-    Opnd dout;
-    const float *lse; /* (B, H, Lq) */
-    float *di;        /* (B, H, Lq) scratch: rowsum(dO o O) */
-    float *dq, *dk, *dv, *dbias;
-    int64_t nn; /* key blocks per (b, kv-head) (mma path) */
-};
 
 /* ---- Di = rowsum(dO o O): one warp a row ---- */
 
@@ -535,11 +529,37 @@ int launch_bwd_f32(const BParams &bp, cudaStream_t s)
     return (int)cudaGetLastError();
 }
 
+/* 0 automatic, -1 never the wgmma backward (tests and benchmarks of the mma
+ * one on a Hopper card); ATTNSWAP_FLASH_BWD=mma in the environment sets -1 */
+int g_force_bwd = 0;
+
+bool use_wgmma_bwd(const as_attn_bwd_params *p)
+{
+#ifdef AS_FLASH_WGMMA
+    static int env = -2;
+    if (env == -2) {
+        const char *e = getenv("ATTNSWAP_FLASH_BWD");
+        env = e && strcmp(e, "mma") == 0 ? -1 : 0;
+    }
+    return g_force_bwd >= 0 && env >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p);
+#else
+    (void)p;
+    return false;
+#endif
+}
+
 } // namespace
+
+extern "C" int as_cuda_flash_force_bwd(int mode)
+{
+    if (mode < -1 || mode > 0) return -1;
+    g_force_bwd = mode;
+    return wgmma_device() ? 1 : 0;
+}
 
 extern "C" const char *as_cuda_flash_bwd_path(const as_attn_bwd_params *p)
 {
-    return mma_bwd_ok(p) ? "flash-bwd/mma" : "flash-bwd/cuda-f32";
+    return use_wgmma_bwd(p) ? "flash-bwd/wgmma" : mma_bwd_ok(p) ? "flash-bwd/mma" : "flash-bwd/cuda-f32";
 }
 
 extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, void *stream)
@@ -574,6 +594,9 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
     if (blocks > (1 << 30)) blocks = 1 << 30;
     flash_bwd_di_kernel<<<(unsigned)blocks, 128, 0, s>>>(bp);
     if ((ce = cudaGetLastError())) return (int)ce;
+#ifdef AS_FLASH_WGMMA
+    if (use_wgmma_bwd(p)) return launch_bwd_wgmma(bp, p, s);
+#endif
     if (mma_bwd_ok(p))
         return f->q.dtype == AS_F16 ? launch_bwd_mma_t<__half>(bp, s) : launch_bwd_mma_t<__nv_bfloat16>(bp, s);
     return launch_bwd_f32(bp, s);

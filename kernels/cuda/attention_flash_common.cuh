@@ -287,6 +287,27 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, bool ws, cudaStream
  * these operands (strides TMA accepts). */
 bool wgmma_ws_ok(const as_attn_params *p);
 
+/* ---- the backward (attention_flash_bwd.cu) ---- */
+
+struct BParams {
+    KParams f;
+    Opnd dout;
+    const float *lse; /* (B, H, Lq) */
+    float *di;        /* (B, H, Lq) scratch: rowsum(dO o O) */
+    float *dq, *dk, *dv, *dbias;
+    int64_t nn; /* key blocks per (b, kv-head) (tensor-core paths) */
+};
+
+/* A device of compute capability 9.0 and the sm_90a kernels built. */
+bool wgmma_device(void);
+
+/* The Hopper backward (sm90/attention_flash_bwd_wgmma.cu): plain attention
+ * (no mask, bias, dropout; positive scale), F16/BF16, D = Dv in {64, 128},
+ * operands TMA accepts.  wgmma_bwd_ok says whether it takes p; the launch
+ * returns a cudaError_t value. */
+bool wgmma_bwd_ok(const as_attn_bwd_params *p);
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, cudaStream_t s);
+
 } // namespace as_flash
 
 #endif

@@ -34,10 +34,19 @@ const char *as_cuda_flash_path(const as_attn_params *p);
  * no sync. */
 int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, void *stream);
 
-/* Which path it takes: "flash-bwd/mma" (tensor cores: q, k, v, out and dO
- * all F16 or all BF16, D = Dv in {64, 128}, unit last strides, 16-byte
- * aligned rows) or "flash-bwd/cuda-f32" (everything else). */
+/* Which path it takes: "flash-bwd/wgmma" (a compute capability 9.0 device,
+ * the sm_90a kernels built: plain attention, no mask, bias or dropout, a
+ * positive scale, D = Dv in {64, 128}, operands TMA accepts), "flash-bwd/mma"
+ * (tensor cores: q, k, v, out and dO all F16 or all BF16, D = Dv in
+ * {64, 128}, unit last strides, 16-byte aligned rows) or "flash-bwd/cuda-f32"
+ * (everything else). */
 const char *as_cuda_flash_bwd_path(const as_attn_bwd_params *p);
+
+/* Tests and benchmarks: -1 never takes flash-bwd/wgmma (the mma path on a
+ * Hopper card; ATTNSWAP_FLASH_BWD=mma in the environment does the same),
+ * 0 the automatic choice.  Returns 1 when the device can run the wgmma
+ * backward, 0 when not, -1 for any other mode. */
+int as_cuda_flash_force_bwd(int mode);
 
 /* Tests and benchmarks: query rows per CTA on the mma path, 64 or 128;
  * 0 goes back to the automatic choice.  Returns -1 for any other value. */

@@ -2,7 +2,10 @@
 -- CPU's fused backward on the same inputs: gradients of q, k, v and of an
 -- additive bias, through scaled_dot_product under autograd.  Run by
 -- attnswap-run (ctest label cuda); exit 77 where no GPU is visible.
---   bfloat16 / float16, D 64 and 128: the tensor-core path (flash-bwd/mma);
+--   bfloat16 / float16, D 64 and 128: the tensor-core paths (flash-bwd/wgmma on
+--   a compute capability 9.0 card for the cases without mask, bias, dropout or
+--   a negative scale, flash-bwd/mma for the rest and, under
+--   ATTNSWAP_FLASH_BWD=mma, for all of them: ctest cuda.flash_bwd_mma);
 --   float32, odd D, strided dO: the fallback (flash-bwd/cuda-f32).
 -- Each case: plain, causal (Lq < Lk too), GQA, a keep-mask with a row that
 -- sees nothing, a bias that requires grad, dropout (the CPU's hash).
@@ -103,6 +106,9 @@ end
 -- longer rows: several key blocks and query steps per CTA
 case("D64 L 1000 causal", "bfloat16", shapes(1, 4, 4, 1000, 1000, 64), { causal = true })
 case("D128 L 777 GQA", "bfloat16", shapes(1, 4, 1, 777, 777, 128), {})
+case("D64 L 300/520 causal GQA", "float16", shapes(2, 4, 2, 300, 520, 64), { causal = true })
+case("D128 L 520/300 causal", "bfloat16", shapes(1, 3, 3, 520, 300, 128), { causal = true })
+case("D64 L 640 GQA 4:1", "bfloat16", shapes(1, 8, 2, 640, 640, 64), {})
 
 print(string.format("flash_bwd_cuda: %d checks, %d failed", checks, failures))
 os.exit(failures == 0 and 0 or 1)

@@ -34,10 +34,7 @@
  * Read as N-major (V: N = d, K = key), the same bytes have leading byte
  * offset R 128 (next 64 columns) and stride byte offset 1024 (next 8 keys);
  * the k-th 16-key step starts k 2048 bytes in. */
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
-#include "../attention_flash_common.cuh"
+#include "sm90_common.cuh"
 #include "wgmma.cuh"
 
 namespace as_flash {
@@ -50,82 +47,7 @@ struct WCfg {
     static constexpr size_t smem = (size_t)QB + 4 * KB + 1024; /* + alignment slack */
 };
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define AS_WGMMA_BODY 1
-#endif
-
 #ifdef AS_WGMMA_BODY
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo)
-{
-    return (uint64_t)((addr & 0x3FFFF) >> 4) | ((uint64_t)(lbo >> 4) << 16) |
-           ((uint64_t)(sbo >> 4) << 32) | (1ull << 62); /* 62-63: 1 = 128-byte swizzle */
-}
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wg_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
-/* cp.async wrote through the generic proxy; wgmma reads through the async one */
-__device__ __forceinline__ void proxy_fence() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-/* the registers of an async wgmma are read / written only after the wait */
-template <int N>
-__device__ __forceinline__ void reg_fence(float (&r)[N])
-{
-#pragma unroll
-    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void reg_fence(uint32_t (&r)[N][4])
-{
-#pragma unroll
-    for (int i = 0; i < N; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++) asm volatile("" : "+r"(r[i][j])::"memory");
-}
-
-/* mbarriers and the tensor memory accelerator (the warp-specialised kernel) */
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count)
-{
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes)
-{
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-/* every consumer thread arrives (count 256): one elected thread under a branch
- * or a predicate makes ptxas serialise the wgmma around it (C7513) */
-__device__ __forceinline__ void mbar_arrive(uint32_t bar)
-{
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-/* named barriers among the 256 consumer threads (ids 1, 2; 0 is __syncthreads),
- * predicated inside the asm (no C++ branch near the wgmma) */
-__device__ __forceinline__ void named_sync_if(int id, bool on)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p bar.sync %0, 256;\n}\n" ::"r"(id), "r"((int)on) : "memory");
-}
-__device__ __forceinline__ void named_arrive_if(int id, bool on)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %1, 0;\n@p bar.arrive %0, 256;\n}\n" ::"r"(id), "r"((int)on) : "memory");
-}
-/* until the phase of this parity completes; the loop stays inside the asm, so
- * ptxas sees straight-line code around the wgmma that follow */
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
-{
-    asm volatile("{\n.reg .pred P1;\nLAB_WAIT:\n"
-                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n"
-                 "@P1 bra DONE;\nbra LAB_WAIT;\nDONE:\n}\n" ::"r"(bar),
-                 "r"(parity)
-                 : "memory");
-}
-__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, int c3,
-                                         uint32_t bar)
-{
-    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
-                 " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
-                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
-                 : "memory");
-}
-
 /* One warpgroup's share of the attention: 64 query rows (the warp's 16 at
  * wrow0), O and the online softmax in registers, P of two tiles (pa: read by
  * the PV product in flight, pn: being made).  Q, K, V are tiles in the
@@ -478,50 +400,6 @@ int launch(KParams kp, cudaStream_t s)
 
 /* ---- the warp-specialised kernel's host side ---- */
 
-#if CUDART_VERSION >= 12050
-#define AS_DRIVER_ENTRY(name, fn, q) cudaGetDriverEntryPointByVersion(name, fn, 12000, cudaEnableDefault, q)
-#else
-#define AS_DRIVER_ENTRY(name, fn, q) cudaGetDriverEntryPoint(name, fn, cudaEnableDefault, q)
-#endif
-
-/* cuTensorMapEncodeTiled from the driver the runtime loaded (no link to libcuda) */
-PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void)
-{
-    static PFN_cuTensorMapEncodeTiled_v12000 fn;
-    static bool tried;
-    if (!tried) {
-        void *p = nullptr;
-        cudaDriverEntryPointQueryResult q;
-        if (AS_DRIVER_ENTRY("cuTensorMapEncodeTiled", &p, &q) == cudaSuccess && q == cudaDriverEntryPointSuccess)
-            fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-        tried = true;
-    }
-    return fn;
-}
-
-/* (B, heads, L, D) with element strides s0, s1, s2, 1 as a TMA map of 64-column
- * boxes of `rows` rows, 128-byte swizzle; false when the driver will not (a
- * broadcast stride, a layout it rejects): the cp.async kernel takes those */
-bool make_map(CUtensorMap *m, const as_attn_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
-              bool f16)
-{
-    PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
-    if (!encode || B <= 0 || heads <= 0 || L <= 0) return false; /* no empty maps: the driver says invalid */
-    const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)heads, (cuuint64_t)B};
-    cuuint64_t stride[3];
-    const int64_t es[3] = {o.stride[2], o.stride[1], o.stride[0]};
-    for (int i = 0; i < 3; i++) {
-        if (dim[i + 1] > 1 && es[i] <= 0) return false;
-        stride[i] = dim[i + 1] > 1 ? (cuuint64_t)es[i] * 2 : 16 * dim[0]; /* unused when the size is 1 */
-    }
-    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estride[4] = {1, 1, 1, 1};
-    CUresult r = encode(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
-                        const_cast<void *>(o.data), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    return r == CUDA_SUCCESS;
-}
-
 #ifndef AS_FLASH_WGMMA_WS_BN /* the warp-specialised kernel's key tile */
 #define AS_FLASH_WGMMA_WS_BN 128
 #endif
@@ -589,5 +467,49 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, bool ws, cudaStream
     }
     return f16 ? launch_d<__half>(kp, s) : launch_d<__nv_bfloat16>(kp, s);
 }
+
+/* ---- the TMA maps (sm90_common.cuh) ---- */
+
+#if CUDART_VERSION >= 12050
+#define AS_DRIVER_ENTRY(name, fn, q) cudaGetDriverEntryPointByVersion(name, fn, 12000, cudaEnableDefault, q)
+#else
+#define AS_DRIVER_ENTRY(name, fn, q) cudaGetDriverEntryPoint(name, fn, cudaEnableDefault, q)
+#endif
+
+/* cuTensorMapEncodeTiled from the driver the runtime loaded (no link to libcuda) */
+static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void)
+{
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    static bool tried;
+    if (!tried) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (AS_DRIVER_ENTRY("cuTensorMapEncodeTiled", &p, &q) == cudaSuccess && q == cudaDriverEntryPointSuccess)
+            fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+        tried = true;
+    }
+    return fn;
+}
+
+bool make_map(CUtensorMap *m, const as_attn_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
+              bool f16)
+{
+    PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
+    if (!encode || B <= 0 || heads <= 0 || L <= 0) return false; /* no empty maps: the driver says invalid */
+    const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)heads, (cuuint64_t)B};
+    cuuint64_t stride[3];
+    const int64_t es[3] = {o.stride[2], o.stride[1], o.stride[0]};
+    for (int i = 0; i < 3; i++) {
+        if (dim[i + 1] > 1 && es[i] <= 0) return false;
+        stride[i] = dim[i + 1] > 1 ? (cuuint64_t)es[i] * 2 : 16 * dim[0]; /* unused when the size is 1 */
+    }
+    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estride[4] = {1, 1, 1, 1};
+    CUresult r = encode(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+                        const_cast<void *>(o.data), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS;
+}
+
 
 } // namespace as_flash

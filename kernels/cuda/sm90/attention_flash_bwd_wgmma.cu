@@ -1,0 +1,305 @@
+/* FlashAttention-2's backward for Hopper (sm_90a): wgmma.mma_async and TMA
+ * instead of mma.sync and cp.async (flash-bwd/wgmma).  Plain attention only
+ * (no mask, bias or dropout; causal or not; GQA), F16/BF16, D = Dv in
+ * {64, 128}; everything else stays on ../attention_flash_bwd.cu, whose
+ * semantics and outputs this shares: float32 dq (summed into, zeroed by the
+ * caller), dk, dv; Di = rowsum(dO o O) made before; a row that saw nothing
+ * (lse = +inf) gives zeros.
+ *
+ * A CTA owns BN = 128 keys of one (b, kv-head) and sweeps the G query heads
+ * of the group, BM = 64 query rows at a time.  Three warpgroups:
+ *
+ *   producer (warpgroup 2, 24 registers): K and V once, then Q and dO of
+ *       each step by TMA into a 2-stage mbarrier ring; two of its warps put
+ *       the step's lse log2 e and Di into shared memory beside them.
+ *   consumers (warpgroups 0, 1, 240 registers): warpgroup w owns keys
+ *       64 w .. 64 w + 63 of the block, their dK and dV in registers, and
+ *       per step computes, keys as the M dimension (so P^T and dS^T are the
+ *       register A operands of the products that need them):
+ *         S^T  = K Q^T      m64n64k16, A = K, B = Q (shared, K-major)
+ *         dP^T = V dO^T     m64n64k16, A = V, B = dO
+ *         P^T  = 2^(S^T sl2 - lse log2 e),  dS^T = P^T o (dP^T - Di)
+ *         dV  += P^T dO     m64nDk16, A = P^T (registers), B = dO N-major
+ *         dK  += dS^T Q     m64nDk16, A = dS^T (registers), B = Q N-major
+ *       then dS^T (bf16/f16) goes to shared memory, and after a barrier of
+ *       the two consumers
+ *         dQ[:, half w] = dS K[:, half w]   m64n(D/2)k16 over all 128 keys,
+ *                          A = dS^T read M-major, B = K read N-major,
+ *       added into dq with float32 atomics (red.global.add.v2.f32): each
+ *       element of dq gets one add a key block, as in FlashAttention-2.
+ *
+ * Shared-memory tiles use the forward's 128-byte-swizzled layout (see
+ * attention_flash_wgmma.cu): element (r, d) of an R-row tile at byte
+ * ((d / 64) R + r) 128 + ((d % 64 / 8) ^ (r % 8)) 16 + (d % 8) 2.  dS^T is
+ * a (128 keys, 64 queries) tile of that layout, two buffers, so one barrier
+ * a step orders its writes and the other warpgroup's reads. */
+#include "sm90_common.cuh"
+#include "wgmma.cuh"
+
+namespace as_flash {
+namespace {
+
+constexpr int WB_BN = 128, WB_BM = 64;
+
+template <int D>
+struct WbCfg {
+    static constexpr uint32_t KB = WB_BN * D * 2; /* a K or V tile */
+    static constexpr uint32_t QB = WB_BM * D * 2; /* a Q or dO tile */
+    static constexpr uint32_t SB = WB_BN * WB_BM * 2; /* a dS^T tile */
+    static constexpr uint32_t oK = 0, oV = KB, oQ = 2 * KB, oO = oQ + 2 * QB, oS = oO + 2 * QB;
+    static constexpr uint32_t oL = oS + 2 * SB, oDi = oL + 2 * WB_BM * 4, oBar = oDi + 2 * WB_BM * 4;
+    /* barriers: K/V, full[2], empty[2]; + alignment slack */
+    static constexpr size_t smem = (size_t)oBar + 8 * 5 + 1024;
+};
+
+struct BwdMaps {
+    CUtensorMap q, k, v, o;
+};
+
+#ifdef AS_WGMMA_BODY
+/* a (rows R) tile's k-th 16-column step, K-major operand */
+template <int R>
+__device__ __forceinline__ uint64_t kmajor(uint32_t tile, int kk)
+{
+    return smem_desc(tile + (kk >> 2) * R * 128 + (kk & 3) * 32, 16, 1024);
+}
+/* a (rows R) tile read with its rows as the K dimension (N- or M-major
+ * operand): the k-th 16-row step */
+template <int R>
+__device__ __forceinline__ uint64_t mnmajor(uint32_t tile, int kk)
+{
+    return smem_desc(tile + kk * 2048, R * 128, 1024);
+}
+__device__ __forceinline__ void named_sync(int id)
+{
+    asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+}
+#endif
+
+template <typename T, int D>
+__global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B, const __grid_constant__ BwdMaps maps)
+{
+#ifdef AS_WGMMA_BODY
+    using C = WbCfg<D>;
+    constexpr int DH = D / 2; /* each consumer's half of dQ's columns */
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
+    const uint32_t sK = base + C::oK, sV = base + C::oV, sQ = base + C::oQ, sO = base + C::oO, sS = base + C::oS;
+    float *sL = reinterpret_cast<float *>(smem_raw + (base - raw) + C::oL);
+    float *sDi = reinterpret_cast<float *>(smem_raw + (base - raw) + C::oDi);
+    const uint32_t kvbar = base + C::oBar, full = kvbar + 8, empty = full + 16;
+
+    const KParams &P = B.f;
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int64_t Hkv = P.H / P.G;
+    const int64_t bhk = blockIdx.x / B.nn, b = bhk / Hkv, hk = bhk % Hkv;
+    const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
+    const int n0 = (int)(blockIdx.x % B.nn) * WB_BN;
+    /* causal: query i sees key j iff j <= i + off, so rows below n0 - off see none of the block */
+    const int m_first = P.causal && n0 - off > 0 ? (n0 - off) / WB_BM : 0;
+    const int nmb = (Lq + WB_BM - 1) / WB_BM, per_head = nmb > m_first ? nmb - m_first : 0;
+    const int iters = (int)P.G * per_head;
+
+    if (tid == 0) {
+        mbar_init(kvbar, 1);
+        for (int st = 0; st < 2; st++) mbar_init(full + 8 * st, 64), mbar_init(empty + 8 * st, 256);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 2) { /* the producer: threads 0..63 of it */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        const int t = tid - 256;
+        if (t >= 64) return;
+        if (t == 0) {
+            mbar_expect_tx(kvbar, 2 * C::KB);
+            for (int db = 0; db < D / 64; db++) {
+                tma_load(sK + db * WB_BN * 128, &maps.k, db * 64, n0, (int)hk, (int)b, kvbar);
+                tma_load(sV + db * WB_BN * 128, &maps.v, db * 64, n0, (int)hk, (int)b, kvbar);
+            }
+        }
+        for (int it = 0; it < iters; it++) {
+            const int st = it & 1;
+            if (it >= 2) mbar_wait(empty + 8 * st, ((it >> 1) - 1) & 1);
+            const int h = (int)(hk * P.G) + it / per_head, i0 = (m_first + it % per_head) * WB_BM;
+            const int i = i0 + t;
+            const int64_t r = (b * P.H + h) * P.Lq + i;
+            sL[st * WB_BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
+            sDi[st * WB_BM + t] = i < Lq ? B.di[r] : 0.0f;
+            if (t == 0) {
+                mbar_expect_tx(full + 8 * st, 2 * C::QB); /* thread 0's arrival */
+                for (int db = 0; db < D / 64; db++) {
+                    tma_load(sQ + st * C::QB + db * WB_BM * 128, &maps.q, db * 64, i0, h, (int)b, full + 8 * st);
+                    tma_load(sO + st * C::QB + db * WB_BM * 128, &maps.o, db * 64, i0, h, (int)b, full + 8 * st);
+                }
+            } else {
+                mbar_arrive(full + 8 * st);
+            }
+        }
+        return;
+    }
+
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    float dk[D / 2], dv[D / 2];
+#pragma unroll
+    for (int x = 0; x < D / 2; x++) dk[x] = dv[x] = 0.0f;
+    const uint32_t kw = sK + wg * 64 * 128, vw = sV + wg * 64 * 128; /* the warpgroup's 64 keys */
+    /* accumulator element 4 nt + 2 r + c of an m64nN product: row 16 warp + lane / 4 + 8 r,
+     * column 8 nt + 2 (lane % 4) + c */
+    const int krow = 64 * wg + 16 * warp + (lane >> 2); /* the thread's first key in the block */
+    const float sl2 = P.sl2;
+    mbar_wait(kvbar, 0);
+
+    for (int it = 0; it < iters; it++) {
+        const int st = it & 1;
+        const int h = (int)(hk * P.G) + it / per_head, i0 = (m_first + it % per_head) * WB_BM;
+        const uint32_t q = sQ + st * C::QB, o = sO + st * C::QB, ds_t = sS + st * C::SB;
+        mbar_wait(full + 8 * st, (it >> 1) & 1);
+
+        float s[32], dp[32];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) Wgmma<T, 64>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<WB_BM>(q, kk), kk > 0);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) Wgmma<T, 64>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<WB_BM>(o, kk), kk > 0);
+        wg_commit();
+        wg_wait<0>();
+        reg_fence(s);
+        reg_fence(dp);
+
+        /* P^T and dS^T; keys past Lk and, causal, past each query's diagonal give 0 */
+        const float *l2 = sL + st * WB_BM, *dis = sDi + st * WB_BM;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const int x = 4 * nt + 2 * r + c, j = n0 + krow + 8 * r;
+                    const int il = 8 * nt + ((lane & 3) << 1) + c;
+                    const bool vis = j < Lk && (!P.causal || j <= i0 + il + off);
+                    const float p = vis ? ex2(fmaf(s[x], sl2, -l2[il])) : 0.0f;
+                    s[x] = p;
+                    dp[x] = p * (dp[x] - dis[il]);
+                }
+        uint32_t pa[4][4], da[4][4];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                pa[kk][x] = Mma<T>::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
+                da[kk][x] = Mma<T>::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+            }
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<WB_BM>(o, kk), 1);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dk, da[kk], mnmajor<WB_BM>(q, kk), 1);
+        wg_commit();
+
+        /* dS^T to shared memory while those run: rows krow, krow + 8; query chunk nt.
+         * da[kk][x] holds n-tile 2 kk + (x >> 1), row half x & 1. */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+                const int row = krow + 8 * (x & 1), nt = 2 * kk + (x >> 1);
+                const uint32_t a = ds_t + row * 128 + ((nt ^ (row & 7)) << 4) + ((lane & 3) << 2);
+                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(da[kk][x]) : "memory");
+            }
+        proxy_fence();
+        named_sync(3); /* both consumers' dS^T written */
+
+        /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
+        float dq[DH / 2];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < WB_BN / 16; kk++)
+            Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
+                              mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
+        wg_commit();
+        wg_wait<0>();
+        reg_fence(dq);
+        reg_fence(dk);
+        reg_fence(dv);
+        reg_fence(pa);
+        reg_fence(da);
+        mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
+
+        float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = i0 + 16 * warp + (lane >> 2) + 8 * r;
+            if (i < Lq) {
+#pragma unroll
+                for (int nt = 0; nt < DH / 8; nt++)
+                    atomicAdd(reinterpret_cast<float2 *>(dqg + (int64_t)i * D + nt * 8),
+                              make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
+            }
+        }
+    }
+
+    /* dK = scale dS^T Q, dV: the thread's two key rows, float32 */
+    float *dkg = B.dk + bhk * P.Lk * D, *dvg = B.dv + bhk * P.Lk * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = n0 + krow + 8 * r;
+        if (j >= Lk) continue;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; nt++) {
+            const int64_t e = (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
+            *reinterpret_cast<float2 *>(dkg + e) = make_float2(dk[4 * nt + 2 * r] * P.scale, dk[4 * nt + 2 * r + 1] * P.scale);
+            *reinterpret_cast<float2 *>(dvg + e) = make_float2(dv[4 * nt + 2 * r], dv[4 * nt + 2 * r + 1]);
+        }
+    }
+#endif
+}
+
+bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p)
+{
+    const as_attn_params *f = &p->f;
+    const bool f16 = f->q.dtype == AS_F16;
+    const int D = (int)f->D;
+    return make_map(&m->q, f->q, f->B, f->H, f->Lq, D, WB_BM, f16) &&
+           make_map(&m->k, f->k, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
+           make_map(&m->v, f->v, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
+           make_map(&m->o, p->dout, f->B, f->H, f->Lq, D, WB_BM, f16);
+}
+
+template <typename T, int D>
+int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
+{
+    using C = WbCfg<D>;
+    static uint64_t done;
+    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D>;
+    int e = smem_optin(fn, C::smem, &done);
+    if (e) return e;
+    bp.nn = (bp.f.Lk + WB_BN - 1) / WB_BN;
+    const int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
+    if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+    flash_bwd_wgmma_kernel<T, D><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
+    return (int)cudaGetLastError();
+}
+
+} // namespace
+
+bool wgmma_bwd_ok(const as_attn_bwd_params *p)
+{
+    const as_attn_params *f = &p->f;
+    if (!wgmma_device() || f->mask.data || f->dropout > 0.0f || p->dbias || !(f->scale > 0.0f)) return false;
+    if ((f->q.dtype != AS_BF16 && f->q.dtype != AS_F16) || p->dout.dtype != f->q.dtype) return false;
+    if (f->D != f->Dv || (f->D != 64 && f->D != 128) || f->Lq > 0x7fffffff - WB_BM || f->Lk > 0x7fffffff - WB_BN)
+        return false;
+    BwdMaps maps;
+    return make_bwd_maps(&maps, p);
+}
+
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, cudaStream_t s)
+{
+    BwdMaps maps;
+    if (!make_bwd_maps(&maps, p)) return (int)cudaErrorInvalidValue;
+    if (p->f.q.dtype == AS_F16) return bp.f.D == 64 ? launch<__half, 64>(bp, maps, s) : launch<__half, 128>(bp, maps, s);
+    return bp.f.D == 64 ? launch<__nv_bfloat16, 64>(bp, maps, s) : launch<__nv_bfloat16, 128>(bp, maps, s);
+}
+
+} // namespace as_flash
