@@ -106,7 +106,7 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both t
   grep -E "tests passed|FAILED|Failed|checks" "$OUT/ctest-cuda.log" | head -40
   timeout 200 python3 bench/torch_flash_bwd.py --L 1024,4096,16384 --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in mma auto; do
+  for m in mma auto wgmma-own; do
     ATTNSWAP_FLASH_BWD=$m timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L 1024,4096,16384 \
       --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
   done

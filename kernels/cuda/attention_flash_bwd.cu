@@ -533,15 +533,22 @@ int launch_bwd_f32(const BParams &bp, cudaStream_t s)
  * one on a Hopper card); ATTNSWAP_FLASH_BWD=mma in the environment sets -1 */
 int g_force_bwd = 0;
 
-bool use_wgmma_bwd(const as_attn_bwd_params *p)
+/* ATTNSWAP_FLASH_BWD: mma (never wgmma), wgmma-own (its variant with a dQ a
+ * warpgroup: tuning runs), else automatic */
+int bwd_env(void)
 {
-#ifdef AS_FLASH_WGMMA
     static int env = -2;
     if (env == -2) {
         const char *e = getenv("ATTNSWAP_FLASH_BWD");
-        env = e && strcmp(e, "mma") == 0 ? -1 : 0;
+        env = e && strcmp(e, "mma") == 0 ? -1 : e && strcmp(e, "wgmma-own") == 0 ? 1 : 0;
     }
-    return g_force_bwd >= 0 && env >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p);
+    return env;
+}
+
+bool use_wgmma_bwd(const as_attn_bwd_params *p)
+{
+#ifdef AS_FLASH_WGMMA
+    return g_force_bwd >= 0 && bwd_env() >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p);
 #else
     (void)p;
     return false;
@@ -595,7 +602,7 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
     flash_bwd_di_kernel<<<(unsigned)blocks, 128, 0, s>>>(bp);
     if ((ce = cudaGetLastError())) return (int)ce;
 #ifdef AS_FLASH_WGMMA
-    if (use_wgmma_bwd(p)) return launch_bwd_wgmma(bp, p, s);
+    if (use_wgmma_bwd(p)) return launch_bwd_wgmma(bp, p, bwd_env() == 1, s);
 #endif
     if (mma_bwd_ok(p))
         return f->q.dtype == AS_F16 ? launch_bwd_mma_t<__half>(bp, s) : launch_bwd_mma_t<__nv_bfloat16>(bp, s);

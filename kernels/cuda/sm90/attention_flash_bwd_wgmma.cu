@@ -70,18 +70,21 @@ __device__ __forceinline__ uint64_t mnmajor(uint32_t tile, int kk)
 {
     return smem_desc(tile + kk * 2048, R * 128, 1024);
 }
-__device__ __forceinline__ void named_sync(int id)
+__device__ __forceinline__ void named_sync(int id, int threads)
 {
-    asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 #endif
 
-template <typename T, int D>
+/* OWN: each consumer adds dQ of its own 64 keys (all D columns), with no
+ * barrier between the two, at twice the atomics (D = 64 only); else each
+ * takes half of D over all 128 keys after a barrier of both */
+template <typename T, int D, bool OWN>
 __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B, const __grid_constant__ BwdMaps maps)
 {
 #ifdef AS_WGMMA_BODY
     using C = WbCfg<D>;
-    constexpr int DH = D / 2; /* each consumer's half of dQ's columns */
+    constexpr int DH = OWN ? D : D / 2; /* the columns of dQ a consumer adds */
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
     const uint32_t sK = base + C::oK, sV = base + C::oV, sQ = base + C::oQ, sO = base + C::oO, sS = base + C::oS;
@@ -208,15 +211,23 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                 asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(da[kk][x]) : "memory");
             }
         proxy_fence();
-        named_sync(3); /* both consumers' dS^T written */
-
-        /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
         float dq[DH / 2];
-        wg_fence();
+        if (OWN) {
+            named_sync(3 + wg, 128); /* the warpgroup's dS^T written */
+            /* dQ += dS K over the warpgroup's 64 keys */
+            wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < WB_BN / 16; kk++)
-            Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
-                              mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
+            for (int kk = 0; kk < 4; kk++)
+                Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t + wg * 64 * 128, kk), mnmajor<WB_BN>(kw, kk), kk > 0);
+        } else {
+            named_sync(3, 256); /* both consumers' dS^T written */
+            /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < WB_BN / 16; kk++)
+                Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
+                                  mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
+        }
         wg_commit();
         wg_wait<0>();
         reg_fence(dq);
@@ -226,7 +237,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
         reg_fence(da);
         mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
 
-        float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
+        float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + (OWN ? 0 : wg * DH) + ((lane & 3) << 1);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int i = i0 + 16 * warp + (lane >> 2) + 8 * r;
@@ -266,18 +277,18 @@ bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p)
            make_map(&m->o, p->dout, f->B, f->H, f->Lq, D, WB_BM, f16);
 }
 
-template <typename T, int D>
+template <typename T, int D, bool OWN>
 int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
 {
     using C = WbCfg<D>;
     static uint64_t done;
-    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D>;
+    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, OWN>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     bp.nn = (bp.f.Lk + WB_BN - 1) / WB_BN;
     const int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_bwd_wgmma_kernel<T, D><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
+    flash_bwd_wgmma_kernel<T, D, OWN><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
     return (int)cudaGetLastError();
 }
 
@@ -294,12 +305,20 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p)
     return make_bwd_maps(&maps, p);
 }
 
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, cudaStream_t s)
+template <typename T, bool OWN>
+int launch_d(const BParams &bp, const BwdMaps &maps, cudaStream_t s)
+{
+    /* at D = 128 a warpgroup's own dQ (64 more accumulators) leaves too few
+     * registers: ptxas serialises the wgmma (C7512), so it keeps the split */
+    return bp.f.D == 64 ? launch<T, 64, OWN>(bp, maps, s) : launch<T, 128, false>(bp, maps, s);
+}
+
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool own, cudaStream_t s)
 {
     BwdMaps maps;
     if (!make_bwd_maps(&maps, p)) return (int)cudaErrorInvalidValue;
-    if (p->f.q.dtype == AS_F16) return bp.f.D == 64 ? launch<__half, 64>(bp, maps, s) : launch<__half, 128>(bp, maps, s);
-    return bp.f.D == 64 ? launch<__nv_bfloat16, 64>(bp, maps, s) : launch<__nv_bfloat16, 128>(bp, maps, s);
+    if (p->f.q.dtype == AS_F16) return own ? launch_d<__half, true>(bp, maps, s) : launch_d<__half, false>(bp, maps, s);
+    return own ? launch_d<__nv_bfloat16, true>(bp, maps, s) : launch_d<__nv_bfloat16, false>(bp, maps, s);
 }
 
 } // namespace as_flash
