@@ -27,8 +27,11 @@ typedef struct {
     float scale;
     float dropout;  /* on the normalised probabilities; 0: none */
     uint64_t seed;  /* dropout only */
-    void *out;      /* (B, H, Lq, Dv) contiguous, of out_dtype (F32, F16, BF16) */
+    void *out;      /* (B, H, Lq, Dv), of out_dtype (F32, F16, BF16) */
     as_dtype out_dtype;
+    /* out's element strides of b, h and a row (the last is 1); all 0:
+     * contiguous.  The CUDA kernels honour them; the CPU's want 0 or dense. */
+    int64_t out_stride[3];
     /* NULL, or (B, H, Lq) float32: each row's log-sum-exp of its (scaled,
      * biased, masked) scores for the backward; +inf for a row with nothing
      * to attend, so that e^(s - lse) = 0 there */

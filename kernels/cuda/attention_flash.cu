@@ -92,12 +92,12 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
     /* sequence positions in 32 bits (the host keeps Lq, Lk <= 2^30 on this path) */
     const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq, row0 = m_block * BM;
     const int row_end = row0 + BM < Lq ? row0 + BM : Lq;
-    T *out = reinterpret_cast<T *>(P.out) + bh * P.Lq * D;
+    T *out = reinterpret_cast<T *>(P.out) + b * P.os0 + h * P.os1; /* rows P.os2 apart */
 
     int n_end = Lk;
     if (P.causal && row_end + off < n_end) n_end = row_end + off; /* last row's diagonal + 1 */
     if (n_end <= 0) { /* no row of the block sees a key */
-        for (int x = tid; x < (row_end - row0) * D; x += NTHREADS) out[(int64_t)row0 * D + x] = T(0.0f);
+        for (int x = tid; x < (row_end - row0) * D; x += NTHREADS) out[(int64_t)(row0 + x / D) * P.os2 + x % D] = T(0.0f);
         if (P.lse)
             for (int i = row0 + tid; i < row_end; i += NTHREADS) P.lse[bh * P.Lq + i] = INFINITY;
         return;
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
             if (P.lse && i < Lq && (lane & 3) == 0)
                 P.lse[bh * P.Lq + i] = l > 0.0f ? m_r[mi][r] * (sl2 * (1.0f / LOG2E)) + logf(l) : INFINITY;
             if (i < Lq) {
-                uint32_t *o = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
+                uint32_t *o = reinterpret_cast<uint32_t *>(out + (int64_t)i * P.os2 + ((lane & 3) << 1));
 #pragma unroll
                 for (int nt = 0; nt < DT; nt++)
                     o[nt * 4] = Mma<T>::pack(acc_o[mi][nt][2 * r] * inv, acc_o[mi][nt][2 * r + 1] * inv);
@@ -417,7 +417,8 @@ __global__ void __launch_bounds__(128) flash_f32_kernel(const KParams P, int war
             __syncwarp();
         }
         const float inv = l > 0.0f ? P.keep_scale / l : 0.0f;
-        for (int64_t d = lane; d < Dv; d += 32) store_f(P.out, P.out_dtype, gr * Dv + d, os[d] * inv);
+        const int64_t orow = b * P.os0 + h * P.os1 + i * P.os2;
+        for (int64_t d = lane; d < Dv; d += 32) store_f(P.out, P.out_dtype, orow + d, os[d] * inv);
         if (P.lse && lane == 0) P.lse[gr] = l > 0.0f ? m + logf(l) : INFINITY;
         __syncwarp();
     }
@@ -490,6 +491,9 @@ KParams make_kparams(const as_attn_params *p)
     kp.seed = p->seed;
     kp.out = p->out;
     kp.out_dtype = (int)p->out_dtype;
+    const int64_t *os = p->out_stride;
+    const bool dense = !os[0] && !os[1] && !os[2];
+    kp.os2 = dense ? p->Dv : os[2], kp.os1 = dense ? p->Lq * p->Dv : os[1], kp.os0 = dense ? p->H * p->Lq * p->Dv : os[0];
     kp.lse = p->lse;
     return kp;
 }

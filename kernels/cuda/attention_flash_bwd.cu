@@ -44,7 +44,7 @@ __global__ void flash_bwd_di_kernel(const BParams B)
         float acc = 0.0f;
         for (int64_t d = lane; d < P.Dv; d += 32)
             acc = fmaf(load_f(B.dout.data, B.dout.dtype, go + d * B.dout.s3),
-                       load_f((const char *)P.out, P.out_dtype, r * P.Dv + d), acc);
+                       load_f((const char *)P.out, P.out_dtype, b * P.os0 + h * P.os1 + i * P.os2 + d), acc);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
         if (lane == 0) B.di[r] = acc;

@@ -63,6 +63,7 @@ struct KParams {
     uint64_t seed;
     void *out;
     int out_dtype;
+    int64_t os0, os1, os2; /* out's element strides of b, h and a row */
     float *lse; /* NULL, or (B, H, Lq): each row's log-sum-exp (+inf: saw nothing) */
 };
 
@@ -197,7 +198,7 @@ struct FlashBlock {
         if (P.causal && row_end + off < n_end) n_end = row_end + off; /* last row's diagonal + 1 */
     }
 
-    /* (b, h)'s q, (b, hk)'s k and v, (b, h)'s output rows (D apart) */
+    /* (b, h)'s q, (b, hk)'s k and v, (b, h)'s output rows (P.os2 apart) */
     __device__ __forceinline__ const T *q(const KParams &P) const
     {
         return reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
@@ -210,13 +211,13 @@ struct FlashBlock {
     {
         return reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
     }
-    __device__ __forceinline__ T *out(const KParams &P, int D) const { return reinterpret_cast<T *>(P.out) + bh * P.Lq * D; }
+    __device__ __forceinline__ T *out(const KParams &P) const { return reinterpret_cast<T *>(P.out) + b * P.os0 + h * P.os1; }
 
     /* no row of the block sees a key: zeros, by nth threads */
     __device__ __forceinline__ void zero_rows(const KParams &P, int tid, int nth, int D) const
     {
-        T *o = out(P, D);
-        for (int x = tid; x < (row_end - row0) * D; x += nth) o[(int64_t)row0 * D + x] = T(0.0f);
+        T *o = out(P);
+        for (int x = tid; x < (row_end - row0) * D; x += nth) o[(int64_t)(row0 + x / D) * P.os2 + x % D] = T(0.0f);
     }
 };
 

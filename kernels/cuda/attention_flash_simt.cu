@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(STH, 2) flash_simt_kernel(const KParams P)
     const int64_t bh = bid / nm, b = bh / P.H, h = bh % P.H, hk = h / P.G;
     const int64_t Lq = P.Lq, Lk = P.Lk, off = Lk - Lq, row0 = (bid % nm) * SBM;
     const int64_t row_end = row0 + SBM < Lq ? row0 + SBM : Lq;
-    float *out = reinterpret_cast<float *>(P.out) + bh * Lq * D;
+    float *out = reinterpret_cast<float *>(P.out) + b * P.os0 + h * P.os1; /* rows P.os2 apart */
 
     const float *qg = reinterpret_cast<const float *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
     const float *kg = reinterpret_cast<const float *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(STH, 2) flash_simt_kernel(const KParams P)
         if (P.lse && qi < Lq && tc == 0) P.lse[bh * Lq + qi] = l > 0.0f ? m_r[i] + logf(l) : INFINITY;
         if (qi < Lq)
 #pragma unroll
-            for (int c = 0; c < DC; c++) out[qi * D + tc + 8 * c] = o[i][c] * inv;
+            for (int c = 0; c < DC; c++) out[qi * P.os2 + tc + 8 * c] = o[i][c] * inv;
     }
 }
 

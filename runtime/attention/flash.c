@@ -79,8 +79,8 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
               .q = as_attention_operand(q), .k = as_attention_operand(k),
               .v = as_attention_operand(v), .causal = causal,
               .scale = scale, .dropout = dropout,
-              .seed = seed, .out = as_data(out),
-              .out_dtype = out->dtype, .lse = as_data(lse)},
+              .seed = seed, .out = as_data(out), .out_dtype = out->dtype,
+              .out_stride = {out->stride[0], out->stride[1], out->stride[2]}, .lse = as_data(lse)},
         .dout = as_attention_operand(g),
         .dq = as_data(t[0]), .dk = as_data(t[1]), .dv = as_data(t[2]),
         .dbias = t[3] ? as_data(t[3]) : NULL,
@@ -95,6 +95,19 @@ done:
     for (int i = 0; i < 4; i++) as_release(t[i]);
     as_release(gf), as_release(di);
     return rc;
+}
+
+/* The output, (B, H, Lq, Dv).  On a GPU it is written as (B, Lq, H, Dv) and
+ * returned as that tensor's (B, H, Lq, Dv) view, as PyTorch's SDPA does: a
+ * model's head merge (permute + reshape to (B, Lq, H Dv)) is then a view, not
+ * a copy.  The CPU's kernels write dense (B, H, Lq, Dv). */
+static as_tensor *flash_out(int64_t B, int64_t H, int64_t Lq, int64_t Dv, as_dtype dt, as_device dev)
+{
+    if (dev.type == AS_DEV_CPU) return as_empty(4, (int64_t[]){B, H, Lq, Dv}, dt, dev);
+    as_tensor *blhd = as_empty(4, (int64_t[]){B, Lq, H, Dv}, dt, dev);
+    as_tensor *out = blhd ? as_transpose(blhd, 1, 2) : NULL;
+    as_release(blhd);
+    return out;
 }
 
 /* The forward; lse_out non-NULL: the row log-sum-exps come back there and
@@ -117,7 +130,7 @@ static as_tensor *flash_forward(const as_tensor *q, const as_tensor *k, const as
     /* with a fused backward on this device the forward keeps its row
      * statistics for it; without one, the node is an error (as_autograd_guard) */
     bool fused_bwd = !lse_out && as_autograd_needed(4, in) && as_k_has_flash_bwd(dev);
-    as_tensor *out = as_empty(4, (int64_t[]){B, H, Lq, Dv}, q->dtype, dev), *lse = NULL;
+    as_tensor *out = flash_out(B, H, Lq, Dv, q->dtype, dev), *lse = NULL;
     if (!out) return NULL;
     if ((fused_bwd || lse_out) && !(lse = as_empty(3, (int64_t[]){B, H, Lq}, AS_F32, dev))) {
         as_release(out);
@@ -129,6 +142,7 @@ static as_tensor *flash_forward(const as_tensor *q, const as_tensor *k, const as
         .causal = o.causal,
         .scale = (float)as_attention_scale(o.scale, D),
         .out = as_data(out), .out_dtype = out->dtype,
+        .out_stride = {out->stride[0], out->stride[1], out->stride[2]},
         .lse = lse ? as_data(lse) : NULL,
     };
     if (mask) p.mask = as_attention_operand(mask);

@@ -196,8 +196,8 @@ struct WgConsumer {
         reg_fence(pa);
     }
 
-    /* out = O / l; zeros where nothing was seen */
-    __device__ __forceinline__ void store(T *out, int Lq)
+    /* out = O / l, rows rs apart; zeros where nothing was seen */
+    __device__ __forceinline__ void store(T *out, int64_t rs, int Lq)
     {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -207,7 +207,7 @@ struct WgConsumer {
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
             const int i = wrow0 + (lane >> 2) + 8 * r;
             if (i < Lq) {
-                uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * D + ((lane & 3) << 1));
+                uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * rs + ((lane & 3) << 1));
 #pragma unroll
                 for (int nt = 0; nt < DT; nt++) op[nt * 4] = Mma<T>::pack(o[4 * nt + 2 * r] * inv, o[4 * nt + 2 * r + 1] * inv);
             }
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
     if (blk.n_end <= 0) return blk.zero_rows(P, tid, NTH, D);
     const int n_tiles = (blk.n_end + BN - 1) / BN;
     const T *qg = blk.q(P), *kg = blk.k(P), *vg = blk.v(P);
-    T *out = blk.out(P, D);
+    T *out = blk.out(P);
     const int64_t qs = P.q.s2, ks = P.k.s2, vs = P.v.s2;
 
     /* the thread's share of every tile load (the first LTH threads): rows lr + RPI it,
@@ -281,7 +281,7 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
     proxy_fence();
     __syncthreads();
     c.last(sV + ((n_tiles - 1) & 1) * C::KB);
-    c.store(out, Lq);
+    c.store(out, P.os2, Lq);
 #endif
 }
 
@@ -378,7 +378,7 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
     }
     named_sync_if(1, AS_WS_PINGPONG && wg == 0); /* warpgroup 1's last arrival */
     c.last(sV + ((n_tiles - 1) % WS_STAGES) * C::TB);
-    c.store(blk.out(P, D), Lq);
+    c.store(blk.out(P), P.os2, Lq);
 #endif
 }
 
