@@ -152,7 +152,7 @@ __global__ void entmax_rows_kernel(const T *x, T *y, int64_t rows, int n, int64_
                 float disc = s1 * s1 - k * (b - 1.0f);
                 e = (s1 - sqrtf(disc > 0 ? disc : 0.0f)) / k;
             }
-            if (k > 0 && isfinite(e)) lo += e;
+            if (k > 0 && isfinite(e) && lo + e < 0) lo += e; /* tau < 0: the largest X (0) stays in */
         }
         float sum = sums(lo, false).x;
         const float is = 1.0f / sum;

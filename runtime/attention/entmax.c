@@ -122,7 +122,7 @@ static as_tensor *entmax_device(const as_tensor *x, int d, double alpha)
     const as_backend *b = as_backend_for("entmax", dev);
     if (!b) return NULL;
     if (!b->entmax_rows || x->dtype == AS_F64) {
-        as_error_set("entmax: expected float32, bfloat16 or float16 on %s, got %s (float64 entmax runs on the cpu)",
+        as_error_set("entmax: expected float32, bfloat16 or float16 on %s (no entmax kernel there for %s)",
                      as_device_name(dev), as_dtype_name(x->dtype));
         return NULL;
     }

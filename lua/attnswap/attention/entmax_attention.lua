@@ -51,16 +51,15 @@ local BISECT = 32 -- halvings of the threshold's bracket (its width starts below
 -- learned alpha per head, a (1, H, 1, 1) tensor) start from the bisected tau,
 -- precise to float32 (the kernel polishes it in double with Newton steps).
 -- Where core.entmax has a kernel for the scores (has_kernel: the CPU in
--- float32 and float64, CUDA in float32) the support and the threshold come
--- from it instead, one pass over the scores in place of BISECT; the
--- bisection is left for CUDA float64 (no float64 kernel on the GPU) and
--- devices without the kernel.  Rows with nothing visible give zeros.
--- Tests set EntmaxAttention.bisect_only to compare the kernel's threshold
--- with the bisection's.
+-- float32 and float64, CUDA in float32; float64 is CPU-only) the support and
+-- the threshold come from it instead, one pass over the scores in place of
+-- BISECT.  The bisection is left for a device without the kernel (none
+-- today) and as the tests' reference: they set EntmaxAttention.bisect_only.
+-- Rows with nothing visible give zeros.
 local function has_kernel(s)
   if EntmaxAttention.bisect_only then return false end
   local dev = s:device()
-  return dev == "cpu" or (dev:match("^cuda") ~= nil and s:dtype() ~= "float64")
+  return dev == "cpu" or dev:match("^cuda") ~= nil
 end
 
 local function entmax_rows(s, alpha)
