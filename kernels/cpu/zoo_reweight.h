@@ -94,6 +94,8 @@ extern const as_cpu_rw_mech as_cpu_rw_adaptive_mech;
  * 2: sparsemax (exact sort-based); otherwise bisection.  scratch holds
  * 2 n doubles. */
 void as_cpu_entmax_row(float *x, int64_t n, double alpha, void *scratch);
+/* The same on a float64 row (as_entmax in float64), every step in double. */
+void as_cpu_entmax_row_f64(double *x, int64_t n, double alpha, void *scratch);
 typedef struct {
     const float *alpha; /* (H) */
 } as_cpu_rw_entmax_ctx;

@@ -12,8 +12,10 @@
  * support (p_max <= 1 bounds tau from below), so the sorts and the
  * bisection see those candidates alone. */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
+#include "cpu_kernels.h"
 #include "zoo_reweight.h"
 
 /* Sorts a[0..n) in descending order: quicksort with a median-of-three pivot,
@@ -50,13 +52,23 @@ static void sort_desc(double *a, int64_t n)
     }
 }
 
+/* A row as the kernel reads it: float32 (the attention kernel's scores and
+ * the halves' working copy) or float64 (as_entmax on float64): one of the two
+ * set.  Every threshold is computed in double either way. */
+typedef struct {
+    const float *f;
+    const double *d;
+} row_in;
+
+static inline double at(row_in r, int64_t j) { return r.f ? (double)r.f[j] : r.d[j]; }
+
 /* Sparsemax threshold of z (shifted so max z = 0): tau = (sum of the top k - 1) / k,
  * k the largest with 1 + k z_(k) > sum of the top k.  cand: scratch. */
-static double sparsemax_tau(const float *x, int64_t n, double mx, double *cand)
+static double sparsemax_tau(row_in x, int64_t n, double mx, double *cand)
 {
     int64_t K = 0;
     for (int64_t j = 0; j < n; j++) {
-        double z = (double)x[j] - mx;
+        double z = at(x, j) - mx;
         if (z > -1) cand[K++] = z;
     }
     sort_desc(cand, K);
@@ -72,11 +84,11 @@ static double sparsemax_tau(const float *x, int64_t n, double mx, double *cand)
 /* 1.5-entmax threshold of X = (z - max) / 2 (Peters et al. 2019, sort-based):
  * over the sorted prefix of size t, tau_t = mean - sqrt((1 - t (meansq - mean^2)) / t);
  * the support is the number of t with tau_t <= X_(t). */
-static double entmax15_tau(const float *x, int64_t n, double mx, double *cand)
+static double entmax15_tau(row_in x, int64_t n, double mx, double *cand)
 {
     int64_t K = 0;
     for (int64_t j = 0; j < n; j++) {
-        double X = ((double)x[j] - mx) / 2;
+        double X = (at(x, j) - mx) / 2;
         if (X > -1) cand[K++] = X;
     }
     sort_desc(cand, K);
@@ -92,11 +104,84 @@ static double entmax15_tau(const float *x, int64_t n, double mx, double *cand)
     return taus[support > 0 ? support - 1 : 0];
 }
 
-static void normalise(float *x, const double *p, int64_t n)
+/* Threshold of X = (a - 1)(z - max) for any other a: bisection on tau in
+ * [max X - 1, max X - (1 / n)^(a - 1)] over the candidates X > -1, then Newton. */
+static double bisect_tau(row_in x, int64_t n, int64_t finite, double mx, double alpha, double *cand)
+{
+    double am1 = alpha - 1, inv = 1 / am1;
+    int64_t K = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double X = am1 * (at(x, j) - mx);
+        if (X > -1) cand[K++] = X;
+    }
+    double lo = -1, dm = (-pow(1.0 / (double)finite, am1)) - lo;
+    /* bisection until the bracket is narrow on the scale of the power,
+     * then Newton from the left: f(tau) = sum (X - tau)_+^inv - 1 is convex
+     * and decreasing, so from f(lo) >= 0 the steps rise monotonically to
+     * the root without passing it */
+    double narrow = 0.05 / inv;
+    for (int it = 0; it < 60 && dm > narrow; it++) {
+        dm /= 2;
+        double mid = lo + dm, f = -1;
+        for (int64_t t = 0; t < K; t++)
+            if (cand[t] > mid) f += pow(cand[t] - mid, inv);
+        if (f >= 0) lo = mid; /* f(lo) >= 0 throughout: sum at lo is >= 1 */
+    }
+    for (int it = 0; it < 30; it++) {
+        double f = -1, df = 0;
+        for (int64_t t = 0; t < K; t++) {
+            if (cand[t] > lo) {
+                double d = cand[t] - lo, pm1 = pow(d, inv - 1);
+                f += pm1 * d, df += pm1;
+            }
+        }
+        double step = df > 0 ? f / (inv * df) : 0;
+        if (!(step > 0) || !isfinite(step)) break;
+        lo += step;
+        if (step <= 1e-13 * (1 + fabs(lo))) break;
+    }
+    return lo;
+}
+
+/* p[j] = the unnormalised weights of row x (alpha != 1), false for a row
+ * with nothing visible (every entry -inf). */
+static bool entmax_p(row_in x, int64_t n, double alpha, double *cand, double *p)
+{
+    double mx = -INFINITY;
+    int64_t finite = 0;
+    for (int64_t j = 0; j < n; j++) {
+        double v = at(x, j);
+        if (v > -INFINITY) finite++;
+        if (v > mx) mx = v;
+    }
+    if (mx == -INFINITY) return false;
+    if (alpha == 2) {
+        double tau = sparsemax_tau(x, n, mx, cand);
+        for (int64_t j = 0; j < n; j++) {
+            double d = at(x, j) - mx - tau;
+            p[j] = d > 0 ? d : 0;
+        }
+    } else if (alpha == 1.5) {
+        double tau = entmax15_tau(x, n, mx, cand);
+        for (int64_t j = 0; j < n; j++) {
+            double d = (at(x, j) - mx) / 2 - tau;
+            p[j] = d > 0 ? d * d : 0;
+        }
+    } else {
+        double am1 = alpha - 1, inv = 1 / am1, tau = bisect_tau(x, n, finite, mx, alpha, cand);
+        for (int64_t j = 0; j < n; j++) {
+            double d = am1 * (at(x, j) - mx) - tau;
+            p[j] = d > 0 ? pow(d, inv) : 0;
+        }
+    }
+    return true;
+}
+
+static double row_sum(const double *p, int64_t n)
 {
     double sum = 0;
     for (int64_t j = 0; j < n; j++) sum += p[j];
-    for (int64_t j = 0; j < n; j++) x[j] = (float)(p[j] / sum);
+    return sum;
 }
 
 void as_cpu_entmax_row(float *x, int64_t n, double alpha, void *scratch)
@@ -105,69 +190,28 @@ void as_cpu_entmax_row(float *x, int64_t n, double alpha, void *scratch)
         as_cpu_rw_softmax_row(x, n);
         return;
     }
-    double mx = -INFINITY;
-    int64_t finite = 0;
-    for (int64_t j = 0; j < n; j++) {
-        if (x[j] > -INFINITY) finite++;
-        if (x[j] > mx) mx = x[j];
-    }
-    if (mx == -INFINITY) {
+    double *cand = scratch, *p = cand + n;
+    if (!entmax_p((row_in){.f = x}, n, alpha, cand, p)) {
         memset(x, 0, (size_t)n * sizeof *x);
         return;
     }
-    double *cand = scratch, *p = cand + n;
-    if (alpha == 2) {
-        double tau = sparsemax_tau(x, n, mx, cand);
-        for (int64_t j = 0; j < n; j++) {
-            double d = (double)x[j] - mx - tau;
-            p[j] = d > 0 ? d : 0;
-        }
-    } else if (alpha == 1.5) {
-        double tau = entmax15_tau(x, n, mx, cand);
-        for (int64_t j = 0; j < n; j++) {
-            double d = ((double)x[j] - mx) / 2 - tau;
-            p[j] = d > 0 ? d * d : 0;
-        }
-    } else {
-        /* bisection on tau in [max X - 1, max X - (1 / n)^(a - 1)], X = (a - 1)(z - max) */
-        double am1 = alpha - 1, inv = 1 / am1;
-        int64_t K = 0;
-        for (int64_t j = 0; j < n; j++) {
-            double X = am1 * ((double)x[j] - mx);
-            if (X > -1) cand[K++] = X;
-        }
-        double lo = -1, dm = (-pow(1.0 / (double)finite, am1)) - lo;
-        /* bisection until the bracket is narrow on the scale of the power,
-         * then Newton from the left: f(tau) = sum (X - tau)_+^inv - 1 is convex
-         * and decreasing, so from f(lo) >= 0 the steps rise monotonically to
-         * the root without passing it */
-        double narrow = 0.05 / inv;
-        for (int it = 0; it < 60 && dm > narrow; it++) {
-            dm /= 2;
-            double mid = lo + dm, f = -1;
-            for (int64_t t = 0; t < K; t++)
-                if (cand[t] > mid) f += pow(cand[t] - mid, inv);
-            if (f >= 0) lo = mid; /* f(lo) >= 0 throughout: sum at lo is >= 1 */
-        }
-        for (int it = 0; it < 30; it++) {
-            double f = -1, df = 0;
-            for (int64_t t = 0; t < K; t++) {
-                if (cand[t] > lo) {
-                    double d = cand[t] - lo, pm1 = pow(d, inv - 1);
-                    f += pm1 * d, df += pm1;
-                }
-            }
-            double step = df > 0 ? f / (inv * df) : 0;
-            if (!(step > 0) || !isfinite(step)) break;
-            lo += step;
-            if (step <= 1e-13 * (1 + fabs(lo))) break;
-        }
-        for (int64_t j = 0; j < n; j++) {
-            double d = am1 * ((double)x[j] - mx) - lo;
-            p[j] = d > 0 ? pow(d, inv) : 0;
-        }
+    double sum = row_sum(p, n);
+    for (int64_t j = 0; j < n; j++) x[j] = (float)(p[j] / sum);
+}
+
+void as_cpu_entmax_row_f64(double *x, int64_t n, double alpha, void *scratch)
+{
+    if (alpha == 1) {
+        as_cpu_softmax_rows_f64(x, x, 1, n, 0);
+        return;
     }
-    normalise(x, p, n);
+    double *cand = scratch, *p = cand + n;
+    if (!entmax_p((row_in){.d = x}, n, alpha, cand, p)) {
+        memset(x, 0, (size_t)n * sizeof *x);
+        return;
+    }
+    double sum = row_sum(p, n);
+    for (int64_t j = 0; j < n; j++) x[j] = p[j] / sum;
 }
 
 static void entmax_rows(const as_cpu_rw_params *p, int64_t h, int64_t i0, int64_t m, int64_t j0,

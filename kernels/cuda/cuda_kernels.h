@@ -50,6 +50,10 @@ int as_cuda_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, con
 /* the same over float16 / bfloat16 rows (dt), float32 arithmetic, a warp per row */
 int as_cuda_norm_rows_16(as_dtype dt, const void *x, void *y, int64_t rows, int64_t n, const void *w, const void *b,
                          double eps, int rms);
+/* alpha-entmax (alpha in [1, 2]) along the middle dim of a contiguous
+ * (outer, n, inner) tensor of dtype dt (F32, F16, BF16); x == y allowed;
+ * -inf entries give zeros, a row of -inf zeros (kernels/cuda/entmax.cu). */
+int as_cuda_entmax_rows(as_dtype dt, const void *x, void *y, int64_t outer, int64_t n, int64_t inner, double alpha);
 
 /* dst[o, i, :] = src[o, idx[i], :] for o < outer, i < n; rows of row_bytes;
  * idx (device, int64) already checked to lie in [0, size). */

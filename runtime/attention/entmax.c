@@ -2,7 +2,8 @@
  * Correia et al. 2019), alpha fixed or learned per head as
  * 1 + sigmoid(pre_alpha_h).  The scores of a block of query rows are
  * materialised and normalised row by row (kernels/cpu/zoo_reweight_entmax.c);
- * as_entmax is the same normaliser as a tensor op. */
+ * as_entmax is the same normaliser as a tensor op, on the CPU (every float
+ * dtype) and on a device with the kernel (kernels/cuda/entmax.cu). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -12,6 +13,7 @@
 
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
+#include "backend.h"
 #include "prepare.h"
 
 #define FN "entmax_attention"
@@ -66,33 +68,19 @@ done:
     return out;
 }
 
-as_tensor *as_entmax(const as_tensor *x, int dim, double alpha)
+/* The CPU: float64 rows computed and returned in float64
+ * (as_cpu_entmax_row_f64); float32 and the halves through a float32 copy
+ * (each threshold in double all the same), returned in x's dtype.  The rows
+ * are laid out along the last dim of a contiguous copy. */
+static as_tensor *entmax_cpu(const as_tensor *x, int d, double alpha)
 {
-    if (!x) {
-        as_error_set("entmax: expected a Tensor, got nil");
-        return NULL;
-    }
-    if (!as_dtype_is_float(x->dtype) || as_tensor_device(x).type != AS_DEV_CPU) {
-        as_error_set("entmax: expected a float cpu tensor, got %s on %s", as_dtype_name(x->dtype),
-                     as_device_name(as_tensor_device(x)));
-        return NULL;
-    }
-    if (!(alpha >= 1 && alpha <= 2)) {
-        as_error_set("entmax: alpha must be a number in [1, 2], got %g", alpha);
-        return NULL;
-    }
-    if (x->ndim == 0) {
-        as_error_set("entmax: expected at least 1 dimension, got a 0-d tensor");
-        return NULL;
-    }
-    int d = as_wrap_dim("entmax", dim, x->ndim);
-    if (d < 0) return NULL;
-    as_tensor *t = as_transpose(x, d, x->ndim - 1), *y = t ? as_to_dtype(t, AS_F32) : NULL;
+    bool f64 = x->dtype == AS_F64;
+    as_tensor *t = as_transpose(x, d, x->ndim - 1), *y = t ? as_to_dtype(t, f64 ? AS_F64 : AS_F32) : NULL;
     as_tensor *c = y ? as_clone(y) : NULL, *r = NULL, *back = NULL;
     as_release(t), as_release(y);
     if (!c) return NULL;
     int64_t n = x->shape[d], rows = n > 0 ? as_numel(c) / n : 0;
-    float *data = as_data(c);
+    void *data = as_data(c);
     double *scratch = NULL;
     int nthreads = 1;
 #ifdef _OPENMP
@@ -110,7 +98,8 @@ as_tensor *as_entmax(const as_tensor *x, int dim, double alpha)
 #else
         double *mine = scratch;
 #endif
-        as_cpu_entmax_row(data + i * n, n, alpha, mine);
+        if (f64) as_cpu_entmax_row_f64((double *)data + i * n, n, alpha, mine);
+        else as_cpu_entmax_row((float *)data + i * n, n, alpha, mine);
     }
     free(scratch);
     back = as_transpose(c, d, x->ndim - 1);
@@ -118,8 +107,63 @@ as_tensor *as_entmax(const as_tensor *x, int dim, double alpha)
     if (!back) return NULL;
     r = as_contiguous(back);
     as_release(back);
-    if (!r || x->dtype == AS_F32) return r;
+    if (!r || r->dtype == x->dtype) return r;
     as_tensor *o = as_to_dtype(r, x->dtype);
     as_release(r);
     return o;
+}
+
+/* A device's kernel (as_backend.entmax_rows): float32, bfloat16, float16 in,
+ * the same out, float32 arithmetic.  The output is the only allocation: a
+ * non-contiguous x is first copied into it and normalised in place. */
+static as_tensor *entmax_device(const as_tensor *x, int d, double alpha)
+{
+    as_device dev = as_tensor_device(x);
+    const as_backend *b = as_backend_for("entmax", dev);
+    if (!b) return NULL;
+    if (!b->entmax_rows || x->dtype == AS_F64) {
+        as_error_set("entmax: expected float32, bfloat16 or float16 on %s (no entmax kernel there for %s)",
+                     as_device_name(dev), as_dtype_name(x->dtype));
+        return NULL;
+    }
+    as_tensor *y = as_empty(x->ndim, x->shape, x->dtype, dev);
+    if (!y || as_numel(y) == 0) return y;
+    int64_t n = x->shape[d], inner = 1;
+    for (int i = d + 1; i < x->ndim; i++) inner *= x->shape[i];
+    const void *src = as_data(x);
+    if (!as_is_contiguous(x)) {
+        if (as_copy_(y, x)) goto fail;
+        src = as_data(y);
+    }
+    if (b->check("entmax", b->entmax_rows(x->dtype, src, as_data(y), as_numel(y) / (n * inner), n, inner, alpha)))
+        goto fail;
+    return y;
+fail:
+    as_release(y);
+    return NULL;
+}
+
+as_tensor *as_entmax(const as_tensor *x, int dim, double alpha)
+{
+    if (!x) {
+        as_error_set("entmax: expected a Tensor, got nil");
+        return NULL;
+    }
+    if (!as_dtype_is_float(x->dtype)) {
+        as_error_set("entmax: expected a float tensor (float32, float64, bfloat16, float16), got %s",
+                     as_dtype_name(x->dtype));
+        return NULL;
+    }
+    if (!(alpha >= 1 && alpha <= 2)) {
+        as_error_set("entmax: alpha must be a number in [1, 2], got %g", alpha);
+        return NULL;
+    }
+    if (x->ndim == 0) {
+        as_error_set("entmax: expected at least 1 dimension, got a 0-d tensor");
+        return NULL;
+    }
+    int d = as_wrap_dim("entmax", dim, x->ndim);
+    if (d < 0) return NULL;
+    if (as_tensor_device(x).type == AS_DEV_CPU) return entmax_cpu(x, d, alpha);
+    return entmax_device(x, d, alpha);
 }

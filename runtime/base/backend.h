@@ -85,6 +85,9 @@ typedef struct as_backend {
      * may be NULL), float32 arithmetic: no float32 copies.  NULL where the device has none. */
     int (*norm_rows_16)(as_dtype dt, const void *x, void *y, int64_t rows, int64_t n, const void *w, const void *b,
                         double eps, int rms);
+    /* alpha-entmax along the middle dim of a contiguous (outer, n, inner) tensor of dtype dt (F32, F16,
+     * BF16), y = entmax(x) (x == y allowed), float32 arithmetic.  NULL where the device has none. */
+    int (*entmax_rows)(as_dtype dt, const void *x, void *y, int64_t outer, int64_t n, int64_t inner, double alpha);
     int (*gather_rows)(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
                        int64_t row_bytes);
     int (*triangle)(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);

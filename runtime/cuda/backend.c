@@ -49,6 +49,7 @@ static const as_backend cuda_backend = {
     .layer_norm_rows = as_cuda_layer_norm_rows,
     .rms_norm_rows = as_cuda_rms_norm_rows,
     .norm_rows_16 = as_cuda_norm_rows_16,
+    .entmax_rows = as_cuda_entmax_rows,
     .gather_rows = as_cuda_gather_rows,
     .triangle = as_cuda_triangle,
     .scatter_add_rows = as_cuda_scatter_add_rows,

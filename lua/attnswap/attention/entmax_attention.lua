@@ -48,10 +48,20 @@ local BISECT = 32 -- halvings of the threshold's bracket (its width starts below
 -- elementwise passes and row sums instead of a sort.  For alpha = 1.5 and 2
 -- the support the bisection finds gives tau in closed form (the formulas of
 -- the kernel's sort-based paths), so they are exact; other alpha (and a
--- learned alpha per head, a (1, H, 1, 1) tensor) start from the bisected tau
--- (on float32 CPU scores: the fused kernel's, per head for a learned alpha),
+-- learned alpha per head, a (1, H, 1, 1) tensor) start from the bisected tau,
 -- precise to float32 (the kernel polishes it in double with Newton steps).
+-- Where core.entmax has a kernel for the scores (has_kernel: the CPU in
+-- float32 and float64, CUDA in float32; float64 is CPU-only) the support and
+-- the threshold come from it instead, one pass over the scores in place of
+-- BISECT.  The bisection is left for a device without the kernel (none
+-- today) and as the tests' reference: they set EntmaxAttention.bisect_only.
 -- Rows with nothing visible give zeros.
+local function has_kernel(s)
+  if EntmaxAttention.bisect_only then return false end
+  local dev = s:device()
+  return dev == "cpu" or dev:match("^cuda") ~= nil
+end
+
 local function entmax_rows(s, alpha)
   if alpha == 1 then return P.masked_softmax(s) end
   local mx = s:detach():max(4, true)       -- a shift: entmax does not see it
@@ -86,11 +96,11 @@ local function entmax_rows(s, alpha)
   end
   local tau
   if alpha == 2 or alpha == 1.5 then
-    -- the support: float32 scores on the CPU take the fused kernel's exact
-    -- sort-based one (core.entmax, detached; BISECT passes over every score
-    -- cost 10x more), other devices and float64 the bisection
+    -- the support: the kernel's (core.entmax, detached: sort-based on the
+    -- CPU, bisection and Newton on CUDA; BISECT tensor passes over every
+    -- score cost 10x more), the bisection where there is no kernel
     local sup
-    if s:device() == "cpu" and s:dtype() == "float32" then sup = core.entmax(s:detach(), alpha):gt(0)
+    if has_kernel(s) then sup = core.entmax(s:detach(), alpha):gt(0)
     else sup = Xd:gt(bisect()) end
     local n = sup:sum(4, true):float():clamp(1)
     local Xs = core.where(sup, X, 0.0)
@@ -113,15 +123,15 @@ local function entmax_rows(s, alpha)
   -- Powers of (X - tau) are taken on the support only (where, twice), so
   -- their backward never meets 0^(negative) or log 0.
   local function ppow(d, e, on) return core.where(on, core.where(on, d, 1.0):pow(e), 0.0) end
-  -- On float32 CPU scores, the fused kernel's threshold, read back from each
-  -- row's largest weight: X's row maximum is 0, so p_max = (0 - tau)^(1/(alpha-1))
-  -- (one C pass, a head at a time for a learned alpha, in place of BISECT tensor
-  -- passes over every score); nil elsewhere.
+  -- Where the scores have a kernel, its threshold, read back from each row's
+  -- largest weight: X's row maximum is 0, so p_max = (0 - tau)^(1/(alpha-1))
+  -- (one kernel pass, a head at a time for a learned alpha, in place of BISECT
+  -- tensor passes over every score; float64 computed in double); nil elsewhere.
   local function kernel_tau()
-    if s:device() ~= "cpu" or s:dtype() ~= "float32" then return nil end
+    if not has_kernel(s) then return nil end
     local sd = s:detach()
     if not core.is_tensor(alpha) then return -(core.entmax(sd, alpha):max(4, true):pow(am1d)) end
-    local per_head = am1d:reshape(-1)
+    local per_head = am1d:reshape(-1):cpu() -- numbers for core.entmax
     if per_head:numel() ~= s:size(2) then return nil end
     local parts = {}
     for h = 1, s:size(2) do
@@ -144,7 +154,7 @@ local function entmax_rows(s, alpha)
 end
 
 -- The ops path: scores materialised by blocks of queries (ops_path's weights
--- driver), entmax by bisection above.
+-- driver), entmax_rows above.
 local function ops_forward(self, q, k, v, mask)
   local o = self.opts
   local _, H, _, _, _, _, _, dev = P.check(FN, q, k, v, mask)
