@@ -5,7 +5,7 @@
 # failed configure.
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" /tmp/sys
-for f in .debs/*.deb; do dpkg -x "$f" /tmp/sys; done
+[ -e /tmp/sys/.unpacked ] || { for f in .debs/*.deb; do dpkg -x "$f" /tmp/sys; done; touch /tmp/sys/.unpacked; }
 S=/tmp/sys/usr
 export LD_LIBRARY_PATH=$S/lib/x86_64-linux-gnu:$S/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export PKG_CONFIG_SYSROOT_DIR=/tmp/sys

@@ -30,7 +30,8 @@ set -u
 what=${1:-all}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" /tmp/sys
-for f in .debs/*.deb; do dpkg -x "$f" /tmp/sys; done
+# once a machine (a second script in the same job must not rewrite headers a build reads)
+[ -e /tmp/sys/.unpacked ] || { for f in .debs/*.deb; do dpkg -x "$f" /tmp/sys; done; touch /tmp/sys/.unpacked; }
 S=/tmp/sys/usr
 export LD_LIBRARY_PATH=$S/lib/x86_64-linux-gnu:$S/lib/x86_64-linux-gnu/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export OPENBLAS_CORETYPE=SkylakeX
@@ -104,10 +105,10 @@ fi
 if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both tensor-core paths beside PyTorch
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   grep -E "tests passed|FAILED|Failed|checks" "$OUT/ctest-cuda.log" | head -40
-  timeout 200 python3 bench/torch_flash_bwd.py --L 1024,4096,16384 --out "$OUT/torch_flash_bwd.json" \
+  timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
   for m in mma auto wgmma-own; do
-    ATTNSWAP_FLASH_BWD=$m timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L 1024,4096,16384 \
+    ATTNSWAP_FLASH_BWD=$m timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
       --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
   done
 fi
