@@ -105,9 +105,10 @@ fi
 if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both tensor-core paths beside PyTorch
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   grep -E "tests passed|FAILED|Failed|checks" "$OUT/ctest-cuda.log" | head -40
+  build-gpu/attnswap-run tests/cuda/flash_bwd_cuda.lua 2>&1 | grep -E "L |FAILED|checks" | tail -12
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in mma auto wgmma-own; do
+  for m in mma auto wgmma-ss; do
     ATTNSWAP_FLASH_BWD=$m timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
       --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
   done

@@ -76,15 +76,16 @@ __device__ __forceinline__ void named_sync(int id, int threads)
 }
 #endif
 
-/* OWN: each consumer adds dQ of its own 64 keys (all D columns), with no
- * barrier between the two, at twice the atomics (D = 64 only); else each
- * takes half of D over all 128 keys after a barrier of both */
-template <typename T, int D, bool OWN>
+/* REG: the warpgroup's K (1) or K and V (2) held in registers as the A
+ * operands of S^T and dP^T, read from shared memory once instead of every
+ * step (those m64n64 products with both operands in shared memory are
+ * bound by its bandwidth); 0: both operands from shared memory */
+template <typename T, int D, int REG>
 __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B, const __grid_constant__ BwdMaps maps)
 {
 #ifdef AS_WGMMA_BODY
     using C = WbCfg<D>;
-    constexpr int DH = OWN ? D : D / 2; /* the columns of dQ a consumer adds */
+    constexpr int DH = D / 2; /* the columns of dQ a consumer adds */
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
     const uint32_t sK = base + C::oK, sV = base + C::oV, sQ = base + C::oQ, sO = base + C::oO, sS = base + C::oS;
@@ -152,6 +153,19 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     const int krow = 64 * wg + 16 * warp + (lane >> 2); /* the thread's first key in the block */
     const float sl2 = P.sl2;
     mbar_wait(kvbar, 0);
+    /* K, V fragments (the m16n8k16 A fragment of the warp's 16 keys, k-step kk:
+     * ldmatrix rows lane % 16, 16-byte chunk 2 kk + lane / 16) */
+    uint32_t kf[REG >= 1 ? D / 16 : 1][4], vf[REG >= 2 ? D / 16 : 1][4];
+    if constexpr (REG >= 1) {
+        const int r = 64 * wg + 16 * warp + (lane & 15);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const int c = 2 * kk + (lane >> 4);
+            const uint32_t at = (uint32_t)(((c >> 3) * WB_BN + r) * 128 + (((c & 7) ^ (r & 7)) << 4));
+            ldsm_x4(kf[kk], sK + at);
+            if constexpr (REG >= 2) ldsm_x4(vf[kk], sV + at);
+        }
+    }
 
     for (int it = 0; it < iters; it++) {
         const int st = it & 1;
@@ -162,9 +176,15 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
         float s[32], dp[32];
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) Wgmma<T, 64>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<WB_BM>(q, kk), kk > 0);
+        for (int kk = 0; kk < D / 16; kk++) {
+            if constexpr (REG >= 1) Wgmma<T, 64>::rsk(s, kf[kk], kmajor<WB_BM>(q, kk), kk > 0);
+            else Wgmma<T, 64>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<WB_BM>(q, kk), kk > 0);
+        }
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) Wgmma<T, 64>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<WB_BM>(o, kk), kk > 0);
+        for (int kk = 0; kk < D / 16; kk++) {
+            if constexpr (REG >= 2) Wgmma<T, 64>::rsk(dp, vf[kk], kmajor<WB_BM>(o, kk), kk > 0);
+            else Wgmma<T, 64>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<WB_BM>(o, kk), kk > 0);
+        }
         wg_commit();
         wg_wait<0>();
         reg_fence(s);
@@ -211,23 +231,14 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                 asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(da[kk][x]) : "memory");
             }
         proxy_fence();
+        named_sync(3, 256); /* both consumers' dS^T written */
+        /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
         float dq[DH / 2];
-        if (OWN) {
-            named_sync(3 + wg, 128); /* the warpgroup's dS^T written */
-            /* dQ += dS K over the warpgroup's 64 keys */
-            wg_fence();
+        wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
-                Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t + wg * 64 * 128, kk), mnmajor<WB_BN>(kw, kk), kk > 0);
-        } else {
-            named_sync(3, 256); /* both consumers' dS^T written */
-            /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < WB_BN / 16; kk++)
-                Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
-                                  mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
-        }
+        for (int kk = 0; kk < WB_BN / 16; kk++)
+            Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
+                              mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
         wg_commit();
         wg_wait<0>();
         reg_fence(dq);
@@ -237,7 +248,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
         reg_fence(da);
         mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
 
-        float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + (OWN ? 0 : wg * DH) + ((lane & 3) << 1);
+        float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int i = i0 + 16 * warp + (lane >> 2) + 8 * r;
@@ -277,18 +288,18 @@ bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p)
            make_map(&m->o, p->dout, f->B, f->H, f->Lq, D, WB_BM, f16);
 }
 
-template <typename T, int D, bool OWN>
+template <typename T, int D, int REG>
 int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
 {
     using C = WbCfg<D>;
     static uint64_t done;
-    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, OWN>;
+    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, REG>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     bp.nn = (bp.f.Lk + WB_BN - 1) / WB_BN;
     const int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_bwd_wgmma_kernel<T, D, OWN><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
+    flash_bwd_wgmma_kernel<T, D, REG><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
     return (int)cudaGetLastError();
 }
 
@@ -305,20 +316,24 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p)
     return make_bwd_maps(&maps, p);
 }
 
-template <typename T, bool OWN>
-int launch_d(const BParams &bp, const BwdMaps &maps, cudaStream_t s)
+/* the operands held in registers: K and V at D = 64; none at D = 128, where
+ * even K alone (32 more registers) makes ptxas spill and serialise the wgmma
+ * (C7512); ss: none (tuning runs) */
+#ifndef AS_WB_REG_D128
+#define AS_WB_REG_D128 0
+#endif
+template <typename T>
+int launch_d(const BParams &bp, const BwdMaps &maps, bool ss, cudaStream_t s)
 {
-    /* at D = 128 a warpgroup's own dQ (64 more accumulators) leaves too few
-     * registers: ptxas serialises the wgmma (C7512), so it keeps the split */
-    return bp.f.D == 64 ? launch<T, 64, OWN>(bp, maps, s) : launch<T, 128, false>(bp, maps, s);
+    if (bp.f.D == 64) return ss ? launch<T, 64, 0>(bp, maps, s) : launch<T, 64, 2>(bp, maps, s);
+    return ss ? launch<T, 128, 0>(bp, maps, s) : launch<T, 128, AS_WB_REG_D128>(bp, maps, s);
 }
 
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool own, cudaStream_t s)
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool ss, cudaStream_t s)
 {
     BwdMaps maps;
     if (!make_bwd_maps(&maps, p)) return (int)cudaErrorInvalidValue;
-    if (p->f.q.dtype == AS_F16) return own ? launch_d<__half, true>(bp, maps, s) : launch_d<__half, false>(bp, maps, s);
-    return own ? launch_d<__nv_bfloat16, true>(bp, maps, s) : launch_d<__nv_bfloat16, false>(bp, maps, s);
+    return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, ss, s) : launch_d<__nv_bfloat16>(bp, maps, ss, s);
 }
 
 } // namespace as_flash
