@@ -319,13 +319,16 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p)
 /* the operands held in registers: K and V at D = 64; none at D = 128, where
  * even K alone (32 more registers) makes ptxas spill and serialise the wgmma
  * (C7512); ss: none (tuning runs) */
+#ifndef AS_WB_REG_D64
+#define AS_WB_REG_D64 2
+#endif
 #ifndef AS_WB_REG_D128
 #define AS_WB_REG_D128 0
 #endif
 template <typename T>
 int launch_d(const BParams &bp, const BwdMaps &maps, bool ss, cudaStream_t s)
 {
-    if (bp.f.D == 64) return ss ? launch<T, 64, 0>(bp, maps, s) : launch<T, 64, 2>(bp, maps, s);
+    if (bp.f.D == 64) return ss ? launch<T, 64, 0>(bp, maps, s) : launch<T, 64, AS_WB_REG_D64>(bp, maps, s);
     return ss ? launch<T, 128, 0>(bp, maps, s) : launch<T, 128, AS_WB_REG_D128>(bp, maps, s);
 }
 
