@@ -33,9 +33,9 @@ end
 local function time(f) return bench.time(f, o.repeats, 2, as.cuda.synchronize) end
 
 -- ATTNSWAP_FLASH_BWD=mma keeps a Hopper card on flash-bwd/mma (its wgmma backward
--- otherwise); wgmma-ss, the wgmma kernel with every operand from shared memory
+-- otherwise); wgmma-reg, the wgmma kernel with K and V in registers (D = 64)
 local env = os.getenv("ATTNSWAP_FLASH_BWD")
-print("backward path: " .. ((env == "mma" or env == "wgmma-ss") and "ATTNSWAP_FLASH_BWD=" .. env
+print("backward path: " .. ((env == "mma" or env == "wgmma-reg") and "ATTNSWAP_FLASH_BWD=" .. env
   or "automatic (flash-bwd/wgmma on a compute capability 9.0 card)"))
 print(string.format("%4s %6s %6s %9s %9s %9s %8s %8s %8s %7s %7s", "D", "L", "causal", "fwd ms", "bwd ms",
   "bwd TF/s", "fa2 TF/s", "cudnn", "vs fa2", "vs cudnn", "GiB"))

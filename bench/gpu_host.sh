@@ -108,7 +108,8 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both t
   build-gpu/attnswap-run tests/cuda/flash_bwd_cuda.lua 2>&1 | grep -E "L |FAILED|checks" | tail -12
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in mma auto wgmma-ss; do
+  ATTNSWAP_FLASH_BWD=wgmma-reg ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 | grep -E "tests passed|FAILED" | head
+  for m in mma auto wgmma-reg; do
     ATTNSWAP_FLASH_BWD=$m timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
       --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
   done

@@ -533,14 +533,14 @@ int launch_bwd_f32(const BParams &bp, cudaStream_t s)
  * one on a Hopper card); ATTNSWAP_FLASH_BWD=mma in the environment sets -1 */
 int g_force_bwd = 0;
 
-/* ATTNSWAP_FLASH_BWD: mma (never wgmma), wgmma-ss (the wgmma kernel with
- * every operand from shared memory: tuning runs), else automatic */
+/* ATTNSWAP_FLASH_BWD: mma (never wgmma), wgmma-reg (the wgmma kernel with
+ * K and V in registers at D = 64: tuning runs), else automatic */
 int bwd_env(void)
 {
     static int env = -2;
     if (env == -2) {
         const char *e = getenv("ATTNSWAP_FLASH_BWD");
-        env = e && strcmp(e, "mma") == 0 ? -1 : e && strcmp(e, "wgmma-ss") == 0 ? 1 : 0;
+        env = e && strcmp(e, "mma") == 0 ? -1 : e && strcmp(e, "wgmma-reg") == 0 ? 1 : 0;
     }
     return env;
 }

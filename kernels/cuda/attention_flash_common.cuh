@@ -305,10 +305,10 @@ bool wgmma_device(void);
 /* The Hopper backward (sm90/attention_flash_bwd_wgmma.cu): plain attention
  * (no mask, bias, dropout; positive scale), F16/BF16, D = Dv in {64, 128},
  * operands TMA accepts.  wgmma_bwd_ok says whether it takes p; the launch
- * returns a cudaError_t value.  ss: every operand from shared memory (no K
- * and V in registers at D = 64; tuning runs). */
+ * returns a cudaError_t value.  reg: K and V in registers at D = 64 (tuning
+ * runs). */
 bool wgmma_bwd_ok(const as_attn_bwd_params *p);
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool ss, cudaStream_t s);
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s);
 
 } // namespace as_flash
 

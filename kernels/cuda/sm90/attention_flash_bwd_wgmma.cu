@@ -316,27 +316,23 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p)
     return make_bwd_maps(&maps, p);
 }
 
-/* the operands held in registers: K and V at D = 64; none at D = 128, where
- * even K alone (32 more registers) makes ptxas spill and serialise the wgmma
- * (C7512); ss: none (tuning runs) */
-#ifndef AS_WB_REG_D64
-#define AS_WB_REG_D64 2
-#endif
-#ifndef AS_WB_REG_D128
-#define AS_WB_REG_D128 0
-#endif
+/* reg (D = 64): K and V held in registers, compiled without spills but not
+ * yet run on a card, so it is taken only when asked for (ATTNSWAP_FLASH_BWD=
+ * wgmma-reg); the default reads every operand from shared memory, as measured
+ * in docs/performance.md (v0.10).  At D = 128 even K alone (32 more registers)
+ * makes ptxas spill and serialise the wgmma (C7512). */
 template <typename T>
-int launch_d(const BParams &bp, const BwdMaps &maps, bool ss, cudaStream_t s)
+int launch_d(const BParams &bp, const BwdMaps &maps, bool reg, cudaStream_t s)
 {
-    if (bp.f.D == 64) return ss ? launch<T, 64, 0>(bp, maps, s) : launch<T, 64, AS_WB_REG_D64>(bp, maps, s);
-    return ss ? launch<T, 128, 0>(bp, maps, s) : launch<T, 128, AS_WB_REG_D128>(bp, maps, s);
+    if (bp.f.D == 64) return reg ? launch<T, 64, 2>(bp, maps, s) : launch<T, 64, 0>(bp, maps, s);
+    return launch<T, 128, 0>(bp, maps, s);
 }
 
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool ss, cudaStream_t s)
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s)
 {
     BwdMaps maps;
     if (!make_bwd_maps(&maps, p)) return (int)cudaErrorInvalidValue;
-    return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, ss, s) : launch_d<__nv_bfloat16>(bp, maps, ss, s);
+    return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, reg, s) : launch_d<__nv_bfloat16>(bp, maps, reg, s);
 }
 
 } // namespace as_flash
