@@ -9,32 +9,16 @@ NS = (64, 128)
 NS_T = (32, 64, 128)  # sst: the backward's dQ = dS K (half or all of D)
 
 
-def ss(t, n):
+def ss(t, n, name="ss", trans="0, 0"):
     nd = n // 2
     d = ", ".join(f"%{i}" for i in range(nd))
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(nd))
     return f'''template <>
-__device__ __forceinline__ void Wgmma<{t}, {n}>::ss(float (&d)[{nd}], uint64_t da, uint64_t db, int acc)
+__device__ __forceinline__ void Wgmma<{t}, {n}>::{name}(float (&d)[{nd}], uint64_t da, uint64_t db, int acc)
 {{
     asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{nd + 2}, 0;\\n"
                  "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{TYPES[t]}.{TYPES[t]} "
-                 "{{{d}}}, %{nd}, %{nd + 1}, p, 1, 1, 0, 0;\\n}}\\n"
-                 : {outs}
-                 : "l"(da), "l"(db), "r"(acc));
-}}
-'''
-
-
-def sst(t, n):
-    nd = n // 2
-    d = ", ".join(f"%{i}" for i in range(nd))
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(nd))
-    return f'''template <>
-__device__ __forceinline__ void Wgmma<{t}, {n}>::sst(float (&d)[{nd}], uint64_t da, uint64_t db, int acc)
-{{
-    asm volatile("{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{nd + 2}, 0;\\n"
-                 "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{TYPES[t]}.{TYPES[t]} "
-                 "{{{d}}}, %{nd}, %{nd + 1}, p, 1, 1, 1, 1;\\n}}\\n"
+                 "{{{d}}}, %{nd}, %{nd + 1}, p, 1, 1, {trans};\\n}}\\n"
                  : {outs}
                  : "l"(da), "l"(db), "r"(acc));
 }}
@@ -88,7 +72,7 @@ for t in TYPES:
         out.append(ss(t, n))
         out.append(rs(t, n))
     for n in NS_T:
-        out.append(sst(t, n))
+        out.append(ss(t, n, "sst", "1, 1"))
     out.append(rs(t, 64, "rsk", 0))
 out.append('''} // namespace as_flash
 

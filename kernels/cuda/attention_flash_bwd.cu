@@ -94,14 +94,9 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
 
     const KParams &P = B.f;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int64_t Hkv = P.H / P.G;
-    const int64_t bhk = blockIdx.x / B.nn, b = bhk / Hkv, hk = bhk % Hkv;
-    const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
-    const int n0 = (int)(blockIdx.x % B.nn) * BBN;
-    /* causal: query i sees key j iff j <= i + off, so rows below n0 - off see none of the block */
-    const int m_first = P.causal && n0 - off > 0 ? (n0 - off) / BBM : 0;
-    const int nmb = (Lq + BBM - 1) / BBM, per_head = nmb > m_first ? nmb - m_first : 0;
-    const int iters = (int)P.G * per_head;
+    const BwdSweep<BBN, BBM> sw_(P, B.nn);
+    const int64_t bhk = sw_.bhk, b = sw_.b, hk = sw_.hk;
+    const int Lq = sw_.Lq, Lk = sw_.Lk, off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
 
     const T *kg = reinterpret_cast<const T *>(P.k.data) + b * P.k.s0 + hk * P.k.s1;
     const T *vg = reinterpret_cast<const T *>(P.v.data) + b * P.v.s0 + hk * P.v.s1;
@@ -115,8 +110,8 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
     /* the loads of step `it` into stage st: Q, dO rows by cp.async, the row
      * statistics by plain stores (read after the next barrier) */
     auto issue = [&](int it, int st) {
-        const int64_t h = hk * P.G + it / per_head;
-        const int i0 = (m_first + it % per_head) * BBM;
+        const int64_t h = sw_.head(it);
+        const int i0 = sw_.row0(it);
         const T *qg = reinterpret_cast<const T *>(P.q.data) + b * P.q.s0 + h * P.q.s1;
         const T *og = reinterpret_cast<const T *>(B.dout.data) + b * B.dout.s0 + h * B.dout.s1;
         load_rows<BBM, RPI, D * 2>(sQa + st * BBM * D * 2 + s_ld, qg + (int64_t)(i0 + lr) * qs + lc * 8, qs, i0, lr,
@@ -155,8 +150,8 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
 
     for (int it = 0; it < iters; it++) {
         const int st = it & 1;
-        const int64_t h = hk * P.G + it / per_head;
-        const int i0 = (m_first + it % per_head) * BBM;
+        const int64_t h = sw_.head(it);
+        const int i0 = sw_.row0(it);
         cp_async_wait<0>();
         __syncthreads(); /* stage st landed for all; every warp is done with step it - 1 */
         if (it + 1 < iters) issue(it + 1, st ^ 1);

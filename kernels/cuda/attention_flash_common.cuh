@@ -299,6 +299,31 @@ struct BParams {
     int64_t nn; /* key blocks per (b, kv-head) (tensor-core paths) */
 };
 
+/* A CTA's sweep in the tensor-core backwards: key block blockIdx % nn (BN
+ * keys from n0) of (b, kv-head hk) = blockIdx / nn, over the G query heads of
+ * the group and, per head, the BM-row query blocks from m_first (causal:
+ * query i sees key j iff j <= i + off, so rows below n0 - off see none of the
+ * block).  Step it is query head head(it), rows from row0(it). */
+template <int BN, int BM>
+struct BwdSweep {
+    int64_t bhk, b, hk, hq0;
+    int Lq, Lk, off, n0, m_first, per_head, iters;
+
+    __device__ __forceinline__ BwdSweep(const KParams &P, int64_t nn)
+    {
+        const int64_t Hkv = P.H / P.G;
+        bhk = blockIdx.x / nn, b = bhk / Hkv, hk = bhk % Hkv, hq0 = hk * P.G;
+        Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
+        n0 = (int)(blockIdx.x % nn) * BN;
+        m_first = P.causal && n0 - off > 0 ? (n0 - off) / BM : 0;
+        const int nmb = (Lq + BM - 1) / BM;
+        per_head = nmb > m_first ? nmb - m_first : 0;
+        iters = (int)P.G * per_head;
+    }
+    __device__ __forceinline__ int64_t head(int it) const { return hq0 + it / per_head; }
+    __device__ __forceinline__ int row0(int it) const { return (m_first + it % per_head) * BM; }
+};
+
 /* A device of compute capability 9.0 and the sm_90a kernels built. */
 bool wgmma_device(void);
 

@@ -95,14 +95,9 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
 
     const KParams &P = B.f;
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int64_t Hkv = P.H / P.G;
-    const int64_t bhk = blockIdx.x / B.nn, b = bhk / Hkv, hk = bhk % Hkv;
-    const int Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
-    const int n0 = (int)(blockIdx.x % B.nn) * WB_BN;
-    /* causal: query i sees key j iff j <= i + off, so rows below n0 - off see none of the block */
-    const int m_first = P.causal && n0 - off > 0 ? (n0 - off) / WB_BM : 0;
-    const int nmb = (Lq + WB_BM - 1) / WB_BM, per_head = nmb > m_first ? nmb - m_first : 0;
-    const int iters = (int)P.G * per_head;
+    const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn);
+    const int64_t bhk = sw_.bhk, b = sw_.b, hk = sw_.hk;
+    const int Lq = sw_.Lq, Lk = sw_.Lk, off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
 
     if (tid == 0) {
         mbar_init(kvbar, 1);
@@ -125,7 +120,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
         for (int it = 0; it < iters; it++) {
             const int st = it & 1;
             if (it >= 2) mbar_wait(empty + 8 * st, ((it >> 1) - 1) & 1);
-            const int h = (int)(hk * P.G) + it / per_head, i0 = (m_first + it % per_head) * WB_BM;
+            const int h = (int)sw_.head(it), i0 = sw_.row0(it);
             const int i = i0 + t;
             const int64_t r = (b * P.H + h) * P.Lq + i;
             sL[st * WB_BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
@@ -169,7 +164,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
 
     for (int it = 0; it < iters; it++) {
         const int st = it & 1;
-        const int h = (int)(hk * P.G) + it / per_head, i0 = (m_first + it % per_head) * WB_BM;
+        const int h = (int)sw_.head(it), i0 = sw_.row0(it);
         const uint32_t q = sQ + st * C::QB, o = sO + st * C::QB, ds_t = sS + st * C::SB;
         mbar_wait(full + 8 * st, (it >> 1) & 1);
 
