@@ -397,7 +397,7 @@ describe("dynamic_attention's selection (core.topk_keep)", function()
 end)
 
 describe("entmax_attention's support on the CPU (core.entmax)", function()
-  it("float32 (the kernel's sort-based support) equals float64 (the bisection), values and gradients", function()
+  it("float32 equals float64 (both through the row kernel, float32 and double), values and gradients", function()
     for _, alpha in ipairs { 1.5, 2 } do
       local function run(dtype)
         as.manual_seed(21)
