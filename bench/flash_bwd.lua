@@ -13,20 +13,9 @@
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
-local o = { L = { 1024, 4096 }, D = { 64, 128 }, causal = { false, true }, tokens = 16384, repeats = 3, threads = 2 }
-local i = 1
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  local function list() local t = {} for x in v:gmatch("[^,]+") do t[#t + 1] = math.tointeger(tonumber(x)) end return t end
-  if a == "--L" then o.L = list()
-  elseif a == "--D" then o.D = list()
-  elseif a == "--causal" then o.causal = v == "on" and { true } or v == "off" and { false } or { false, true }
-  elseif a == "--tokens" then o.tokens = math.tointeger(tonumber(v))
-  elseif a == "--repeats" then o.repeats = math.tointeger(tonumber(v))
-  elseif a == "--threads" then o.threads = math.tointeger(tonumber(v))
-  else error("flash_bwd: unknown option " .. tostring(a)) end
-  i = i + 2
-end
+local o = bench.options(arg, { L = { 1024, 4096 }, D = { 64, 128 }, causal = "both", tokens = 16384, repeats = 3,
+  threads = 2 }, "flash_bwd")
+o.causal = o.causal == "on" and { true } or o.causal == "off" and { false } or { false, true }
 as.set_num_threads(o.threads)
 
 local n = 1024

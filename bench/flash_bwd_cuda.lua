@@ -10,20 +10,8 @@
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
-local o = { L = { 1024, 4096 }, D = { 64, 128 }, tokens = 16384, repeats = 10, dtype = "bfloat16" }
-local i = 1
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  local function list() local t = {} for x in v:gmatch("[^,]+") do t[#t + 1] = math.tointeger(tonumber(x)) end return t end
-  if a == "--L" then o.L = list()
-  elseif a == "--D" then o.D = list()
-  elseif a == "--tokens" then o.tokens = math.tointeger(tonumber(v))
-  elseif a == "--repeats" then o.repeats = math.tointeger(tonumber(v))
-  elseif a == "--dtype" then o.dtype = v
-  elseif a == "--torch" then o.torch = v
-  else error("flash_bwd_cuda: unknown option " .. tostring(a)) end
-  i = i + 2
-end
+local o = bench.options(arg, { L = { 1024, 4096 }, D = { 64, 128 }, tokens = 16384, repeats = 10, dtype = "bfloat16",
+  torch = false }, "flash_bwd_cuda")
 
 local peer = {}
 if o.torch then

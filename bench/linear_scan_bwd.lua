@@ -17,20 +17,8 @@ local as = require "attnswap"
 local bench = require "attnswap.bench"
 local C = require "attnswap.attention.linear_common"
 
-local o = { L = { 1024, 4096, 16384 }, D = { 64 }, H = 4, impl = { "linear_attention" }, repeats = 5, threads = 2 }
-local i = 1
-while i <= #arg do
-  local a, v = arg[i], arg[i + 1]
-  local function list() local t = {} for x in v:gmatch("[^,]+") do t[#t + 1] = math.tointeger(tonumber(x)) or x end return t end
-  if a == "--L" then o.L = list()
-  elseif a == "--D" then o.D = list()
-  elseif a == "--H" then o.H = math.tointeger(tonumber(v))
-  elseif a == "--impl" then o.impl = list()
-  elseif a == "--repeats" then o.repeats = math.tointeger(tonumber(v))
-  elseif a == "--threads" then o.threads = math.tointeger(tonumber(v))
-  else error("linear_scan_bwd: unknown option " .. tostring(a)) end
-  i = i + 2
-end
+local o = bench.options(arg, { L = { 1024, 4096, 16384 }, D = { 64 }, H = 4, impl = { "linear_attention" },
+  repeats = 5, threads = 2 }, "linear_scan_bwd")
 as.set_num_threads(o.threads)
 
 for _, name in ipairs(o.impl) do

@@ -540,12 +540,14 @@ int bwd_env(void)
     return env;
 }
 
-bool use_wgmma_bwd(const as_attn_bwd_params *p)
+/* probe_tma: also make the TMA maps (the path's name); a launch makes them
+ * once and falls back to mma by itself where TMA refuses an operand */
+bool use_wgmma_bwd(const as_attn_bwd_params *p, bool probe_tma)
 {
 #ifdef AS_FLASH_WGMMA
-    return g_force_bwd >= 0 && bwd_env() >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p);
+    return g_force_bwd >= 0 && bwd_env() >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p, probe_tma);
 #else
-    (void)p;
+    (void)p, (void)probe_tma;
     return false;
 #endif
 }
@@ -561,7 +563,7 @@ extern "C" int as_cuda_flash_force_bwd(int mode)
 
 extern "C" const char *as_cuda_flash_bwd_path(const as_attn_bwd_params *p)
 {
-    return use_wgmma_bwd(p) ? "flash-bwd/wgmma" : mma_bwd_ok(p) ? "flash-bwd/mma" : "flash-bwd/cuda-f32";
+    return use_wgmma_bwd(p, true) ? "flash-bwd/wgmma" : mma_bwd_ok(p) ? "flash-bwd/mma" : "flash-bwd/cuda-f32";
 }
 
 extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, void *stream)
@@ -597,7 +599,11 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
     flash_bwd_di_kernel<<<(unsigned)blocks, 128, 0, s>>>(bp);
     if ((ce = cudaGetLastError())) return (int)ce;
 #ifdef AS_FLASH_WGMMA
-    if (use_wgmma_bwd(p)) return launch_bwd_wgmma(bp, p, bwd_env() == 1, s);
+    if (use_wgmma_bwd(p, false)) {
+        bool taken = false;
+        const int e = launch_bwd_wgmma(bp, p, bwd_env() == 1, s, &taken);
+        if (taken) return e;
+    }
 #endif
     if (mma_bwd_ok(p))
         return f->q.dtype == AS_F16 ? launch_bwd_mma_t<__half>(bp, s) : launch_bwd_mma_t<__nv_bfloat16>(bp, s);

@@ -329,11 +329,12 @@ bool wgmma_device(void);
 
 /* The Hopper backward (sm90/attention_flash_bwd_wgmma.cu): plain attention
  * (no mask, bias, dropout; positive scale), F16/BF16, D = Dv in {64, 128},
- * operands TMA accepts.  wgmma_bwd_ok says whether it takes p; the launch
- * returns a cudaError_t value.  reg: K and V in registers at D = 64 (tuning
+ * operands TMA accepts.  wgmma_bwd_ok says whether it takes p (the operands
+ * offered to TMA only when probe_tma); the launch returns a cudaError_t value,
+ * *taken false (and nothing launched) where TMA refuses an operand.  reg: K and V in registers at D = 64 (tuning
  * runs). */
-bool wgmma_bwd_ok(const as_attn_bwd_params *p);
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s);
+bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma);
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s, bool *taken);
 
 } // namespace as_flash
 

@@ -40,6 +40,37 @@ function B.load()
   return s:match("^(%S+ %S+ %S+)") or s
 end
 
+--- options(args, defaults, name) -> a copy of defaults with each `--key value`
+--- of args (a script's arg) applied.  The default's type says how the value
+--- reads: a list takes comma-separated values (numbers where they read as
+--- numbers), a number a number, anything else (a string, or false for an
+--- option with no default) the text.  An unknown key, a missing value or a
+--- number that does not read as one is an error naming the script.
+function B.options(args, defaults, name)
+  local o = {}
+  for k, v in pairs(defaults) do o[k] = v end
+  local i = 1
+  while i <= #args do
+    local key = args[i]:match("^%-%-(.+)$")
+    local cur = key and defaults[key]
+    if cur == nil then error(string.format("%s: unknown option %s", name, tostring(args[i])), 2) end
+    local v = args[i + 1]
+    if v == nil then error(string.format("%s: %s needs a value", name, args[i]), 2) end
+    if type(cur) == "table" then
+      local t = {}
+      for x in v:gmatch("[^,]+") do t[#t + 1] = math.tointeger(tonumber(x)) or tonumber(x) or x end
+      o[key] = t
+    elseif type(cur) == "number" then
+      o[key] = math.tointeger(tonumber(v)) or tonumber(v)
+      if not o[key] then error(string.format("%s: %s expects a number, got %s", name, args[i], v), 2) end
+    else
+      o[key] = v
+    end
+    i = i + 2
+  end
+  return o
+end
+
 --- A one-line progress bar on stderr.
 function B.progress(done, total, label)
   local width = 30

@@ -14,6 +14,7 @@
 #include "attnswap/error.h"
 #include "attnswap/attention_reweight.h"
 #include "backend.h"
+#include "dispatch.h"
 #include "prepare.h"
 
 #define FN "entmax_attention"
@@ -119,9 +120,8 @@ static as_tensor *entmax_cpu(const as_tensor *x, int d, double alpha)
 static as_tensor *entmax_device(const as_tensor *x, int d, double alpha)
 {
     as_device dev = as_tensor_device(x);
-    const as_backend *b = as_backend_for("entmax", dev);
-    if (!b) return NULL;
-    if (!b->entmax_rows || x->dtype == AS_F64) {
+    if (!as_backend_for("entmax", dev)) return NULL; /* no such device, or a build without it */
+    if (!as_k_has_entmax_rows(dev) || x->dtype == AS_F64) {
         as_error_set("entmax: expected float32, bfloat16 or float16 on %s (no entmax kernel there for %s)",
                      as_device_name(dev), as_dtype_name(x->dtype));
         return NULL;
@@ -135,8 +135,7 @@ static as_tensor *entmax_device(const as_tensor *x, int d, double alpha)
         if (as_copy_(y, x)) goto fail;
         src = as_data(y);
     }
-    if (b->check("entmax", b->entmax_rows(x->dtype, src, as_data(y), as_numel(y) / (n * inner), n, inner, alpha)))
-        goto fail;
+    if (as_k_entmax_rows(dev, x->dtype, src, as_data(y), as_numel(y) / (n * inner), n, inner, alpha)) goto fail;
     return y;
 fail:
     as_release(y);

@@ -140,6 +140,19 @@ bool as_k_has_norm_rows_16(as_device dev)
     return b && b->norm_rows_16;
 }
 
+int as_k_entmax_rows(as_device dev, as_dtype dt, const void *x, void *y, int64_t outer, int64_t n, int64_t inner,
+                     double alpha)
+{
+    BACKEND(b, "entmax", dev);
+    return b->check("entmax", b->entmax_rows(dt, x, y, outer, n, inner, alpha));
+}
+
+bool as_k_has_entmax_rows(as_device dev)
+{
+    const as_backend *b = as_backend_get(dev.type);
+    return b && b->entmax_rows;
+}
+
 int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, int64_t n, const float *w,
                        double eps)
 {

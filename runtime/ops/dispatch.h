@@ -36,6 +36,12 @@ int as_k_xent_rows(as_device dev, const void *x, as_dtype dt, const int64_t *tar
                    float *lse, int64_t rows, int64_t n);
 int as_k_xent_bwd_rows(as_device dev, const void *x, as_dtype dt, const int64_t *target, int64_t ignore,
                        const float *lse, const float *g, void *dx, int64_t rows, int64_t n);
+/* entmax along dim n of (outer, n, inner) rows (as_backend.entmax_rows: float32, bfloat16,
+ * float16), where the device has the kernel. */
+bool as_k_has_entmax_rows(as_device dev);
+int as_k_entmax_rows(as_device dev, as_dtype dt, const void *x, void *y, int64_t outer, int64_t n, int64_t inner,
+                     double alpha);
+
 /* 16-bit rows without float32 copies (as_backend.norm_rows_16), where the device has the kernel. */
 bool as_k_has_norm_rows_16(as_device dev);
 int as_k_norm_rows_16(as_device dev, as_dtype dt, const void *x, void *y, int64_t rows, int64_t n, const void *w,

@@ -169,3 +169,31 @@ dofile(arg[0])
     assert.is_truthy(text:find("\n/bench%-out/\n") or text:find("^/bench%-out/\n"), text)
   end)
 end)
+
+describe("bench.options", function()
+  local bench = require "attnswap.bench"
+  local defaults = { L = { 1024 }, impl = { "a" }, H = 4, scale = 0.5, dtype = "bfloat16", torch = false }
+  it("reads each --key value by its default's type and leaves the rest", function()
+    local o = bench.options({ "--L", "64,128", "--impl", "x,y", "--H", "3", "--scale", "0.25", "--torch", "t.json" },
+      defaults, "demo")
+    assert.same({ 64, 128 }, o.L)
+    assert.same({ "x", "y" }, o.impl)
+    assert.equal(3, o.H)
+    assert.is_true(math.type(o.H) == "integer")
+    assert.equal(0.25, o.scale)
+    assert.equal("t.json", o.torch)
+    assert.equal("bfloat16", o.dtype)
+    assert.same({ 1024 }, defaults.L) -- the defaults are not changed
+  end)
+  it("an unknown option, a missing value or a bad number is an error naming the script", function()
+    local function err(args)
+      local ok, e = pcall(bench.options, args, defaults, "demo")
+      assert.is_false(ok)
+      return tostring(e)
+    end
+    assert.matches("demo: unknown option %-%-nope", err { "--nope", "1" })
+    assert.matches("demo: unknown option L", err { "L", "1" })
+    assert.matches("demo: %-%-H needs a value", err { "--H" })
+    assert.matches("demo: %-%-H expects a number, got x", err { "--H", "x" })
+  end)
+end)

@@ -300,7 +300,7 @@ int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
 
 } // namespace
 
-bool wgmma_bwd_ok(const as_attn_bwd_params *p)
+bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma)
 {
     const as_attn_params *f = &p->f;
     if (!wgmma_device() || f->mask.data || f->dropout > 0.0f || p->dbias || !(f->scale > 0.0f)) return false;
@@ -308,7 +308,7 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p)
     if (f->D != f->Dv || (f->D != 64 && f->D != 128) || f->Lq > 0x7fffffff - WB_BM || f->Lk > 0x7fffffff - WB_BN)
         return false;
     BwdMaps maps;
-    return make_bwd_maps(&maps, p);
+    return !probe_tma || make_bwd_maps(&maps, p);
 }
 
 /* reg (D = 64): K and V held in registers, compiled without spills but not
@@ -323,10 +323,10 @@ int launch_d(const BParams &bp, const BwdMaps &maps, bool reg, cudaStream_t s)
     return launch<T, 128, 0>(bp, maps, s);
 }
 
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s)
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s, bool *taken)
 {
     BwdMaps maps;
-    if (!make_bwd_maps(&maps, p)) return (int)cudaErrorInvalidValue;
+    if (!(*taken = make_bwd_maps(&maps, p))) return 0;
     return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, reg, s) : launch_d<__nv_bfloat16>(bp, maps, reg, s);
 }
 
