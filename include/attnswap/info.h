@@ -18,6 +18,7 @@ typedef struct {
     const char *attention_isa;      /* the CPU flash kernel's path: avx512, avx2, scalar */
     int cuda_built;                 /* 1: this build has the CUDA backend */
     int cuda_devices;               /* devices visible */
+    int deterministic;              /* as_get_deterministic() */
 } as_runtime_info;
 
 void as_runtime_info_get(as_runtime_info *info);

@@ -92,6 +92,13 @@ as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device
 void as_set_num_threads(int n);
 int as_get_num_threads(void);
 void as_threads_init(void); /* part of as_init */
+/* ---- determinism ----
+ * On: the kernels that add float32 partial sums in a scheduling-dependent
+ * order (the CUDA flash-attention backward's dQ) add them in a fixed order,
+ * so a run repeats bit for bit, at some cost in speed (docs/api.md).  Off by
+ * default; ATTNSWAP_DETERMINISTIC=1 in the environment turns it on. */
+void as_set_deterministic(bool on);
+bool as_get_deterministic(void);
 /* Once, before anything else (the Lua module and attnswap-run call it):
  * sets up the thread pool and registers the device backends. */
 void as_init(void);

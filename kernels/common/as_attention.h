@@ -43,11 +43,23 @@ typedef struct {
 typedef struct {
     as_attn_params f;     /* as the forward ran: q, k, v, mask, causal, scale, dropout, seed, out, lse */
     as_attn_operand dout; /* dO (B, H, Lq, Dv), any strides (0: broadcast), F32, F16 or BF16 */
-    /* contiguous float32 out: dq (B, H, Lq, D), dk (B, Hkv, Lk, D), dv (B, Hkv, Lk, Dv) */
-    float *dq, *dk, *dv;
+    /* contiguous out: dq (B, H, Lq, D) float32, dk (B, Hkv, Lk, D) and dv (B, Hkv, Lk, Dv) of
+     * dkv_dtype: F32, or (the CUDA kernels) the inputs' F16/BF16, rounded from float32 as the
+     * kernel writes them, so no cast pass follows */
+    float *dq;
+    void *dk, *dv;
+    as_dtype dkv_dtype;
     float *dbias; /* NULL, or (B, H, Lq, Lk) float32 out: the gradient of the additive mask */
     float *di;    /* (B, H, Lq) float32 scratch for rowsum(dO o O) (the CUDA kernel's; the CPU keeps its own) */
+    /* NULL, or AS_ATTN_BWD_TURNS(B, H, Lq) int32 scratch (the CUDA kernels'):
+     * the key blocks then add their float32 parts of dq in index order, so
+     * dq repeats bit for bit (as_set_deterministic).  The CPU's backward is
+     * deterministic without it. */
+    int32_t *dq_turns;
 } as_attn_bwd_params;
+
+/* dq_turns' length: one counter a (b, h, 64-row query block) */
+#define AS_ATTN_BWD_TURNS(B, H, Lq) ((B) * (H) * (((Lq) + 63) / 64))
 
 /* The zoo's kernels (kernels/cpu/zoo_*.c) read contiguous float32 inputs:
  * what every one of them takes, filled by runtime/attention/prepare.c. */

@@ -353,8 +353,8 @@ static void run_unit(const job *jb, char *ws, int64_t b, int64_t hk, int64_t lan
             if (packed) packed[t] = 1;
             run_pair(jb, ws, ts, b, hk, i0, np, j0, n, kr, ldk, vr, ldv, part + t * L->part_tile);
         }
-        float *dko = jb->bp->dk + ((b * p->Hkv + hk) * p->Lk + j0) * D;
-        float *dvo = jb->bp->dv + ((b * p->Hkv + hk) * p->Lk + j0) * Dv;
+        float *dko = (float *)jb->bp->dk + ((b * p->Hkv + hk) * p->Lk + j0) * D;
+        float *dvo = (float *)jb->bp->dv + ((b * p->Hkv + hk) * p->Lk + j0) * Dv;
         for (int64_t r = 0; r < n; r++) {
             memcpy(dko + r * D, dk + r * L->Dp, (size_t)D * sizeof(float));
             memcpy(dvo + r * Dv, dv + r * L->Dvp, (size_t)Dv * sizeof(float));

@@ -14,7 +14,9 @@
  *                    dK  += dS^T Q                (scale at the end)
  *                    dQ  += scale dS K            dS^T through shared memory,
  *                                                 float32 atomics into dq
- *                  so the work per CTA is deterministic except dQ's sum order.
+ *                  so the work per CTA is deterministic except dQ's sum order;
+ *                  with dq_turns (as_set_deterministic) the key blocks add
+ *                  into each 64-row block of dq one after another, in order.
  *  flash-bwd/cuda-f32  everything else: one warp a query row for dQ (and
  *                  dbias), one warp a key row for dK and dV; fp32 throughout.
  *
@@ -295,8 +297,8 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
         /* dQ (BM, D) += scale dS K: warp w takes query rows 16w..16w+15; A = dS
          * from dS^T by ldmatrix.trans, B = K by ldmatrix.trans */
         const int qw = warp * 16;
+        float acc_q[DT][4];
         if (i0 + qw < Lq) {
-            float acc_q[DT][4];
 #pragma unroll
             for (int nt = 0; nt < DT; nt++)
 #pragma unroll
@@ -315,6 +317,13 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
                     Mma<T>::run(acc_q[2 * dp + 1], sa, kb[2], kb[3]);
                 }
             }
+        }
+        int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
+        if (turn) {
+            if (tid == 0) sw_.wait_turn(turn);
+            __syncthreads();
+        }
+        if (i0 + qw < Lq) {
             float *dq = B.dq + (b * P.H + h) * P.Lq * D;
 #pragma unroll
             for (int r = 0; r < 2; r++) {
@@ -333,20 +342,25 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
                 }
             }
         }
+        if (turn) {
+            __threadfence();
+            __syncthreads();
+            if (tid == 0) sw_.pass_turn(turn);
+        }
     }
     cp_async_wait<0>();
 
-    /* dK = scale dS^T Q, dV: the warp's 16 keys, float32 */
-    float *dkg = B.dk + bhk * P.Lk * D, *dvg = B.dv + bhk * P.Lk * D;
+    /* dK = scale dS^T Q, dV: the warp's 16 keys, in dkv_dtype */
+    const int64_t kv0 = bhk * P.Lk * D;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int j = n0 + kw + (lane >> 2) + 8 * r;
         if (j >= Lk) continue;
 #pragma unroll
         for (int nt = 0; nt < DT; nt++) {
-            const int64_t o = (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
-            *reinterpret_cast<float2 *>(dkg + o) = make_float2(dk[nt][2 * r] * P.scale, dk[nt][2 * r + 1] * P.scale);
-            *reinterpret_cast<float2 *>(dvg + o) = make_float2(dv[nt][2 * r], dv[nt][2 * r + 1]);
+            const int64_t o = kv0 + (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
+            store_f2(B.dk, B.dkv_dtype, o, dk[nt][2 * r] * P.scale, dk[nt][2 * r + 1] * P.scale);
+            store_f2(B.dv, B.dkv_dtype, o, dv[nt][2 * r], dv[nt][2 * r + 1]);
         }
     }
 }
@@ -451,8 +465,8 @@ __global__ void __launch_bounds__(128) flash_bwd_dkv_f32_kernel(const BParams B,
                 __syncwarp();
             }
         }
-        for (int64_t d = lane; d < D; d += 32) B.dk[r * D + d] = adk[d] * P.scale;
-        for (int64_t d = lane; d < Dv; d += 32) B.dv[r * Dv + d] = adv[d];
+        for (int64_t d = lane; d < D; d += 32) store_f(B.dk, B.dkv_dtype, r * D + d, adk[d] * P.scale);
+        for (int64_t d = lane; d < Dv; d += 32) store_f(B.dv, B.dkv_dtype, r * Dv + d, adv[d]);
         __syncwarp();
     }
 }
@@ -568,7 +582,8 @@ extern "C" const char *as_cuda_flash_bwd_path(const as_attn_bwd_params *p)
 
 extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, void *stream)
 {
-    if (!p || !p->dq || !p->dk || !p->dv || (p->f.B * p->f.H * p->f.Lq > 0 && (!p->f.lse || !p->di)))
+    if (!p || !p->dq || !p->dk || !p->dv || (p->f.B * p->f.H * p->f.Lq > 0 && (!p->f.lse || !p->di)) ||
+        (p->dkv_dtype != AS_F32 && p->dkv_dtype != AS_F16 && p->dkv_dtype != AS_BF16))
         return (int)cudaErrorInvalidValue;
     const as_attn_params *f = &p->f;
     if (f->B < 0 || f->H <= 0 || f->Hkv <= 0 || f->H % f->Hkv != 0 || f->Lq < 0 || f->Lk < 0 || f->D < 0 ||
@@ -578,12 +593,16 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
     cudaError_t ce;
     /* dq is summed into; dbias is written only where a row sees a key */
     if ((ce = cudaMemsetAsync(p->dq, 0, (size_t)(f->B * f->H * f->Lq * f->D) * sizeof(float), s))) return (int)ce;
+    if (p->dq_turns &&
+        (ce = cudaMemsetAsync(p->dq_turns, 0, (size_t)AS_ATTN_BWD_TURNS(f->B, f->H, f->Lq) * sizeof(int32_t), s)))
+        return (int)ce;
     if (p->dbias &&
         (ce = cudaMemsetAsync(p->dbias, 0, (size_t)(f->B * f->H * f->Lq * f->Lk) * sizeof(float), s)))
         return (int)ce;
     if (f->Lq == 0 || f->B == 0) { /* no query: zero dk, dv */
-        if ((ce = cudaMemsetAsync(p->dk, 0, (size_t)(f->B * f->Hkv * f->Lk * f->D) * sizeof(float), s))) return (int)ce;
-        return (int)cudaMemsetAsync(p->dv, 0, (size_t)(f->B * f->Hkv * f->Lk * f->Dv) * sizeof(float), s);
+        const size_t es = p->dkv_dtype == AS_F32 ? 4 : 2;
+        if ((ce = cudaMemsetAsync(p->dk, 0, (size_t)(f->B * f->Hkv * f->Lk * f->D) * es, s))) return (int)ce;
+        return (int)cudaMemsetAsync(p->dv, 0, (size_t)(f->B * f->Hkv * f->Lk * f->Dv) * es, s);
     }
     if (f->Lk == 0) return 0; /* dq zeroed; no key rows */
 
@@ -591,7 +610,8 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
     bp.f = make_kparams(f);
     bp.dout = opnd(p->dout);
     bp.lse = f->lse, bp.di = p->di;
-    bp.dq = p->dq, bp.dk = p->dk, bp.dv = p->dv, bp.dbias = p->dbias;
+    bp.dq = p->dq, bp.dk = p->dk, bp.dv = p->dv, bp.dbias = p->dbias, bp.dkv_dtype = (int)p->dkv_dtype;
+    bp.dq_turns = p->dq_turns;
     bp.nn = 1;
     const int64_t rows = f->B * f->H * f->Lq;
     int64_t blocks = (rows + 3) / 4;

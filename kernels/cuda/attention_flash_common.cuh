@@ -88,6 +88,15 @@ __device__ __forceinline__ void store_f(void *base, int dt, int64_t i, float x)
     default: ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn(x); break;
     }
 }
+/* elements i, i + 1 (i even, 4-byte aligned) of an F32, F16 or BF16 array */
+__device__ __forceinline__ void store_f2(void *base, int dt, int64_t i, float x, float y)
+{
+    switch (dt) {
+    case AS_F32: *reinterpret_cast<float2 *>((float *)base + i) = make_float2(x, y); break;
+    case AS_F16: *reinterpret_cast<__half2 *>((__half *)base + i) = __floats2half2_rn(x, y); break;
+    default: *reinterpret_cast<__nv_bfloat162 *>((__nv_bfloat16 *)base + i) = __floats2bfloat162_rn(x, y); break;
+    }
+}
 
 __device__ __forceinline__ float ex2(float x) /* 2^x, 2^-inf = 0 */
 {
@@ -295,8 +304,11 @@ struct BParams {
     Opnd dout;
     const float *lse; /* (B, H, Lq) */
     float *di;        /* (B, H, Lq) scratch: rowsum(dO o O) */
-    float *dq, *dk, *dv, *dbias;
-    int64_t nn; /* key blocks per (b, kv-head) (tensor-core paths) */
+    float *dq, *dbias;
+    void *dk, *dv;  /* of dkv_dtype (F32, F16, BF16) */
+    int dkv_dtype;
+    int *dq_turns; /* NULL, or one zeroed counter a (b, h, 64-row block): dQ added in key-block order */
+    int64_t nn;    /* key blocks per (b, kv-head) (tensor-core paths) */
 };
 
 /* A CTA's sweep in the tensor-core backwards: key block blockIdx % nn (BN
@@ -322,6 +334,24 @@ struct BwdSweep {
     }
     __device__ __forceinline__ int64_t head(int it) const { return hq0 + it / per_head; }
     __device__ __forceinline__ int row0(int it) const { return (m_first + it % per_head) * BM; }
+    /* Deterministic dQ: the counter of step it's query block, or NULL. */
+    __device__ __forceinline__ int *turn(const BParams &B, int it) const
+    {
+        static_assert(BM == 64, "dq_turns counts 64-row query blocks (AS_ATTN_BWD_TURNS)");
+        return B.dq_turns ? B.dq_turns + (b * B.f.H + head(it)) * ((Lq + BM - 1) / BM) + row0(it) / BM : nullptr;
+    }
+    /* Key block n adds its part of a query block's dQ after blocks 0 .. n - 1
+     * did: each of them sweeps that query block too (m_first grows with n), so
+     * the counter reads n when its turn comes.  Blocks of lower index are
+     * scheduled first, so the one waited for is running or done.  One thread
+     * waits, then the caller's barrier lets the rest add. */
+    __device__ __forceinline__ void wait_turn(const int *c) const
+    {
+        while (*(volatile const int *)c != n0 / BN) __nanosleep(64);
+        __threadfence();
+    }
+    /* after every thread's adds, their fence, and a barrier: one thread passes the turn on */
+    __device__ __forceinline__ void pass_turn(int *c) const { *(volatile int *)c = n0 / BN + 1; }
 };
 
 /* A device of compute capability 9.0 and the sm_90a kernels built. */

@@ -31,11 +31,14 @@ enum { SV_Q, SV_K, SV_V, SV_MASK, SV_OUT, SV_LSE };
 
 static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                          const as_tensor *mask, const as_tensor *out, const as_tensor *lse, const as_tensor *g,
-                         bool causal, float scale, float dropout, uint64_t seed, const bool *want, as_tensor **gi);
+                         bool causal, float scale, float dropout, uint64_t seed, const bool *want, bool kv_own_dtype,
+                         as_tensor **gi);
 
 /* dq, dk, dv (and the additive mask's gradient, dS itself) from the fused
- * backward (kernels/cpu/attention_flash_bwd.c), float32: the engine casts
- * them to the inputs' dtypes and sums the mask's over its broadcast dims. */
+ * backward (kernels/cpu/attention_flash_bwd.c, kernels/cuda): float32, but
+ * dk and dv in k's float16/bfloat16 on CUDA, where the kernel rounds them as
+ * it writes; the engine casts the rest to the inputs' dtypes and sums the
+ * mask's over its broadcast dims. */
 static int flash_backward(as_node *node, const as_tensor *g, as_tensor **gi)
 {
     const as_tensor *sv[6] = {NULL};
@@ -49,19 +52,21 @@ static int flash_backward(as_node *node, const as_tensor *g, as_tensor **gi)
     const int64_t *ints = as_node_ints(node);
     const double *sc = as_node_scalars(node);
     return flash_bwd_run(FN, sv[SV_Q], sv[SV_K], sv[SV_V], sv[SV_MASK], sv[SV_OUT], sv[SV_LSE], g, ints[1] != 0,
-                         (float)sc[0], (float)sc[1], (uint64_t)ints[0], want, gi);
+                         (float)sc[0], (float)sc[1], (uint64_t)ints[0], want, true, gi);
 }
 
 /* The fused backward on given tensors: gi[i] (a new float32 reference) for
- * each input i with want[i] (mask: its additive form's gradient). */
+ * each input i with want[i] (mask: its additive form's gradient); with
+ * kv_own_dtype, dk and dv in k's dtype where the device writes it. */
 static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                          const as_tensor *mask, const as_tensor *out, const as_tensor *lse, const as_tensor *g,
-                         bool causal, float scale, float dropout, uint64_t seed, const bool *want, as_tensor **gi)
+                         bool causal, float scale, float dropout, uint64_t seed, const bool *want, bool kv_own_dtype,
+                         as_tensor **gi)
 {
     as_device dev = as_tensor_device(q);
     int64_t B = q->shape[0], H = q->shape[1], Lq = q->shape[2], D = q->shape[3];
     int64_t Hkv = k->shape[1], Lk = k->shape[2], Dv = v->shape[3];
-    as_tensor *gf = NULL, *di = NULL, *t[4] = {NULL, NULL, NULL, NULL};
+    as_tensor *gf = NULL, *di = NULL, *turns = NULL, *t[4] = {NULL, NULL, NULL, NULL};
     int rc = -1;
     if (g->dtype != AS_F32 && g->dtype != AS_F16 && g->dtype != AS_BF16) {
         if (!(gf = as_to_dtype(g, AS_F32))) return -1;
@@ -69,11 +74,16 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
     }
     bool want_bias = mask && mask->dtype != AS_BOOL && want[3];
     t[0] = as_empty(4, (int64_t[]){B, H, Lq, D}, AS_F32, dev);
-    t[1] = as_empty(4, (int64_t[]){B, Hkv, Lk, D}, AS_F32, dev);
-    t[2] = as_empty(4, (int64_t[]){B, Hkv, Lk, Dv}, AS_F32, dev);
+    const as_dtype kvt = kv_own_dtype && dev.type == AS_DEV_CUDA && k->dtype == v->dtype &&
+                                 (k->dtype == AS_F16 || k->dtype == AS_BF16) ? k->dtype : AS_F32;
+    t[1] = as_empty(4, (int64_t[]){B, Hkv, Lk, D}, kvt, dev);
+    t[2] = as_empty(4, (int64_t[]){B, Hkv, Lk, Dv}, kvt, dev);
     if (want_bias) t[3] = as_empty(4, (int64_t[]){B, H, Lq, Lk}, AS_F32, dev);
     di = as_empty(3, (int64_t[]){B, H, Lq}, AS_F32, dev);
-    if (!t[0] || !t[1] || !t[2] || (want_bias && !t[3]) || !di) goto done;
+    /* the CUDA kernels' turn counters, where the user asked for repeatable sums */
+    const bool ordered = dev.type == AS_DEV_CUDA && as_get_deterministic();
+    if (ordered) turns = as_empty(1, (int64_t[]){AS_ATTN_BWD_TURNS(B, H, Lq)}, AS_I32, dev);
+    if (!t[0] || !t[1] || !t[2] || (want_bias && !t[3]) || !di || (ordered && !turns)) goto done;
     as_attn_bwd_params bp = {
         .f = {.B = B, .H = H, .Hkv = Hkv, .Lq = Lq, .Lk = Lk, .D = D, .Dv = Dv,
               .q = as_attention_operand(q), .k = as_attention_operand(k),
@@ -82,9 +92,10 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
               .seed = seed, .out = as_data(out), .out_dtype = out->dtype,
               .out_stride = {out->stride[0], out->stride[1], out->stride[2]}, .lse = as_data(lse)},
         .dout = as_attention_operand(g),
-        .dq = as_data(t[0]), .dk = as_data(t[1]), .dv = as_data(t[2]),
+        .dq = as_data(t[0]), .dk = as_data(t[1]), .dv = as_data(t[2]), .dkv_dtype = kvt,
         .dbias = t[3] ? as_data(t[3]) : NULL,
         .di = as_data(di),
+        .dq_turns = turns ? as_data(turns) : NULL,
     };
     if (mask) bp.f.mask = as_attention_operand(mask);
     if (as_k_flash_bwd(fn, dev, &bp)) goto done;
@@ -93,7 +104,7 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
     rc = 0;
 done:
     for (int i = 0; i < 4; i++) as_release(t[i]);
-    as_release(gf), as_release(di);
+    as_release(gf), as_release(di), as_release(turns);
     return rc;
 }
 
@@ -233,7 +244,7 @@ int as_flash_attention_backward(const as_tensor *dout, const as_tensor *q, const
     bool want[4] = {true, true, true, false};
     bool prev = as_set_grad_enabled(false);
     int rc = lc ? flash_bwd_run(fn, q, k, v, mask, oc, lc, dout, o.causal, (float)as_attention_scale(o.scale, q->shape[3]),
-                                0.0f, 0, want, gi)
+                                0.0f, 0, want, false, gi)
                 : -1;
     as_set_grad_enabled(prev);
     as_release(oc), as_release(lc);

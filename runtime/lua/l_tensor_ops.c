@@ -368,6 +368,21 @@ static int l_get_num_threads(lua_State *L)
     return 1;
 }
 
+/* set_deterministic(on): as_set_deterministic (attnswap/ops.h) */
+static int l_set_deterministic(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TBOOLEAN)
+        return l_error(L, "set_deterministic: expected a boolean, got %s", luaL_typename(L, 1));
+    as_set_deterministic(lua_toboolean(L, 1));
+    return 0;
+}
+
+static int l_get_deterministic(lua_State *L)
+{
+    lua_pushboolean(L, as_get_deterministic());
+    return 1;
+}
+
 /* Methods, also exported as module functions: as.exp(t) == t:exp(). */
 static const luaL_Reg op_methods[] = {
     {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"pow", l_pow},
@@ -390,7 +405,8 @@ static const luaL_Reg op_methods[] = {
 static const luaL_Reg op_functions[] = {
     {"where", l_where}, {"cat", l_cat}, {"stack", l_stack}, {"linear", l_linear},
     {"embedding", l_embedding}, {"set_num_threads", l_set_num_threads},
-    {"get_num_threads", l_get_num_threads},
+    {"get_num_threads", l_get_num_threads}, {"set_deterministic", l_set_deterministic},
+    {"get_deterministic", l_get_deterministic},
     {NULL, NULL},
 };
 

@@ -217,6 +217,10 @@ static int cpu_flash(const char *fn, const as_attn_params *p)
  * that memory_stats counts it: its size is a claim of docs/performance.md. */
 static int cpu_flash_bwd(const char *fn, const as_attn_bwd_params *p)
 {
+    if (p->dkv_dtype != AS_F32) {
+        as_error_set("%s: the CPU's backward writes dk, dv in float32, asked for %s", fn, as_dtype_name(p->dkv_dtype));
+        return -1;
+    }
     int nthreads = omp_get_max_threads();
     size_t bytes = as_cpu_flash_bwd_workspace_size(p, nthreads);
     as_tensor *ws = as_empty(1, (int64_t[]){(int64_t)bytes}, AS_BOOL, AS_CPU);

@@ -46,6 +46,7 @@ void as_runtime_info_get(as_runtime_info *out)
     out->attention_isa = as_cpu_flash_isa_name();
     out->cuda_built = as_cuda_built();
     out->cuda_devices = as_cuda_device_count();
+    out->deterministic = as_get_deterministic();
 }
 
 int as_runtime_info_describe(char *buf, size_t size)
@@ -70,6 +71,8 @@ int as_runtime_info_describe(char *buf, size_t size)
                     "blas core:     %s\n"
                     "threads:       %d (OpenMP; OpenBLAS one thread inside)\n"
                     "attention isa: %s (CPU flash kernel)\n"
-                    "cuda:          %s\n",
-                    *i.cpu ? i.cpu : "unknown", i.cpu_features, i.blas, core, i.threads, i.attention_isa, cuda);
+                    "cuda:          %s\n"
+                    "deterministic: %s\n",
+                    *i.cpu ? i.cpu : "unknown", i.cpu_features, i.blas, core, i.threads, i.attention_isa, cuda,
+                    i.deterministic ? "on" : "off");
 }

@@ -9,6 +9,7 @@
 --   float32, odd D, strided dO: the fallback (flash-bwd/cuda-f32).
 -- Each case: plain, causal (Lq < Lk too), GQA, a keep-mask with a row that
 -- sees nothing, a bias that requires grad, dropout (the CPU's hash).
+-- Then as.set_deterministic: the same gradients, and two runs bit-identical.
 if not as.cuda.is_available() then
   print("flash_bwd_cuda: no CUDA device, skipped")
   os.exit(77)
@@ -109,6 +110,34 @@ case("D128 L 777 GQA", "bfloat16", shapes(1, 4, 1, 777, 777, 128), {})
 case("D64 L 300/520 causal GQA", "float16", shapes(2, 4, 2, 300, 520, 64), { causal = true })
 case("D128 L 520/300 causal", "bfloat16", shapes(1, 3, 3, 520, 300, 128), { causal = true })
 case("D64 L 640 GQA 4:1", "bfloat16", shapes(1, 8, 2, 640, 640, 64), {})
+
+-- as.set_deterministic: the key blocks add into dq in their index order, so
+-- two runs agree bit for bit (the atomics' order may differ without it); the
+-- gradients still match the CPU's
+local function repeatable(name, dtype, shp, opts, mask)
+  as.manual_seed(5)
+  local q0, k0, v0 = as.randn(table.unpack(shp.q)), as.randn(table.unpack(shp.k)), as.randn(table.unpack(shp.v))
+  local w0 = as.randn(shp.q[1], shp.q[2], shp.q[3], shp.v[4])
+  as.set_deterministic(true)
+  case("deterministic " .. name, dtype, shp, opts, mask)
+  local g1, backend = grads("cuda", dtype, q0, k0, v0, mask, w0, opts)
+  local g2 = grads("cuda", dtype, q0, k0, v0, mask, w0, opts)
+  as.set_deterministic(false)
+  local same = true
+  for i, x in pairs(g1) do
+    local d = (x - g2[i]):abs():max():item()
+    check(d == 0, string.format("deterministic %s: two runs differ by %.3g in gradient %d", name, d, i))
+    same = same and d == 0
+  end
+  print(string.format("%-44s %-9s %-16s %s", "deterministic " .. name, dtype, backend,
+    same and "two runs bit-identical" or "two runs DIFFER"))
+end
+repeatable("D64 L 1000 causal", "bfloat16", shapes(1, 4, 4, 1000, 1000, 64), { causal = true })
+repeatable("D128 L 777 GQA", "bfloat16", shapes(1, 4, 1, 777, 777, 128), {})
+repeatable("D64 L 300/520 causal GQA", "float16", shapes(2, 4, 2, 300, 520, 64), { causal = true })
+repeatable("D128 L 520/300 causal", "bfloat16", shapes(1, 3, 3, 520, 300, 128), { causal = true })
+repeatable("D64 bias with grad, L 600", "bfloat16", shapes(1, 2, 2, 600, 600, 64), {}, as.randn(600, 600))
+repeatable("float32 D 40", "float32", shapes(1, 2, 2, 300, 300, 40), { causal = true })
 
 print(string.format("flash_bwd_cuda: %d checks, %d failed", checks, failures))
 os.exit(failures == 0 and 0 or 1)

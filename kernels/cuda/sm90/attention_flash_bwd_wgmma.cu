@@ -3,7 +3,7 @@
  * (no mask, bias or dropout; causal or not; GQA), F16/BF16, D = Dv in
  * {64, 128}; everything else stays on ../attention_flash_bwd.cu, whose
  * semantics and outputs this shares: float32 dq (summed into, zeroed by the
- * caller), dk, dv; Di = rowsum(dO o O) made before; a row that saw nothing
+ * caller), dk and dv (float32, or the inputs' dtype); Di = rowsum(dO o O) made before; a row that saw nothing
  * (lse = +inf) gives zeros.
  *
  * A CTA owns BN = 128 keys of one (b, kv-head) and sweeps the G query heads
@@ -26,7 +26,9 @@
  *         dQ[:, half w] = dS K[:, half w]   m64n(D/2)k16 over all 128 keys,
  *                          A = dS^T read M-major, B = K read N-major,
  *       added into dq with float32 atomics (red.global.add.v2.f32): each
- *       element of dq gets one add a key block, as in FlashAttention-2.
+ *       element of dq gets one add a key block, as in FlashAttention-2;
+ *       with dq_turns the key blocks take turns (BwdSweep::wait_turn), so
+ *       the adds come in key-block order.
  *
  * Shared-memory tiles use the forward's 128-byte-swizzled layout (see
  * attention_flash_wgmma.cu): element (r, d) of an R-row tile at byte
@@ -243,6 +245,11 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
         reg_fence(da);
         mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
 
+        int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
+        if (turn) {
+            if (tid == 0) sw_.wait_turn(turn);
+            named_sync(4, 256);
+        }
         float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -254,19 +261,24 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                               make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
             }
         }
+        if (turn) {
+            __threadfence();
+            named_sync(4, 256);
+            if (tid == 0) sw_.pass_turn(turn);
+        }
     }
 
-    /* dK = scale dS^T Q, dV: the thread's two key rows, float32 */
-    float *dkg = B.dk + bhk * P.Lk * D, *dvg = B.dv + bhk * P.Lk * D;
+    /* dK = scale dS^T Q, dV: the thread's two key rows, in dkv_dtype */
+    const int64_t kv0 = bhk * P.Lk * D;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int j = n0 + krow + 8 * r;
         if (j >= Lk) continue;
 #pragma unroll
         for (int nt = 0; nt < D / 8; nt++) {
-            const int64_t e = (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
-            *reinterpret_cast<float2 *>(dkg + e) = make_float2(dk[4 * nt + 2 * r] * P.scale, dk[4 * nt + 2 * r + 1] * P.scale);
-            *reinterpret_cast<float2 *>(dvg + e) = make_float2(dv[4 * nt + 2 * r], dv[4 * nt + 2 * r + 1]);
+            const int64_t e = kv0 + (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
+            store_f2(B.dk, B.dkv_dtype, e, dk[4 * nt + 2 * r] * P.scale, dk[4 * nt + 2 * r + 1] * P.scale);
+            store_f2(B.dv, B.dkv_dtype, e, dv[4 * nt + 2 * r], dv[4 * nt + 2 * r + 1]);
         }
     }
 #endif
