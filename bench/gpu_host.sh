@@ -2,7 +2,8 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|none]   (default all)
+# ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg,
 # and deterministic (ATTNSWAP_DETERMINISTIC=1) on the automatic path and mma, beside PyTorch.
@@ -115,6 +116,18 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both t
       build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
       --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
   done
+fi
+if [ "$what" = ncubwd ]; then # where the Hopper backward's time goes: Nsight Compute on one launch, if the host has it
+  N=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  if [ -z "$N" ]; then echo "ncubwd: no ncu on this host"; else
+    for D in 64 128; do
+      timeout 240 $N -k regex:flash_bwd_wgmma --launch-skip 3 --launch-count 1 --section SpeedOfLight \
+        --section WarpStateStats --section SchedulerStats --section Occupancy --section MemoryWorkloadAnalysis \
+        build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024} --D $D --repeats 2 > "$OUT/ncu_bwd_D$D.txt" 2>&1
+      grep -E "Duration|Throughput|Stall|Issued|Eligible|Active Warps|No Eligible|L2 Hit|Mem Busy|Registers|==ERR|==WARN|Theoretical" \
+        "$OUT/ncu_bwd_D$D.txt" | head -60
+    done
+  fi
 fi
 if [ "$what" = test+flashbwd ]; then
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
