@@ -350,8 +350,14 @@ struct BwdSweep {
         while (*(volatile const int *)c != n0 / BN) __nanosleep(64);
         __threadfence();
     }
-    /* after every thread's adds, their fence, and a barrier: one thread passes the turn on */
-    __device__ __forceinline__ void pass_turn(int *c) const { *(volatile int *)c = n0 / BN + 1; }
+    /* after every thread's adds, their fence, and a barrier: one thread passes
+     * the turn on (its own fence too, so the store releases what the barrier
+     * ordered before it) */
+    __device__ __forceinline__ void pass_turn(int *c) const
+    {
+        __threadfence();
+        *(volatile int *)c = n0 / BN + 1;
+    }
 };
 
 /* A device of compute capability 9.0 and the sm_90a kernels built. */
