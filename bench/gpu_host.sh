@@ -5,8 +5,8 @@
 #   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|none]   (default all)
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda), then bench/flash_bwd_cuda.lua on flash-bwd/mma
-# (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg,
-# and deterministic (ATTNSWAP_DETERMINISTIC=1) on the automatic path and mma, beside PyTorch.
+# (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
+# wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch.
 # profile: issue 21 part 2's where-the-time-goes: PyTorch's profiler on its bf16 forwards
 # (bench/torch_models.py --profile) and each op of a layer timed alone on the card
 # (bench/models_cpu.lua --device cuda --profile), after the models' timings (not part of all).
@@ -110,8 +110,11 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both t
   build-gpu/attnswap-run tests/cuda/flash_bwd_cuda.lua 2>&1 | grep -E "L |FAILED|checks" | tail -12
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  ATTNSWAP_FLASH_BWD=wgmma-reg ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 | grep -E "tests passed|FAILED" | head
-  for m in mma auto wgmma-reg auto+det mma+det; do
+  for m in wgmma-reg wgmma-persist; do
+    echo "== cuda.flash_bwd under ATTNSWAP_FLASH_BWD=$m"
+    ATTNSWAP_FLASH_BWD=$m ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 | grep -E "tests passed|FAILED" | head
+  done
+  for m in mma auto wgmma-reg wgmma-persist auto+det wgmma-persist+det mma+det; do
     ATTNSWAP_FLASH_BWD=${m%+det} ATTNSWAP_DETERMINISTIC=$([ "${m#*+}" = det ] && echo 1 || echo 0) timeout 200 \
       build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
       --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1

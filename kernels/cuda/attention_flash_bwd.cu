@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
 
     const KParams &P = B.f;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const BwdSweep<BBN, BBM> sw_(P, B.nn);
+    const BwdSweep<BBN, BBM> sw_(P, B.nn, blockIdx.x);
     const int64_t bhk = sw_.bhk, b = sw_.b, hk = sw_.hk;
     const int Lq = sw_.Lq, Lk = sw_.Lk, off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
 
@@ -542,14 +542,20 @@ int launch_bwd_f32(const BParams &bp, cudaStream_t s)
  * one on a Hopper card); ATTNSWAP_FLASH_BWD=mma in the environment sets -1 */
 int g_force_bwd = 0;
 
-/* ATTNSWAP_FLASH_BWD: mma (never wgmma), wgmma-reg (the wgmma kernel with
- * K and V in registers at D = 64: tuning runs), else automatic */
+/* ATTNSWAP_FLASH_BWD: mma (never wgmma) -> -1; for tuning runs, the wgmma
+ * kernel's variants (WB_REG, WB_PERSIST): wgmma-reg, wgmma-persist,
+ * wgmma-reg-persist; else automatic, 0 */
 int bwd_env(void)
 {
     static int env = -2;
     if (env == -2) {
         const char *e = getenv("ATTNSWAP_FLASH_BWD");
-        env = e && strcmp(e, "mma") == 0 ? -1 : e && strcmp(e, "wgmma-reg") == 0 ? 1 : 0;
+        env = !e                                    ? 0
+              : strcmp(e, "mma") == 0               ? -1
+              : strcmp(e, "wgmma-reg") == 0         ? WB_REG
+              : strcmp(e, "wgmma-persist") == 0     ? WB_PERSIST
+              : strcmp(e, "wgmma-reg-persist") == 0 ? WB_REG | WB_PERSIST
+                                                    : 0;
     }
     return env;
 }
@@ -621,7 +627,7 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
 #ifdef AS_FLASH_WGMMA
     if (use_wgmma_bwd(p, false)) {
         bool taken = false;
-        const int e = launch_bwd_wgmma(bp, p, bwd_env() == 1, s, &taken);
+        const int e = launch_bwd_wgmma(bp, p, bwd_env(), s, &taken);
         if (taken) return e;
     }
 #endif

@@ -311,8 +311,9 @@ struct BParams {
     int64_t nn;    /* key blocks per (b, kv-head) (tensor-core paths) */
 };
 
-/* A CTA's sweep in the tensor-core backwards: key block blockIdx % nn (BN
- * keys from n0) of (b, kv-head hk) = blockIdx / nn, over the G query heads of
+/* A CTA's sweep in the tensor-core backwards: tile t (a CTA's blockIdx, or
+ * each of a persistent CTA's tiles) is key block t % nn (BN keys from n0) of
+ * (b, kv-head hk) = t / nn, over the G query heads of
  * the group and, per head, the BM-row query blocks from m_first (causal:
  * query i sees key j iff j <= i + off, so rows below n0 - off see none of the
  * block).  Step it is query head head(it), rows from row0(it). */
@@ -321,12 +322,12 @@ struct BwdSweep {
     int64_t bhk, b, hk, hq0;
     int Lq, Lk, off, n0, m_first, per_head, iters;
 
-    __device__ __forceinline__ BwdSweep(const KParams &P, int64_t nn)
+    __device__ __forceinline__ BwdSweep(const KParams &P, int64_t nn, int64_t tile)
     {
         const int64_t Hkv = P.H / P.G;
-        bhk = blockIdx.x / nn, b = bhk / Hkv, hk = bhk % Hkv, hq0 = hk * P.G;
+        bhk = tile / nn, b = bhk / Hkv, hk = bhk % Hkv, hq0 = hk * P.G;
         Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
-        n0 = (int)(blockIdx.x % nn) * BN;
+        n0 = (int)(tile % nn) * BN;
         m_first = P.causal && n0 - off > 0 ? (n0 - off) / BM : 0;
         const int nmb = (Lq + BM - 1) / BM;
         per_head = nmb > m_first ? nmb - m_first : 0;
@@ -342,8 +343,9 @@ struct BwdSweep {
     }
     /* Key block n adds its part of a query block's dQ after blocks 0 .. n - 1
      * did: each of them sweeps that query block too (m_first grows with n), so
-     * the counter reads n when its turn comes.  Blocks of lower index are
-     * scheduled first, so the one waited for is running or done.  One thread
+     * the counter reads n when its turn comes.  Tiles of lower index are
+     * scheduled first (CTAs in launch order, a persistent CTA's tiles in
+     * increasing order), so the one waited for is running or done.  One thread
      * waits, then the caller's barrier lets the rest add. */
     __device__ __forceinline__ void wait_turn(const int *c) const
     {
@@ -367,10 +369,12 @@ bool wgmma_device(void);
  * (no mask, bias, dropout; positive scale), F16/BF16, D = Dv in {64, 128},
  * operands TMA accepts.  wgmma_bwd_ok says whether it takes p (the operands
  * offered to TMA only when probe_tma); the launch returns a cudaError_t value,
- * *taken false (and nothing launched) where TMA refuses an operand.  reg: K and V in registers at D = 64 (tuning
- * runs). */
+ * *taken false (and nothing launched) where TMA refuses an operand.  variant:
+ * WB_REG, K and V in registers at D = 64; WB_PERSIST, one CTA an SM looping
+ * over the tiles (tuning runs: ATTNSWAP_FLASH_BWD). */
+enum { WB_REG = 1, WB_PERSIST = 2 };
 bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma);
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s, bool *taken);
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken);
 
 } // namespace as_flash
 

@@ -50,8 +50,8 @@ struct WbCfg {
     static constexpr uint32_t SB = WB_BN * WB_BM * 2; /* a dS^T tile */
     static constexpr uint32_t oK = 0, oV = KB, oQ = 2 * KB, oO = oQ + 2 * QB, oS = oO + 2 * QB;
     static constexpr uint32_t oL = oS + 2 * SB, oDi = oL + 2 * WB_BM * 4, oBar = oDi + 2 * WB_BM * 4;
-    /* barriers: K/V, full[2], empty[2]; + alignment slack */
-    static constexpr size_t smem = (size_t)oBar + 8 * 5 + 1024;
+    /* barriers: K/V loaded, full[2], empty[2], K/V free; + alignment slack */
+    static constexpr size_t smem = (size_t)oBar + 8 * 6 + 1024;
 };
 
 struct BwdMaps {
@@ -82,7 +82,7 @@ __device__ __forceinline__ void named_sync(int id, int threads)
  * operands of S^T and dP^T, read from shared memory once instead of every
  * step (those m64n64 products with both operands in shared memory are
  * bound by its bandwidth); 0: both operands from shared memory */
-template <typename T, int D, int REG>
+template <typename T, int D, int REG, bool PERSIST>
 __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B, const __grid_constant__ BwdMaps maps)
 {
 #ifdef AS_WGMMA_BODY
@@ -93,193 +93,212 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     const uint32_t sK = base + C::oK, sV = base + C::oV, sQ = base + C::oQ, sO = base + C::oO, sS = base + C::oS;
     float *sL = reinterpret_cast<float *>(smem_raw + (base - raw) + C::oL);
     float *sDi = reinterpret_cast<float *>(smem_raw + (base - raw) + C::oDi);
-    const uint32_t kvbar = base + C::oBar, full = kvbar + 8, empty = full + 16;
+    const uint32_t kvbar = base + C::oBar, full = kvbar + 8, empty = full + 16, kvfree = empty + 16;
 
     const KParams &P = B.f;
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn);
-    const int64_t bhk = sw_.bhk, b = sw_.b, hk = sw_.hk;
-    const int Lq = sw_.Lq, Lk = sw_.Lk, off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
+    const int tiles = (int)(B.nn * P.B * (P.H / P.G)); /* < 2^31: the launch checks */
+    const int Lq = (int)P.Lq, Lk = (int)P.Lk;
 
     if (tid == 0) {
         mbar_init(kvbar, 1);
+        mbar_init(kvfree, 256);
         for (int st = 0; st < 2; st++) mbar_init(full + 8 * st, 64), mbar_init(empty + 8 * st, 256);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     if (wg == 2) { /* the producer: threads 0..63 of it */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        /* the tile loop's state needs 32 (168 x 384 at launch = 128 x 32 + 256 x 240, the whole file) */
+        if constexpr (PERSIST) asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n" ::: "memory");
+        else asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         const int t = tid - 256;
         if (t >= 64) return;
-        if (t == 0) {
-            mbar_expect_tx(kvbar, 2 * C::KB);
-            for (int db = 0; db < D / 64; db++) {
-                tma_load(sK + db * WB_BN * 128, &maps.k, db * 64, n0, (int)hk, (int)b, kvbar);
-                tma_load(sV + db * WB_BN * 128, &maps.v, db * 64, n0, (int)hk, (int)b, kvbar);
-            }
-        }
-        for (int it = 0; it < iters; it++) {
-            const int st = it & 1;
-            if (it >= 2) mbar_wait(empty + 8 * st, ((it >> 1) - 1) & 1);
-            const int h = (int)sw_.head(it), i0 = sw_.row0(it);
-            const int i = i0 + t;
-            const int64_t r = (b * P.H + h) * P.Lq + i;
-            sL[st * WB_BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
-            sDi[st * WB_BM + t] = i < Lq ? B.di[r] : 0.0f;
+        int g = 0; /* steps so far over the CTA's tiles: the ring's stage and phase */
+        for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
+            const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile);
+            const int64_t b = sw_.b, hk = sw_.hk;
             if (t == 0) {
-                mbar_expect_tx(full + 8 * st, 2 * C::QB); /* thread 0's arrival */
+                if (k > 0) mbar_wait(kvfree, (k - 1) & 1); /* the last tile's K, V read for the last time */
+                mbar_expect_tx(kvbar, 2 * C::KB);
                 for (int db = 0; db < D / 64; db++) {
-                    tma_load(sQ + st * C::QB + db * WB_BM * 128, &maps.q, db * 64, i0, h, (int)b, full + 8 * st);
-                    tma_load(sO + st * C::QB + db * WB_BM * 128, &maps.o, db * 64, i0, h, (int)b, full + 8 * st);
+                    tma_load(sK + db * WB_BN * 128, &maps.k, db * 64, sw_.n0, (int)hk, (int)b, kvbar);
+                    tma_load(sV + db * WB_BN * 128, &maps.v, db * 64, sw_.n0, (int)hk, (int)b, kvbar);
                 }
-            } else {
-                mbar_arrive(full + 8 * st);
             }
+            for (int it = 0; it < sw_.iters; it++, g++) {
+                const int st = g & 1;
+                if (g >= 2) mbar_wait(empty + 8 * st, ((g >> 1) - 1) & 1);
+                const int h = (int)sw_.head(it), i0 = sw_.row0(it);
+                const int i = i0 + t;
+                const int64_t r = (b * P.H + h) * P.Lq + i;
+                sL[st * WB_BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
+                sDi[st * WB_BM + t] = i < Lq ? B.di[r] : 0.0f;
+                if (t == 0) {
+                    mbar_expect_tx(full + 8 * st, 2 * C::QB); /* thread 0's arrival */
+                    for (int db = 0; db < D / 64; db++) {
+                        tma_load(sQ + st * C::QB + db * WB_BM * 128, &maps.q, db * 64, i0, h, (int)b, full + 8 * st);
+                        tma_load(sO + st * C::QB + db * WB_BM * 128, &maps.o, db * 64, i0, h, (int)b, full + 8 * st);
+                    }
+                } else {
+                    mbar_arrive(full + 8 * st);
+                }
+            }
+            if constexpr (!PERSIST) break;
         }
         return;
     }
 
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-    float dk[D / 2], dv[D / 2];
-#pragma unroll
-    for (int x = 0; x < D / 2; x++) dk[x] = dv[x] = 0.0f;
     const uint32_t kw = sK + wg * 64 * 128, vw = sV + wg * 64 * 128; /* the warpgroup's 64 keys */
     /* accumulator element 4 nt + 2 r + c of an m64nN product: row 16 warp + lane / 4 + 8 r,
      * column 8 nt + 2 (lane % 4) + c */
     const int krow = 64 * wg + 16 * warp + (lane >> 2); /* the thread's first key in the block */
     const float sl2 = P.sl2;
-    mbar_wait(kvbar, 0);
-    /* K, V fragments (the m16n8k16 A fragment of the warp's 16 keys, k-step kk:
-     * ldmatrix rows lane % 16, 16-byte chunk 2 kk + lane / 16) */
-    uint32_t kf[REG >= 1 ? D / 16 : 1][4], vf[REG >= 2 ? D / 16 : 1][4];
-    if constexpr (REG >= 1) {
-        const int r = 64 * wg + 16 * warp + (lane & 15);
+    int g = 0; /* steps so far over the CTA's tiles, as the producer counts them */
+    for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
+        const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile);
+        const int64_t bhk = sw_.bhk, b = sw_.b;
+        const int off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
+        float dk[D / 2], dv[D / 2];
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            const int c = 2 * kk + (lane >> 4);
-            const uint32_t at = (uint32_t)(((c >> 3) * WB_BN + r) * 128 + (((c & 7) ^ (r & 7)) << 4));
-            ldsm_x4(kf[kk], sK + at);
-            if constexpr (REG >= 2) ldsm_x4(vf[kk], sV + at);
+        for (int x = 0; x < D / 2; x++) dk[x] = dv[x] = 0.0f;
+        mbar_wait(kvbar, k & 1);
+        /* K, V fragments (the m16n8k16 A fragment of the warp's 16 keys, k-step kk:
+         * ldmatrix rows lane % 16, 16-byte chunk 2 kk + lane / 16) */
+        uint32_t kf[REG >= 1 ? D / 16 : 1][4], vf[REG >= 2 ? D / 16 : 1][4];
+        if constexpr (REG >= 1) {
+            const int r = 64 * wg + 16 * warp + (lane & 15);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                const int c = 2 * kk + (lane >> 4);
+                const uint32_t at = (uint32_t)(((c >> 3) * WB_BN + r) * 128 + (((c & 7) ^ (r & 7)) << 4));
+                ldsm_x4(kf[kk], sK + at);
+                if constexpr (REG >= 2) ldsm_x4(vf[kk], sV + at);
+            }
         }
-    }
 
-    for (int it = 0; it < iters; it++) {
-        const int st = it & 1;
-        const int h = (int)sw_.head(it), i0 = sw_.row0(it);
-        const uint32_t q = sQ + st * C::QB, o = sO + st * C::QB, ds_t = sS + st * C::SB;
-        mbar_wait(full + 8 * st, (it >> 1) & 1);
+        for (int it = 0; it < iters; it++, g++) {
+            const int st = g & 1;
+            const int h = (int)sw_.head(it), i0 = sw_.row0(it);
+            const uint32_t q = sQ + st * C::QB, o = sO + st * C::QB, ds_t = sS + st * C::SB;
+            mbar_wait(full + 8 * st, (g >> 1) & 1);
 
-        float s[32], dp[32];
-        wg_fence();
+            float s[32], dp[32];
+            wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            if constexpr (REG >= 1) Wgmma<T, 64>::rsk(s, kf[kk], kmajor<WB_BM>(q, kk), kk > 0);
-            else Wgmma<T, 64>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<WB_BM>(q, kk), kk > 0);
-        }
+            for (int kk = 0; kk < D / 16; kk++) {
+                if constexpr (REG >= 1) Wgmma<T, 64>::rsk(s, kf[kk], kmajor<WB_BM>(q, kk), kk > 0);
+                else Wgmma<T, 64>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<WB_BM>(q, kk), kk > 0);
+            }
 #pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            if constexpr (REG >= 2) Wgmma<T, 64>::rsk(dp, vf[kk], kmajor<WB_BM>(o, kk), kk > 0);
-            else Wgmma<T, 64>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<WB_BM>(o, kk), kk > 0);
-        }
-        wg_commit();
-        wg_wait<0>();
-        reg_fence(s);
-        reg_fence(dp);
+            for (int kk = 0; kk < D / 16; kk++) {
+                if constexpr (REG >= 2) Wgmma<T, 64>::rsk(dp, vf[kk], kmajor<WB_BM>(o, kk), kk > 0);
+                else Wgmma<T, 64>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<WB_BM>(o, kk), kk > 0);
+            }
+            wg_commit();
+            wg_wait<0>();
+            reg_fence(s);
+            reg_fence(dp);
 
-        /* P^T and dS^T; keys past Lk and, causal, past each query's diagonal give 0 */
-        const float *l2 = sL + st * WB_BM, *dis = sDi + st * WB_BM;
+            /* P^T and dS^T; keys past Lk and, causal, past each query's diagonal give 0 */
+            const float *l2 = sL + st * WB_BM, *dis = sDi + st * WB_BM;
 #pragma unroll
-        for (int nt = 0; nt < 8; nt++)
+            for (int nt = 0; nt < 8; nt++)
 #pragma unroll
-            for (int r = 0; r < 2; r++)
+                for (int r = 0; r < 2; r++)
 #pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    const int x = 4 * nt + 2 * r + c, j = n0 + krow + 8 * r;
-                    const int il = 8 * nt + ((lane & 3) << 1) + c;
-                    const bool vis = j < Lk && (!P.causal || j <= i0 + il + off);
-                    const float p = vis ? ex2(fmaf(s[x], sl2, -l2[il])) : 0.0f;
-                    s[x] = p;
-                    dp[x] = p * (dp[x] - dis[il]);
+                    for (int c = 0; c < 2; c++) {
+                        const int x = 4 * nt + 2 * r + c, j = n0 + krow + 8 * r;
+                        const int il = 8 * nt + ((lane & 3) << 1) + c;
+                        const bool vis = j < Lk && (!P.causal || j <= i0 + il + off);
+                        const float p = vis ? ex2(fmaf(s[x], sl2, -l2[il])) : 0.0f;
+                        s[x] = p;
+                        dp[x] = p * (dp[x] - dis[il]);
+                    }
+            uint32_t pa[4][4], da[4][4];
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int x = 0; x < 4; x++) {
+                    pa[kk][x] = Mma<T>::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
+                    da[kk][x] = Mma<T>::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
                 }
-        uint32_t pa[4][4], da[4][4];
+            wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++)
+            for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<WB_BM>(o, kk), 1);
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
-                pa[kk][x] = Mma<T>::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
-                da[kk][x] = Mma<T>::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
-            }
-        wg_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<WB_BM>(o, kk), 1);
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dk, da[kk], mnmajor<WB_BM>(q, kk), 1);
-        wg_commit();
+            for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dk, da[kk], mnmajor<WB_BM>(q, kk), 1);
+            wg_commit();
 
-        /* dS^T to shared memory while those run: rows krow, krow + 8; query chunk nt.
-         * da[kk][x] holds n-tile 2 kk + (x >> 1), row half x & 1. */
+            /* dS^T to shared memory while those run: rows krow, krow + 8; query chunk nt.
+             * da[kk][x] holds n-tile 2 kk + (x >> 1), row half x & 1. */
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++)
+            for (int kk = 0; kk < 4; kk++)
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
-                const int row = krow + 8 * (x & 1), nt = 2 * kk + (x >> 1);
-                const uint32_t a = ds_t + row * 128 + ((nt ^ (row & 7)) << 4) + ((lane & 3) << 2);
-                asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(da[kk][x]) : "memory");
-            }
-        proxy_fence();
-        named_sync(3, 256); /* both consumers' dS^T written */
-        /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
-        float dq[DH / 2];
-        wg_fence();
+                for (int x = 0; x < 4; x++) {
+                    const int row = krow + 8 * (x & 1), nt = 2 * kk + (x >> 1);
+                    const uint32_t a = ds_t + row * 128 + ((nt ^ (row & 7)) << 4) + ((lane & 3) << 2);
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(da[kk][x]) : "memory");
+                }
+            proxy_fence();
+            named_sync(3, 256); /* both consumers' dS^T written */
+            /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
+            float dq[DH / 2];
+            wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < WB_BN / 16; kk++)
-            Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
-                              mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
-        wg_commit();
-        wg_wait<0>();
-        reg_fence(dq);
-        reg_fence(dk);
-        reg_fence(dv);
-        reg_fence(pa);
-        reg_fence(da);
-        mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
+            for (int kk = 0; kk < WB_BN / 16; kk++)
+                Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
+                                  mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
+            wg_commit();
+            wg_wait<0>();
+            reg_fence(dq);
+            reg_fence(dk);
+            reg_fence(dv);
+            reg_fence(pa);
+            reg_fence(da);
+            mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
+            if (it == iters - 1) mbar_arrive(kvfree); /* and K, V: the producer may load the next tile's */
 
-        int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
-        if (turn) {
-            if (tid == 0) sw_.wait_turn(turn);
-            named_sync(4, 256);
+            int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
+            if (turn) {
+                if (tid == 0) sw_.wait_turn(turn);
+                named_sync(4, 256);
+            }
+            float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int i = i0 + 16 * warp + (lane >> 2) + 8 * r;
+                if (i < Lq) {
+#pragma unroll
+                    for (int nt = 0; nt < DH / 8; nt++)
+                        atomicAdd(reinterpret_cast<float2 *>(dqg + (int64_t)i * D + nt * 8),
+                                  make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
+                }
+            }
+            if (turn) {
+                __threadfence();
+                named_sync(4, 256);
+                if (tid == 0) sw_.pass_turn(turn);
+            }
         }
-        float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
+
+        if (iters == 0) mbar_arrive(kvfree);
+
+        /* dK = scale dS^T Q, dV: the thread's two key rows, in dkv_dtype */
+        const int64_t kv0 = bhk * P.Lk * D;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const int i = i0 + 16 * warp + (lane >> 2) + 8 * r;
-            if (i < Lq) {
+            const int j = n0 + krow + 8 * r;
+            if (j >= Lk) continue;
 #pragma unroll
-                for (int nt = 0; nt < DH / 8; nt++)
-                    atomicAdd(reinterpret_cast<float2 *>(dqg + (int64_t)i * D + nt * 8),
-                              make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
+            for (int nt = 0; nt < D / 8; nt++) {
+                const int64_t e = kv0 + (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
+                store_f2(B.dk, B.dkv_dtype, e, dk[4 * nt + 2 * r] * P.scale, dk[4 * nt + 2 * r + 1] * P.scale);
+                store_f2(B.dv, B.dkv_dtype, e, dv[4 * nt + 2 * r], dv[4 * nt + 2 * r + 1]);
             }
         }
-        if (turn) {
-            __threadfence();
-            named_sync(4, 256);
-            if (tid == 0) sw_.pass_turn(turn);
-        }
-    }
-
-    /* dK = scale dS^T Q, dV: the thread's two key rows, in dkv_dtype */
-    const int64_t kv0 = bhk * P.Lk * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int j = n0 + krow + 8 * r;
-        if (j >= Lk) continue;
-#pragma unroll
-        for (int nt = 0; nt < D / 8; nt++) {
-            const int64_t e = kv0 + (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
-            store_f2(B.dk, B.dkv_dtype, e, dk[4 * nt + 2 * r] * P.scale, dk[4 * nt + 2 * r + 1] * P.scale);
-            store_f2(B.dv, B.dkv_dtype, e, dv[4 * nt + 2 * r], dv[4 * nt + 2 * r + 1]);
-        }
+        if constexpr (!PERSIST) break;
     }
 #endif
 }
@@ -295,18 +314,21 @@ bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p)
            make_map(&m->o, p->dout, f->B, f->H, f->Lq, D, WB_BM, f16);
 }
 
-template <typename T, int D, int REG>
+/* PERSIST: one CTA an SM (the kernel's occupancy), each looping over the
+ * tiles blockIdx, blockIdx + grid, ...; else one CTA a tile */
+template <typename T, int D, int REG, bool PERSIST>
 int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
 {
     using C = WbCfg<D>;
     static uint64_t done;
-    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, REG>;
+    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, REG, PERSIST>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     bp.nn = (bp.f.Lk + WB_BN - 1) / WB_BN;
-    const int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
+    int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_bwd_wgmma_kernel<T, D, REG><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
+    if (PERSIST && blocks > sm_count()) blocks = sm_count();
+    flash_bwd_wgmma_kernel<T, D, REG, PERSIST><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
     return (int)cudaGetLastError();
 }
 
@@ -323,23 +345,29 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma)
     return !probe_tma || make_bwd_maps(&maps, p);
 }
 
-/* reg (D = 64): K and V held in registers, compiled without spills but not
- * yet run on a card, so it is taken only when asked for (ATTNSWAP_FLASH_BWD=
- * wgmma-reg); the default reads every operand from shared memory, as measured
- * in docs/performance.md (v0.10).  At D = 128 even K alone (32 more registers)
- * makes ptxas spill and serialise the wgmma (C7512). */
+/* WB_REG (D = 64): K and V held in registers, compiled without spills but
+ * not yet run on a card, so it is taken only when asked for
+ * (ATTNSWAP_FLASH_BWD=wgmma-reg); the default reads every operand from shared
+ * memory, as measured in docs/performance.md (v0.10).  At D = 128 even K
+ * alone (32 more registers) makes ptxas spill and serialise the wgmma
+ * (C7512).  WB_PERSIST: the persistent grid, not yet measured either. */
 template <typename T>
-int launch_d(const BParams &bp, const BwdMaps &maps, bool reg, cudaStream_t s)
+int launch_d(const BParams &bp, const BwdMaps &maps, int variant, cudaStream_t s)
 {
-    if (bp.f.D == 64) return reg ? launch<T, 64, 2>(bp, maps, s) : launch<T, 64, 0>(bp, maps, s);
-    return launch<T, 128, 0>(bp, maps, s);
+    if (variant & WB_PERSIST) {
+        if (bp.f.D == 64) return variant & WB_REG ? launch<T, 64, 2, true>(bp, maps, s) : launch<T, 64, 0, true>(bp, maps, s);
+        return launch<T, 128, 0, true>(bp, maps, s);
+    }
+    if (bp.f.D == 64) return variant & WB_REG ? launch<T, 64, 2, false>(bp, maps, s) : launch<T, 64, 0, false>(bp, maps, s);
+    return launch<T, 128, 0, false>(bp, maps, s);
 }
 
-int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, bool reg, cudaStream_t s, bool *taken)
+int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken)
 {
     BwdMaps maps;
     if (!(*taken = make_bwd_maps(&maps, p))) return 0;
-    return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, reg, s) : launch_d<__nv_bfloat16>(bp, maps, reg, s);
+    return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, variant, s)
+                                  : launch_d<__nv_bfloat16>(bp, maps, variant, s);
 }
 
 } // namespace as_flash
