@@ -107,18 +107,27 @@ fi
 if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both tensor-core paths beside PyTorch
   ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   grep -E "tests passed|FAILED|Failed|checks" "$OUT/ctest-cuda.log" | head -40
-  build-gpu/attnswap-run tests/cuda/flash_bwd_cuda.lua 2>&1 | grep -E "L |FAILED|checks" | tail -12
+  build-gpu/attnswap-run tests/cuda/flash_bwd_cuda.lua 2>&1 | grep -E "deterministic|FAILED|checks" | tail -12
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in wgmma-reg wgmma-persist; do
+  for m in wgmma-reg wgmma-persist wgmma-persist-nmajor; do
     echo "== cuda.flash_bwd under ATTNSWAP_FLASH_BWD=$m"
     ATTNSWAP_FLASH_BWD=$m ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 | grep -E "tests passed|FAILED" | head
   done
-  for m in mma auto wgmma-reg wgmma-persist auto+det wgmma-persist+det mma+det; do
+  modes="mma auto wgmma-reg wgmma-persist wgmma-nmajor wgmma-persist-nmajor auto+det wgmma-persist+det mma+det"
+  for m in $modes; do
     ATTNSWAP_FLASH_BWD=${m%+det} ATTNSWAP_DETERMINISTIC=$([ "${m#*+}" = det ] && echo 1 || echo 0) timeout 200 \
       build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
-      --torch "$OUT/torch_flash_bwd.json" 2>&1 | tee "$OUT/flash_bwd_$m.txt" || rc=1
+      --torch "$OUT/torch_flash_bwd.json" > "$OUT/bwd_$m.txt" 2>&1 || { rc=1; tail -3 "$OUT/bwd_$m.txt"; }
   done
+  # one table: backward TFLOP/s of every mode beside FA2's and cuDNN's (rows: D L causal)
+  { i=0; for m in $modes; do i=$((i + 1)); printf "m%d=%s " $i "$m"; done; echo
+    printf "%-16s %7s %7s" "D/L/causal" fa2 cudnn; i=0; for m in $modes; do i=$((i + 1)); printf " %6s" "m$i"; done; echo
+    for m in $modes; do awk -v m="$m" '$1 ~ /^[0-9]+$/ { print $1 "/" $2 "/" $3, $7, $8, m, $6 }' "$OUT/bwd_$m.txt"; done |
+      awk '{ k = $1; if (!(k in fa)) { order[++n] = k; fa[k] = $2; cu[k] = $3 } v[k, $4] = $5 }
+           END { split(modes, ms, " "); for (i = 1; i <= n; i++) { k = order[i]; printf "%-16s %7s %7s", k, fa[k], cu[k]
+                 for (j = 1; j in ms; j++) printf " %6s", v[k, ms[j]]; printf "\n" } }' modes="$modes"
+  } | tee "$OUT/bwd_table.txt"
 fi
 if [ "$what" = ncubwd ]; then # where the Hopper backward's time goes: Nsight Compute on one launch, if the host has it
   N=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)

@@ -543,19 +543,18 @@ int launch_bwd_f32(const BParams &bp, cudaStream_t s)
 int g_force_bwd = 0;
 
 /* ATTNSWAP_FLASH_BWD: mma (never wgmma) -> -1; for tuning runs, the wgmma
- * kernel's variants (WB_REG, WB_PERSIST): wgmma-reg, wgmma-persist,
- * wgmma-reg-persist; else automatic, 0 */
+ * kernel's variants, "wgmma" then any of -reg (WB_REG), -persist
+ * (WB_PERSIST), -nmajor (WB_NMAJOR): wgmma-persist-nmajor; else automatic, 0 */
 int bwd_env(void)
 {
     static int env = -2;
     if (env == -2) {
         const char *e = getenv("ATTNSWAP_FLASH_BWD");
-        env = !e                                    ? 0
-              : strcmp(e, "mma") == 0               ? -1
-              : strcmp(e, "wgmma-reg") == 0         ? WB_REG
-              : strcmp(e, "wgmma-persist") == 0     ? WB_PERSIST
-              : strcmp(e, "wgmma-reg-persist") == 0 ? WB_REG | WB_PERSIST
-                                                    : 0;
+        env = 0;
+        if (e && strcmp(e, "mma") == 0) env = -1;
+        else if (e && strncmp(e, "wgmma", 5) == 0)
+            env = (strstr(e, "-reg") ? WB_REG : 0) | (strstr(e, "-persist") ? WB_PERSIST : 0) |
+                  (strstr(e, "-nmajor") ? WB_NMAJOR : 0);
     }
     return env;
 }
@@ -618,7 +617,7 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
     bp.lse = f->lse, bp.di = p->di;
     bp.dq = p->dq, bp.dk = p->dk, bp.dv = p->dv, bp.dbias = p->dbias, bp.dkv_dtype = (int)p->dkv_dtype;
     bp.dq_turns = p->dq_turns;
-    bp.nn = 1;
+    bp.nn = 1, bp.nmajor = 0;
     const int64_t rows = f->B * f->H * f->Lq;
     int64_t blocks = (rows + 3) / 4;
     if (blocks > (1 << 30)) blocks = 1 << 30;

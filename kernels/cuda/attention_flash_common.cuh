@@ -309,6 +309,7 @@ struct BParams {
     int dkv_dtype;
     int *dq_turns; /* NULL, or one zeroed counter a (b, h, 64-row block): dQ added in key-block order */
     int64_t nn;    /* key blocks per (b, kv-head) (tensor-core paths) */
+    int nmajor;    /* tiles numbered key block first: t = n * (B Hkv) + bhk (else bhk nn + n) */
 };
 
 /* A CTA's sweep in the tensor-core backwards: tile t (a CTA's blockIdx, or
@@ -322,12 +323,17 @@ struct BwdSweep {
     int64_t bhk, b, hk, hq0;
     int Lq, Lk, off, n0, m_first, per_head, iters;
 
-    __device__ __forceinline__ BwdSweep(const KParams &P, int64_t nn, int64_t tile)
+    __device__ __forceinline__ BwdSweep(const KParams &P, int64_t nn, int64_t tile, bool nmajor = false)
     {
         const int64_t Hkv = P.H / P.G;
-        bhk = tile / nn, b = bhk / Hkv, hk = bhk % Hkv, hq0 = hk * P.G;
-        Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
+        bhk = tile / nn;
         n0 = (int)(tile % nn) * BN;
+        if (nmajor) {
+            const int64_t nbhk = P.B * Hkv;
+            bhk = tile % nbhk, n0 = (int)(tile / nbhk) * BN;
+        }
+        b = bhk / Hkv, hk = bhk % Hkv, hq0 = hk * P.G;
+        Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq;
         m_first = P.causal && n0 - off > 0 ? (n0 - off) / BM : 0;
         const int nmb = (Lq + BM - 1) / BM;
         per_head = nmb > m_first ? nmb - m_first : 0;
@@ -371,8 +377,9 @@ bool wgmma_device(void);
  * offered to TMA only when probe_tma); the launch returns a cudaError_t value,
  * *taken false (and nothing launched) where TMA refuses an operand.  variant:
  * WB_REG, K and V in registers at D = 64; WB_PERSIST, one CTA an SM looping
- * over the tiles (tuning runs: ATTNSWAP_FLASH_BWD). */
-enum { WB_REG = 1, WB_PERSIST = 2 };
+ * over the tiles; WB_NMAJOR, the tiles in key-block-major order (tuning
+ * runs: ATTNSWAP_FLASH_BWD). */
+enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4 };
 bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma);
 int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken);
 

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
         if (t >= 64) return;
         int g = 0; /* steps so far over the CTA's tiles: the ring's stage and phase */
         for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
-            const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile);
+            const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile, B.nmajor);
             const int64_t b = sw_.b, hk = sw_.hk;
             if (t == 0) {
                 if (k > 0) mbar_wait(kvfree, (k - 1) & 1); /* the last tile's K, V read for the last time */
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     const float sl2 = P.sl2;
     int g = 0; /* steps so far over the CTA's tiles, as the producer counts them */
     for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
-        const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile);
+        const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile, B.nmajor);
         const int64_t bhk = sw_.bhk, b = sw_.b;
         const int off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
         float dk[D / 2], dv[D / 2];
@@ -366,8 +366,9 @@ int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant
 {
     BwdMaps maps;
     if (!(*taken = make_bwd_maps(&maps, p))) return 0;
-    return p->f.q.dtype == AS_F16 ? launch_d<__half>(bp, maps, variant, s)
-                                  : launch_d<__nv_bfloat16>(bp, maps, variant, s);
+    BParams b = bp;
+    b.nmajor = (variant & WB_NMAJOR) != 0;
+    return p->f.q.dtype == AS_F16 ? launch_d<__half>(b, maps, variant, s) : launch_d<__nv_bfloat16>(b, maps, variant, s);
 }
 
 } // namespace as_flash
