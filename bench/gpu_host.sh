@@ -6,7 +6,8 @@
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
-# wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch.
+# wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch
+# (BWD_MODES, BWD_TESTS: fewer of them).
 # profile: issue 21 part 2's where-the-time-goes: PyTorch's profiler on its bf16 forwards
 # (bench/torch_models.py --profile) and each op of a layer timed alone on the card
 # (bench/models_cpu.lua --device cuda --profile), after the models' timings (not part of all).
@@ -109,12 +110,12 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both t
   grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in wgmma-reg wgmma-persist-nmajor; do
+  for m in ${BWD_TESTS:-wgmma-reg wgmma-persist-nmajor}; do
     echo "== cuda.flash_bwd under ATTNSWAP_FLASH_BWD=$m"
     ATTNSWAP_FLASH_BWD=$m timeout 120 ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 |
       grep -E "tests passed|FAILED|Timeout" | head
   done
-  modes="mma auto wgmma-reg wgmma-persist wgmma-nmajor wgmma-persist-nmajor auto+det mma+det"
+  modes=${BWD_MODES:-mma auto wgmma-reg wgmma-persist wgmma-nmajor wgmma-persist-nmajor auto+det mma+det}
   for m in $modes; do
     ATTNSWAP_FLASH_BWD=${m%+det} ATTNSWAP_DETERMINISTIC=$([ "${m#*+}" = det ] && echo 1 || echo 0) timeout 90 \
       build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \
