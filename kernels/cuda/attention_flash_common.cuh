@@ -350,9 +350,10 @@ struct BwdSweep {
     /* Key block n adds its part of a query block's dQ after blocks 0 .. n - 1
      * did: each of them sweeps that query block too (m_first grows with n), so
      * the counter reads n when its turn comes.  Tiles of lower index are
-     * scheduled first (CTAs in launch order, a persistent CTA's tiles in
-     * increasing order), so the one waited for is running or done.  One thread
-     * waits, then the caller's barrier lets the rest add. */
+     * scheduled first (CTAs in launch order), so the one waited for is running
+     * or done; a persistent grid would need all its CTAs resident at once, so
+     * the launch never combines the two.  One thread waits, then the caller's
+     * barrier lets the rest add. */
     __device__ __forceinline__ void wait_turn(const int *c) const
     {
         while (*(volatile const int *)c != n0 / BN) __nanosleep(64);

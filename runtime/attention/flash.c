@@ -55,9 +55,9 @@ static int flash_backward(as_node *node, const as_tensor *g, as_tensor **gi)
                          (float)sc[0], (float)sc[1], (uint64_t)ints[0], want, true, gi);
 }
 
-/* The fused backward on given tensors: gi[i] (a new float32 reference) for
- * each input i with want[i] (mask: its additive form's gradient); with
- * kv_own_dtype, dk and dv in k's dtype where the device writes it. */
+/* The fused backward on given tensors: gi[i] (a new reference, float32, but
+ * with kv_own_dtype dk and dv in k's dtype where the device writes it) for
+ * each input i with want[i] (mask: its additive form's gradient). */
 static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k, const as_tensor *v,
                          const as_tensor *mask, const as_tensor *out, const as_tensor *lse, const as_tensor *g,
                          bool causal, float scale, float dropout, uint64_t seed, const bool *want, bool kv_own_dtype,

@@ -109,9 +109,9 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     __syncthreads();
 
     if (wg == 2) { /* the producer: threads 0..63 of it */
-        /* the tile loop's state needs 32 (168 x 384 at launch = 128 x 32 + 256 x 240, the whole file) */
-        if constexpr (PERSIST) asm volatile("setmaxnreg.dec.sync.aligned.u32 32;\n" ::: "memory");
-        else asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        /* 168 x 384 at launch = 128 x 24 + 256 x 240: the consumers' increase takes what this
+         * releases, no more (under PERSIST the producer's loop state spills a few words) */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         const int t = tid - 256;
         if (t >= 64) return;
         int g = 0; /* steps so far over the CTA's tiles: the ring's stage and phase */
@@ -354,7 +354,9 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma)
 template <typename T>
 int launch_d(const BParams &bp, const BwdMaps &maps, int variant, cudaStream_t s)
 {
-    if (variant & WB_PERSIST) {
+    /* deterministic dQ waits for the CTA of the tile before: never on a persistent grid, where
+     * that CTA might not be resident while the others spin */
+    if ((variant & WB_PERSIST) && !bp.dq_turns) {
         if (bp.f.D == 64) return variant & WB_REG ? launch<T, 64, 2, true>(bp, maps, s) : launch<T, 64, 0, true>(bp, maps, s);
         return launch<T, 128, 0, true>(bp, maps, s);
     }
