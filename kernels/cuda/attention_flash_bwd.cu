@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_scalar.h"
 #include "attention_flash_common.cuh"
 
 namespace {
@@ -605,7 +606,7 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
         (ce = cudaMemsetAsync(p->dbias, 0, (size_t)(f->B * f->H * f->Lq * f->Lk) * sizeof(float), s)))
         return (int)ce;
     if (f->Lq == 0 || f->B == 0) { /* no query: zero dk, dv */
-        const size_t es = p->dkv_dtype == AS_F32 ? 4 : 2;
+        const size_t es = as_dtype_size(p->dkv_dtype);
         if ((ce = cudaMemsetAsync(p->dk, 0, (size_t)(f->B * f->Hkv * f->Lk * f->D) * es, s))) return (int)ce;
         return (int)cudaMemsetAsync(p->dv, 0, (size_t)(f->B * f->Hkv * f->Lk * f->Dv) * es, s);
     }
