@@ -627,7 +627,7 @@ extern "C" int as_cuda_flash_force_wgmma(int mode)
 
 extern "C" const char *as_cuda_flash_path(const as_attn_params *p)
 {
-    if (!mma_ok(p)) return simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
+    if (!mma_ok(p)) return tf32x3_ok(p) ? "flash/tf32x3" : simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
     const int v = use_wgmma(p, is_plain, true);
     return v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
@@ -647,6 +647,7 @@ extern "C" int as_cuda_flash_attention(const as_attn_params *p, void *stream)
         return p->D == 64 ? launch_mma_d<__nv_bfloat16, 64>(kp, p, s)
                           : launch_mma_d<__nv_bfloat16, 128>(kp, p, s);
     }
+    if (tf32x3_ok(p)) return launch_tf32x3(kp, s);
     if (simt_f32_ok(p)) return launch_simt_f32(kp, s);
     return launch_f32(kp, s);
 }

@@ -288,6 +288,12 @@ int sm_count(void);
 bool simt_f32_ok(const as_attn_params *p);
 int launch_simt_f32(const KParams &kp, cudaStream_t s);
 
+/* The float32 kernel on the tensor cores, 3xTF32 (attention_flash_tf32.cu):
+ * what simt_f32_ok takes, with 16-byte aligned rows, on sm_80+, unless
+ * ATTNSWAP_FLASH_F32=simt. */
+bool tf32x3_ok(const as_attn_params *p);
+int launch_tf32x3(const KParams &kp, cudaStream_t s);
+
 /* The wgmma kernel (sm90/attention_flash_wgmma.cu, built for sm_90a only when
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,
  * D = Dv in {64, 128}, on a device of compute capability 9.0.  Returns a

@@ -6,7 +6,8 @@
  *        tests/cuda/flash_kernel_test.cu kernels/cuda/attention_flash.cu -o flash_kernel_test
  *   ./flash_kernel_test            correctness cases; exit 1 on a failure, 77 without a GPU
  *   ./flash_kernel_test --bench [64|128|mma|wgmma]   bf16 throughput table (optionally
- *                       forcing the mma.sync kernel's BM, that kernel, or the wgmma one) */
+ *                       forcing the mma.sync kernel's BM, that kernel, or the wgmma one)
+ *   ./flash_kernel_test --bench f32|simt   float32: flash/tf32x3, or flash/simt-f32 */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -146,6 +147,7 @@ struct Case {
     float dropout = 0.0f;
     int bm = 0; /* forced block_m on the mma path */
     int wg = 0; /* 1: the wgmma kernel forced, 2: its warp-specialised variant (where the device and the case allow it) */
+    bool simt = false; /* float32: flash/simt-f32 forced (else flash/tf32x3 where it applies) */
 };
 
 struct Ref {
@@ -204,6 +206,12 @@ static bool mma_eligible(const Case &c)
 {
     return c.dt != AS_F32 && c.D == c.Dv && (c.D == 64 || c.D == 128) && c.qlay != DMAJOR &&
            c.klay != DMAJOR;
+}
+
+/* float32 cases the tiled kernels take (flash/tf32x3, flash/simt-f32) */
+static bool f32_tiled(const Case &c)
+{
+    return c.dt == AS_F32 && c.D == c.Dv && (c.D == 64 || c.D == 128) && c.qlay != DMAJOR && c.klay != DMAJOR;
 }
 
 static bool run_case(const Case &c, int idx)
@@ -268,11 +276,13 @@ static bool run_case(const Case &c, int idx)
 
     /* the automatic choice is never wgmma on these small grids; wg forces it */
     const bool wg_dev = as_cuda_flash_force_wgmma(c.wg ? c.wg : -1) == 1;
+    const bool tf32_dev = as_cuda_flash_force_f32_simt(c.simt ? 1 : 0) == 1;
     const char *path = as_cuda_flash_path(&p);
     as_cuda_flash_force_block_m(c.bm);
     int rc = as_cuda_flash_attention(&p, nullptr);
     as_cuda_flash_force_block_m(0);
     as_cuda_flash_force_wgmma(0);
+    as_cuda_flash_force_f32_simt(-1);
     cudaError_t sync = cudaDeviceSynchronize();
 
     std::vector<double> ref(std::max<size_t>(nout, 1));
@@ -295,14 +305,14 @@ static bool run_case(const Case &c, int idx)
         if (c.dt != AS_F32) d /= 1.0 + std::fabs(e);
         err = std::max(err, d);
     }
-    const double tol = c.dt == AS_F32 ? 2e-3 : 2e-2;
+    /* float32 against float64: both float32 kernels (3xTF32 too) stay near 1e-6 */
+    const double tol = c.dt == AS_F32 ? 1e-4 : 2e-2;
     const bool wg_path = c.wg && wg_dev && c.mask == M_NONE && c.dropout == 0.0f;
     /* the warp-specialised kernel takes what TMA accepts: not an empty K */
     const char *wg_name = c.wg == 2 && c.Lk > 0 ? "flash/wgmma-ws" : "flash/wgmma";
-    const bool simt = c.dt == AS_F32 && c.D == c.Dv && (c.D == 64 || c.D == 128) &&
-                      c.qlay != DMAJOR && c.klay != DMAJOR;
+    const bool simt = f32_tiled(c);
     const bool path_ok = !strcmp(path, mma_eligible(c) ? (wg_path ? wg_name : "flash/mma")
-                                       : simt           ? "flash/simt-f32"
+                                       : simt           ? (tf32_dev && !c.simt ? "flash/tf32x3" : "flash/simt-f32")
                                                         : "flash/cuda-f32");
     const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok;
     printf("[%3d] %-4s %-44s %-15s err %.2e  %s%s%s\n", idx, ok ? "ok" : "FAIL", c.name.c_str(),
@@ -350,6 +360,12 @@ static std::vector<Case> cases()
                 v.push_back(c);
             }
             return;
+        }
+        if (f32_tiled(c)) { /* both float32 kernels */
+            c.simt = true;
+            c.name = describe(c) + " simt";
+            v.push_back(c);
+            c.simt = false;
         }
         c.name = describe(c);
         v.push_back(c);
@@ -425,38 +441,47 @@ static std::vector<Case> cases()
 
 /* ---- benchmark ---- */
 
-__global__ void fill_bf16(__nv_bfloat16 *x, size_t n, uint32_t salt)
+template <typename T>
+__global__ void fill_uniform(T *x, size_t n, uint32_t salt)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         uint32_t h = (uint32_t)i * 0x9e3779b9u ^ salt;
         h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
-        x[i] = __float2bfloat16_rn((float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
+        x[i] = T((float)(h >> 8) * (2.0f / 16777216.0f) - 1.0f);
     }
 }
 
 /* kernel: 0 automatic, 64 / 128 the mma kernel with that BM, -1 the mma
- * kernel's own choice, 1 the wgmma kernel */
-static int bench(int kernel)
+ * kernel's own choice, 1 the wgmma kernel, 2 wgmma-ws; with dt F32, 0
+ * automatic (flash/tf32x3) and -2 flash/simt-f32 */
+static int bench(int kernel, as_dtype dt)
 {
-    const int bm = kernel == 64 || kernel == 128 ? kernel : 0; /* 2: wgmma-ws */
+    const int bm = kernel == 64 || kernel == 128 ? kernel : 0;
     const int64_t tokens = 16384, hidden = 2048;
-    const size_t n = tokens * hidden;
-    __nv_bfloat16 *q, *k, *v, *o;
-    CK(cudaMalloc(&q, n * 2));
-    CK(cudaMalloc(&k, n * 2));
-    CK(cudaMalloc(&v, n * 2));
-    CK(cudaMalloc(&o, n * 2));
-    fill_bf16<<<1024, 256>>>(q, n, 1u);
-    fill_bf16<<<1024, 256>>>(k, n, 2u);
-    fill_bf16<<<1024, 256>>>(v, n, 3u);
+    const size_t n = tokens * hidden, es = esize(dt);
+    void *q, *k, *v, *o;
+    CK(cudaMalloc(&q, n * es));
+    CK(cudaMalloc(&k, n * es));
+    CK(cudaMalloc(&v, n * es));
+    CK(cudaMalloc(&o, n * es));
+    void *qkv[3] = {q, k, v};
+    for (uint32_t x = 0; x < 3; x++) {
+        if (dt == AS_F32)
+            fill_uniform<<<1024, 256>>>((float *)qkv[x], n, x + 1);
+        else
+            fill_uniform<<<1024, 256>>>((__nv_bfloat16 *)qkv[x], n, x + 1);
+    }
     CK(cudaDeviceSynchronize());
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     if (bm) as_cuda_flash_force_block_m(bm);
-    as_cuda_flash_force_wgmma(kernel == 1 || kernel == 2 ? kernel : kernel != 0 ? -1 : 0);
-    printf("bf16 forward, %lld tokens, hidden %lld%s\n", (long long)tokens, (long long)hidden,
-           kernel == 1 ? ", wgmma forced" : kernel == 2 ? ", wgmma-ws forced" : kernel == -1 ? ", mma.sync" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
+    if (dt == AS_F32)
+        as_cuda_flash_force_f32_simt(kernel == -2 ? 1 : 0);
+    else
+        as_cuda_flash_force_wgmma(kernel == 1 || kernel == 2 ? kernel : kernel != 0 ? -1 : 0);
+    printf("%s forward, %lld tokens, hidden %lld%s\n", dname(dt), (long long)tokens, (long long)hidden,
+           kernel == 1 ? ", wgmma forced" : kernel == 2 ? ", wgmma-ws forced" : kernel == -1 ? ", mma.sync" : kernel == -2 ? ", CUDA cores" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
     printf("%6s %4s %4s %4s %6s %10s %9s  %s\n", "L", "D", "B", "H", "causal", "ms", "TFLOP/s", "path");
     for (int64_t D : {64, 128})
         for (bool causal : {false, true})
@@ -466,13 +491,13 @@ static int bench(int kernel)
                 memset(&p, 0, sizeof p);
                 p.B = B, p.H = H, p.Hkv = H, p.Lq = L, p.Lk = L, p.D = D, p.Dv = D;
                 as_attn_operand op;
-                op.dtype = AS_BF16;
+                op.dtype = dt;
                 op.stride[0] = H * L * D, op.stride[1] = L * D, op.stride[2] = D, op.stride[3] = 1;
                 p.q = op, p.k = op, p.v = op;
                 p.q.data = q, p.k.data = k, p.v.data = v;
                 p.causal = causal;
                 p.scale = (float)(1.0 / std::sqrt((double)D));
-                p.out = o, p.out_dtype = AS_BF16;
+                p.out = o, p.out_dtype = dt;
                 for (int w = 0; w < 3; w++)
                     if (int rc = as_cuda_flash_attention(&p, nullptr)) {
                         printf("launch failed: %s\n", cudaGetErrorString((cudaError_t)rc));
@@ -499,6 +524,7 @@ static int bench(int kernel)
             }
     as_cuda_flash_force_block_m(0);
     as_cuda_flash_force_wgmma(0);
+    as_cuda_flash_force_f32_simt(-1);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
     return 0;
 }
@@ -512,7 +538,8 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         const char *k = argc > 2 ? argv[2] : "";
-        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "mma") ? -1 : atoi(k));
+        if (!strcmp(k, "f32") || !strcmp(k, "simt")) return bench(!strcmp(k, "simt") ? -2 : 0, AS_F32);
+        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "mma") ? -1 : atoi(k), AS_BF16);
     }
     std::vector<Case> cs = cases();
     int passed = 0;
