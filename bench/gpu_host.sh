@@ -2,7 +2,8 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|none]   (default all)
+# f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
@@ -129,6 +130,19 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both t
            END { split(modes, ms, " "); for (i = 1; i <= n; i++) { k = order[i]; printf "%-16s %7s %7s", k, fa[k], cu[k]
                  for (j = 1; j in ms; j++) printf " %6s", v[k, ms[j]]; printf "\n" } }' modes="$modes"
   } | tee "$OUT/bwd_table.txt"
+fi
+if [ "$what" = f32 ]; then # float32 attention: flash/tf32x3 against flash/simt-f32, then the models
+  timeout 240 ctest --test-dir build-gpu -R cuda.flash_kernel --output-on-failure > "$OUT/ctest-flash-kernel.log" 2>&1 || rc=1
+  grep -E "FAIL|passed" "$OUT/ctest-flash-kernel.log" | head -20
+  awk '{ for (i = 1; i <= NF; i++) if ($i == "err") { p = $(i - 1); e = $(i + 1) + 0; n[p]++; if (e > m[p]) m[p] = e } }
+       END { for (p in m) printf "%-16s %4d cases, largest error %.2e\n", p, n[p], m[p] }' "$OUT/ctest-flash-kernel.log"
+  for k in f32 simt; do
+    timeout 90 build-gpu/tests/flash_kernel_test --bench $k > "$OUT/flash_bench_$k.txt" 2>&1 || rc=1
+  done
+  paste "$OUT/flash_bench_f32.txt" "$OUT/flash_bench_simt.txt" | awk 'NR > 2 { printf "%6s %4s %6s  tf32x3 %7s  simt %7s  %5.2fx\n", $1, $2, $5, $7, $15, $7 / $15 }'
+  timeout 200 python3 bench/torch_models.py --out "$OUT/torch_models.json" > "$OUT/torch_models.txt" 2>&1
+  grep -E "eager" "$OUT/torch_models.txt"
+  timeout 200 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
 fi
 if [ "$what" = ncubwd ]; then # where the Hopper backward's time goes: Nsight Compute on one launch, if the host has it
   N=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
