@@ -178,6 +178,113 @@ struct Mma<__nv_bfloat16> {
     }
 };
 
+/* ---- 3xTF32: float32 products on the TF32 tensor cores (attention_flash_tf32.cu) ----
+ * x = big + small, big = tf32(x) rounded, small = x - big (its 13-bit tail,
+ * which the tensor core ignores, is below 2^-23 of x); a b ~ a_small b_big +
+ * a_big b_small + a_big b_big.  mma.m16n8k8 fragments (g = lane / 4, t = lane % 4):
+ *   A (16x8): a0 (g, t)  a1 (g+8, t)  a2 (g, t+4)  a3 (g+8, t+4)
+ *   B (8x8):  b0 (k t, n g)  b1 (k t+4, n g)
+ *   C (16x8): c0 c1 (g, 2t..2t+1)  c2 c3 (g+8, 2t..2t+1) */
+
+__device__ __forceinline__ uint32_t tf32_big(float x)
+{
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+/* x = big + small, both as mma operands */
+__device__ __forceinline__ void split(float x, uint32_t &big, uint32_t &small)
+{
+    big = tf32_big(x);
+    small = __float_as_uint(x - __uint_as_float(big));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
+                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* c += a b in 3xTF32, the small terms first */
+__device__ __forceinline__ void mma3(float (&c)[4], const uint32_t (&ab)[4], const uint32_t (&as)[4], uint32_t bb0,
+                                     uint32_t bb1, uint32_t bs0, uint32_t bs1)
+{
+    mma_tf32(c, as, bb0, bb1);
+    mma_tf32(c, ab, bs0, bs1);
+    mma_tf32(c, ab, bb0, bb1);
+}
+
+/* The A fragment of k-step kk (columns 8 kk ..) from 16 row-major rows of LD floats:
+ * k = t stands for column 2t, k = t + 4 for 2t + 1 (the order of k inside a product
+ * is free, and its B operand must follow it), so a lane reads two float2 */
+template <int LD>
+__device__ __forceinline__ void a_frag_rows(const float *rows, int kk, int lane, uint32_t (&ab)[4], uint32_t (&as)[4])
+{
+    const int g = lane >> 2, t = lane & 3;
+    const float2 lo = *reinterpret_cast<const float2 *>(rows + g * LD + kk * 8 + 2 * t);
+    const float2 hi = *reinterpret_cast<const float2 *>(rows + (g + 8) * LD + kk * 8 + 2 * t);
+    split(lo.x, ab[0], as[0]);
+    split(hi.x, ab[1], as[1]);
+    split(lo.y, ab[2], as[2]);
+    split(hi.y, ab[3], as[3]);
+}
+
+/* The same A fragment from a matrix stored transposed (X[k][m], LD floats a
+ * row): a0 a1 = X[8 kk + 2t][m0 + g, + 8], a2 a3 = X[8 kk + 2t + 1][...] */
+template <int LD>
+__device__ __forceinline__ void a_frag_cols(const float *x, int kk, int m0, int lane, uint32_t (&ab)[4],
+                                            uint32_t (&as)[4])
+{
+    const int g = lane >> 2, t = lane & 3;
+    const float *r0 = x + (kk * 8 + 2 * t) * LD + m0 + g, *r1 = r0 + LD;
+    split(r0[0], ab[0], as[0]);
+    split(r0[8], ab[1], as[1]);
+    split(r1[0], ab[2], as[2]);
+    split(r1[8], ab[3], as[3]);
+}
+
+/* The A fragment of a product whose left operand is a C fragment (c0 c1 at
+ * columns 2t, 2t + 1): a0 a2 = c0 c1, a1 a3 = c2 c3 under the k order above */
+__device__ __forceinline__ void a_frag_acc(const float (&c)[4], uint32_t (&ab)[4], uint32_t (&as)[4])
+{
+    split(c[0], ab[0], as[0]);
+    split(c[1], ab[2], as[2]);
+    split(c[2], ab[1], as[1]);
+    split(c[3], ab[3], as[3]);
+}
+
+/* The B fragment of k-step kk, n-tile at row n0, from row-major rows X[n][k]
+ * (B = X^T, as K in Q K^T): b0 b1 = X[n0 + g][8 kk + 2t, + 1], one float2 */
+template <int LD>
+__device__ __forceinline__ void b_frag_rows(const float *x, int kk, int n0, int lane, uint32_t (&bb)[2],
+                                            uint32_t (&bs)[2])
+{
+    const float2 v = *reinterpret_cast<const float2 *>(x + (n0 + (lane >> 2)) * LD + kk * 8 + 2 * (lane & 3));
+    split(v.x, bb[0], bs[0]);
+    split(v.y, bb[1], bs[1]);
+}
+
+/* The B fragment of k-step kk, n-tile at column n0, from B itself stored
+ * row-major (X[k][n], as V in P V): b0 b1 = X[8 kk + 2t, + 1][n0 + g] */
+template <int LD>
+__device__ __forceinline__ void b_frag_cols(const float *x, int kk, int n0, int lane, uint32_t (&bb)[2],
+                                            uint32_t (&bs)[2])
+{
+    const float *r = x + (kk * 8 + 2 * (lane & 3)) * LD + n0 + (lane >> 2);
+    split(r[0], bb[0], bs[0]);
+    split(r[LD], bb[1], bs[1]);
+}
+
+/* c += a b in 3xTF32 with the fragments above */
+__device__ __forceinline__ void mma3f(float (&c)[4], const uint32_t (&ab)[4], const uint32_t (&as)[4],
+                                      const uint32_t (&bb)[2], const uint32_t (&bs)[2])
+{
+    mma3(c, ab, as, bb[0], bb[1], bs[0], bs[1]);
+}
+
 /* ---- what the tensor-core kernels do alike ---- */
 
 /* The (b, h) and the BM query rows CTA bid owns, and the keys they see.
@@ -293,6 +400,11 @@ int launch_simt_f32(const KParams &kp, cudaStream_t s);
  * ATTNSWAP_FLASH_F32=simt. */
 bool tf32x3_ok(const as_attn_params *p);
 int launch_tf32x3(const KParams &kp, cudaStream_t s);
+/* what tf32x3_ok asks besides the operands: a compute capability 8.0+ device, not
+ * ATTNSWAP_FLASH_F32=simt or as_cuda_flash_force_f32_simt(1); 16-byte aligned float32 rows */
+bool tf32x3_allowed(void);
+bool device_sm80(void);
+bool rows16(const as_attn_operand &o);
 
 /* The wgmma kernel (sm90/attention_flash_wgmma.cu, built for sm_90a only when
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,

@@ -21,12 +21,9 @@
  * key tiles of BN (64 at D = 64, 32 at D = 128, so two CTAs fit an SM)
  * stream through a 2-stage cp.async pipeline, as in flash/mma.
  *
- * mma.m16n8k8 (tf32; g = lane / 4, t = lane % 4):
- *   A (16x8): a0 (g, t)  a1 (g+8, t)  a2 (g, t+4)  a3 (g+8, t+4)
- *   B (8x8):  b0 (k t, n g)  b1 (k t+4, n g)
- *   C (16x8): c0 c1 (g, 2t..2t+1)  c2 c3 (g+8, 2t..2t+1)
- * The order of the k dimension inside one product is free, so k = t stands
- * for element 2t of the 8 and k = t + 4 for element 2t + 1:
+ * With the mma.m16n8k8 fragments of attention_flash_common.cuh (the order
+ * of k inside one product is free, so k = t stands for element 2t of the 8
+ * and k = t + 4 for element 2t + 1):
  *   S = Q K^T: a lane reads Q[g][2t..2t+1] and K[g][2t..2t+1] as float2;
  *   O += P V: P's A fragment is S's C fragment as it is (a0 a2 = c0 c1,
  *             a1 a3 = c2 c3), and b0 b1 = V[2t][g], V[2t + 1][g].
@@ -48,50 +45,6 @@ struct Tf32Cfg {
     static constexpr int QLD = D + 8, KLD = D + 8, VLD = D + 4; /* floats */
     static constexpr size_t smem = (size_t)(TBM * QLD + 2 * BN * KLD + 2 * BN * VLD) * sizeof(float);
 };
-
-__device__ __forceinline__ uint32_t tf32_big(float x)
-{
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return r;
-}
-
-/* x = big + small, both as mma operands */
-__device__ __forceinline__ void split(float x, uint32_t &big, uint32_t &small)
-{
-    big = tf32_big(x);
-    small = __float_as_uint(x - __uint_as_float(big));
-}
-
-__device__ __forceinline__ void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, "
-                 "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* c += a b in 3xTF32, the small terms first */
-__device__ __forceinline__ void mma3(float (&c)[4], const uint32_t (&ab)[4], const uint32_t (&as)[4], uint32_t bb0,
-                                     uint32_t bb1, uint32_t bs0, uint32_t bs1)
-{
-    mma_tf32(c, as, bb0, bb1);
-    mma_tf32(c, ab, bs0, bs1);
-    mma_tf32(c, ab, bb0, bb1);
-}
-
-/* Q's A fragment of k-step kk for the warp's rows (row g and g + 8 of sQw) */
-template <int QLD>
-__device__ __forceinline__ void q_frag(const float *sQw, int kk, int lane, uint32_t (&ab)[4], uint32_t (&as)[4])
-{
-    const int g = lane >> 2, t = lane & 3;
-    const float2 lo = *reinterpret_cast<const float2 *>(sQw + g * QLD + kk * 8 + 2 * t);
-    const float2 hi = *reinterpret_cast<const float2 *>(sQw + (g + 8) * QLD + kk * 8 + 2 * t);
-    split(lo.x, ab[0], as[0]);
-    split(hi.x, ab[1], as[1]);
-    split(lo.y, ab[2], as[2]);
-    split(hi.y, ab[3], as[3]);
-}
 
 template <int D, bool EXTRA>
 __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
@@ -158,7 +111,7 @@ __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
         cp_async_wait<1>(); /* Q, K0 landed */
         __syncthreads();
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++) q_frag<QLD>(sQw, kk, lane, qb[kk], qsm[kk]);
+        for (int kk = 0; kk < KS; kk++) a_frag_rows<QLD>(sQw, kk, lane, qb[kk], qsm[kk]);
     }
 
     for (int n = 0; n < n_tiles; n++) {
@@ -191,15 +144,13 @@ __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
 #pragma unroll
                     for (int x = 0; x < 4; x++) ab[x] = qb[QREG ? kk : 0][x], as[x] = qsm[QREG ? kk : 0][x];
                 } else {
-                    q_frag<QLD>(sQw, kk, lane, ab, as);
+                    a_frag_rows<QLD>(sQw, kk, lane, ab, as);
                 }
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) {
-                    const float2 kv = *reinterpret_cast<const float2 *>(sKt + (nt * 8 + g) * KLD + kk * 8 + 2 * t);
-                    uint32_t bb0, bs0, bb1, bs1;
-                    split(kv.x, bb0, bs0);
-                    split(kv.y, bb1, bs1);
-                    mma3(acc_s[nt], ab, as, bb0, bb1, bs0, bs1);
+                    uint32_t bb[2], bs[2];
+                    b_frag_rows<KLD>(sKt, kk, nt * 8, lane, bb, bs);
+                    mma3f(acc_s[nt], ab, as, bb, bs);
                 }
             }
 
@@ -277,17 +228,12 @@ __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
 #pragma unroll
             for (int kk = 0; kk < NT; kk++) {
                 uint32_t ab[4], as[4];
-                split(acc_s[kk][0], ab[0], as[0]);
-                split(acc_s[kk][1], ab[2], as[2]);
-                split(acc_s[kk][2], ab[1], as[1]);
-                split(acc_s[kk][3], ab[3], as[3]);
-                const float *v0 = sVt + (kk * 8 + 2 * t) * VLD + g;
+                a_frag_acc(acc_s[kk], ab, as);
 #pragma unroll
                 for (int dt = 0; dt < DT; dt++) {
-                    uint32_t bb0, bs0, bb1, bs1;
-                    split(v0[dt * 8], bb0, bs0);
-                    split(v0[VLD + dt * 8], bb1, bs1);
-                    mma3(acc_o[dt], ab, as, bb0, bb1, bs0, bs1);
+                    uint32_t bb[2], bs[2];
+                    b_frag_cols<VLD>(sVt, kk, dt * 8, lane, bb, bs);
+                    mma3f(acc_o[dt], ab, as, bb, bs);
                 }
             }
         }
@@ -328,6 +274,8 @@ int launch(KParams kp, cudaStream_t s)
     return (int)cudaGetLastError();
 }
 
+} // namespace
+
 int g_force_simt = -1; /* as_cuda_flash_force_f32_simt */
 
 /* ATTNSWAP_FLASH_F32=simt in the environment keeps float32 on the CUDA cores
@@ -360,8 +308,6 @@ bool rows16(const as_attn_operand &o) /* 16-byte aligned float32 rows */
 {
     return ((uintptr_t)o.data & 15) == 0 && o.stride[0] % 4 == 0 && o.stride[1] % 4 == 0 && o.stride[2] % 4 == 0;
 }
-
-} // namespace
 
 bool tf32x3_ok(const as_attn_params *p)
 {
