@@ -17,6 +17,8 @@
  *                  so the work per CTA is deterministic except dQ's sum order;
  *                  with dq_turns (as_set_deterministic) the key blocks add
  *                  into each 64-row block of dq one after another, in order.
+ *  flash-bwd/tf32x3  float32 on sm_80+, the same kernel in 3xTF32
+ *                  (attention_flash_bwd_tf32.cu).
  *  flash-bwd/cuda-f32  everything else: one warp a query row for dQ (and
  *                  dbias), one warp a key row for dK and dV; fp32 throughout.
  *
@@ -583,7 +585,10 @@ extern "C" int as_cuda_flash_force_bwd(int mode)
 
 extern "C" const char *as_cuda_flash_bwd_path(const as_attn_bwd_params *p)
 {
-    return use_wgmma_bwd(p, true) ? "flash-bwd/wgmma" : mma_bwd_ok(p) ? "flash-bwd/mma" : "flash-bwd/cuda-f32";
+    return use_wgmma_bwd(p, true) ? "flash-bwd/wgmma"
+           : mma_bwd_ok(p)        ? "flash-bwd/mma"
+           : bwd_tf32x3_ok(p)     ? "flash-bwd/tf32x3"
+                                  : "flash-bwd/cuda-f32";
 }
 
 extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, void *stream)
@@ -633,5 +638,6 @@ extern "C" int as_cuda_flash_attention_backward(const as_attn_bwd_params *p, voi
 #endif
     if (mma_bwd_ok(p))
         return f->q.dtype == AS_F16 ? launch_bwd_mma_t<__half>(bp, s) : launch_bwd_mma_t<__nv_bfloat16>(bp, s);
+    if (bwd_tf32x3_ok(p)) return launch_bwd_tf32x3(bp, s);
     return launch_bwd_f32(bp, s);
 }

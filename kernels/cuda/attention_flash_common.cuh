@@ -499,6 +499,11 @@ bool wgmma_device(void);
  * over the tiles; WB_NMAJOR, the tiles in key-block-major order (tuning
  * runs: ATTNSWAP_FLASH_BWD). */
 enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4 };
+
+/* The float32 backward on the tensor cores, 3xTF32 (attention_flash_bwd_tf32.cu):
+ * what tf32x3_ok takes, with a float32 dO of 16-byte aligned rows. */
+bool bwd_tf32x3_ok(const as_attn_bwd_params *p);
+int launch_bwd_tf32x3(const BParams &bp, cudaStream_t s);
 bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma);
 int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken);
 

@@ -6,7 +6,9 @@
 --   a compute capability 9.0 card for the cases without mask, bias, dropout or
 --   a negative scale, flash-bwd/mma for the rest and, under
 --   ATTNSWAP_FLASH_BWD=mma, for all of them: ctest cuda.flash_bwd_mma);
---   float32, odd D, strided dO: the fallback (flash-bwd/cuda-f32).
+--   float32, D 64 and 128: flash-bwd/tf32x3 (3xTF32 on the tensor cores,
+--   sm_80+; ATTNSWAP_FLASH_F32=simt: the fallback, ctest cuda.flash_bwd_simt);
+--   odd D, strided dO: the fallback (flash-bwd/cuda-f32).
 -- Each case: plain, causal (Lq < Lk too), GQA, a keep-mask with a row that
 -- sees nothing, a bias that requires grad, dropout (the CPU's hash).
 -- Then as.set_deterministic: the same gradients, and two runs bit-identical.
@@ -110,6 +112,9 @@ case("D128 L 777 GQA", "bfloat16", shapes(1, 4, 1, 777, 777, 128), {})
 case("D64 L 300/520 causal GQA", "float16", shapes(2, 4, 2, 300, 520, 64), { causal = true })
 case("D128 L 520/300 causal", "bfloat16", shapes(1, 3, 3, 520, 300, 128), { causal = true })
 case("D64 L 640 GQA 4:1", "bfloat16", shapes(1, 8, 2, 640, 640, 64), {})
+case("D64 L 600 causal GQA", "float32", shapes(1, 4, 2, 600, 600, 64), { causal = true })
+case("D128 L 333/700 causal", "float32", shapes(1, 2, 2, 333, 700, 128), { causal = true })
+case("D128 L 450 bias with grad", "float32", shapes(1, 2, 2, 450, 450, 128), {}, as.randn(450, 450))
 
 -- as.set_deterministic: the key blocks add into dq in their index order, so
 -- two runs agree bit for bit (the atomics' order may differ without it); the
@@ -138,6 +143,8 @@ repeatable("D64 L 300/520 causal GQA", "float16", shapes(2, 4, 2, 300, 520, 64),
 repeatable("D128 L 520/300 causal", "bfloat16", shapes(1, 3, 3, 520, 300, 128), { causal = true })
 repeatable("D64 bias with grad, L 600", "bfloat16", shapes(1, 2, 2, 600, 600, 64), {}, as.randn(600, 600))
 repeatable("float32 D 40", "float32", shapes(1, 2, 2, 300, 300, 40), { causal = true })
+repeatable("float32 D 64 L 520 causal", "float32", shapes(1, 2, 2, 520, 520, 64), { causal = true })
+repeatable("float32 D 128 L 300 GQA", "float32", shapes(1, 4, 2, 300, 300, 128), {})
 
 print(string.format("flash_bwd_cuda: %d checks, %d failed", checks, failures))
 os.exit(failures == 0 and 0 or 1)
