@@ -84,7 +84,7 @@ if [ "$what" = profile ]; then
     --gpt2-tokens 1024 --repeats 10 --profile 2>&1 | tee "$OUT/models_parts.txt"
 fi
 if [ "$what" = train ] || [ "$what" = test+train ]; then
-  for dt in bfloat16 float32; do
+  for dt in ${TRAIN_DTYPES:-bfloat16 float32}; do
     timeout 240 python3 bench/torch_train_step.py --device cuda --dtype $dt --batch 8 --seq 1024 --repeats 10 \
       --out "$OUT/train_torch_$dt.json" 2>&1 | grep -v Warning | tail -2 | tee -a "$OUT/train.txt" || rc=1
     timeout 240 build-gpu/attnswap-run bench/train_step.lua --device cuda --dtype $dt --batch 8 --seq 1024 --repeats 10 \
