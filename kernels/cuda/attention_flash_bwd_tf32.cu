@@ -8,7 +8,9 @@
  *
  * A CTA of 4 warps owns BN = 64 keys of one (b, kv-head), a warp 16 of them
  * with their dK, dV in registers; per step of BM = 64 query rows (Q, dO and
- * the rows' statistics double-buffered by cp.async):
+ * the rows' statistics by cp.async, in one stage loaded while the last
+ * step's dQ runs: 88 KiB at D = 64, two CTAs an SM on sm_90; 152 KiB at
+ * D = 128, which an A100 holds; STAGES = 2 double-buffers them, 122 / 217 KiB):
  *   S^T = K Q^T    A: K rows (float2)       B: Q rows (float2)
  *   dV += Pd^T dO  A: the S^T accumulators  B: dO columns
  *   dP^T = V dO^T  A: V rows (float2)       B: dO rows (float2)
@@ -16,8 +18,10 @@
  *   dQ += dS K     A: dS^T columns (shared) B: K columns, warp w: rows 16w..
  * Shared rows are padded to D + 4 floats where columns are read (K, Q, dO,
  * dS^T: 32 banks), D + 8 where only rows are (V); a row read of K, Q or dO
- * then meets a 2-way conflict, the rarer access of the two.  D = 64: 124 KiB,
- * D = 128: 222 KiB, one CTA an SM. */
+ * then meets a 2-way conflict, the rarer access of the two. */
+#include <stdlib.h>
+#include <string.h>
+
 #include "attention_flash_common.cuh"
 
 namespace as_flash {
@@ -26,28 +30,28 @@ namespace {
 constexpr int TW = 4, TBTH = TW * 32; /* warps, threads */
 constexpr int TBN = 64, TBM = 64;     /* keys per CTA, query rows per step */
 
-template <int D>
+template <int D, int STAGES>
 struct TBCfg {
     static constexpr int LD = D + 4, VLD = D + 8, SLD = TBM + 4; /* floats a row */
-    /* K, V; Q[2], dO[2]; dS^T (BN, BM); then lse log2 e [2][BM], di [2][BM], rkey [2][BM] */
-    static constexpr size_t floats = (size_t)TBN * LD + TBN * VLD + 4 * TBM * LD + TBN * SLD;
-    static constexpr size_t smem = (floats + 6 * TBM) * 4;
+    /* K, V; Q[STAGES], dO[STAGES]; dS^T (BN, BM); then lse log2 e, di, rkey [STAGES][BM] */
+    static constexpr size_t floats = (size_t)TBN * LD + TBN * VLD + 2 * STAGES * TBM * LD + TBN * SLD;
+    static constexpr size_t smem = (floats + 3 * STAGES * TBM) * 4;
 };
 
-template <int D, bool EXTRA>
+template <int D, bool EXTRA, int STAGES>
 __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    using C = TBCfg<D>;
+    using C = TBCfg<D, STAGES>;
     constexpr int LD = C::LD, VLD = C::VLD, SLD = C::SLD, DT = D / 8, KS = D / 8, NT = TBM / 8;
     constexpr int CH = D / 4, RPI = TBTH / CH; /* 16-byte chunks a row; rows one pass loads */
     static_assert(TBM % RPI == 0 && TBN % RPI == 0, "tile shape");
     extern __shared__ __align__(16) float bsm[];
-    float *sK = bsm, *sV = sK + TBN * LD, *sQ = sV + TBN * VLD; /* Q [2][BM][LD] */
-    float *sO = sQ + 2 * TBM * LD;                               /* dO [2][BM][LD] */
-    float *sS = sO + 2 * TBM * LD;                               /* dS^T [BN][SLD] */
-    float *sL = sS + TBN * SLD, *sDi = sL + 2 * TBM;
-    uint32_t *sR = reinterpret_cast<uint32_t *>(sDi + 2 * TBM);
+    float *sK = bsm, *sV = sK + TBN * LD, *sQ = sV + TBN * VLD; /* Q [STAGES][BM][LD] */
+    float *sO = sQ + STAGES * TBM * LD;                          /* dO [STAGES][BM][LD] */
+    float *sS = sO + STAGES * TBM * LD;                          /* dS^T [BN][SLD] */
+    float *sL = sS + TBN * SLD, *sDi = sL + STAGES * TBM;
+    uint32_t *sR = reinterpret_cast<uint32_t *>(sDi + STAGES * TBM);
 
     const KParams &P = B.f;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -100,13 +104,15 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
     const float sl2 = P.sl2;
 
     for (int it = 0; it < iters; it++) {
-        const int st = it & 1;
+        const int st = STAGES == 2 ? it & 1 : 0;
         const int64_t h = sw_.head(it);
         const int i0 = sw_.row0(it);
         cp_async_wait<0>();
         __syncthreads(); /* stage st landed for all; every warp is done with step it - 1 */
-        if (it + 1 < iters) issue(it + 1, st ^ 1);
-        cp_async_commit();
+        if (STAGES == 2) {
+            if (it + 1 < iters) issue(it + 1, st ^ 1);
+            cp_async_commit();
+        }
 
         const float *q_st = sQ + st * TBM * LD, *o_st = sO + st * TBM * LD;
         const float *lse2 = sL + st * TBM, *dis = sDi + st * TBM;
@@ -225,7 +231,11 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
         } else { /* the warp's rows of dS^T are zeros */
             for (int x = lane; x < 16 * TBM; x += 32) sS[(kw + x / TBM) * SLD + x % TBM] = 0.0f;
         }
-        __syncthreads(); /* dS^T complete */
+        __syncthreads(); /* dS^T complete; with one stage, Q, dO and the statistics free */
+        if (STAGES == 1) {
+            if (it + 1 < iters) issue(it + 1, 0);
+            cp_async_commit();
+        }
 
         /* dQ (BM, D) += scale dS K: warp w takes query rows 16w..16w+15 */
         const int qw = warp * 16;
@@ -297,18 +307,30 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
 #endif
 }
 
-template <int D, bool EXTRA>
+template <int D, bool EXTRA, int STAGES>
 int launch(BParams bp, cudaStream_t s)
 {
     static uint64_t done;
-    const void *fn = (const void *)flash_bwd_tf32_kernel<D, EXTRA>;
-    int e = smem_optin(fn, TBCfg<D>::smem, &done);
+    constexpr size_t smem = TBCfg<D, STAGES>::smem;
+    const void *fn = (const void *)flash_bwd_tf32_kernel<D, EXTRA, STAGES>;
+    int e = smem_optin(fn, smem, &done);
     if (e) return e;
     bp.nn = (bp.f.Lk + TBN - 1) / TBN;
     const int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
-    flash_bwd_tf32_kernel<D, EXTRA><<<(unsigned)blocks, TBTH, TBCfg<D>::smem, s>>>(bp);
+    flash_bwd_tf32_kernel<D, EXTRA, STAGES><<<(unsigned)blocks, TBTH, smem, s>>>(bp);
     return (int)cudaGetLastError();
+}
+
+/* ATTNSWAP_FLASH_BWD_TF32=2stage: Q and dO double-buffered at D = 64 (tuning runs) */
+bool two_stages(int64_t D)
+{
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("ATTNSWAP_FLASH_BWD_TF32");
+        env = e && !strcmp(e, "2stage");
+    }
+    return env && D == 64;
 }
 
 } // namespace
@@ -316,15 +338,18 @@ int launch(BParams bp, cudaStream_t s)
 bool bwd_tf32x3_ok(const as_attn_bwd_params *p)
 {
     const as_attn_operand *g = &p->dout;
-    return tf32x3_ok(&p->f) && g->dtype == AS_F32 && g->stride[3] == 1 && rows16(*g) &&
-           p->f.Lq <= (1 << 30) && p->f.Lk <= (1 << 30);
+    const size_t need = p->f.D == 64 ? TBCfg<64, 2>::smem : TBCfg<128, 1>::smem;
+    return tf32x3_ok(&p->f) && g->dtype == AS_F32 && g->stride[3] == 1 && rows16(*g) && tf32_device_smem() >= need;
 }
 
 int launch_bwd_tf32x3(const BParams &bp, cudaStream_t s)
 {
     const bool extra = bp.f.has_mask || bp.f.dropout || bp.f.prescale || bp.dbias;
-    if (bp.f.D == 64) return extra ? launch<64, true>(bp, s) : launch<64, false>(bp, s);
-    return extra ? launch<128, true>(bp, s) : launch<128, false>(bp, s);
+    if (bp.f.D == 64) {
+        if (two_stages(64)) return extra ? launch<64, true, 2>(bp, s) : launch<64, false, 2>(bp, s);
+        return extra ? launch<64, true, 1>(bp, s) : launch<64, false, 1>(bp, s);
+    }
+    return extra ? launch<128, true, 1>(bp, s) : launch<128, false, 1>(bp, s);
 }
 
 } // namespace as_flash

@@ -400,10 +400,13 @@ int launch_simt_f32(const KParams &kp, cudaStream_t s);
  * ATTNSWAP_FLASH_F32=simt. */
 bool tf32x3_ok(const as_attn_params *p);
 int launch_tf32x3(const KParams &kp, cudaStream_t s);
-/* what tf32x3_ok asks besides the operands: a compute capability 8.0+ device, not
- * ATTNSWAP_FLASH_F32=simt or as_cuda_flash_force_f32_simt(1); 16-byte aligned float32 rows */
+/* what tf32x3_ok asks besides the operands: not ATTNSWAP_FLASH_F32=simt or
+ * as_cuda_flash_force_f32_simt(1); a compute capability 8.0+ device with the
+ * shared memory of both forward kernels (tf32_device_smem: its opt-in
+ * limit); 16-byte aligned float32 rows */
 bool tf32x3_allowed(void);
-bool device_sm80(void);
+size_t tf32_device_smem(void);
+bool tf32x3_device(void);
 bool rows16(const as_attn_operand &o);
 
 /* The wgmma kernel (sm90/attention_flash_wgmma.cu, built for sm_90a only when

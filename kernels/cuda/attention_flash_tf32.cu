@@ -291,18 +291,26 @@ bool tf32x3_allowed(void)
     return cache > 0;
 }
 
-bool device_sm80(void)
+/* The current device's shared memory a block may opt in to, where its
+ * compute capability is 8.0 or more (the TF32 mma); else 0 */
+size_t tf32_device_smem(void)
 {
-    static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
+    static int64_t cache[64]; /* 0 unknown, -1 none */
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
     if (!cache[dev]) {
-        int major = 0;
+        int major = 0, optin = 0;
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        cache[dev] = major >= 8 ? 1 : -1;
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        cache[dev] = major >= 8 && optin > 0 ? optin : -1;
     }
-    return cache[dev] > 0;
+    return cache[dev] > 0 ? (size_t)cache[dev] : 0;
 }
+
+/* Both forward kernels fit (and with them the backward's, sized to fit as
+ * much: attention_flash_bwd_tf32.cu): sm_80 (A100, 163 KiB) and sm_90 do;
+ * the 99 KiB of sm_86 / sm_89 cards keep float32 on the CUDA cores. */
+bool tf32x3_device(void) { return tf32_device_smem() >= Tf32Cfg<128>::smem; }
 
 bool rows16(const as_attn_operand &o) /* 16-byte aligned float32 rows */
 {
@@ -311,7 +319,7 @@ bool rows16(const as_attn_operand &o) /* 16-byte aligned float32 rows */
 
 bool tf32x3_ok(const as_attn_params *p)
 {
-    if (!simt_f32_ok(p) || !tf32x3_allowed() || !device_sm80()) return false;
+    if (!simt_f32_ok(p) || !tf32x3_allowed() || !tf32x3_device()) return false;
     if (!rows16(p->q) || !rows16(p->k) || !rows16(p->v)) return false;
     if (p->Lq > (1 << 30) || p->Lk > (1 << 30)) return false; /* positions in 32 bits */
     const int64_t *os = p->out_stride; /* float2 stores */
@@ -331,5 +339,5 @@ extern "C" int as_cuda_flash_force_f32_simt(int mode)
 {
     if (mode < -1 || mode > 1) return -1;
     as_flash::g_force_simt = mode;
-    return as_flash::device_sm80() ? 1 : 0;
+    return as_flash::tf32x3_device() ? 1 : 0;
 }

@@ -18,9 +18,11 @@
 
 #define FN "flash_attention"
 
-static _Thread_local const char *last_backend = "none";
+static _Thread_local const char *last_backend = "none", *last_bwd_backend = "none";
 
 const char *as_flash_backend(void) { return last_backend; }
+
+const char *as_flash_backward_backend(void) { return last_bwd_backend; }
 
 void as_attention_note_backend(const char *name) { last_backend = name; }
 
@@ -98,7 +100,7 @@ static int flash_bwd_run(const char *fn, const as_tensor *q, const as_tensor *k,
         .dq_turns = turns ? as_data(turns) : NULL,
     };
     if (mask) bp.f.mask = as_attention_operand(mask);
-    if (as_k_flash_bwd(fn, dev, &bp)) goto done;
+    if (as_k_flash_bwd(fn, dev, &bp, &last_bwd_backend)) goto done;
     for (int i = 0; i < 4; i++)
         if (want[i]) gi[i] = t[i], t[i] = NULL;
     rc = 0;

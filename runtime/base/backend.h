@@ -107,6 +107,7 @@ typedef struct as_backend {
      * 0 or -1 with "fn: ..." set.  NULL where the device has none: attention
      * that needs gradients then takes scaled_dot_product's math path. */
     int (*flash_bwd)(const char *fn, const as_attn_bwd_params *p);
+    const char *(*flash_bwd_path)(const as_attn_bwd_params *p); /* "flash-bwd/wgmma", ... */
 
     /* Fused optimizer steps, in place (kernels/cpu/optim.h has the contracts):
      * a status for check. */

@@ -56,6 +56,7 @@ static const as_backend cuda_backend = {
     .gemm = as_cuda_gemm,
     .flash = cuda_flash,
     .flash_path = as_cuda_flash_path,
+    .flash_bwd_path = as_cuda_flash_bwd_path,
     .flash_bwd = cuda_flash_bwd,
     .sgd_step = as_cuda_sgd_step,
     .adamw_step = as_cuda_adamw_step,

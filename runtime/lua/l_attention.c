@@ -90,10 +90,18 @@ static int l_sdpa_backend(lua_State *L)
     return 1;
 }
 
+/* sdpa_backward_backend() -> the kernel of the last fused attention backward */
+static int l_sdpa_backward_backend(lua_State *L)
+{
+    lua_pushstring(L, as_flash_backward_backend());
+    return 1;
+}
+
 static const luaL_Reg attention_functions[] = {
     {"sdp_attention", l_sdp_attention}, {"flash_attention", l_flash_attention},
     {"flash_attention_lse", l_flash_attention_lse}, {"flash_attention_backward", l_flash_attention_backward},
     {"new_flash", l_new_flash}, {"sdpa_backend", l_sdpa_backend},
+    {"sdpa_backward_backend", l_sdpa_backward_backend},
     {"flash_has_backward", l_flash_has_backward},
     {"attention_check", l_attention_check}, {NULL, NULL},
 };

@@ -199,6 +199,16 @@ static const char *cpu_flash_path(const as_attn_params *p)
     return "flash/?";
 }
 
+static const char *cpu_flash_bwd_path(const as_attn_bwd_params *p)
+{
+    (void)p;
+    static const char *const names[] = {"flash-bwd/avx512", "flash-bwd/avx2", "flash-bwd/scalar"};
+    const char *isa = as_cpu_flash_isa_name();
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(isa, names[i] + 10)) return names[i];
+    return "flash-bwd/?";
+}
+
 static int cpu_flash(const char *fn, const as_attn_params *p)
 {
     int nthreads = omp_get_max_threads();
@@ -276,6 +286,7 @@ const as_backend as_cpu_backend = {
     .gemm = cpu_gemm,
     .flash = cpu_flash,
     .flash_path = cpu_flash_path,
+    .flash_bwd_path = cpu_flash_bwd_path,
     .flash_bwd = cpu_flash_bwd,
     .sgd_step = cpu_sgd_step,
     .adamw_step = cpu_adamw_step,

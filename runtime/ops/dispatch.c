@@ -193,13 +193,14 @@ bool as_k_has_flash_bwd(as_device dev)
     return b && b->flash_bwd;
 }
 
-int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p)
+int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p, const char **path)
 {
     BACKEND(b, fn, dev);
     if (!b->flash_bwd) {
         as_error_set("%s: no fused backward on %s", fn, as_device_name(dev));
         return -1;
     }
+    *path = b->flash_bwd_path ? b->flash_bwd_path(p) : "flash-bwd";
     return b->flash_bwd(fn, p);
 }
 

@@ -72,6 +72,6 @@ int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const cha
 /* Whether dev's backend has the fused backward; running it (after a forward
  * with p->f.lse set). */
 bool as_k_has_flash_bwd(as_device dev);
-int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p);
+int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p, const char **path);
 
 #endif

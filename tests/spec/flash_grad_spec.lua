@@ -19,7 +19,7 @@ local function grads(core, q, k, v, mask, w)
   ;(out * w):sum():backward()
   local g = {}
   for i, x in pairs(xs) do g[i] = x.grad end
-  return g, backend
+  return g, backend, as.sdpa_backward_backend()
 end
 
 -- The same inputs through the fused and the math cores; every gradient compared.
@@ -32,7 +32,8 @@ local function compare(opts, shapes, mask)
   mopts.backend = "math"
   local math_core = as.attention.new("scaled_dot_product", mopts)
   local detach = function(x) return x and x:detach():clone() end
-  local gf, bf = grads(fused, q, k, v, mask, w)
+  local gf, bf, bwf = grads(fused, q, k, v, mask, w)
+  assert.are.equal("flash-bwd/" .. bf:sub(7), bwf) -- the fused backward on the forward's vector path
   local gm, bm = grads(math_core, detach(q), detach(k), detach(v), detach(mask), w)
   assert.are.equal("flash/", bf:sub(1, 6))
   assert.are.equal("math", bm)
