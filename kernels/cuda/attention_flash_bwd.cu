@@ -123,13 +123,7 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
                                    Lq, qg);
         load_rows<BBM, RPI, D * 2>(sOa + st * BBM * D * 2 + s_ld, og + (int64_t)(i0 + lr) * gs + lc * 8, gs, i0, lr,
                                    Lq, og);
-        if (tid < BBM) {
-            const int i = i0 + tid;
-            const int64_t r = (b * P.H + h) * P.Lq + i;
-            sL[st * BBM + tid] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
-            sDi[st * BBM + tid] = i < Lq ? B.di[r] : 0.0f;
-            sR[st * BBM + tid] = EXTRA && P.dropout && i < Lq ? fl_row_key(P.seed, P.H, P.Lq, b, h, i) : 0u;
-        }
+        bwd_stage_stats<BBM, EXTRA>(B, b, h, i0, tid, sL + st * BBM, sDi + st * BBM, sR + st * BBM);
     };
 
     load_rows<BBN, RPI, D * 2>(sKa + s_ld, kg + (int64_t)(n0 + lr) * ks + lc * 8, ks, n0, lr, Lk, kg);
@@ -151,7 +145,6 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
     const uint32_t a_row = (uint32_t)(lane & 15), a_hi = lane >> 4;
     const uint32_t b_row = (uint32_t)((lane & 7) + ((lane >> 4) << 3)), b_hi = (lane >> 3) & 1;
     const uint32_t k_a = sKa + ((kw + a_row) * D) * 2, v_a = sVa + ((kw + a_row) * D) * 2;
-    const float sl2 = P.sl2;
 
     for (int it = 0; it < iters; it++) {
         const int st = it & 1;
@@ -187,37 +180,13 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
                     Mma<T>::run(acc_s[2 * np + 1], ka, qb[2], qb[3]);
                 }
             }
-            /* P^T = 2^(S^T sl2 - lse log2 e); masked entries 0 */
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int j = n0 + kw + (lane >> 2) + ((e >> 1) << 3);
-                    const int il = nt * 8 + ((lane & 3) << 1) + (e & 1), i = i0 + il;
-                    float x;
-                    if (EXTRA) {
-                        x = acc_s[nt][e];
-                        if (P.prescale) x *= P.scale;
-                        if (P.has_mask && i < Lq && j < Lk)
-                            x += load_f(P.mask.data, P.mask.dtype,
-                                        b * P.mask.s0 + h * P.mask.s1 + (int64_t)i * P.mask.s2 + (int64_t)j * P.mask.s3);
-                        x *= sl2;
-                    } else {
-                        x = acc_s[nt][e] * sl2;
-                    }
-                    const bool vis = j < Lk && (!P.causal || j <= i + off);
-                    acc_s[nt][e] = vis ? ex2(x - lse2[il]) : 0.0f;
-                    if (EXTRA && P.dropout && !fl_keep(rks[il], j, P.threshold)) keep &= ~(1u << (4 * nt + e));
-                }
+            bwd_probs<NT, EXTRA>(acc_s, keep, P, b, h, n0 + kw, i0, Lq, Lk, off, lane, lse2, rks);
             /* dV += Pd^T dO */
 #pragma unroll
             for (int kk = 0; kk < BBM / 16; kk++) {
                 uint32_t pa[4];
-                float ks_ = P.keep_scale;
-                auto pd = [&](int nt, int e) {
-                    return EXTRA && P.dropout ? ((keep >> (4 * nt + e)) & 1u ? acc_s[nt][e] * ks_ : 0.0f)
-                                              : acc_s[nt][e];
-                };
+                const float ks_ = P.keep_scale;
+                auto pd = [&](int nt, int e) { return bwd_dropped<EXTRA>(P.dropout, ks_, keep, 4 * nt + e, acc_s[nt][e]); };
                 pa[0] = Mma<T>::pack(pd(2 * kk, 0), pd(2 * kk, 1));
                 pa[1] = Mma<T>::pack(pd(2 * kk, 2), pd(2 * kk, 3));
                 pa[2] = Mma<T>::pack(pd(2 * kk + 1, 0), pd(2 * kk + 1, 1));
@@ -248,25 +217,7 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
                     Mma<T>::run(acc_p[2 * np + 1], va, ob[2], ob[3]);
                 }
             }
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int il = nt * 8 + ((lane & 3) << 1) + (e & 1);
-                    float dp = acc_p[nt][e];
-                    if (EXTRA && P.dropout) dp = (keep >> (4 * nt + e)) & 1u ? dp * P.keep_scale : 0.0f;
-                    acc_s[nt][e] = acc_s[nt][e] * (dp - dis[il]);
-                }
-            if (EXTRA && B.dbias) { /* the bias's gradient is dS itself */
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int j = n0 + kw + (lane >> 2) + ((e >> 1) << 3);
-                        const int i = i0 + nt * 8 + ((lane & 3) << 1) + (e & 1);
-                        if (i < Lq && j < Lk) B.dbias[((b * P.H + h) * P.Lq + i) * P.Lk + j] = acc_s[nt][e];
-                    }
-            }
+            bwd_dscores<NT, EXTRA>(acc_s, acc_p, keep, B, b, h, n0 + kw, i0, Lq, Lk, lane, dis);
             /* dK += dS^T Q; dS^T to shared memory for dQ */
 #pragma unroll
             for (int kk = 0; kk < BBM / 16; kk++) {
@@ -321,51 +272,10 @@ __global__ void __launch_bounds__(BTH) flash_bwd_mma_kernel(const BParams B)
                 }
             }
         }
-        int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
-        if (turn) {
-            if (tid == 0) sw_.wait_turn(turn);
-            __syncthreads();
-        }
-        if (i0 + qw < Lq) {
-            float *dq = B.dq + (b * P.H + h) * P.Lq * D;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int i = i0 + qw + (lane >> 2) + 8 * r;
-                if (i >= Lq) continue;
-                float *row = dq + (int64_t)i * D + ((lane & 3) << 1);
-#pragma unroll
-                for (int nt = 0; nt < DT; nt++) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-                    atomicAdd(reinterpret_cast<float2 *>(row + nt * 8),
-                              make_float2(acc_q[nt][2 * r] * P.scale, acc_q[nt][2 * r + 1] * P.scale));
-#else
-                    atomicAdd(row + nt * 8, acc_q[nt][2 * r] * P.scale);
-                    atomicAdd(row + nt * 8 + 1, acc_q[nt][2 * r + 1] * P.scale);
-#endif
-                }
-            }
-        }
-        if (turn) {
-            __threadfence();
-            __syncthreads();
-            if (tid == 0) sw_.pass_turn(turn);
-        }
+        bwd_add_dq(acc_q, i0 + qw < Lq, sw_, B, it, h, i0 + qw, tid);
     }
     cp_async_wait<0>();
-
-    /* dK = scale dS^T Q, dV: the warp's 16 keys, in dkv_dtype */
-    const int64_t kv0 = bhk * P.Lk * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int j = n0 + kw + (lane >> 2) + 8 * r;
-        if (j >= Lk) continue;
-#pragma unroll
-        for (int nt = 0; nt < DT; nt++) {
-            const int64_t o = kv0 + (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
-            store_f2(B.dk, B.dkv_dtype, o, dk[nt][2 * r] * P.scale, dk[nt][2 * r + 1] * P.scale);
-            store_f2(B.dv, B.dkv_dtype, o, dv[nt][2 * r], dv[nt][2 * r + 1]);
-        }
-    }
+    bwd_store_dkv(dk, dv, B, bhk, n0 + kw, lane); /* dK = scale dS^T Q, dV */
 }
 
 /* ---- the fallback, fp32 on the CUDA cores ----

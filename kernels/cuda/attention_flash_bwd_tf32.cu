@@ -78,13 +78,7 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
                                     lr, Lq, qg);
         load_rows<TBM, RPI, LD * 4>(sOa + st * TBM * LD * 4 + ld_off, og + (int64_t)(i0 + lr) * gs + lc * 4, gs, i0,
                                     lr, Lq, og);
-        if (tid < TBM) {
-            const int i = i0 + tid;
-            const int64_t r = (b * P.H + h) * P.Lq + i;
-            sL[st * TBM + tid] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
-            sDi[st * TBM + tid] = i < Lq ? B.di[r] : 0.0f;
-            sR[st * TBM + tid] = EXTRA && P.dropout && i < Lq ? fl_row_key(P.seed, P.H, P.Lq, b, h, i) : 0u;
-        }
+        bwd_stage_stats<TBM, EXTRA>(B, b, h, i0, tid, sL + st * TBM, sDi + st * TBM, sR + st * TBM);
     };
 
     load_rows<TBN, RPI, LD * 4>(sKa + ld_off, kg + (int64_t)(n0 + lr) * ks + lc * 4, ks, n0, lr, Lk, kg);
@@ -101,7 +95,6 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
 
     const int kw = warp * 16; /* the warp's first key in the block */
     const float *sKw = sK + kw * LD, *sVw = sV + kw * VLD;
-    const float sl2 = P.sl2;
 
     for (int it = 0; it < iters; it++) {
         const int st = STAGES == 2 ? it & 1 : 0;
@@ -138,36 +131,13 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
                     mma3f(acc_s[nt], ab, as, bb, bs);
                 }
             }
-            /* P^T = 2^(S^T sl2 - lse log2 e); masked entries 0 */
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int j = n0 + kw + g + ((e >> 1) << 3);
-                    const int il = nt * 8 + 2 * t + (e & 1), i = i0 + il;
-                    float x;
-                    if (EXTRA) {
-                        x = acc_s[nt][e];
-                        if (P.prescale) x *= P.scale;
-                        if (P.has_mask && i < Lq && j < Lk)
-                            x += load_f(P.mask.data, P.mask.dtype,
-                                        b * P.mask.s0 + h * P.mask.s1 + (int64_t)i * P.mask.s2 + (int64_t)j * P.mask.s3);
-                        x *= sl2;
-                    } else {
-                        x = acc_s[nt][e] * sl2;
-                    }
-                    const bool vis = j < Lk && (!P.causal || j <= i + off);
-                    acc_s[nt][e] = vis ? ex2(x - lse2[il]) : 0.0f;
-                    if (EXTRA && P.dropout && !fl_keep(rks[il], j, P.threshold)) keep &= ~(1u << (4 * nt + e));
-                }
+            bwd_probs<NT, EXTRA>(acc_s, keep, P, b, h, n0 + kw, i0, Lq, Lk, off, lane, lse2, rks);
             /* dV += Pd^T dO: k-step kk is the S^T n-tile kk */
 #pragma unroll
             for (int kk = 0; kk < NT; kk++) {
                 float pd[4];
 #pragma unroll
-                for (int e = 0; e < 4; e++)
-                    pd[e] = EXTRA && P.dropout ? ((keep >> (4 * kk + e)) & 1u ? acc_s[kk][e] * P.keep_scale : 0.0f)
-                                               : acc_s[kk][e];
+                for (int e = 0; e < 4; e++) pd[e] = bwd_dropped<EXTRA>(P.dropout, P.keep_scale, keep, 4 * kk + e, acc_s[kk][e]);
                 uint32_t ab[4], as[4];
                 a_frag_acc(pd, ab, as);
 #pragma unroll
@@ -194,25 +164,7 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
                     mma3f(acc_p[nt], ab, as, bb, bs);
                 }
             }
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int il = nt * 8 + 2 * t + (e & 1);
-                    float dp = acc_p[nt][e];
-                    if (EXTRA && P.dropout) dp = (keep >> (4 * nt + e)) & 1u ? dp * P.keep_scale : 0.0f;
-                    acc_s[nt][e] = acc_s[nt][e] * (dp - dis[il]);
-                }
-            if (EXTRA && B.dbias) { /* the bias's gradient is dS itself */
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int j = n0 + kw + g + ((e >> 1) << 3);
-                        const int i = i0 + nt * 8 + 2 * t + (e & 1);
-                        if (i < Lq && j < Lk) B.dbias[((b * P.H + h) * P.Lq + i) * P.Lk + j] = acc_s[nt][e];
-                    }
-            }
+            bwd_dscores<NT, EXTRA>(acc_s, acc_p, keep, B, b, h, n0 + kw, i0, Lq, Lk, lane, dis);
             /* dK += dS^T Q; dS^T to shared memory for dQ */
 #pragma unroll
             for (int kk = 0; kk < NT; kk++) {
@@ -259,51 +211,10 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
                 }
             }
         }
-        int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
-        if (turn) {
-            if (tid == 0) sw_.wait_turn(turn);
-            __syncthreads();
-        }
-        if (i0 + qw < Lq) {
-            float *dq = B.dq + (b * P.H + h) * P.Lq * D;
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int i = i0 + qw + g + 8 * r;
-                if (i >= Lq) continue;
-                float *row = dq + (int64_t)i * D + 2 * t;
-#pragma unroll
-                for (int nt = 0; nt < DT; nt++) {
-#if __CUDA_ARCH__ >= 900
-                    atomicAdd(reinterpret_cast<float2 *>(row + nt * 8),
-                              make_float2(acc_q[nt][2 * r] * P.scale, acc_q[nt][2 * r + 1] * P.scale));
-#else
-                    atomicAdd(row + nt * 8, acc_q[nt][2 * r] * P.scale);
-                    atomicAdd(row + nt * 8 + 1, acc_q[nt][2 * r + 1] * P.scale);
-#endif
-                }
-            }
-        }
-        if (turn) {
-            __threadfence();
-            __syncthreads();
-            if (tid == 0) sw_.pass_turn(turn);
-        }
+        bwd_add_dq(acc_q, i0 + qw < Lq, sw_, B, it, h, i0 + qw, tid);
     }
     cp_async_wait<0>();
-
-    /* dK = scale dS^T Q, dV: the warp's 16 keys, in dkv_dtype */
-    const int64_t kv0 = bhk * P.Lk * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int j = n0 + kw + g + 8 * r;
-        if (j >= Lk) continue;
-#pragma unroll
-        for (int nt = 0; nt < DT; nt++) {
-            const int64_t o = kv0 + (int64_t)j * D + nt * 8 + 2 * t;
-            store_f2(B.dk, B.dkv_dtype, o, dk[nt][2 * r] * P.scale, dk[nt][2 * r + 1] * P.scale);
-            store_f2(B.dv, B.dkv_dtype, o, dv[nt][2 * r], dv[nt][2 * r + 1]);
-        }
-    }
+    bwd_store_dkv(dk, dv, B, bhk, n0 + kw, lane); /* dK = scale dS^T Q, dV */
 #endif
 }
 

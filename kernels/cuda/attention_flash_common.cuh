@@ -490,6 +490,156 @@ struct BwdSweep {
     }
 };
 
+/* ---- what the two mma.sync backwards share (flash-bwd/mma, flash-bwd/tf32x3):
+ * a warp's 16 keys (from jw = n0 + 16 warp) against a step's BM query rows
+ * (from i0) of head h, as C fragments: acc[nt][e] is key jw + g + 8 (e >> 1),
+ * query i0 + 8 nt + 2t + (e & 1) ---- */
+
+/* the step's row statistics into shared memory by the first BM threads:
+ * lse log2 e (+inf past Lq), Di, the dropout row keys */
+template <int BM, bool EXTRA>
+__device__ __forceinline__ void bwd_stage_stats(const BParams &B, int64_t b, int64_t h, int i0, int tid, float *sL,
+                                                float *sDi, uint32_t *sR)
+{
+    const KParams &P = B.f;
+    if (tid < BM) {
+        const int i = i0 + tid;
+        const int64_t r = (b * P.H + h) * P.Lq + i;
+        const bool in = i < (int)P.Lq;
+        sL[tid] = in ? B.lse[r] * LOG2E : INFINITY;
+        sDi[tid] = in ? B.di[r] : 0.0f;
+        sR[tid] = EXTRA && P.dropout && in ? fl_row_key(P.seed, P.H, P.Lq, b, h, i) : 0u;
+    }
+}
+
+/* S^T -> P^T = 2^(S^T sl2 - lse log2 e), 0 where masked; dropout's keep bits
+ * (bit 4 nt + e) cleared where dropped */
+template <int NT, bool EXTRA>
+__device__ __forceinline__ void bwd_probs(float (&acc)[NT][4], uint32_t &keep, const KParams &P, int64_t b, int64_t h,
+                                          int jw, int i0, int Lq, int Lk, int off, int lane, const float *lse2,
+                                          const uint32_t *rks)
+{
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int j = jw + (lane >> 2) + ((e >> 1) << 3);
+            const int il = nt * 8 + ((lane & 3) << 1) + (e & 1), i = i0 + il;
+            float x;
+            if (EXTRA) {
+                x = acc[nt][e];
+                if (P.prescale) x *= P.scale;
+                if (P.has_mask && i < Lq && j < Lk)
+                    x += load_f(P.mask.data, P.mask.dtype,
+                                b * P.mask.s0 + h * P.mask.s1 + (int64_t)i * P.mask.s2 + (int64_t)j * P.mask.s3);
+                x *= P.sl2;
+            } else {
+                x = acc[nt][e] * P.sl2;
+            }
+            const bool vis = j < Lk && (!P.causal || j <= i + off);
+            acc[nt][e] = vis ? ex2(x - lse2[il]) : 0.0f;
+            if (EXTRA && P.dropout && !fl_keep(rks[il], j, P.threshold)) keep &= ~(1u << (4 * nt + e));
+        }
+}
+
+/* P^T -> dS^T = P^T o (dP^T o keep / (1 - p) - Di); with a dbias, written there too */
+template <int NT, bool EXTRA>
+__device__ __forceinline__ void bwd_dscores(float (&acc)[NT][4], const float (&dp)[NT][4], uint32_t keep,
+                                            const BParams &B, int64_t b, int64_t h, int jw, int i0, int Lq, int Lk,
+                                            int lane, const float *dis)
+{
+    const KParams &P = B.f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int il = nt * 8 + ((lane & 3) << 1) + (e & 1);
+            float d = dp[nt][e];
+            if (EXTRA && P.dropout) d = (keep >> (4 * nt + e)) & 1u ? d * P.keep_scale : 0.0f;
+            acc[nt][e] = acc[nt][e] * (d - dis[il]);
+        }
+    if (EXTRA && B.dbias) { /* the bias's gradient is dS itself */
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int j = jw + (lane >> 2) + ((e >> 1) << 3);
+                const int i = i0 + nt * 8 + ((lane & 3) << 1) + (e & 1);
+                if (i < Lq && j < Lk) B.dbias[((b * P.H + h) * P.Lq + i) * P.Lk + j] = acc[nt][e];
+            }
+    }
+}
+
+/* Pd^T: P^T with dropout applied (kept x 1 / (1 - p), dropped 0), for dV */
+template <bool EXTRA>
+__device__ __forceinline__ float bwd_dropped(bool dropout, float keep_scale, uint32_t keep, int bit, float p)
+{
+    return EXTRA && dropout ? ((keep >> bit) & 1u ? p * keep_scale : 0.0f) : p;
+}
+
+/* dQ's rows iq (16 of them, from row i0 + qw; acc[nt][e]: row + g + 8 (e >> 1),
+ * column 8 nt + 2t + (e & 1)) added, x scale, into the float32 dq by every
+ * thread of the CTA (rows past Lq skipped), after the lower key blocks'
+ * turns when deterministic (sw.turn). */
+template <int DT, int BN, int BM>
+__device__ __forceinline__ void bwd_add_dq(const float (&acc)[DT][4], bool rows, const BwdSweep<BN, BM> &sw,
+                                           const BParams &B, int it, int64_t h, int row, int tid)
+{
+    const KParams &P = B.f;
+    constexpr int D = DT * 8;
+    const int lane = tid & 31;
+    int *turn = sw.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
+    if (turn) {
+        if (tid == 0) sw.wait_turn(turn);
+        __syncthreads();
+    }
+    if (rows) {
+        float *dq = B.dq + (sw.b * P.H + h) * P.Lq * D;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = row + (lane >> 2) + 8 * r;
+            if (i >= (int)P.Lq) continue;
+            float *q = dq + (int64_t)i * D + ((lane & 3) << 1);
+#pragma unroll
+            for (int nt = 0; nt < DT; nt++) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                atomicAdd(reinterpret_cast<float2 *>(q + nt * 8),
+                          make_float2(acc[nt][2 * r] * P.scale, acc[nt][2 * r + 1] * P.scale));
+#else
+                atomicAdd(q + nt * 8, acc[nt][2 * r] * P.scale);
+                atomicAdd(q + nt * 8 + 1, acc[nt][2 * r + 1] * P.scale);
+#endif
+            }
+        }
+    }
+    if (turn) {
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) sw.pass_turn(turn);
+    }
+}
+
+/* the warp's 16 keys' dK (x scale) and dV, in dkv_dtype */
+template <int DT>
+__device__ __forceinline__ void bwd_store_dkv(const float (&dk)[DT][4], const float (&dv)[DT][4], const BParams &B,
+                                              int64_t bhk, int jw, int lane)
+{
+    const KParams &P = B.f;
+    constexpr int D = DT * 8;
+    const int64_t kv0 = bhk * P.Lk * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = jw + (lane >> 2) + 8 * r;
+        if (j >= (int)P.Lk) continue;
+#pragma unroll
+        for (int nt = 0; nt < DT; nt++) {
+            const int64_t o = kv0 + (int64_t)j * D + nt * 8 + ((lane & 3) << 1);
+            store_f2(B.dk, B.dkv_dtype, o, dk[nt][2 * r] * P.scale, dk[nt][2 * r + 1] * P.scale);
+            store_f2(B.dv, B.dkv_dtype, o, dv[nt][2 * r], dv[nt][2 * r + 1]);
+        }
+    }
+}
+
 /* A device of compute capability 9.0 and the sm_90a kernels built. */
 bool wgmma_device(void);
 
