@@ -142,7 +142,11 @@ if [ "$what" = f32 ]; then # float32 attention: flash/tf32x3 against flash/simt-
   paste "$OUT/flash_bench_f32.txt" "$OUT/flash_bench_simt.txt" | awk 'NR > 2 { printf "%6s %4s %6s  tf32x3 %7s  simt %7s  %5.2fx\n", $1, $2, $5, $7, $15, $7 / $15 }'
   timeout 200 python3 bench/torch_models.py --out "$OUT/torch_models.json" > "$OUT/torch_models.txt" 2>&1
   grep -E "eager" "$OUT/torch_models.txt"
-  timeout 200 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
+  for k in tf32x3 simt; do
+    echo "== models, ATTNSWAP_FLASH_F32=$k"
+    ATTNSWAP_FLASH_F32=$k timeout 150 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models_$k.json" 2>&1 |
+      tee "$OUT/models_$k.txt"
+  done
 fi
 if [ "$what" = ncubwd ]; then # where the Hopper backward's time goes: Nsight Compute on one launch, if the host has it
   N=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)

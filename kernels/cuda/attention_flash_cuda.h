@@ -60,7 +60,8 @@ int as_cuda_flash_force_wgmma(int mode);
 
 /* Tests and benchmarks: float32 on the CUDA cores (flash/simt-f32) when 1,
  * on the tensor cores (flash/tf32x3) where the card and the operands allow
- * when 0, the environment's choice (ATTNSWAP_FLASH_F32=simt) when -1.
+ * when 0, the default or the environment's choice (ATTNSWAP_FLASH_F32=tf32x3
+ * or simt) when -1.
  * Returns 1 when the current device can run flash/tf32x3, 0 when not, -1
  * for any other mode. */
 int as_cuda_flash_force_f32_simt(int mode);

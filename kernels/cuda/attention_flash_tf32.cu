@@ -278,15 +278,24 @@ int launch(KParams kp, cudaStream_t s)
 
 int g_force_simt = -1; /* as_cuda_flash_force_f32_simt */
 
-/* ATTNSWAP_FLASH_F32=simt in the environment keeps float32 on the CUDA cores
- * (flash/simt-f32), to measure one against the other */
+/* Whether float32 attention takes the tensor cores by default.  Off until the
+ * kernels have passed their tests on a card (docs/performance.md, v0.12):
+ * they are built, reviewed and emulated, not yet run. */
+#ifndef AS_FLASH_F32_TF32X3_DEFAULT
+#define AS_FLASH_F32_TF32X3_DEFAULT 0
+#endif
+
+/* ATTNSWAP_FLASH_F32=tf32x3 / simt in the environment takes the tensor cores
+ * (flash/tf32x3, flash-bwd/tf32x3) or the CUDA cores for float32 attention;
+ * the tests and benchmarks measure one against the other */
 bool tf32x3_allowed(void)
 {
     static int cache; /* 0 unknown, 1 yes, -1 no */
     if (g_force_simt >= 0) return !g_force_simt;
     if (!cache) {
         const char *e = getenv("ATTNSWAP_FLASH_F32");
-        cache = e && !strcmp(e, "simt") ? -1 : 1;
+        const bool on = e && !strcmp(e, "tf32x3") ? true : e && !strcmp(e, "simt") ? false : AS_FLASH_F32_TF32X3_DEFAULT;
+        cache = on ? 1 : -1;
     }
     return cache > 0;
 }
