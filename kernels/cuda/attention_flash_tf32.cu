@@ -278,11 +278,10 @@ int launch(KParams kp, cudaStream_t s)
 
 int g_force_simt = -1; /* as_cuda_flash_force_f32_simt */
 
-/* Whether float32 attention takes the tensor cores by default.  Off until the
- * kernels have passed their tests on a card (docs/performance.md, v0.12):
- * they are built, reviewed and emulated, not yet run. */
+/* Whether float32 attention takes the tensor cores by default (it does since
+ * the kernels passed their tests on an H100: docs/performance.md, v0.12). */
 #ifndef AS_FLASH_F32_TF32X3_DEFAULT
-#define AS_FLASH_F32_TF32X3_DEFAULT 0
+#define AS_FLASH_F32_TF32X3_DEFAULT 1
 #endif
 
 /* ATTNSWAP_FLASH_F32=tf32x3 / simt in the environment takes the tensor cores

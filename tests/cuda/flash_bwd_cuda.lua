@@ -7,8 +7,8 @@
 --   a negative scale, flash-bwd/mma for the rest and, under
 --   ATTNSWAP_FLASH_BWD=mma, for all of them: ctest cuda.flash_bwd_mma);
 --   float32, D 64 and 128: flash-bwd/tf32x3 (3xTF32 on the tensor cores,
---   sm_80+) where the forward took flash/tf32x3 (ATTNSWAP_FLASH_F32=tf32x3:
---   ctest cuda.flash_bwd_tf32x3), else the fallback (=simt: cuda.flash_bwd_simt);
+--   sm_80+) where the forward took flash/tf32x3, else the fallback
+--   (ATTNSWAP_FLASH_F32=simt: ctest cuda.flash_bwd_simt);
 --   odd D, strided dO: the fallback (flash-bwd/cuda-f32).
 -- Each case: plain, causal (Lq < Lk too), GQA, a keep-mask with a row that
 -- sees nothing, a bias that requires grad, dropout (the CPU's hash).
