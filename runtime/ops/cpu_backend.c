@@ -189,24 +189,27 @@ static int cpu_gemm(as_gemm_args *g)
     return 0;
 }
 
+/* names[i]: a kernel's name, prefix then the vector path (avx512, avx2, scalar) */
+static const char *isa_path(const char *const names[3], size_t prefix)
+{
+    const char *isa = as_cpu_flash_isa_name();
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(isa, names[i] + prefix)) return names[i];
+    return "?";
+}
+
 static const char *cpu_flash_path(const as_attn_params *p)
 {
     (void)p;
     static const char *const names[] = {"flash/avx512", "flash/avx2", "flash/scalar"};
-    const char *isa = as_cpu_flash_isa_name();
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(isa, names[i] + 6)) return names[i];
-    return "flash/?";
+    return isa_path(names, 6);
 }
 
 static const char *cpu_flash_bwd_path(const as_attn_bwd_params *p)
 {
     (void)p;
     static const char *const names[] = {"flash-bwd/avx512", "flash-bwd/avx2", "flash-bwd/scalar"};
-    const char *isa = as_cpu_flash_isa_name();
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(isa, names[i] + 10)) return names[i];
-    return "flash-bwd/?";
+    return isa_path(names, 10);
 }
 
 static int cpu_flash(const char *fn, const as_attn_params *p)
