@@ -18,7 +18,7 @@
  * dropout with the CPU's hash, zeros for a row that sees no key.
  *
  * A CTA of 4 warps owns BM = 64 query rows of one (b, h), a warp 16 of them;
- * key tiles of BN (64 at D = 64, 32 at D = 128, so two CTAs fit an SM)
+ * key tiles of BN (64 at D = 64, 32 at D = 128, so two CTAs fit an sm_90 SM)
  * stream through a 2-stage cp.async pipeline, as in flash/mma.
  *
  * With the mma.m16n8k8 fragments of attention_flash_common.cuh (the order
