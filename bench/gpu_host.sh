@@ -21,7 +21,7 @@
 # bench/hedgehog_cuda_check.lua; parts: a training step's pieces (bench/train_parts.lua)
 # and the step's phases.
 # train: one GPT-2-small training step (bench/train_step.lua beside
-# bench/torch_train_step.py), bf16 and float32, 8 x 1024 tokens.
+# bench/torch_train_step.py), bf16 and float32 (TRAIN_DTYPES: fewer), 8 x 1024 tokens.
 # llama: issue 19's Llama-3.2-1B-shaped benchmark (bench/torch_llama.py beside
 # bench/llama_bench.lua, bf16 on the card); llama-cpu: the SmolLM-135M-shaped
 # decode on this host's CPU, 2 and 16 threads (not part of all).

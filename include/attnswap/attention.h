@@ -87,8 +87,10 @@ int as_flash_attention_backward(const as_tensor *dout, const as_tensor *q, const
  * used: "flash/avx512", "flash/avx2", "flash/scalar", a "flash/..." CUDA
  * kernel, or "math" when as_sdpa materialised ("none" before). */
 const char *as_flash_backend(void);
-/* The kernel of the last fused attention backward on this thread
- * ("flash-bwd/avx2", "flash-bwd/wgmma", "flash-bwd/tf32x3", ...; "none" before one). */
+/* The kernel of the last fused attention backward that ran on this thread
+ * ("flash-bwd/avx2", "flash-bwd/wgmma", "flash-bwd/tf32x3", ...; "none" before
+ * one).  A backward through the math path (autograd of the materialised
+ * scores) leaves it as it was. */
 const char *as_flash_backward_backend(void);
 
 /* Whether flash_attention on dev records a fused backward (runtime/attention/

@@ -249,7 +249,7 @@ bool two_stages(int64_t D)
 bool bwd_tf32x3_ok(const as_attn_bwd_params *p)
 {
     const as_attn_operand *g = &p->dout;
-    const size_t need = p->f.D == 64 ? TBCfg<64, 2>::smem : TBCfg<128, 1>::smem;
+    const size_t need = p->f.D != 64 ? TBCfg<128, 1>::smem : two_stages(64) ? TBCfg<64, 2>::smem : TBCfg<64, 1>::smem;
     return tf32x3_ok(&p->f) && g->dtype == AS_F32 && g->stride[3] == 1 && rows16(*g) && tf32_device_smem() >= need;
 }
 

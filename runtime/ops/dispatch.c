@@ -200,8 +200,10 @@ int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p, c
         as_error_set("%s: no fused backward on %s", fn, as_device_name(dev));
         return -1;
     }
-    *path = b->flash_bwd_path ? b->flash_bwd_path(p) : "flash-bwd";
-    return b->flash_bwd(fn, p);
+    const char *name = b->flash_bwd_path ? b->flash_bwd_path(p) : "flash-bwd";
+    if (b->flash_bwd(fn, p)) return -1;
+    *path = name; /* only a backward that ran is named */
+    return 0;
 }
 
 int as_k_scatter_add_rows(as_device dev, float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,

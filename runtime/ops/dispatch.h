@@ -72,6 +72,7 @@ int as_k_flash(const char *fn, as_device dev, const as_attn_params *p, const cha
 /* Whether dev's backend has the fused backward; running it (after a forward
  * with p->f.lse set). */
 bool as_k_has_flash_bwd(as_device dev);
+/* *path: the kernel's name, set only when it ran */
 int as_k_flash_bwd(const char *fn, as_device dev, const as_attn_bwd_params *p, const char **path);
 
 #endif

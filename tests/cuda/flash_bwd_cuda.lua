@@ -58,7 +58,10 @@ local function bwd_expected(dtype, shp, fwd, bwd)
     if tiled and fwd == "flash/tf32x3" then return bwd == "flash-bwd/tf32x3" end
     return bwd == "flash-bwd/cuda-f32"
   end
-  if tiled then return bwd == "flash-bwd/wgmma" or bwd == "flash-bwd/mma" end
+  if tiled then -- wgmma only on a Hopper card, and never under ATTNSWAP_FLASH_BWD=mma
+    if os.getenv("ATTNSWAP_FLASH_BWD") == "mma" then return bwd == "flash-bwd/mma" end
+    return bwd == "flash-bwd/wgmma" or bwd == "flash-bwd/mma"
+  end
   return bwd == "flash-bwd/cuda-f32"
 end
 
