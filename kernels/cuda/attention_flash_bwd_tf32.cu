@@ -120,17 +120,7 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) acc_s[nt][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                uint32_t ab[4], as[4];
-                a_frag_rows<LD>(sKw, kk, lane, ab, as);
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    uint32_t bb[2], bs[2];
-                    b_frag_rows<LD>(q_st, kk, nt * 8, lane, bb, bs);
-                    mma3f(acc_s[nt], ab, as, bb, bs);
-                }
-            }
+            mma3_rows<NT, KS, LD, LD>(acc_s, sKw, q_st, lane);
             bwd_probs<NT, EXTRA>(acc_s, keep, P, b, h, n0 + kw, i0, Lq, Lk, off, lane, lse2, rks);
             /* dV += Pd^T dO: k-step kk is the S^T n-tile kk */
 #pragma unroll
@@ -138,14 +128,7 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
                 float pd[4];
 #pragma unroll
                 for (int e = 0; e < 4; e++) pd[e] = bwd_dropped<EXTRA>(P.dropout, P.keep_scale, keep, 4 * kk + e, acc_s[kk][e]);
-                uint32_t ab[4], as[4];
-                a_frag_acc(pd, ab, as);
-#pragma unroll
-                for (int dn = 0; dn < DT; dn++) {
-                    uint32_t bb[2], bs[2];
-                    b_frag_cols<LD>(o_st, kk, dn * 8, lane, bb, bs);
-                    mma3f(dv[dn], ab, as, bb, bs);
-                }
+                mma3_acc_cols<DT, LD>(dv, pd, o_st, kk, lane);
             }
             /* dP^T = V dO^T, then dS^T = P^T o (dP^T o keep - Di) */
             float acc_p[NT][4];
@@ -153,17 +136,7 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) acc_p[nt][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                uint32_t ab[4], as[4];
-                a_frag_rows<VLD>(sVw, kk, lane, ab, as);
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    uint32_t bb[2], bs[2];
-                    b_frag_rows<LD>(o_st, kk, nt * 8, lane, bb, bs);
-                    mma3f(acc_p[nt], ab, as, bb, bs);
-                }
-            }
+            mma3_rows<NT, KS, VLD, LD>(acc_p, sVw, o_st, lane);
             bwd_dscores<NT, EXTRA>(acc_s, acc_p, keep, B, b, h, n0 + kw, i0, Lq, Lk, lane, dis);
             /* dK += dS^T Q; dS^T to shared memory for dQ */
 #pragma unroll
@@ -171,14 +144,7 @@ __global__ void __launch_bounds__(TBTH) flash_bwd_tf32_kernel(const BParams B)
                 float *r0 = sS + (kw + g) * SLD + kk * 8 + 2 * t;
                 *reinterpret_cast<float2 *>(r0) = make_float2(acc_s[kk][0], acc_s[kk][1]);
                 *reinterpret_cast<float2 *>(r0 + 8 * SLD) = make_float2(acc_s[kk][2], acc_s[kk][3]);
-                uint32_t ab[4], as[4];
-                a_frag_acc(acc_s[kk], ab, as);
-#pragma unroll
-                for (int dn = 0; dn < DT; dn++) {
-                    uint32_t bb[2], bs[2];
-                    b_frag_cols<LD>(q_st, kk, dn * 8, lane, bb, bs);
-                    mma3f(dk[dn], ab, as, bb, bs);
-                }
+                mma3_acc_cols<DT, LD>(dk, acc_s[kk], q_st, kk, lane);
             }
         } else { /* the warp's rows of dS^T are zeros */
             for (int x = lane; x < 16 * TBM; x += 32) sS[(kw + x / TBM) * SLD + x % TBM] = 0.0f;

@@ -285,6 +285,39 @@ __device__ __forceinline__ void mma3f(float (&c)[4], const uint32_t (&ab)[4], co
     mma3(c, ab, as, bb[0], bb[1], bs[0], bs[1]);
 }
 
+/* acc[nt] += A B^T over KS k-steps: A the 16 rows at a (LDA floats apart), B's
+ * n-tile nt the rows 8 nt .. of b (LDB apart), both row-major (as S = Q K^T) */
+template <int NT, int KS, int LDA, int LDB>
+__device__ __forceinline__ void mma3_rows(float (&acc)[NT][4], const float *a, const float *b, int lane)
+{
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t ab[4], as[4];
+        a_frag_rows<LDA>(a, kk, lane, ab, as);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            uint32_t bb[2], bs[2];
+            b_frag_rows<LDB>(b, kk, nt * 8, lane, bb, bs);
+            mma3f(acc[nt], ab, as, bb, bs);
+        }
+    }
+}
+
+/* acc[dn] += A X over k-step kk: A the C fragment c (as P in P V), X row-major
+ * (X[k][n], LD floats a row), n-tile dn its columns 8 dn .. */
+template <int DT, int LD>
+__device__ __forceinline__ void mma3_acc_cols(float (&acc)[DT][4], const float (&c)[4], const float *x, int kk, int lane)
+{
+    uint32_t ab[4], as[4];
+    a_frag_acc(c, ab, as);
+#pragma unroll
+    for (int dn = 0; dn < DT; dn++) {
+        uint32_t bb[2], bs[2];
+        b_frag_cols<LD>(x, kk, dn * 8, lane, bb, bs);
+        mma3f(acc[dn], ab, as, bb, bs);
+    }
+}
+
 /* ---- what the tensor-core kernels do alike ---- */
 
 /* The (b, h) and the BM query rows CTA bid owns, and the keys they see.

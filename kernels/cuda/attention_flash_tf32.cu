@@ -226,16 +226,7 @@ __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
             /* O += P V: k-step kk is S's n-tile kk */
             const float *sVt = sV + st * BN * VLD;
 #pragma unroll
-            for (int kk = 0; kk < NT; kk++) {
-                uint32_t ab[4], as[4];
-                a_frag_acc(acc_s[kk], ab, as);
-#pragma unroll
-                for (int dt = 0; dt < DT; dt++) {
-                    uint32_t bb[2], bs[2];
-                    b_frag_cols<VLD>(sVt, kk, dt * 8, lane, bb, bs);
-                    mma3f(acc_o[dt], ab, as, bb, bs);
-                }
-            }
+            for (int kk = 0; kk < NT; kk++) mma3_acc_cols<DT, VLD>(acc_o, acc_s[kk], sVt, kk, lane);
         }
     }
     cp_async_wait<0>();
