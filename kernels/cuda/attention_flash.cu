@@ -265,25 +265,7 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
             for (int mi = 0; mi < WM; mi++)
 #pragma unroll
                 for (int r = 0; r < 2; r++) {
-                    float mx = m_r[mi][r];
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-                        mx = fmaxf(mx, fmaxf(acc_s[mi][nt][2 * r], acc_s[mi][nt][2 * r + 1]));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                    const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
-                    const float alpha = ex2(m_r[mi][r] * sl2 - ms); /* 0 when m was -inf */
-                    m_r[mi][r] = mx;
-                    float sum = 0.0f;
-#pragma unroll
-                    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                        for (int c = 0; c < 2; c++) {
-                            float p = ex2(fmaf(acc_s[mi][nt][2 * r + c], sl2, -ms));
-                            sum += p;
-                            acc_s[mi][nt][2 * r + c] = p;
-                        }
-                    l_r[mi][r] = l_r[mi][r] * alpha + sum;
+                    const float alpha = softmax_row(acc_s[mi], r, m_r[mi][r], l_r[mi][r], sl2);
 #pragma unroll
                     for (int nt = 0; nt < DT; nt++) {
                         acc_o[mi][nt][2 * r] *= alpha;

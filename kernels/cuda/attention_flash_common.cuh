@@ -379,6 +379,37 @@ __device__ __forceinline__ int tile_limit(int i, int j0, int Lk, int off, bool c
     return lim < -1 ? -1 : (lim > BN ? BN : lim);
 }
 
+/* ---- the two mma.sync forwards (flash/mma, flash/tf32x3) alike: scores as C
+ * fragments s[nt] of one warp's 16 rows (g, g + 8) against a key tile ---- */
+
+/* One row (r = 0: g, 1: g + 8) of the online softmax in the exp2 domain:
+ * m takes the new max, the row's scores become p = 2^(s sl2 - m sl2), l (this
+ * lane's part of the sum) is rescaled and added to; returns the factor
+ * alpha the row's output must be rescaled by (0 while it has seen nothing) */
+template <int NT>
+__device__ __forceinline__ float softmax_row(float (&s)[NT][4], int r, float &m, float &l, float sl2)
+{
+    float mx = m;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
+    const float alpha = ex2(m * sl2 - ms); /* 0 when m was -inf */
+    m = mx;
+    float sum = 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const float p = ex2(fmaf(s[nt][2 * r + c], sl2, -ms));
+            sum += p;
+            s[nt][2 * r + c] = p;
+        }
+    l = l * alpha + sum;
+    return alpha;
+}
+
 /* cp.async of rows [r0, r0 + NR) of a (lim, .) matrix into a tile: the calling
  * thread's 16-byte chunk of rows lr, lr + RPI, ... (g: its element of row r0,
  * rows gs apart) goes to shared byte s, s + RPI ROWB, ...; rows >= lim are

@@ -188,24 +188,7 @@ __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
             /* online softmax, in the exp2 domain: p = 2^(s sl2 - m sl2) */
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                float mx = m_r[r];
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(acc_s[nt][2 * r], acc_s[nt][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
-                const float alpha = ex2(m_r[r] * sl2 - ms); /* 0 when m was -inf */
-                m_r[r] = mx;
-                float sum = 0.0f;
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        const float p = ex2(fmaf(acc_s[nt][2 * r + c], sl2, -ms));
-                        sum += p;
-                        acc_s[nt][2 * r + c] = p;
-                    }
-                l_r[r] = l_r[r] * alpha + sum;
+                const float alpha = softmax_row(acc_s, r, m_r[r], l_r[r], sl2);
 #pragma unroll
                 for (int nt = 0; nt < DT; nt++) acc_o[nt][2 * r] *= alpha, acc_o[nt][2 * r + 1] *= alpha;
             }
