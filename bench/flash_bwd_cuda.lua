@@ -21,10 +21,10 @@ end
 local function time(f) return bench.time(f, o.repeats, 2, as.cuda.synchronize) end
 
 -- ATTNSWAP_FLASH_BWD=mma keeps a Hopper card on flash-bwd/mma (its wgmma backward
--- otherwise); wgmma-reg, the wgmma kernel with K and V in registers (D = 64);
--- ATTNSWAP_DETERMINISTIC=1: as.set_deterministic(true)
+-- otherwise); wgmma-reg, -persist, -nmajor, -bm64: the wgmma kernel's tuning variants
+-- (kernels/cuda/attention_flash_bwd.cu); ATTNSWAP_DETERMINISTIC=1: as.set_deterministic(true)
 local env = os.getenv("ATTNSWAP_FLASH_BWD")
-print("backward path: " .. ((env == "mma" or env == "wgmma-reg") and "ATTNSWAP_FLASH_BWD=" .. env
+print("backward path: " .. ((env or "") ~= "" and "ATTNSWAP_FLASH_BWD=" .. env
   or "automatic (flash-bwd/wgmma on a compute capability 9.0 card)")
   .. (as.get_deterministic() and ", deterministic (dq added in key-block order)" or ""))
 print(string.format("%4s %6s %6s %9s %9s %9s %8s %8s %8s %7s %7s", "D", "L", "causal", "fwd ms", "bwd ms",

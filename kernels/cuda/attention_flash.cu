@@ -533,8 +533,7 @@ bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dr
  * TMA refuses. */
 int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
 {
-    /* the wgmma kernels keep no row statistics: a forward for the backward takes mma */
-    if (g_force_wgmma < 0 || !is_plain || p->lse || !wgmma_device()) return 0;
+    if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
     int v = g_force_wgmma;
     if (!v) {
         const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);

@@ -457,7 +457,8 @@ int g_force_bwd = 0;
 
 /* ATTNSWAP_FLASH_BWD: mma (never wgmma) -> -1; for tuning runs, the wgmma
  * kernel's variants, "wgmma" then any of -reg (WB_REG), -persist
- * (WB_PERSIST), -nmajor (WB_NMAJOR): wgmma-persist-nmajor; else automatic, 0 */
+ * (WB_PERSIST), -nmajor (WB_NMAJOR), -bm64 (WB_BM64): wgmma-persist-nmajor;
+ * else automatic, 0 */
 int bwd_env(void)
 {
     static int env = -2;
@@ -467,7 +468,7 @@ int bwd_env(void)
         if (e && strcmp(e, "mma") == 0) env = -1;
         else if (e && strncmp(e, "wgmma", 5) == 0)
             env = (strstr(e, "-reg") ? WB_REG : 0) | (strstr(e, "-persist") ? WB_PERSIST : 0) |
-                  (strstr(e, "-nmajor") ? WB_NMAJOR : 0);
+                  (strstr(e, "-nmajor") ? WB_NMAJOR : 0) | (strstr(e, "-bm64") ? WB_BM64 : 0);
     }
     return env;
 }
@@ -477,7 +478,7 @@ int bwd_env(void)
 bool use_wgmma_bwd(const as_attn_bwd_params *p, bool probe_tma)
 {
 #ifdef AS_FLASH_WGMMA
-    return g_force_bwd >= 0 && bwd_env() >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p, probe_tma);
+    return g_force_bwd >= 0 && bwd_env() >= 0 && mma_bwd_ok(p) && wgmma_bwd_ok(p, probe_tma, bwd_env());
 #else
     (void)p, (void)probe_tma;
     return false;

@@ -362,11 +362,13 @@ struct FlashBlock {
     }
     __device__ __forceinline__ T *out(const KParams &P) const { return reinterpret_cast<T *>(P.out) + b * P.os0 + h * P.os1; }
 
-    /* no row of the block sees a key: zeros, by nth threads */
+    /* no row of the block sees a key: zeros, by nth threads (and lse +inf, when kept) */
     __device__ __forceinline__ void zero_rows(const KParams &P, int tid, int nth, int D) const
     {
         T *o = out(P);
         for (int x = tid; x < (row_end - row0) * D; x += nth) o[(int64_t)(row0 + x / D) * P.os2 + x % D] = T(0.0f);
+        if (P.lse)
+            for (int i = row0 + tid; i < row_end; i += nth) P.lse[bh * P.Lq + i] = INFINITY;
     }
 };
 
@@ -713,15 +715,16 @@ bool wgmma_device(void);
  * offered to TMA only when probe_tma); the launch returns a cudaError_t value,
  * *taken false (and nothing launched) where TMA refuses an operand.  variant:
  * WB_REG, K and V in registers at D = 64; WB_PERSIST, one CTA an SM looping
- * over the tiles; WB_NMAJOR, the tiles in key-block-major order (tuning
- * runs: ATTNSWAP_FLASH_BWD). */
-enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4 };
+ * over the tiles; WB_NMAJOR, the tiles in key-block-major order; WB_BM64,
+ * 64 query rows a step at D = 64 (whose default is 128) (tuning runs:
+ * ATTNSWAP_FLASH_BWD). */
+enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4, WB_BM64 = 8 };
 
 /* The float32 backward on the tensor cores, 3xTF32 (attention_flash_bwd_tf32.cu):
  * what tf32x3_ok takes, with a float32 dO of 16-byte aligned rows. */
 bool bwd_tf32x3_ok(const as_attn_bwd_params *p);
 int launch_bwd_tf32x3(const BParams &bp, cudaStream_t s);
-bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma);
+bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma, int variant);
 int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken);
 
 } // namespace as_flash

@@ -64,8 +64,6 @@ __global__ void __launch_bounds__(TTH, 2) flash_tf32_kernel(const KParams P)
     float *out = fb.out(P);
     if (n_end <= 0) { /* no row of the block sees a key */
         fb.zero_rows(P, tid, TTH, D);
-        if (P.lse)
-            for (int i = row0 + tid; i < fb.row_end; i += TTH) P.lse[fb.bh * P.Lq + i] = INFINITY;
         return;
     }
     const int n_tiles = (n_end + BN - 1) / BN;

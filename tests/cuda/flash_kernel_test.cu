@@ -148,6 +148,7 @@ struct Case {
     int bm = 0; /* forced block_m on the mma path */
     int wg = 0; /* 1: the wgmma kernel forced, 2: its warp-specialised variant (where the device and the case allow it) */
     bool simt = false; /* float32: flash/simt-f32 forced (else flash/tf32x3 where it applies) */
+    bool lse = false;  /* the row log-sum-exps asked for (what a forward for the backward keeps) */
 };
 
 struct Ref {
@@ -156,6 +157,7 @@ struct Ref {
     float scale;
     uint64_t seed;
     std::vector<double> *out;
+    std::vector<double> *lse; /* each row's max + ln(sum), +inf where it sees nothing */
 };
 
 static void ref_rows(const Ref &r, int64_t r0, int64_t r1)
@@ -186,6 +188,7 @@ static void ref_rows(const Ref &r, int64_t r0, int64_t r1)
             mx = std::max(mx, x);
         }
         std::fill(o.begin(), o.end(), 0.0);
+        (*r.lse)[row] = INFINITY;
         if (mx != -INFINITY) {
             double l = 0;
             uint32_t rk = as_attn_row_key(r.seed, c.H, c.Lq, b, h, i);
@@ -197,6 +200,7 @@ static void ref_rows(const Ref &r, int64_t r0, int64_t r1)
                     for (int64_t d = 0; d < c.Dv; d++) o[d] += p * (double)r.v->at(b, hk, j, d);
             }
             for (int64_t d = 0; d < c.Dv; d++) o[d] /= l;
+            (*r.lse)[row] = mx + std::log(l);
         }
         for (int64_t d = 0; d < c.Dv; d++) (*r.out)[row * c.Dv + d] = o[d];
     }
@@ -273,6 +277,13 @@ static bool run_case(const Case &c, int idx)
     p.seed = 0x5eed0000ull + (uint64_t)idx * 7919u;
     p.out = dout;
     p.out_dtype = c.dt;
+    const int64_t rows = c.B * c.H * c.Lq;
+    float *dlse = nullptr;
+    if (c.lse) {
+        CK(cudaMalloc(&dlse, std::max<int64_t>(rows, 1) * sizeof(float)));
+        CK(cudaMemset(dlse, 0xff, std::max<int64_t>(rows, 1) * sizeof(float))); /* NaN if unwritten */
+        p.lse = dlse;
+    }
 
     /* the automatic choice is never wgmma on these small grids; wg forces it */
     const bool wg_dev = as_cuda_flash_force_wgmma(c.wg ? c.wg : -1) == 1;
@@ -285,9 +296,8 @@ static bool run_case(const Case &c, int idx)
     as_cuda_flash_force_f32_simt(-1);
     cudaError_t sync = cudaDeviceSynchronize();
 
-    std::vector<double> ref(std::max<size_t>(nout, 1));
-    Ref r = {&c, &q, &k, &v, has_mask ? &m : nullptr, p.scale, p.seed, &ref};
-    const int64_t rows = c.B * c.H * c.Lq;
+    std::vector<double> ref(std::max<size_t>(nout, 1)), ref_lse(std::max<int64_t>(rows, 1));
+    Ref r = {&c, &q, &k, &v, has_mask ? &m : nullptr, p.scale, p.seed, &ref, &ref_lse};
     int nth = (int)std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
     std::vector<std::thread> th;
     for (int t = 0; t < nth; t++)
@@ -305,6 +315,19 @@ static bool run_case(const Case &c, int idx)
         if (c.dt != AS_F32) d /= 1.0 + std::fabs(e);
         err = std::max(err, d);
     }
+    /* the log-sum-exps: relative to 1 + |lse|, float32 sums of exp2 (1e-4); +inf exactly where a
+     * row sees nothing */
+    double lse_err = 0;
+    if (c.lse) {
+        std::vector<float> lb(std::max<int64_t>(rows, 1));
+        CK(cudaMemcpy(lb.data(), dlse, lb.size() * sizeof(float), cudaMemcpyDeviceToHost));
+        for (int64_t x = 0; x < rows; x++) {
+            const double g = lb[x], e = ref_lse[x];
+            const double d = std::isinf(e) ? (g == e ? 0.0 : INFINITY) : std::fabs(g - e) / (1.0 + std::fabs(e));
+            lse_err = std::isnan(d) ? INFINITY : std::max(lse_err, d);
+        }
+        cudaFree(dlse);
+    }
     /* float32 against float64: both float32 kernels (3xTF32 too) stay near 1e-6 */
     const double tol = c.dt == AS_F32 ? 2e-5 : 2e-2;
     const bool wg_path = c.wg && wg_dev && c.mask == M_NONE && c.dropout == 0.0f;
@@ -314,9 +337,9 @@ static bool run_case(const Case &c, int idx)
     const bool path_ok = !strcmp(path, mma_eligible(c) ? (wg_path ? wg_name : "flash/mma")
                                        : simt           ? (tf32_dev && !c.simt ? "flash/tf32x3" : "flash/simt-f32")
                                                         : "flash/cuda-f32");
-    const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok;
-    printf("[%3d] %-4s %-44s %-15s err %.2e  %s%s%s\n", idx, ok ? "ok" : "FAIL", c.name.c_str(),
-           path, err, rc ? cudaGetErrorString((cudaError_t)rc) : "",
+    const bool ok = rc == 0 && sync == cudaSuccess && finite && err <= tol && path_ok && lse_err <= 1e-4;
+    printf("[%3d] %-4s %-44s %-15s err %.2e%s  %s%s%s\n", idx, ok ? "ok" : "FAIL", c.name.c_str(),
+           path, err, c.lse ? (lse_err <= 1e-4 ? " lse ok" : " LSE WRONG") : "", rc ? cudaGetErrorString((cudaError_t)rc) : "",
            sync != cudaSuccess ? cudaGetErrorString(sync) : "", path_ok ? "" : " (wrong path)");
     fflush(stdout);
     if (sync != cudaSuccess) exit(1); /* the context is gone */
@@ -341,6 +364,7 @@ static std::string describe(const Case &c)
     if (c.klay == BLHD) s += " kv=BLHD";
     if (c.bm) s += " bm" + std::to_string(c.bm);
     if (c.wg) s += c.wg == 2 ? " wgmma-ws" : " wgmma";
+    if (c.lse) s += " lse";
     return s;
 }
 
@@ -354,11 +378,12 @@ static std::vector<Case> cases()
                 c.name = describe(c);
                 v.push_back(c);
             }
-            for (int wg : {1, 2}) {
-                c.bm = 0, c.wg = wg;
-                c.name = describe(c);
-                v.push_back(c);
-            }
+            for (int wg : {1, 2})
+                for (bool lse : {false, true}) { /* the wgmma kernels with and without the row statistics */
+                    c.bm = 0, c.wg = wg, c.lse = lse;
+                    c.name = describe(c);
+                    v.push_back(c);
+                }
             return;
         }
         if (f32_tiled(c)) { /* both float32 kernels */
@@ -370,6 +395,12 @@ static std::vector<Case> cases()
         c.name = describe(c);
         v.push_back(c);
     };
+    /* every other case also checks the row log-sum-exps (the wgmma ones: both ways, above) */
+    int nth_case = 0;
+    auto add_lse = [&](Case c) {
+        c.lse = nth_case++ % 2 == 1;
+        add(c);
+    };
     const int64_t pairs[][2] = {{1, 1}, {7, 63}, {63, 7}, {65, 129}, {129, 65}, {300, 1000}, {1000, 300}, {64, 64}, {128, 192}};
     for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
         for (int64_t D : {64, 128, 32, 80})
@@ -379,7 +410,7 @@ static std::vector<Case> cases()
                     Case c;
                     c.dt = t, c.B = 2, c.H = 2, c.Hkv = 2, c.Lq = pr[0], c.Lk = pr[1], c.D = c.Dv = D;
                     c.causal = causal;
-                    add(c);
+                    add_lse(c);
                 }
     /* GQA */
     for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
@@ -389,7 +420,7 @@ static std::vector<Case> cases()
                     Case c;
                     c.dt = t, c.B = 2, c.H = 8, c.Hkv = 2, c.Lq = pr.first, c.Lk = pr.second, c.D = c.Dv = D;
                     c.causal = causal;
-                    add(c);
+                    add_lse(c);
                 }
     /* masks */
     for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
@@ -400,7 +431,7 @@ static std::vector<Case> cases()
                     c.dt = t, c.B = 2, c.H = 4, c.Hkv = 2, c.Lq = 129, c.Lk = 300, c.D = c.Dv = D;
                     c.causal = causal, c.mask = mk;
                     c.mask_dt = t == AS_F16 ? AS_F32 : t; /* bias in f32 for f16 runs */
-                    add(c);
+                    add_lse(c);
                 }
     /* layouts */
     for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
@@ -409,7 +440,7 @@ static std::vector<Case> cases()
                 Case c;
                 c.dt = t, c.B = 2, c.H = 4, c.Hkv = 4, c.Lq = 200, c.Lk = 333, c.D = c.Dv = D;
                 c.qlay = ql, c.klay = ql == DMAJOR ? BHLD : ql, c.causal = D == 64;
-                add(c);
+                add_lse(c);
             }
     /* dropout */
     for (as_dtype t : {AS_F32, AS_F16, AS_BF16})
@@ -419,22 +450,22 @@ static std::vector<Case> cases()
                 c.dt = t, c.B = 2, c.H = 4, c.Hkv = 2, c.Lq = 129, c.Lk = 257, c.D = c.Dv = D;
                 c.causal = causal, c.dropout = 0.3f;
                 if (causal) c.mask = M_BOOL_QK;
-                add(c);
+                add_lse(c);
             }
     /* Dv != D, empty keys, long rows */
     for (as_dtype t : {AS_F32, AS_BF16}) {
         Case c;
         c.dt = t, c.B = 1, c.H = 2, c.Hkv = 1, c.Lq = 65, c.Lk = 130, c.D = 64, c.Dv = 32;
-        add(c);
+        add_lse(c);
         c.D = 128, c.Dv = 64, c.causal = true;
-        add(c);
+        add_lse(c);
         c.D = c.Dv = 64, c.Lq = 5, c.Lk = 0, c.causal = false;
-        add(c);
+        add_lse(c);
     }
     for (as_dtype t : {AS_F16, AS_BF16}) {
         Case c;
         c.dt = t, c.B = 1, c.H = 2, c.Hkv = 1, c.Lq = 1000, c.Lk = 4099, c.D = c.Dv = 128, c.causal = true;
-        add(c);
+        add_lse(c);
     }
     return v;
 }

@@ -7,24 +7,28 @@
  * (lse = +inf) gives zeros.
  *
  * A CTA owns BN = 128 keys of one (b, kv-head) and sweeps the G query heads
- * of the group, BM = 64 query rows at a time.  Three warpgroups:
+ * of the group, BM query rows at a time (BM = 64; 128 at D = 64, where a
+ * 64-row step's products are too small to keep the tensor cores fed).
+ * Three warpgroups:
  *
  *   producer (warpgroup 2, 24 registers): K and V once, then Q and dO of
- *       each step by TMA into a 2-stage mbarrier ring; two of its warps put
+ *       each step by TMA into a 2-stage mbarrier ring; BM / 32 of its warps put
  *       the step's lse log2 e and Di into shared memory beside them.
  *   consumers (warpgroups 0, 1, 240 registers): warpgroup w owns keys
  *       64 w .. 64 w + 63 of the block, their dK and dV in registers, and
  *       per step computes, keys as the M dimension (so P^T and dS^T are the
  *       register A operands of the products that need them):
- *         S^T  = K Q^T      m64n64k16, A = K, B = Q (shared, K-major)
- *         dP^T = V dO^T     m64n64k16, A = V, B = dO
+ *         S^T  = K Q^T      m64nBMk16, A = K, B = Q (shared, K-major)
+ *         dP^T = V dO^T     m64nBMk16, A = V, B = dO
  *         P^T  = 2^(S^T sl2 - lse log2 e),  dS^T = P^T o (dP^T - Di)
  *         dV  += P^T dO     m64nDk16, A = P^T (registers), B = dO N-major
  *         dK  += dS^T Q     m64nDk16, A = dS^T (registers), B = Q N-major
  *       then dS^T (bf16/f16) goes to shared memory, and after a barrier of
  *       the two consumers
  *         dQ[:, half w] = dS K[:, half w]   m64n(D/2)k16 over all 128 keys,
- *                          A = dS^T read M-major, B = K read N-major,
+ *                          A = dS^T read M-major, B = K read N-major
+ *                          (BM = 128: dQ[rows 64 w ..] = dS[rows 64 w ..] K,
+ *                          m64nDk16),
  *       added into dq with float32 atomics (red.global.add.v2.f32): each
  *       element of dq gets one add a key block, as in FlashAttention-2;
  *       with dq_turns the key blocks take turns (BwdSweep::wait_turn), so
@@ -33,7 +37,7 @@
  * Shared-memory tiles use the forward's 128-byte-swizzled layout (see
  * attention_flash_wgmma.cu): element (r, d) of an R-row tile at byte
  * ((d / 64) R + r) 128 + ((d % 64 / 8) ^ (r % 8)) 16 + (d % 8) 2.  dS^T is
- * a (128 keys, 64 queries) tile of that layout, two buffers, so one barrier
+ * a (128 keys, BM queries) tile of that layout, two buffers, so one barrier
  * a step orders its writes and the other warpgroup's reads. */
 #include "sm90_common.cuh"
 #include "wgmma.cuh"
@@ -41,15 +45,16 @@
 namespace as_flash {
 namespace {
 
-constexpr int WB_BN = 128, WB_BM = 64;
+constexpr int WB_BN = 128;
 
-template <int D>
+/* BM: the query rows of a step, 64 or (D = 64) 128 */
+template <int D, int BM>
 struct WbCfg {
     static constexpr uint32_t KB = WB_BN * D * 2; /* a K or V tile */
-    static constexpr uint32_t QB = WB_BM * D * 2; /* a Q or dO tile */
-    static constexpr uint32_t SB = WB_BN * WB_BM * 2; /* a dS^T tile */
+    static constexpr uint32_t QB = BM * D * 2; /* a Q or dO tile */
+    static constexpr uint32_t SB = WB_BN * BM * 2; /* a dS^T tile */
     static constexpr uint32_t oK = 0, oV = KB, oQ = 2 * KB, oO = oQ + 2 * QB, oS = oO + 2 * QB;
-    static constexpr uint32_t oL = oS + 2 * SB, oDi = oL + 2 * WB_BM * 4, oBar = oDi + 2 * WB_BM * 4;
+    static constexpr uint32_t oL = oS + 2 * SB, oDi = oL + 2 * BM * 4, oBar = oDi + 2 * BM * 4;
     /* barriers: K/V loaded, full[2], empty[2], K/V free; + alignment slack */
     static constexpr size_t smem = (size_t)oBar + 8 * 6 + 1024;
 };
@@ -82,12 +87,15 @@ __device__ __forceinline__ void named_sync(int id, int threads)
  * operands of S^T and dP^T, read from shared memory once instead of every
  * step (those m64n64 products with both operands in shared memory are
  * bound by its bandwidth); 0: both operands from shared memory */
-template <typename T, int D, int REG, bool PERSIST>
+template <typename T, int D, int BM, int REG, bool PERSIST>
 __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B, const __grid_constant__ BwdMaps maps)
 {
 #ifdef AS_WGMMA_BODY
-    using C = WbCfg<D>;
-    constexpr int DH = D / 2; /* the columns of dQ a consumer adds */
+    static_assert(BM == 64 || (BM == 128 && D == 64 && REG == 0), "flash-bwd/wgmma: BM 128 is D = 64's, operands in shared memory");
+    using C = WbCfg<D, BM>;
+    /* dQ = dS K, split between the consumers: at BM = 64 by its columns (DQN = D / 2 each),
+     * at BM = 128 by its rows (64 each, all D columns) */
+    constexpr int DQN = BM == 64 ? D / 2 : D;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
     const uint32_t sK = base + C::oK, sV = base + C::oV, sQ = base + C::oQ, sO = base + C::oO, sS = base + C::oS;
@@ -103,20 +111,20 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     if (tid == 0) {
         mbar_init(kvbar, 1);
         mbar_init(kvfree, 256);
-        for (int st = 0; st < 2; st++) mbar_init(full + 8 * st, 64), mbar_init(empty + 8 * st, 256);
+        for (int st = 0; st < 2; st++) mbar_init(full + 8 * st, BM), mbar_init(empty + 8 * st, 256);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
-    if (wg == 2) { /* the producer: threads 0..63 of it */
+    if (wg == 2) { /* the producer: threads 0 .. BM - 1 of it */
         /* 168 x 384 at launch = 128 x 24 + 256 x 240: the consumers' increase takes what this
          * releases, no more (under PERSIST the producer's loop state spills a few words) */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         const int t = tid - 256;
-        if (t >= 64) return;
+        if (t >= BM) return;
         int g = 0; /* steps so far over the CTA's tiles: the ring's stage and phase */
         for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
-            const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile, B.nmajor);
+            const BwdSweep<WB_BN, BM> sw_(P, B.nn, tile, B.nmajor);
             const int64_t b = sw_.b, hk = sw_.hk;
             if (t == 0) {
                 if (k > 0) mbar_wait(kvfree, (k - 1) & 1); /* the last tile's K, V read for the last time */
@@ -132,13 +140,13 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                 const int h = (int)sw_.head(it), i0 = sw_.row0(it);
                 const int i = i0 + t;
                 const int64_t r = (b * P.H + h) * P.Lq + i;
-                sL[st * WB_BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
-                sDi[st * WB_BM + t] = i < Lq ? B.di[r] : 0.0f;
+                sL[st * BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
+                sDi[st * BM + t] = i < Lq ? B.di[r] : 0.0f;
                 if (t == 0) {
                     mbar_expect_tx(full + 8 * st, 2 * C::QB); /* thread 0's arrival */
                     for (int db = 0; db < D / 64; db++) {
-                        tma_load(sQ + st * C::QB + db * WB_BM * 128, &maps.q, db * 64, i0, h, (int)b, full + 8 * st);
-                        tma_load(sO + st * C::QB + db * WB_BM * 128, &maps.o, db * 64, i0, h, (int)b, full + 8 * st);
+                        tma_load(sQ + st * C::QB + db * BM * 128, &maps.q, db * 64, i0, h, (int)b, full + 8 * st);
+                        tma_load(sO + st * C::QB + db * BM * 128, &maps.o, db * 64, i0, h, (int)b, full + 8 * st);
                     }
                 } else {
                     mbar_arrive(full + 8 * st);
@@ -157,7 +165,7 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     const float sl2 = P.sl2;
     int g = 0; /* steps so far over the CTA's tiles, as the producer counts them */
     for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
-        const BwdSweep<WB_BN, WB_BM> sw_(P, B.nn, tile, B.nmajor);
+        const BwdSweep<WB_BN, BM> sw_(P, B.nn, tile, B.nmajor);
         const int64_t bhk = sw_.bhk, b = sw_.b;
         const int off = sw_.off, n0 = sw_.n0, iters = sw_.iters;
         float dk[D / 2], dv[D / 2];
@@ -184,17 +192,17 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
             const uint32_t q = sQ + st * C::QB, o = sO + st * C::QB, ds_t = sS + st * C::SB;
             mbar_wait(full + 8 * st, (g >> 1) & 1);
 
-            float s[32], dp[32];
+            float s[BM / 2], dp[BM / 2];
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
-                if constexpr (REG >= 1) Wgmma<T, 64>::rsk(s, kf[kk], kmajor<WB_BM>(q, kk), kk > 0);
-                else Wgmma<T, 64>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<WB_BM>(q, kk), kk > 0);
+                if constexpr (REG >= 1) Wgmma<T, BM>::rsk(s, kf[kk], kmajor<BM>(q, kk), kk > 0);
+                else Wgmma<T, BM>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<BM>(q, kk), kk > 0);
             }
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
-                if constexpr (REG >= 2) Wgmma<T, 64>::rsk(dp, vf[kk], kmajor<WB_BM>(o, kk), kk > 0);
-                else Wgmma<T, 64>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<WB_BM>(o, kk), kk > 0);
+                if constexpr (REG >= 2) Wgmma<T, BM>::rsk(dp, vf[kk], kmajor<BM>(o, kk), kk > 0);
+                else Wgmma<T, BM>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<BM>(o, kk), kk > 0);
             }
             wg_commit();
             wg_wait<0>();
@@ -202,9 +210,9 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
             reg_fence(dp);
 
             /* P^T and dS^T; keys past Lk and, causal, past each query's diagonal give 0 */
-            const float *l2 = sL + st * WB_BM, *dis = sDi + st * WB_BM;
+            const float *l2 = sL + st * BM, *dis = sDi + st * BM;
 #pragma unroll
-            for (int nt = 0; nt < 8; nt++)
+            for (int nt = 0; nt < BM / 8; nt++)
 #pragma unroll
                 for (int r = 0; r < 2; r++)
 #pragma unroll
@@ -216,9 +224,9 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                         s[x] = p;
                         dp[x] = p * (dp[x] - dis[il]);
                     }
-            uint32_t pa[4][4], da[4][4];
+            uint32_t pa[BM / 16][4], da[BM / 16][4];
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
+            for (int kk = 0; kk < BM / 16; kk++)
 #pragma unroll
                 for (int x = 0; x < 4; x++) {
                     pa[kk][x] = Mma<T>::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
@@ -226,30 +234,37 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                 }
             wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<WB_BM>(o, kk), 1);
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) Wgmma<T, D>::rs(dk, da[kk], mnmajor<WB_BM>(q, kk), 1);
+            for (int kk = 0; kk < BM / 16; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<BM>(o, kk), 1);
             wg_commit();
 
-            /* dS^T to shared memory while those run: rows krow, krow + 8; query chunk nt.
+            /* dS^T to shared memory while that runs, before the dK product takes da as its A
+             * operand (an in-flight wgmma's A registers may not be touched, not even read):
+             * rows krow, krow + 8; query chunk nt (of 8, in 64-query column blocks nt / 8).
              * da[kk][x] holds n-tile 2 kk + (x >> 1), row half x & 1. */
 #pragma unroll
-            for (int kk = 0; kk < 4; kk++)
+            for (int kk = 0; kk < BM / 16; kk++)
 #pragma unroll
                 for (int x = 0; x < 4; x++) {
                     const int row = krow + 8 * (x & 1), nt = 2 * kk + (x >> 1);
-                    const uint32_t a = ds_t + row * 128 + ((nt ^ (row & 7)) << 4) + ((lane & 3) << 2);
+                    const uint32_t a =
+                        ds_t + ((nt >> 3) * WB_BN + row) * 128 + (((nt & 7) ^ (row & 7)) << 4) + ((lane & 3) << 2);
                     asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(da[kk][x]) : "memory");
                 }
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++) Wgmma<T, D>::rs(dk, da[kk], mnmajor<BM>(q, kk), 1);
+            wg_commit();
             proxy_fence();
             named_sync(3, 256); /* both consumers' dS^T written */
-            /* dQ[:, half wg] = dS K[:, half wg] over the block's 128 keys */
-            float dq[DH / 2];
+            /* over the block's 128 keys, BM = 64: dQ[:, half wg] = dS K[:, half wg];
+             * BM = 128: dQ[rows 64 wg .., :] = dS[rows 64 wg .., :] K (A: dS^T's column block wg) */
+            float dq[DQN / 2];
+            const uint32_t dq_a = ds_t + (BM == 64 ? 0 : wg * WB_BN * 128);
+            const uint32_t dq_b = sK + (BM == 128 ? 0 : DQN == 64 ? wg * WB_BN * 128 : wg * DQN * 2);
             wg_fence();
 #pragma unroll
             for (int kk = 0; kk < WB_BN / 16; kk++)
-                Wgmma<T, DH>::sst(dq, mnmajor<WB_BN>(ds_t, kk),
-                                  mnmajor<WB_BN>(sK + (DH == 64 ? wg * WB_BN * 128 : wg * DH * 2), kk), kk > 0);
+                Wgmma<T, DQN>::sst(dq, mnmajor<WB_BN>(dq_a, kk), mnmajor<WB_BN>(dq_b, kk), kk > 0);
             wg_commit();
             wg_wait<0>();
             reg_fence(dq);
@@ -260,18 +275,20 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
             mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
             if (it == iters - 1) mbar_arrive(kvfree); /* and K, V: the producer may load the next tile's */
 
-            int *turn = sw_.turn(B, it); /* deterministic: wait for the lower key blocks' adds */
+            /* deterministic (BM = 64 only): wait for the lower key blocks' adds */
+            int *turn = nullptr;
+            if constexpr (BM == 64) turn = sw_.turn(B, it);
             if (turn) {
                 if (tid == 0) sw_.wait_turn(turn);
                 named_sync(4, 256);
             }
-            float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + wg * DH + ((lane & 3) << 1);
+            float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + (BM == 64 ? wg * DQN : 0) + ((lane & 3) << 1);
 #pragma unroll
             for (int r = 0; r < 2; r++) {
-                const int i = i0 + 16 * warp + (lane >> 2) + 8 * r;
+                const int i = i0 + (BM == 64 ? 0 : 64 * wg) + 16 * warp + (lane >> 2) + 8 * r;
                 if (i < Lq) {
 #pragma unroll
-                    for (int nt = 0; nt < DH / 8; nt++)
+                    for (int nt = 0; nt < DQN / 8; nt++)
                         atomicAdd(reinterpret_cast<float2 *>(dqg + (int64_t)i * D + nt * 8),
                                   make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
                 }
@@ -303,74 +320,87 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
 #endif
 }
 
-bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p)
+/* bm: the step's query rows, the Q and dO boxes */
+bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p, int bm)
 {
     const as_attn_params *f = &p->f;
     const bool f16 = f->q.dtype == AS_F16;
     const int D = (int)f->D;
-    return make_map(&m->q, f->q, f->B, f->H, f->Lq, D, WB_BM, f16) &&
+    return make_map(&m->q, f->q, f->B, f->H, f->Lq, D, bm, f16) &&
            make_map(&m->k, f->k, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
            make_map(&m->v, f->v, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
-           make_map(&m->o, p->dout, f->B, f->H, f->Lq, D, WB_BM, f16);
+           make_map(&m->o, p->dout, f->B, f->H, f->Lq, D, bm, f16);
 }
 
 /* PERSIST: one CTA an SM (the kernel's occupancy), each looping over the
  * tiles blockIdx, blockIdx + grid, ...; else one CTA a tile */
-template <typename T, int D, int REG, bool PERSIST>
+template <typename T, int D, int BM, int REG, bool PERSIST>
 int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
 {
-    using C = WbCfg<D>;
+    using C = WbCfg<D, BM>;
     static uint64_t done;
-    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, REG, PERSIST>;
+    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, BM, REG, PERSIST>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     bp.nn = (bp.f.Lk + WB_BN - 1) / WB_BN;
     int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
     if (PERSIST && blocks > sm_count()) blocks = sm_count();
-    flash_bwd_wgmma_kernel<T, D, REG, PERSIST><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
+    flash_bwd_wgmma_kernel<T, D, BM, REG, PERSIST><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
     return (int)cudaGetLastError();
+}
+
+/* The step's query rows: 128 at D = 64 (twice the products' N and half the
+ * steps, their barriers and softmax passes, a key block's dQ adds split by
+ * rows), unless deterministic dQ (its turns count 64-row blocks), K and V in
+ * registers (no room beside 128-wide S^T and dP^T) or -bm64 asks for 64. */
+int step_rows(int64_t D, bool dq_turns, int variant)
+{
+    return D == 64 && !dq_turns && !(variant & (WB_REG | WB_BM64)) ? 128 : 64;
 }
 
 } // namespace
 
-bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma)
+bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma, int variant)
 {
     const as_attn_params *f = &p->f;
     if (!wgmma_device() || f->mask.data || f->dropout > 0.0f || p->dbias || !(f->scale > 0.0f)) return false;
     if ((f->q.dtype != AS_BF16 && f->q.dtype != AS_F16) || p->dout.dtype != f->q.dtype) return false;
-    if (f->D != f->Dv || (f->D != 64 && f->D != 128) || f->Lq > 0x7fffffff - WB_BM || f->Lk > 0x7fffffff - WB_BN)
+    if (f->D != f->Dv || (f->D != 64 && f->D != 128) || f->Lq > 0x7fffffff - 128 || f->Lk > 0x7fffffff - WB_BN)
         return false;
     BwdMaps maps;
-    return !probe_tma || make_bwd_maps(&maps, p);
+    return !probe_tma || make_bwd_maps(&maps, p, step_rows(p->f.D, p->dq_turns != nullptr, variant));
 }
 
-/* WB_REG (D = 64): K and V held in registers, compiled without spills but
- * not yet run on a card, so it is taken only when asked for
- * (ATTNSWAP_FLASH_BWD=wgmma-reg); the default reads every operand from shared
- * memory, as measured in docs/performance.md (v0.10).  At D = 128 even K
- * alone (32 more registers) makes ptxas spill and serialise the wgmma
- * (C7512).  WB_PERSIST: the persistent grid, not yet measured either. */
+/* WB_REG (D = 64, BM = 64): K and V held in registers, compiled without spills, a
+ * tuning variant (ATTNSWAP_FLASH_BWD=wgmma-reg); the default reads every
+ * operand from shared memory, as measured in docs/performance.md.  At
+ * D = 128 even K alone (32 more registers) makes ptxas spill and serialise
+ * the wgmma (C7512).  WB_PERSIST: the persistent grid. */
 template <typename T>
-int launch_d(const BParams &bp, const BwdMaps &maps, int variant, cudaStream_t s)
+int launch_d(const BParams &bp, const BwdMaps &maps, int variant, int bm, cudaStream_t s)
 {
     /* deterministic dQ waits for the CTA of the tile before: never on a persistent grid, where
      * that CTA might not be resident while the others spin */
     if ((variant & WB_PERSIST) && !bp.dq_turns) {
-        if (bp.f.D == 64) return variant & WB_REG ? launch<T, 64, 2, true>(bp, maps, s) : launch<T, 64, 0, true>(bp, maps, s);
-        return launch<T, 128, 0, true>(bp, maps, s);
+        if (bp.f.D == 128) return launch<T, 128, 64, 0, true>(bp, maps, s);
+        if (bm == 128) return launch<T, 64, 128, 0, true>(bp, maps, s);
+        return variant & WB_REG ? launch<T, 64, 64, 2, true>(bp, maps, s) : launch<T, 64, 64, 0, true>(bp, maps, s);
     }
-    if (bp.f.D == 64) return variant & WB_REG ? launch<T, 64, 2, false>(bp, maps, s) : launch<T, 64, 0, false>(bp, maps, s);
-    return launch<T, 128, 0, false>(bp, maps, s);
+    if (bp.f.D == 128) return launch<T, 128, 64, 0, false>(bp, maps, s);
+    if (bm == 128) return launch<T, 64, 128, 0, false>(bp, maps, s);
+    return variant & WB_REG ? launch<T, 64, 64, 2, false>(bp, maps, s) : launch<T, 64, 64, 0, false>(bp, maps, s);
 }
 
 int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken)
 {
     BwdMaps maps;
-    if (!(*taken = make_bwd_maps(&maps, p))) return 0;
+    const int bm = step_rows(bp.f.D, bp.dq_turns != nullptr, variant);
+    if (!(*taken = make_bwd_maps(&maps, p, bm))) return 0;
     BParams b = bp;
     b.nmajor = (variant & WB_NMAJOR) != 0;
-    return p->f.q.dtype == AS_F16 ? launch_d<__half>(b, maps, variant, s) : launch_d<__nv_bfloat16>(b, maps, variant, s);
+    return p->f.q.dtype == AS_F16 ? launch_d<__half>(b, maps, variant, bm, s)
+                                  : launch_d<__nv_bfloat16>(b, maps, variant, bm, s);
 }
 
 } // namespace as_flash

@@ -196,8 +196,10 @@ struct WgConsumer {
         reg_fence(pa);
     }
 
-    /* out = O / l, rows rs apart; zeros where nothing was seen */
-    __device__ __forceinline__ void store(T *out, int64_t rs, int Lq)
+    /* out = O / l, rows rs apart; zeros where nothing was seen.  lse (or NULL):
+     * the head's row log-sum-exps, m scale + ln l (+inf where nothing was seen),
+     * as the mma.sync kernel keeps them for the backward */
+    __device__ __forceinline__ void store(T *out, int64_t rs, int Lq, float *lse)
     {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -206,6 +208,7 @@ struct WgConsumer {
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
             const int i = wrow0 + (lane >> 2) + 8 * r;
+            if (lse && i < Lq && (lane & 3) == 0) lse[i] = l > 0.0f ? m_r[r] * (sl2 * (1.0f / LOG2E)) + logf(l) : INFINITY;
             if (i < Lq) {
                 uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * rs + ((lane & 3) << 1));
 #pragma unroll
@@ -281,7 +284,7 @@ __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_kernel(const KParams
     proxy_fence();
     __syncthreads();
     c.last(sV + ((n_tiles - 1) & 1) * C::KB);
-    c.store(out, P.os2, Lq);
+    c.store(out, P.os2, Lq, P.lse ? P.lse + blk.bh * P.Lq : nullptr);
 #endif
 }
 
@@ -378,7 +381,7 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
     }
     named_sync_if(1, AS_WS_PINGPONG && wg == 0); /* warpgroup 1's last arrival */
     c.last(sV + ((n_tiles - 1) % WS_STAGES) * C::TB);
-    c.store(blk.out(P), P.os2, Lq);
+    c.store(blk.out(P), P.os2, Lq, P.lse ? P.lse + blk.bh * P.Lq : nullptr);
 #endif
 }
 
