@@ -4,7 +4,10 @@
 #include "cuda_backend.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "attnswap/cuda.h"
 #include "attnswap/error.h"
@@ -116,6 +119,62 @@ done:
     return rc;
 }
 
+/* ---- cuBLASLt's algorithm, chosen once a shape ----
+ * cublasLtMatmulAlgoGetHeuristic takes tens of microseconds of host time a
+ * call, as long as some of the products it picks for run on the card; a model
+ * asks the same few shapes every layer.  The first answer for each (device,
+ * dtype, transposes, sizes, leading dims, operand alignment) is kept. */
+#define LT_ALGOS 256 /* slots; a full probe run overwrites its first slot */
+#define LT_PROBE 8
+#define LT_KEY 11
+typedef struct {
+    int64_t key[LT_KEY];
+    cublasLtMatmulAlgo_t algo;
+    bool used;
+} lt_algo;
+static lt_algo lt_algos[LT_ALGOS];
+static pthread_mutex_t lt_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t lt_slot(const int64_t *key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the key's words */
+    for (int i = 0; i < LT_KEY; i++) h = (h ^ (uint64_t)key[i]) * 1099511628211ull;
+    return (size_t)(h % LT_ALGOS);
+}
+
+static bool lt_find(const int64_t *key, cublasLtMatmulAlgo_t *algo)
+{
+    bool hit = false;
+    pthread_mutex_lock(&lt_lock);
+    for (size_t i = 0, s = lt_slot(key); i < LT_PROBE && lt_algos[s].used; i++, s = (s + 1) % LT_ALGOS)
+        if (!memcmp(lt_algos[s].key, key, sizeof lt_algos[s].key)) {
+            *algo = lt_algos[s].algo;
+            hit = true;
+            break;
+        }
+    pthread_mutex_unlock(&lt_lock);
+    return hit;
+}
+
+static void lt_keep(const int64_t *key, const cublasLtMatmulAlgo_t *algo)
+{
+    pthread_mutex_lock(&lt_lock);
+    size_t s = lt_slot(key), first = s;
+    for (size_t i = 0; i < LT_PROBE && lt_algos[s].used; i++) s = (s + 1) % LT_ALGOS;
+    if (lt_algos[s].used) s = first;
+    memcpy(lt_algos[s].key, key, sizeof lt_algos[s].key);
+    lt_algos[s].algo = *algo;
+    lt_algos[s].used = true;
+    pthread_mutex_unlock(&lt_lock);
+}
+
+/* the largest power of two up to 256 that divides every address */
+static int64_t alignment(const void *a, const void *b, const void *c, const void *d)
+{
+    uintptr_t x = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | 256;
+    return (int64_t)(x & (~x + 1));
+}
+
 /* ---- one product with the bias added in cuBLASLt's epilogue ----
  * C (M, N) row-major = op(A) op(B) + bias, bias over N: column-major, D is
  * (N, M) and the bias runs along its rows, which is what CUBLASLT_EPILOGUE_BIAS
@@ -124,7 +183,7 @@ done:
  * docs/performance.md).  1 when cuBLASLt declines (no handle, no algorithm):
  * the caller then adds the bias itself. */
 static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias, cudaDataType_t t, int ta, int tb,
-                     int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc)
+                     int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int index)
 {
     cublasLtHandle_t lt = as_cuda_blaslt_handle();
     size_t wsize;
@@ -135,8 +194,12 @@ static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias,
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulAlgo_t algo;
     int found = 0, rc = 1;
+    /* the heuristic told the operands' real alignment (its default assumes 256 bytes,
+     * and an algorithm that needs more fails at the call) */
+    const uint32_t align = (uint32_t)alignment(pa, pb, pc, bias);
+    const int64_t key[LT_KEY] = {index, t, ta, tb, M, N, K, lda, ldb, ldc, align};
     /* the operands swap, as in gemm_call: cuBLASLt's A is our B (op(B)^T is N x K), its B our A */
     if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb) ||
@@ -145,12 +208,28 @@ static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias,
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) ||
         cublasLtMatrixLayoutCreate(&la, t, tb ? K : N, tb ? N : K, ldb) ||
         cublasLtMatrixLayoutCreate(&lb, t, ta ? M : K, ta ? K : M, lda) ||
-        cublasLtMatrixLayoutCreate(&lc, t, N, M, ldc) || cublasLtMatmulPreferenceCreate(&pref) ||
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize, sizeof wsize) ||
-        cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found) || found == 0)
+        cublasLtMatrixLayoutCreate(&lc, t, N, M, ldc))
         goto done;
+    if (!lt_find(key, &algo)) {
+        cublasLtMatmulHeuristicResult_t res;
+        if (cublasLtMatmulPreferenceCreate(&pref) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsize,
+                                                 sizeof wsize) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align,
+                                                 sizeof align) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align,
+                                                 sizeof align) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align,
+                                                 sizeof align) ||
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align,
+                                                 sizeof align) ||
+            cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, lc, lc, pref, 1, &res, &found) || found == 0)
+            goto done;
+        algo = res.algo;
+        lt_keep(key, &algo);
+    }
     const float one = 1.0f, zero = 0.0f;
-    rc = as_cublas_check("linear", cublasLtMatmul(lt, op, &one, pb, la, pa, lb, &zero, pc, lc, pc, lc, &res.algo, ws,
+    rc = as_cublas_check("linear", cublasLtMatmul(lt, op, &one, pb, la, pa, lb, &zero, pc, lc, pc, lc, &algo, ws,
                                                   wsize, (cudaStream_t)as_cuda_current_stream()));
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -180,7 +259,7 @@ static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, in
         (M % 8 || N % 8 || K % 8 || misaligned(lda, es) || misaligned(ldb, es) || misaligned(ldc, es)))
         return gemm_padded(pa, pb, pc, t, es, ta, tb, M, N, K, lda, ldb, ldc, index);
     if (bias && batch == 1 && bias->dtype == c->dtype) {
-        int rc = gemm_bias(pa, pb, pc, as_data(bias), t, ta, tb, M, N, K, lda, ldb, ldc);
+        int rc = gemm_bias(pa, pb, pc, as_data(bias), t, ta, tb, M, N, K, lda, ldb, ldc, index);
         if (rc <= 0) {
             *bias_done = rc == 0;
             return rc;
