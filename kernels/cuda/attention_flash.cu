@@ -520,13 +520,27 @@ int launch_mma(KParams kp, cudaStream_t s)
 }
 
 /* 0 automatic, -1 never, 1 the cp.async wgmma kernel whenever it can, 2 the
- * warp-specialised (TMA) one whenever it can */
+ * warp-specialised (TMA) one whenever it can, 3 that one on the persistent grid */
 int g_force_wgmma = 0;
+
+/* ATTNSWAP_FLASH_FWD (tuning runs): "persist" puts the automatic choice's
+ * warp-specialised kernel on the persistent grid, "ws" on one CTA a tile;
+ * else the default (ws) */
+int fwd_env(void)
+{
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("ATTNSWAP_FLASH_FWD");
+        env = e && !strcmp(e, "persist") ? 3 : 2;
+    }
+    return env;
+}
 
 /* no mask, bias, dropout, and a positive scale: what the wgmma kernel does */
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
 
-/* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one.
+/* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one; 3: that
+ * one on the persistent grid.
  * Measured on the H200 (docs/performance.md, v0.4): the warp-specialised kernel
  * wins from 512 keys at D = 128 (1024 when causal) and from 1024 at D = 64 (2048
  * when causal) when its 128-row CTAs fill the GPU; the cp.async one takes what
@@ -538,10 +552,10 @@ int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
     if (!v) {
         const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);
         if (p->Lk < min_keys || p->B * p->H * ((p->Lq + 127) / 128) < (int64_t)sm_count()) return 0;
-        v = 2;
+        v = fwd_env();
     }
 #ifdef AS_FLASH_WGMMA
-    if (probe_tma && v == 2 && !wgmma_ws_ok(p)) v = 1; /* launch_wgmma falls back by itself */
+    if (probe_tma && v >= 2 && !wgmma_ws_ok(p)) v = 1; /* launch_wgmma falls back by itself */
 #endif
     return v;
 }
@@ -551,7 +565,7 @@ int launch_mma_d(KParams kp, const as_attn_params *p, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
     if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale), false))
-        return launch_wgmma(kp, p, v == 2, s);
+        return launch_wgmma(kp, p, v, s);
 #endif
     int bm = g_force_bm;
     if (!bm) { /* 128 rows per CTA (a warp reuses each K, V fragment twice) when that fills the GPU */
@@ -601,7 +615,7 @@ extern "C" int as_cuda_flash_force_block_m(int block_m)
 
 extern "C" int as_cuda_flash_force_wgmma(int mode)
 {
-    if (mode < -1 || mode > 2) return -1;
+    if (mode < -1 || mode > 3) return -1;
     g_force_wgmma = mode;
     return wgmma_device() ? 1 : 0;
 }
@@ -611,7 +625,7 @@ extern "C" const char *as_cuda_flash_path(const as_attn_params *p)
     if (!mma_ok(p)) return tf32x3_ok(p) ? "flash/tf32x3" : simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
     const int v = use_wgmma(p, is_plain, true);
-    return v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
+    return v == 3 ? "flash/wgmma-ws-persist" : v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
 }
 
 extern "C" int as_cuda_flash_attention(const as_attn_params *p, void *stream)

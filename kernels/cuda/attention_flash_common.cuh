@@ -479,9 +479,9 @@ bool rows16(const as_attn_operand &o);
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,
  * D = Dv in {64, 128}, on a device of compute capability 9.0.  Returns a
  * cudaError_t value. */
-int launch_wgmma(const KParams &kp, const as_attn_params *p, bool ws, cudaStream_t s);
-/* The warp-specialised variant (ws: TMA loads by a producer warpgroup) can take
- * these operands (strides TMA accepts). */
+int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, cudaStream_t s);
+/* The warp-specialised variant (v 2, or 3 on the persistent grid: TMA loads by a
+ * producer warpgroup) can take these operands (strides TMA accepts). */
 bool wgmma_ws_ok(const as_attn_params *p);
 
 /* ---- the backward (attention_flash_bwd.cu) ---- */

@@ -298,7 +298,14 @@ struct TmaMaps {
  * whose one thread loads Q and the K, V tiles with TMA into a 3-stage ring
  * (mbarriers: full when a tile's bytes landed, empty when both consumers are
  * done with it), and two consumer warpgroups that only compute, with 240
- * registers each (setmaxnreg), so BN = 128 fits at D = 128. */
+ * registers each (setmaxnreg), so BN = 128 fits at D = 128.
+ *
+ * A CTA loops over the (b, h, 128-row query block) tiles blockIdx, blockIdx +
+ * grid, ...: one tile a CTA on a grid of all of them (flash/wgmma-ws), or one
+ * CTA an SM (flash/wgmma-ws-persist), where the next tile's Q and first K, V
+ * load while the consumers finish the last one (its last P V product and the
+ * output's store): at short L those are a fifth of a tile's time.  Q has one
+ * buffer, free (qfree) once the tile's last S product is done. */
 /* tuning runs: the consumers' ping-pong (0 lets them issue freely) and the depth of the ring
  * (at D = 128, BN = 128, 3 stages fill 225 of the 227 KiB an H100/H200 block may have) */
 #ifndef AS_WS_PINGPONG
@@ -313,7 +320,7 @@ template <int D, int BN>
 struct WsCfg {
     static constexpr int BM = 128;
     static constexpr uint32_t QB = BM * D * 2, TB = BN * D * 2;
-    static constexpr size_t smem = (size_t)QB + 2 * WS_STAGES * TB + 8 * (1 + 2 * WS_STAGES) + 1024;
+    static constexpr size_t smem = (size_t)QB + 2 * WS_STAGES * TB + 8 * (2 + 2 * WS_STAGES) + 1024;
 };
 
 template <typename T, int D, int BN>
@@ -321,37 +328,47 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
 {
 #ifdef AS_WGMMA_BODY
     using C = WsCfg<D, BN>;
-    constexpr int BM = C::BM, NWG = 2;
+    constexpr int BM = C::BM, NWG = 2, S = WS_STAGES;
     extern __shared__ unsigned char smem_raw[];
-    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + WS_STAGES * C::TB;
-    const uint32_t qbar = sV + WS_STAGES * C::TB, full = qbar + 8, empty = full + 8 * WS_STAGES;
+    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + S * C::TB;
+    const uint32_t qbar = sV + S * C::TB, qfree = qbar + 8, full = qfree + 8, empty = full + 8 * S;
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const FlashBlock<T> blk(P, blockIdx.x, BM);
-    if (blk.n_end <= 0) return blk.zero_rows(P, tid, 384, D);
-    const int n_tiles = (blk.n_end + BN - 1) / BN;
+    const int64_t tiles = P.nm * P.B * P.H;
     if (tid == 0) {
         mbar_init(qbar, 1);
-        for (int st = 0; st < WS_STAGES; st++) mbar_init(full + 8 * st, 1), mbar_init(empty + 8 * st, NWG * 128);
+        mbar_init(qfree, NWG * 128);
+        for (int st = 0; st < S; st++) mbar_init(full + 8 * st, 1), mbar_init(empty + 8 * st, NWG * 128);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
+    /* kv counts the K, V tiles and nq the Q tiles through the CTA's ring so far (their
+     * stages and phases), on both sides alike; a tile no row of which sees a key is
+     * skipped by both */
     if (wg == NWG) { /* the producer */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (tid == NWG * 128) {
-            const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk;
-            mbar_expect_tx(qbar, C::QB);
-            for (int g = 0; g < BM / 64; g++)
-                for (int db = 0; db < D / 64; db++)
-                    tma_load(sQ + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, blk.row0 + 64 * g, h, b, qbar);
-            for (int n = 0; n < n_tiles; n++) {
-                const int st = n % WS_STAGES;
-                if (n >= WS_STAGES) mbar_wait(empty + 8 * st, (n / WS_STAGES - 1) & 1);
-                mbar_expect_tx(full + 8 * st, 2 * C::TB);
-                for (int db = 0; db < D / 64; db++) {
-                    tma_load(sK + st * C::TB + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
-                    tma_load(sV + st * C::TB + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
+            int kv = 0, nq = 0;
+            for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                const FlashBlock<T> blk(P, tile, BM);
+                if (blk.n_end <= 0) continue;
+                const int n_tiles = (blk.n_end + BN - 1) / BN;
+                const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk;
+                if (nq > 0) mbar_wait(qfree, (nq - 1) & 1);
+                mbar_expect_tx(qbar, C::QB);
+                for (int g = 0; g < BM / 64; g++)
+                    for (int db = 0; db < D / 64; db++)
+                        tma_load(sQ + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, blk.row0 + 64 * g, h, b, qbar);
+                nq++;
+                for (int n = 0; n < n_tiles; n++, kv++) {
+                    const int st = kv % S;
+                    if (kv >= S) mbar_wait(empty + 8 * st, (kv / S - 1) & 1);
+                    mbar_expect_tx(full + 8 * st, 2 * C::TB);
+                    for (int db = 0; db < D / 64; db++) {
+                        tma_load(sK + st * C::TB + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
+                        tma_load(sV + st * C::TB + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
+                    }
                 }
             }
         }
@@ -359,29 +376,44 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
     }
 
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-    const int Lq = blk.Lq, Lk = blk.Lk, off = blk.off;
-    WgConsumer<T, D, BN> c(blk.row0 + 64 * wg + 16 * warp, lane, P.sl2);
-    const uint32_t q = sQ + wg * 64 * 128;
-    mbar_wait(qbar, 0);
-    mbar_wait(full, 0);
-    c.template first<BM>(q, sK, Lk, off, P.causal);
     /* Ping-pong (FlashAttention-3): the two consumers issue their products in turn,
      * warpgroup 0 first (barrier 1 + wg is "my turn"), so one's softmax runs while
-     * the other's products hold the tensor cores. */
+     * the other's products hold the tensor cores.  The turns run on across tiles
+     * (warpgroup 1's last arrival of a tile is warpgroup 0's first turn of the next),
+     * so neither can arrive twice on a barrier before the other has synced. */
     const int mine = 1 + wg, theirs = 2 - wg;
+    const uint32_t q = sQ + wg * 64 * 128;
     named_arrive_if(1, AS_WS_PINGPONG && wg == 1);
-    for (int n = 0; n + 1 < n_tiles; n++) {
-        const int st = n % WS_STAGES, sn = (n + 1) % WS_STAGES;
-        mbar_wait(full + 8 * sn, ((n + 1) / WS_STAGES) & 1);
-        named_sync_if(mine, AS_WS_PINGPONG);
-        c.template issue<BM>(q, sK + sn * C::TB, sV + st * C::TB);
-        named_arrive_if(theirs, AS_WS_PINGPONG);
-        c.finish((n + 1) * BN, Lk, off, P.causal);
-        mbar_arrive(empty + 8 * st); /* K[n] and V[n] are done with, by every consumer thread */
+    int kv = 0, nq = 0;
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        const FlashBlock<T> blk(P, tile, BM);
+        if (blk.n_end <= 0) {
+            blk.zero_rows(P, tid, NWG * 128, D);
+            continue;
+        }
+        const int n_tiles = (blk.n_end + BN - 1) / BN;
+        const int Lq = blk.Lq, Lk = blk.Lk, off = blk.off;
+        WgConsumer<T, D, BN> c(blk.row0 + 64 * wg + 16 * warp, lane, P.sl2);
+        mbar_wait(qbar, nq & 1);
+        mbar_wait(full + 8 * (kv % S), (kv / S) & 1);
+        c.template first<BM>(q, sK + (kv % S) * C::TB, Lk, off, P.causal);
+        for (int n = 0; n + 1 < n_tiles; n++) {
+            const int st = (kv + n) % S, sn = (kv + n + 1) % S;
+            mbar_wait(full + 8 * sn, ((kv + n + 1) / S) & 1);
+            named_sync_if(mine, AS_WS_PINGPONG);
+            c.template issue<BM>(q, sK + sn * C::TB, sV + st * C::TB);
+            named_arrive_if(theirs, AS_WS_PINGPONG);
+            c.finish((n + 1) * BN, Lk, off, P.causal);
+            mbar_arrive(empty + 8 * st);              /* K[n] and V[n] are done with, by every consumer thread */
+        }
+        mbar_arrive(qfree); /* the tile's last S product is done: Q is free */
+        const int sl = (kv + n_tiles - 1) % S;
+        c.last(sV + sl * C::TB);
+        mbar_arrive(empty + 8 * sl);
+        c.store(blk.out(P), P.os2, Lq, P.lse ? P.lse + blk.bh * P.Lq : nullptr);
+        kv += n_tiles, nq++;
     }
     named_sync_if(1, AS_WS_PINGPONG && wg == 0); /* warpgroup 1's last arrival */
-    c.last(sV + ((n_tiles - 1) % WS_STAGES) * C::TB);
-    c.store(blk.out(P), P.os2, Lq, P.lse ? P.lse + blk.bh * P.Lq : nullptr);
 #endif
 }
 
@@ -415,8 +447,9 @@ bool make_maps(TmaMaps *maps, const as_attn_params *p)
            make_map(&maps->v, p->v, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16);
 }
 
+/* persist: one CTA an SM looping over the tiles; else one CTA a tile */
 template <typename T, int D, int BN>
-int launch_ws(KParams kp, const TmaMaps &maps, cudaStream_t s)
+int launch_ws(KParams kp, const TmaMaps &maps, bool persist, cudaStream_t s)
 {
     using C = WsCfg<D, BN>;
     static uint64_t done;
@@ -426,6 +459,7 @@ int launch_ws(KParams kp, const TmaMaps &maps, cudaStream_t s)
     kp.nm = (kp.Lq + C::BM - 1) / C::BM;
     int64_t blocks = kp.nm * kp.B * kp.H;
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+    if (persist && blocks > sm_count()) blocks = sm_count();
     flash_wgmma_ws_kernel<T, D, BN><<<(unsigned)blocks, 384, C::smem, s>>>(kp, maps);
     return (int)cudaGetLastError();
 }
@@ -459,14 +493,18 @@ bool wgmma_ws_ok(const as_attn_params *p)
     return make_maps(&maps, p);
 }
 
-int launch_wgmma(const KParams &kp, const as_attn_params *p, bool ws, cudaStream_t s)
+int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, cudaStream_t s)
 {
     const bool f16 = p->q.dtype == AS_F16;
     TmaMaps maps;
-    if (ws && make_maps(&maps, p)) {
+    if (v >= 2 && make_maps(&maps, p)) {
         constexpr int BN = AS_FLASH_WGMMA_WS_BN;
-        if (f16) return kp.D == 64 ? launch_ws<__half, 64, BN>(kp, maps, s) : launch_ws<__half, 128, BN>(kp, maps, s);
-        return kp.D == 64 ? launch_ws<__nv_bfloat16, 64, BN>(kp, maps, s) : launch_ws<__nv_bfloat16, 128, BN>(kp, maps, s);
+        const bool persist = v == 3;
+        if (f16)
+            return kp.D == 64 ? launch_ws<__half, 64, BN>(kp, maps, persist, s)
+                              : launch_ws<__half, 128, BN>(kp, maps, persist, s);
+        return kp.D == 64 ? launch_ws<__nv_bfloat16, 64, BN>(kp, maps, persist, s)
+                          : launch_ws<__nv_bfloat16, 128, BN>(kp, maps, persist, s);
     }
     return f16 ? launch_d<__half>(kp, s) : launch_d<__nv_bfloat16>(kp, s);
 }
