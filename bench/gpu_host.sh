@@ -5,7 +5,7 @@
 #   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|none]   (default all)
 # f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
-# wgbwd: every CUDA test (ctest -L cuda), then bench/flash_bwd_cuda.lua on flash-bwd/mma
+# wgbwd: every CUDA test (ctest -L cuda; BWD_CTEST=0 skips them), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
 # wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch
 # (BWD_MODES, BWD_TESTS: fewer of them).
@@ -106,9 +106,11 @@ if [ "$what" = flashbwd ] || [ "$what" = test+flashbwd ]; then
   timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --torch "$OUT/torch_flash_bwd.json" 2>&1 \
     | tee "$OUT/flash_bwd_cuda.txt" || rc=1
 fi
-if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test, then both tensor-core paths beside PyTorch
-  timeout 300 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
-  grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
+if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test (BWD_CTEST=0: none), then both tensor-core paths beside PyTorch
+  if [ "${BWD_CTEST:-1}" = 1 ]; then
+    timeout 300 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+    grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
+  fi
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
   for m in ${BWD_TESTS:-wgmma-reg wgmma-persist-nmajor}; do
