@@ -524,14 +524,14 @@ int launch_mma(KParams kp, cudaStream_t s)
 int g_force_wgmma = 0;
 
 /* ATTNSWAP_FLASH_FWD (tuning runs): "persist" puts the automatic choice's
- * warp-specialised kernel on the persistent grid, "ws" on one CTA a tile;
- * else the default (ws) */
+ * warp-specialised kernel on the persistent grid at every length, "ws" on
+ * one CTA a tile; 0: neither (the measured default) */
 int fwd_env(void)
 {
     static int env = -1;
     if (env < 0) {
         const char *e = getenv("ATTNSWAP_FLASH_FWD");
-        env = e && !strcmp(e, "persist") ? 3 : 2;
+        env = e && !strcmp(e, "persist") ? 3 : e && !strcmp(e, "ws") ? 2 : 0;
     }
     return env;
 }
@@ -540,19 +540,21 @@ int fwd_env(void)
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
 
 /* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one; 3: that
- * one on the persistent grid.
- * Measured on the H200 (docs/performance.md, v0.4): the warp-specialised kernel
- * wins from 512 keys at D = 128 (1024 when causal) and from 1024 at D = 64 (2048
- * when causal) when its 128-row CTAs fill the GPU; the cp.async one takes what
- * TMA refuses. */
+ * one on the persistent grid.  Measured on an H100 (docs/performance.md, v0.13,
+ * the kernels alone): on the persistent grid the warp-specialised kernel beats
+ * flash/mma from 512 keys (1024 at D = 128 causal, even at 512) when its 128-row
+ * CTAs fill the GPU, and its own one-CTA-a-tile grid by 2-25 % up to 4096 keys;
+ * past that they are even (-3 to +5 %), so the longer rows keep one CTA a tile
+ * except at D = 64 non-causal.  The cp.async kernel takes what TMA refuses. */
 int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
 {
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
     int v = g_force_wgmma;
     if (!v) {
-        const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);
+        const int64_t min_keys = p->D == 128 && p->causal ? 1024 : 512;
         if (p->Lk < min_keys || p->B * p->H * ((p->Lq + 127) / 128) < (int64_t)sm_count()) return 0;
         v = fwd_env();
+        if (!v) v = p->Lk > 4096 && (p->causal || p->D == 128) ? 2 : 3;
     }
 #ifdef AS_FLASH_WGMMA
     if (probe_tma && v >= 2 && !wgmma_ws_ok(p)) v = 1; /* launch_wgmma falls back by itself */
