@@ -135,6 +135,10 @@ case("D64 L 640 GQA 4:1", "bfloat16", shapes(1, 8, 2, 640, 640, 64), {})
 case("D64 L 600 causal GQA", "float32", shapes(1, 4, 2, 600, 600, 64), { causal = true })
 case("D128 L 333/700 causal", "float32", shapes(1, 2, 2, 333, 700, 128), { causal = true })
 case("D128 L 450 bias with grad", "float32", shapes(1, 2, 2, 450, 450, 128), {}, as.randn(450, 450))
+-- grids that fill a Hopper card: the forward on the wgmma kernels (persistent grid, each CTA
+-- several tiles) keeping the row statistics the backward reads
+case("D64 L 600 causal, 80 heads", "bfloat16", shapes(2, 40, 40, 600, 600, 64), { causal = true })
+case("D128 L 520 GQA 4:1, 64 heads", "float16", shapes(2, 32, 8, 520, 520, 128), {})
 
 -- as.set_deterministic: the key blocks add into dq in their index order, so
 -- two runs agree bit for bit (the atomics' order may differ without it); the

@@ -467,6 +467,17 @@ static std::vector<Case> cases()
         c.dt = t, c.B = 1, c.H = 2, c.Hkv = 1, c.Lq = 1000, c.Lk = 4099, c.D = c.Dv = 128, c.causal = true;
         add_lse(c);
     }
+    /* grids of more tiles than an H100 or H200 has SMs: the persistent grid's CTAs take several
+     * tiles each (the ring's stages and phases, Q reused across tiles, skipped empty tiles) */
+    for (as_dtype t : {AS_F16, AS_BF16}) {
+        Case c;
+        c.dt = t, c.B = 2, c.H = 72, c.Hkv = 8, c.Lq = 257, c.Lk = 257, c.D = c.Dv = 64, c.causal = true;
+        add_lse(c);
+        c.B = 1, c.H = 66, c.Hkv = 66, c.Lq = 400, c.Lk = 700, c.D = c.Dv = 128, c.causal = false;
+        add_lse(c);
+        c.B = 2, c.H = 70, c.Hkv = 14, c.Lq = 300, c.Lk = 100, c.D = c.Dv = 64, c.causal = true; /* rows < 200 see nothing */
+        add_lse(c);
+    }
     return v;
 }
 
