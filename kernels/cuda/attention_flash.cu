@@ -526,14 +526,25 @@ int g_force_wgmma = 0;
 /* ATTNSWAP_FLASH_FWD (tuning runs): "persist" puts the automatic choice's
  * warp-specialised kernel on the persistent grid at every length, "ws" on
  * one CTA a tile; 0: neither (the measured default) */
+static int read_fwd_env(void)
+{
+    const char *e = getenv("ATTNSWAP_FLASH_FWD");
+    return e && !strcmp(e, "persist") ? 3 : e && !strcmp(e, "ws") ? 2 : 0;
+}
 int fwd_env(void)
 {
-    static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("ATTNSWAP_FLASH_FWD");
-        env = e && !strcmp(e, "persist") ? 3 : e && !strcmp(e, "ws") ? 2 : 0;
-    }
+    static const int env = read_fwd_env();
     return env;
+}
+
+/* Where TMA refuses a shape's operands, the cp.async wgmma kernel takes it only
+ * as long as it was measured to beat flash/mma (docs/performance.md, v0.4): from
+ * 512 keys at D = 128 (1024 causal), from 1024 at D = 64 (2048 causal).  A forced
+ * mode always falls back to it. */
+bool cp_async_wgmma_wins(const as_attn_params *p)
+{
+    const int64_t min_keys = p->D == 128 ? (p->causal ? 1024 : 512) : (p->causal ? 2048 : 1024);
+    return g_force_wgmma > 0 || p->Lk >= min_keys;
 }
 
 /* no mask, bias, dropout, and a positive scale: what the wgmma kernel does */
@@ -557,7 +568,7 @@ int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
         if (!v) v = p->Lk > 4096 && (p->causal || p->D == 128) ? 2 : 3;
     }
 #ifdef AS_FLASH_WGMMA
-    if (probe_tma && v >= 2 && !wgmma_ws_ok(p)) v = 1; /* launch_wgmma falls back by itself */
+    if (probe_tma && v >= 2 && !wgmma_ws_ok(p)) v = cp_async_wgmma_wins(p) ? 1 : 0; /* as launch_mma_d */
 #endif
     return v;
 }
@@ -566,8 +577,10 @@ template <typename T, int D>
 int launch_mma_d(KParams kp, const as_attn_params *p, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
-    if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale), false))
-        return launch_wgmma(kp, p, v, s);
+    if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale), false)) {
+        /* launch_wgmma falls back to the cp.async kernel by itself where TMA refuses */
+        if (v == 1 || cp_async_wgmma_wins(p) || wgmma_ws_ok(p)) return launch_wgmma(kp, p, v, s);
+    }
 #endif
     int bm = g_force_bm;
     if (!bm) { /* 128 rows per CTA (a warp reuses each K, V fragment twice) when that fills the GPU */

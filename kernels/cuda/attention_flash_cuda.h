@@ -22,8 +22,9 @@ int as_cuda_flash_attention(const as_attn_params *p, void *stream);
  * all BF16, D = Dv in {64, 128}, unit last stride, 16-byte aligned rows,
  * Lq, Lk <= 2^30); on a compute capability 9.0 device with the sm_90a
  * kernels built, for no mask, bias or dropout and rows long enough (see
- * use_wgmma), "flash/wgmma-ws" (TMA, a producer warpgroup) or, where TMA
- * refuses the strides, "flash/wgmma"; "flash/simt-f32" (float32 q, k, v, D = Dv in
+ * use_wgmma), "flash/wgmma-ws-persist" or "flash/wgmma-ws" (TMA, a producer
+ * warpgroup, on one CTA an SM or one a tile) or, where TMA refuses the strides
+ * and the rows are long enough for it, "flash/wgmma"; "flash/tf32x3" or "flash/simt-f32" (float32 q, k, v, D = Dv in
  * {64, 128}, unit last strides) or "flash/cuda-f32" (everything else: one
  * warp a query row). */
 const char *as_cuda_flash_path(const as_attn_params *p);

@@ -315,6 +315,7 @@ struct TmaMaps {
 #define AS_WS_STAGES 3
 #endif
 constexpr int WS_STAGES = AS_WS_STAGES;
+static_assert(WS_STAGES >= 2, "flash/wgmma-ws: a consumer waits for key tile n + 1 before it frees tile n");
 
 template <int D, int BN>
 struct WsCfg {
