@@ -553,8 +553,9 @@ bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dr
 /* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one; 3: that
  * one on the persistent grid.  Measured on an H100 (docs/performance.md, v0.13,
  * the kernels alone): on the persistent grid the warp-specialised kernel beats
- * flash/mma from 512 keys (1024 at D = 128 causal, even at 512) when its 128-row
- * CTAs fill the GPU, and its own one-CTA-a-tile grid by 2-25 % up to 4096 keys;
+ * flash/mma from 512 keys when its 128-row CTAs fill the GPU (at D = 128 causal
+ * the two are even at 512, so that case starts at 1024), and its own
+ * one-CTA-a-tile grid by 2-25 % up to 4096 keys;
  * past that they are even (-3 to +5 %), so the longer rows keep one CTA a tile
  * except at D = 64 non-causal.  The cp.async kernel takes what TMA refuses. */
 int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
