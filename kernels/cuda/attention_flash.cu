@@ -579,8 +579,10 @@ int launch_mma_d(KParams kp, const as_attn_params *p, cudaStream_t s)
 {
 #ifdef AS_FLASH_WGMMA
     if (int v = use_wgmma(p, plain(kp.has_mask, kp.dropout, kp.prescale), false)) {
-        /* launch_wgmma falls back to the cp.async kernel by itself where TMA refuses */
-        if (v == 1 || cp_async_wgmma_wins(p) || wgmma_ws_ok(p)) return launch_wgmma(kp, p, v, s);
+        /* where TMA refuses, the cp.async kernel if it wins there, else (not taken) flash/mma */
+        bool taken;
+        const int e = launch_wgmma(kp, p, v, cp_async_wgmma_wins(p), s, &taken);
+        if (taken) return e;
     }
 #endif
     int bm = g_force_bm;

@@ -477,9 +477,11 @@ bool rows16(const as_attn_operand &o);
 
 /* The wgmma kernel (sm90/attention_flash_wgmma.cu, built for sm_90a only when
  * the toolkit can): plain attention (no mask, bias, dropout), F16/BF16,
- * D = Dv in {64, 128}, on a device of compute capability 9.0.  Returns a
- * cudaError_t value. */
-int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, cudaStream_t s);
+ * D = Dv in {64, 128}, on a device of compute capability 9.0: v 1 the cp.async
+ * kernel, 2 and 3 the warp-specialised one, which falls back to the cp.async
+ * one where TMA refuses the operands if cp_async_ok, else launches nothing
+ * (*taken false).  Returns a cudaError_t value. */
+int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_async_ok, cudaStream_t s, bool *taken);
 /* The warp-specialised variant (v 2, or 3 on the persistent grid: TMA loads by a
  * producer warpgroup) can take these operands (strides TMA accepts). */
 bool wgmma_ws_ok(const as_attn_params *p);

@@ -494,10 +494,11 @@ bool wgmma_ws_ok(const as_attn_params *p)
     return make_maps(&maps, p);
 }
 
-int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, cudaStream_t s)
+int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_async_ok, cudaStream_t s, bool *taken)
 {
     const bool f16 = p->q.dtype == AS_F16;
     TmaMaps maps;
+    *taken = true;
     if (v >= 2 && make_maps(&maps, p)) {
         constexpr int BN = AS_FLASH_WGMMA_WS_BN;
         const bool persist = v == 3;
@@ -506,6 +507,10 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, cudaStream_t
                               : launch_ws<__half, 128, BN>(kp, maps, persist, s);
         return kp.D == 64 ? launch_ws<__nv_bfloat16, 64, BN>(kp, maps, persist, s)
                           : launch_ws<__nv_bfloat16, 128, BN>(kp, maps, persist, s);
+    }
+    if (v >= 2 && !cp_async_ok) {
+        *taken = false;
+        return 0;
     }
     return f16 ? launch_d<__half>(kp, s) : launch_d<__nv_bfloat16>(kp, s);
 }
