@@ -2,7 +2,9 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|f32gemm|none]   (default all)
+# f32gemm: every CUDA test, float32 products (bench/matmul_cuda.lua, SGEMM against 3xTF32, beside
+# bench/torch_matmul_cuda.py), then the models and the float32 training step beside PyTorch.
 # f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda; BWD_CTEST=0 skips them), then bench/flash_bwd_cuda.lua on flash-bwd/mma
@@ -149,6 +151,24 @@ if [ "$what" = f32 ]; then # float32 attention: flash/tf32x3 against flash/simt-
     ATTNSWAP_FLASH_F32=$k timeout 150 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models_$k.json" 2>&1 |
       tee "$OUT/models_$k.txt"
   done
+fi
+if [ "$what" = f32gemm ]; then # float32 products: SGEMM against 3xTF32, the peer's, then the float32 models and step
+  timeout 200 ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  grep -E "tests passed|FAILED|Failed|float32 [0-9]" "$OUT/ctest-cuda.log" | head -30
+  timeout 120 python3 bench/torch_matmul_cuda.py 2>&1 | grep -v Warn | tee "$OUT/torch_matmul.txt"
+  timeout 120 build-gpu/attnswap-run bench/matmul_cuda.lua --out "$OUT/matmul.json" 2>&1 | tee "$OUT/matmul.txt" || rc=1
+  ATTNSWAP_F32_GEMM=tf32x3 timeout 120 build-gpu/attnswap-run bench/matmul_cuda.lua 2>&1 | tee "$OUT/matmul_forced.txt" || rc=1
+  timeout 200 python3 bench/torch_models.py --out "$OUT/torch_models.json" > "$OUT/torch_models.txt" 2>&1
+  grep -E "eager" "$OUT/torch_models.txt"
+  for p in high highest; do
+    echo "== models, ATTNSWAP_F32_MATMUL=$p"
+    ATTNSWAP_F32_MATMUL=$p timeout 150 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models_$p.json" 2>&1 |
+      tee "$OUT/models_$p.txt" || rc=1
+  done
+  timeout 150 python3 bench/torch_train_step.py --device cuda --dtype float32 --batch 8 --seq 1024 --repeats 6 \
+    --out "$OUT/train_torch_f32.json" 2>&1 | grep -v Warning | tail -2 | tee -a "$OUT/train.txt" || rc=1
+  timeout 150 build-gpu/attnswap-run bench/train_step.lua --device cuda --dtype float32 --batch 8 --seq 1024 --repeats 6 \
+    --out "$OUT/train_attnswap_f32.json" 2>&1 | tail -3 | tee -a "$OUT/train.txt" || rc=1
 fi
 if [ "$what" = ncubwd ]; then # where the Hopper backward's time goes: Nsight Compute on one launch, if the host has it
   N=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)

@@ -19,6 +19,7 @@ typedef struct {
     int cuda_built;                 /* 1: this build has the CUDA backend */
     int cuda_devices;               /* devices visible */
     int deterministic;              /* as_get_deterministic() */
+    const char *f32_matmul;         /* as_get_float32_matmul_precision() */
 } as_runtime_info;
 
 void as_runtime_info_get(as_runtime_info *info);

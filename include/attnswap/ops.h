@@ -99,6 +99,15 @@ void as_threads_init(void); /* part of as_init */
  * default; ATTNSWAP_DETERMINISTIC=1 in the environment turns it on. */
 void as_set_deterministic(bool on);
 bool as_get_deterministic(void);
+/* ---- float32 products ----
+ * As torch.set_float32_matmul_precision: "highest" runs every float32
+ * product as an IEEE SGEMM; "high" (the default) lets a large one on a CUDA
+ * card with TF32 tensor cores run in 3xTF32, errors near float32's
+ * (docs/api.md).  The CPU's products are SGEMMs either way.
+ * ATTNSWAP_F32_MATMUL=highest in the environment sets the starting value.
+ * Setting an unknown name is an error (-1). */
+int as_set_float32_matmul_precision(const char *precision);
+const char *as_get_float32_matmul_precision(void);
 /* Once, before anything else (the Lua module and attnswap-run call it):
  * sets up the thread pool and registers the device backends. */
 void as_init(void);

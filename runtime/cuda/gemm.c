@@ -11,6 +11,7 @@
 
 #include "attnswap/cuda.h"
 #include "attnswap/error.h"
+#include "attnswap/ops.h"
 
 #ifndef ATTNSWAP_HAVE_CUDA
 
@@ -61,9 +62,9 @@ static int64_t padded(int64_t d) { return d % 8 == 0 ? d : (d + PAD_DIM - 1) / P
 static bool misaligned(int64_t ld, size_t es) { return (ld * (int64_t)es) % 16 != 0; }
 
 /* batch matrices, the i-th at element offsets i*sa, i*sb, i*sc. */
-static int gemm_call(const char *pa, const char *pb, char *pc, cudaDataType_t t, int ta, int tb, int64_t M, int64_t N,
-                     int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb,
-                     int64_t sc)
+static int gemm_call(const char *pa, const char *pb, char *pc, cudaDataType_t t, cublasComputeType_t ct, int ta,
+                     int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
+                     int64_t sa, int64_t sb, int64_t sc)
 {
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const float one = 1.0f, zero = 0.0f;
@@ -71,11 +72,10 @@ static int gemm_call(const char *pa, const char *pb, char *pc, cudaDataType_t t,
     cublasStatus_t st;
     if (batch == 1)
         st = cublasGemmEx(h, opb, opa, (int)N, (int)M, (int)K, &one, pb, t, (int)ldb, pa, t, (int)lda, &zero, pc, t,
-                          (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+                          (int)ldc, ct, CUBLAS_GEMM_DEFAULT);
     else
         st = cublasGemmStridedBatchedEx(h, opb, opa, (int)N, (int)M, (int)K, &one, pb, t, (int)ldb, sb, pa, t,
-                                        (int)lda, sa, &zero, pc, t, (int)ldc, sc, (int)batch, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT);
+                                        (int)lda, sa, &zero, pc, t, (int)ldc, sc, (int)batch, ct, CUBLAS_GEMM_DEFAULT);
     return as_cublas_check("matmul", st);
 }
 
@@ -107,7 +107,8 @@ static int gemm_padded(const char *pa, const char *pb, char *pc, cudaDataType_t 
     }
     if (pad_a && pad_copy(a2, aw2, ar2, aw2, pa, lda, ar, aw, es)) goto done;
     if (pad_b && pad_copy(b2, bw2, br2, bw2, pb, ldb, br, bw, es)) goto done;
-    if (gemm_call(pad_a ? a2 : pa, pad_b ? b2 : pb, pad_c ? c2 : pc, t, ta, tb, M2, N2, K2, pad_a ? aw2 : lda,
+    if (gemm_call(pad_a ? a2 : pa, pad_b ? b2 : pb, pad_c ? c2 : pc, t, CUBLAS_COMPUTE_32F, ta, tb, M2, N2, K2,
+                  pad_a ? aw2 : lda,
                   pad_b ? bw2 : ldb, pad_c ? N2 : ldc, 1, 0, 0, 0))
         goto done;
     rc = pad_c ? pad_copy(pc, ldc, M, N, c2, N2, M, N, es) : 0;
@@ -126,7 +127,7 @@ done:
  * dtype, transposes, sizes, leading dims, operand alignment) is kept. */
 #define LT_ALGOS 256 /* slots; a full probe run overwrites its first slot */
 #define LT_PROBE 8
-#define LT_KEY 11
+#define LT_KEY 12
 typedef struct {
     int64_t key[LT_KEY];
     cublasLtMatmulAlgo_t algo;
@@ -182,8 +183,9 @@ static int64_t alignment(const void *a, const void *b, const void *c, const void
  * of C: more than the product itself for GPT-2's layers at bf16 on an H100,
  * docs/performance.md).  1 when cuBLASLt declines (no handle, no algorithm):
  * the caller then adds the bias itself. */
-static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias, cudaDataType_t t, int ta, int tb,
-                     int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int index)
+static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias, cudaDataType_t t,
+                     cublasComputeType_t ct, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                     int64_t ldc, int index)
 {
     cublasLtHandle_t lt = as_cuda_blaslt_handle();
     size_t wsize;
@@ -199,9 +201,9 @@ static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias,
     /* the heuristic told the operands' real alignment (its default assumes 256 bytes,
      * and an algorithm that needs more fails at the call) */
     const uint32_t align = (uint32_t)alignment(pa, pb, pc, bias);
-    const int64_t key[LT_KEY] = {index, t, ta, tb, M, N, K, lda, ldb, ldc, align};
+    const int64_t key[LT_KEY] = {index, t, ct, ta, tb, M, N, K, lda, ldb, ldc, align};
     /* the operands swap, as in gemm_call: cuBLASLt's A is our B (op(B)^T is N x K), its B our A */
-    if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+    if (cublasLtMatmulDescCreate(&op, ct, CUDA_R_32F) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opa, sizeof opa) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
@@ -240,6 +242,90 @@ done:
     return rc;
 }
 
+/* ---- float32 products in 3xTF32 ----
+ * cuBLAS's SGEMM runs on the CUDA cores (about 50 TFLOP/s on an H100: the
+ * bound of the float32 models, docs/performance.md v0.12).  Its TF32 kernels
+ * run on the tensor cores at several times that, but TF32 keeps 10 bits of
+ * each operand's mantissa.  Each operand x is split into big = tf32(x) and
+ * small = x - big, and a b = ab bb + ab bs + as bb (as bs, below 2^-22 of the
+ * product, is dropped): float32-level results.  That sum is one TF32 product
+ * three times as deep, on copies A' = [Ab Ab As] and B' = [Bb Bs Bb] along k
+ * (kernels/cuda/tf32x3_split.cu), so cuBLAS's own TF32 kernels, and
+ * cuBLASLt's bias epilogue, do the work.  The copies cost a read and three
+ * writes of each operand and a scratch of three times its size, so a product
+ * takes this path only when it is large and square enough for that to pay
+ * (measured: docs/performance.md v0.14).  flash/tf32x3 does the same inside
+ * the attention kernel.  as_set_float32_matmul_precision("highest") keeps
+ * SGEMM; ATTNSWAP_F32_GEMM=tf32x3 or =sgemm forces one path for every float32
+ * product (the tests and benchmarks measure one against the other). */
+#define TF32X3_MIN_FLOPS ((int64_t)1 << 28)
+#define TF32X3_MIN_HARMONIC 192 /* M N / (M + N): the product's work per element copied */
+#define TF32X3_MAX_SCRATCH ((int64_t)1 << 32) /* bytes; past it, SGEMM */
+
+static bool tf32_cores(int index)
+{
+    static signed char cache[64]; /* 0 unknown, 1 yes, -1 no */
+    if (index < 0 || index >= 64) return false;
+    if (!cache[index]) {
+        int major = 0;
+        cache[index] = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index) == cudaSuccess &&
+                               major >= 8
+                           ? 1
+                           : -1;
+    }
+    return cache[index] > 0;
+}
+
+static bool use_tf32x3(int64_t M, int64_t N, int64_t K, int64_t batch, int index)
+{
+    static int forced; /* 0 unknown, 1 tf32x3, -1 sgemm, 2 not forced */
+    if (!forced) {
+        const char *e = getenv("ATTNSWAP_F32_GEMM");
+        forced = e && !strcmp(e, "tf32x3") ? 1 : e && !strcmp(e, "sgemm") ? -1 : 2;
+    }
+    if (forced == -1 || M <= 0 || N <= 0 || K <= 0 || 3 * K > INT_MAX || !tf32_cores(index)) return false;
+    if (forced == 1) return true;
+    return !strcmp(as_get_float32_matmul_precision(), "high") && 2 * M * N * K * batch >= TF32X3_MIN_FLOPS &&
+           M * N >= TF32X3_MIN_HARMONIC * (M + N);
+}
+
+/* C = A B as above (the batch as in gemm_call; an operand with batch stride
+ * 0 is split once).  1 when it declines (no scratch): the caller runs SGEMM. */
+static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bias, bool *bias_done, int ta, int tb,
+                       int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
+                       int64_t sa, int64_t sb, int64_t sc, int index)
+{
+    const int64_t na = sa ? batch : 1, nb = sb ? batch : 1;
+    const int64_t a_bytes = (int64_t)sizeof(float) * 3 * M * K * na, b_bytes = (int64_t)sizeof(float) * 3 * N * K * nb;
+    if (a_bytes + b_bytes > TF32X3_MAX_SCRATCH) return 1;
+    float *a3 = as_cuda_alloc((size_t)a_bytes, index), *b3 = as_cuda_alloc((size_t)b_bytes, index);
+    int rc = 1;
+    if (!a3 || !b3) goto done;
+    /* A is stored (M, K), or (K, M) when ta: k runs along its columns, or its rows; B likewise */
+    rc = as_cuda_check("matmul", as_cuda_tf32x3_split(a3, (const float *)pa, na, ta ? K : M, ta ? M : K, lda, sa,
+                                                      ta, 2));
+    if (!rc)
+        rc = as_cuda_check("matmul", as_cuda_tf32x3_split(b3, (const float *)pb, nb, tb ? N : K, tb ? K : N, ldb,
+                                                          sb, !tb, 1));
+    if (rc) goto done;
+    const int64_t lda3 = ta ? M : 3 * K, ldb3 = tb ? 3 * K : N;
+    if (bias && batch == 1) {
+        rc = gemm_bias((const char *)a3, (const char *)b3, pc, bias, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta,
+                       tb, M, N, 3 * K, lda3, ldb3, ldc, index);
+        if (rc <= 0) {
+            *bias_done = rc == 0;
+            goto done;
+        }
+    }
+    rc = gemm_call((const char *)a3, (const char *)b3, pc, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb, M, N,
+                   3 * K, lda3, ldb3, ldc, batch, na > 1 ? 3 * M * K : 0, nb > 1 ? 3 * N * K : 0, sc);
+done:
+    /* the caching allocator hands these blocks out again only to work queued after this on the same stream */
+    if (a3) as_cuda_free(a3, index);
+    if (b3) as_cuda_free(b3, index);
+    return rc;
+}
+
 static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc,
                 const as_tensor *bias, bool *bias_done)
@@ -258,14 +344,19 @@ static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, in
     if (es == 2 && batch == 1 && 2 * M * N * K >= PAD_MIN_FLOPS && pad_misaligned() &&
         (M % 8 || N % 8 || K % 8 || misaligned(lda, es) || misaligned(ldb, es) || misaligned(ldc, es)))
         return gemm_padded(pa, pb, pc, t, es, ta, tb, M, N, K, lda, ldb, ldc, index);
-    if (bias && batch == 1 && bias->dtype == c->dtype) {
-        int rc = gemm_bias(pa, pb, pc, as_data(bias), t, ta, tb, M, N, K, lda, ldb, ldc, index);
+    const void *pbias = bias && bias->dtype == c->dtype ? as_data(bias) : NULL;
+    if (c->dtype == AS_F32 && use_tf32x3(M, N, K, batch, index)) {
+        int rc = gemm_tf32x3(pa, pb, pc, pbias, bias_done, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, index);
+        if (rc <= 0) return rc;
+    }
+    if (pbias && batch == 1) {
+        int rc = gemm_bias(pa, pb, pc, pbias, t, CUBLAS_COMPUTE_32F, ta, tb, M, N, K, lda, ldb, ldc, index);
         if (rc <= 0) {
             *bias_done = rc == 0;
             return rc;
         }
     }
-    return gemm_call(pa, pb, pc, t, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc);
+    return gemm_call(pa, pb, pc, t, CUBLAS_COMPUTE_32F, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc);
 }
 
 /* The batch [0, nbatch) as one stride per operand, when its dims allow. */

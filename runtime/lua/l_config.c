@@ -23,12 +23,12 @@ static int config_tostring(lua_State *L)
 
 /* config() -> {version, cpu, cpu_features, blas, blas_core, blas_core_by,
  * blas_core_openblas, blas_note, threads, attention_isa, cuda, cuda_devices,
- * deterministic} */
+ * deterministic, float32_matmul_precision} */
 static int l_config(lua_State *L)
 {
     as_runtime_info i;
     as_runtime_info_get(&i);
-    lua_createtable(L, 0, 13);
+    lua_createtable(L, 0, 14);
     set_string(L, "version", AS_VERSION);
     set_string(L, "cpu", i.cpu);
     set_string(L, "cpu_features", i.cpu_features);
@@ -46,6 +46,7 @@ static int l_config(lua_State *L)
     lua_setfield(L, -2, "cuda_devices");
     lua_pushboolean(L, i.deterministic);
     lua_setfield(L, -2, "deterministic");
+    set_string(L, "float32_matmul_precision", i.f32_matmul);
     if (luaL_newmetatable(L, "attnswap.config")) {
         lua_pushcfunction(L, config_tostring);
         lua_setfield(L, -2, "__tostring");

@@ -383,6 +383,22 @@ static int l_get_deterministic(lua_State *L)
     return 1;
 }
 
+/* set_float32_matmul_precision("highest" | "high"): as torch's (attnswap/ops.h) */
+static int l_set_float32_matmul_precision(lua_State *L)
+{
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return l_error(L, "set_float32_matmul_precision: expected \"highest\" or \"high\", got %s",
+                       luaL_typename(L, 1));
+    if (as_set_float32_matmul_precision(lua_tostring(L, 1))) return l_raise(L);
+    return 0;
+}
+
+static int l_get_float32_matmul_precision(lua_State *L)
+{
+    lua_pushstring(L, as_get_float32_matmul_precision());
+    return 1;
+}
+
 /* Methods, also exported as module functions: as.exp(t) == t:exp(). */
 static const luaL_Reg op_methods[] = {
     {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"pow", l_pow},
@@ -406,7 +422,8 @@ static const luaL_Reg op_functions[] = {
     {"where", l_where}, {"cat", l_cat}, {"stack", l_stack}, {"linear", l_linear},
     {"embedding", l_embedding}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"set_deterministic", l_set_deterministic},
-    {"get_deterministic", l_get_deterministic},
+    {"get_deterministic", l_get_deterministic}, {"set_float32_matmul_precision", l_set_float32_matmul_precision},
+    {"get_float32_matmul_precision", l_get_float32_matmul_precision},
     {NULL, NULL},
 };
 

@@ -47,6 +47,7 @@ void as_runtime_info_get(as_runtime_info *out)
     out->cuda_built = as_cuda_built();
     out->cuda_devices = as_cuda_device_count();
     out->deterministic = as_get_deterministic();
+    out->f32_matmul = as_get_float32_matmul_precision();
 }
 
 int as_runtime_info_describe(char *buf, size_t size)
@@ -72,7 +73,9 @@ int as_runtime_info_describe(char *buf, size_t size)
                     "threads:       %d (OpenMP; OpenBLAS one thread inside)\n"
                     "attention isa: %s (CPU flash kernel)\n"
                     "cuda:          %s\n"
-                    "deterministic: %s\n",
+                    "deterministic: %s\n"
+                    "f32 matmul:    %s (%s)\n",
                     *i.cpu ? i.cpu : "unknown", i.cpu_features, i.blas, core, i.threads, i.attention_isa, cuda,
-                    i.deterministic ? "on" : "off");
+                    i.deterministic ? "on" : "off", i.f32_matmul,
+                    !strcmp(i.f32_matmul, "high") ? "large CUDA products in 3xTF32" : "SGEMM everywhere");
 }

@@ -311,6 +311,72 @@ static void test_matmul(void)
     }
 }
 
+/* float32 products against float64 on the CPU, at a size where the
+ * default ("high") takes 3xTF32 (runtime/cuda/gemm.c) and under "highest"
+ * (SGEMM): both within float32's error, where a single TF32 product would be
+ * some 50 times off; odd sizes, A transposed or narrowed, B as a linear
+ * layer's weight or as itself, with a bias, and a batch sharing one B. */
+static double rel_err64(const as_tensor *gpu, const as_tensor *ref)
+{
+    as_tensor *back = as_to_device(gpu, AS_CPU);
+    double worst = back && as_same_shape(back, ref) ? 0 : INFINITY;
+    for (int64_t i = 0, n = isinf(worst) ? 0 : as_numel(ref); i < n; i++) {
+        double d = fabs(as_get_flat(back, i) - as_get_flat(ref, i)) / (1 + fabs(as_get_flat(ref, i)));
+        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
+    }
+    as_release(back);
+    return worst;
+}
+
+static void test_matmul_tf32x3(void)
+{
+    const int64_t M = 513, N = 387, K = 769;
+    const bool forced = getenv("ATTNSWAP_F32_GEMM") != NULL;
+    for (int layout = 0; layout < 4; layout++) {
+        /* 0: A @ W^T + b; 1: A^T (stored K x M) @ B; 2: narrowed A @ B^T-view; 3: batch of 3 A's @ one B */
+        as_tensor *fa = as_test_random(3, (int64_t[]){layout == 3 ? 3 : 1, layout == 1 ? K : M, layout == 1 ? M : K + 5});
+        as_tensor *fb = as_test_random(2, (int64_t[]){layout == 1 || layout == 3 ? K : N, layout == 1 || layout == 3 ? N : K});
+        as_tensor *fbias = as_test_random(1, (int64_t[]){N});
+        as_tensor *a3 = layout == 3 ? as_retain(fa) : as_select(fa, 0, 0), *g3 = as_to_device(a3, CUDA0);
+        const int last = a3->ndim - 1, start = layout == 2 ? 3 : 0;
+        as_tensor *a2 = layout == 1 ? as_transpose(a3, 0, 1) : as_narrow(a3, last, start, K);
+        as_tensor *ga = layout == 1 ? as_transpose(g3, 0, 1) : as_narrow(g3, last, start, K);
+        as_tensor *gb = as_to_device(fb, CUDA0), *gbias = as_to_device(fbias, CUDA0);
+        as_tensor *da = as_to_dtype(a2, AS_F64), *db = as_to_dtype(fb, AS_F64), *dbias = as_to_dtype(fbias, AS_F64);
+        as_tensor *dbt = layout == 2 ? as_transpose(db, 0, 1) : as_retain(db);
+        as_tensor *ref = layout == 0 ? as_linear(da, db, dbias) : as_matmul(da, dbt);
+        double err[2];
+        as_tensor *out[2];
+        for (int hi = 0; hi < 2; hi++) {
+            CHECK(as_set_float32_matmul_precision(hi ? "highest" : "high") == 0);
+            as_tensor *gbt = layout == 2 ? as_transpose(gb, 0, 1) : as_retain(gb);
+            out[hi] = layout == 0 ? as_linear(ga, gb, gbias) : as_matmul(ga, gbt);
+            err[hi] = out[hi] ? rel_err64(out[hi], ref) : INFINITY;
+            as_release(gbt);
+        }
+        as_set_float32_matmul_precision("high");
+        fprintf(stderr, "float32 %lld x %lld x %lld, layout %d: relative error %.2e (high), %.2e (highest)\n",
+                (long long)M, (long long)N, (long long)K, layout, err[0], err[1]);
+        as_test_checks++;
+        if (!(err[0] <= tol(AS_F32) && err[1] <= tol(AS_F32))) {
+            as_test_failures++;
+            fprintf(stderr, "float32 product, layout %d: relative error %g (high), %g (highest), against %g\n",
+                    layout, err[0], err[1], tol(AS_F32));
+        }
+        if (!forced && out[0] && out[1]) { /* two paths ran: their roundings differ somewhere */
+            as_tensor *x = as_to_device(out[0], AS_CPU), *y = as_to_device(out[1], AS_CPU);
+            bool differ = false;
+            for (int64_t i = 0, n = as_numel(x); i < n && !differ; i++) differ = as_get_flat(x, i) != as_get_flat(y, i);
+            CHECK(differ);
+            as_release(x), as_release(y);
+        }
+        as_release(out[0]), as_release(out[1]), as_release(ref), as_release(da), as_release(db), as_release(dbias);
+        as_release(dbt), as_release(ga), as_release(gb), as_release(gbias), as_release(g3), as_release(a2);
+        as_release(a3);
+        as_release(fa), as_release(fb), as_release(fbias);
+    }
+}
+
 static void test_index(void)
 {
     as_tensor *f = as_test_random(3, (int64_t[]){4, 10, 6}), *g = as_to_device(f, CUDA0);
@@ -419,6 +485,7 @@ int main(void)
     test_reductions(296);
     fprintf(stderr, "test_matmul\n");
     test_matmul();
+    test_matmul_tf32x3();
     fprintf(stderr, "test_index\n");
     test_index();
     fprintf(stderr, "test_attention\n");
