@@ -26,11 +26,12 @@ int as_cuda_copy(const as_kview *dst, const as_kview *src);
 int as_cuda_pad_copy(void *dst, int64_t dld, int64_t drows, int64_t dcols, const void *src, int64_t sld,
                      int64_t srows, int64_t scols, int es);
 /* A float32 (rows, cols) matrix, rows ld apart, batch of them bs apart, as
- * three dense copies along its rows (along_rows) or its columns: each
- * element's TF32 big part, and its small remainder in copy small_seg, for a
- * product run in 3xTF32 (kernels/cuda/tf32x3_split.cu) */
+ * three dense (drows, dcols) copies, zero past the source, one after another
+ * along the rows (along_rows) or the columns: each element's TF32 big part,
+ * and its small remainder in copy small_seg, for a product run in 3xTF32
+ * (kernels/cuda/tf32x3_split.cu) */
 int as_cuda_tf32x3_split(float *dst, const float *src, int64_t batch, int64_t rows, int64_t cols, int64_t ld,
-                         int64_t bs, int along_rows, int small_seg);
+                         int64_t bs, int64_t drows, int64_t dcols, int along_rows, int small_seg);
 int as_cuda_fill(const as_kview *dst, double value);
 int as_cuda_binary(as_binop op, const as_kview *out, const as_kview *a, const as_kview *b);
 int as_cuda_unary(as_unop op, const as_kview *out, const as_kview *a);

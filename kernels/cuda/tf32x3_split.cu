@@ -5,8 +5,9 @@
  * dimension.  With A' = [Ab Ab As] and B' = [Bb Bs Bb] over a 3K-long k,
  * A' B' = Ab Bb + Ab Bs + As Bb: a single TF32 product of three times the
  * depth.  The copies keep the source's orientation (k along its rows or its
- * columns), so reads and writes both run along memory.  Memory-bound: one
- * read and three writes an element. */
+ * columns), so reads and writes both run along memory, and may be padded
+ * with zeros to aligned sizes.  Memory-bound: one read and three writes an
+ * element. */
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -30,17 +31,21 @@ __device__ __forceinline__ void split(float x, float &big, float &small)
 
 /* V floats at a time (4 where every row start is 16-byte aligned, else 1).
  * Element (b, i, j) of the (rows, cols) source, rows ld apart and batch
- * matrices bs apart, lands at segment s of the dense destination: along the
- * columns, row i of 3 cols; along the rows, row s rows + i. */
+ * matrices bs apart, lands at segment s of the dense destination, each
+ * segment (drows, dcols) with zeros past the source: along the columns, row
+ * i of 3 dcols; along the rows, row s drows + i. */
 template <int V, bool ALONG_ROWS>
 __global__ void split3_kernel(float *__restrict__ dst, const float *__restrict__ src, int64_t batch, int64_t rows,
-                              int64_t cols, int64_t ld, int64_t bs, int small_seg)
+                              int64_t cols, int64_t ld, int64_t bs, int64_t drows, int64_t dcols, int small_seg)
 {
-    const int64_t cv = cols / V, n = batch * rows * cv;
+    const int64_t cv = dcols / V, n = batch * drows * cv;
     for (int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; x < n; x += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t j = (x % cv) * V, r = x / cv, i = r % rows, b = r / rows;
+        const int64_t j = (x % cv) * V, r = x / cv, i = r % drows, b = r / drows;
         float v[V], big[V], small[V];
-        if constexpr (V == 4) {
+        if (i >= rows || j >= cols) {
+#pragma unroll
+            for (int e = 0; e < V; e++) v[e] = 0.0f;
+        } else if constexpr (V == 4) {
             const float4 q = *reinterpret_cast<const float4 *>(src + b * bs + i * ld + j);
             v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
         } else {
@@ -48,11 +53,11 @@ __global__ void split3_kernel(float *__restrict__ dst, const float *__restrict__
         }
 #pragma unroll
         for (int e = 0; e < V; e++) split(v[e], big[e], small[e]);
-        float *d = dst + b * 3 * rows * cols;
+        float *d = dst + b * 3 * drows * dcols;
 #pragma unroll
         for (int s = 0; s < 3; s++) {
             const float *w = s == small_seg ? small : big;
-            float *o = ALONG_ROWS ? d + (s * rows + i) * cols + j : d + i * 3 * cols + s * cols + j;
+            float *o = ALONG_ROWS ? d + (s * drows + i) * dcols + j : d + i * 3 * dcols + s * dcols + j;
             if constexpr (V == 4)
                 *reinterpret_cast<float4 *>(o) = make_float4(w[0], w[1], w[2], w[3]);
             else
@@ -63,28 +68,31 @@ __global__ void split3_kernel(float *__restrict__ dst, const float *__restrict__
 
 template <int V, bool ALONG_ROWS>
 void launch(float *dst, const float *src, int64_t batch, int64_t rows, int64_t cols, int64_t ld, int64_t bs,
-            int small_seg, cudaStream_t s)
+            int64_t drows, int64_t dcols, int small_seg, cudaStream_t s)
 {
-    const int64_t n = batch * rows * (cols / V);
+    const int64_t n = batch * drows * (dcols / V);
     int64_t blocks = (n + 255) / 256;
     if (blocks > (1 << 20)) blocks = 1 << 20;
-    split3_kernel<V, ALONG_ROWS><<<(unsigned)blocks, 256, 0, s>>>(dst, src, batch, rows, cols, ld, bs, small_seg);
+    split3_kernel<V, ALONG_ROWS>
+        <<<(unsigned)blocks, 256, 0, s>>>(dst, src, batch, rows, cols, ld, bs, drows, dcols, small_seg);
 }
 
 } // namespace
 
 extern "C" int as_cuda_tf32x3_split(float *dst, const float *src, int64_t batch, int64_t rows, int64_t cols,
-                                    int64_t ld, int64_t bs, int along_rows, int small_seg)
+                                    int64_t ld, int64_t bs, int64_t drows, int64_t dcols, int along_rows,
+                                    int small_seg)
 {
-    if (batch <= 0 || rows <= 0 || cols <= 0) return 0;
+    if (batch <= 0 || drows <= 0 || dcols <= 0) return 0;
+    if (drows < rows || dcols < cols) return (int)cudaErrorInvalidValue;
     cudaStream_t s = (cudaStream_t)as_cuda_current_stream();
-    const bool vec = cols % 4 == 0 && ld % 4 == 0 && bs % 4 == 0 && ((uintptr_t)src & 15) == 0 &&
+    const bool vec = cols % 4 == 0 && dcols % 4 == 0 && ld % 4 == 0 && bs % 4 == 0 && ((uintptr_t)src & 15) == 0 &&
                      ((uintptr_t)dst & 15) == 0;
     if (vec)
-        along_rows ? launch<4, true>(dst, src, batch, rows, cols, ld, bs, small_seg, s)
-                   : launch<4, false>(dst, src, batch, rows, cols, ld, bs, small_seg, s);
+        along_rows ? launch<4, true>(dst, src, batch, rows, cols, ld, bs, drows, dcols, small_seg, s)
+                   : launch<4, false>(dst, src, batch, rows, cols, ld, bs, drows, dcols, small_seg, s);
     else
-        along_rows ? launch<1, true>(dst, src, batch, rows, cols, ld, bs, small_seg, s)
-                   : launch<1, false>(dst, src, batch, rows, cols, ld, bs, small_seg, s);
+        along_rows ? launch<1, true>(dst, src, batch, rows, cols, ld, bs, drows, dcols, small_seg, s)
+                   : launch<1, false>(dst, src, batch, rows, cols, ld, bs, drows, dcols, small_seg, s);
     return (int)cudaGetLastError();
 }

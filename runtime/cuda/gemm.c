@@ -258,8 +258,8 @@ done:
  * the attention kernel.  as_set_float32_matmul_precision("highest") keeps
  * SGEMM; ATTNSWAP_F32_GEMM=tf32x3 or =sgemm forces one path for every float32
  * product (the tests and benchmarks measure one against the other). */
-#define TF32X3_MIN_FLOPS ((int64_t)1 << 28)
-#define TF32X3_MIN_HARMONIC 192 /* M N / (M + N): the product's work per element copied */
+#define TF32X3_MIN_FLOPS ((int64_t)1 << 29)
+#define TF32X3_MIN_HARMONIC 320 /* M N / (M + N): the product's work per element copied */
 #define TF32X3_MAX_SCRATCH ((int64_t)1 << 32) /* bytes; past it, SGEMM */
 
 static bool tf32_cores(int index)
@@ -289,40 +289,58 @@ static bool use_tf32x3(int64_t M, int64_t N, int64_t K, int64_t batch, int index
            M * N >= TF32X3_MIN_HARMONIC * (M + N);
 }
 
+/* a dim of a single product, padded so that every row of the copies and of
+ * C starts 16-byte aligned: cuBLAS's TF32 kernels want that as its 16-bit
+ * ones do (an odd vocabulary's LM head ran at 0.9x SGEMM unpadded) */
+static int64_t tf32_padded(int64_t d) { return (d + 15) / 16 * 16; }
+
 /* C = A B as above (the batch as in gemm_call; an operand with batch stride
- * 0 is split once).  1 when it declines (no scratch): the caller runs SGEMM. */
+ * 0 is split once).  A single product's dims are padded (zeros in the
+ * copies, C through a scratch cropped back) where they are not aligned.
+ * 1 when it declines (no scratch): the caller runs SGEMM. */
 static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bias, bool *bias_done, int ta, int tb,
                        int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
                        int64_t sa, int64_t sb, int64_t sc, int index)
 {
     const int64_t na = sa ? batch : 1, nb = sb ? batch : 1;
-    const int64_t a_bytes = (int64_t)sizeof(float) * 3 * M * K * na, b_bytes = (int64_t)sizeof(float) * 3 * N * K * nb;
-    if (a_bytes + b_bytes > TF32X3_MAX_SCRATCH) return 1;
+    const bool one = batch == 1;
+    const int64_t M2 = one ? tf32_padded(M) : M, N2 = one ? tf32_padded(N) : N, K2 = one ? tf32_padded(K) : K;
+    const bool pad_c = one && (M2 != M || N2 != N || ldc % 4 || ((uintptr_t)pc & 15));
+    const int64_t a_bytes = (int64_t)sizeof(float) * 3 * M2 * K2 * na, b_bytes = (int64_t)sizeof(float) * 3 * N2 * K2 * nb;
+    const int64_t c_bytes = pad_c ? (int64_t)sizeof(float) * M2 * N2 : 0;
+    if (a_bytes + b_bytes + c_bytes > TF32X3_MAX_SCRATCH || 3 * K2 > INT_MAX || !fits_int(M2) || !fits_int(N2))
+        return 1;
     float *a3 = as_cuda_alloc((size_t)a_bytes, index), *b3 = as_cuda_alloc((size_t)b_bytes, index);
+    float *c2 = pad_c ? as_cuda_alloc((size_t)c_bytes, index) : NULL;
+    char *out = pad_c ? (char *)c2 : pc;
+    const int64_t ldo = pad_c ? N2 : ldc;
     int rc = 1;
-    if (!a3 || !b3) goto done;
+    if (!a3 || !b3 || (pad_c && !c2)) goto done;
     /* A is stored (M, K), or (K, M) when ta: k runs along its columns, or its rows; B likewise */
     rc = as_cuda_check("matmul", as_cuda_tf32x3_split(a3, (const float *)pa, na, ta ? K : M, ta ? M : K, lda, sa,
-                                                      ta, 2));
+                                                      ta ? K2 : M2, ta ? M2 : K2, ta, 2));
     if (!rc)
-        rc = as_cuda_check("matmul", as_cuda_tf32x3_split(b3, (const float *)pb, nb, tb ? N : K, tb ? K : N, ldb,
-                                                          sb, !tb, 1));
+        rc = as_cuda_check("matmul", as_cuda_tf32x3_split(b3, (const float *)pb, nb, tb ? N : K, tb ? K : N, ldb, sb,
+                                                          tb ? N2 : K2, tb ? K2 : N2, !tb, 1));
     if (rc) goto done;
-    const int64_t lda3 = ta ? M : 3 * K, ldb3 = tb ? 3 * K : N;
-    if (bias && batch == 1) {
-        rc = gemm_bias((const char *)a3, (const char *)b3, pc, bias, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta,
-                       tb, M, N, 3 * K, lda3, ldb3, ldc, index);
-        if (rc <= 0) {
-            *bias_done = rc == 0;
-            goto done;
-        }
+    const int64_t lda3 = ta ? M2 : 3 * K2, ldb3 = tb ? 3 * K2 : N2;
+    bool biased = false;
+    if (bias && one && N2 == N) { /* the epilogue reads N2 biases */
+        rc = gemm_bias((const char *)a3, (const char *)b3, out, bias, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta,
+                       tb, M2, N2, 3 * K2, lda3, ldb3, ldo, index);
+        if (rc < 0) goto done;
+        biased = rc == 0;
     }
-    rc = gemm_call((const char *)a3, (const char *)b3, pc, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb, M, N,
-                   3 * K, lda3, ldb3, ldc, batch, na > 1 ? 3 * M * K : 0, nb > 1 ? 3 * N * K : 0, sc);
+    if (!biased)
+        rc = gemm_call((const char *)a3, (const char *)b3, out, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb, M2,
+                       N2, 3 * K2, lda3, ldb3, ldo, batch, na > 1 ? 3 * M * K : 0, nb > 1 ? 3 * N * K : 0, sc);
+    if (!rc && pad_c) rc = pad_copy(pc, ldc, M, N, c2, N2, M, N, sizeof(float));
+    if (!rc) *bias_done = biased;
 done:
     /* the caching allocator hands these blocks out again only to work queued after this on the same stream */
     if (a3) as_cuda_free(a3, index);
     if (b3) as_cuda_free(b3, index);
+    if (c2) as_cuda_free(c2, index);
     return rc;
 }
 

@@ -313,9 +313,10 @@ static void test_matmul(void)
 
 /* float32 products against float64 on the CPU, at a size where the
  * default ("high") takes 3xTF32 (runtime/cuda/gemm.c) and under "highest"
- * (SGEMM): both within float32's error, where a single TF32 product would be
- * some 50 times off; odd sizes, A transposed or narrowed, B as a linear
- * layer's weight or as itself, with a bias, and a batch sharing one B. */
+ * (SGEMM): 3xTF32's error within a few times SGEMM's (a single TF32 product
+ * would be some 50 times off); odd sizes (the padded path), A transposed or
+ * narrowed, B as a linear layer's weight or as itself, with a bias, and a
+ * batch sharing one B. */
 static double rel_err64(const as_tensor *gpu, const as_tensor *ref)
 {
     as_tensor *back = as_to_device(gpu, AS_CPU);
@@ -330,10 +331,13 @@ static double rel_err64(const as_tensor *gpu, const as_tensor *ref)
 
 static void test_matmul_tf32x3(void)
 {
-    const int64_t M = 513, N = 387, K = 769;
+    const int64_t M = 1029, K = 517;
     const bool forced = getenv("ATTNSWAP_F32_GEMM") != NULL;
-    for (int layout = 0; layout < 4; layout++) {
-        /* 0: A @ W^T + b; 1: A^T (stored K x M) @ B; 2: narrowed A @ B^T-view; 3: batch of 3 A's @ one B */
+    for (int layout = 0; layout < 5; layout++) {
+        /* 0: A @ W^T + b; 1: A^T (stored K x M) @ B; 2: narrowed A @ B^T-view; 3: batch of 3 A's @ one B;
+         * 4: as 0 with 768 outputs (the bias in the epilogue, C padded by rows only) */
+        const int64_t N = layout == 4 ? 768 : 771;
+        const bool lin = layout == 0 || layout == 4;
         as_tensor *fa = as_test_random(3, (int64_t[]){layout == 3 ? 3 : 1, layout == 1 ? K : M, layout == 1 ? M : K + 5});
         as_tensor *fb = as_test_random(2, (int64_t[]){layout == 1 || layout == 3 ? K : N, layout == 1 || layout == 3 ? N : K});
         as_tensor *fbias = as_test_random(1, (int64_t[]){N});
@@ -344,13 +348,13 @@ static void test_matmul_tf32x3(void)
         as_tensor *gb = as_to_device(fb, CUDA0), *gbias = as_to_device(fbias, CUDA0);
         as_tensor *da = as_to_dtype(a2, AS_F64), *db = as_to_dtype(fb, AS_F64), *dbias = as_to_dtype(fbias, AS_F64);
         as_tensor *dbt = layout == 2 ? as_transpose(db, 0, 1) : as_retain(db);
-        as_tensor *ref = layout == 0 ? as_linear(da, db, dbias) : as_matmul(da, dbt);
+        as_tensor *ref = lin ? as_linear(da, db, dbias) : as_matmul(da, dbt);
         double err[2];
         as_tensor *out[2];
         for (int hi = 0; hi < 2; hi++) {
             CHECK(as_set_float32_matmul_precision(hi ? "highest" : "high") == 0);
             as_tensor *gbt = layout == 2 ? as_transpose(gb, 0, 1) : as_retain(gb);
-            out[hi] = layout == 0 ? as_linear(ga, gb, gbias) : as_matmul(ga, gbt);
+            out[hi] = lin ? as_linear(ga, gb, gbias) : as_matmul(ga, gbt);
             err[hi] = out[hi] ? rel_err64(out[hi], ref) : INFINITY;
             as_release(gbt);
         }
@@ -358,10 +362,10 @@ static void test_matmul_tf32x3(void)
         fprintf(stderr, "float32 %lld x %lld x %lld, layout %d: relative error %.2e (high), %.2e (highest)\n",
                 (long long)M, (long long)N, (long long)K, layout, err[0], err[1]);
         as_test_checks++;
-        if (!(err[0] <= tol(AS_F32) && err[1] <= tol(AS_F32))) {
+        if (!(err[1] <= 5 * tol(AS_F32) && err[0] <= 3 * err[1] + 1e-7)) {
             as_test_failures++;
-            fprintf(stderr, "float32 product, layout %d: relative error %g (high), %g (highest), against %g\n",
-                    layout, err[0], err[1], tol(AS_F32));
+            fprintf(stderr, "float32 product, layout %d: relative error %g (high) against %g (highest, SGEMM)\n",
+                    layout, err[0], err[1]);
         }
         if (!forced && out[0] && out[1]) { /* two paths ran: their roundings differ somewhere */
             as_tensor *x = as_to_device(out[0], AS_CPU), *y = as_to_device(out[1], AS_CPU);
