@@ -1,7 +1,7 @@
 /* The operands of a float32 product run in 3xTF32 on cuBLAS's TF32 kernels
  * (runtime/cuda/gemm.c says why): each element x of a stored matrix becomes
- * big = tf32(x), rounded to nearest, and small = x - big, laid out as three
- * copies of the matrix one after another along the product's inner (k)
+ * big = tf32(x), rounded to nearest, and small = tf32(x - big), laid out as
+ * three copies of the matrix one after another along the product's inner (k)
  * dimension.  With A' = [Ab Ab As] and B' = [Bb Bs Bb] over a 3K-long k,
  * A' B' = Ab Bb + Ab Bs + As Bb: a single TF32 product of three times the
  * depth.  The copies keep the source's orientation (k along its rows or its
@@ -15,18 +15,28 @@
 
 namespace {
 
-/* x rounded to the nearest TF32 value (ties away from zero, as cvt.rna);
- * infinities and NaNs are their own big part with a zero small part */
+__device__ __forceinline__ float tf32_round(float x) /* nearest TF32 value, ties away from zero (cvt.rna) */
+{
+    return __uint_as_float((__float_as_uint(x) + 0x1000u) & 0xffffe000u);
+}
+
+/* x = big + small, both TF32 values: the tensor core would truncate a
+ * float32's low 13 bits, so small is rounded here (its error is then at most
+ * 2^-22 of x, unbiased, against 2^-21 truncated).  Infinities and NaNs are
+ * their own big part with a zero small part, as is a finite x that rounds
+ * past float's range. */
 __device__ __forceinline__ void split(float x, float &big, float &small)
 {
-    const uint32_t u = __float_as_uint(x);
-    if ((u & 0x7f800000u) == 0x7f800000u) {
+    if ((__float_as_uint(x) & 0x7f800000u) == 0x7f800000u) {
         big = x, small = 0.0f;
         return;
     }
-    big = __uint_as_float((u + 0x1000u) & 0xffffe000u);
-    small = isinf(big) ? 0.0f : x - big; /* past float's range after rounding: keep x whole */
-    if (isinf(big)) big = x;
+    big = tf32_round(x);
+    if (isinf(big)) {
+        big = x, small = 0.0f;
+        return;
+    }
+    small = tf32_round(x - big);
 }
 
 /* V floats at a time (4 where every row start is 16-byte aligned, else 1).

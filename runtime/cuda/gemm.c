@@ -296,8 +296,11 @@ static int64_t tf32_padded(int64_t d) { return (d + 15) / 16 * 16; }
 
 /* C = A B as above (the batch as in gemm_call; an operand with batch stride
  * 0 is split once).  A single product's dims are padded (zeros in the
- * copies, C through a scratch cropped back) where they are not aligned.
- * 1 when it declines (no scratch): the caller runs SGEMM. */
+ * copies) where they are not aligned, and C then goes through a scratch of
+ * at most TF32X3_C_CHUNK bytes, a band of rows at a time, cropped back (an
+ * LM head's logits whole would double their memory).  1 when it declines
+ * (no scratch): the caller runs SGEMM. */
+#define TF32X3_C_CHUNK ((int64_t)256 << 20)
 static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bias, bool *bias_done, int ta, int tb,
                        int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
                        int64_t sa, int64_t sb, int64_t sc, int index)
@@ -306,14 +309,15 @@ static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bia
     const bool one = batch == 1;
     const int64_t M2 = one ? tf32_padded(M) : M, N2 = one ? tf32_padded(N) : N, K2 = one ? tf32_padded(K) : K;
     const bool pad_c = one && (M2 != M || N2 != N || ldc % 4 || ((uintptr_t)pc & 15));
+    int64_t band = pad_c ? TF32X3_C_CHUNK / ((int64_t)sizeof(float) * N2) / 16 * 16 : M2; /* C's rows a product */
+    if (band < 16) band = 16;
+    if (band > M2) band = M2;
     const int64_t a_bytes = (int64_t)sizeof(float) * 3 * M2 * K2 * na, b_bytes = (int64_t)sizeof(float) * 3 * N2 * K2 * nb;
-    const int64_t c_bytes = pad_c ? (int64_t)sizeof(float) * M2 * N2 : 0;
+    const int64_t c_bytes = pad_c ? (int64_t)sizeof(float) * band * N2 : 0;
     if (a_bytes + b_bytes + c_bytes > TF32X3_MAX_SCRATCH || 3 * K2 > INT_MAX || !fits_int(M2) || !fits_int(N2))
         return 1;
     float *a3 = as_cuda_alloc((size_t)a_bytes, index), *b3 = as_cuda_alloc((size_t)b_bytes, index);
     float *c2 = pad_c ? as_cuda_alloc((size_t)c_bytes, index) : NULL;
-    char *out = pad_c ? (char *)c2 : pc;
-    const int64_t ldo = pad_c ? N2 : ldc;
     int rc = 1;
     if (!a3 || !b3 || (pad_c && !c2)) goto done;
     /* A is stored (M, K), or (K, M) when ta: k runs along its columns, or its rows; B likewise */
@@ -325,16 +329,25 @@ static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bia
     if (rc) goto done;
     const int64_t lda3 = ta ? M2 : 3 * K2, ldb3 = tb ? 3 * K2 : N2;
     bool biased = false;
-    if (bias && one && N2 == N) { /* the epilogue reads N2 biases */
-        rc = gemm_bias((const char *)a3, (const char *)b3, out, bias, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta,
-                       tb, M2, N2, 3 * K2, lda3, ldb3, ldo, index);
-        if (rc < 0) goto done;
-        biased = rc == 0;
+    for (int64_t m0 = 0; m0 < M2 && !rc; m0 += band) {
+        const int64_t rows = M2 - m0 < band ? M2 - m0 : band;
+        const char *a_band = (const char *)(a3 + (ta ? m0 : m0 * lda3));
+        char *out = pad_c ? (char *)c2 : pc;
+        const int64_t ldo = pad_c ? N2 : ldc;
+        if (bias && one && N2 == N && band == M2) { /* the epilogue reads N2 biases; one band: all or none */
+            rc = gemm_bias(a_band, (const char *)b3, out, bias, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb,
+                           rows, N2, 3 * K2, lda3, ldb3, ldo, index);
+            if (rc < 0) break;
+            biased = rc == 0;
+        }
+        if (!biased)
+            rc = gemm_call(a_band, (const char *)b3, out, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb, rows, N2,
+                           3 * K2, lda3, ldb3, ldo, batch, na > 1 ? 3 * M * K : 0, nb > 1 ? 3 * N * K : 0, sc);
+        if (!rc && pad_c && m0 < M) {
+            const int64_t keep = M - m0 < rows ? M - m0 : rows;
+            rc = pad_copy(pc + m0 * ldc * (int64_t)sizeof(float), ldc, keep, N, c2, N2, keep, N, sizeof(float));
+        }
     }
-    if (!biased)
-        rc = gemm_call((const char *)a3, (const char *)b3, out, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb, M2,
-                       N2, 3 * K2, lda3, ldb3, ldo, batch, na > 1 ? 3 * M * K : 0, nb > 1 ? 3 * N * K : 0, sc);
-    if (!rc && pad_c) rc = pad_copy(pc, ldc, M, N, c2, N2, M, N, sizeof(float));
     if (!rc) *bias_done = biased;
 done:
     /* the caching allocator hands these blocks out again only to work queued after this on the same stream */
