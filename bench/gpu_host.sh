@@ -153,7 +153,7 @@ if [ "$what" = f32 ]; then # float32 attention: flash/tf32x3 against flash/simt-
   done
 fi
 if [ "$what" = f32gemm ]; then # float32 products: SGEMM against 3xTF32, the peer's, then the float32 models and step
-  timeout 200 ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  timeout 200 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   grep -E "tests passed|FAILED|Failed|float32 [0-9]" "$OUT/ctest-cuda.log" | head -30
   timeout 120 python3 bench/torch_matmul_cuda.py 2>&1 | grep -v Warn | tee "$OUT/torch_matmul.txt"
   timeout 120 build-gpu/attnswap-run bench/matmul_cuda.lua --out "$OUT/matmul.json" 2>&1 | tee "$OUT/matmul.txt" || rc=1
