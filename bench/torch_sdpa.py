@@ -12,6 +12,7 @@ FlashAttention's convention), as examples/bench_attention_cuda.lua
 --backward does.  Rows carry "backward": true and the times in ms.
 
     python3 bench/torch_sdpa.py --out torch.json [--L 512,1024] [--D 64,128] [--backward]
+        [--tokens 16384] [--hidden 2048]
 
 Needs only torch (present on the GPU host); never run by `make test`."""
 import argparse
@@ -45,6 +46,8 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--backward", action="store_true", help="forward + backward (FLOPs x 3.5)")
     p.add_argument("--out", default="torch.json")
+    p.add_argument("--tokens", type=int, default=16384, help="B x L (ViT-B/16 at 32 images: 6304 with --L 197)")
+    p.add_argument("--hidden", type=int, default=2048, help="H x D")
     a = p.parse_args()
     rows = []
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, "
@@ -52,7 +55,7 @@ def main():
     for D in map(int, a.D.split(",")):
         for L in map(int, a.L.split(",")):
             for causal in (False, True):
-                B, H = 16384 // L, 2048 // D
+                B, H = max(1, a.tokens // L), max(1, a.hidden // D)
                 q, k, v = (torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16, requires_grad=a.backward)
                            for _ in range(3))
                 g = torch.randn(B, H, L, D, device="cuda", dtype=torch.bfloat16) if a.backward else None

@@ -5,7 +5,7 @@
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iruntime -Ikernels/cpu -Ikernels/cuda \
  *        tests/cuda/flash_kernel_test.cu kernels/cuda/attention_flash.cu -o flash_kernel_test
  *   ./flash_kernel_test            correctness cases; exit 1 on a failure, 77 without a GPU
- *   ./flash_kernel_test --bench [64|128|mma|wgmma|wgmma-ws|persist]   bf16 throughput table (optionally
+ *   ./flash_kernel_test --bench [64|128|mma|wgmma|wgmma-ws|persist] [TOKENS HIDDEN L D]   bf16 throughput table (optionally
  *                       forcing the mma.sync kernel's BM, that kernel, or a wgmma one)
  *   ./flash_kernel_test --bench f32|simt   float32: flash/tf32x3, or flash/simt-f32 */
 #include <cuda_bf16.h>
@@ -496,10 +496,9 @@ __global__ void fill_uniform(T *x, size_t n, uint32_t salt)
 /* kernel: 0 automatic, 64 / 128 the mma kernel with that BM, -1 the mma
  * kernel's own choice, 1 the wgmma kernel, 2 wgmma-ws, 3 wgmma-ws-persist; with dt F32, 0
  * automatic (flash/tf32x3) and -2 flash/simt-f32 */
-static int bench(int kernel, as_dtype dt)
+static int bench(int kernel, as_dtype dt, int64_t tokens, int64_t hidden, int64_t only_L, int64_t only_D)
 {
     const int bm = kernel == 64 || kernel == 128 ? kernel : 0;
-    const int64_t tokens = 16384, hidden = 2048;
     const size_t n = tokens * hidden, es = esize(dt);
     void *q, *k, *v, *o;
     CK(cudaMalloc(&q, n * es));
@@ -525,9 +524,14 @@ static int bench(int kernel, as_dtype dt)
     printf("%s forward, %lld tokens, hidden %lld%s\n", dname(dt), (long long)tokens, (long long)hidden,
            kernel == 1 ? ", wgmma forced" : kernel == 2 ? ", wgmma-ws forced" : kernel == 3 ? ", wgmma-ws-persist forced" : kernel == -1 ? ", mma.sync" : kernel == -2 ? ", CUDA cores" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
     printf("%6s %4s %4s %4s %6s %10s %9s  %s\n", "L", "D", "B", "H", "causal", "ms", "TFLOP/s", "path");
-    for (int64_t D : {64, 128})
+    for (int64_t D0 : {64, 128})
         for (bool causal : {false, true})
-            for (int64_t L : {512, 1024, 2048, 4096, 8192, 16384}) {
+            for (int64_t L0 : {512, 1024, 2048, 4096, 8192, 16384}) {
+                int64_t D = D0, L = L0;
+                if (only_L) { /* one shape, in the loops' first pass */
+                    if (D0 != 64 || L0 != 512) continue;
+                    D = only_D, L = only_L;
+                }
                 int64_t B = tokens / L, H = hidden / D;
                 as_attn_params p;
                 memset(&p, 0, sizeof p);
@@ -580,8 +584,16 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && !strcmp(argv[1], "--bench")) {
         const char *k = argc > 2 ? argv[2] : "";
-        if (!strcmp(k, "f32") || !strcmp(k, "simt")) return bench(!strcmp(k, "simt") ? -2 : 0, AS_F32);
-        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "persist") ? 3 : !strcmp(k, "mma") ? -1 : atoi(k), AS_BF16);
+        /* --bench KERNEL TOKENS HIDDEN L D: that one shape (ViT-B/16 at 32 images: 6304 768 197 64) */
+        const bool one = argc > 6;
+        const int64_t tokens = one ? atoll(argv[3]) : 16384, hidden = one ? atoll(argv[4]) : 2048;
+        const int64_t L = one ? atoll(argv[5]) : 0, D = one ? atoll(argv[6]) : 0;
+        if (one && (tokens < L || L <= 0 || hidden < D || (D != 64 && D != 128))) {
+            printf("flash_kernel_test: --bench KERNEL TOKENS HIDDEN L D, D 64 or 128, L <= TOKENS\n");
+            return 2;
+        }
+        if (!strcmp(k, "f32") || !strcmp(k, "simt")) return bench(!strcmp(k, "simt") ? -2 : 0, AS_F32, tokens, hidden, L, D);
+        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "persist") ? 3 : !strcmp(k, "mma") ? -1 : atoi(k), AS_BF16, tokens, hidden, L, D);
     }
     std::vector<Case> cs = cases();
     int passed = 0;
