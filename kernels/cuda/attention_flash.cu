@@ -520,16 +520,17 @@ int launch_mma(KParams kp, cudaStream_t s)
 }
 
 /* 0 automatic, -1 never, 1 the cp.async wgmma kernel whenever it can, 2 the
- * warp-specialised (TMA) one whenever it can, 3 that one on the persistent grid */
+ * warp-specialised (TMA) one whenever it can, 3 that one on the persistent grid,
+ * 4 that with the overlap across tiles (flash/wgmma-xt) */
 int g_force_wgmma = 0;
 
 /* ATTNSWAP_FLASH_FWD (tuning runs): "persist" puts the automatic choice's
  * warp-specialised kernel on the persistent grid at every length, "ws" on
- * one CTA a tile; 0: neither (the measured default) */
+ * one CTA a tile, "xtile" on flash/wgmma-xt; 0: none (the measured default) */
 static int read_fwd_env(void)
 {
     const char *e = getenv("ATTNSWAP_FLASH_FWD");
-    return e && !strcmp(e, "persist") ? 3 : e && !strcmp(e, "ws") ? 2 : 0;
+    return e && !strcmp(e, "xtile") ? 4 : e && !strcmp(e, "persist") ? 3 : e && !strcmp(e, "ws") ? 2 : 0;
 }
 int fwd_env(void)
 {
@@ -633,7 +634,7 @@ extern "C" int as_cuda_flash_force_block_m(int block_m)
 
 extern "C" int as_cuda_flash_force_wgmma(int mode)
 {
-    if (mode < -1 || mode > 3) return -1;
+    if (mode < -1 || mode > 4) return -1;
     g_force_wgmma = mode;
     return wgmma_device() ? 1 : 0;
 }
@@ -643,7 +644,11 @@ extern "C" const char *as_cuda_flash_path(const as_attn_params *p)
     if (!mma_ok(p)) return tf32x3_ok(p) ? "flash/tf32x3" : simt_f32_ok(p) ? "flash/simt-f32" : "flash/cuda-f32";
     const bool is_plain = plain(p->mask.data != NULL, p->dropout > 0.0f, !(p->scale > 0.0f));
     const int v = use_wgmma(p, is_plain, true);
-    return v == 3 ? "flash/wgmma-ws-persist" : v == 2 ? "flash/wgmma-ws" : v == 1 ? "flash/wgmma" : "flash/mma";
+    return v == 4   ? "flash/wgmma-xt"
+           : v == 3 ? "flash/wgmma-ws-persist"
+           : v == 2 ? "flash/wgmma-ws"
+           : v == 1 ? "flash/wgmma"
+                    : "flash/mma";
 }
 
 extern "C" int as_cuda_flash_attention(const as_attn_params *p, void *stream)

@@ -56,7 +56,8 @@ int as_cuda_flash_force_block_m(int block_m);
 /* Tests and benchmarks: 1 takes the wgmma kernel whenever it can, 2 its
  * warp-specialised variant ("flash/wgmma-ws": TMA loads by a producer
  * warpgroup) whenever it can, 3 that one on the persistent grid
- * ("flash/wgmma-ws-persist"), -1 never, 0 the automatic choice.  Returns 1
+ * ("flash/wgmma-ws-persist"), 4 that with the overlap across tiles
+ * ("flash/wgmma-xt"), -1 never, 0 the automatic choice.  Returns 1
  * when the current device can run them, 0 when not, -1 for any other mode. */
 int as_cuda_flash_force_wgmma(int mode);
 

@@ -5,7 +5,7 @@
  *   nvcc -O3 -std=c++17 -arch=sm_90 -Iruntime -Ikernels/cpu -Ikernels/cuda \
  *        tests/cuda/flash_kernel_test.cu kernels/cuda/attention_flash.cu -o flash_kernel_test
  *   ./flash_kernel_test            correctness cases; exit 1 on a failure, 77 without a GPU
- *   ./flash_kernel_test --bench [64|128|mma|wgmma|wgmma-ws|persist] [TOKENS HIDDEN L D]   bf16 throughput table (optionally
+ *   ./flash_kernel_test --bench [64|128|mma|wgmma|wgmma-ws|persist|xtile] [TOKENS HIDDEN L D]   bf16 throughput table (optionally
  *                       forcing the mma.sync kernel's BM, that kernel, or a wgmma one)
  *   ./flash_kernel_test --bench f32|simt   float32: flash/tf32x3, or flash/simt-f32 */
 #include <cuda_bf16.h>
@@ -146,7 +146,7 @@ struct Case {
     Layout qlay = BHLD, klay = BHLD;
     float dropout = 0.0f;
     int bm = 0; /* forced block_m on the mma path */
-    int wg = 0; /* 1: the wgmma kernel forced, 2: its warp-specialised variant, 3: that on the persistent grid (where the device and the case allow it) */
+    int wg = 0; /* 1: the wgmma kernel forced, 2: its warp-specialised variant, 3: that on the persistent grid, 4: flash/wgmma-xt (where the device and the case allow it) */
     bool simt = false; /* float32: flash/simt-f32 forced (else flash/tf32x3 where it applies) */
     bool lse = false;  /* the row log-sum-exps asked for (what a forward for the backward keeps) */
 };
@@ -332,7 +332,9 @@ static bool run_case(const Case &c, int idx)
     const double tol = c.dt == AS_F32 ? 2e-5 : 2e-2;
     const bool wg_path = c.wg && wg_dev && c.mask == M_NONE && c.dropout == 0.0f;
     /* the warp-specialised kernel takes what TMA accepts: not an empty K */
-    const char *wg_name = c.wg >= 2 && c.Lk > 0 ? (c.wg == 3 ? "flash/wgmma-ws-persist" : "flash/wgmma-ws") : "flash/wgmma";
+    const char *wg_name = c.wg >= 2 && c.Lk > 0
+                              ? (c.wg == 4 ? "flash/wgmma-xt" : c.wg == 3 ? "flash/wgmma-ws-persist" : "flash/wgmma-ws")
+                              : "flash/wgmma";
     const bool simt = f32_tiled(c);
     const bool path_ok = !strcmp(path, mma_eligible(c) ? (wg_path ? wg_name : "flash/mma")
                                        : simt           ? (tf32_dev && !c.simt ? "flash/tf32x3" : "flash/simt-f32")
@@ -363,7 +365,7 @@ static std::string describe(const Case &c)
     if (c.klay == PADDED) s += " kv=padded";
     if (c.klay == BLHD) s += " kv=BLHD";
     if (c.bm) s += " bm" + std::to_string(c.bm);
-    if (c.wg) s += c.wg == 3 ? " wgmma-ws-persist" : c.wg == 2 ? " wgmma-ws" : " wgmma";
+    if (c.wg) s += c.wg == 4 ? " wgmma-xt" : c.wg == 3 ? " wgmma-ws-persist" : c.wg == 2 ? " wgmma-ws" : " wgmma";
     if (c.lse) s += " lse";
     return s;
 }
@@ -378,7 +380,7 @@ static std::vector<Case> cases()
                 c.name = describe(c);
                 v.push_back(c);
             }
-            for (int wg : {1, 2, 3})
+            for (int wg : {1, 2, 3, 4})
                 for (bool lse : {false, true}) { /* the wgmma kernels with and without the row statistics */
                     c.bm = 0, c.wg = wg, c.lse = lse;
                     c.name = describe(c);
@@ -520,9 +522,9 @@ static int bench(int kernel, as_dtype dt, int64_t tokens, int64_t hidden, int64_
     if (dt == AS_F32)
         as_cuda_flash_force_f32_simt(kernel == -2 ? 1 : 0);
     else
-        as_cuda_flash_force_wgmma(kernel >= 1 && kernel <= 3 ? kernel : kernel != 0 ? -1 : 0);
+        as_cuda_flash_force_wgmma(kernel >= 1 && kernel <= 4 ? kernel : kernel != 0 ? -1 : 0);
     printf("%s forward, %lld tokens, hidden %lld%s\n", dname(dt), (long long)tokens, (long long)hidden,
-           kernel == 1 ? ", wgmma forced" : kernel == 2 ? ", wgmma-ws forced" : kernel == 3 ? ", wgmma-ws-persist forced" : kernel == -1 ? ", mma.sync" : kernel == -2 ? ", CUDA cores" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
+           kernel == 1 ? ", wgmma forced" : kernel == 2 ? ", wgmma-ws forced" : kernel == 3 ? ", wgmma-ws-persist forced" : kernel == 4 ? ", wgmma-xt forced" : kernel == -1 ? ", mma.sync" : kernel == -2 ? ", CUDA cores" : bm == 64 ? ", BM forced 64" : bm == 128 ? ", BM forced 128" : "");
     printf("%6s %4s %4s %4s %6s %10s %9s  %s\n", "L", "D", "B", "H", "causal", "ms", "TFLOP/s", "path");
     for (int64_t D0 : {64, 128})
         for (bool causal : {false, true})
@@ -593,7 +595,7 @@ int main(int argc, char **argv)
             return 2;
         }
         if (!strcmp(k, "f32") || !strcmp(k, "simt")) return bench(!strcmp(k, "simt") ? -2 : 0, AS_F32, tokens, hidden, L, D);
-        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "persist") ? 3 : !strcmp(k, "mma") ? -1 : atoi(k), AS_BF16, tokens, hidden, L, D);
+        return bench(!strcmp(k, "wgmma") ? 1 : !strcmp(k, "wgmma-ws") ? 2 : !strcmp(k, "persist") ? 3 : !strcmp(k, "xtile") ? 4 : !strcmp(k, "mma") ? -1 : atoi(k), AS_BF16, tokens, hidden, L, D);
     }
     std::vector<Case> cs = cases();
     int passed = 0;

@@ -196,19 +196,53 @@ struct WgConsumer {
         reg_fence(pa);
     }
 
+    /* A tile's boundary (flash/wgmma-xt): its last P V product and the next tile's S0
+     * issued together, P V first; then the old tile is stored while S0 runs, and the
+     * new tile's softmax starts from fresh statistics.  (S0 first, with the store
+     * after both, made ptxas serialise every wgmma of the kernel, C7513.) */
+    template <int QR>
+    __device__ __forceinline__ void issue_boundary(uint32_t v_last, uint32_t q_next, uint32_t k_next)
+    {
+        wg_fence();
+        issue_pv(v_last);
+        issue_s<QR>(q_next, k_next);
+    }
+    __device__ __forceinline__ void finish_boundary(T *out, int64_t rs, int Lq, float *lse, int wrow_next, int Lk,
+                                                    int off, bool causal)
+    {
+        float alpha[2];
+        wg_wait<1>(); /* the old tile's last P V */
+        reg_fence(o);
+        reg_fence(pa);
+        store(out, rs, Lq, lse);
+#pragma unroll
+        for (int i = 0; i < D / 2; i++) o[i] = 0.0f;
+        m_r[0] = m_r[1] = -INFINITY, l_r[0] = l_r[1] = 0.0f;
+        wrow0 = wrow_next;
+        wg_wait<0>(); /* the new tile's S0 */
+        reg_fence(s);
+        softmax(0, Lk, off, causal, alpha);
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+#pragma unroll
+            for (int x = 0; x < 4; x++) pa[kk][x] = pn[kk][x];
+    }
+
     /* out = O / l, rows rs apart; zeros where nothing was seen.  lse (or NULL):
      * the head's row log-sum-exps, m scale + ln l (+inf where nothing was seen),
      * as the mma.sync kernel keeps them for the backward */
-    __device__ __forceinline__ void store(T *out, int64_t rs, int Lq, float *lse)
+    __device__ __forceinline__ void store(T *out, int64_t rs, int Lq, float *lse) { store(out, rs, Lq, lse, wrow0, m_r, l_r); }
+    __device__ __forceinline__ void store(T *out, int64_t rs, int Lq, float *lse, int w0, const float (&m)[2],
+                                          const float (&ls)[2])
     {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            float l = l_r[r];
+            float l = ls[r];
             l += __shfl_xor_sync(0xffffffffu, l, 1);
             l += __shfl_xor_sync(0xffffffffu, l, 2);
             const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-            const int i = wrow0 + (lane >> 2) + 8 * r;
-            if (lse && i < Lq && (lane & 3) == 0) lse[i] = l > 0.0f ? m_r[r] * (sl2 * (1.0f / LOG2E)) + logf(l) : INFINITY;
+            const int i = w0 + (lane >> 2) + 8 * r;
+            if (lse && i < Lq && (lane & 3) == 0) lse[i] = l > 0.0f ? m[r] * (sl2 * (1.0f / LOG2E)) + logf(l) : INFINITY;
             if (i < Lq) {
                 uint32_t *op = reinterpret_cast<uint32_t *>(out + (int64_t)i * rs + ((lane & 3) << 1));
 #pragma unroll
@@ -418,6 +452,138 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
 #endif
 }
 
+/* flash/wgmma-xt: flash/wgmma-ws on the persistent grid, with FlashAttention-3's
+ * overlap across tiles.  On flash/wgmma-ws-persist a tile's first S product
+ * (with its softmax) runs with no P V product under it and its last P V product
+ * with no S product beside it: a causal tile has half the key tiles on average,
+ * so those weigh most there.  Here this tile's last P V and the next tile's S0
+ * are issued together, as the key loop issues S[n + 1] with P[n] V[n]; the old
+ * tile is stored while S0 runs, then the new tile's softmax starts from fresh
+ * statistics (issue_boundary, finish_boundary).
+ *
+ * So the next tile's Q must be in shared memory before this tile ends: Q has
+ * two buffers (tile i of the CTA in buffer i % 2, each with its full and free
+ * barrier), which at D = 128 leaves room for 2 stages of K, V (3 at D = 64).
+ * Every wgmma is issued on the common path (ptxas serialises a kernel's wgmma
+ * when one sits on a branch it cannot prove warpgroup-uniform): the last tile's
+ * "next S0" reads whatever the next buffers hold, and its result is dropped.
+ * Tiles no row of which sees a key are zeroed in a pass of their own first, and
+ * skipped by the producer and the consumers alike. */
+template <int D, int BN>
+struct XtCfg {
+    static constexpr int BM = 128, S = D == 64 ? 3 : 2;
+    static constexpr uint32_t QB = BM * D * 2, TB = BN * D * 2;
+    static constexpr size_t smem = 2 * (size_t)QB + 2 * S * (size_t)TB + 8 * (4 + 2 * S) + 1024;
+};
+
+template <typename T>
+__device__ __forceinline__ int64_t next_live_tile(const KParams &P, int64_t t, int64_t tiles, int BM)
+{
+    for (; t < tiles; t += gridDim.x)
+        if (FlashBlock<T>(P, t, BM).n_end > 0) break;
+    return t;
+}
+
+template <typename T, int D, int BN>
+__global__ void __launch_bounds__(384, 1) flash_wgmma_xt_kernel(const KParams P, const __grid_constant__ TmaMaps maps)
+{
+#ifdef AS_WGMMA_BODY
+    using C = XtCfg<D, BN>;
+    constexpr int BM = C::BM, NWG = 2, S = C::S;
+    extern __shared__ unsigned char smem_raw[];
+    const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + 2 * C::QB, sV = sK + S * C::TB;
+    const uint32_t qfull = sV + S * C::TB, qfree = qfull + 16, full = qfree + 16, empty = full + 8 * S;
+
+    const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int64_t tiles = P.nm * P.B * P.H;
+    if (tid == 0) {
+        for (int b = 0; b < 2; b++) mbar_init(qfull + 8 * b, 1), mbar_init(qfree + 8 * b, NWG * 128);
+        for (int st = 0; st < S; st++) mbar_init(full + 8 * st, 1), mbar_init(empty + 8 * st, NWG * 128);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    /* kv counts the K, V tiles through the ring, nq the CTA's live tiles (Q's buffer and phase) */
+    if (wg == NWG) { /* the producer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if (tid == NWG * 128) {
+            int kv = 0, nq = 0;
+            for (int64_t tile = next_live_tile<T>(P, blockIdx.x, tiles, BM); tile < tiles;
+                 tile = next_live_tile<T>(P, tile + gridDim.x, tiles, BM)) {
+                const FlashBlock<T> blk(P, tile, BM);
+                const int n_tiles = (blk.n_end + BN - 1) / BN;
+                const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk, qb = nq & 1;
+                if (nq >= 2) mbar_wait(qfree + 8 * qb, ((nq - 2) >> 1) & 1);
+                mbar_expect_tx(qfull + 8 * qb, C::QB);
+                for (int g = 0; g < BM / 64; g++)
+                    for (int db = 0; db < D / 64; db++)
+                        tma_load(sQ + qb * C::QB + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, blk.row0 + 64 * g,
+                                 h, b, qfull + 8 * qb);
+                nq++;
+                for (int n = 0; n < n_tiles; n++, kv++) {
+                    const int st = kv % S;
+                    if (kv >= S) mbar_wait(empty + 8 * st, (kv / S - 1) & 1);
+                    mbar_expect_tx(full + 8 * st, 2 * C::TB);
+                    for (int db = 0; db < D / 64; db++) {
+                        tma_load(sK + st * C::TB + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
+                        tma_load(sV + st * C::TB + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
+                    }
+                }
+            }
+        }
+        return;
+    }
+
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) { /* the dead tiles, first */
+        const FlashBlock<T> blk(P, tile, BM);
+        if (blk.n_end <= 0) blk.zero_rows(P, tid, NWG * 128, D);
+    }
+    /* the ping-pong of flash/wgmma-ws; a tile's boundary (next S0 with last P V) is a turn too */
+    const int mine = 1 + wg, theirs = 2 - wg;
+    named_arrive_if(1, AS_WS_PINGPONG && wg == 1);
+    int64_t tile = next_live_tile<T>(P, blockIdx.x, tiles, BM);
+    if (tile < tiles) {
+        int kv = 0, nq = 0;
+        WgConsumer<T, D, BN> c(FlashBlock<T>(P, tile, BM).row0 + 64 * wg + 16 * warp, lane, P.sl2);
+        mbar_wait(qfull, 0);
+        mbar_wait(full, 0);
+        c.template first<BM>(sQ + wg * 64 * 128, sK, (int)P.Lk, (int)(P.Lk - P.Lq), P.causal);
+        for (; tile < tiles;) {
+            const FlashBlock<T> blk(P, tile, BM);
+            const int n_tiles = (blk.n_end + BN - 1) / BN, Lk = blk.Lk, off = blk.off;
+            const uint32_t q = sQ + (nq & 1) * C::QB + wg * 64 * 128;
+            for (int n = 0; n + 1 < n_tiles; n++) {
+                const int st = (kv + n) % S, sn = (kv + n + 1) % S;
+                mbar_wait(full + 8 * sn, ((kv + n + 1) / S) & 1);
+                named_sync_if(mine, AS_WS_PINGPONG);
+                c.template issue<BM>(q, sK + sn * C::TB, sV + st * C::TB);
+                named_arrive_if(theirs, AS_WS_PINGPONG);
+                c.finish((n + 1) * BN, Lk, off, P.causal);
+                mbar_arrive(empty + 8 * st);
+            }
+            mbar_arrive(qfree + 8 * (nq & 1)); /* the tile's last S product is done: its Q is free */
+            /* the boundary: the next live tile's S0 beside this one's last P V (a dropped S0 after the last) */
+            const int64_t next = next_live_tile<T>(P, tile + gridDim.x, tiles, BM);
+            const int sl = (kv + n_tiles - 1) % S, kv2 = kv + n_tiles, nq2 = nq + 1;
+            if (next < tiles) {
+                mbar_wait(qfull + 8 * (nq2 & 1), (nq2 >> 1) & 1);
+                mbar_wait(full + 8 * (kv2 % S), (kv2 / S) & 1);
+            }
+            const int w_next = FlashBlock<T>(P, next < tiles ? next : tile, BM).row0 + 64 * wg + 16 * warp;
+            named_sync_if(mine, AS_WS_PINGPONG);
+            c.template issue_boundary<BM>(sV + sl * C::TB, sQ + (nq2 & 1) * C::QB + wg * 64 * 128, sK + (kv2 % S) * C::TB);
+            named_arrive_if(theirs, AS_WS_PINGPONG);
+            c.finish_boundary(blk.out(P), P.os2, blk.Lq, P.lse ? P.lse + blk.bh * P.Lq : nullptr, w_next, Lk, off,
+                              P.causal);
+            mbar_arrive(empty + 8 * sl);
+            kv = kv2, nq = nq2, tile = next;
+        }
+    }
+    named_sync_if(1, AS_WS_PINGPONG && wg == 0); /* warpgroup 1's last arrival */
+#endif
+}
+
 template <typename T, int D, int BN, int NWG>
 int launch(KParams kp, cudaStream_t s)
 {
@@ -465,6 +631,23 @@ int launch_ws(KParams kp, const TmaMaps &maps, bool persist, cudaStream_t s)
     return (int)cudaGetLastError();
 }
 
+/* flash/wgmma-xt: one CTA an SM */
+template <typename T, int D, int BN>
+int launch_xt(KParams kp, const TmaMaps &maps, cudaStream_t s)
+{
+    using C = XtCfg<D, BN>;
+    static uint64_t done;
+    const void *fn = (const void *)flash_wgmma_xt_kernel<T, D, BN>;
+    int e = smem_optin(fn, C::smem, &done);
+    if (e) return e;
+    kp.nm = (kp.Lq + C::BM - 1) / C::BM;
+    int64_t blocks = kp.nm * kp.B * kp.H;
+    if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
+    if (blocks > sm_count()) blocks = sm_count();
+    flash_wgmma_xt_kernel<T, D, BN><<<(unsigned)blocks, 384, C::smem, s>>>(kp, maps);
+    return (int)cudaGetLastError();
+}
+
 } // namespace
 
 /* key tile and warpgroups a CTA for each head dim (tuning runs override them) */
@@ -501,6 +684,10 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_asyn
     *taken = true;
     if (v >= 2 && make_maps(&maps, p)) {
         constexpr int BN = AS_FLASH_WGMMA_WS_BN;
+        if (v == 4)
+            return f16 ? (kp.D == 64 ? launch_xt<__half, 64, BN>(kp, maps, s) : launch_xt<__half, 128, BN>(kp, maps, s))
+                       : (kp.D == 64 ? launch_xt<__nv_bfloat16, 64, BN>(kp, maps, s)
+                                     : launch_xt<__nv_bfloat16, 128, BN>(kp, maps, s));
         const bool persist = v == 3;
         if (f16)
             return kp.D == 64 ? launch_ws<__half, 64, BN>(kp, maps, persist, s)
