@@ -476,11 +476,41 @@ struct XtCfg {
     static constexpr size_t smem = 2 * (size_t)QB + 2 * S * (size_t)TB + 8 * (4 + 2 * S) + 1024;
 };
 
-template <typename T>
-__device__ __forceinline__ int64_t next_live_tile(const KParams &P, int64_t t, int64_t tiles, int BM)
+/* A tile's first query row, as FlashBlock orders tiles, in 32-bit arithmetic (the
+ * launch keeps the tile count under 2^31): the boundary's bookkeeping sits inside a
+ * ping-pong turn, where FlashBlock's int64 divisions cost the other warpgroup too. */
+__device__ __forceinline__ int xt_row0(const KParams &P, int tile, int BM)
 {
-    for (; t < tiles; t += gridDim.x)
-        if (FlashBlock<T>(P, t, BM).n_end > 0) break;
+    const int BH = (int)(P.B * P.H), nm = (int)P.nm;
+    return (P.causal ? nm - 1 - tile / BH : tile % nm) * BM;
+}
+
+/* what the consumers need of a tile, as FlashBlock has it, in 32-bit arithmetic */
+template <typename T>
+struct XtTile {
+    int row0, n_end, bh;
+    T *out;
+    __device__ __forceinline__ XtTile(const KParams &P, int tile, int BM)
+    {
+        const int BH = (int)(P.B * P.H), nm = (int)P.nm, H = (int)P.H, Lq = (int)P.Lq, Lk = (int)P.Lk;
+        row0 = xt_row0(P, tile, BM);
+        bh = P.causal ? tile % BH : tile / nm;
+        const int row_end = row0 + BM < Lq ? row0 + BM : Lq;
+        n_end = P.causal && row_end + Lk - Lq < Lk ? row_end + Lk - Lq : Lk;
+        out = reinterpret_cast<T *>(P.out) + (int64_t)(bh / H) * P.os0 + (int64_t)(bh % H) * P.os1;
+    }
+};
+
+/* the first tile from t on (stepping by the grid) some row of which sees a key;
+ * only causal attention with Lq > Lk has tiles that see none */
+__device__ __forceinline__ int next_live_tile(const KParams &P, int t, int tiles, int BM)
+{
+    if (!P.causal || P.Lq <= P.Lk) return t;
+    const int Lq = (int)P.Lq, off = (int)(P.Lk - P.Lq);
+    for (; t < tiles; t += gridDim.x) {
+        const int row0 = xt_row0(P, t, BM), row_end = row0 + BM < Lq ? row0 + BM : Lq;
+        if (row_end + off > 0) break;
+    }
     return t;
 }
 
@@ -495,7 +525,7 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_xt_kernel(const KParams P,
     const uint32_t qfull = sV + S * C::TB, qfree = qfull + 16, full = qfree + 16, empty = full + 8 * S;
 
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
-    const int64_t tiles = P.nm * P.B * P.H;
+    const int tiles = (int)(P.nm * P.B * P.H); /* < 2^31: the launch checks */
     if (tid == 0) {
         for (int b = 0; b < 2; b++) mbar_init(qfull + 8 * b, 1), mbar_init(qfree + 8 * b, NWG * 128);
         for (int st = 0; st < S; st++) mbar_init(full + 8 * st, 1), mbar_init(empty + 8 * st, NWG * 128);
@@ -508,8 +538,8 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_xt_kernel(const KParams P,
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         if (tid == NWG * 128) {
             int kv = 0, nq = 0;
-            for (int64_t tile = next_live_tile<T>(P, blockIdx.x, tiles, BM); tile < tiles;
-                 tile = next_live_tile<T>(P, tile + gridDim.x, tiles, BM)) {
+            for (int tile = next_live_tile(P, blockIdx.x, tiles, BM); tile < tiles;
+                 tile = next_live_tile(P, tile + gridDim.x, tiles, BM)) {
                 const FlashBlock<T> blk(P, tile, BM);
                 const int n_tiles = (blk.n_end + BN - 1) / BN;
                 const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk, qb = nq & 1;
@@ -535,23 +565,23 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_xt_kernel(const KParams P,
     }
 
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) { /* the dead tiles, first */
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) { /* the dead tiles, first */
         const FlashBlock<T> blk(P, tile, BM);
         if (blk.n_end <= 0) blk.zero_rows(P, tid, NWG * 128, D);
     }
     /* the ping-pong of flash/wgmma-ws; a tile's boundary (next S0 with last P V) is a turn too */
     const int mine = 1 + wg, theirs = 2 - wg;
     named_arrive_if(1, AS_WS_PINGPONG && wg == 1);
-    int64_t tile = next_live_tile<T>(P, blockIdx.x, tiles, BM);
+    int tile = next_live_tile(P, blockIdx.x, tiles, BM);
     if (tile < tiles) {
         int kv = 0, nq = 0;
-        WgConsumer<T, D, BN> c(FlashBlock<T>(P, tile, BM).row0 + 64 * wg + 16 * warp, lane, P.sl2);
+        WgConsumer<T, D, BN> c(xt_row0(P, tile, BM) + 64 * wg + 16 * warp, lane, P.sl2);
         mbar_wait(qfull, 0);
         mbar_wait(full, 0);
         c.template first<BM>(sQ + wg * 64 * 128, sK, (int)P.Lk, (int)(P.Lk - P.Lq), P.causal);
         for (; tile < tiles;) {
-            const FlashBlock<T> blk(P, tile, BM);
-            const int n_tiles = (blk.n_end + BN - 1) / BN, Lk = blk.Lk, off = blk.off;
+            const XtTile<T> blk(P, tile, BM);
+            const int n_tiles = (blk.n_end + BN - 1) / BN, Lk = (int)P.Lk, off = (int)(P.Lk - P.Lq);
             const uint32_t q = sQ + (nq & 1) * C::QB + wg * 64 * 128;
             for (int n = 0; n + 1 < n_tiles; n++) {
                 const int st = (kv + n) % S, sn = (kv + n + 1) % S;
@@ -564,17 +594,17 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_xt_kernel(const KParams P,
             }
             mbar_arrive(qfree + 8 * (nq & 1)); /* the tile's last S product is done: its Q is free */
             /* the boundary: the next live tile's S0 beside this one's last P V (a dropped S0 after the last) */
-            const int64_t next = next_live_tile<T>(P, tile + gridDim.x, tiles, BM);
+            const int next = next_live_tile(P, tile + gridDim.x, tiles, BM);
             const int sl = (kv + n_tiles - 1) % S, kv2 = kv + n_tiles, nq2 = nq + 1;
             if (next < tiles) {
                 mbar_wait(qfull + 8 * (nq2 & 1), (nq2 >> 1) & 1);
                 mbar_wait(full + 8 * (kv2 % S), (kv2 / S) & 1);
             }
-            const int w_next = FlashBlock<T>(P, next < tiles ? next : tile, BM).row0 + 64 * wg + 16 * warp;
+            const int w_next = xt_row0(P, next < tiles ? next : tile, BM) + 64 * wg + 16 * warp;
             named_sync_if(mine, AS_WS_PINGPONG);
             c.template issue_boundary<BM>(sV + sl * C::TB, sQ + (nq2 & 1) * C::QB + wg * 64 * 128, sK + (kv2 % S) * C::TB);
             named_arrive_if(theirs, AS_WS_PINGPONG);
-            c.finish_boundary(blk.out(P), P.os2, blk.Lq, P.lse ? P.lse + blk.bh * P.Lq : nullptr, w_next, Lk, off,
+            c.finish_boundary(blk.out, P.os2, (int)P.Lq, P.lse ? P.lse + (int64_t)blk.bh * P.Lq : nullptr, w_next, Lk, off,
                               P.causal);
             mbar_arrive(empty + 8 * sl);
             kv = kv2, nq = nq2, tile = next;
