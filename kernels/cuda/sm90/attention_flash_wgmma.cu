@@ -351,6 +351,33 @@ struct TmaMaps {
 constexpr int WS_STAGES = AS_WS_STAGES;
 static_assert(WS_STAGES >= 2, "flash/wgmma-ws: a consumer waits for key tile n + 1 before it frees tile n");
 
+/* The producer's share of one tile (flash/wgmma-ws and -xt): its 128 query rows
+ * into the Q buffer at sq (barrier qbar), then its n_tiles K, V tiles through the
+ * S-stage ring at sk, sv (tb bytes a stage; barriers full and empty), kv counting
+ * the ring's tiles so far.  The caller has made sure the Q buffer is free. */
+#ifdef AS_WGMMA_BODY
+template <int D, int BN, int S>
+__device__ __forceinline__ void produce_tile(const TmaMaps &maps, uint32_t sq, uint32_t qbar, uint32_t qb, uint32_t sk,
+                                             uint32_t sv, uint32_t tb, uint32_t full, uint32_t empty, int row0,
+                                             int n_tiles, int h, int hk, int b, int &kv)
+{
+    constexpr int BM = 128;
+    mbar_expect_tx(qbar, qb);
+    for (int g = 0; g < BM / 64; g++)
+        for (int db = 0; db < D / 64; db++)
+            tma_load(sq + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, row0 + 64 * g, h, b, qbar);
+    for (int n = 0; n < n_tiles; n++, kv++) {
+        const int st = kv % S;
+        if (kv >= S) mbar_wait(empty + 8 * st, (kv / S - 1) & 1);
+        mbar_expect_tx(full + 8 * st, 2 * tb);
+        for (int db = 0; db < D / 64; db++) {
+            tma_load(sk + st * tb + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
+            tma_load(sv + st * tb + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
+        }
+    }
+}
+#endif
+
 template <int D, int BN>
 struct WsCfg {
     static constexpr int BM = 128;
@@ -391,20 +418,9 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
                 const int n_tiles = (blk.n_end + BN - 1) / BN;
                 const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk;
                 if (nq > 0) mbar_wait(qfree, (nq - 1) & 1);
-                mbar_expect_tx(qbar, C::QB);
-                for (int g = 0; g < BM / 64; g++)
-                    for (int db = 0; db < D / 64; db++)
-                        tma_load(sQ + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, blk.row0 + 64 * g, h, b, qbar);
+                produce_tile<D, BN, S>(maps, sQ, qbar, C::QB, sK, sV, C::TB, full, empty, blk.row0, n_tiles, h, hk, b,
+                                       kv);
                 nq++;
-                for (int n = 0; n < n_tiles; n++, kv++) {
-                    const int st = kv % S;
-                    if (kv >= S) mbar_wait(empty + 8 * st, (kv / S - 1) & 1);
-                    mbar_expect_tx(full + 8 * st, 2 * C::TB);
-                    for (int db = 0; db < D / 64; db++) {
-                        tma_load(sK + st * C::TB + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
-                        tma_load(sV + st * C::TB + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
-                    }
-                }
             }
         }
         return;
@@ -544,21 +560,9 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_xt_kernel(const KParams P,
                 const int n_tiles = (blk.n_end + BN - 1) / BN;
                 const int b = (int)blk.b, h = (int)blk.h, hk = (int)blk.hk, qb = nq & 1;
                 if (nq >= 2) mbar_wait(qfree + 8 * qb, ((nq - 2) >> 1) & 1);
-                mbar_expect_tx(qfull + 8 * qb, C::QB);
-                for (int g = 0; g < BM / 64; g++)
-                    for (int db = 0; db < D / 64; db++)
-                        tma_load(sQ + qb * C::QB + db * BM * 128 + g * 64 * 128, &maps.q, db * 64, blk.row0 + 64 * g,
-                                 h, b, qfull + 8 * qb);
+                produce_tile<D, BN, S>(maps, sQ + qb * C::QB, qfull + 8 * qb, C::QB, sK, sV, C::TB, full, empty,
+                                       blk.row0, n_tiles, h, hk, b, kv);
                 nq++;
-                for (int n = 0; n < n_tiles; n++, kv++) {
-                    const int st = kv % S;
-                    if (kv >= S) mbar_wait(empty + 8 * st, (kv / S - 1) & 1);
-                    mbar_expect_tx(full + 8 * st, 2 * C::TB);
-                    for (int db = 0; db < D / 64; db++) {
-                        tma_load(sK + st * C::TB + db * BN * 128, &maps.k, db * 64, n * BN, hk, b, full + 8 * st);
-                        tma_load(sV + st * C::TB + db * BN * 128, &maps.v, db * 64, n * BN, hk, b, full + 8 * st);
-                    }
-                }
             }
         }
         return;
