@@ -46,6 +46,9 @@ typedef struct as_module_class {
      * pointers it owns), so that as_module_copy can duplicate it; 0 for a
      * class whose config cannot be copied that way (or that has none). */
     size_t config_size;
+    /* forward(args) + residual, the add done inside the forward's last product
+     * where the class can (as_linear_add); NULL: as_module_forward_add adds. */
+    as_tensor *(*forward_add)(as_module *m, const as_args *args, const as_tensor *residual);
 } as_module_class;
 
 typedef struct {
@@ -99,6 +102,9 @@ as_module *as_module_find(as_module *m, const char *path);
 /* ---- forward ---- */
 /* Runs m's forward: C, or the host's for host-defined classes. */
 as_tensor *as_module_forward(as_module *m, const as_args *args);
+/* m's forward + residual (a residual connection): the class's forward_add
+ * where it has one, else its forward and an add. */
+as_tensor *as_module_forward_add(as_module *m, const as_args *args, const as_tensor *residual);
 /* Anomaly mode only (autograd.h): m's forward starts / ends, so the nodes
  * recorded meanwhile know the module path.  push returns whether it pushed
  * (pop only then); as_module_forward does both, a host's own forwards too. */

@@ -22,7 +22,9 @@
  * it all (nn.Linear's case).  A backend may replace a and b by copies.
  * bias (or NULL): a contiguous (N,) of out's dtype that the backend may add
  * to every row in the product's epilogue, saying so in bias_done; the
- * caller adds it otherwise. */
+ * caller adds it otherwise.  resid (or NULL): a contiguous tensor of out's
+ * shape and dtype the backend may add likewise (cuBLASLt's C operand),
+ * saying so in resid_done. */
 typedef struct {
     as_tensor *a, *b, *out;
     bool ta, tb, fold;
@@ -30,8 +32,8 @@ typedef struct {
     int nb;
     const int64_t *batch;
     int64_t nbatch;
-    const as_tensor *bias;
-    bool bias_done;
+    const as_tensor *bias, *resid;
+    bool bias_done, resid_done;
 } as_gemm_args;
 
 /* float64 row kernels: the CPU's (kernels/cpu/rows_f64.c); a device without

@@ -127,7 +127,7 @@ done:
  * dtype, transposes, sizes, leading dims, operand alignment) is kept. */
 #define LT_ALGOS 256 /* slots; a full probe run overwrites its first slot */
 #define LT_PROBE 8
-#define LT_KEY 12
+#define LT_KEY 14
 typedef struct {
     int64_t key[LT_KEY];
     cublasLtMatmulAlgo_t algo;
@@ -170,20 +170,22 @@ static void lt_keep(const int64_t *key, const cublasLtMatmulAlgo_t *algo)
 }
 
 /* the largest power of two up to 256 that divides every address */
-static int64_t alignment(const void *a, const void *b, const void *c, const void *d)
+static int64_t alignment(const void *a, const void *b, const void *c, const void *d, const void *e)
 {
-    uintptr_t x = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | 256;
+    uintptr_t x = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | (uintptr_t)e | 256;
     return (int64_t)(x & (~x + 1));
 }
 
-/* ---- one product with the bias added in cuBLASLt's epilogue ----
- * C (M, N) row-major = op(A) op(B) + bias, bias over N: column-major, D is
- * (N, M) and the bias runs along its rows, which is what CUBLASLT_EPILOGUE_BIAS
- * adds.  Saves the separate pass over C that an add costs (a read and a write
- * of C: more than the product itself for GPT-2's layers at bf16 on an H100,
- * docs/performance.md).  1 when cuBLASLt declines (no handle, no algorithm):
- * the caller then adds the bias itself. */
-static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias, cudaDataType_t t,
+/* ---- one product with the bias and a residual added by cuBLASLt ----
+ * C (M, N) row-major = op(A) op(B) + bias + resid, bias over N, resid (or
+ * NULL) of C's layout: column-major, D is (N, M) and the bias runs along its
+ * rows, which is what CUBLASLT_EPILOGUE_BIAS adds; the residual is cuBLASLt's
+ * C operand with beta 1 (D = A B + C, C and D apart).  Saves the separate
+ * passes over C that the adds cost (a read and a write of C each: more than
+ * the product itself for GPT-2's layers at bf16 on an H100,
+ * docs/performance.md).  bias may be NULL too.  1 when cuBLASLt declines (no
+ * handle, no algorithm): the caller then runs the plain product and adds. */
+static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias, const void *resid, cudaDataType_t t,
                      cublasComputeType_t ct, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
                      int64_t ldc, int index)
 {
@@ -192,7 +194,7 @@ static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias,
     void *ws = as_cuda_blaslt_workspace(&wsize);
     if (!lt) return 1;
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     cublasLtMatmulDesc_t op = NULL;
     cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
     cublasLtMatmulPreference_t pref = NULL;
@@ -200,14 +202,14 @@ static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias,
     int found = 0, rc = 1;
     /* the heuristic told the operands' real alignment (its default assumes 256 bytes,
      * and an algorithm that needs more fails at the call) */
-    const uint32_t align = (uint32_t)alignment(pa, pb, pc, bias);
-    const int64_t key[LT_KEY] = {index, t, ct, ta, tb, M, N, K, lda, ldb, ldc, align};
+    const uint32_t align = (uint32_t)alignment(pa, pb, pc, bias, resid);
+    const int64_t key[LT_KEY] = {index, t, ct, ta, tb, M, N, K, lda, ldb, ldc, align, bias != NULL, resid != NULL};
     /* the operands swap, as in gemm_call: cuBLASLt's A is our B (op(B)^T is N x K), its B our A */
     if (cublasLtMatmulDescCreate(&op, ct, CUDA_R_32F) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opb, sizeof opb) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opa, sizeof opa) ||
         cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias) ||
+        (bias && cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias)) ||
         cublasLtMatrixLayoutCreate(&la, t, tb ? K : N, tb ? N : K, ldb) ||
         cublasLtMatrixLayoutCreate(&lb, t, ta ? M : K, ta ? K : M, lda) ||
         cublasLtMatrixLayoutCreate(&lc, t, N, M, ldc))
@@ -231,8 +233,9 @@ static int gemm_bias(const char *pa, const char *pb, char *pc, const void *bias,
         lt_keep(key, &algo);
     }
     const float one = 1.0f, zero = 0.0f;
-    rc = as_cublas_check("linear", cublasLtMatmul(lt, op, &one, pb, la, pa, lb, &zero, pc, lc, pc, lc, &algo, ws,
-                                                  wsize, (cudaStream_t)as_cuda_current_stream()));
+    rc = as_cublas_check("linear", cublasLtMatmul(lt, op, &one, pb, la, pa, lb, resid ? &one : &zero,
+                                                  resid ? resid : pc, lc, pc, lc, &algo, ws, wsize,
+                                                  (cudaStream_t)as_cuda_current_stream()));
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (lc) cublasLtMatrixLayoutDestroy(lc);
@@ -301,9 +304,9 @@ static int64_t tf32_padded(int64_t d) { return (d + 15) / 16 * 16; }
  * LM head's logits whole would double their memory).  1 when it declines
  * (no scratch): the caller runs SGEMM. */
 #define TF32X3_C_CHUNK ((int64_t)256 << 20)
-static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bias, bool *bias_done, int ta, int tb,
-                       int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch,
-                       int64_t sa, int64_t sb, int64_t sc, int index)
+static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bias, bool *bias_done, const void *resid,
+                       bool *resid_done, int ta, int tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                       int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc, int index)
 {
     const int64_t na = sa ? batch : 1, nb = sb ? batch : 1;
     const bool one = batch == 1;
@@ -329,14 +332,16 @@ static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bia
     if (rc) goto done;
     const int64_t lda3 = ta ? M2 : 3 * K2, ldb3 = tb ? 3 * K2 : N2;
     bool biased = false;
+    /* a residual rides along only where C is written in place, in its own layout */
+    if (pad_c) resid = NULL;
     for (int64_t m0 = 0; m0 < M2 && !rc; m0 += band) {
         const int64_t rows = M2 - m0 < band ? M2 - m0 : band;
         const char *a_band = (const char *)(a3 + (ta ? m0 : m0 * lda3));
         char *out = pad_c ? (char *)c2 : pc;
         const int64_t ldo = pad_c ? N2 : ldc;
-        if (bias && one && N2 == N && band == M2) { /* the epilogue reads N2 biases; one band: all or none */
-            rc = gemm_bias(a_band, (const char *)b3, out, bias, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta, tb,
-                           rows, N2, 3 * K2, lda3, ldb3, ldo, index);
+        if ((bias || resid) && one && N2 == N && band == M2) { /* the epilogue reads N2 biases; one band */
+            rc = gemm_bias(a_band, (const char *)b3, out, bias, resid, CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32, ta,
+                           tb, rows, N2, 3 * K2, lda3, ldb3, ldo, index);
             if (rc < 0) break;
             biased = rc == 0;
         }
@@ -348,7 +353,7 @@ static int gemm_tf32x3(const char *pa, const char *pb, char *pc, const void *bia
             rc = pad_copy(pc + m0 * ldc * (int64_t)sizeof(float), ldc, keep, N, c2, N2, keep, N, sizeof(float));
         }
     }
-    if (!rc) *bias_done = biased;
+    if (!rc) *bias_done = biased && bias, *resid_done = biased && resid;
 done:
     /* the caching allocator hands these blocks out again only to work queued after this on the same stream */
     if (a3) as_cuda_free(a3, index);
@@ -359,7 +364,7 @@ done:
 
 static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, int tb, int64_t M, int64_t N,
                 int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int64_t batch, int64_t sa, int64_t sb, int64_t sc,
-                const as_tensor *bias, bool *bias_done)
+                const as_tensor *bias, bool *bias_done, const as_tensor *resid, bool *resid_done)
 {
     if (!fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) ||
         !fits_int(batch)) {
@@ -376,14 +381,16 @@ static int gemm(const as_tensor *a, const as_tensor *b, as_tensor *c, int ta, in
         (M % 8 || N % 8 || K % 8 || misaligned(lda, es) || misaligned(ldb, es) || misaligned(ldc, es)))
         return gemm_padded(pa, pb, pc, t, es, ta, tb, M, N, K, lda, ldb, ldc, index);
     const void *pbias = bias && bias->dtype == c->dtype ? as_data(bias) : NULL;
+    const void *presid = resid && resid->dtype == c->dtype && batch == 1 ? as_data(resid) : NULL;
     if (c->dtype == AS_F32 && use_tf32x3(M, N, K, batch, index)) {
-        int rc = gemm_tf32x3(pa, pb, pc, pbias, bias_done, ta, tb, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, index);
+        int rc = gemm_tf32x3(pa, pb, pc, pbias, bias_done, presid, resid_done, ta, tb, M, N, K, lda, ldb, ldc, batch,
+                             sa, sb, sc, index);
         if (rc <= 0) return rc;
     }
-    if (pbias && batch == 1) {
-        int rc = gemm_bias(pa, pb, pc, pbias, t, CUBLAS_COMPUTE_32F, ta, tb, M, N, K, lda, ldb, ldc, index);
+    if ((pbias || presid) && batch == 1) {
+        int rc = gemm_bias(pa, pb, pc, pbias, presid, t, CUBLAS_COMPUTE_32F, ta, tb, M, N, K, lda, ldb, ldc, index);
         if (rc <= 0) {
-            *bias_done = rc == 0;
+            *bias_done = rc == 0 && pbias, *resid_done = rc == 0 && presid;
             return rc;
         }
     }
@@ -421,7 +428,7 @@ int as_cuda_gemm(as_gemm_args *g)
     int64_t M = g->M, N = g->N, K = g->K, sa = 0, sb = 0;
     if (g->fold)
         return gemm(g->a, g->b, g->out, g->ta, g->tb, M * g->nbatch, N, K, g->lda, g->ldb, N, 1, 0, 0, 0, g->bias,
-                    &g->bias_done);
+                    &g->bias_done, g->resid, &g->resid_done);
     /* Batches that one stride cannot step through (a head split out of a
      * fused qkv projection: (B, H) strides (L 3HD, D)) are copied contiguous:
      * one strided-batched call and a copy cost a fraction of a cuBLAS call
@@ -433,7 +440,7 @@ int as_cuda_gemm(as_gemm_args *g)
         (make_contiguous(&g->b, &g->tb, &g->ldb) || !uniform_batch(g->nb, g->batch, g->b->stride, &sb)))
         return -1;
     return gemm(g->a, g->b, g->out, g->ta, g->tb, M, N, K, g->lda, g->ldb, N, g->nbatch, sa, sb, M * N, g->bias,
-                &g->bias_done);
+                &g->bias_done, g->resid, &g->resid_done);
 }
 
 #endif

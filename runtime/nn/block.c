@@ -32,20 +32,45 @@ static as_tensor *call_child(const char *fn, as_module *m, const char *name, as_
 
 /* ---- Mlp ---- */
 
-static as_tensor *mlp_forward(as_module *m, const as_args *args)
+/* The forward, + resid where not NULL: added by fc2 (as_module_forward_add) when no
+ * dropout follows it, else after the dropout. */
+static as_tensor *mlp_run(as_module *m, const as_args *args, const as_tensor *resid)
 {
     if (as_check_args("Mlp", args, 1, 1)) return NULL;
     static const char *steps[] = {"fc1", "act", "drop", "fc2", "drop"};
+    const bool fuse = resid && !as_module_child(m, "drop");
     as_tensor *x = as_retain(args->v[0]);
     for (int i = 0; x && i < 5; i++) {
-        as_tensor *y = call_child("Mlp", m, steps[i], x, NULL, i == 2 || i == 4);
+        as_tensor *y;
+        if (fuse && i == 3) {
+            as_module *fc2 = as_module_retain(as_module_child(m, "fc2"));
+            as_args a = {.n = 1, .v = {x}};
+            y = fc2 ? as_module_forward_add(fc2, &a, resid) : NULL;
+            if (!fc2) as_error_set("Mlp: child 'fc2' is missing");
+            as_module_release(fc2);
+        } else {
+            y = call_child("Mlp", m, steps[i], x, NULL, i == 2 || i == 4);
+        }
         as_release(x);
         x = y;
+    }
+    if (x && resid && !fuse) {
+        as_tensor *r = as_binary(AS_ADD, x, resid);
+        as_release(x);
+        x = r;
     }
     return x;
 }
 
-static const as_module_class mlp_class = {.name = "Mlp", .forward = mlp_forward, .free_config = free};
+static as_tensor *mlp_forward(as_module *m, const as_args *args) { return mlp_run(m, args, NULL); }
+
+static as_tensor *mlp_forward_add(as_module *m, const as_args *args, const as_tensor *resid)
+{
+    return mlp_run(m, args, resid);
+}
+
+static const as_module_class mlp_class = {
+    .name = "Mlp", .forward = mlp_forward, .free_config = free, .forward_add = mlp_forward_add};
 
 static int add_child(as_module *m, const char *name, as_module *c)
 {
@@ -74,11 +99,28 @@ as_module *as_mlp_new(int64_t in_features, int64_t hidden, as_unop activation, d
 
 /* ---- TransformerBlock ---- */
 
-static as_tensor *add(as_tensor *a, as_tensor *b)
+/* resid + child(x [, mask]), with the block's dropout between where drop: a residual
+ * connection, the add inside the child's last product where it can
+ * (as_module_forward_add) unless that dropout sits between */
+static as_tensor *residual(as_module *m, const char *name, as_tensor *x, as_tensor *mask, const as_tensor *resid,
+                           bool drop)
 {
-    as_tensor *r = a && b ? as_binary(AS_ADD, a, b) : NULL;
-    as_release(a), as_release(b);
-    return r;
+    as_module *ch = as_module_retain(as_module_child(m, name));
+    if (!ch) {
+        as_error_set(FN ": child '%s' is missing", name);
+        return NULL;
+    }
+    as_tensor *y;
+    if (!drop || !as_module_child(m, "drop")) {
+        as_args args = {.n = mask ? 2 : 1, .v = {x, mask}};
+        y = as_module_forward_add(ch, &args, resid);
+    } else {
+        as_tensor *t = call_child(FN, m, name, x, mask, false), *d = t ? call_child(FN, m, "drop", t, NULL, true) : NULL;
+        y = d ? as_binary(AS_ADD, resid, d) : NULL;
+        as_release(t), as_release(d);
+    }
+    as_module_release(ch);
+    return y;
 }
 
 static as_tensor *block_forward(as_module *m, const as_args *args)
@@ -95,24 +137,18 @@ static as_tensor *block_forward(as_module *m, const as_args *args)
     as_tensor *h, *t;
     if (c->pre_norm) {
         t = call_child(FN, m, "norm1", x, NULL, false);
-        h = t ? call_child(FN, m, "attn", t, mask, false) : NULL;
+        h = t ? residual(m, "attn", t, mask, x, true) : NULL; /* x + drop(attn(norm1(x))) */
         as_release(t);
-        t = h ? call_child(FN, m, "drop", h, NULL, true) : NULL;
-        as_release(h);
-        h = add(as_retain(x), t); /* x + drop(attn(norm1(x))) */
         t = h ? call_child(FN, m, "norm2", h, NULL, false) : NULL;
-        as_tensor *f = t ? call_child(FN, m, "mlp", t, NULL, false) : NULL;
-        as_release(t);
-        return add(h, f);
+        as_tensor *y = t ? residual(m, "mlp", t, NULL, h, false) : NULL; /* h + mlp(norm2(h)) */
+        as_release(t), as_release(h);
+        return y;
     }
-    t = call_child(FN, m, "attn", x, mask, false);
-    h = t ? call_child(FN, m, "drop", t, NULL, true) : NULL;
-    as_release(t);
-    t = add(as_retain(x), h);
+    t = residual(m, "attn", x, mask, x, true);
     h = t ? call_child(FN, m, "norm1", t, NULL, false) : NULL; /* norm1(x + drop(attn(x))) */
     as_release(t);
-    t = h ? call_child(FN, m, "mlp", h, NULL, false) : NULL;
-    t = add(h, t);
+    t = h ? residual(m, "mlp", h, NULL, h, false) : NULL;
+    as_release(h);
     h = t ? call_child(FN, m, "norm2", t, NULL, false) : NULL;
     as_release(t);
     return h;

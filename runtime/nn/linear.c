@@ -13,7 +13,8 @@ typedef struct {
     bool bias;
 } linear_config;
 
-static as_tensor *linear_forward(as_module *m, const as_args *args)
+/* y = x W^T + b (+ resid, when not NULL: as_linear_add) */
+static as_tensor *linear_run(as_module *m, const as_args *args, const as_tensor *resid)
 {
     if (as_check_args("Linear", args, 1, 1)) return NULL;
     const as_tensor *x = args->v[0];
@@ -28,7 +29,14 @@ static as_tensor *linear_forward(as_module *m, const as_args *args)
                      (long long)w->shape[1], as_shape_str(s, sizeof s, x->ndim, x->shape));
         return NULL;
     }
-    return as_linear(x, w, b);
+    return resid ? as_linear_add(x, w, b, resid) : as_linear(x, w, b);
+}
+
+static as_tensor *linear_forward(as_module *m, const as_args *args) { return linear_run(m, args, NULL); }
+
+static as_tensor *linear_forward_add(as_module *m, const as_args *args, const as_tensor *resid)
+{
+    return linear_run(m, args, resid);
 }
 
 static void linear_repr(const as_module *m, char *buf, size_t size)
@@ -40,7 +48,7 @@ static void linear_repr(const as_module *m, char *buf, size_t size)
 
 static const as_module_class linear_class = {
     .name = "Linear", .forward = linear_forward, .free_config = free, .extra_repr = linear_repr,
-    .config_size = sizeof(linear_config)};
+    .config_size = sizeof(linear_config), .forward_add = linear_forward_add};
 
 /* A new uniform(-bound, bound) float32 tensor registered on m as name. */
 static int add_uniform_param(as_module *m, const char *name, int ndim, const int64_t *shape,

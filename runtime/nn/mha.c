@@ -43,8 +43,9 @@ int as_mha_config_check(const char *fn, const as_mha_config *c)
 /* ---- forward ---- */
 
 /* Calls m's child `name` (held across the call: a Lua forward may swap it). */
-static as_tensor *call_child(as_module *m, const char *name, as_tensor *a, as_tensor *b, as_tensor *c,
-                             as_tensor *d, int n)
+/* child name on (a [, b, c, d]) (+ resid where not NULL: as_module_forward_add) */
+static as_tensor *call_child_add(as_module *m, const char *name, as_tensor *a, as_tensor *b, as_tensor *c,
+                                 as_tensor *d, int n, const as_tensor *resid)
 {
     as_module *ch = as_module_retain(as_module_child(m, name));
     if (!ch) {
@@ -52,9 +53,15 @@ static as_tensor *call_child(as_module *m, const char *name, as_tensor *a, as_te
         return NULL;
     }
     as_args args = {.n = n, .v = {a, b, c, d}};
-    as_tensor *y = as_module_forward(ch, &args);
+    as_tensor *y = resid ? as_module_forward_add(ch, &args, resid) : as_module_forward(ch, &args);
     as_module_release(ch);
     return y;
+}
+
+static as_tensor *call_child(as_module *m, const char *name, as_tensor *a, as_tensor *b, as_tensor *c,
+                             as_tensor *d, int n)
+{
+    return call_child_add(m, name, a, b, c, d, n, NULL);
 }
 
 /* Checks that t is (B, L, n) as a projection must return. */
@@ -84,7 +91,8 @@ static as_tensor *project(as_module *m, const char *name, as_tensor *x, int64_t 
     return y;
 }
 
-static as_tensor *mha_forward(as_module *m, const as_args *args)
+/* the forward (+ resid where not NULL, added by out_proj: as_module_forward_add) */
+static as_tensor *mha_run(as_module *m, const as_args *args, const as_tensor *resid)
 {
     const as_mha_config *c = m->config;
     if (as_check_args(FN, args, 1, 2)) return NULL;
@@ -122,11 +130,18 @@ static as_tensor *mha_forward(as_module *m, const as_args *args)
     }
     ot = as_permute(o, (int[]){0, 2, 1, 3}); /* (B, L, H, hd) */
     flat = ot ? as_reshape(ot, 3, (int64_t[]){B, L, H * hd}) : NULL;
-    if (flat) y = call_child(m, "out_proj", flat, NULL, NULL, NULL, 1);
+    if (flat) y = call_child_add(m, "out_proj", flat, NULL, NULL, NULL, 1, resid);
 done:
     as_release(qkv), as_release(o), as_release(ot), as_release(flat);
     for (int i = 0; i < 3; i++) as_release(p[i]), as_release(h[i]);
     return y;
+}
+
+static as_tensor *mha_forward(as_module *m, const as_args *args) { return mha_run(m, args, NULL); }
+
+static as_tensor *mha_forward_add(as_module *m, const as_args *args, const as_tensor *resid)
+{
+    return mha_run(m, args, resid);
 }
 
 static void mha_repr(const as_module *m, char *buf, size_t size)
@@ -151,7 +166,7 @@ static int mha_config(const as_module *m, as_config_field *f, int max)
 
 static const as_module_class mha_class = {.name = FN, .forward = mha_forward, .free_config = free,
                                           .extra_repr = mha_repr, .config_fields = mha_config,
-                                          .config_size = sizeof(as_mha_config)};
+                                          .config_size = sizeof(as_mha_config), .forward_add = mha_forward_add};
 
 /* ---- construction ---- */
 

@@ -6,6 +6,7 @@
 
 #include "attnswap/autograd.h"
 #include "attnswap/error.h"
+#include "attnswap/ops.h"
 
 static as_module_hooks hooks;
 
@@ -279,6 +280,19 @@ as_tensor *as_module_forward(as_module *m, const as_args *args)
     }
     bool pushed = as_module_path_push(m);
     as_tensor *out = m->cls->forward(m, args);
+    if (pushed) as_module_path_pop();
+    return out;
+}
+
+as_tensor *as_module_forward_add(as_module *m, const as_args *args, const as_tensor *residual)
+{
+    if (!m->cls || !m->cls->forward_add) {
+        as_tensor *y = as_module_forward(m, args), *r = y ? as_binary(AS_ADD, y, residual) : NULL;
+        as_release(y);
+        return r;
+    }
+    bool pushed = as_module_path_push(m);
+    as_tensor *out = m->cls->forward_add(m, args, residual);
     if (pushed) as_module_path_pop();
     return out;
 }

@@ -26,8 +26,10 @@ static int blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool 
 }
 
 /* a (..., M, K) @ b (..., K, N), of one dtype (float32 or float64 on the CPU), at least 2-d;
- * bias (or NULL) as as_gemm_args takes it, *bias_done whether it was added. */
-static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0, const as_tensor *bias, bool *bias_done)
+ * bias and resid (or NULL) as as_gemm_args takes them, *bias_done and *resid_done whether
+ * they were added. */
+static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0, const as_tensor *bias, bool *bias_done,
+                                 const as_tensor *resid, bool *resid_done)
 {
     char s1[128], s2[128];
     int64_t M = a0->shape[a0->ndim - 2], K = a0->shape[a0->ndim - 1];
@@ -88,9 +90,10 @@ static as_tensor *matmul_2d_plus(const as_tensor *a0, const as_tensor *b0, const
     }
     as_gemm_args g = {.a = a, .b = b, .out = out, .ta = ta, .tb = tb,
                       .fold = b_shared && a_rows_contig, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb,
-                      .nb = nb, .batch = batch, .nbatch = nbatch, .bias = bias};
+                      .nb = nb, .batch = batch, .nbatch = nbatch, .bias = bias,
+                      .resid = resid && as_same_shape(resid, out) ? resid : NULL};
     int rc = as_k_gemm(dev, &g);
-    *bias_done = g.bias_done;
+    *bias_done = g.bias_done, *resid_done = g.resid_done;
     as_ops_release4(g.a, g.b, ca, cb);
     if (rc) {
         as_release(out);
@@ -103,10 +106,12 @@ fail:
     return NULL;
 }
 
-/* bias (or NULL): an (N,) the product may add in its epilogue (*bias_done says) */
-static as_tensor *matmul_forward_bias(const as_tensor *a, const as_tensor *b, const as_tensor *bias, bool *bias_done)
+/* bias (or NULL): an (N,) the product may add in its epilogue (*bias_done says);
+ * resid (or NULL): a tensor of the result's shape it may add too (*resid_done) */
+static as_tensor *matmul_forward_bias(const as_tensor *a, const as_tensor *b, const as_tensor *bias, bool *bias_done,
+                                      const as_tensor *resid, bool *resid_done)
 {
-    *bias_done = false;
+    *bias_done = *resid_done = false;
     const as_tensor *ts[2] = {a, b};
     if (as_ops_check_device("matmul", 2, ts)) return NULL;
     if (a->ndim == 0 || b->ndim == 0) {
@@ -126,7 +131,10 @@ static as_tensor *matmul_forward_bias(const as_tensor *a, const as_tensor *b, co
     as_tensor *ub = ua ? (b->ndim == 1 ? as_unsqueeze(fb, 1) : as_retain(fb)) : NULL;
     /* the epilogue adds the bias only when it is of the product's dtype and the result stays in it */
     bool fits = bias && bias->dtype == cdt && result == cdt && b->ndim >= 2 && as_is_contiguous(bias);
-    as_tensor *out = ub ? matmul_2d_plus(ua, ub, fits ? bias : NULL, bias_done) : NULL;
+    bool rfits = resid && resid->dtype == cdt && result == cdt && a->ndim >= 2 && b->ndim >= 2 &&
+                 as_is_contiguous(resid);
+    as_tensor *out = ub ? matmul_2d_plus(ua, ub, fits ? bias : NULL, bias_done, rfits ? resid : NULL, resid_done)
+                        : NULL;
     as_ops_release4(fa, fb, ua, ub);
     if (out && (a->ndim == 1 || b->ndim == 1)) {
         /* drop the dims the 1-d operands gained */
@@ -151,8 +159,8 @@ static as_tensor *matmul_forward_bias(const as_tensor *a, const as_tensor *b, co
 
 static as_tensor *matmul_forward(const as_tensor *a, const as_tensor *b)
 {
-    bool unused;
-    return matmul_forward_bias(a, b, NULL, &unused);
+    bool unused, unused2;
+    return matmul_forward_bias(a, b, NULL, &unused, NULL, &unused2);
 }
 
 /* out = a @ b: g_a = g @ b^T, g_b = a^T @ g, over the broadcast batch (the
@@ -217,31 +225,53 @@ as_tensor *as_matmul(const as_tensor *a, const as_tensor *b)
     return out;
 }
 
-as_tensor *as_linear(const as_tensor *x, const as_tensor *w, const as_tensor *bias)
+/* linear's checks and product; resid (or NULL) is added too, in the product where it can be */
+static as_tensor *linear_plus(const as_tensor *x, const as_tensor *w, const as_tensor *bias, const as_tensor *resid)
 {
-    const as_tensor *ts[3] = {x, w, bias};
-    if (as_ops_check_device("linear", 3, ts)) return NULL;
+    const char *fn = resid ? "linear_add" : "linear";
+    const as_tensor *ts[4] = {x, w, bias, resid};
+    if (as_ops_check_device(fn, resid ? 4 : 3, ts)) return NULL;
     char s1[128], s2[128];
     if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) {
-        as_error_set("linear: input of shape %s does not match weight of shape %s",
+        as_error_set("%s: input of shape %s does not match weight of shape %s", fn,
                      as_shape_str(s1, sizeof s1, x->ndim, x->shape), as_shape_str(s2, sizeof s2, w->ndim, w->shape));
         return NULL;
     }
     if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0])) {
-        as_error_set("linear: bias of shape %s does not match %lld output features",
+        as_error_set("%s: bias of shape %s does not match %lld output features", fn,
                      as_shape_str(s1, sizeof s1, bias->ndim, bias->shape), (long long)w->shape[0]);
         return NULL;
     }
     as_tensor *wt = as_transpose(w, 0, 1);
-    bool done = false;
-    /* with no gradient to record, the bias may ride in the product's epilogue (cuBLASLt) */
+    bool done = false, rdone = false;
+    /* with no gradient to record, the bias and the residual may ride in the product (cuBLASLt) */
     as_tensor *y = !wt ? NULL
-                 : bias && !as_autograd_needed(3, ts) ? matmul_forward_bias(x, wt, bias, &done)
-                 : as_matmul(x, wt);
+                 : (bias || resid) && !as_autograd_needed(resid ? 4 : 3, ts)
+                     ? matmul_forward_bias(x, wt, bias, &done, resid, &rdone)
+                     : as_matmul(x, wt);
     as_release(wt);
     if (y && bias && !done && as_binary_(AS_ADD, y, bias)) {
         as_release(y);
         return NULL;
     }
+    if (y && resid && !rdone) { /* out of place: y + resid may broadcast to more than y */
+        as_tensor *r = as_binary(AS_ADD, y, resid);
+        as_release(y);
+        y = r;
+    }
     return y;
+}
+
+as_tensor *as_linear(const as_tensor *x, const as_tensor *w, const as_tensor *bias)
+{
+    return linear_plus(x, w, bias, NULL);
+}
+
+as_tensor *as_linear_add(const as_tensor *x, const as_tensor *w, const as_tensor *bias, const as_tensor *resid)
+{
+    if (!resid) {
+        as_error_set("linear_add: the residual is missing");
+        return NULL;
+    }
+    return linear_plus(x, w, bias, resid);
 }

@@ -385,6 +385,61 @@ static void test_matmul_tf32x3(void)
     tf32x3_case(2051, 50257, 32, 2);
 }
 
+/* linear + a residual (as_linear_add): cuBLASLt's C operand on CUDA where the
+ * residual has the output's shape and dtype, the add otherwise; against the CPU */
+static void test_linear_add(void)
+{
+    char what[96];
+    for (int t = 0; t < 3; t++)
+        for (int64_t no = 31; no <= 64; no += 33)
+            for (int kind = 0; kind < 3; kind++) { /* 0: bias, full residual; 1: no bias; 2: a broadcast residual */
+                as_dtype dt = float_types[t];
+                as_tensor *fx = as_test_random(3, (int64_t[]){2, 37, 45}), *fw = as_test_random(2, (int64_t[]){no, 45});
+                as_tensor *fb = as_test_random(1, (int64_t[]){no});
+                as_tensor *fr = kind == 2 ? as_test_random(1, (int64_t[]){no}) : as_test_random(3, (int64_t[]){2, 37, no});
+                as_tensor *cx = as_to_dtype(fx, dt), *cw = as_to_dtype(fw, dt), *cb = as_to_dtype(fb, dt);
+                as_tensor *cr = as_to_dtype(fr, dt);
+                as_tensor *gx = as_to_device(cx, CUDA0), *gw = as_to_device(cw, CUDA0), *gb = as_to_device(cb, CUDA0);
+                as_tensor *gr = as_to_device(cr, CUDA0);
+                as_tensor *x = as_linear_add(cx, cw, kind == 1 ? NULL : cb, cr);
+                as_tensor *y = as_linear_add(gx, gw, kind == 1 ? NULL : gb, gr);
+                snprintf(what, sizeof what, "linear_add to %lld, %s", (long long)no,
+                         kind == 0 ? "bias" : kind == 1 ? "no bias" : "broadcast residual");
+                check_same(what, x, y, dt);
+                as_release(x), as_release(y), as_release(fx), as_release(fw), as_release(fb), as_release(fr);
+                as_release(cx), as_release(cw), as_release(cb), as_release(cr);
+                as_release(gx), as_release(gw), as_release(gb), as_release(gr);
+            }
+    as_tensor *w = as_empty(2, (int64_t[]){4, 3}, AS_F32, AS_CPU), *x = as_empty(2, (int64_t[]){2, 3}, AS_F32, AS_CPU);
+    CHECK(as_linear_add(x, w, NULL, NULL) == NULL && strstr(as_error_get(), "linear_add"));
+    as_release(w), as_release(x);
+}
+
+/* TransformerBlock on CUDA (its residual adds inside the out-projection's and
+ * fc2's products) against the same block on the CPU (the adds apart) */
+static void test_block_cuda(void)
+{
+    for (int pre = 0; pre < 2; pre++)
+        for (int t = 0; t < 3; t += 2) { /* float32, bfloat16 */
+            as_block_config cfg = {.attn = {.dim = 64, .num_heads = 4, .num_kv_heads = 4, .fused_qkv = true,
+                                            .qkv_bias = true, .out_bias = true},
+                                   .pre_norm = pre};
+            as_attention_opts o = {.scale = NAN};
+            as_module *core = as_sdp_attention_new(&o, AS_SDP_AUTO), *blk = as_transformer_block_new(&cfg, core);
+            as_module_release(core);
+            CHECK(blk != NULL);
+            if (!blk) continue;
+            as_tensor *x = as_test_random(3, (int64_t[]){2, 33, 64});
+            as_tensor *want = as_module_call1(blk, x);
+            as_tensor *gx = as_to_device(x, CUDA0), *gx2 = gx ? as_to_dtype(gx, float_types[t]) : NULL;
+            CHECK(as_module_to_device(blk, CUDA0) == 0 && as_module_to_dtype(blk, float_types[t]) == 0);
+            as_tensor *got = gx2 ? as_module_call1(blk, gx2) : NULL, *got32 = got ? as_to_dtype(got, AS_F32) : NULL;
+            check_same(pre ? "TransformerBlock pre-norm" : "TransformerBlock post-norm", want, got32, float_types[t]);
+            as_release(x), as_release(want), as_release(gx), as_release(gx2), as_release(got), as_release(got32);
+            as_module_release(blk);
+        }
+}
+
 static void test_index(void)
 {
     as_tensor *f = as_test_random(3, (int64_t[]){4, 10, 6}), *g = as_to_device(f, CUDA0);
@@ -494,6 +549,9 @@ int main(void)
     fprintf(stderr, "test_matmul\n");
     test_matmul();
     test_matmul_tf32x3();
+    fprintf(stderr, "test_linear_add\n");
+    test_linear_add();
+    test_block_cuda();
     fprintf(stderr, "test_index\n");
     test_index();
     fprintf(stderr, "test_attention\n");

@@ -291,6 +291,18 @@ static void test_matmul(void)
     double want = as_get_flat(bias, 2);
     for (int k = 0; k < 3; k++) want += as_get_flat(x, 9 + k) * as_get_flat(w, 2 * 3 + k);
     CHECK_NEAR(as_get_flat(y, 3 * 4 + 2), want, 1e-5);
+    /* linear + a residual: the output's shape, and one broadcast along it */
+    for (int full = 0; full < 2; full++) {
+        as_tensor *r = full ? as_test_random(3, (int64_t[]){2, 2, 4}) : as_test_random(1, (int64_t[]){4});
+        as_tensor *ya = as_linear_add(x, w, bias, r);
+        CHECK(ya && ya->ndim == 3 && ya->shape[2] == 4);
+        CHECK_NEAR(as_get_flat(ya, 3 * 4 + 2), want + as_get_flat(r, full ? 3 * 4 + 2 : 2), 1e-5);
+        as_release(r), as_release(ya);
+    }
+    as_tensor *wrong = as_test_random(1, (int64_t[]){3});
+    CHECK(as_linear_add(x, w, bias, wrong) == NULL);
+    CHECK(as_linear_add(x, w, bias, NULL) == NULL && strstr(as_error_get(), "linear_add: the residual is missing"));
+    as_release(wrong);
     as_tensor *bad = as_matmul(m, m);
     CHECK(bad == NULL && strcmp(as_error_get(), "matmul: shapes (5, 3) and (5, 3) do not align") == 0);
     as_release(v), as_release(m), as_release(vm), as_release(w), as_release(bias), as_release(x), as_release(y);
