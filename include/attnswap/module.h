@@ -103,7 +103,7 @@ as_module *as_module_find(as_module *m, const char *path);
 /* Runs m's forward: C, or the host's for host-defined classes. */
 as_tensor *as_module_forward(as_module *m, const as_args *args);
 /* m's forward + residual (a residual connection): the class's forward_add
- * where it has one, else its forward and an add. */
+ * where it has one, else its forward and an add; a NULL residual is none. */
 as_tensor *as_module_forward_add(as_module *m, const as_args *args, const as_tensor *residual);
 /* Anomaly mode only (autograd.h): m's forward starts / ends, so the nodes
  * recorded meanwhile know the module path.  push returns whether it pushed

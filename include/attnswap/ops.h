@@ -59,9 +59,10 @@ as_tensor *as_matmul(const as_tensor *a, const as_tensor *b);
 /* x (..., in) @ w(out, in)^T + bias(out): nn.Linear. bias may be NULL. */
 as_tensor *as_linear(const as_tensor *x, const as_tensor *w, const as_tensor *bias);
 /* as_linear(x, w, bias) + resid (broadcast as as_binary's add): a residual
- * connection.  With no gradient to record, on CUDA, a resid of the output's
- * shape and dtype is added inside the product (cuBLASLt's C operand), which
- * saves the add's pass over the output; otherwise it is that add. */
+ * connection.  With no gradient to record, on CUDA, a contiguous resid of the
+ * output's shape and dtype is added inside the product (cuBLASLt's C
+ * operand), which saves the add's pass over the output; otherwise it is that
+ * add. */
 as_tensor *as_linear_add(const as_tensor *x, const as_tensor *w, const as_tensor *bias, const as_tensor *resid);
 
 /* ---- indexing and joining ---- */

@@ -24,7 +24,9 @@ __device__ __forceinline__ float tf32_round(float x) /* nearest TF32 value, ties
  * float32's low 13 bits, so small is rounded here (its error is then at most
  * 2^-22 of x, unbiased, against 2^-21 truncated).  Infinities and NaNs are
  * their own big part with a zero small part, as is a finite x that rounds
- * past float's range. */
+ * past float's range.  So an infinity meets the other operand's small parts
+ * too, and inf times a zero small part (any TF32-exact value: 1, 0.5, ...)
+ * makes the product NaN where SGEMM gives +-inf (docs/api.md). */
 __device__ __forceinline__ void split(float x, float &big, float &small)
 {
     if ((__float_as_uint(x) & 0x7f800000u) == 0x7f800000u) {

@@ -286,6 +286,7 @@ as_tensor *as_module_forward(as_module *m, const as_args *args)
 
 as_tensor *as_module_forward_add(as_module *m, const as_args *args, const as_tensor *residual)
 {
+    if (!residual) return as_module_forward(m, args);
     if (!m->cls || !m->cls->forward_add) {
         as_tensor *y = as_module_forward(m, args), *r = y ? as_binary(AS_ADD, y, residual) : NULL;
         as_release(y);
