@@ -14,20 +14,27 @@
 
 #define FN "TransformerBlock"
 
-/* Calls m's child `name` on (x [, mask]); a missing optional child is the identity. */
-static as_tensor *call_child(const char *fn, as_module *m, const char *name, as_tensor *x, as_tensor *mask,
-                             bool optional)
+/* Calls m's child `name` on (x [, mask]), + resid where not NULL (as_module_forward_add);
+ * a missing optional child is the identity. */
+static as_tensor *call_child_add(const char *fn, as_module *m, const char *name, as_tensor *x, as_tensor *mask,
+                                 bool optional, const as_tensor *resid)
 {
     as_module *ch = as_module_retain(as_module_child(m, name));
     if (!ch) {
-        if (optional) return as_retain(x);
+        if (optional) return resid ? as_binary(AS_ADD, x, resid) : as_retain(x);
         as_error_set("%s: child '%s' is missing", fn, name);
         return NULL;
     }
     as_args args = {.n = mask ? 2 : 1, .v = {x, mask}};
-    as_tensor *y = as_module_forward(ch, &args);
+    as_tensor *y = as_module_forward_add(ch, &args, resid);
     as_module_release(ch);
     return y;
+}
+
+static as_tensor *call_child(const char *fn, as_module *m, const char *name, as_tensor *x, as_tensor *mask,
+                             bool optional)
+{
+    return call_child_add(fn, m, name, x, mask, optional, NULL);
 }
 
 /* ---- Mlp ---- */
@@ -41,16 +48,7 @@ static as_tensor *mlp_run(as_module *m, const as_args *args, const as_tensor *re
     const bool fuse = resid && !as_module_child(m, "drop");
     as_tensor *x = as_retain(args->v[0]);
     for (int i = 0; x && i < 5; i++) {
-        as_tensor *y;
-        if (fuse && i == 3) {
-            as_module *fc2 = as_module_retain(as_module_child(m, "fc2"));
-            as_args a = {.n = 1, .v = {x}};
-            y = fc2 ? as_module_forward_add(fc2, &a, resid) : NULL;
-            if (!fc2) as_error_set("Mlp: child 'fc2' is missing");
-            as_module_release(fc2);
-        } else {
-            y = call_child("Mlp", m, steps[i], x, NULL, i == 2 || i == 4);
-        }
+        as_tensor *y = call_child_add("Mlp", m, steps[i], x, NULL, i == 2 || i == 4, fuse && i == 3 ? resid : NULL);
         as_release(x);
         x = y;
     }
@@ -105,21 +103,10 @@ as_module *as_mlp_new(int64_t in_features, int64_t hidden, as_unop activation, d
 static as_tensor *residual(as_module *m, const char *name, as_tensor *x, as_tensor *mask, const as_tensor *resid,
                            bool drop)
 {
-    as_module *ch = as_module_retain(as_module_child(m, name));
-    if (!ch) {
-        as_error_set(FN ": child '%s' is missing", name);
-        return NULL;
-    }
-    as_tensor *y;
-    if (!drop || !as_module_child(m, "drop")) {
-        as_args args = {.n = mask ? 2 : 1, .v = {x, mask}};
-        y = as_module_forward_add(ch, &args, resid);
-    } else {
-        as_tensor *t = call_child(FN, m, name, x, mask, false), *d = t ? call_child(FN, m, "drop", t, NULL, true) : NULL;
-        y = d ? as_binary(AS_ADD, resid, d) : NULL;
-        as_release(t), as_release(d);
-    }
-    as_module_release(ch);
+    if (!drop || !as_module_child(m, "drop")) return call_child_add(FN, m, name, x, mask, false, resid);
+    as_tensor *t = call_child(FN, m, name, x, mask, false), *d = t ? call_child(FN, m, "drop", t, NULL, true) : NULL;
+    as_tensor *y = d ? as_binary(AS_ADD, resid, d) : NULL;
+    as_release(t), as_release(d);
     return y;
 }
 

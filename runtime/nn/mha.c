@@ -53,7 +53,7 @@ static as_tensor *call_child_add(as_module *m, const char *name, as_tensor *a, a
         return NULL;
     }
     as_args args = {.n = n, .v = {a, b, c, d}};
-    as_tensor *y = resid ? as_module_forward_add(ch, &args, resid) : as_module_forward(ch, &args);
+    as_tensor *y = as_module_forward_add(ch, &args, resid);
     as_module_release(ch);
     return y;
 }
