@@ -239,6 +239,16 @@ static int l_linear(lua_State *L)
     return 1;
 }
 
+/* linear_add(x, w, b, r): linear(x, w, b) + r, r added inside the product where it can (attnswap/ops.h) */
+static int l_linear_add(lua_State *L)
+{
+    as_tensor *x = l_checktensor(L, 1), *w = l_checktensor(L, 2);
+    as_tensor *b = opt_tensor(L, 3, "linear_add", "Tensor or nil");
+    as_tensor *r = l_checktensor(L, 4);
+    l_pushtensor(L, as_linear_add(x, w, b, r));
+    return 1;
+}
+
 /* index_select(dim, index): index holds 1-based positions, as Torch7 */
 static int l_index_select(lua_State *L)
 {
@@ -419,7 +429,7 @@ static const luaL_Reg op_methods[] = {
 };
 
 static const luaL_Reg op_functions[] = {
-    {"where", l_where}, {"cat", l_cat}, {"stack", l_stack}, {"linear", l_linear},
+    {"where", l_where}, {"cat", l_cat}, {"stack", l_stack}, {"linear", l_linear}, {"linear_add", l_linear_add},
     {"embedding", l_embedding}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"set_deterministic", l_set_deterministic},
     {"get_deterministic", l_get_deterministic}, {"set_float32_matmul_precision", l_set_float32_matmul_precision},

@@ -84,6 +84,9 @@ describe("gradcheck", function()
     end
     local x, w, b = leaf({ 2, 3, 5 }), leaf({ 4, 5 }), leaf({ 4 })
     assert.is_true(gradcheck(as.linear, { x, w, b }), "linear")
+    -- the residual of the output's shape, and one broadcast along it (both through autograd's add)
+    assert.is_true(gradcheck(as.linear_add, { x, w, b, leaf({ 2, 3, 4 }) }), "linear_add")
+    assert.is_true(gradcheck(as.linear_add, { x, w, b, leaf({ 4 }) }), "linear_add, broadcast residual")
     assert.is_true(gradcheck(function(p, q) return p:matmul(q:t()) end, { leaf({ 3, 4 }), leaf({ 5, 4 }) }), "b^T")
   end)
 
