@@ -9,17 +9,10 @@
 local as = require "attnswap"
 local bench = require "attnswap.bench"
 
+local o = bench.options(arg, { repeats = 9, out = false }, "matmul_cuda")
 if not as.cuda.is_available() then
   io.stderr:write("matmul_cuda: no CUDA device is available\n")
   os.exit(1)
-end
-local o = { repeats = 9 }
-local i = 1
-while i <= #arg do
-  if arg[i] == "--repeats" then o.repeats = assert(math.tointeger(tonumber(arg[i + 1]))); i = i + 1
-  elseif arg[i] == "--out" then o.out = arg[i + 1]; i = i + 1
-  else error("matmul_cuda: unknown option " .. arg[i]) end
-  i = i + 1
 end
 
 -- {label, m, k, n, linear}: m x k times k x n; linear: x @ W^T with W n x k, plus a bias
