@@ -2,7 +2,7 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|f32gemm|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|trace|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|f32gemm|none]   (default all)
 # f32gemm: every CUDA test, float32 products (bench/matmul_cuda.lua, SGEMM against 3xTF32, beside
 # bench/torch_matmul_cuda.py), then the models and the float32 training step beside PyTorch.
 # f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
@@ -11,6 +11,8 @@
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
 # wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch
 # (BWD_MODES, BWD_TESTS: fewer of them).
+# trace: the models' timings, then each kernel's time inside ten bf16 forwards of ViT and GPT-2
+# (TRACE_MODELS: fewer), ours and eager's, through bench/cuda_trace.c (CUPTI, preloaded).
 # profile: issue 21 part 2's where-the-time-goes: PyTorch's profiler on its bf16 forwards
 # (bench/torch_models.py --profile) and each op of a layer timed alone on the card
 # (bench/models_cpu.lua --device cuda --profile), after the models' timings (not part of all).
@@ -75,11 +77,25 @@ if [ "$what" = bwdbench ]; then
     --out "$OUT/attnswap_bwd.json" 2>&1 | tee "$OUT/bench_bwd.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
-if [ "$what" = models ] || [ "$what" = all ] || [ "$what" = profile ]; then
+if [ "$what" = models ] || [ "$what" = all ] || [ "$what" = profile ] || [ "$what" = trace ]; then
   p=""; [ "$what" = profile ] && p=--profile
   python3 bench/torch_models.py $p --out "$OUT/torch_models.json" > "$OUT/torch_models.txt" 2>&1
   grep -E "eager" "$OUT/torch_models.txt"
   build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
+fi
+if [ "$what" = trace ]; then # each kernel's time inside one bf16 forward, ours and eager's, by CUPTI
+  C=$(dirname "$(dirname "$(command -v nvcc)")")
+  I=$(dirname "$(find "$C/" -name cupti.h | head -1)"); Lb=$(dirname "$(find "$C/" -name 'libcupti.so' | head -1)")
+  gcc -std=c11 -D_GNU_SOURCE -O2 -fPIC -shared -I"$I" -I"$C/include" bench/cuda_trace.c -L"$Lb" -lcupti \
+    -Wl,-rpath,"$Lb" -o build-gpu/libcuda_trace.so || rc=1
+  for m in ${TRACE_MODELS:-vit gpt2}; do
+    LD_PRELOAD=$PWD/build-gpu/libcuda_trace.so CUDA_TRACE_OUT="$OUT/trace_${m}_ours.txt" CUDA_TRACE_ITERS=10 \
+      build-gpu/attnswap-run examples/models_cuda.lua --trace $m 2>&1 | tail -2
+    LD_PRELOAD=$PWD/build-gpu/libcuda_trace.so CUDA_TRACE_OUT="$OUT/trace_${m}_torch.txt" CUDA_TRACE_ITERS=10 \
+      python3 bench/torch_models.py --trace $m 2>&1 | tail -2
+    for s in ours torch; do echo "== $m, $s"; cut -c1-150 "$OUT/trace_${m}_$s.txt" | head -${TRACE_LINES:-18}; \
+      tail -1 "$OUT/trace_${m}_$s.txt"; done
+  done
 fi
 if [ "$what" = profile ]; then
   build-gpu/attnswap-run bench/models_cpu.lua --device cuda --dtype bfloat16 --vit-batch 32 --gpt2-batch 8 \

@@ -106,12 +106,27 @@ def profile(m, x):
         print(f"  {t / 1e3:7.3f} ms  x{n:<4d} {k[:90]}", flush=True)
 
 
+def trace(m, x, iters):
+    """The capture range for bench/cuda_trace.c (or nsys): iters bf16 forwards after a warm-up."""
+    with torch.inference_mode():
+        m(x); m(x)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        for _ in range(iters):
+            m(x)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out", default="torch_models.json")
     p.add_argument("--profile", action="store_true",
                    help="after the timings, PyTorch's profiler on one bf16 forward: CUDA time per op")
+    p.add_argument("--trace", choices=["vit", "gpt2"],
+                   help="only this model, bf16, then 10 forwards inside cudaProfilerStart/Stop "
+                        "(run under bench/cuda_trace.c: bench/gpu_host.sh trace)")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # as attnswap: float32 GEMMs without TF32
     torch.backends.cudnn.allow_tf32 = False
@@ -119,6 +134,11 @@ def main():
     cases = [("vit_base_patch16_224", ViT, lambda: torch.randn(32, 3, 224, 224, device="cuda")),
              ("gpt2 (small)", GPT2, lambda: torch.randint(0, 50257, (8, 1024), device="cuda"))]
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
+    if a.trace:
+        name, cls, make = cases[0 if a.trace == "vit" else 1]
+        x = make()
+        trace(cls().cuda().eval().to(torch.bfloat16), x.to(torch.bfloat16) if x.is_floating_point() else x, 10)
+        return
     for name, cls, make in cases:
         model = cls().cuda().eval()
         x = make()

@@ -3,6 +3,9 @@
 -- end-to-end forward latency on CUDA with scaled_dot_product and after the
 -- swap to flash_attention.
 --   attnswap-run examples/models_cuda.lua [--out results.json] [--repeats 10] [--small]
+--   attnswap-run examples/models_cuda.lua --trace vit|gpt2
+--     only that model, bf16 with flash_attention: 10 forwards inside
+--     as.cuda.profiler_start/stop, for bench/cuda_trace.c (bench/gpu_host.sh trace) or nsys.
 -- bench/torch_models.py times the same architectures in PyTorch eager.
 local as = require "attnswap"
 local bench = require "attnswap.bench"
@@ -17,6 +20,7 @@ while i <= #arg do
   if arg[i] == "--out" then o.out = arg[i + 1]; i = i + 1
   elseif arg[i] == "--repeats" then o.repeats = assert(math.tointeger(tonumber(arg[i + 1]))); i = i + 1
   elseif arg[i] == "--small" then o.small = true
+  elseif arg[i] == "--trace" then o.trace = arg[i + 1]; i = i + 1
   else error("models_cuda: unknown option " .. arg[i]) end
   i = i + 1
 end
@@ -47,6 +51,25 @@ local models = {
     input = function() return (as.rand(8, 1024) * 50257):long() end,
   },
 }
+
+if o.trace then
+  local m = o.trace == "vit" and models[1] or o.trace == "gpt2" and models[2]
+    or error("models_cuda: --trace takes vit or gpt2, not " .. tostring(o.trace))
+  as.manual_seed(0)
+  local model = m.build():eval():to("cuda")
+  as.swap_attention(model, "scaled_dot_product", "flash_attention", {}, { quiet = true })
+  model:to("bfloat16")
+  local x = m.input():cuda()
+  if x:dtype() == "float32" then x = x:to("bfloat16") end
+  model(x); model(x)
+  as.cuda.synchronize()
+  as.cuda.profiler_start()
+  for _ = 1, 10 do model(x) end
+  as.cuda.synchronize()
+  as.cuda.profiler_stop()
+  print(string.format("models_cuda: traced 10 bf16 forwards of %s", m.name))
+  os.exit(0)
+end
 
 local rows = {}
 print(string.format("%-22s %-18s %-34s %10s %12s", "model", "batch", "run", "ms", "rel. diff"))

@@ -29,6 +29,9 @@ void as_cuda_usage(size_t *allocated, size_t *mallocs);
 /* Gives the cached blocks back to the driver (as torch.cuda.empty_cache). */
 void as_cuda_empty_cache(void);
 void as_cuda_reset_peak(int index);
+/* cudaProfilerStart (on != 0) or cudaProfilerStop: the capture range of nsys,
+ * ncu and bench/cuda_trace.c; 0, or -1 with the error set. */
+int as_cuda_profiler(int on);
 
 /* Makes device index current and registers the backend (allocator, copies)
  * on first use; 0, or -1 with "fn: ..." set when the device does not exist. */

@@ -37,6 +37,11 @@ int as_cuda_memory_stats(int index, as_cuda_memory *m)
 void as_cuda_empty_cache(void) {}
 void as_cuda_usage(size_t *allocated, size_t *mallocs) { *allocated = *mallocs = 0; }
 void as_cuda_reset_peak(int index) { (void)index; }
+int as_cuda_profiler(int on)
+{
+    as_error_set("%s: CUDA is not available in this build", on ? "profiler_start" : "profiler_stop");
+    return -1;
+}
 int as_cuda_use(const char *fn, int index)
 {
     as_error_set("%s: device cuda:%d is not available: attnswap was built without CUDA", fn, index);
@@ -62,6 +67,7 @@ void *as_cuda_current_stream(void) { return NULL; }
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -296,6 +302,16 @@ void as_cuda_reset_peak(int index)
     pthread_mutex_lock(&lock);
     devices[index].mem.peak_allocated = devices[index].mem.allocated;
     pthread_mutex_unlock(&lock);
+}
+
+int as_cuda_profiler(int on)
+{
+    const char *fn = on ? "profiler_start" : "profiler_stop";
+    if (as_cuda_device_count() == 0) {
+        as_error_set("%s: no CUDA device is available", fn);
+        return -1;
+    }
+    return as_cuda_check(fn, on ? cudaProfilerStart() : cudaProfilerStop());
 }
 
 void as_cuda_empty_cache(void)

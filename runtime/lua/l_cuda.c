@@ -69,10 +69,25 @@ static int l_empty_cache(lua_State *L)
     return 0;
 }
 
+/* profiler_start() / profiler_stop(): the capture range of nsys, ncu and
+ * bench/cuda_trace.c, as torch.cuda.profiler.start/stop */
+static int l_profiler_start(lua_State *L)
+{
+    if (as_cuda_profiler(1)) l_raise(L);
+    return 0;
+}
+
+static int l_profiler_stop(lua_State *L)
+{
+    if (as_cuda_profiler(0)) l_raise(L);
+    return 0;
+}
+
 static const luaL_Reg cuda_functions[] = {
     {"is_available", l_is_available}, {"is_built", l_is_built}, {"device_count", l_device_count},
     {"synchronize", l_synchronize}, {"memory_stats", l_memory_stats}, {"reset_peak_memory", l_reset_peak},
-    {"empty_cache", l_empty_cache}, {NULL, NULL},
+    {"empty_cache", l_empty_cache}, {"profiler_start", l_profiler_start}, {"profiler_stop", l_profiler_stop},
+    {NULL, NULL},
 };
 
 void l_open_cuda(lua_State *L)

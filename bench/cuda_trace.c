@@ -1,0 +1,127 @@
+/* A kernel-time table for any CUDA process, where nsys and ncu are absent.
+ *
+ * Built as a shared object and preloaded (bench/gpu_host.sh trace):
+ *   LD_PRELOAD=build-gpu/libcuda_trace.so CUDA_TRACE_OUT=t.txt CUDA_TRACE_ITERS=10 attnswap-run s.lua
+ * Only kernels launched between cudaProfilerStart and cudaProfilerStop are
+ * recorded (as.cuda.profiler_start/stop, torch.cuda.profiler.start/stop), the
+ * same capture range nsys uses. The table lists each kernel's count, total
+ * and mean time, sorted by total, divided by CUDA_TRACE_ITERS when given so
+ * that it reads per forward; then the kernels' sum against the span from the
+ * first start to the last end, whose difference is the card idling between
+ * kernels (launch gaps and host work).
+ *
+ * CUPTI records kernels with a timestamp from the card itself, so the times
+ * are the kernels' own, without the launch or a synchronisation around each. */
+#include <cupti.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BUF_BYTES (8u << 20)
+#define MAX_NAMES 1024
+
+typedef struct {
+    char *name;
+    uint64_t count, total_ns;
+} Entry;
+
+static Entry entries[MAX_NAMES];
+static int n_entries;
+static uint64_t first_start = UINT64_MAX, last_end;
+static int recording;
+
+static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records)
+{
+    *buffer = aligned_alloc(8, BUF_BYTES);
+    *size = *buffer ? BUF_BYTES : 0;
+    *max_records = 0;
+}
+
+static void add_kernel(const char *name, uint64_t start, uint64_t end)
+{
+    int i = 0;
+    while (i < n_entries && strcmp(entries[i].name, name)) i++;
+    if (i == n_entries) {
+        if (n_entries == MAX_NAMES) return;
+        entries[n_entries++].name = strdup(name);
+    }
+    entries[i].count++;
+    entries[i].total_ns += end - start;
+    if (start < first_start) first_start = start;
+    if (end > last_end) last_end = end;
+}
+
+static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buffer, size_t size, size_t valid)
+{
+    (void)ctx, (void)stream, (void)size;
+    CUpti_Activity *rec = NULL;
+    while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS)
+        if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
+            const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)rec;
+            add_kernel(k->name ? k->name : "?", k->start, k->end);
+        }
+    free(buffer);
+}
+
+static int by_total(const void *a, const void *b)
+{
+    const Entry *x = a, *y = b;
+    return x->total_ns < y->total_ns ? 1 : x->total_ns > y->total_ns ? -1 : 0;
+}
+
+static void report(void)
+{
+    const char *path = getenv("CUDA_TRACE_OUT");
+    const char *it = getenv("CUDA_TRACE_ITERS");
+    double iters = it && atof(it) > 0 ? atof(it) : 1;
+    FILE *f = path ? fopen(path, "w") : stderr;
+    if (!f) f = stderr;
+    qsort(entries, (size_t)n_entries, sizeof *entries, by_total);
+    uint64_t sum = 0;
+    for (int i = 0; i < n_entries; i++) sum += entries[i].total_ns;
+    fprintf(f, "# kernel time per iteration (%g iterations traced)\n", iters);
+    fprintf(f, "%10s %8s %10s %6s  %s\n", "us", "count", "mean us", "%", "kernel");
+    for (int i = 0; i < n_entries; i++)
+        fprintf(f, "%10.1f %8.1f %10.2f %6.1f  %s\n", entries[i].total_ns / 1e3 / iters, entries[i].count / iters,
+                entries[i].total_ns / 1e3 / (double)entries[i].count, 100.0 * entries[i].total_ns / (sum ? sum : 1),
+                entries[i].name);
+    double span = last_end > first_start ? (last_end - first_start) / 1e3 / iters : 0;
+    fprintf(f, "# kernels %.1f us, span %.1f us, idle %.1f us per iteration\n", sum / 1e3 / iters, span,
+            span - sum / 1e3 / iters);
+    if (f != stderr) fclose(f);
+}
+
+static void CUPTIAPI on_api(void *data, CUpti_CallbackDomain domain, CUpti_CallbackId id, const void *info)
+{
+    (void)data, (void)domain;
+    const CUpti_CallbackData *cb = info;
+    if (id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStart_v4000 && cb->callbackSite == CUPTI_API_EXIT && !recording) {
+        cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        recording = 1;
+    } else if (id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStop_v4000 && cb->callbackSite == CUPTI_API_EXIT && recording) {
+        /* the caller synchronised before the stop (as nsys asks), so every record is complete */
+        cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        cuptiActivityFlushAll(1);
+        recording = 0;
+    }
+}
+
+static CUpti_SubscriberHandle subscriber;
+
+__attribute__((constructor)) static void trace_init(void)
+{
+    if (cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed) != CUPTI_SUCCESS ||
+        cuptiSubscribe(&subscriber, (CUpti_CallbackFunc)on_api, NULL) != CUPTI_SUCCESS ||
+        cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API, CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStart_v4000) !=
+            CUPTI_SUCCESS ||
+        cuptiEnableCallback(1, subscriber, CUPTI_CB_DOMAIN_RUNTIME_API, CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStop_v4000) !=
+            CUPTI_SUCCESS)
+        fprintf(stderr, "cuda_trace: CUPTI could not be set up; no table will be written\n");
+}
+
+__attribute__((destructor)) static void trace_fini(void)
+{
+    cuptiActivityFlushAll(1);
+    report();
+}
