@@ -22,15 +22,21 @@ void as_cpu_reset_peak(void) { cpu_peak = cpu_live; }
 
 /* Blocks of glibc's largest mmap threshold (32 MiB) and up are always mmapped,
  * and page-fault in again on every allocation.  The last few freed ones are
- * kept here for reuse by an allocation of the same (MiB-rounded) size. */
+ * kept here for reuse by an allocation of the same (MiB-rounded) size; when
+ * the slots or the byte cap run out, the block kept longest ago goes back to
+ * the system, so that the sizes a loop uses now displace those of work done
+ * before it (a cache that refused new blocks once full kept stale sizes
+ * forever, and every later big output faulted in afresh). */
 #define BIG_BLOCK ((size_t)32 << 20)
 #define BIG_CACHE_SLOTS 8
 #define BIG_CACHE_BYTES ((size_t)1 << 30)
 static struct {
     void *p;
     size_t size;
+    unsigned long stamp; /* when it was kept: the smallest goes first */
 } big_cache[BIG_CACHE_SLOTS];
 static size_t big_cached;
+static unsigned long big_clock;
 
 static size_t cpu_block_size(size_t nbytes)
 {
@@ -51,16 +57,31 @@ static void *big_take(size_t size)
     return NULL;
 }
 
+/* Frees the block kept longest ago; returns its slot, or -1 when none is kept. */
+static int big_evict_oldest(void)
+{
+    int old = -1;
+    for (int i = 0; i < BIG_CACHE_SLOTS; i++)
+        if (big_cache[i].p && (old < 0 || big_cache[i].stamp < big_cache[old].stamp)) old = i;
+    if (old >= 0) {
+        free(big_cache[old].p);
+        big_cache[old].p = NULL;
+        big_cached -= big_cache[old].size;
+    }
+    return old;
+}
+
 static int big_keep(void *p, size_t size)
 {
-    if (size < BIG_BLOCK || big_cached + size > BIG_CACHE_BYTES) return 0;
-    for (int i = 0; i < BIG_CACHE_SLOTS; i++)
-        if (!big_cache[i].p) {
-            big_cache[i].p = p, big_cache[i].size = size;
-            big_cached += size;
-            return 1;
-        }
-    return 0;
+    if (size < BIG_BLOCK || size > BIG_CACHE_BYTES) return 0;
+    while (big_cached + size > BIG_CACHE_BYTES) big_evict_oldest();
+    int slot = -1;
+    for (int i = 0; i < BIG_CACHE_SLOTS && slot < 0; i++)
+        if (!big_cache[i].p) slot = i;
+    if (slot < 0) slot = big_evict_oldest();
+    big_cache[slot].p = p, big_cache[slot].size = size, big_cache[slot].stamp = ++big_clock;
+    big_cached += size;
+    return 1;
 }
 
 static void free_owned(as_storage *s)
