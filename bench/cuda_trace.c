@@ -13,6 +13,7 @@
  * CUPTI records kernels with a timestamp from the card itself, so the times
  * are the kernels' own, without the launch or a synchronisation around each. */
 #include <cupti.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,10 @@ typedef struct {
 static Entry entries[MAX_NAMES];
 static int n_entries;
 static uint64_t first_start = UINT64_MAX, last_end;
-static int recording;
+static int recording, recorded; /* recorded: a capture range was opened */
+static size_t dropped;
+/* CUPTI may hand over completed buffers on a thread of its own */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records)
 {
@@ -40,11 +44,16 @@ static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *ma
 
 static void add_kernel(const char *name, uint64_t start, uint64_t end)
 {
+    if (end <= start) return; /* a record flushed before its kernel finished */
     int i = 0;
     while (i < n_entries && strcmp(entries[i].name, name)) i++;
     if (i == n_entries) {
-        if (n_entries == MAX_NAMES) return;
-        entries[n_entries++].name = strdup(name);
+        char *copy = n_entries < MAX_NAMES ? strdup(name) : NULL;
+        if (!copy) {
+            dropped++;
+            return;
+        }
+        entries[n_entries++].name = copy;
     }
     entries[i].count++;
     entries[i].total_ns += end - start;
@@ -56,11 +65,16 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
 {
     (void)ctx, (void)stream, (void)size;
     CUpti_Activity *rec = NULL;
+    size_t lost = 0;
+    pthread_mutex_lock(&lock);
+    /* CUpti_ActivityKernel10: the kernel record of CUDA 13.0's CUPTI, the GPU host's */
     while (cuptiActivityGetNextRecord(buffer, valid, &rec) == CUPTI_SUCCESS)
         if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
             const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)rec;
             add_kernel(k->name ? k->name : "?", k->start, k->end);
         }
+    if (cuptiActivityGetNumDroppedRecords(ctx, stream, &lost) == CUPTI_SUCCESS) dropped += lost;
+    pthread_mutex_unlock(&lock);
     free(buffer);
 }
 
@@ -72,6 +86,7 @@ static int by_total(const void *a, const void *b)
 
 static void report(void)
 {
+    if (!recorded) return; /* a process that never opened a capture range (a child, a helper) */
     const char *path = getenv("CUDA_TRACE_OUT");
     const char *it = getenv("CUDA_TRACE_ITERS");
     double iters = it && atof(it) > 0 ? atof(it) : 1;
@@ -87,8 +102,9 @@ static void report(void)
                 entries[i].total_ns / 1e3 / (double)entries[i].count, 100.0 * entries[i].total_ns / (sum ? sum : 1),
                 entries[i].name);
     double span = last_end > first_start ? (last_end - first_start) / 1e3 / iters : 0;
-    fprintf(f, "# kernels %.1f us, span %.1f us, idle %.1f us per iteration\n", sum / 1e3 / iters, span,
-            span - sum / 1e3 / iters);
+    fprintf(f, "# kernels %.1f us, span %.1f us, idle %.1f us per iteration (negative where kernels overlap)\n",
+            sum / 1e3 / iters, span, span - sum / 1e3 / iters);
+    if (dropped) fprintf(f, "# %zu records dropped: the table is incomplete\n", dropped);
     if (f != stderr) fclose(f);
 }
 
@@ -98,7 +114,7 @@ static void CUPTIAPI on_api(void *data, CUpti_CallbackDomain domain, CUpti_Callb
     const CUpti_CallbackData *cb = info;
     if (id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStart_v4000 && cb->callbackSite == CUPTI_API_EXIT && !recording) {
         cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-        recording = 1;
+        recording = recorded = 1;
     } else if (id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStop_v4000 && cb->callbackSite == CUPTI_API_EXIT && recording) {
         /* the caller synchronised before the stop (as nsys asks), so every record is complete */
         cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
@@ -120,8 +136,11 @@ __attribute__((constructor)) static void trace_init(void)
         fprintf(stderr, "cuda_trace: CUPTI could not be set up; no table will be written\n");
 }
 
+/* A run that stopped its range has flushed already; one that did not (an
+ * error, an early exit) gets what CUPTI still holds, unfinished records
+ * skipped by add_kernel. */
 __attribute__((destructor)) static void trace_fini(void)
 {
-    cuptiActivityFlushAll(1);
+    if (recording) cuptiActivityFlushAll(1);
     report();
 }

@@ -86,9 +86,9 @@ fi
 if [ "$what" = trace ]; then # each kernel's time inside one bf16 forward, ours and eager's, by CUPTI
   C=$(dirname "$(dirname "$(command -v nvcc)")")
   I=$(dirname "$(find "$C/" -name cupti.h | head -1)"); Lb=$(dirname "$(find "$C/" -name 'libcupti.so' | head -1)")
-  gcc -std=c11 -D_GNU_SOURCE -O2 -fPIC -shared -I"$I" -I"$C/include" bench/cuda_trace.c -L"$Lb" -lcupti \
-    -Wl,-rpath,"$Lb" -o build-gpu/libcuda_trace.so || rc=1
-  for m in ${TRACE_MODELS:-vit gpt2}; do
+  gcc -std=c11 -D_GNU_SOURCE -O2 -fPIC -shared -I"$I" -I"$C/include" bench/cuda_trace.c -L"$Lb" -lcupti -lpthread \
+    -Wl,-rpath,"$Lb" -o build-gpu/libcuda_trace.so || { rc=1; echo "trace: bench/cuda_trace.c did not build"; }
+  [ -e build-gpu/libcuda_trace.so ] && for m in ${TRACE_MODELS:-vit gpt2}; do
     LD_PRELOAD=$PWD/build-gpu/libcuda_trace.so CUDA_TRACE_OUT="$OUT/trace_${m}_ours.txt" CUDA_TRACE_ITERS=10 \
       build-gpu/attnswap-run examples/models_cuda.lua --trace $m 2>&1 | tail -2
     LD_PRELOAD=$PWD/build-gpu/libcuda_trace.so CUDA_TRACE_OUT="$OUT/trace_${m}_torch.txt" CUDA_TRACE_ITERS=10 \

@@ -74,7 +74,8 @@ static int big_evict_oldest(void)
 static int big_keep(void *p, size_t size)
 {
     if (size < BIG_BLOCK || size > BIG_CACHE_BYTES) return 0;
-    while (big_cached + size > BIG_CACHE_BYTES) big_evict_oldest();
+    while (big_cached + size > BIG_CACHE_BYTES)
+        if (big_evict_oldest() < 0) return 0; /* nothing kept: cannot happen while the count is right */
     int slot = -1;
     for (int i = 0; i < BIG_CACHE_SLOTS && slot < 0; i++)
         if (!big_cache[i].p) slot = i;

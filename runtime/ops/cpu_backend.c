@@ -159,8 +159,28 @@ static int cpu_dgemm(as_gemm_args *g)
     return 0;
 }
 
+/* C's rows (rows x N, contiguous) = resid + bias, either of them alone
+ * where the other is NULL (resid: C's shape, contiguous; bias: (N,)). */
+static void fill_rows(float *c, int64_t rows, int64_t N, const float *bias, const float *resid)
+{
+#pragma omp parallel for if (rows * N >= 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        float *o = c + r * N;
+        if (!resid)
+            memcpy(o, bias, (size_t)N * sizeof *o);
+        else if (!bias)
+            memcpy(o, resid + r * N, (size_t)N * sizeof *o);
+        else
+            for (int64_t j = 0; j < N; j++) o[j] = resid[r * N + j] + bias[j];
+    }
+}
+
 /* float32 products on OpenBLAS: one folded product, one product, or one
- * product per batch entry (a thread each, the big ones not split again). */
+ * product per batch entry (a thread each, the big ones not split again).
+ * A bias or residual rides in the product as in PyTorch's addmm: C starts
+ * as them and the product adds into it (beta 1).  That pass replaces
+ * OpenBLAS's zeroing of C for beta 0, and saves the add's read and write of
+ * C after it. */
 static int cpu_gemm(as_gemm_args *g)
 {
     if (g->out->dtype == AS_F64) return cpu_dgemm(g);
@@ -168,10 +188,16 @@ static int cpu_gemm(as_gemm_args *g)
     const float *pa = as_data(a), *pb = as_data(b);
     float *po = as_data(g->out);
     int64_t M = g->M, N = g->N, K = g->K;
+    float beta = 0.0f;
+    if (g->bias || g->resid) {
+        fill_rows(po, M * g->nbatch, N, g->bias ? as_data(g->bias) : NULL, g->resid ? as_data(g->resid) : NULL);
+        g->bias_done = g->bias != NULL, g->resid_done = g->resid != NULL;
+        beta = 1.0f;
+    }
     if (g->fold && g->nbatch > 1) {
-        as_cpu_sgemm(g->ta, g->tb, M * g->nbatch, N, K, 1.0f, pa, g->lda, pb, g->ldb, 0.0f, po, N);
+        as_cpu_sgemm(g->ta, g->tb, M * g->nbatch, N, K, 1.0f, pa, g->lda, pb, g->ldb, beta, po, N);
     } else if (g->nbatch == 1) {
-        as_cpu_sgemm(g->ta, g->tb, M, N, K, 1.0f, pa, g->lda, pb, g->ldb, 0.0f, po, N);
+        as_cpu_sgemm(g->ta, g->tb, M, N, K, 1.0f, pa, g->lda, pb, g->ldb, beta, po, N);
     } else {
         const int nb = g->nb;
         const int64_t *batch = g->batch;
@@ -183,7 +209,7 @@ static int cpu_gemm(as_gemm_args *g)
                 rem /= batch[d];
                 oa += idx * a->stride[d], ob += idx * b->stride[d];
             }
-            as_cpu_sgemm(g->ta, g->tb, M, N, K, 1.0f, pa + oa, g->lda, pb + ob, g->ldb, 0.0f, po + i * M * N, N);
+            as_cpu_sgemm(g->ta, g->tb, M, N, K, 1.0f, pa + oa, g->lda, pb + ob, g->ldb, beta, po + i * M * N, N);
         }
     }
     return 0;

@@ -244,7 +244,8 @@ static as_tensor *linear_plus(const as_tensor *x, const as_tensor *w, const as_t
     }
     as_tensor *wt = as_transpose(w, 0, 1);
     bool done = false, rdone = false;
-    /* with no gradient to record, the bias and the residual may ride in the product (cuBLASLt) */
+    /* with no gradient to record, the bias and the residual may ride in the product (cuBLASLt
+     * epilogue and C operand on CUDA; C filled with them, beta 1, on the CPU) */
     as_tensor *y = !wt ? NULL
                  : (bias || resid) && !as_autograd_needed(resid ? 4 : 3, ts)
                      ? matmul_forward_bias(x, wt, bias, &done, resid, &rdone)
