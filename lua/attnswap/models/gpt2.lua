@@ -36,6 +36,18 @@ end
 -- stored), and lets the bias ride in the product's epilogue on CUDA
 function Conv1D:forward(x) return as.linear(x, self.weight:t(), self.bias) end
 
+-- forward(x) + r with r added inside the product where the device can
+-- (as.linear_add): a residual connection without a pass of its own
+function Conv1D:forward_add(x, r) return as.linear_add(x, self.weight:t(), self.bias, r) end
+
+-- proj(x) through drop, + resid when given: inside the product (forward_add)
+-- where the dropout does nothing (eval, or p = 0) and proj has it
+local function project_add(proj, drop, p, x, resid)
+  if resid and proj.forward_add and (p == 0 or not drop:is_training()) then return proj:forward_add(x, resid) end
+  local y = drop(proj(x))
+  return resid and y + resid or y
+end
+
 function Conv1D:extra_repr() return string.format("nf=%d, nx=%d", self.weight:size(2), self.weight:size(1)) end
 
 local GPT2Attention = nn.class("GPT2Attention")
@@ -49,14 +61,16 @@ function GPT2Attention:init(c)
   if opts.dropout == nil and c.attn_pdrop > 0 then opts.dropout = c.attn_pdrop end
   self.core = as.attention.new(c.attention, opts)
   self.resid_dropout = nn.Dropout(c.resid_pdrop)
+  self.resid_pdrop = c.resid_pdrop
   self.n_head = c.n_head
   -- the head counts swap_attention reads to size a new core's per-head parameters
   self.num_heads, self.head_dim = c.n_head, c.n_embd // c.n_head
 end
 
 -- x (B, L, E), past: the core's state or nil, keep (B, L) bool or nil (the
--- new tokens that are real) -> (B, L, E), the state after them
-function GPT2Attention:forward(x, past, keep, use_cache)
+-- new tokens that are real), resid (B, L, E) or nil: added to the output
+-- -> (B, L, E), the state after them
+function GPT2Attention:forward(x, past, keep, use_cache, resid)
   local B, L, E = x:size(1), x:size(2), x:size(3)
   local H = self.n_head
   local q, k, v = self.c_attn(x):split(E, 3)
@@ -64,7 +78,7 @@ function GPT2Attention:forward(x, past, keep, use_cache)
   q, k, v = heads(q), heads(k), heads(v)
   local o, present = generate.attend(self.core, q, k, v, past, keep, use_cache)
   o = o:permute(1, 3, 2, 4):reshape(B, L, E)
-  return self.resid_dropout(self.c_proj(o)), present
+  return project_add(self.c_proj, self.resid_dropout, self.resid_pdrop, o, resid), present
 end
 
 local GPT2MLP = nn.class("GPT2MLP")
@@ -75,9 +89,13 @@ function GPT2MLP:init(c)
   self.act = nn.GELU(c.activation_function == "gelu" and "none" or "tanh")
   self.c_proj = Conv1D(inner, c.n_embd)
   self.dropout = nn.Dropout(c.resid_pdrop)
+  self.resid_pdrop = c.resid_pdrop
 end
 
-function GPT2MLP:forward(x) return self.dropout(self.c_proj(self.act(self.c_fc(x)))) end
+-- x (B, L, E) [, resid (B, L, E): added to the output]
+function GPT2MLP:forward(x, resid)
+  return project_add(self.c_proj, self.dropout, self.resid_pdrop, self.act(self.c_fc(x)), resid)
+end
 
 local GPT2Block = nn.class("GPT2Block")
 
@@ -88,10 +106,10 @@ function GPT2Block:init(c)
   self.mlp = GPT2MLP(c)
 end
 
+-- the residual connections ride in the projections' products (project_add)
 function GPT2Block:forward(x, past, keep, use_cache)
-  local a, present = self.attn(self.ln_1(x), past, keep, use_cache)
-  x = x + a
-  return x + self.mlp(self.ln_2(x)), present
+  local h, present = self.attn(self.ln_1(x), past, keep, use_cache, x)
+  return self.mlp(self.ln_2(h), h), present
 end
 
 local GPT2Model = nn.class("GPT2Model")
