@@ -7,6 +7,40 @@
 
 #define PARALLEL_ROWS(rows, n) if ((rows) * (n) >= 65536 && (rows) > 1)
 
+/* A row's sum of x (of x y when y is given) in double, eight chains at once
+ * (one chain waits on each add). */
+static double sum_f32(const float *x, const float *y, int64_t n)
+{
+    double a[8] = {0};
+    int64_t i = 0;
+    if (y) {
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) a[k] += (double)x[i + k] * y[i + k];
+        for (; i < n; i++) a[0] += (double)x[i] * y[i];
+    } else {
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; k++) a[k] += x[i + k];
+        for (; i < n; i++) a[0] += x[i];
+    }
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* A row's sum of (x - m)^2 in double, eight chains at once as sum_f32: a
+ * single chain left the layer norm latency-bound, 2x PyTorch's time.  The
+ * reductions, the norms and their backward all take their statistics here. */
+static double sumsq_dev_f32(const float *x, double m, int64_t n)
+{
+    double a[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) {
+            double d = x[i + k] - m;
+            a[k] += d * d;
+        }
+    for (; i < n; i++) a[0] += (x[i] - m) * (x[i] - m);
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, int correction, float *out,
                         int64_t *idx)
 {
@@ -16,8 +50,7 @@ void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, in
         switch (op) {
         case AS_SUM:
         case AS_MEAN: {
-            double s = 0;
-            for (int64_t i = 0; i < n; i++) s += p[i];
+            double s = sum_f32(p, NULL, n);
             out[r] = (float)(op == AS_MEAN ? s / (double)n : s);
             break;
         }
@@ -28,12 +61,8 @@ void as_cpu_reduce_rows(as_redop op, const float *x, int64_t rows, int64_t n, in
             break;
         }
         case AS_VAR: {
-            double m = 0, ss = 0;
-            for (int64_t i = 0; i < n; i++) m += p[i];
-            m /= (double)n;
-            for (int64_t i = 0; i < n; i++) ss += (p[i] - m) * (p[i] - m);
-            double d = (double)(n - correction);
-            out[r] = (float)(d > 0 ? ss / d : NAN);
+            double m = n > 0 ? sum_f32(p, NULL, n) / (double)n : 0, d = (double)(n - correction);
+            out[r] = (float)(d > 0 ? sumsq_dev_f32(p, m, n) / d : NAN);
             break;
         }
         default: { /* max, min, argmax, argmin: NaN wins, first index on ties */
@@ -70,39 +99,6 @@ void as_cpu_reduce_rows_i64(as_redop op, const int64_t *x, int64_t rows, int64_t
         }
         out[r] = (op == AS_ARGMAX || op == AS_ARGMIN) ? best : acc;
     }
-}
-
-/* A row's sum of x (of x y when y is given) in double, eight chains at once
- * (one chain waits on each add). */
-static double sum_f32(const float *x, const float *y, int64_t n)
-{
-    double a[8] = {0};
-    int64_t i = 0;
-    if (y) {
-        for (; i + 8 <= n; i += 8)
-            for (int k = 0; k < 8; k++) a[k] += (double)x[i + k] * y[i + k];
-        for (; i < n; i++) a[0] += (double)x[i] * y[i];
-    } else {
-        for (; i + 8 <= n; i += 8)
-            for (int k = 0; k < 8; k++) a[k] += x[i + k];
-        for (; i < n; i++) a[0] += x[i];
-    }
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
-
-/* A row's sum of (x - m)^2 in double, eight chains at once as sum_f32: a
- * single chain left the layer norm latency-bound, 2x PyTorch's time. */
-static double sumsq_dev_f32(const float *x, double m, int64_t n)
-{
-    double a[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) {
-            double d = x[i + k] - m;
-            a[k] += d * d;
-        }
-    for (; i < n; i++) a[0] += (x[i] - m) * (x[i] - m);
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
 void as_cpu_softmax_rows(const float *x, float *y, int64_t rows, int64_t n, int log)
