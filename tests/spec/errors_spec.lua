@@ -121,6 +121,10 @@ local cases = {
 if not as.cuda.is_available() then -- here a GPU tensor cannot be made: say so, never crash
   cases[#cases + 1] = { "cuda without a GPU", function() return as.zeros(2):cuda() end, "cuda: " }
   cases[#cases + 1] = { "a model to cuda without a GPU", function() return nn.Linear(2, 2):to("cuda") end, "cuda: " }
+  cases[#cases + 1] = { "the profiler's range without a GPU", function() return as.cuda.profiler_start() end,
+    "profiler_start: " }
+  cases[#cases + 1] = { "the profiler's stop without a GPU", function() return as.cuda.profiler_stop() end,
+    "profiler_stop: " }
 end
 
 describe("bad input gives a clear error", function()
