@@ -3,6 +3,7 @@
  * attention_flash_avx2.c) supply the three tile kernels, chosen at run time.
  * See attention_flash.h for the algorithm and the transposed layout. */
 #include "attention_flash.h"
+#include "vector_variants.h"
 
 #include <math.h>
 #include <omp.h>
@@ -80,6 +81,17 @@ const char *as_cpu_flash_isa_name(void) { return current_isa()->name; }
 const as_cpu_flash_isa *as_cpu_flash_current_isa(void) { return current_isa(); }
 
 void as_cpu_flash_exp(const float *x, float *y, int64_t n) { current_isa()->exp(x, y, n); }
+
+int as_cpu_vector_level(void)
+{
+    const as_cpu_flash_isa *i = current_isa();
+#ifdef AS_CPU_FLASH_X86
+    if (i == &as_cpu_flash_isa_avx512) return 2;
+    if (i == &as_cpu_flash_isa_avx2) return 1;
+#endif
+    (void)i;
+    return 0;
+}
 
 /* ---- the portable path: plain loops over contiguous columns ---- */
 

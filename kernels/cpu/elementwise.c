@@ -8,6 +8,7 @@
 #include "attention_flash.h"
 #include "cpu_kernels.h"
 #include "strided.h"
+#include "vector_variants.h"
 
 #define AT(T, p, s, i) (*(T *)((p) + (i) * (s)))
 
@@ -257,10 +258,8 @@ static void loop_unary_f64(void *ctx, char **p, const int64_t *s, int64_t n)
  * 0 for the other maps. */
 #define EXP_BLOCK 512
 
-static int exp_map_f32(as_unop op, float *o, const float *x, int64_t n)
+AS_VECTOR_IMPL void exp_map_impl(as_unop op, float *o, const float *x, int64_t n)
 {
-    if (op != AS_EXP && op != AS_SIGMOID && op != AS_SILU && op != AS_TANH && op != AS_GELU_TANH && op != AS_GELU)
-        return 0;
     float t[EXP_BLOCK];
     for (int64_t i0 = 0; i0 < n; i0 += EXP_BLOCK) {
         int64_t m = n - i0 < EXP_BLOCK ? n - i0 : EXP_BLOCK;
@@ -331,15 +330,22 @@ static int exp_map_f32(as_unop op, float *o, const float *x, int64_t n)
             break;
         }
     }
+}
+AS_VECTOR_VARIANTS(exp_map, (as_unop op, float *o, const float *x, int64_t n), (op, o, x, n))
+
+static int exp_map_f32(as_unop op, float *o, const float *x, int64_t n)
+{
+    if (op != AS_EXP && op != AS_SIGMOID && op != AS_SILU && op != AS_TANH && op != AS_GELU_TANH && op != AS_GELU)
+        return 0;
+    exp_map_pick()(op, o, x, n);
     return 1;
 }
 
 /* GELU (tanh) and SiLU gradients on contiguous float32: their tanh and
  * sigmoid through the vector exp above, a block at a time (libm's tanhf
  * made the one-pass gradient slower than the composite it replaced). */
-static int grad_map_f32(as_binop op, float *o, const float *x, const float *g, int64_t n)
+AS_VECTOR_IMPL void grad_map_impl(as_binop op, float *o, const float *x, const float *g, int64_t n)
 {
-    if (op != AS_GELU_TANH_GRAD && op != AS_SILU_GRAD) return 0;
     const float k = 0.79788456080286536f, c = 0.044715f;
     float u[EXP_BLOCK], t[EXP_BLOCK];
     for (int64_t i0 = 0; i0 < n; i0 += EXP_BLOCK) {
@@ -348,16 +354,23 @@ static int grad_map_f32(as_binop op, float *o, const float *x, const float *g, i
         float *ob = o + i0;
         if (op == AS_GELU_TANH_GRAD) {
             for (int64_t j = 0; j < m; j++) u[j] = k * xb[j] * (1.0f + c * xb[j] * xb[j]);
-            exp_map_f32(AS_TANH, t, u, m);
+            exp_map_impl(AS_TANH, t, u, m);
             for (int64_t j = 0; j < m; j++) {
                 float v = xb[j], tj = t[j];
                 ob[j] = gb[j] * (0.5f * (1.0f + tj) + 0.5f * v * (1.0f - tj * tj) * k * (1.0f + 3.0f * c * v * v));
             }
         } else {
-            exp_map_f32(AS_SIGMOID, t, xb, m);
+            exp_map_impl(AS_SIGMOID, t, xb, m);
             for (int64_t j = 0; j < m; j++) ob[j] = gb[j] * t[j] * (1.0f + xb[j] * (1.0f - t[j]));
         }
     }
+}
+AS_VECTOR_VARIANTS(grad_map, (as_binop op, float *o, const float *x, const float *g, int64_t n), (op, o, x, g, n))
+
+static int grad_map_f32(as_binop op, float *o, const float *x, const float *g, int64_t n)
+{
+    if (op != AS_GELU_TANH_GRAD && op != AS_SILU_GRAD) return 0;
+    grad_map_pick()(op, o, x, g, n);
     return 1;
 }
 
