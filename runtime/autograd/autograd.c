@@ -647,9 +647,12 @@ static int run_node(as_node *n, node_list *ready, bool retain)
             if (!g) rc = -1;
             else if (e->leaf) rc = accumulate_leaf(e->leaf, g);
             else {
-                /* the sum of two is a new tensor, the engine's alone; a first gradient may be shared */
+                /* the sum of two is a new tensor, the engine's alone; a first gradient may be
+                 * shared, and is kept in its layout: a transpose's gradient goes on as a view
+                 * (each backward takes any strides), not as a copy; a leaf's .grad is made
+                 * contiguous (accumulate_leaf) */
                 e->node->grad_own = e->node->grad != NULL;
-                if (!(e->node->grad = add_grads(e->node->grad, g))) rc = -1;
+                if (!(e->node->grad = e->node->grad ? add_grads(e->node->grad, g) : as_retain(g))) rc = -1;
             }
             as_release(g);
         }

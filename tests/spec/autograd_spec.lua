@@ -46,6 +46,32 @@ describe("autograd", function()
     check(function(a, b) return a:matmul(b):sum() end, { r(2, 3, 4), r(4) })
     check(function(a, b) return a:matmul(b) end, { r(4), r(4) })
     check(function(a, b) return a:matmul(b:t()):sum() end, { r(3, 4), r(5, 4) })
+    -- b the transpose of a row-major matrix (a Linear's W^T): its gradient is made in that layout
+    check(function(a, b) return (a:matmul(b:t()) ^ 2):sum() end, { r(3, 4), r(5, 4) })
+    check(function(a, b) return (a:matmul(b:t()) ^ 2):sum() end, { r(2, 3, 4), r(5, 4) })
+    check(function(a, b) return (a:t():matmul(b:t()) ^ 2):sum() end, { r(4, 3), r(5, 4) })
+  end)
+
+  it("a weight used transposed gets a contiguous gradient, and a tied one the sum of both uses", function()
+    local x, w = r(2, 3, 4):requires_grad_(), r(5, 4):requires_grad_()
+    local g = r(2, 3, 5)
+    as.linear(x, w):backward(g)
+    assert.is_true(w.grad:is_contiguous())
+    local want = g:reshape(6, 5):t():matmul(x:detach():reshape(6, 4))
+    assert.is_true((w.grad - want):abs():max():item() < 1e-5)
+    -- GPT-2's tied head: an embedding looked up, then its transpose as the output layer
+    local E = r(7, 4):requires_grad_()
+    local ids = as.tensor({ 2, 7, 4 }):long()
+    local h = E:index_select(1, ids)
+    local gy = r(3, 7)
+    h:matmul(E:t()):backward(gy)
+    assert.is_true(E.grad:is_contiguous())
+    local Ed = E:detach()
+    local dh = gy:matmul(Ed) -- the lookup's rows
+    local head = gy:t():matmul(Ed:index_select(1, ids))
+    local lookup = as.zeros(7, 4)
+    for i, id in ipairs { 2, 7, 4 } do lookup[id] = lookup[id] + dh[i] end
+    assert.is_true((E.grad - (head + lookup)):abs():max():item() < 1e-5)
   end)
 
   it("reductions, softmax, norms", function()
