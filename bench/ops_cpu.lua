@@ -29,6 +29,7 @@ t("rms_norm", function() return x:rms_norm() end)
 -- backward pieces
 local xg = x:clone():requires_grad_()
 local g = as.randn(788, 3072)
+t("gelu bwd", function() local y = as.gelu(xg, "none"); y:backward(g); xg.grad = nil end)
 t("gelu_tanh bwd", function() local y = as.gelu(xg, "tanh"); y:backward(g); xg.grad = nil end)
 t("layernorm bwd", function() local y = xg:layer_norm(); y:backward(g); xg.grad = nil end)
 local sg = s:clone():requires_grad_()

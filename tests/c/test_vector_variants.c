@@ -78,8 +78,8 @@ static void test_maps(void)
             free(ref);
             as_release(y);
         }
-        static const as_binop gops[] = {AS_GELU_TANH_GRAD, AS_SILU_GRAD};
-        for (int k = 0; k < 2; k++) {
+        static const as_binop gops[] = {AS_GELU_GRAD, AS_GELU_TANH_GRAD, AS_SILU_GRAD};
+        for (int k = 0; k < 3; k++) {
             as_tensor *y = as_binary(gops[k], t, g);
             CHECK_OK(y);
             if (!y) continue;
@@ -89,6 +89,8 @@ static void test_maps(void)
                 if (gops[k] == AS_SILU_GRAD) {
                     double s = 1 / (1 + exp(-v));
                     d = s * (1 + v * (1 - s));
+                } else if (gops[k] == AS_GELU_GRAD) {
+                    d = 0.5 * erfc(-v / sqrt(2.0)) + v * exp(-0.5 * v * v) / 2.5066282746310002;
                 } else {
                     double kk = 0.79788456080286536, c = 0.044715, th = tanh(kk * (v + c * v * v * v));
                     d = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * kk * (1 + 3 * c * v * v);
