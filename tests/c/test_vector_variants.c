@@ -7,6 +7,8 @@
 #include <float.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "as_test.h"
 #include "attention_flash.h"
 #include "cpu_kernels.h"
@@ -288,6 +290,40 @@ static void test_adamw(void)
     }
 }
 
+/* clip_grad_norm_'s sum of squares and scaling over float32, bfloat16 and
+ * float64 items, against float64; the sum the same for 1 and 2 threads */
+static void test_grad_lists(void)
+{
+    for (int64_t li = 0; li < NLENS; li++) {
+        int64_t n = lens[li] * 97; /* up to 400k: several parts, split over threads */
+        float *f = randv(n, 2.0f);
+        uint16_t *h = malloc((size_t)n * 2);
+        double *d = malloc((size_t)n * sizeof(double)), want = 0;
+        for (int64_t i = 0; i < n; i++) {
+            h[i] = as_f32_to_bf16(f[i]), d[i] = f[i];
+            double b = as_bf16_to_f32(h[i]);
+            want += 2.0 * (double)f[i] * f[i] + b * b;
+        }
+        as_list_item it[3] = {{f, n, AS_F32}, {h, n, AS_BF16}, {d, n, AS_F64}};
+        double got = as_cpu_sumsq_list(it, 3);
+        CHECK_NEAR(got, want, 1e-12);
+        omp_set_num_threads(1);
+        CHECK(as_cpu_sumsq_list(it, 3) == got);
+        omp_set_num_threads(2);
+        float *f0 = malloc((size_t)n * sizeof(float));
+        uint16_t *h0 = malloc((size_t)n * 2);
+        memcpy(f0, f, (size_t)n * sizeof(float)), memcpy(h0, h, (size_t)n * 2);
+        as_cpu_scale_list(it, 3, 0.375);
+        int ok = 1;
+        for (int64_t i = 0; i < n; i++)
+            ok &= f[i] == f0[i] * 0.375f && d[i] == (double)f0[i] * 0.375 &&
+                  h[i] == as_f32_to_bf16(as_bf16_to_f32(h0[i]) * 0.375f);
+        CHECK(ok);
+        free(f0), free(h0);
+        free(f), free(h), free(d);
+    }
+}
+
 int main(void)
 {
     int ran = 0;
@@ -302,6 +338,7 @@ int main(void)
         test_row_grads();
         test_xent();
         test_adamw();
+        test_grad_lists();
         printf("%s: %s\n", isas[k], as_test_failures == before ? "ok" : "FAILED");
         ran++;
     }
