@@ -71,7 +71,7 @@ int as_runtime_info_describe(char *buf, size_t size)
                     "blas:          %s\n"
                     "blas core:     %s\n"
                     "threads:       %d (OpenMP; OpenBLAS one thread inside)\n"
-                    "attention isa: %s (CPU flash kernel)\n"
+                    "attention isa: %s (CPU flash kernels, maps and row kernels)\n"
                     "cuda:          %s\n"
                     "deterministic: %s\n"
                     "f32 matmul:    %s (%s)\n",
