@@ -76,9 +76,14 @@ static int fn_backward(as_node *n, const as_tensor *g, as_tensor **gi)
         as_error_set("backward: %s: Lua stack overflow", as_node_name(n));
         return -1;
     }
+    /* The engine passes a gradient in the layout its producer made (a transpose's
+     * is a view); a Lua backward gets it contiguous, as before, so that g:view()
+     * works and an in-place change does not write through a view upstream. */
+    as_tensor *gc = as_is_contiguous(g) ? as_retain((as_tensor *)g) : as_clone(g);
+    if (!gc) return -1;
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
     lua_pushinteger(L, h->output);
-    l_pushtensor(L, as_retain((as_tensor *)g));
+    l_pushtensor(L, gc);
     /* grad mode stays off, as for every backward (a checkpoint turns it on itself) */
     if (lua_pcall(L, 2, ninputs, 0) != LUA_OK) {
         const char *msg = lua_tostring(L, -1);

@@ -1,9 +1,11 @@
 /* The kernels built once per vector ISA (kernels/cpu/vector_variants.h), on
- * every path the CPU has (forced as the flash kernels are): the exp maps and
- * their gradients, the row reductions, softmax, the norms and their backward,
- * the fused cross-entropy and the AdamW step, each against float64 written
- * here or the float64 row kernels, at lengths around the vector widths and
- * the chunk sizes (1 to 4100), with -inf and NaN where they mean something. */
+ * every path the CPU has (forced as the flash kernels are, and checked to be
+ * the one that runs): the exp maps and their gradients, the row reductions,
+ * softmax, the norms and their backward, the fused cross-entropy (float32,
+ * bfloat16, float16), the AdamW step and clip_grad_norm_'s sweeps, each
+ * against float64 written here or the float64 row kernels, at lengths around
+ * the vector widths and the chunk sizes (1 to 4100), with +-inf and NaN where
+ * they mean something; and the parallel row loops against one row alone. */
 #include <float.h>
 #include <string.h>
 
@@ -13,6 +15,7 @@
 #include "attention_flash.h"
 #include "cpu_kernels.h"
 #include "optim.h"
+#include "vector_variants.h"
 
 static const char *isas[3] = {"scalar", "avx2", "avx512"};
 static const int64_t lens[] = {1, 7, 8, 15, 16, 17, 31, 33, 200, 2047, 2049, 4100};
@@ -54,6 +57,7 @@ static void test_maps(void)
         int64_t n = lens[li];
         float *x = randv(n, 9.0f);
         x[0] = n > 2 ? -0.0f : x[0];
+        if (n > 4) x[1] = -14.0f, x[2] = 14.0f, x[3] = NAN; /* past GELU's erfc cut (|x| > 12.7), and NaN */
         as_tensor *t = as_empty(1, &n, AS_F32, AS_CPU), *g = as_empty(1, &n, AS_F32, AS_CPU);
         memcpy(as_data(t), x, (size_t)n * sizeof(float));
         float *gv = as_data(g);
@@ -212,68 +216,75 @@ static void test_row_grads(void)
     }
 }
 
-/* cross-entropy rows in float32 and bfloat16: a -inf logit, an ignored row,
- * a row whose first chunk (2048 classes) is all -inf, one with a NaN chunk */
+/* the logits' element i in dtype dt, as the kernel reads it */
+static double logit(const void *x, as_dtype dt, int64_t i) { return as_load_f32(x, dt, i); }
+
+/* cross-entropy rows in float32, bfloat16 and float16: a -inf logit, an
+ * ignored row, a row whose first chunk (2048 classes) is all -inf, one with a
+ * NaN chunk, one with a +inf logit, one all -inf */
 static void test_xent(void)
 {
-    const int64_t rows = 5;
+    enum { ROWS = 7 };
+    static const as_dtype dts[3] = {AS_F32, AS_BF16, AS_F16};
     for (int64_t li = 0; li < NLENS; li++) {
-        int64_t n = lens[li], N = rows * n, target[5], ignore = -100;
-        float *x = randv(N, 6.0f), loss[5], lse[5], g[5], *dx = malloc((size_t)N * sizeof(float));
-        for (int64_t r = 0; r < rows; r++) target[r] = as_test_randint(0, n - 1), g[r] = as_test_randf();
+        int64_t n = lens[li], N = ROWS * n, target[ROWS], ignore = -100;
+        float *x = randv(N, 6.0f), loss[ROWS], lse[ROWS], g[ROWS];
+        for (int64_t r = 0; r < ROWS; r++) target[r] = as_test_randint(0, n - 1), g[r] = as_test_randf();
         target[1] = ignore;
         x[n / 2] = -INFINITY;
         if (n > 2048) {
             for (int64_t i = 0; i < 2048; i++) x[2 * n + i] = -INFINITY, x[3 * n + i] = NAN;
             target[2] = n - 1;
         }
-        for (int bf = 0; bf < 2; bf++) {
-            uint16_t *xb = malloc((size_t)N * 2), *dxb = malloc((size_t)N * 2);
-            for (int64_t i = 0; i < N; i++) xb[i] = as_f32_to_bf16(x[i]);
-            const void *xin = bf ? (const void *)xb : (const void *)x;
-            CHECK(as_cpu_xent_rows(xin, bf ? AS_BF16 : AS_F32, target, ignore, loss, lse, rows, n) == 0);
-            as_cpu_xent_bwd_rows(xin, bf ? AS_BF16 : AS_F32, target, ignore, lse, g, bf ? (void *)dxb : (void *)dx,
-                                 rows, n);
-            for (int64_t r = 0; r < rows; r++) {
+        x[5 * n + n / 3] = INFINITY;
+        for (int64_t i = 0; i < n; i++) x[6 * n + i] = -INFINITY;
+        for (int k = 0; k < 3; k++) {
+            as_dtype dt = dts[k];
+            size_t es = dt == AS_F32 ? 4 : 2;
+            void *xin = malloc((size_t)N * es), *dx = malloc((size_t)N * es);
+            for (int64_t i = 0; i < N; i++) as_store_f32(xin, dt, i, x[i]);
+            CHECK(as_cpu_xent_rows(xin, dt, target, ignore, loss, lse, ROWS, n) == 0);
+            as_cpu_xent_bwd_rows(xin, dt, target, ignore, lse, g, dx, ROWS, n);
+            CHECK(isinf(lse[5]) && lse[5] > 0);
+            CHECK(isinf(lse[6]) && lse[6] < 0 && isnan(loss[6]));
+            for (int64_t r = 0; r < 5; r++) {
                 double m = -INFINITY, s = 0;
-                for (int64_t i = 0; i < n; i++) {
-                    double v = bf ? as_bf16_to_f32(xb[r * n + i]) : x[r * n + i];
-                    if (v > m) m = v;
-                }
-                for (int64_t i = 0; i < n; i++) s += exp((bf ? as_bf16_to_f32(xb[r * n + i]) : x[r * n + i]) - m);
-                double l = m + log(s), xt = target[r] == ignore ? 0 : (bf ? as_bf16_to_f32(xb[r * n + target[r]])
-                                                                         : x[r * n + target[r]]);
+                for (int64_t i = 0; i < n; i++) m = logit(xin, dt, r * n + i) > m ? logit(xin, dt, r * n + i) : m;
+                for (int64_t i = 0; i < n; i++) s += exp(logit(xin, dt, r * n + i) - m);
+                double l = m + log(s), xt = target[r] == ignore ? 0 : logit(xin, dt, r * n + target[r]);
                 double wantl = target[r] == ignore ? 0 : l - xt;
                 float gotl = loss[r];
                 CHECK(relerr(&gotl, &wantl, 1) < 1e-5);
                 if (isnan(l)) continue; /* the NaN row: its gradient is NaN too */
                 double e = 0;
                 for (int64_t i = 0; i < n; i++) {
-                    double v = bf ? as_bf16_to_f32(xb[r * n + i]) : x[r * n + i];
+                    double v = logit(xin, dt, r * n + i);
                     double want = target[r] == ignore ? 0 : g[r] * (exp(v - l) - (i == target[r]));
-                    double got = bf ? as_bf16_to_f32(dxb[r * n + i]) : dx[r * n + i];
-                    double d = fabs(got - want) / (1 + fabs(want));
+                    double d = fabs(logit(dx, dt, r * n + i) - want) / (1 + fabs(want));
                     e = d > e ? d : e;
                 }
-                if (!(e < (bf ? 1e-2 : 1e-5)))
-                    fprintf(stderr, "xent bwd bf16=%d row %lld n=%lld: error %.3g\n", bf, (long long)r, (long long)n, e);
-                CHECK(e < (bf ? 1e-2 : 1e-5));
+                double tol = dt == AS_F32 ? 1e-5 : dt == AS_F16 ? 2e-3 : 1e-2;
+                if (!(e < tol))
+                    fprintf(stderr, "xent bwd dtype %d row %lld n=%lld: error %.3g\n", (int)dt, (long long)r,
+                            (long long)n, e);
+                CHECK(e < tol);
             }
-            free(xb), free(dxb);
+            free(xin), free(dx);
         }
-        free(x), free(dx);
+        free(x);
     }
 }
 
 /* the float32 AdamW step against the general loop (through a float32
- * master copy): the same bits, for Adam and AdamW */
+ * master copy): the same bits, for Adam and AdamW, both of torch.lerp's
+ * forms, and maximize */
 static void test_adamw(void)
 {
     for (int64_t li = 0; li < NLENS; li++) {
         int64_t n = lens[li] * 9; /* past the thread team's threshold at the largest */
-        for (int decoupled = 0; decoupled < 2; decoupled++) {
-            as_adamw_params h = {.lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.1,
-                                 .step = 3, .decoupled = decoupled};
+        for (int c = 0; c < 8; c++) { /* Adam / AdamW, both lerp forms (beta1 0.9 and 0.3), maximize */
+            as_adamw_params h = {.lr = 1e-2, .beta1 = c & 2 ? 0.3 : 0.9, .beta2 = 0.999, .eps = 1e-8,
+                                 .weight_decay = 0.1, .step = 3, .decoupled = c & 1, .maximize = (c & 4) != 0};
             float *p = randv(n, 1), *g = randv(n, 1), *m = randv(n, 0.1f), *v = randv(n, 0.01f);
             for (int64_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
             float *p2 = malloc((size_t)n * 4), *m2 = malloc((size_t)n * 4), *v2 = malloc((size_t)n * 4);
@@ -324,6 +335,42 @@ static void test_grad_lists(void)
     }
 }
 
+/* the parallel loops (65536 elements and up) give each row the bits that
+ * row gets alone */
+static void test_parallel_rows(void)
+{
+    const int64_t rows = 40, n = 2049, N = rows * n;
+    float *x = randv(N, 4.0f), *w = randv(n, 1.0f), *b = randv(n, 1.0f), *g = randv(N, 1.0f);
+    float *y = malloc((size_t)N * sizeof(float)), *y1 = malloc((size_t)n * sizeof(float));
+    float *d = malloc((size_t)N * sizeof(float)), *d1 = malloc((size_t)n * sizeof(float));
+    float loss[40], lse[40], l1, s1, gr[40];
+    int64_t target[40];
+    for (int64_t r = 0; r < rows; r++) target[r] = as_test_randint(0, n - 1), gr[r] = as_test_randf();
+    int same = 1;
+    as_cpu_softmax_rows(x, y, rows, n, 1);
+    for (int64_t r = 0; r < rows; r++) {
+        as_cpu_softmax_rows(x + r * n, y1, 1, n, 1);
+        same &= memcmp(y + r * n, y1, (size_t)n * sizeof(float)) == 0;
+    }
+    as_cpu_layer_norm_rows(x, y, rows, n, w, b, 1e-5);
+    as_cpu_norm_bwd_rows(x, w, g, d, NULL, rows, n, 1e-5, 0);
+    for (int64_t r = 0; r < rows; r++) {
+        as_cpu_layer_norm_rows(x + r * n, y1, 1, n, w, b, 1e-5);
+        as_cpu_norm_bwd_rows(x + r * n, w, g + r * n, d1, NULL, 1, n, 1e-5, 0);
+        same &= memcmp(y + r * n, y1, (size_t)n * sizeof(float)) == 0;
+        same &= memcmp(d + r * n, d1, (size_t)n * sizeof(float)) == 0;
+    }
+    CHECK(as_cpu_xent_rows(x, AS_F32, target, -100, loss, lse, rows, n) == 0);
+    as_cpu_xent_bwd_rows(x, AS_F32, target, -100, lse, gr, d, rows, n);
+    for (int64_t r = 0; r < rows; r++) {
+        as_cpu_xent_rows(x + r * n, AS_F32, &target[r], -100, &l1, &s1, 1, n);
+        as_cpu_xent_bwd_rows(x + r * n, AS_F32, &target[r], -100, &s1, &gr[r], d1, 1, n);
+        same &= l1 == loss[r] && s1 == lse[r] && memcmp(d + r * n, d1, (size_t)n * sizeof(float)) == 0;
+    }
+    CHECK(same);
+    free(x), free(w), free(b), free(g), free(y), free(y1), free(d), free(d1);
+}
+
 int main(void)
 {
     int ran = 0;
@@ -333,12 +380,14 @@ int main(void)
             continue;
         }
         int before = as_test_failures;
+        CHECK(as_cpu_vector_level() == k); /* the variants follow the forced path */
         test_maps();
         test_rows();
         test_row_grads();
         test_xent();
         test_adamw();
         test_grad_lists();
+        test_parallel_rows();
         printf("%s: %s\n", isas[k], as_test_failures == before ? "ok" : "FAILED");
         ran++;
     }

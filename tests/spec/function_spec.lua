@@ -33,6 +33,23 @@ describe("autograd.Function", function()
     assert.is_true(U.maxdiff(y, x:detach() ^ 3) < 1e-6)
   end)
 
+  it("backward gets its gradient contiguous, whatever layout the op after it made", function()
+    -- y = 2 x, its backward through g:view (which needs a contiguous g)
+    local Double = as.autograd.Function {
+      forward = function(ctx, x) return x * 2 end,
+      backward = function(ctx, g)
+        assert.is_true(g:is_contiguous())
+        return g:view(table.unpack(g:shape())) * 2
+      end,
+    }
+    local x = r(3, 4):requires_grad_()
+    local w = r(4, 3)
+    -- the transpose after it hands back a transposed gradient
+    local loss = (Double:apply(x):t() * w):sum()
+    loss:backward()
+    assert.is_true(U.maxdiff(x.grad, w:t() * 2) < 1e-6)
+  end)
+
   it("forward runs with grad mode off; ctx carries needs_input_grad and any field", function()
     local seen
     local F = as.autograd.Function {
