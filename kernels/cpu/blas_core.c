@@ -114,6 +114,26 @@ int as_blas_core_available(const char *name)
     return dlsym(lib, sym) != NULL;
 }
 
+/* OpenBLAS's first blas_memory_alloc runs gotoblas_dynamic_init under its
+ * allocation lock, and each worker thread its load-time constructor started
+ * makes that first call when it begins to run.  Twice under `ctest -j2`, a
+ * process running a one-line script died in gotoblas_dynamic_init (+584:
+ * calling through the kernel table, read back NULL after it was checked), so
+ * a second thread unset the table meanwhile: a late worker's init raced
+ * reselect's quit/init, or the destructor's quit at exit.  One allocation
+ * here, under that lock, makes the first call ours; the workers' skip the
+ * init.  (Not reproduced on demand; the fix costs one pooled buffer.) */
+static void settle_memory_init(void)
+{
+    void *(*alloc)(int);
+    void (*release)(void *);
+    *(void **)&alloc = dlsym(lib, "blas_memory_alloc");
+    *(void **)&release = dlsym(lib, "blas_memory_free");
+    if (!alloc || !release) return;
+    void *p = alloc(0);
+    if (p) release(p);
+}
+
 /* Runs OpenBLAS's core selection again with OPENBLAS_CORETYPE=core for it
  * to read (set only for the call: no child process inherits it). */
 static void reselect(void (*quit)(void), void (*init)(void), const char *core)
@@ -158,6 +178,7 @@ void as_blas_core_select(void)
         info.note = reason;
         return;
     }
+    settle_memory_init();
     reselect(quit, init, want);
     const char *now = openblas_get_corename();
     if (as_blas_core_rank(now) < as_blas_core_rank(own)) { /* it did not know the name after all */
