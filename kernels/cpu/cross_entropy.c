@@ -18,17 +18,6 @@
 #define CHUNK 2048
 #define PARALLEL_ROWS(rows, n) if ((rows) * (n) >= 65536 && (rows) > 1)
 
-/* x[base + i], i < k, as float32 into buf (the dtype's test outside the loop) */
-AS_VECTOR_IMPL void load_chunk(float *buf, const void *x, as_dtype dt, int64_t base, int64_t k)
-{
-    if (dt == AS_BF16)
-        for (int64_t i = 0; i < k; i++) buf[i] = as_bf16_to_f32(((const uint16_t *)x)[base + i]);
-    else if (dt == AS_F16)
-        for (int64_t i = 0; i < k; i++) buf[i] = as_f16_to_f32(((const uint16_t *)x)[base + i]);
-    else
-        for (int64_t i = 0; i < k; i++) buf[i] = ((const float *)x)[base + i];
-}
-
 /* lse of one row of n logits from base */
 AS_VECTOR_IMPL void xent_row_impl(const void *x, as_dtype dt, int64_t base, int64_t n, float *lse)
 {
@@ -38,7 +27,7 @@ AS_VECTOR_IMPL void xent_row_impl(const void *x, as_dtype dt, int64_t base, int6
     int nan = 0;
     for (int64_t i0 = 0; i0 < n; i0 += CHUNK) {
         int64_t k = n - i0 < CHUNK ? n - i0 : CHUNK;
-        load_chunk(buf, x, dt, base + i0, k);
+        load_f32_chunk(buf, x, dt, base + i0, k);
         float mk = max_f32(buf, k);
         if (!(mk > -INFINITY)) { /* all -inf or NaN: adds 0, or makes the sum NaN */
             double c = sum_f32(buf, NULL, k);
@@ -87,7 +76,7 @@ AS_VECTOR_IMPL void xent_bwd_row_impl(const void *x, as_dtype dt, int64_t t, flo
         if (t < 0) {
             for (int64_t i = 0; i < k; i++) buf[i] = 0.0f;
         } else {
-            load_chunk(buf, x, dt, base + i0, k);
+            load_f32_chunk(buf, x, dt, base + i0, k);
             for (int64_t i = 0; i < k; i++) buf[i] -= l;
             as_cpu_flash_exp(buf, buf, k);
             for (int64_t i = 0; i < k; i++) buf[i] *= gr;

@@ -11,6 +11,22 @@
 #include "vector_variants.h"
 
 #define PAR_MIN 32768 /* below this a thread team costs more than it saves */
+#define MAX_PARTS 256
+
+/* The sweeps below cut n elements into parts that depend on n alone: about
+ * PAR_MIN each, at most MAX_PARTS; part q is [*i0, *i1). */
+static int64_t parts_of(int64_t n)
+{
+    int64_t parts = n / PAR_MIN;
+    return parts < 1 ? 1 : parts > MAX_PARTS ? MAX_PARTS : parts;
+}
+
+static void part_bounds(int64_t n, int64_t parts, int64_t q, int64_t *i0, int64_t *i1)
+{
+    const int64_t len = (n + parts - 1) / parts;
+    *i0 = q * len < n ? q * len : n;
+    *i1 = *i0 + len < n ? *i0 + len : n;
+}
 
 void as_cpu_sgd_step(const as_sgd_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
                      as_dtype gdt, float *buf, float *master, bool first)
@@ -65,15 +81,17 @@ AS_VECTOR_IMPL void adamw_f32_impl(const as_adamw_consts *cp, int maximize, int6
 AS_VECTOR_VARIANTS(adamw_f32, (const as_adamw_consts *cp, int maximize, int64_t i0, int64_t i1, float *p,
                                const float *g, float *m, float *v), (cp, maximize, i0, i1, p, g, m, v))
 
-#define RANGE 16384
-
 static void adamw_f32(const as_adamw_consts *c, bool maximize, int64_t n, float *p, const float *g, float *m,
                       float *v)
 {
     adamw_f32_fn f = adamw_f32_pick();
-    const int64_t ranges = (n + RANGE - 1) / RANGE;
-#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
-    for (int64_t r = 0; r < ranges; r++) f(c, maximize, r * RANGE, r + 1 < ranges ? (r + 1) * RANGE : n, p, g, m, v);
+    const int64_t parts = parts_of(n);
+#pragma omp parallel for schedule(static) if (parts > 1)
+    for (int64_t q = 0; q < parts; q++) {
+        int64_t i0, i1;
+        part_bounds(n, parts, q, &i0, &i1);
+        f(c, maximize, i0, i1, p, g, m, v);
+    }
 }
 
 void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtype pdt, const void *grad,
@@ -108,11 +126,10 @@ void as_cpu_adamw_step(const as_adamw_params *h, int64_t n, void *param, as_dtyp
     }
 }
 
-/* clip_grad_norm_'s sweeps.  An item's elements split into parts that depend
- * on its size alone, each summed in chains (row_stats.h) at the CPU's vector
- * width, the parts added in order: the same norm for any thread count.  (One
- * double chain per thread made the sum 7 % of GPT-2's CPU step.) */
-#define MAX_PARTS 256
+/* clip_grad_norm_'s sweeps.  Each part of an item is summed in chains
+ * (row_stats.h) at the CPU's vector width, the parts added in order: the same
+ * norm for any thread count.  (One double chain per thread made the sum 7 %
+ * of GPT-2's CPU step.) */
 
 AS_VECTOR_IMPL void sumsq_range_impl(const void *data, as_dtype dt, int64_t i0, int64_t i1, double *out)
 {
@@ -132,7 +149,7 @@ AS_VECTOR_IMPL void sumsq_range_impl(const void *data, as_dtype dt, int64_t i0, 
         double s = 0;
         for (int64_t j0 = i0; j0 < i1; j0 += 2048) {
             int64_t k = i1 - j0 < 2048 ? i1 - j0 : 2048;
-            for (int64_t j = 0; j < k; j++) buf[j] = as_load_f32(data, dt, j0 + j);
+            load_f32_chunk(buf, data, dt, j0, k);
             s += sum_f32(buf, buf, k);
         }
         *out = s;
@@ -157,24 +174,18 @@ AS_VECTOR_IMPL void scale_range_impl(void *data, as_dtype dt, int64_t i0, int64_
 }
 AS_VECTOR_VARIANTS(scale_range, (void *data, as_dtype dt, int64_t i0, int64_t i1, double s), (data, dt, i0, i1, s))
 
-/* parts of an item of m elements: about PAR_MIN each, at most MAX_PARTS */
-static int64_t parts_of(int64_t m)
-{
-    int64_t parts = m / PAR_MIN;
-    return parts < 1 ? 1 : parts > MAX_PARTS ? MAX_PARTS : parts;
-}
 
 double as_cpu_sumsq_list(const as_list_item *it, int n)
 {
     sumsq_range_fn f = sumsq_range_pick();
     double total = 0, part[MAX_PARTS];
     for (int t = 0; t < n; t++) {
-        const int64_t m = it[t].n, parts = parts_of(m), len = (m + parts - 1) / parts;
+        const int64_t m = it[t].n, parts = parts_of(m);
 #pragma omp parallel for if (parts > 1)
         for (int64_t q = 0; q < parts; q++) {
-            int64_t i0 = q * len, i1 = i0 + len < m ? i0 + len : m;
-            part[q] = 0;
-            if (i0 < i1) f(it[t].data, it[t].dtype, i0, i1, &part[q]);
+            int64_t i0, i1;
+            part_bounds(m, parts, q, &i0, &i1);
+            f(it[t].data, it[t].dtype, i0, i1, &part[q]);
         }
         for (int64_t q = 0; q < parts; q++) total += part[q];
     }
@@ -185,11 +196,12 @@ void as_cpu_scale_list(const as_list_item *it, int n, double s)
 {
     scale_range_fn f = scale_range_pick();
     for (int t = 0; t < n; t++) {
-        const int64_t m = it[t].n, parts = parts_of(m), len = (m + parts - 1) / parts;
+        const int64_t m = it[t].n, parts = parts_of(m);
 #pragma omp parallel for if (parts > 1)
         for (int64_t q = 0; q < parts; q++) {
-            int64_t i0 = q * len, i1 = i0 + len < m ? i0 + len : m;
-            if (i0 < i1) f(it[t].data, it[t].dtype, i0, i1, s);
+            int64_t i0, i1;
+            part_bounds(m, parts, q, &i0, &i1);
+            f(it[t].data, it[t].dtype, i0, i1, s);
         }
     }
 }

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "as_scalar.h"
 #include "vector_variants.h"
 
 /* A row's sum of x (of x y when y is given) in double, eight chains at once
@@ -56,6 +57,18 @@ AS_VECTOR_IMPL float max_f32(const float *x, int64_t n)
     for (; i < n; i++) a[0] = x[i] > a[0] ? x[i] : a[0];
     for (int k = 1; k < 16; k++) a[0] = a[k] > a[0] ? a[k] : a[0];
     return a[0];
+}
+
+/* x[base + i], i < k, of a float32, float16 or bfloat16 array as float32 into
+ * buf, for the sums above (the dtype's test outside the loops) */
+AS_VECTOR_IMPL void load_f32_chunk(float *buf, const void *x, as_dtype dt, int64_t base, int64_t k)
+{
+    if (dt == AS_BF16)
+        for (int64_t i = 0; i < k; i++) buf[i] = as_bf16_to_f32(((const uint16_t *)x)[base + i]);
+    else if (dt == AS_F16)
+        for (int64_t i = 0; i < k; i++) buf[i] = as_f16_to_f32(((const uint16_t *)x)[base + i]);
+    else
+        for (int64_t i = 0; i < k; i++) buf[i] = ((const float *)x)[base + i];
 }
 
 #endif

@@ -192,23 +192,17 @@ __device__ __forceinline__ int compare(as_binop op, T x, T y)
     }
 }
 
-template <typename T>
-struct BinaryFloat { /* float32, float16, bfloat16: computed in float32, rounded once */
+/* float32, float16, bfloat16: computed in float32, rounded once.  OP >= 0 fixes
+ * the op at compile time, for the ones a model runs every layer: the switch in
+ * f32_binop then folds to the one case, where with a run-time op every
+ * element carried all of them (ViT's bf16 GELU ran at half eager's speed). */
+template <typename T, int OP = -1>
+struct BinaryFloat {
     as_binop op;
     __device__ void operator()(char *const *p, const int64_t *o) const
     {
-        AT(T, p[0], o[0]) = from_f<T>(f32_binop(op, to_f(AT(const T, p[1], o[1])), to_f(AT(const T, p[2], o[2]))));
-    }
-};
-
-/* add, mul and the activations' gradients with the op fixed at compile time,
- * as UnaryFixed below */
-template <typename T, int OP>
-struct BinaryFixed {
-    __device__ void operator()(char *const *p, const int64_t *o) const
-    {
-        AT(T, p[0], o[0]) =
-            from_f<T>(f32_binop((as_binop)OP, to_f(AT(const T, p[1], o[1])), to_f(AT(const T, p[2], o[2]))));
+        AT(T, p[0], o[0]) = from_f<T>(
+            f32_binop(OP >= 0 ? (as_binop)OP : op, to_f(AT(const T, p[1], o[1])), to_f(AT(const T, p[2], o[2]))));
     }
 };
 
@@ -216,11 +210,11 @@ template <typename T>
 static int binary_float(as_binop op, const as_kview *const *ops, const as_kview *out)
 {
     switch (op) {
-    case AS_ADD: return run_map<3>(3, ops, out, BinaryFixed<T, AS_ADD>{});
-    case AS_MUL: return run_map<3>(3, ops, out, BinaryFixed<T, AS_MUL>{});
-    case AS_GELU_GRAD: return run_map<3>(3, ops, out, BinaryFixed<T, AS_GELU_GRAD>{});
-    case AS_GELU_TANH_GRAD: return run_map<3>(3, ops, out, BinaryFixed<T, AS_GELU_TANH_GRAD>{});
-    case AS_SILU_GRAD: return run_map<3>(3, ops, out, BinaryFixed<T, AS_SILU_GRAD>{});
+    case AS_ADD: return run_map<3>(3, ops, out, BinaryFloat<T, AS_ADD>{op});
+    case AS_MUL: return run_map<3>(3, ops, out, BinaryFloat<T, AS_MUL>{op});
+    case AS_GELU_GRAD: return run_map<3>(3, ops, out, BinaryFloat<T, AS_GELU_GRAD>{op});
+    case AS_GELU_TANH_GRAD: return run_map<3>(3, ops, out, BinaryFloat<T, AS_GELU_TANH_GRAD>{op});
+    case AS_SILU_GRAD: return run_map<3>(3, ops, out, BinaryFloat<T, AS_SILU_GRAD>{op});
     default: return run_map<3>(3, ops, out, BinaryFloat<T>{op});
     }
 }
@@ -299,36 +293,25 @@ __device__ __forceinline__ float f32_unop(as_unop op, float x)
     }
 }
 
-template <typename T>
+/* OP >= 0: the op fixed at compile time, as BinaryFloat's */
+template <typename T, int OP = -1>
 struct UnaryFloat {
     as_unop op;
     __device__ void operator()(char *const *p, const int64_t *o) const
     {
-        AT(T, p[0], o[0]) = from_f<T>(f32_unop(op, to_f(AT(const T, p[1], o[1]))));
-    }
-};
-
-/* The maps a model runs every layer, with the op fixed at compile time: the
- * switch above then folds to the one case, where with the op a run-time value
- * every element carried all of them (ViT's bf16 GELU ran at half eager's
- * speed, 56 against 30 us). */
-template <typename T, int OP>
-struct UnaryFixed {
-    __device__ void operator()(char *const *p, const int64_t *o) const
-    {
-        AT(T, p[0], o[0]) = from_f<T>(f32_unop((as_unop)OP, to_f(AT(const T, p[1], o[1]))));
+        AT(T, p[0], o[0]) = from_f<T>(f32_unop(OP >= 0 ? (as_unop)OP : op, to_f(AT(const T, p[1], o[1]))));
     }
 };
 
 template <typename T>
-static int unary_float(as_unop op, int n, const as_kview *const *ops, const as_kview *out)
+static int unary_float(as_unop op, const as_kview *const *ops, const as_kview *out)
 {
     switch (op) {
-    case AS_GELU: return run_map<2>(n, ops, out, UnaryFixed<T, AS_GELU>{});
-    case AS_GELU_TANH: return run_map<2>(n, ops, out, UnaryFixed<T, AS_GELU_TANH>{});
-    case AS_SILU: return run_map<2>(n, ops, out, UnaryFixed<T, AS_SILU>{});
-    case AS_EXP: return run_map<2>(n, ops, out, UnaryFixed<T, AS_EXP>{});
-    default: return run_map<2>(n, ops, out, UnaryFloat<T>{op});
+    case AS_GELU: return run_map<2>(2, ops, out, UnaryFloat<T, AS_GELU>{op});
+    case AS_GELU_TANH: return run_map<2>(2, ops, out, UnaryFloat<T, AS_GELU_TANH>{op});
+    case AS_SILU: return run_map<2>(2, ops, out, UnaryFloat<T, AS_SILU>{op});
+    case AS_EXP: return run_map<2>(2, ops, out, UnaryFloat<T, AS_EXP>{op});
+    default: return run_map<2>(2, ops, out, UnaryFloat<T>{op});
     }
 }
 
@@ -356,9 +339,9 @@ extern "C" int as_cuda_unary(as_unop op, const as_kview *out, const as_kview *a)
 {
     const as_kview *ops[2] = {out, a};
     if (op == AS_LOGICAL_NOT) return run_map<2>(2, ops, out, LogicalNot{a->dtype});
-    if (a->dtype == AS_F32) return unary_float<float>(op, 2, ops, out);
-    if (a->dtype == AS_F16) return unary_float<__half>(op, 2, ops, out);
-    if (a->dtype == AS_BF16) return unary_float<__nv_bfloat16>(op, 2, ops, out);
+    if (a->dtype == AS_F32) return unary_float<float>(op, ops, out);
+    if (a->dtype == AS_F16) return unary_float<__half>(op, ops, out);
+    if (a->dtype == AS_BF16) return unary_float<__nv_bfloat16>(op, ops, out);
     if (a->dtype == AS_I64) return run_map<2>(2, ops, out, UnaryInt<int64_t>{op});
     return run_map<2>(2, ops, out, UnaryInt<int32_t>{op});
 }

@@ -79,7 +79,7 @@ static int fn_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     /* The engine passes a gradient in the layout its producer made (a transpose's
      * is a view); a Lua backward gets it contiguous, as before, so that g:view()
      * works and an in-place change does not write through a view upstream. */
-    as_tensor *gc = as_is_contiguous(g) ? as_retain((as_tensor *)g) : as_clone(g);
+    as_tensor *gc = as_contiguous(g);
     if (!gc) return -1;
     lua_rawgeti(L, LUA_REGISTRYINDEX, h->ref);
     lua_pushinteger(L, h->output);

@@ -218,7 +218,7 @@ static int matmul_backward(as_node *n, const as_tensor *g, as_tensor **gi)
         gi[1] = b_col_major ? last2_t(mm(last2_t(G2), A2)) : mm(last2_t(A2), G2);
     } else if (nb) {
         as_tensor *A = an == 1 ? unsq(g_ref(a), 0) : g_ref(a);
-        gi[1] = b_col_major && an == 2 ? last2_t(mm(last2_t(g_ref(G)), A)) : mm(last2_t(A), g_ref(G));
+        gi[1] = b_col_major ? last2_t(mm(last2_t(g_ref(G)), A)) : mm(last2_t(A), g_ref(G));
         if (bn == 1) gi[1] = sq(gi[1], -1);
     }
     as_release(G);

@@ -49,6 +49,7 @@ describe("autograd", function()
     -- b the transpose of a row-major matrix (a Linear's W^T): its gradient is made in that layout
     check(function(a, b) return (a:matmul(b:t()) ^ 2):sum() end, { r(3, 4), r(5, 4) })
     check(function(a, b) return (a:matmul(b:t()) ^ 2):sum() end, { r(2, 3, 4), r(5, 4) })
+    check(function(a, b) return (a:matmul(b:t()) ^ 2):sum() end, { r(4), r(5, 4) })
     check(function(a, b) return (a:t():matmul(b:t()) ^ 2):sum() end, { r(4, 3), r(5, 4) })
   end)
 
