@@ -552,10 +552,12 @@ bool cp_async_wgmma_wins(const as_attn_params *p)
 bool plain(bool has_mask, bool dropout, bool prescale) { return !has_mask && !dropout && !prescale; }
 
 /* 0: not wgmma; 1: the cp.async wgmma kernel; 2: the warp-specialised one; 3: that
- * one on the persistent grid.  Measured on an H100 (docs/performance.md, v0.13,
- * the kernels alone): on the persistent grid the warp-specialised kernel beats
- * flash/mma from 512 keys when its 128-row CTAs fill the GPU (at D = 128 causal
- * the two are even at 512, so that case starts at 1024), and its own
+ * one on the persistent grid.  Measured on an H100 (docs/performance.md, v0.13
+ * and v0.16, the kernels alone): on the persistent grid the warp-specialised
+ * kernel beats flash/mma when its 128-row CTAs fill the GPU, non-causal from
+ * 128 keys (ViT's 197: 0.037 against 0.042 ms at D = 64, 0.054 against 0.065
+ * at D = 128; even at 256, D = 64), causal from 512 (at D = 128 causal the two
+ * are even at 512, so that case starts at 1024), and its own
  * one-CTA-a-tile grid by 2-25 % up to 4096 keys;
  * past that they are even (-3 to +5 %), so the longer rows keep one CTA a tile
  * except at D = 64 non-causal.  The cp.async kernel takes what TMA refuses. */
@@ -564,7 +566,7 @@ int use_wgmma(const as_attn_params *p, bool is_plain, bool probe_tma)
     if (g_force_wgmma < 0 || !is_plain || !wgmma_device()) return 0;
     int v = g_force_wgmma;
     if (!v) {
-        const int64_t min_keys = p->D == 128 && p->causal ? 1024 : 512;
+        const int64_t min_keys = !p->causal ? 128 : p->D == 128 ? 1024 : 512;
         if (p->Lk < min_keys || p->B * p->H * ((p->Lq + 127) / 128) < (int64_t)sm_count()) return 0;
         v = fwd_env();
         if (!v) v = p->Lk > 4096 && (p->causal || p->D == 128) ? 2 : 3;
