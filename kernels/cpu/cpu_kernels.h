@@ -3,6 +3,8 @@
 #ifndef AS_CPU_KERNELS_H
 #define AS_CPU_KERNELS_H
 
+#include <stdbool.h>
+
 #include "as_scalar.h"
 #include "as_types.h"
 
@@ -61,6 +63,16 @@ void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, con
  * already inside a parallel region. */
 void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* C (M x N, ldc) = A op(B) [+ bias (N,)] [+ resid (M x N, row stride ldr)]
+ * [+ C where beta is 1], on the project's AVX-512 kernel
+ * (kernels/cpu/sgemm_avx512.c); false, with nothing done, where it does not
+ * apply: A transposed, no AVX-512 path, ATTNSWAP_GEMM=blas, or a product too
+ * small to pay.  beta is 0 or 1. */
+bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                      const float *B, int64_t ldb, const float *bias, const float *resid, int64_t ldr,
+                      float beta, float *C, int64_t ldc);
+/* Tests: let as_cpu_sgemm_own take products of any size, its edge cases small. */
+void as_cpu_sgemm_own_any_size(bool on);
 /* The same in float64 (cblas_dgemm), C = op(A) op(B). */
 void as_cpu_dgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, const double *A, int64_t lda, const double *B,
                   int64_t ldb, double *C, int64_t ldc);

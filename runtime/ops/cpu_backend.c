@@ -175,12 +175,13 @@ static void fill_rows(float *c, int64_t rows, int64_t N, const float *bias, cons
     }
 }
 
-/* float32 products on OpenBLAS: one folded product, one product, or one
- * product per batch entry (a thread each, the big ones not split again).
- * A bias or residual rides in the product as in PyTorch's addmm: C starts
- * as them and the product adds into it (beta 1).  That pass replaces
- * OpenBLAS's zeroing of C for beta 0, and saves the add's read and write of
- * C after it. */
+/* float32 products: one folded product or one product on the AVX-512
+ * kernel where it applies, which adds a bias or residual as it stores C;
+ * else on OpenBLAS: one folded product, one product, or one product per
+ * batch entry (a thread each, the big ones not split again).  There a bias
+ * or residual rides in the product as in PyTorch's addmm: C starts as them
+ * and the product adds into it (beta 1).  That pass replaces OpenBLAS's
+ * zeroing of C for beta 0, and saves the add's read and write of C after it. */
 static int cpu_gemm(as_gemm_args *g)
 {
     if (g->out->dtype == AS_F64) return cpu_dgemm(g);
@@ -188,6 +189,12 @@ static int cpu_gemm(as_gemm_args *g)
     const float *pa = as_data(a), *pb = as_data(b);
     float *po = as_data(g->out);
     int64_t M = g->M, N = g->N, K = g->K;
+    if ((g->fold || g->nbatch == 1) &&
+        as_cpu_sgemm_own(g->ta, g->tb, M * g->nbatch, N, K, pa, g->lda, pb, g->ldb,
+                         g->bias ? as_data(g->bias) : NULL, g->resid ? as_data(g->resid) : NULL, N, 0.0f, po, N)) {
+        g->bias_done = g->bias != NULL, g->resid_done = g->resid != NULL;
+        return 0;
+    }
     float beta = 0.0f;
     if (g->bias || g->resid) {
         fill_rows(po, M * g->nbatch, N, g->bias ? as_data(g->bias) : NULL, g->resid ? as_data(g->resid) : NULL);
