@@ -71,6 +71,8 @@ void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, 
 bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, const float *bias, const float *resid, int64_t ldr,
                       float beta, float *C, int64_t ldc);
+/* "attnswap-avx512" where as_cpu_sgemm_own runs, else "OpenBLAS". */
+const char *as_cpu_sgemm_own_name(void);
 /* Tests: let as_cpu_sgemm_own take products of any size, its edge cases small. */
 void as_cpu_sgemm_own_any_size(bool on);
 /* The same in float64 (cblas_dgemm), C = op(A) op(B). */

@@ -199,6 +199,11 @@ static int own_allowed(void)
     return on;
 }
 
+const char *as_cpu_sgemm_own_name(void)
+{
+    return as_cpu_vector_level() == 2 && own_allowed() ? "attnswap-avx512" : "OpenBLAS";
+}
+
 bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, const float *bias, const float *resid, int64_t ldr,
                       float beta, float *C, int64_t ldc)
@@ -233,6 +238,8 @@ bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const flo
 #else
 
 void as_cpu_sgemm_own_any_size(bool on) { (void)on; }
+
+const char *as_cpu_sgemm_own_name(void) { return "OpenBLAS"; }
 
 bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, const float *bias, const float *resid, int64_t ldr,

@@ -22,13 +22,13 @@ static int config_tostring(lua_State *L)
 }
 
 /* config() -> {version, cpu, cpu_features, blas, blas_core, blas_core_by,
- * blas_core_openblas, blas_note, threads, attention_isa, cuda, cuda_devices,
+ * blas_core_openblas, blas_note, threads, attention_isa, cpu_gemm, cuda, cuda_devices,
  * deterministic, float32_matmul_precision} */
 static int l_config(lua_State *L)
 {
     as_runtime_info i;
     as_runtime_info_get(&i);
-    lua_createtable(L, 0, 14);
+    lua_createtable(L, 0, 15);
     set_string(L, "version", AS_VERSION);
     set_string(L, "cpu", i.cpu);
     set_string(L, "cpu_features", i.cpu_features);
@@ -40,6 +40,7 @@ static int l_config(lua_State *L)
     lua_pushinteger(L, i.threads);
     lua_setfield(L, -2, "threads");
     set_string(L, "attention_isa", i.attention_isa);
+    set_string(L, "cpu_gemm", i.cpu_gemm);
     lua_pushboolean(L, i.cuda_built);
     lua_setfield(L, -2, "cuda");
     lua_pushinteger(L, i.cuda_devices);

@@ -13,6 +13,7 @@
 #include "attnswap/cuda.h"
 #include "attnswap/ops.h"
 #include "blas_core.h"
+#include "cpu_kernels.h"
 
 /* CPUID leaves 0x80000002-4 hold the brand string, 48 bytes. */
 static const char *cpu_brand(void)
@@ -44,6 +45,7 @@ void as_runtime_info_get(as_runtime_info *out)
     out->blas_note = b.note;
     out->threads = as_get_num_threads();
     out->attention_isa = as_cpu_flash_isa_name();
+    out->cpu_gemm = as_cpu_sgemm_own_name();
     out->cuda_built = as_cuda_built();
     out->cuda_devices = as_cuda_device_count();
     out->deterministic = as_get_deterministic();
@@ -72,10 +74,12 @@ int as_runtime_info_describe(char *buf, size_t size)
                     "blas core:     %s\n"
                     "threads:       %d (OpenMP; OpenBLAS one thread inside)\n"
                     "attention isa: %s (CPU flash kernels, maps and row kernels)\n"
+                    "cpu gemm:      %s%s\n"
                     "cuda:          %s\n"
                     "deterministic: %s\n"
                     "f32 matmul:    %s (%s)\n",
-                    *i.cpu ? i.cpu : "unknown", i.cpu_features, i.blas, core, i.threads, i.attention_isa, cuda,
+                    *i.cpu ? i.cpu : "unknown", i.cpu_features, i.blas, core, i.threads, i.attention_isa, i.cpu_gemm,
+                    strcmp(i.cpu_gemm, "OpenBLAS") ? " (float32 A B and A B^T from 48 rows; OpenBLAS the rest)" : "", cuda,
                     i.deterministic ? "on" : "off", i.f32_matmul,
                     !strcmp(i.f32_matmul, "high") ? "large CUDA products in 3xTF32" : "SGEMM everywhere");
 }
