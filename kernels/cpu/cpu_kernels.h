@@ -63,11 +63,11 @@ void as_cpu_rms_norm_rows(const float *x, float *y, int64_t rows, int64_t n, con
  * already inside a parallel region. */
 void as_cpu_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-/* C (M x N, ldc) = A op(B) [+ bias (N,)] [+ resid (M x N, row stride ldr)]
- * [+ C where beta is 1], on the project's AVX-512 kernel
+/* C (M x N, ldc) = op(A) op(B) [+ bias (N,)] [+ resid (M x N, row stride
+ * ldr)] [+ C where beta is 1], on the project's AVX-512 kernel
  * (kernels/cpu/sgemm_avx512.c); false, with nothing done, where it does not
- * apply: A transposed, no AVX-512 path, ATTNSWAP_GEMM=blas, or a product too
- * small to pay.  beta is 0 or 1. */
+ * apply: no AVX-512 path, ATTNSWAP_GEMM=blas, or a product too small to
+ * pay.  beta is 0 or 1. */
 bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                       const float *B, int64_t ldb, const float *bias, const float *resid, int64_t ldr,
                       float beta, float *C, int64_t ldc);

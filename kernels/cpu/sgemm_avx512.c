@@ -1,6 +1,6 @@
-/* Float32 products C = A B and C = A B^T (A row-major, not transposed) on the
- * project's own AVX-512 kernel: a Linear's forward (x W^T) and its input
- * gradient (dY W).  Debian's OpenBLAS 0.3.21 reaches 270-290 GFLOP/s at
+/* Float32 products C = op(A) op(B), row-major, on the project's own AVX-512
+ * kernel: a Linear's forward (x W^T), its input gradient (dY W) and its
+ * weight gradient (dY^T x).  Debian's OpenBLAS 0.3.21 reaches 270-290 GFLOP/s at
  * ViT-B's layer shapes on this 2-core Xeon, PyTorch's MKL 305-315
  * (docs/performance.md, v0.17); this kernel matches or passes OpenBLAS there
  * and adds the bias and the residual as it stores C, where OpenBLAS needs C
@@ -38,9 +38,10 @@
 #define MC 960   /* rows of A packed at once: MC x KC floats, 960 KiB */
 #define NB 384   /* columns of packed B one A micro-panel meets: KC x NB floats, 384 KiB */
 #define NC 8192 /* columns of B packed at once: KC x NC floats, 8 MiB */
+#define A_STRIDE (MC * KC + 16) /* a thread's A block; pack_a's last 16-wide store runs 4 past */
 
 typedef struct {
-    int tb;
+    int ta, tb;
     int64_t M, N, K, lda, ldb, ldc, ldr;
     const float *A, *B, *bias, *resid;
     float beta;
@@ -110,12 +111,19 @@ AT static void pack_b(float *dst, const gemm_job *g, int64_t pc, int64_t kc, int
     }
 }
 
-/* A's rows [i0, i0 + mr) and columns [pc, pc + kc) as a kc x 12 panel, the
- * rows past mr zero. */
+/* op(A)'s rows [i0, i0 + mr) and columns [pc, pc + kc) as a kc x 12 panel,
+ * the rows past mr zero. */
 AT static void pack_a(float *dst, const gemm_job *g, int64_t i0, int mr, int64_t pc, int64_t kc)
 {
-    if (mr < MR) memset(dst, 0, (size_t)(kc * MR) * sizeof *dst);
-    as_cpu_flash_isa_avx512.transpose(dst, MR, g->A + i0 * g->lda + pc, g->lda, mr, kc, 1.0f, NULL);
+    if (!g->ta) {
+        if (mr < MR) memset(dst, 0, (size_t)(kc * MR) * sizeof *dst);
+        as_cpu_flash_isa_avx512.transpose(dst, MR, g->A + i0 * g->lda + pc, g->lda, mr, kc, 1.0f, NULL);
+        return;
+    }
+    /* A stored K x M: each step's 12 values are adjacent; 16-wide stores overlap the next step's */
+    const __mmask16 m = (__mmask16)((1u << mr) - 1);
+    for (int64_t p = 0; p < kc; p++)
+        _mm512_storeu_ps(dst + p * MR, _mm512_maskz_loadu_ps(m, g->A + (pc + p) * g->lda + i0));
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -124,7 +132,7 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
  * to that team (a team of one where the caller is itself a worker). */
 AT static void gemm_thread(const gemm_job *g, int th, int nt)
 {
-    float *ap = g->ap + (int64_t)th * MC * KC;
+    float *ap = g->ap + (int64_t)th * A_STRIDE;
     const int64_t rows_each = (g->M / nt + MR - 1) / MR * MR;
     const int64_t r0 = g->by_cols ? 0 : min64(g->M, th * rows_each);
     const int64_t r1 = g->by_cols ? g->M : th == nt - 1 ? g->M : min64(g->M, (th + 1) * rows_each);
@@ -208,7 +216,7 @@ bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const flo
                       const float *B, int64_t ldb, const float *bias, const float *resid, int64_t ldr,
                       float beta, float *C, int64_t ldc)
 {
-    if (ta || M < 1 || N < 1 || K < 1) return false;
+    if (M < 1 || N < 1 || K < 1) return false;
     /* below these a tile is mostly padding, or OpenBLAS's small-product paths win */
     if (!g_any_size && (M < 4 * MR || N < NR || K < 16 || (double)M * (double)N * (double)K < 2097152.0))
         return false;
@@ -220,9 +228,9 @@ bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const flo
     const int64_t kc = min64(K, KC), nc = min64(N, NC), np = (nc + NR - 1) / NR;
     const int by_cols = M < (int64_t)nt * 4 * MR;
     if (by_cols && np < nt) nt = (int)np;
-    gemm_job g = {tb, M, N, K, lda, ldb, ldc, ldr, A, B, bias, resid, beta, C, NULL, NULL, by_cols};
+    gemm_job g = {ta, tb, M, N, K, lda, ldb, ldc, ldr, A, B, bias, resid, beta, C, NULL, NULL, by_cols};
     g.bp = scratch(&b_buf, (size_t)(np * NR * kc));
-    g.ap = scratch(&a_buf, (size_t)nt * MC * KC);
+    g.ap = scratch(&a_buf, (size_t)nt * A_STRIDE);
     if (!g.bp || !g.ap) return false; /* OpenBLAS then tries */
 #pragma omp parallel num_threads(nt)
     {

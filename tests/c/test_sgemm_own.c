@@ -1,12 +1,12 @@
 /* The AVX-512 float32 product (kernels/cpu/sgemm_avx512.c) against float64:
- * C = A B and A B^T with padded leading dimensions, a bias, a residual, or
+ * C = A B, A B^T, A^T B and A^T B^T with padded leading dimensions, a bias, a residual, or
  * C added (beta 1), at sizes around its blocks (12-row and 32-column tiles,
  * K blocks of 256, 960-row A blocks, 8192-column B blocks), split by rows
  * and by columns, on one and two threads, and two products at once from the
  * workers of a parallel region (each with its own packing buffers); small
  * products through as_cpu_sgemm_own_any_size.  The
  * columns between N and ldc must come back untouched.  Off the AVX-512 path
- * it must decline, as it must for a transposed A and a small product. */
+ * it must decline, as it must for a small product. */
 #include <float.h>
 #include <string.h>
 
@@ -21,7 +21,7 @@
 
 typedef struct {
     int64_t M, N, K;
-    int tb, bias, resid, beta;
+    int tb, bias, resid, beta, ta;
 } gcase;
 
 typedef struct {
@@ -41,8 +41,8 @@ static float *randv(int64_t n)
 static void make(gprob *p, gcase c)
 {
     p->c = c;
-    p->lda = c.K + 3, p->ldb = (c.tb ? c.K : c.N) + 5, p->ldc = c.N + 7, p->ldr = c.N + 2;
-    p->A = randv(c.M * p->lda);
+    p->lda = (c.ta ? c.M : c.K) + 3, p->ldb = (c.tb ? c.K : c.N) + 5, p->ldc = c.N + 7, p->ldr = c.N + 2;
+    p->A = randv((c.ta ? c.K : c.M) * p->lda);
     p->B = randv((c.tb ? c.N : c.K) * p->ldb);
     p->bias = c.bias ? randv(c.N) : NULL;
     p->resid = c.resid ? randv(c.M * p->ldr) : NULL;
@@ -56,7 +56,8 @@ static void make(gprob *p, gcase c)
             double s = 0, a = 0;
             for (int64_t k = 0; k < c.K; k++) {
                 double b = c.tb ? p->B[j * p->ldb + k] : p->B[k * p->ldb + j];
-                s += (double)p->A[i * p->lda + k] * b, a += fabs((double)p->A[i * p->lda + k] * b);
+                double x = c.ta ? p->A[k * p->lda + i] : p->A[i * p->lda + k];
+                s += x * b, a += fabs(x * b);
             }
             if (p->bias) s += p->bias[j], a += fabs(p->bias[j]);
             if (p->resid) s += p->resid[i * p->ldr + j], a += fabs(p->resid[i * p->ldr + j]);
@@ -74,7 +75,7 @@ static void release(gprob *p)
 static bool run(gprob *p)
 {
     const gcase c = p->c;
-    return as_cpu_sgemm_own(0, c.tb, c.M, c.N, c.K, p->A, p->lda, p->B, p->ldb, p->bias, p->resid, p->ldr,
+    return as_cpu_sgemm_own(c.ta, c.tb, c.M, c.N, c.K, p->A, p->lda, p->B, p->ldb, p->bias, p->resid, p->ldr,
                             c.beta ? 1.0f : 0.0f, p->C, p->ldc);
 }
 
@@ -96,11 +97,14 @@ static double check(const gprob *p, int *padding_ok)
 }
 
 static const gcase cases[] = {
-    /* M, N, K, tb, bias, resid, beta */
-    {48, 32, 16, 1, 0, 0, 0},      {49, 33, 17, 1, 1, 0, 0},   {61, 100, 255, 0, 0, 1, 0},
-    {130, 385, 256, 1, 1, 1, 0},   {397, 70, 257, 0, 0, 0, 1}, {100, 47, 800, 1, 1, 0, 1},
-    {60, 8200, 20, 1, 1, 0, 0},    {2000, 40, 60, 0, 0, 1, 0}, {50, 1000, 64, 1, 0, 0, 1},
-    {1025, 95, 513, 1, 1, 1, 0},   {95, 9000, 17, 0, 1, 0, 0}, {300, 769, 1030, 1, 0, 0, 0},
+    /* M, N, K, tb, bias, resid, beta, ta */
+    {48, 32, 16, 1, 0, 0, 0, 0},      {49, 33, 17, 1, 1, 0, 0, 0},   {61, 100, 255, 0, 0, 1, 0, 0},
+    {130, 385, 256, 1, 1, 1, 0, 0},   {397, 70, 257, 0, 0, 0, 1, 0}, {100, 47, 800, 1, 1, 0, 1, 0},
+    {60, 8200, 20, 1, 1, 0, 0, 0},    {2000, 40, 60, 0, 0, 1, 0, 0}, {50, 1000, 64, 1, 0, 0, 1, 0},
+    {1025, 95, 513, 1, 1, 1, 0, 0},   {95, 9000, 17, 0, 1, 0, 0, 0}, {300, 769, 1030, 1, 0, 0, 0, 0},
+    /* A transposed (a weight gradient, dY^T x) */
+    {48, 32, 16, 0, 0, 0, 0, 1},   {49, 33, 17, 1, 0, 0, 1, 1}, {397, 70, 257, 0, 1, 0, 0, 1},
+    {1025, 95, 513, 0, 0, 1, 0, 1}, {61, 1000, 300, 1, 0, 0, 0, 1},
 };
 #define NCASES (int)(sizeof cases / sizeof cases[0])
 
@@ -116,9 +120,9 @@ static void test_cases(int threads)
         CHECK(worst <= 1.0);
         CHECK(pad_ok);
         if (!took || !(worst <= 1.0) || !pad_ok)
-            fprintf(stderr, "  %d threads, M %lld N %lld K %lld tb %d bias %d resid %d beta %d: took %d, "
+            fprintf(stderr, "  %d threads, M %lld N %lld K %lld ta %d tb %d bias %d resid %d beta %d: took %d, "
                             "error %.3g of its bound, padding %s\n",
-                    threads, (long long)p.c.M, (long long)p.c.N, (long long)p.c.K, p.c.tb, p.c.bias, p.c.resid,
+                    threads, (long long)p.c.M, (long long)p.c.N, (long long)p.c.K, p.c.ta, p.c.tb, p.c.bias, p.c.resid,
                     p.c.beta, took, worst, pad_ok ? "kept" : "WRITTEN");
         release(&p);
     }
@@ -129,8 +133,8 @@ static void test_cases(int threads)
 static void test_nested(void)
 {
     gprob p[2];
-    make(&p[0], (gcase){397, 300, 300, 1, 1, 0, 0});
-    make(&p[1], (gcase){250, 520, 700, 0, 0, 1, 0});
+    make(&p[0], (gcase){397, 300, 300, 1, 1, 0, 0, 0});
+    make(&p[1], (gcase){250, 520, 700, 0, 0, 1, 0, 1});
     int took[2] = {0, 0};
 #pragma omp parallel for num_threads(2)
     for (int i = 0; i < 2; i++) took[i] = run(&p[i]);
@@ -147,7 +151,6 @@ static void test_nested(void)
 static void test_declines(void)
 {
     static float a[64 * 64], b[64 * 64], c[64 * 64];
-    CHECK(!as_cpu_sgemm_own(1, 0, 64, 64, 64, a, 64, b, 64, NULL, NULL, 0, 0.0f, c, 64)); /* A transposed */
     CHECK(!as_cpu_sgemm_own(0, 0, 16, 64, 64, a, 64, b, 64, NULL, NULL, 0, 0.0f, c, 64)); /* too few rows */
     CHECK(!as_cpu_sgemm_own(0, 0, 64, 64, 64, a, 64, b, 64, NULL, NULL, 0, 0.0f, c, 64)); /* too small */
 }
