@@ -297,32 +297,13 @@ __device__ __forceinline__ float f32_unop(as_unop op, float x)
     }
 }
 
-/* The exact GELU for 16-bit results: erfc(|x|/sqrt 2) by Abramowitz and Stegun
- * 7.1.26 (within 1.5e-7 of erf, as close as erff itself), one reciprocal and one
- * exp, two thirds of erff's instructions; and 1 + erf taken from erfc with no
- * cancellation below zero.  ViT's bf16 GELU map was bound by erff's
- * instructions (30.8 us a call, memory speed 26). */
-__device__ __forceinline__ float gelu_16bit(float x)
-{
-    const float z = fabsf(x) * 0.70710678118654752f;
-    const float t = __frcp_rn(fmaf(0.3275911f, z, 1.0f));
-    float q = fmaf(fmaf(fmaf(fmaf(1.061405429f, t, -1.453152027f), t, 1.421413741f), t, -0.284496736f), t,
-                   0.254829592f);
-    q = q * t * __expf(-z * z); /* erfc(z) */
-    return 0.5f * x * (x >= 0.0f ? 2.0f - q : q);
-}
-
 /* OP >= 0: the op fixed at compile time, as BinaryFloat's */
 template <typename T, int OP = -1>
 struct UnaryFloat {
     as_unop op;
     __device__ void operator()(char *const *p, const int64_t *o) const
     {
-        const float x = to_f(AT(const T, p[1], o[1]));
-        if (OP == AS_GELU && sizeof(T) == 2)
-            AT(T, p[0], o[0]) = from_f<T>(gelu_16bit(x));
-        else
-            AT(T, p[0], o[0]) = from_f<T>(f32_unop(OP >= 0 ? (as_unop)OP : op, x));
+        AT(T, p[0], o[0]) = from_f<T>(f32_unop(OP >= 0 ? (as_unop)OP : op, to_f(AT(const T, p[1], o[1]))));
     }
 };
 
