@@ -11,7 +11,12 @@
  * kernels (launch gaps and host work).
  *
  * CUPTI records kernels with a timestamp from the card itself, so the times
- * are the kernels' own, without the launch or a synchronisation around each. */
+ * are the kernels' own, without the launch or a synchronisation around each.
+ *
+ * Then where the card idles: the gaps between one kernel's end and the next
+ * one's start, summed by the pair of kernels around them (the largest first);
+ * and with CUDA_TRACE_API=1, the host's CUDA runtime calls in the range, by
+ * total time, so a gap can be put down to a launch, an allocation or a wait. */
 #include <cupti.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -28,6 +33,15 @@ typedef struct {
 } Entry;
 
 static Entry entries[MAX_NAMES];
+static Entry apis[MAX_NAMES];
+static int n_apis;
+/* every kernel of the range, for the gaps */
+typedef struct {
+    uint64_t start, end;
+    int name; /* index into entries */
+} Launch;
+static Launch *launches;
+static size_t n_launches, cap_launches;
 static int n_entries;
 static uint64_t first_start = UINT64_MAX, last_end;
 static int recording, recorded; /* recorded: a capture range was opened */
@@ -57,8 +71,28 @@ static void add_kernel(const char *name, uint64_t start, uint64_t end)
     }
     entries[i].count++;
     entries[i].total_ns += end - start;
+    if (n_launches == cap_launches) {
+        size_t cap = cap_launches ? 2 * cap_launches : 4096;
+        Launch *l = realloc(launches, cap * sizeof *l);
+        if (l) launches = l, cap_launches = cap;
+    }
+    if (n_launches < cap_launches) launches[n_launches++] = (Launch){start, end, i};
     if (start < first_start) first_start = start;
     if (end > last_end) last_end = end;
+}
+
+static void add_api(uint32_t cbid, uint64_t start, uint64_t end)
+{
+    const char *name = NULL;
+    if (cuptiGetCallbackName(CUPTI_CB_DOMAIN_RUNTIME_API, cbid, &name) != CUPTI_SUCCESS || !name) name = "?";
+    int i = 0;
+    while (i < n_apis && strcmp(apis[i].name, name)) i++;
+    if (i == n_apis) {
+        if (n_apis == MAX_NAMES) return;
+        apis[n_apis++].name = (char *)name; /* CUPTI's own string */
+    }
+    apis[i].count++;
+    apis[i].total_ns += end > start ? end - start : 0;
 }
 
 static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buffer, size_t size, size_t valid)
@@ -72,6 +106,9 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
         if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
             const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)rec;
             add_kernel(k->name ? k->name : "?", k->start, k->end);
+        } else if (rec->kind == CUPTI_ACTIVITY_KIND_RUNTIME) {
+            const CUpti_ActivityAPI *a = (const CUpti_ActivityAPI *)rec;
+            add_api(a->cbid, a->start, a->end);
         }
     if (cuptiActivityGetNumDroppedRecords(ctx, stream, &lost) == CUPTI_SUCCESS) dropped += lost;
     pthread_mutex_unlock(&lock);
@@ -84,6 +121,51 @@ static int by_total(const void *a, const void *b)
     return x->total_ns < y->total_ns ? 1 : x->total_ns > y->total_ns ? -1 : 0;
 }
 
+static int by_start(const void *a, const void *b)
+{
+    const Launch *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* idle time between consecutive kernels, by (before, after) pair, the largest
+ * TRACE_GAPS (default 12) pairs; names cut to 60 characters */
+static void report_gaps(FILE *f, double iters)
+{
+    qsort(launches, n_launches, sizeof *launches, by_start);
+    typedef struct {
+        int a, b;
+        uint64_t ns, n;
+    } Gap;
+    Gap *g = calloc(n_launches + 1, sizeof *g);
+    size_t ng = 0;
+    if (!g) return;
+    uint64_t reach = n_launches ? launches[0].end : 0;
+    for (size_t i = 1; i < n_launches; i++) {
+        const Launch *p = &launches[i - 1], *q = &launches[i];
+        if (q->start > reach) {
+            size_t k = 0;
+            while (k < ng && !(g[k].a == p->name && g[k].b == q->name)) k++;
+            if (k == ng) g[ng++] = (Gap){p->name, q->name, 0, 0};
+            g[k].ns += q->start - reach, g[k].n++;
+        }
+        if (q->end > reach) reach = q->end;
+    }
+    for (size_t i = 0; i < ng; i++) /* largest first: a selection, the list is short */
+        for (size_t j = i + 1; j < ng; j++)
+            if (g[j].ns > g[i].ns) {
+                Gap t = g[i];
+                g[i] = g[j], g[j] = t;
+            }
+    const char *e = getenv("TRACE_GAPS");
+    size_t show = e && atoi(e) > 0 ? (size_t)atoi(e) : 12;
+    fprintf(f, "# idle before a kernel, per iteration, by the kernels around it\n%10s %8s  %s\n", "us", "count",
+            "after -> before");
+    for (size_t i = 0; i < ng && i < show; i++)
+        fprintf(f, "%10.1f %8.1f  %.60s -> %.60s\n", g[i].ns / 1e3 / iters, g[i].n / iters, entries[g[i].a].name,
+                entries[g[i].b].name);
+    free(g);
+}
+
 static void report(void)
 {
     if (!recorded) return; /* a process that never opened a capture range (a child, a helper) */
@@ -92,6 +174,8 @@ static void report(void)
     double iters = it && atof(it) > 0 ? atof(it) : 1;
     FILE *f = path ? fopen(path, "w") : stderr;
     if (!f) f = stderr;
+    FILE *gaps = tmpfile(); /* written before the table sorts the names, printed after it */
+    if (gaps) report_gaps(gaps, iters);
     qsort(entries, (size_t)n_entries, sizeof *entries, by_total);
     uint64_t sum = 0;
     for (int i = 0; i < n_entries; i++) sum += entries[i].total_ns;
@@ -104,6 +188,19 @@ static void report(void)
     double span = last_end > first_start ? (last_end - first_start) / 1e3 / iters : 0;
     fprintf(f, "# kernels %.1f us, span %.1f us, idle %.1f us per iteration (negative where kernels overlap)\n",
             sum / 1e3 / iters, span, span - sum / 1e3 / iters);
+    if (gaps) {
+        rewind(gaps);
+        char line[512];
+        while (fgets(line, sizeof line, gaps)) fputs(line, f);
+        fclose(gaps);
+    }
+    if (n_apis) {
+        qsort(apis, (size_t)n_apis, sizeof *apis, by_total);
+        fprintf(f, "# the host's CUDA runtime calls per iteration\n%10s %8s %10s  %s\n", "us", "count", "mean us", "call");
+        for (int i = 0; i < n_apis; i++)
+            fprintf(f, "%10.1f %8.1f %10.2f  %s\n", apis[i].total_ns / 1e3 / iters, apis[i].count / iters,
+                    apis[i].total_ns / 1e3 / (double)apis[i].count, apis[i].name);
+    }
     if (dropped) fprintf(f, "# %zu records dropped: the table is incomplete\n", dropped);
     if (f != stderr) fclose(f);
 }
@@ -114,10 +211,12 @@ static void CUPTIAPI on_api(void *data, CUpti_CallbackDomain domain, CUpti_Callb
     const CUpti_CallbackData *cb = info;
     if (id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStart_v4000 && cb->callbackSite == CUPTI_API_EXIT && !recording) {
         cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        if (getenv("CUDA_TRACE_API")) cuptiActivityEnable(CUPTI_ACTIVITY_KIND_RUNTIME);
         recording = recorded = 1;
     } else if (id == CUPTI_RUNTIME_TRACE_CBID_cudaProfilerStop_v4000 && cb->callbackSite == CUPTI_API_EXIT && recording) {
         /* the caller synchronised before the stop (as nsys asks), so every record is complete */
         cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        if (getenv("CUDA_TRACE_API")) cuptiActivityDisable(CUPTI_ACTIVITY_KIND_RUNTIME);
         cuptiActivityFlushAll(1);
         recording = 0;
     }

@@ -12,7 +12,9 @@
 # wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch
 # (BWD_MODES, BWD_TESTS: fewer of them).
 # trace: the models' timings, then each kernel's time inside ten bf16 forwards of ViT and GPT-2
-# (TRACE_MODELS: fewer), ours and eager's, through bench/cuda_trace.c (CUPTI, preloaded).
+# (TRACE_MODELS: fewer), ours and eager's, through bench/cuda_trace.c (CUPTI, preloaded); each
+# table ends with the card's idle time by the kernels around it (TRACE_GAPS rows) and, with
+# CUDA_TRACE_API=1, the host's CUDA runtime calls. bench/cuda_enqueue.lua: host against card time.
 # profile: issue 21 part 2's where-the-time-goes: PyTorch's profiler on its bf16 forwards
 # (bench/torch_models.py --profile) and each op of a layer timed alone on the card
 # (bench/models_cpu.lua --device cuda --profile), after the models' timings (not part of all).
