@@ -16,7 +16,7 @@ typedef struct {
     const char *blas_note;          /* why attnswap kept OpenBLAS's choice, or "" */
     int threads;                    /* as_get_num_threads() */
     const char *attention_isa;      /* the CPU flash kernel's path: avx512, avx2, scalar */
-    const char *cpu_gemm;           /* float32 A B, A B^T: "attnswap-avx512" or "OpenBLAS" */
+    const char *cpu_gemm;           /* large float32 products: "attnswap-avx512" or "OpenBLAS" */
     int cuda_built;                 /* 1: this build has the CUDA backend */
     int cuda_devices;               /* devices visible */
     int deterministic;              /* as_get_deterministic() */

@@ -133,9 +133,10 @@ static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 AT static void gemm_thread(const gemm_job *g, int th, int nt)
 {
     float *ap = g->ap + (int64_t)th * A_STRIDE;
-    const int64_t rows_each = (g->M / nt + MR - 1) / MR * MR;
-    const int64_t r0 = g->by_cols ? 0 : min64(g->M, th * rows_each);
-    const int64_t r1 = g->by_cols ? g->M : th == nt - 1 ? g->M : min64(g->M, (th + 1) * rows_each);
+    /* by rows: whole 12-row panels, as even as they divide */
+    const int64_t panels = (g->M + MR - 1) / MR;
+    const int64_t r0 = g->by_cols ? 0 : min64(g->M, panels * th / nt * MR);
+    const int64_t r1 = g->by_cols ? g->M : min64(g->M, panels * (th + 1) / nt * MR);
     for (int64_t jc = 0; jc < g->N; jc += NC) {
         const int64_t nc = min64(NC, g->N - jc), np = (nc + NR - 1) / NR;
         /* this thread packs panels [q0, q1) of the block; by columns it also computes them */
@@ -174,7 +175,9 @@ AT static void gemm_thread(const gemm_job *g, int th, int nt)
 
 /* The packing buffers, kept by the calling thread and grown as needed: a
  * fresh 8 MiB block each call would come from mmap and pay its page faults
- * (and the kernel's zeroing of them) every time. */
+ * (and the kernel's zeroing of them) every time.  They live as long as the
+ * thread (a thread of the host program that calls a product and then exits
+ * leaves its up to 10 MiB behind; OpenMP's workers live with the process). */
 typedef struct {
     float *p;
     size_t n;
@@ -234,11 +237,13 @@ bool as_cpu_sgemm_own(int ta, int tb, int64_t M, int64_t N, int64_t K, const flo
     if (!g.bp || !g.ap) return false; /* OpenBLAS then tries */
 #pragma omp parallel num_threads(nt)
     {
-        int th = 0;
+        /* the team OpenMP gave, which may be smaller than asked (OMP_THREAD_LIMIT,
+         * OMP_DYNAMIC): the work is split over the threads that run */
+        int th = 0, team = 1;
 #ifdef _OPENMP
-        th = omp_get_thread_num();
+        th = omp_get_thread_num(), team = omp_get_num_threads();
 #endif
-        gemm_thread(&g, th, nt);
+        gemm_thread(&g, th, team);
     }
     return true;
 }

@@ -79,7 +79,7 @@ int as_runtime_info_describe(char *buf, size_t size)
                     "deterministic: %s\n"
                     "f32 matmul:    %s (%s)\n",
                     *i.cpu ? i.cpu : "unknown", i.cpu_features, i.blas, core, i.threads, i.attention_isa, i.cpu_gemm,
-                    strcmp(i.cpu_gemm, "OpenBLAS") ? " (float32 A B and A B^T from 48 rows; OpenBLAS the rest)" : "", cuda,
+                    strcmp(i.cpu_gemm, "OpenBLAS") ? " (float32 products of 48 rows and up; OpenBLAS the rest)" : "", cuda,
                     i.deterministic ? "on" : "off", i.f32_matmul,
                     !strcmp(i.f32_matmul, "high") ? "large CUDA products in 3xTF32" : "SGEMM everywhere");
 }

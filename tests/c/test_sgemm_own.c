@@ -2,7 +2,9 @@
  * C = A B, A B^T, A^T B and A^T B^T with padded leading dimensions, a bias, a residual, or
  * C added (beta 1), at sizes around its blocks (12-row and 32-column tiles,
  * K blocks of 256, 960-row A blocks, 8192-column B blocks), split by rows
- * and by columns, on one and two threads, and two products at once from the
+ * and by columns, on one to three threads (tests/CMakeLists.txt runs it again
+ * under OMP_THREAD_LIMIT=1, where the team is smaller than asked), and two
+ * products at once from the
  * workers of a parallel region (each with its own packing buffers); small
  * products through as_cpu_sgemm_own_any_size.  The
  * columns between N and ldc must come back untouched.  Off the AVX-512 path
@@ -105,6 +107,8 @@ static const gcase cases[] = {
     /* A transposed (a weight gradient, dY^T x) */
     {48, 32, 16, 0, 0, 0, 0, 1},   {49, 33, 17, 1, 0, 0, 1, 1}, {397, 70, 257, 0, 1, 0, 0, 1},
     {1025, 95, 513, 0, 0, 1, 0, 1}, {61, 1000, 300, 1, 0, 0, 0, 1},
+    /* two column blocks of B and three K blocks, split by rows */
+    {200, 8300, 300, 1, 1, 1, 0, 0},
 };
 #define NCASES (int)(sizeof cases / sizeof cases[0])
 
@@ -164,6 +168,7 @@ int main(void)
         as_cpu_sgemm_own_any_size(true); /* the small cases are the edges */
         test_cases(1);
         test_cases(2);
+        test_cases(3);
         test_nested();
         as_cpu_sgemm_own_any_size(false);
         test_declines();
