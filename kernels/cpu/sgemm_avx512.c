@@ -49,6 +49,9 @@ typedef struct {
     int by_cols;        /* split C's column panels between the threads, not its rows */
 } gemm_job;
 
+/* The first n of a vector's 16 lanes (none for n <= 0, all from 16). */
+AI __mmask16 lanes(int n) { return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
+
 /* C[mr x nr] = the tile's sum (+ bias + resid + C where asked), masked to
  * the tile's rows and columns. */
 AI void tile(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, int mr, int nr,
@@ -72,8 +75,7 @@ AI void tile(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc
         }
         ap += MR, bp += NR;
     }
-    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
     const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
     const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int r = 0; r < mr; r++) {
@@ -102,8 +104,7 @@ AT static void pack_b(float *dst, const gemm_job *g, int64_t pc, int64_t kc, int
         as_cpu_flash_isa_avx512.transpose(dst, NR, g->B + j0 * g->ldb + pc, g->ldb, nr, kc, 1.0f, NULL);
         return;
     }
-    const __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
     for (int64_t p = 0; p < kc; p++) {
         const float *s = g->B + (pc + p) * g->ldb + j0;
         _mm512_store_ps(dst + p * NR, _mm512_maskz_loadu_ps(m0, s));
@@ -121,9 +122,8 @@ AT static void pack_a(float *dst, const gemm_job *g, int64_t i0, int mr, int64_t
         return;
     }
     /* A stored K x M: each step's 12 values are adjacent; 16-wide stores overlap the next step's */
-    const __mmask16 m = (__mmask16)((1u << mr) - 1);
     for (int64_t p = 0; p < kc; p++)
-        _mm512_storeu_ps(dst + p * MR, _mm512_maskz_loadu_ps(m, g->A + (pc + p) * g->lda + i0));
+        _mm512_storeu_ps(dst + p * MR, _mm512_maskz_loadu_ps(lanes(mr), g->A + (pc + p) * g->lda + i0));
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
