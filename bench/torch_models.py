@@ -5,7 +5,8 @@ blocks, qkv with bias, as attnswap's vit defaults) and GPT-2 small
 (8 x 1024 tokens), written with torch.nn and
 F.scaled_dot_product_attention (timm and transformers are not on the GPU
 host; these are the same layer graphs).  Float32 and bfloat16, median of
---repeats CUDA-event-timed forwards under torch.inference_mode().
+--repeats CUDA-event-timed forwards under torch.inference_mode(); --graph adds
+the bf16 forward replayed from a CUDA graph.
 
     python3 bench/torch_models.py --out torch_models.json"""
 import argparse
@@ -83,6 +84,21 @@ def median_ms(fn, repeats):
     return statistics.median(times)
 
 
+def graphed(m, x):
+    """m(x) captured in a CUDA graph (torch.cuda.graphs, after warm-up on a side stream): the
+    replay, for comparison with as.cuda.graph."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.inference_mode():
+        for _ in range(3):
+            m(x)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(g):
+        m(x)
+    return g
+
+
 def profile(m, x):
     """Where eager's time goes on the card: self CUDA time per op over one forward."""
     from torch.profiler import ProfilerActivity
@@ -127,6 +143,8 @@ def main():
     p.add_argument("--trace", choices=["vit", "gpt2"],
                    help="only this model, bf16, then 10 forwards inside cudaProfilerStart/Stop "
                         "(run under bench/cuda_trace.c: bench/gpu_host.sh trace)")
+    p.add_argument("--graph", action="store_true",
+                   help="also the bf16 forward captured in a CUDA graph and replayed (torch.cuda.graphs)")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False  # as attnswap: float32 GEMMs without TF32
     torch.backends.cudnn.allow_tf32 = False
@@ -149,6 +167,12 @@ def main():
                 ms = median_ms(lambda: m(xi), a.repeats)
             rows.append({"model": name, "dtype": str(dtype).replace("torch.", ""), "ms": ms})
             print(f"{name:22s} {rows[-1]['dtype']:9s} eager {ms:8.2f} ms", flush=True)
+            if a.graph and dtype == torch.bfloat16:
+                g = graphed(m, xi)
+                ms = median_ms(g.replay, a.repeats)
+                rows.append({"model": name, "dtype": "bfloat16", "graph": True, "ms": ms})
+                print(f"{name:22s} bfloat16  graph {ms:8.2f} ms", flush=True)
+                del g
             if a.profile and dtype == torch.bfloat16:
                 profile(m, xi)
         del model

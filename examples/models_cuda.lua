@@ -1,11 +1,12 @@
 -- ViT-B/16 and GPT-2 small on the GPU: the same random weights run on the
 -- CPU (float32) and on CUDA (float32 and bfloat16), outputs compared, and
 -- end-to-end forward latency on CUDA with scaled_dot_product and after the
--- swap to flash_attention.
+-- swap to flash_attention, and that forward captured in a CUDA graph.
 --   attnswap-run examples/models_cuda.lua [--out results.json] [--repeats 10] [--small]
 --   attnswap-run examples/models_cuda.lua --trace vit|gpt2
 --     only that model, bf16 with flash_attention: 10 forwards inside
---     as.cuda.profiler_start/stop, for bench/cuda_trace.c (bench/gpu_host.sh trace) or nsys.
+--     as.cuda.profiler_start/stop, for bench/cuda_trace.c (bench/gpu_host.sh trace) or nsys;
+--     with --graph, the forward captured by as.cuda.graph and replayed.
 -- bench/torch_models.py times the same architectures in PyTorch eager.
 local as = require "attnswap"
 local bench = require "attnswap.bench"
@@ -21,6 +22,7 @@ while i <= #arg do
   elseif arg[i] == "--repeats" then o.repeats = assert(math.tointeger(tonumber(arg[i + 1]))); i = i + 1
   elseif arg[i] == "--small" then o.small = true
   elseif arg[i] == "--trace" then o.trace = arg[i + 1]; i = i + 1
+  elseif arg[i] == "--graph" then o.graph = true
   else error("models_cuda: unknown option " .. arg[i]) end
   i = i + 1
 end
@@ -61,13 +63,18 @@ if o.trace then
   model:to("bfloat16")
   local x = m.input():cuda()
   if x:dtype() == "float32" then x = x:to("bfloat16") end
-  model(x); model(x)
+  local run = model
+  if o.graph then
+    local g = as.cuda.graph(function(t) return model(t) end, x)
+    run = function() return g(x) end
+  end
+  run(x); run(x)
   as.cuda.synchronize()
   as.cuda.profiler_start()
-  for _ = 1, 10 do model(x) end
+  for _ = 1, 10 do run(x) end
   as.cuda.synchronize()
   as.cuda.profiler_stop()
-  print(string.format("models_cuda: traced 10 bf16 forwards of %s", m.name))
+  print(string.format("models_cuda: traced 10 bf16 forwards of %s%s", m.name, o.graph and " (graph)" or ""))
   os.exit(0)
 end
 
@@ -93,10 +100,19 @@ for _, m in ipairs(models) do
   as.swap_attention(model, "scaled_dot_product", "flash_attention", {}, { quiet = true })
   got = model(xg)
   row("cuda float32, flash_attention", median_ms(function() return model(xg) end), diff(got, want))
+  -- the same forward captured once and replayed (as.cuda.graph): no launch gaps
+  local function graphed(dtype, input)
+    local g = as.cuda.graph(function(t) return model(t) end, input)
+    row(string.format("cuda %s, flash_attention, graph", dtype), median_ms(function() return g(input) end),
+      diff(g(input), want))
+    g:free()
+  end
+  graphed("float32", xg)
   model:to("bfloat16")
   local xb = xg:dtype() == "float32" and xg:to("bfloat16") or xg
   got = model(xb)
   row("cuda bfloat16, flash_attention", median_ms(function() return model(xb) end), diff(got, want))
+  graphed("bfloat16", xb)
   as.swap_attention(model, "flash_attention", "scaled_dot_product", {}, { quiet = true })
   got = model(xb)
   row("cuda bfloat16, scaled_dot_product", median_ms(function() return model(xb) end), diff(got, want))

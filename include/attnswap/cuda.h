@@ -33,6 +33,23 @@ void as_cuda_reset_peak(int index);
  * ncu and bench/cuda_trace.c; 0, or -1 with the error set. */
 int as_cuda_profiler(int on);
 
+/* ---- CUDA graphs: a sequence of kernels captured once, replayed whole ----
+ * begin: the device's stream records instead of running (a capture), and
+ * every allocation until end comes from the graph's own pool, which
+ * outside tensors never share; random draws fail while it lasts (a draw
+ * made once would repeat on every replay).  end: the capture becomes a
+ * graph that replay launches with one call.  A capture that met an
+ * operation a graph cannot hold (a copy to or from the host, a wait for the
+ * card) fails at end with that error; free the graph then.  free waits for
+ * nothing: a replay already queued finishes first, on the same stream. */
+typedef struct as_cuda_graph as_cuda_graph;
+as_cuda_graph *as_cuda_graph_begin(int index); /* NULL with the error set */
+int as_cuda_graph_end(as_cuda_graph *g);       /* 0, or -1 with the error set */
+int as_cuda_graph_replay(as_cuda_graph *g);    /* 0, or -1 with the error set */
+void as_cuda_graph_free(as_cuda_graph *g);     /* NULL: nothing */
+/* 1 while a capture is open on any device. */
+int as_cuda_capturing(void);
+
 /* Makes device index current and registers the backend (allocator, copies)
  * on first use; 0, or -1 with "fn: ..." set when the device does not exist. */
 int as_cuda_use(const char *fn, int index);

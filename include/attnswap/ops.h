@@ -85,6 +85,9 @@ uint64_t as_initial_seed(void);
  * same numbers.  set: 0, or -1 when offset is not one it can reach. */
 void as_get_rng_state(uint64_t *seed, uint64_t *offset);
 int as_set_rng_state(uint64_t seed, uint64_t offset);
+/* While why is not NULL every draw fails with "<fn>: <why>" (a CUDA graph's
+ * capture: a draw made once would repeat on every replay); NULL lifts it. */
+void as_rng_forbid(const char *why);
 as_tensor *as_rand(int ndim, const int64_t *shape, as_dtype dt, as_device dev);  /* U[0, 1) */
 as_tensor *as_randn(int ndim, const int64_t *shape, as_dtype dt, as_device dev); /* N(0, 1) */
 int as_uniform_(as_tensor *t, double lo, double hi);

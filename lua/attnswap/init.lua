@@ -42,6 +42,7 @@ as.enable_grad = grad_mode(true)
 as.Tensor = core.Tensor -- the tensor methods, for help, completion and extension
 as.core = core
 as.cuda = core.cuda -- is_available, device_count, synchronize, memory_stats, ...
+as.cuda.graph = require("attnswap.cuda_graph").graph -- capture once, replay with one launch
 
 local nn = require "attnswap.nn"
 local registry = require "attnswap.registry"

@@ -90,8 +90,10 @@ typedef struct as_backend {
     /* alpha-entmax along the middle dim of a contiguous (outer, n, inner) tensor of dtype dt (F32, F16,
      * BF16), y = entmax(x) (x == y allowed), float32 arithmetic.  NULL where the device has none. */
     int (*entmax_rows)(as_dtype dt, const void *x, void *y, int64_t outer, int64_t n, int64_t inner, double alpha);
+    /* bad: NULL when idx is known to lie in [0, size); else an index out of range gives a zero row and is
+     * recorded in bad[0], size in bad[1] (a CUDA graph's capture, where the host cannot check) */
     int (*gather_rows)(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
-                       int64_t row_bytes);
+                       int64_t row_bytes, int64_t *bad);
     int (*triangle)(void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
     int (*scatter_add_rows)(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n,
                             int64_t size, int64_t row);

@@ -83,6 +83,17 @@ int as_set_rng_state(uint64_t seed, uint64_t offset)
     return 0;
 }
 
+static const char *forbidden; /* why draws fail now, or NULL */
+
+void as_rng_forbid(const char *why) { forbidden = why; }
+
+static int refuse(const char *fn)
+{
+    if (!forbidden) return 0;
+    as_error_set("%s: %s", fn, forbidden);
+    return -1;
+}
+
 /* Reserves n words of the stream; returns the first. */
 static uint64_t take_offset(int64_t n)
 {
@@ -174,7 +185,7 @@ static int check_float(const char *fn, as_dtype dt)
  * gives the same values on every device. */
 static int fill(const char *fn, as_tensor *t, const gen_params *g)
 {
-    if (check_float(fn, t->dtype)) return -1;
+    if (check_float(fn, t->dtype) || refuse(fn)) return -1;
     if (as_is_contiguous(t) && as_tensor_device(t).type == AS_DEV_CPU) {
         generate(g, as_data(t), t->dtype, as_numel(t));
         return 0;
@@ -201,7 +212,7 @@ static as_tensor *drawn(const gen_params *g, int ndim, const int64_t *shape, as_
 static as_tensor *make(const char *fn, int ndim, const int64_t *shape, as_dtype dt, as_device dev,
                        const gen_params *g)
 {
-    if (check_float(fn, dt)) return NULL;
+    if (check_float(fn, dt) || refuse(fn)) return NULL;
     return drawn(g, ndim, shape, dt, dev);
 }
 
@@ -243,6 +254,7 @@ as_tensor *as_bernoulli_keep(int ndim, const int64_t *shape, double p, as_device
         as_error_set("bernoulli: drop probability must be in [0, 1], got %g", p);
         return NULL;
     }
+    if (refuse("bernoulli")) return NULL;
     gen_params g = {GEN_BERNOULLI, 0, 0, (uint64_t)llround(p * 0x1p32)};
     return drawn(&g, ndim, shape, AS_BOOL, dev);
 }

@@ -86,15 +86,15 @@ static size_t slot_of(const as_live_map *m, const void *p)
     return (size_t)(x >> 32) & (m->cap - 1);
 }
 
-static void insert(as_live_map *m, void *p, size_t size)
+static void insert(as_live_map *m, void *p, size_t size, void *owner)
 {
     size_t i = slot_of(m, p);
     while (m->slots[i].p) i = (i + 1) & (m->cap - 1);
-    m->slots[i] = (struct as_live_slot){p, size};
+    m->slots[i] = (struct as_live_slot){p, size, owner};
     m->n++;
 }
 
-int as_live_map_add(as_live_map *m, void *p, size_t size)
+int as_live_map_add(as_live_map *m, void *p, size_t size, void *owner)
 {
     if (2 * (m->n + 1) > m->cap) { /* at most half full: probes stay short */
         size_t cap = m->cap ? 2 * m->cap : 1024;
@@ -103,20 +103,22 @@ int as_live_map_add(as_live_map *m, void *p, size_t size)
         size_t oldcap = m->cap;
         m->slots = slots, m->cap = cap, m->n = 0;
         for (size_t i = 0; i < oldcap; i++)
-            if (old[i].p) insert(m, old[i].p, old[i].size);
+            if (old[i].p) insert(m, old[i].p, old[i].size, old[i].owner);
         free(old);
     }
-    insert(m, p, size);
+    insert(m, p, size, owner);
     return 0;
 }
 
-size_t as_live_map_remove(as_live_map *m, void *p)
+size_t as_live_map_remove(as_live_map *m, void *p, void **owner)
 {
+    if (owner) *owner = NULL;
     if (!m->cap || !p) return 0;
     size_t mask = m->cap - 1, i = slot_of(m, p);
     while (m->slots[i].p && m->slots[i].p != p) i = (i + 1) & mask;
     if (!m->slots[i].p) return 0;
     size_t size = m->slots[i].size;
+    if (owner) *owner = m->slots[i].owner;
     /* backward-shift deletion: move later entries of the run into the hole
      * when their home slot is at or before it, so no tombstones pile up */
     size_t hole = i;
@@ -132,6 +134,12 @@ size_t as_live_map_remove(as_live_map *m, void *p)
     m->slots[hole] = (struct as_live_slot){0};
     m->n--;
     return size;
+}
+
+void as_live_map_disown(as_live_map *m, const void *owner)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].p && m->slots[i].owner == owner) m->slots[i].owner = NULL;
 }
 
 void as_live_map_free(as_live_map *m)

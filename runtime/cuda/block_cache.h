@@ -30,19 +30,24 @@ int as_block_cache_put(as_block_cache *c, void *p, size_t size);
 /* Hand every block to release (may be NULL) and empty the cache. */
 void as_block_cache_clear(as_block_cache *c, void (*release)(void *p, size_t size, void *ctx), void *ctx);
 
-/* Blocks handed out: address -> size, open addressing. */
+/* Blocks handed out: address -> size and owner (the pool it came from: NULL
+ * for the device's cache, else a CUDA graph's), open addressing. */
 typedef struct {
     struct as_live_slot {
         void *p;
         size_t size;
+        void *owner;
     } *slots;
     size_t n, cap; /* cap: 0 or a power of two */
 } as_live_map;
 
 /* -1 when out of host memory (then nothing is recorded). */
-int as_live_map_add(as_live_map *m, void *p, size_t size);
-/* The size recorded for p, removed; 0 if p was not recorded. */
-size_t as_live_map_remove(as_live_map *m, void *p);
+int as_live_map_add(as_live_map *m, void *p, size_t size, void *owner);
+/* The size recorded for p (and its owner, where owner is not NULL),
+ * removed; 0 if p was not recorded. */
+size_t as_live_map_remove(as_live_map *m, void *p, void **owner);
+/* Every block of owner becomes owner-less (the pool is going away). */
+void as_live_map_disown(as_live_map *m, const void *owner);
 void as_live_map_free(as_live_map *m);
 
 #endif

@@ -62,6 +62,28 @@ void *as_cuda_blaslt_workspace(size_t *bytes)
     return NULL;
 }
 void *as_cuda_current_stream(void) { return NULL; }
+int as_cuda_capturing(void) { return 0; }
+int64_t *as_cuda_bad_index_flag(int index)
+{
+    as_cuda_use("index_select", index);
+    return NULL;
+}
+as_cuda_graph *as_cuda_graph_begin(int index)
+{
+    as_cuda_use("graph", index);
+    return NULL;
+}
+int as_cuda_graph_end(as_cuda_graph *g)
+{
+    (void)g;
+    return as_cuda_check("graph", 1);
+}
+int as_cuda_graph_replay(as_cuda_graph *g)
+{
+    (void)g;
+    return as_cuda_check("graph", 1);
+}
+void as_cuda_graph_free(as_cuda_graph *g) { (void)g; }
 
 #else
 
@@ -79,6 +101,14 @@ void *as_cuda_current_stream(void) { return NULL; }
 
 #define MAX_DEVICES 16
 
+/* A CUDA graph's memory (as_cuda_graph_begin): every block its capture
+ * takes comes from here and goes back here, never to the device's cache, so
+ * no tensor made outside the graph lands in memory that a replay writes. */
+typedef struct {
+    as_block_cache free_blocks;
+    int device;
+} graph_pool;
+
 typedef struct {
     int ready;
     cudaStream_t stream;
@@ -86,6 +116,8 @@ typedef struct {
     cublasLtHandle_t blaslt; /* NULL until a product with an epilogue asks */
     void *lt_workspace;
     as_block_cache free_blocks;
+    graph_pool *capture; /* the pool of the graph being captured on this device, or NULL */
+    int64_t *bad_index;  /* as_cuda_bad_index_flag's record (mapped host memory), or NULL */
     as_cuda_memory mem;
 } device_state;
 
@@ -143,26 +175,42 @@ static void release_cache(device_state *d) { as_block_cache_clear(&d->free_block
  * are unique across them). */
 static as_live_map live;
 
+/* cudaMalloc, also while a graph is being captured: a capture in the
+ * thread-local mode refuses it as unsafe (it is not a stream operation, so
+ * a replay would not repeat it), which is what the graph's pool wants: the
+ * block is made once and the graph keeps it (PyTorch's allocator does the
+ * same). */
+static void *device_malloc(size_t size, int capturing)
+{
+    void *p = NULL;
+    enum cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    if (capturing) cudaThreadExchangeStreamCaptureMode(&mode);
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+        cudaGetLastError();
+        p = NULL;
+    }
+    if (capturing) cudaThreadExchangeStreamCaptureMode(&mode);
+    return p;
+}
+
 void *as_cuda_alloc(size_t nbytes, int index)
 {
     device_state *d = &devices[index];
     size_t size = round_size(nbytes), got;
     pthread_mutex_lock(&lock);
-    void *p = as_block_cache_take(&d->free_blocks, size, &got);
+    graph_pool *pool = d->capture;
+    void *p = as_block_cache_take(pool ? &pool->free_blocks : &d->free_blocks, size, &got);
     if (p) {
         size = got;
     } else { /* the caller (as_storage_new) made index the current device */
-        if (cudaMalloc(&p, size) != cudaSuccess) {
-            cudaGetLastError();
+        p = device_malloc(size, pool != NULL);
+        if (!p && !pool) {
             release_cache(d);
-            if (cudaMalloc(&p, size) != cudaSuccess) {
-                cudaGetLastError();
-                p = NULL;
-            }
+            p = device_malloc(size, 0);
         }
         if (p) d->mem.reserved += size, d->mem.num_mallocs++;
     }
-    if (p && as_live_map_add(&live, p, size)) { /* cannot track it: give it back */
+    if (p && as_live_map_add(&live, p, size, pool)) { /* cannot track it: give it back */
         cudaFree(p);
         d->mem.reserved -= size;
         p = NULL;
@@ -179,13 +227,99 @@ void as_cuda_free(void *p, int index)
 {
     device_state *d = &devices[index];
     pthread_mutex_lock(&lock);
-    size_t size = as_live_map_remove(&live, p);
+    void *owner;
+    size_t size = as_live_map_remove(&live, p, &owner);
+    graph_pool *pool = owner;
     d->mem.allocated -= size;
-    if (as_block_cache_put(&d->free_blocks, p, size)) {
+    if (as_block_cache_put(pool ? &pool->free_blocks : &d->free_blocks, p, size)) {
         cudaFree(p);
         d->mem.reserved -= size;
     }
     pthread_mutex_unlock(&lock);
+}
+
+/* ---- graph pools (runtime/cuda/graph.c captures and replays) ---- */
+
+void *as_cuda_pool_open(int index)
+{
+    graph_pool *pool = calloc(1, sizeof *pool);
+    if (!pool) {
+        as_error_set("graph: out of host memory");
+        return NULL;
+    }
+    pool->device = index;
+    pthread_mutex_lock(&lock);
+    devices[index].capture = pool;
+    pthread_mutex_unlock(&lock);
+    return pool;
+}
+
+void as_cuda_pool_close(int index)
+{
+    pthread_mutex_lock(&lock);
+    devices[index].capture = NULL;
+    pthread_mutex_unlock(&lock);
+}
+
+static void to_device_cache(void *p, size_t size, void *ctx)
+{
+    device_state *d = ctx;
+    if (as_block_cache_put(&d->free_blocks, p, size)) {
+        cudaFree(p);
+        d->mem.reserved -= size;
+    }
+}
+
+/* The graph is gone: its free blocks join the device's cache, and blocks
+ * still in tensors (its outputs, kept by the caller) go there when freed.
+ * Every use of them is ordered on the device's one stream. */
+void as_cuda_pool_drop(void *pool_)
+{
+    graph_pool *pool = pool_;
+    if (!pool) return;
+    pthread_mutex_lock(&lock);
+    device_state *d = &devices[pool->device];
+    if (d->capture == pool) d->capture = NULL;
+    as_block_cache_clear(&pool->free_blocks, to_device_cache, d);
+    as_live_map_disown(&live, pool);
+    pthread_mutex_unlock(&lock);
+    free(pool);
+}
+
+int64_t *as_cuda_bad_index_flag(int index)
+{
+    if (as_cuda_use("index_select", index)) return NULL;
+    device_state *d = &devices[index];
+    if (!d->bad_index) {
+        void *h = NULL;
+        if (as_cuda_check("index_select", cudaHostAlloc(&h, 2 * sizeof(int64_t), cudaHostAllocMapped))) return NULL;
+        volatile int64_t *v = h;
+        v[0] = -1, v[1] = 0;
+        d->bad_index = h;
+    }
+    void *dp = NULL;
+    if (as_cuda_check("index_select", cudaHostGetDevicePointer(&dp, d->bad_index, 0))) return NULL;
+    return dp;
+}
+
+int as_cuda_bad_index_report(int index)
+{
+    volatile int64_t *v = devices[index].bad_index;
+    if (!v || v[0] == -1) return 0;
+    as_error_set("index_select: a CUDA graph's replay met index %lld, out of range for a dimension of size %lld "
+                 "(those rows came out zero)",
+                 (long long)v[0], (long long)v[1]);
+    v[0] = -1;
+    return -1;
+}
+
+int as_cuda_capturing(void)
+{
+    int any = 0;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < MAX_DEVICES; i++) any |= devices[i].capture != NULL;
+    pthread_mutex_unlock(&lock);
+    return any;
 }
 
 /* At exit, before the CUDA runtime's own teardown (atexit runs in reverse,
@@ -205,6 +339,7 @@ static void shutdown_devices(void)
         cublasDestroy(d->blas);
         if (d->blaslt) cublasLtDestroy(d->blaslt), d->blaslt = NULL;
         if (d->lt_workspace) cudaFree(d->lt_workspace), d->lt_workspace = NULL;
+        if (d->bad_index) cudaFreeHost(d->bad_index), d->bad_index = NULL;
         cudaStreamDestroy(d->stream);
         d->ready = 0;
     }
@@ -269,7 +404,8 @@ int as_cuda_synchronize(int index)
     int n = as_cuda_device_count();
     for (int i = 0; i < n; i++) {
         if ((index >= 0 && i != index) || !devices[i].ready) continue;
-        if (as_cuda_use("synchronize", i) || as_cuda_check("synchronize", cudaStreamSynchronize(devices[i].stream)))
+        if (as_cuda_use("synchronize", i) || as_cuda_check("synchronize", cudaStreamSynchronize(devices[i].stream)) ||
+            as_cuda_bad_index_report(i))
             return -1;
     }
     return 0;

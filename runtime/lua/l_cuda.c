@@ -83,15 +83,72 @@ static int l_profiler_stop(lua_State *L)
     return 0;
 }
 
+/* ---- graphs: the handle as.cuda.graph (lua/attnswap/cuda_graph.lua) holds ---- */
+#define GRAPH_MT "attnswap.CudaGraphHandle"
+
+static as_cuda_graph **check_graph(lua_State *L)
+{
+    as_cuda_graph **g = luaL_checkudata(L, 1, GRAPH_MT);
+    if (!*g) luaL_error(L, "graph: the graph has been freed");
+    return g;
+}
+
+/* graph_begin(device) -> handle: the device's stream records from now on */
+static int l_graph_begin(lua_State *L)
+{
+    int dev = opt_device(L, 1, "graph");
+    as_cuda_graph **g = lua_newuserdatauv(L, sizeof *g, 0);
+    *g = NULL;
+    luaL_setmetatable(L, GRAPH_MT);
+    if (!(*g = as_cuda_graph_begin(dev))) return l_raise(L);
+    return 1;
+}
+
+static int l_graph_end(lua_State *L)
+{
+    if (as_cuda_graph_end(*check_graph(L))) return l_raise(L);
+    return 0;
+}
+
+static int l_graph_replay(lua_State *L)
+{
+    if (as_cuda_graph_replay(*check_graph(L))) return l_raise(L);
+    return 0;
+}
+
+static int l_graph_free(lua_State *L)
+{
+    as_cuda_graph **g = luaL_checkudata(L, 1, GRAPH_MT);
+    as_cuda_graph_free(*g);
+    *g = NULL;
+    return 0;
+}
+
+static int l_capturing(lua_State *L)
+{
+    lua_pushboolean(L, as_cuda_capturing());
+    return 1;
+}
+
 static const luaL_Reg cuda_functions[] = {
     {"is_available", l_is_available}, {"is_built", l_is_built}, {"device_count", l_device_count},
     {"synchronize", l_synchronize}, {"memory_stats", l_memory_stats}, {"reset_peak_memory", l_reset_peak},
     {"empty_cache", l_empty_cache}, {"profiler_start", l_profiler_start}, {"profiler_stop", l_profiler_stop},
+    {"graph_begin", l_graph_begin}, {"is_capturing", l_capturing},
     {NULL, NULL},
 };
 
 void l_open_cuda(lua_State *L)
 {
+    static const luaL_Reg graph[] = {
+        {"end_capture", l_graph_end}, {"replay", l_graph_replay}, {"free", l_graph_free}, {"__gc", l_graph_free},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, GRAPH_MT);
+    luaL_setfuncs(L, graph, 0);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     luaL_newlib(L, cuda_functions);
     lua_setfield(L, -2, "cuda");
 }

@@ -161,10 +161,10 @@ int as_k_rms_norm_rows(as_device dev, const float *x, float *y, int64_t rows, in
 }
 
 int as_k_gather_rows(as_device dev, void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
-                     int64_t size, int64_t row_bytes)
+                     int64_t size, int64_t row_bytes, int64_t *bad)
 {
     BACKEND(b, "index_select", dev);
-    return b->check("index_select", b->gather_rows(dst, src, idx, outer, n, size, row_bytes));
+    return b->check("index_select", b->gather_rows(dst, src, idx, outer, n, size, row_bytes, bad));
 }
 
 int as_k_triangle(as_device dev, void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es)

@@ -19,7 +19,7 @@ int as_k_where(as_tensor *out, const as_tensor *cond, const as_tensor *a, const 
 
 /* Buffers on dev, as in cpu_kernels.h. */
 int as_k_gather_rows(as_device dev, void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
-                     int64_t size, int64_t row_bytes);
+                     int64_t size, int64_t row_bytes, int64_t *bad);
 int as_k_triangle(as_device dev, void *p, int64_t mats, int64_t R, int64_t C, int64_t k, int lower, int64_t es);
 
 /* Row kernels: x, y, out, idx are contiguous buffers on dev. */

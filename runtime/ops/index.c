@@ -5,106 +5,91 @@
 #include <string.h>
 
 #include "attnswap/autograd.h"
+#include "attnswap/cuda.h"
+#include "cuda_backend.h"
 #include "dispatch.h"
 #include "ops_internal.h"
 
-static as_tensor *index_select_forward(const as_tensor *a, int dim, const as_tensor *index)
+/* The first index of the n (int64, on the host) outside [0, size), or -1. */
+static int64_t first_out_of_range(const int64_t *ip, int64_t n, int64_t size)
 {
-    const as_tensor *ts[2] = {a, index};
-    if (as_ops_check_device("index_select", 2, ts)) return NULL;
-    if (index->dtype != AS_I64 && index->dtype != AS_I32) {
-        as_error_set("index_select: index must be int64 or int32, got %s", as_dtype_name(index->dtype));
-        return NULL;
-    }
-    if (index->ndim > 1) {
-        as_error_set("index_select: index must be 1-d, got %d-d", index->ndim);
-        return NULL;
-    }
-    if (a->ndim == 0) {
-        as_error_set("index_select: cannot index a 0-d tensor");
-        return NULL;
-    }
-    dim = as_wrap_dim("index_select", dim, a->ndim);
-    if (dim < 0) return NULL;
-    int64_t n = as_numel(index), size = a->shape[dim];
-    /* the indices are checked on the host, then used where a lives */
-    as_device dev = as_tensor_device(a);
-    as_tensor *idx = as_to_dtype(index, AS_I64);
-    as_tensor *ci = idx ? as_to_device(idx, AS_CPU) : NULL;
-    as_release(idx);
-    idx = ci ? as_contiguous(ci) : NULL;
-    as_release(ci);
-    ci = idx;
-    if (!ci) return NULL;
-    const int64_t *ip = as_data(ci);
     for (int64_t i = 0; i < n; i++)
-        if (ip[i] < 0 || ip[i] >= size) {
-            as_error_set("index_select: index %lld is out of range for dimension %d of size %lld",
-                         (long long)ip[i] + 1, dim + 1, (long long)size);
-            as_release(ci);
-            return NULL;
+        if (ip[i] < 0 || ip[i] >= size) return i;
+    return -1;
+}
+
+/* a's rows along dim at index (1-d, int64 or int32, on a's device).  The
+ * indices are checked on the host first, so a bad one is a clear error now,
+ * except while a CUDA graph is captured: no copy to the host may happen
+ * there, so the kernel checks them, gives a zero row for one out of range
+ * and records it for the next replay or synchronisation to report.
+ * embedding: its own words for a bad id. */
+static as_tensor *gather(const char *fn, const as_tensor *a, int dim, const as_tensor *index, bool embedding)
+{
+    int64_t n = as_numel(index), size = a->shape[dim];
+    as_device dev = as_tensor_device(a);
+    as_tensor *i64 = as_to_dtype(index, AS_I64);
+    as_tensor *idx = i64 ? as_contiguous(i64) : NULL;
+    as_release(i64);
+    if (!idx) return NULL;
+    int64_t *bad = NULL;
+    if (dev.type == AS_DEV_CUDA && as_cuda_capturing()) {
+        if (!(bad = as_cuda_bad_index_flag(dev.index))) goto fail;
+    } else {
+        as_tensor *host = dev.type == AS_DEV_CPU ? as_retain(idx) : as_to_device(idx, AS_CPU);
+        if (!host) goto fail;
+        const int64_t *ip = as_data(host);
+        int64_t i = first_out_of_range(ip, n, size);
+        if (i >= 0) {
+            if (embedding)
+                as_error_set("%s: id %lld is out of range for %lld embeddings", fn, (long long)ip[i], (long long)size);
+            else
+                as_error_set("%s: index %lld is out of range for dimension %d of size %lld", fn, (long long)ip[i] + 1,
+                             dim + 1, (long long)size);
         }
+        as_release(host);
+        if (i >= 0) goto fail;
+    }
     as_tensor *ca = as_contiguous(a);
     int64_t shape[AS_MAX_DIMS];
     memcpy(shape, a->shape, sizeof(int64_t) * (size_t)a->ndim);
     shape[dim] = n;
-    as_tensor *di = ca ? as_to_device(ci, dev) : NULL;
-    as_tensor *out = di ? as_empty(a->ndim, shape, a->dtype, dev) : NULL;
+    as_tensor *out = ca ? as_empty(a->ndim, shape, a->dtype, dev) : NULL;
     if (out) {
         int64_t outer = 1, inner = 1;
         for (int d = 0; d < dim; d++) outer *= a->shape[d];
         for (int d = dim + 1; d < a->ndim; d++) inner *= a->shape[d];
         int64_t row = inner * (int64_t)as_dtype_size(a->dtype);
-        if (as_k_gather_rows(dev, as_data(out), as_data(ca), as_data(di), outer, n, size, row)) {
+        if (as_k_gather_rows(dev, as_data(out), as_data(ca), as_data(idx), outer, n, size, row, bad)) {
             as_release(out);
             out = NULL;
         }
     }
-    as_release(ca), as_release(ci), as_release(di);
+    as_release(ca), as_release(idx);
     return out;
+fail:
+    as_release(idx);
+    return NULL;
 }
 
-static as_tensor *embedding_forward(const as_tensor *weight, const as_tensor *ids)
+/* index_select's arguments checked: dim made 0-based, or -1 with the error set */
+static int index_select_dim(const as_tensor *a, int dim, const as_tensor *index)
 {
-    if (weight->ndim != 2) {
-        as_error_set("embedding: weight must be 2-d (num_embeddings, dim), got %d-d", weight->ndim);
-        return NULL;
+    const as_tensor *ts[2] = {a, index};
+    if (as_ops_check_device("index_select", 2, ts)) return -1;
+    if (index->dtype != AS_I64 && index->dtype != AS_I32) {
+        as_error_set("index_select: index must be int64 or int32, got %s", as_dtype_name(index->dtype));
+        return -1;
     }
-    if (ids->dtype != AS_I64 && ids->dtype != AS_I32) {
-        as_error_set("embedding: ids must be int64 or int32, got %s", as_dtype_name(ids->dtype));
-        return NULL;
+    if (index->ndim > 1) {
+        as_error_set("index_select: index must be 1-d, got %d-d", index->ndim);
+        return -1;
     }
-    if (ids->ndim >= AS_MAX_DIMS) {
-        as_error_set("embedding: ids have too many dimensions (%d)", ids->ndim);
-        return NULL;
+    if (a->ndim == 0) {
+        as_error_set("index_select: cannot index a 0-d tensor");
+        return -1;
     }
-    const as_tensor *ts[2] = {weight, ids};
-    if (as_ops_check_device("embedding", 2, ts)) return NULL;
-    as_tensor *flat = as_reshape(ids, 1, (int64_t[]){as_numel(ids)});
-    as_tensor *host = flat ? as_to_device(flat, AS_CPU) : NULL;
-    if (!host) {
-        as_release(flat);
-        return NULL;
-    }
-    int64_t n = as_numel(flat), V = weight->shape[0];
-    for (int64_t i = 0; i < n; i++) {
-        double id = as_get_flat(host, i);
-        if (id < 0 || id >= (double)V) {
-            as_error_set("embedding: id %lld is out of range for %lld embeddings", (long long)id, (long long)V);
-            as_release(flat), as_release(host);
-            return NULL;
-        }
-    }
-    as_release(host);
-    as_tensor *rows = as_index_select(weight, 0, flat);
-    as_release(flat);
-    if (!rows) return NULL;
-    int64_t shape[AS_MAX_DIMS];
-    memcpy(shape, ids->shape, sizeof(int64_t) * (size_t)ids->ndim);
-    shape[ids->ndim] = weight->shape[1];
-    as_tensor *out = as_reshape(rows, ids->ndim + 1, shape);
-    as_release(rows);
-    return out;
+    return as_wrap_dim("index_select", dim, a->ndim);
 }
 
 static as_tensor *cat_forward(int n, const as_tensor *const *ts, int dim)
@@ -261,17 +246,53 @@ static int index_select_backward(as_node *n, const as_tensor *g, as_tensor **gi)
     return 0;
 }
 
-as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
+/* gather, recorded: dim checked and 0-based */
+static as_tensor *select_recorded(const char *fn, const as_tensor *a, int dim, const as_tensor *index, bool embedding)
 {
     as_grad_scope s = as_grad_begin(1, &a);
-    as_tensor *out = index_select_forward(a, dim, index);
+    as_tensor *out = gather(fn, a, dim, index, embedding);
     as_node *n = as_grad_end(s, "index_select", index_select_backward, &out, 1, &a);
     if (n) {
-        as_node_scalars(n)[0] = as_wrap_dim("index_select", dim, a->ndim);
+        as_node_scalars(n)[0] = dim;
         as_node_save(n, 0, index);
     }
     return out;
 }
+
+as_tensor *as_index_select(const as_tensor *a, int dim, const as_tensor *index)
+{
+    dim = index_select_dim(a, dim, index);
+    return dim < 0 ? NULL : select_recorded("index_select", a, dim, index, false);
+}
+
+static as_tensor *embedding_forward(const as_tensor *weight, const as_tensor *ids)
+{
+    if (weight->ndim != 2) {
+        as_error_set("embedding: weight must be 2-d (num_embeddings, dim), got %d-d", weight->ndim);
+        return NULL;
+    }
+    if (ids->dtype != AS_I64 && ids->dtype != AS_I32) {
+        as_error_set("embedding: ids must be int64 or int32, got %s", as_dtype_name(ids->dtype));
+        return NULL;
+    }
+    if (ids->ndim >= AS_MAX_DIMS) {
+        as_error_set("embedding: ids have too many dimensions (%d)", ids->ndim);
+        return NULL;
+    }
+    const as_tensor *ts[2] = {weight, ids};
+    if (as_ops_check_device("embedding", 2, ts)) return NULL;
+    as_tensor *flat = as_reshape(ids, 1, (int64_t[]){as_numel(ids)});
+    as_tensor *rows = flat ? select_recorded("embedding", weight, 0, flat, true) : NULL;
+    as_release(flat);
+    if (!rows) return NULL;
+    int64_t shape[AS_MAX_DIMS];
+    memcpy(shape, ids->shape, sizeof(int64_t) * (size_t)ids->ndim);
+    shape[ids->ndim] = weight->shape[1];
+    as_tensor *out = as_reshape(rows, ids->ndim + 1, shape);
+    as_release(rows);
+    return out;
+}
+
 
 /* A composite of recorded ops (index_select, reshape): differentiable as it is. */
 as_tensor *as_embedding(const as_tensor *weight, const as_tensor *ids) { return embedding_forward(weight, ids); }

@@ -97,12 +97,16 @@ static void test_clear(void)
     CHECK(released == total - 1024);
 }
 
+/* a block's owner in this test: none, pool A or pool B, from its size */
+static void *owner_of(size_t size) { return (void *)(uintptr_t)(size / 512 % 3 * 0x40); }
+
 static void test_live_map(void)
 {
     static entry e[MAXB];
     int n = 0;
+    void *owner;
     as_live_map m = {0};
-    CHECK(as_live_map_remove(&m, (void *)0x1000) == 0); /* empty */
+    CHECK(as_live_map_remove(&m, (void *)0x1000, &owner) == 0 && owner == NULL); /* empty */
     for (int step = 0; step < 300000; step++) {
         if (n < MAXB && (n == 0 || next() % 3)) {
             /* addresses that collide in the hash's low bits */
@@ -111,22 +115,32 @@ static void test_live_map(void)
             for (int k = 0; k < n; k++) dup |= e[k].p == p;
             if (dup) continue;
             size_t size = 512 * (1 + next() % 1000);
-            CHECK(as_live_map_add(&m, p, size) == 0);
+            CHECK(as_live_map_add(&m, p, size, owner_of(size)) == 0);
             e[n++] = (entry){p, size};
         } else {
             int k = (int)(next() % (uint64_t)n);
-            CHECK(as_live_map_remove(&m, e[k].p) == e[k].size);
-            CHECK(as_live_map_remove(&m, e[k].p) == 0); /* gone */
+            CHECK(as_live_map_remove(&m, e[k].p, &owner) == e[k].size && owner == owner_of(e[k].size));
+            CHECK(as_live_map_remove(&m, e[k].p, NULL) == 0); /* gone */
             e[k] = e[--n];
         }
         if (step % 4999 == 0) {
             CHECK(m.n == (size_t)n);
             for (int k = 0; k < n; k++) { /* every entry still found: remove and put back */
-                CHECK(as_live_map_remove(&m, e[k].p) == e[k].size);
-                CHECK(as_live_map_add(&m, e[k].p, e[k].size) == 0);
+                CHECK(as_live_map_remove(&m, e[k].p, &owner) == e[k].size && owner == owner_of(e[k].size));
+                CHECK(as_live_map_add(&m, e[k].p, e[k].size, owner) == 0);
             }
         }
     }
+    /* pool A goes away: its blocks lose their owner, the others keep theirs */
+    void *a = (void *)(uintptr_t)0x40;
+    as_live_map_disown(&m, a);
+    int had_a = 0;
+    for (int k = 0; k < n; k++) {
+        void *was = owner_of(e[k].size);
+        had_a += was == a;
+        CHECK(as_live_map_remove(&m, e[k].p, &owner) == e[k].size && owner == (was == a ? NULL : was));
+    }
+    CHECK(had_a > 0 && m.n == 0);
     as_live_map_free(&m);
     CHECK(m.cap == 0 && m.slots == NULL);
 }

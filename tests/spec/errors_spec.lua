@@ -32,6 +32,10 @@ local cases = {
   { "a misspelt device", function() return as.zeros(2):to("cudax") end, "to: 'cudax' is neither a dtype nor a device" },
   { "a device index that is not a number", function() return nn.Linear(2, 2):to("cuda:x") end, "to: unknown device 'cuda:x'" },
   { "memory_stats of a missing device", function() return as.cuda.memory_stats(99) end, "memory_stats: no CUDA device 99" },
+  { "a graph of something not callable", function() return as.cuda.graph(42) end,
+    "as.cuda.graph: expected a function to capture, got number" },
+  { "a graph of CPU tensors", function() return as.cuda.graph(function(x) return x end, as.zeros(2)) end,
+    "as.cuda.graph: argument 1 is on cpu; a graph's tensors live on a CUDA device" },
   -- facts and indexing
   { "size of a missing dim", function() return as.zeros(2, 3):size(3) end, "size: dimension 3 out of range for a 2-d tensor" },
   { "dim 0", function() return as.zeros(2, 3):size(0) end, "dimension 0 is invalid (dimensions are 1-based" },
@@ -125,6 +129,9 @@ if not as.cuda.is_available() then -- here a GPU tensor cannot be made: say so, 
     "profiler_start: " }
   cases[#cases + 1] = { "the profiler's stop without a GPU", function() return as.cuda.profiler_stop() end,
     "profiler_stop: " }
+  cases[#cases + 1] = { "a graph without a GPU", function() return as.cuda.graph(function() end) end,
+    "as.cuda.graph: no CUDA device is available" }
+  cases[#cases + 1] = { "a capture without a GPU", function() return as.cuda.graph_begin() end, "graph: " }
 end
 
 describe("bad input gives a clear error", function()

@@ -138,8 +138,15 @@ function GPT2Model:forward(ids, opts)
     error(string.format("GPT2: sequence of %d tokens exceeds n_positions = %d", offset + L, self.n_positions), 3)
   end
   local mask = generate.check_mask("GPT2LMHeadModel", opts.attention_mask, B, offset + L, 3)
-  local pos = generate.position_ids("GPT2LMHeadModel", opts.position_ids, B, L, offset, mask, 3)
-  local x = self.drop(self.wte(ids) + self.wpe(pos:to(ids:device())))
+  local pe
+  if opts.position_ids == nil and not mask then
+    -- positions offset .. offset + L - 1 for every row: wpe's rows as they are (no
+    -- ids made on the host and copied over, which a CUDA graph could not hold)
+    pe = self.wpe.weight:narrow(1, offset + 1, L)
+  else
+    pe = self.wpe(generate.position_ids("GPT2LMHeadModel", opts.position_ids, B, L, offset, mask, 3):to(ids:device()))
+  end
+  local x = self.drop(self.wte(ids) + pe)
   local keep = mask and mask:narrow(2, offset + 1, L) or nil
   if keep and generate.all_on(keep) then keep = nil end
   keep = keep and keep:ne(0):to(x:device()) or nil
