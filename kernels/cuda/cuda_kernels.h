@@ -63,9 +63,11 @@ int as_cuda_norm_rows_16(as_dtype dt, const void *x, void *y, int64_t rows, int6
 int as_cuda_entmax_rows(as_dtype dt, const void *x, void *y, int64_t outer, int64_t n, int64_t inner, double alpha);
 
 /* dst[o, i, :] = src[o, idx[i], :] for o < outer, i < n; rows of row_bytes;
- * idx (device, int64) already checked to lie in [0, size). */
+ * idx (device, int64).  bad NULL: idx already checked to lie in [0, size);
+ * else (device-visible memory) an index out of range gives a zero row and
+ * is stored in bad[0], size in bad[1]. */
 int as_cuda_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
-                        int64_t size, int64_t row_bytes);
+                        int64_t size, int64_t row_bytes, int64_t *bad);
 /* dst[o, idx[i], :] += src[o, i, :] (float32, device pointers), with atomic adds. */
 int as_cuda_scatter_add_rows(float *dst, const float *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
                              int64_t row);

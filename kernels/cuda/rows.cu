@@ -376,22 +376,36 @@ extern "C" int as_cuda_norm_rows_16(as_dtype dt, const void *x, void *y, int64_t
 
 /* ---- gathering ---- */
 
-__global__ void gather_rows_kernel(char *dst, const char *src, const int64_t *idx, int64_t outer, int64_t n,
-                                   int64_t size, int64_t row_bytes)
+/* W: the unit a thread moves (16 bytes where rows and pointers allow, else 1);
+ * row: a row's length in units */
+template <typename W>
+__global__ void gather_rows_kernel(W *dst, const W *src, const int64_t *idx, int64_t outer, int64_t n, int64_t size,
+                                   int64_t row, int64_t *bad)
 {
-    int64_t total = outer * n * row_bytes;
+    int64_t total = outer * n * row;
     for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
-        int64_t byte = t % row_bytes, row = t / row_bytes, i = row % n, o = row / n;
-        dst[t] = src[(o * size + idx[i]) * row_bytes + byte];
+        int64_t u = t % row, r = t / row, i = r % n, o = r / n, id = idx[i];
+        if (bad && (id < 0 || id >= size)) {
+            dst[t] = W{};
+            if (u == 0) bad[1] = size, bad[0] = id;
+            continue;
+        }
+        dst[t] = src[(o * size + id) * row + u];
     }
 }
 
 extern "C" int as_cuda_gather_rows(void *dst, const void *src, const int64_t *idx, int64_t outer, int64_t n,
-                                   int64_t size, int64_t row_bytes)
+                                   int64_t size, int64_t row_bytes, int64_t *bad)
 {
     if (outer * n * row_bytes == 0) return 0;
-    gather_rows_kernel<<<as_blocks(outer * n * row_bytes), AS_CUDA_THREADS, 0, as_stream()>>>(
-        (char *)dst, (const char *)src, idx, outer, n, size, row_bytes);
+    if (row_bytes % 16 == 0 && (uintptr_t)dst % 16 == 0 && (uintptr_t)src % 16 == 0) {
+        const int64_t row = row_bytes / 16;
+        gather_rows_kernel<uint4><<<as_blocks(outer * n * row), AS_CUDA_THREADS, 0, as_stream()>>>(
+            (uint4 *)dst, (const uint4 *)src, idx, outer, n, size, row, bad);
+    } else {
+        gather_rows_kernel<char><<<as_blocks(outer * n * row_bytes), AS_CUDA_THREADS, 0, as_stream()>>>(
+            (char *)dst, (const char *)src, idx, outer, n, size, row_bytes, bad);
+    }
     return as_launched();
 }
 
