@@ -26,8 +26,9 @@ int as_cuda_memory_stats(int index, as_cuda_memory *m);
 /* All devices together (0 without CUDA): bytes in CUDA tensors now, and the
  * cudaMalloc calls made so far (each a miss of the block cache). */
 void as_cuda_usage(size_t *allocated, size_t *mallocs);
-/* Gives the cached blocks back to the driver (as torch.cuda.empty_cache). */
-void as_cuda_empty_cache(void);
+/* Gives the cached blocks back to the driver (as torch.cuda.empty_cache);
+ * -1 with the error set while a graph is being captured. */
+int as_cuda_empty_cache(void);
 void as_cuda_reset_peak(int index);
 /* cudaProfilerStart (on != 0) or cudaProfilerStop: the capture range of nsys,
  * ncu and bench/cuda_trace.c; 0, or -1 with the error set. */
@@ -47,8 +48,8 @@ as_cuda_graph *as_cuda_graph_begin(int index); /* NULL with the error set */
 int as_cuda_graph_end(as_cuda_graph *g);       /* 0, or -1 with the error set */
 int as_cuda_graph_replay(as_cuda_graph *g);    /* 0, or -1 with the error set */
 void as_cuda_graph_free(as_cuda_graph *g);     /* NULL: nothing */
-/* 1 while a capture is open on any device. */
-int as_cuda_capturing(void);
+/* 1 while a capture is open on device index (-1: on any device). */
+int as_cuda_capturing(int index);
 
 /* Makes device index current and registers the backend (allocator, copies)
  * on first use; 0, or -1 with "fn: ..." set when the device does not exist. */

@@ -8,14 +8,21 @@
 --
 -- What a replay repeats is what the card did during the capture: the same
 -- kernels on the same addresses.  So
---   * the inputs are the tensors given to graph(); a call copies its
---     arguments into them (same shape, dtype and device), and other
---     arguments must equal the captured ones;
+--   * the graph's inputs are copies of the tensors given to graph(); a call
+--     copies its arguments into them (same shape, dtype and device); other
+--     arguments (numbers, strings, tables) are part of the capture: a call
+--     must pass equal numbers and strings and the same tables, and what a
+--     table held at the capture is what the replays use;
 --   * the outputs are the capture's tensors, overwritten by each replay
 --     (clone one to keep it);
---   * Lua code in the function runs once, at the capture; random draws,
---     copies between the host and the card and waits for the card fail it;
---   * it runs under no_grad: a replay records no autograd graph.
+--   * fn runs twice, a warm-up and the capture, and never again: its Lua
+--     code does not run on a replay; random draws, copies between the host
+--     and the card and waits for the card fail the capture;
+--   * it runs under no_grad: a replay records no autograd graph;
+--   * the graph reads the tensors it was captured with (the model's
+--     weights): load new values into them in place (copy_, load_state_dict)
+--     and the replays use them; replace them (model:to(...)) and capture
+--     again.
 -- The graph keeps the function (and so the model it closes over) alive.
 local core = require "attnswap.core"
 
@@ -40,7 +47,8 @@ end
 
 --- graph(fn, ...) -> g: fn(...) captured on the device of its tensor arguments.
 --- fn runs once before the capture (lazy set-up: cuBLAS handles, algorithm
---- choices, kernel attributes) and once inside it.
+--- choices, kernel attributes) and once inside it, both times on copies of
+--- the tensor arguments.
 function M.graph(fn, ...)
   if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
     error("as.cuda.graph: expected a function to capture, got " .. type(fn), 2)
@@ -64,6 +72,9 @@ function M.graph(fn, ...)
   end
   device = device or 0
   if not core.cuda.is_available() then error("as.cuda.graph: no CUDA device is available", 2) end
+  for i = 1, inputs.n do -- the graph's own inputs: a call never writes the caller's tensors
+    if is_tensor(inputs[i]) then inputs[i] = inputs[i]:detach():clone() end
+  end
   local prev = core.set_grad_enabled(false)
   local ok, err = pcall(fn, table.unpack(inputs, 1, inputs.n))
   if ok then ok, err = pcall(core.cuda.synchronize, device) end
@@ -87,8 +98,9 @@ function M.graph(fn, ...)
   return setmetatable({ handle = handle, fn = fn, inputs = inputs, outputs = outputs }, Graph)
 end
 
---- g(...) -> the outputs: the arguments copied into the captured inputs, the
---- graph replayed.  The outputs are the same tensors every call.
+--- g(...) -> the outputs: the tensor arguments copied into the graph's inputs
+--- (a copy on the card, queued before the replay), the graph replayed.  The
+--- outputs are the same tensors every call.
 function Graph:__call(...)
   local n = select("#", ...)
   if n ~= self.inputs.n then
@@ -101,13 +113,11 @@ function Graph:__call(...)
       if not is_tensor(v) then
         error(string.format("as.cuda.graph: argument %d: expected a tensor (%s), got %s", i, describe(want), type(v)), 2)
       end
-      if not rawequal(v, want) then
-        if not same_layout(v, want) then
-          error(string.format("as.cuda.graph: argument %d: expected %s as captured, got %s", i, describe(want),
-            describe(v)), 2)
-        end
-        want:copy_(v)
+      if not same_layout(v, want) then
+        error(string.format("as.cuda.graph: argument %d: expected %s as captured, got %s", i, describe(want),
+          describe(v)), 2)
       end
+      want:copy_(v)
     elseif v ~= want then
       error(string.format("as.cuda.graph: argument %d was captured as %s; a replay cannot change it (got %s)", i,
         tostring(want), tostring(v)), 2)
@@ -119,6 +129,8 @@ end
 
 --- g:replay(): the graph again on whatever its inputs hold now.
 function Graph:replay() self.handle:replay() end
+
+--- g.inputs[i]: the graph's i-th input tensor (write into it, then g:replay()).
 
 --- g:free(): gives the graph and its memory back now (else the collector does).
 function Graph:free() self.handle:free() end

@@ -34,7 +34,7 @@ int as_cuda_memory_stats(int index, as_cuda_memory *m)
     memset(m, 0, sizeof *m);
     return 0;
 }
-void as_cuda_empty_cache(void) {}
+int as_cuda_empty_cache(void) { return 0; }
 void as_cuda_usage(size_t *allocated, size_t *mallocs) { *allocated = *mallocs = 0; }
 void as_cuda_reset_peak(int index) { (void)index; }
 int as_cuda_profiler(int on)
@@ -62,7 +62,11 @@ void *as_cuda_blaslt_workspace(size_t *bytes)
     return NULL;
 }
 void *as_cuda_current_stream(void) { return NULL; }
-int as_cuda_capturing(void) { return 0; }
+int as_cuda_capturing(int index)
+{
+    (void)index;
+    return 0;
+}
 int64_t *as_cuda_bad_index_flag(int index)
 {
     as_cuda_use("index_select", index);
@@ -122,6 +126,7 @@ typedef struct {
 } device_state;
 
 static device_state devices[MAX_DEVICES];
+static int captures; /* graphs being captured, all devices: no cudaFree, and cudaMalloc in relaxed mode */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int device_count = -1;
 static int current = -1;
@@ -199,20 +204,23 @@ void *as_cuda_alloc(size_t nbytes, int index)
     size_t size = round_size(nbytes), got;
     pthread_mutex_lock(&lock);
     graph_pool *pool = d->capture;
-    void *p = as_block_cache_take(pool ? &pool->free_blocks : &d->free_blocks, size, &got);
+    /* in a capture: the pool's free blocks, then the device's (free, and every
+     * kernel runs on the one stream, so the graph may keep one for good) */
+    void *p = pool ? as_block_cache_take(&pool->free_blocks, size, &got) : NULL;
+    if (!p) p = as_block_cache_take(&d->free_blocks, size, &got);
     if (p) {
         size = got;
     } else { /* the caller (as_storage_new) made index the current device */
-        p = device_malloc(size, pool != NULL);
-        if (!p && !pool) {
+        p = device_malloc(size, captures > 0);
+        if (!p && !captures) { /* no cudaFree while a capture is open */
             release_cache(d);
             p = device_malloc(size, 0);
         }
         if (p) d->mem.reserved += size, d->mem.num_mallocs++;
     }
-    if (p && as_live_map_add(&live, p, size, pool)) { /* cannot track it: give it back */
-        cudaFree(p);
-        d->mem.reserved -= size;
+    if (p && as_live_map_add(&live, p, size, pool)) {
+        /* out of host memory: kept as free where it would have gone (lost, if even that fails) */
+        as_block_cache_put(pool ? &pool->free_blocks : &d->free_blocks, p, size);
         p = NULL;
     }
     if (p) {
@@ -229,10 +237,12 @@ void as_cuda_free(void *p, int index)
     pthread_mutex_lock(&lock);
     void *owner;
     size_t size = as_live_map_remove(&live, p, &owner);
-    graph_pool *pool = owner;
+    /* a block freed while a graph is captured may be one its kernels use: it
+     * stays the graph's until the graph goes (as_cuda_pool_drop) */
+    graph_pool *pool = owner ? owner : d->capture;
     d->mem.allocated -= size;
-    if (as_block_cache_put(pool ? &pool->free_blocks : &d->free_blocks, p, size)) {
-        cudaFree(p);
+    if (as_block_cache_put(pool ? &pool->free_blocks : &d->free_blocks, p, size) && !pool && !captures) {
+        cudaFree(p); /* out of host memory; a graph's block (or any during a capture) is left instead */
         d->mem.reserved -= size;
     }
     pthread_mutex_unlock(&lock);
@@ -250,14 +260,20 @@ void *as_cuda_pool_open(int index)
     pool->device = index;
     pthread_mutex_lock(&lock);
     devices[index].capture = pool;
+    captures++;
     pthread_mutex_unlock(&lock);
     return pool;
+}
+
+static void close_locked(device_state *d)
+{
+    if (d->capture) d->capture = NULL, captures--;
 }
 
 void as_cuda_pool_close(int index)
 {
     pthread_mutex_lock(&lock);
-    devices[index].capture = NULL;
+    close_locked(&devices[index]);
     pthread_mutex_unlock(&lock);
 }
 
@@ -279,7 +295,7 @@ void as_cuda_pool_drop(void *pool_)
     if (!pool) return;
     pthread_mutex_lock(&lock);
     device_state *d = &devices[pool->device];
-    if (d->capture == pool) d->capture = NULL;
+    if (d->capture == pool) close_locked(d);
     as_block_cache_clear(&pool->free_blocks, to_device_cache, d);
     as_live_map_disown(&live, pool);
     pthread_mutex_unlock(&lock);
@@ -313,13 +329,12 @@ int as_cuda_bad_index_report(int index)
     return -1;
 }
 
-int as_cuda_capturing(void)
+int as_cuda_capturing(int index)
 {
-    int any = 0;
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < MAX_DEVICES; i++) any |= devices[i].capture != NULL;
+    int on = index < 0 ? captures > 0 : index < MAX_DEVICES && devices[index].capture != NULL;
     pthread_mutex_unlock(&lock);
-    return any;
+    return on;
 }
 
 /* At exit, before the CUDA runtime's own teardown (atexit runs in reverse,
@@ -450,13 +465,21 @@ int as_cuda_profiler(int on)
     return as_cuda_check(fn, on ? cudaProfilerStart() : cudaProfilerStop());
 }
 
-void as_cuda_empty_cache(void)
+int as_cuda_empty_cache(void)
 {
-    as_cuda_synchronize(-1);
+    if (as_cuda_capturing(-1)) {
+        as_error_set("empty_cache: a CUDA graph is being captured (the capture cannot wait for the card)");
+        return -1;
+    }
+    /* every device's queued work done, before its blocks go back (errors are the next call's) */
+    for (int i = 0; i < MAX_DEVICES; i++)
+        if (devices[i].ready && !as_cuda_use("empty_cache", i)) cudaStreamSynchronize(devices[i].stream);
+    cudaGetLastError();
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAX_DEVICES; i++)
         if (devices[i].ready) release_cache(&devices[i]);
     pthread_mutex_unlock(&lock);
+    return 0;
 }
 
 /* ---- copies: dst and src have broadcast-compatible shapes (checked by as_copy_) ---- */
@@ -515,7 +538,8 @@ int as_cuda_device_copy(as_tensor *dst, const as_tensor *src)
             stage = plain_pair(dst, s) ? as_retain(s) : as_empty(dst->ndim, dst->shape, dst->dtype, sd);
             if (stage && (stage == s || !kernel_copy(stage, s))) {
                 host = as_is_contiguous(dst) ? as_retain(dst) : as_empty(dst->ndim, dst->shape, dst->dtype, AS_CPU);
-                if (host && !memcpy_whole(host, stage, cudaMemcpyDeviceToHost))
+                /* the card is done (the copy waited): an index a graph's replay met out of range says so */
+                if (host && !memcpy_whole(host, stage, cudaMemcpyDeviceToHost) && !as_cuda_bad_index_report(sd.index))
                     rc = host == dst ? 0 : as_copy_(dst, host);
             }
         }

@@ -17,6 +17,7 @@
 
 struct as_cuda_graph {
     int device;
+    cudaStream_t stream; /* the device's, where the capture ran and replays go */
     int state; /* 0 capturing, 1 ready, -1 failed */
     void *pool;
     cudaGraph_t graph;
@@ -36,7 +37,7 @@ static size_t n_deferred, cap_deferred;
 static void destroy(as_cuda_graph *g)
 {
     /* a replay still queued must finish before its graph and memory go */
-    if (!as_cuda_use("graph", g->device)) cudaStreamSynchronize(as_cuda_current_stream());
+    if (g->stream) cudaStreamSynchronize(g->stream);
     cudaGetLastError();
     if (g->exec) cudaGraphExecDestroy(g->exec);
     if (g->graph) cudaGraphDestroy(g->graph);
@@ -52,7 +53,7 @@ static void flush_deferred(void)
 as_cuda_graph *as_cuda_graph_begin(int index)
 {
     if (as_cuda_use("graph", index)) return NULL;
-    if (as_cuda_capturing()) {
+    if (as_cuda_capturing(-1)) {
         as_error_set("graph: a capture is already open (graphs do not nest)");
         return NULL;
     }
@@ -62,7 +63,7 @@ as_cuda_graph *as_cuda_graph_begin(int index)
         return NULL;
     }
     g->device = index;
-    cudaStream_t s = as_cuda_current_stream();
+    cudaStream_t s = g->stream = as_cuda_current_stream();
     /* nothing queued may still be running into the capture's first kernels'
      * memory from before: the stream orders that, but a capture refuses to
      * start on a stream with an error pending */
@@ -89,17 +90,18 @@ int as_cuda_graph_end(as_cuda_graph *g)
     as_rng_forbid(NULL);
     as_cuda_pool_close(g->device);
     g->state = -1;
-    if (as_cuda_use("graph", g->device)) return -1;
-    cudaError_t e = cudaStreamEndCapture(as_cuda_current_stream(), &g->graph);
-    flush_deferred();
+    cudaError_t e = cudaStreamEndCapture(g->stream, &g->graph);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* the capture's error is not the next call's */
+        flush_deferred();
         as_error_set("graph: the capture failed (%s): an operation in it cannot be part of a graph, such as a copy "
                      "between the host and the card or a wait for the card",
                      cudaGetErrorString(e));
         return -1;
     }
-    if (as_cuda_check("graph", cudaGraphInstantiate(&g->exec, g->graph, 0))) return -1;
+    e = cudaGraphInstantiate(&g->exec, g->graph, 0);
+    flush_deferred(); /* graphs collected during the capture, now that the stream may wait */
+    if (as_cuda_check("graph", e)) return -1;
     g->state = 1;
     return 0;
 }
@@ -112,13 +114,13 @@ int as_cuda_graph_replay(as_cuda_graph *g)
     }
     /* an index out of range that an earlier replay met (the card checks them in a graph) */
     if (as_cuda_use("graph", g->device) || as_cuda_bad_index_report(g->device)) return -1;
-    return as_cuda_check("graph", cudaGraphLaunch(g->exec, as_cuda_current_stream()));
+    return as_cuda_check("graph", cudaGraphLaunch(g->exec, g->stream));
 }
 
 void as_cuda_graph_free(as_cuda_graph *g)
 {
     if (!g) return;
-    if (g->state != 0 && as_cuda_capturing()) {
+    if (g->state != 0 && as_cuda_capturing(-1)) {
         if (n_deferred == cap_deferred) {
             size_t cap = cap_deferred ? 2 * cap_deferred : 8;
             as_cuda_graph **d = realloc(deferred, cap * sizeof *d);
@@ -132,9 +134,7 @@ void as_cuda_graph_free(as_cuda_graph *g)
         as_rng_forbid(NULL);
         as_cuda_pool_close(g->device);
         cudaGraph_t partial = NULL;
-        if (!as_cuda_use("graph", g->device) && cudaStreamEndCapture(as_cuda_current_stream(), &partial) == cudaSuccess &&
-            partial)
-            cudaGraphDestroy(partial);
+        if (cudaStreamEndCapture(g->stream, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
         cudaGetLastError();
     }
     destroy(g);

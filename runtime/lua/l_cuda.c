@@ -64,8 +64,7 @@ static int l_reset_peak(lua_State *L)
 
 static int l_empty_cache(lua_State *L)
 {
-    (void)L;
-    as_cuda_empty_cache();
+    if (as_cuda_empty_cache()) return l_raise(L);
     return 0;
 }
 
@@ -126,7 +125,7 @@ static int l_graph_free(lua_State *L)
 
 static int l_capturing(lua_State *L)
 {
-    lua_pushboolean(L, as_cuda_capturing());
+    lua_pushboolean(L, as_cuda_capturing(-1));
     return 1;
 }
 

@@ -33,7 +33,7 @@ static as_tensor *gather(const char *fn, const as_tensor *a, int dim, const as_t
     as_release(i64);
     if (!idx) return NULL;
     int64_t *bad = NULL;
-    if (dev.type == AS_DEV_CUDA && as_cuda_capturing()) {
+    if (dev.type == AS_DEV_CUDA && as_cuda_capturing(dev.index)) {
         if (!(bad = as_cuda_bad_index_flag(dev.index))) goto fail;
     } else {
         as_tensor *host = dev.type == AS_DEV_CPU ? as_retain(idx) : as_to_device(idx, AS_CPU);

@@ -38,11 +38,13 @@ for _, dtype in ipairs { "float32", "bfloat16" } do
   check(maxdiff(y, want) == 0, dtype .. ": the replay gives the eager forward's output exactly: " .. maxdiff(y, want))
   -- a new input is copied in; the output is the same tensor, rewritten
   local x2 = as.randn(3, 37, 64):cuda():to(dtype)
+  local x_before = x:clone()
   local want2 = as.no_grad(function() return model(x2) end)
   local y2 = g(x2)
   check(rawequal(y, y2), dtype .. ": the outputs are the capture's tensors")
   check(maxdiff(y2, want2) == 0, dtype .. ": a new input replays to its own eager output: " .. maxdiff(y2, want2))
-  check(maxdiff(x, x2) == 0, dtype .. ": the new input went into the captured input")
+  check(maxdiff(x, x_before) == 0, dtype .. ": the caller's first input is not written by a later call")
+  check(maxdiff(g.inputs[1], x2) == 0, dtype .. ": the new input went into the graph's own input")
   check(not y2.requires_grad, dtype .. ": no autograd graph behind the output")
   fails(function() return g(as.randn(3, 36, 64):cuda():to(dtype)) end, "argument 1: expected (3, 37, 64)",
     dtype .. ": a wrong shape")
@@ -89,6 +91,8 @@ do
     "as.cuda.graph: capture failed", "a copy to the host inside the capture")
   fails(function() return as.cuda.graph(function(t) return t + as.randn(5, 7):cuda() end, x) end,
     "random numbers cannot be drawn while a CUDA graph is captured", "a random draw inside the capture")
+  fails(function() return as.cuda.graph(function(t) as.cuda.empty_cache(); return t * 2 end, x) end,
+    "empty_cache: a CUDA graph is being captured", "empty_cache inside the capture")
   check(not as.cuda.is_capturing(), "no capture left open after a failure")
   check(maxdiff((x * 2):cpu(), x:cpu() * 2) == 0, "the device works after failed captures")
   local r = as.randn(3) -- and draws work again
@@ -131,6 +135,8 @@ do
     g(bad)
     fails(function() as.cuda.synchronize() end,
       "index_select: a CUDA graph's replay met index 400, out of range for a dimension of size 301", "a bad id in a replay")
+    local logits = g(bad)
+    fails(function() return logits:cpu() end, "a CUDA graph's replay met index 400", "a read after a bad replay says so")
     check(maxdiff(g(ids2), want2) == 0, "GPT-2 after a bad replay")
     as.cuda.synchronize()
   end
