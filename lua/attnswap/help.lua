@@ -21,6 +21,8 @@ attnswap: swap the attention inside a transformer.  In scope: as, nn, help.
   swapping    model, report = as.swap_attention(model, target, name [, opts])
               local s <close> = as.swapped(model, target, name [, opts])
               as.compare(model, inputs, {"flash_attention", "local_attention"})
+  gpu         as.cuda.is_available()  model:to("cuda")  as.cuda.synchronize()
+              g = as.cuda.graph(function(x) return model(x) end, x); y = g(x2)   (help(as.cuda.graph))
   misc        as.manual_seed(n)  as.set_num_threads(n)  as.clock() (wall-clock seconds)
               as.save(path, t | {name = t, ...})  as.load(path)
 help(x) describes x: a module, a tensor, a class, a function of as/nn, or a name
@@ -54,6 +56,10 @@ local DOCS = {
     "  runs the model as it is and with each attention swapped in; prints time (median, spread),\n" ..
     "  memory, diffs; window options sized to the model's sequence; print(rows) shows the table",
   register_attention = "as.register_attention(name, Class, info): add an implementation to the registry",
+  graph = "as.cuda.graph(fn, ...) -> g: fn(...)'s kernels captured once into a CUDA graph (fn runs twice: a\n" ..
+    "  warm-up, then the capture, under no_grad); g(...) copies the tensor arguments into the graph's\n" ..
+    "  own inputs and replays it with one launch, returning the same output tensors each call\n" ..
+    "  (clone to keep one); g:free() gives its memory back (docs/api.md, CUDA)",
   list = "as.attention.list(): print the registry as a table",
   names = "as.attention.names() -> the registered names",
   info = "as.attention.info(name) -> {exact=, complexity=, causal=, mask=, gqa=, devices=, paper=}",
@@ -234,7 +240,7 @@ end
 -- The name under which f is found in as, nn or as.attention, and its doc.
 local function find_function(f)
   local as = require "attnswap"
-  for _, place in ipairs { { as, "as." }, { nn, "nn." }, { as.attention, "as.attention." } } do
+  for _, place in ipairs { { as, "as." }, { nn, "nn." }, { as.attention, "as.attention." }, { as.cuda, "as.cuda." } } do
     for k, v in pairs(place[1]) do
       if v == f then return place[2] .. k, DOCS[k] end
     end
