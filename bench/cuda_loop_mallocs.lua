@@ -2,6 +2,10 @@
 -- (a user's loop; bench/cuda_trace.c sees one stop a ViT forward there, v0.17-v0.18).
 --   attnswap-run bench/cuda_loop_mallocs.lua [vit|gpt2]
 local which = arg[1] or "vit"
+if not as.cuda.is_available() then
+  io.stderr:write("cuda_loop_mallocs: no CUDA device is available\n")
+  os.exit(1)
+end
 as.manual_seed(0)
 local model, x
 if which == "vit" then
