@@ -2,7 +2,10 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|trace|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|f32gemm|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|trace|graph|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|f32gemm|none]   (default all)
+# graph: as.cuda.graph's test (tests/cuda/cuda_graph.lua), every other CUDA test, the cudaMallocs of a
+# loop of forwards with no collection (bench/cuda_loop_mallocs.lua), then the models beside eager and
+# eager's own CUDA graph (bench/torch_models.py --graph; examples/models_cuda.lua times both ways).
 # f32gemm: every CUDA test, float32 products (bench/matmul_cuda.lua, SGEMM against 3xTF32, beside
 # bench/torch_matmul_cuda.py), then the models and the float32 training step beside PyTorch.
 # f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
@@ -64,6 +67,15 @@ if [ "$what" = test ] || [ "$what" = all ] || [ "$what" = test+train ]; then
   ctest --test-dir build-gpu -L c -j8 > "$OUT/ctest-c.log" 2>&1 || rc=1
   tail -3 "$OUT/ctest-c.log"
   build-gpu/attnswap-run bench/llama_cuda_check.lua 2>&1 | tee "$OUT/llama_cuda.txt" || rc=1
+fi
+if [ "$what" = graph ]; then
+  timeout 120 build-gpu/attnswap-run tests/cuda/cuda_graph.lua 2>&1 | tee "$OUT/cuda_graph.txt" | tail -6
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  timeout 300 ctest --test-dir build-gpu -L cuda -E "^cuda.graph$" -j2 > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  grep -E "tests passed|FAILED|Failed" "$OUT/ctest-cuda.log" | head -20
+  for m in vit gpt2; do timeout 100 build-gpu/attnswap-run bench/cuda_loop_mallocs.lua $m 2>&1 | tail -1; done
+  timeout 120 python3 bench/torch_models.py --graph --out "$OUT/torch_models.json" 2>&1 | grep -E "eager|graph"
+  timeout 200 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   build-gpu/tests/flash_kernel_test --bench > "$OUT/flash_kernel_bench.txt" 2>&1; tail -30 "$OUT/flash_kernel_bench.txt"
