@@ -1,7 +1,9 @@
 -- Is a bf16 forward on the GPU bound by the host?  One forward from an idle
 -- card: the time until model(x) returns (the host's: Lua, dispatch,
 -- allocation, launches) against the time until the card is done; then ten
--- back to back, the host's rate against the card's.  Issue 21 part 2: the
+-- back to back, the host's rate against the card's, and the cudaMalloc calls
+-- among them (a user's loop, with no collection asked for: bench/cuda_trace.c
+-- sees one stop a ViT forward there, v0.17-v0.18).  Issue 21 part 2: the
 -- kernel traces leave ViT's card idle ~0.28 ms a forward between kernels.
 --   attnswap-run bench/cuda_enqueue.lua [vit|gpt2] [--repeats 10]
 local as = require "attnswap"
@@ -51,11 +53,13 @@ as.no_grad(function()
   local back = {}
   for r = 1, repeats do
     as.cuda.synchronize()
+    local m0 = as.cuda.memory_stats().num_mallocs
     local t0 = clock()
     for _ = 1, 10 do model(x) end
     local t1 = clock()
     as.cuda.synchronize()
-    back[r] = string.format("%.3f/%.3f", (t1 - t0) * 100, (clock() - t0) * 100)
+    back[r] = string.format("%.3f/%.3f (%d)", (t1 - t0) * 100, (clock() - t0) * 100,
+      as.cuda.memory_stats().num_mallocs - m0)
   end
-  print("ten back to back, host/done ms a forward: " .. table.concat(back, " "))
+  print("ten back to back, host/done ms a forward (cudaMallocs among the ten): " .. table.concat(back, " "))
 end)

@@ -4,7 +4,7 @@
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
 #   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|trace|graph|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|ncubwd|f32|f32gemm|none]   (default all)
 # graph: as.cuda.graph's test (tests/cuda/cuda_graph.lua), every other CUDA test, the cudaMallocs of a
-# loop of forwards with no collection (bench/cuda_loop_mallocs.lua), then the models beside eager and
+# loop of forwards with no collection (bench/cuda_enqueue.lua), then the models beside eager and
 # eager's own CUDA graph (bench/torch_models.py --graph; examples/models_cuda.lua times both ways).
 # f32gemm: every CUDA test, float32 products (bench/matmul_cuda.lua, SGEMM against 3xTF32, beside
 # bench/torch_matmul_cuda.py), then the models and the float32 training step beside PyTorch.
@@ -73,7 +73,7 @@ if [ "$what" = graph ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   timeout 300 ctest --test-dir build-gpu -L cuda -E "^cuda.graph$" -j2 > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   grep -E "tests passed|FAILED|Failed" "$OUT/ctest-cuda.log" | head -20
-  for m in vit gpt2; do timeout 100 build-gpu/attnswap-run bench/cuda_loop_mallocs.lua $m 2>&1 | tail -1; done
+  for m in vit gpt2; do timeout 100 build-gpu/attnswap-run bench/cuda_enqueue.lua $m 2>&1 | tail -2; done
   timeout 120 python3 bench/torch_models.py --graph --out "$OUT/torch_models.json" 2>&1 | grep -E "eager|graph"
   timeout 200 build-gpu/attnswap-run examples/models_cuda.lua --out "$OUT/models.json" 2>&1 | tee "$OUT/models.txt"
 fi

@@ -31,8 +31,6 @@ local M = {}
 local Graph = {}
 Graph.__index = Graph
 
-local function is_tensor(v) return core.is_tensor(v) end
-
 local function same_layout(a, b)
   if a:dtype() ~= b:dtype() or a:device() ~= b:device() or a:dim() ~= b:dim() then return false end
   for d = 1, a:dim() do
@@ -57,7 +55,7 @@ function M.graph(fn, ...)
   local device
   for i = 1, inputs.n do
     local v = inputs[i]
-    if is_tensor(v) then
+    if core.is_tensor(v) then
       local dev = v:device()
       local index = dev:match("^cuda:(%d+)$")
       if not index then
@@ -73,7 +71,7 @@ function M.graph(fn, ...)
   device = device or 0
   if not core.cuda.is_available() then error("as.cuda.graph: no CUDA device is available", 2) end
   for i = 1, inputs.n do -- the graph's own inputs: a call never writes the caller's tensors
-    if is_tensor(inputs[i]) then inputs[i] = inputs[i]:detach():clone() end
+    if core.is_tensor(inputs[i]) then inputs[i] = inputs[i]:detach():clone() end
   end
   local prev = core.set_grad_enabled(false)
   local ok, err = pcall(fn, table.unpack(inputs, 1, inputs.n))
@@ -109,8 +107,8 @@ function Graph:__call(...)
   end
   for i = 1, n do
     local v, want = select(i, ...), self.inputs[i]
-    if is_tensor(want) then
-      if not is_tensor(v) then
+    if core.is_tensor(want) then
+      if not core.is_tensor(v) then
         error(string.format("as.cuda.graph: argument %d: expected a tensor (%s), got %s", i, describe(want), type(v)), 2)
       end
       if not same_layout(v, want) then

@@ -72,22 +72,6 @@ int64_t *as_cuda_bad_index_flag(int index)
     as_cuda_use("index_select", index);
     return NULL;
 }
-as_cuda_graph *as_cuda_graph_begin(int index)
-{
-    as_cuda_use("graph", index);
-    return NULL;
-}
-int as_cuda_graph_end(as_cuda_graph *g)
-{
-    (void)g;
-    return as_cuda_check("graph", 1);
-}
-int as_cuda_graph_replay(as_cuda_graph *g)
-{
-    (void)g;
-    return as_cuda_check("graph", 1);
-}
-void as_cuda_graph_free(as_cuda_graph *g) { (void)g; }
 
 #else
 

@@ -141,4 +141,23 @@ void as_cuda_graph_free(as_cuda_graph *g)
     flush_deferred();
 }
 
+#else /* no CUDA in this build: every call says so */
+
+as_cuda_graph *as_cuda_graph_begin(int index)
+{
+    as_cuda_use("graph", index);
+    return NULL;
+}
+int as_cuda_graph_end(as_cuda_graph *g)
+{
+    (void)g;
+    return as_cuda_check("graph", 1);
+}
+int as_cuda_graph_replay(as_cuda_graph *g)
+{
+    (void)g;
+    return as_cuda_check("graph", 1);
+}
+void as_cuda_graph_free(as_cuda_graph *g) { (void)g; }
+
 #endif

@@ -36,7 +36,7 @@ static as_tensor *gather(const char *fn, const as_tensor *a, int dim, const as_t
     if (dev.type == AS_DEV_CUDA && as_cuda_capturing(dev.index)) {
         if (!(bad = as_cuda_bad_index_flag(dev.index))) goto fail;
     } else {
-        as_tensor *host = dev.type == AS_DEV_CPU ? as_retain(idx) : as_to_device(idx, AS_CPU);
+        as_tensor *host = as_to_device(idx, AS_CPU); /* idx itself on the CPU */
         if (!host) goto fail;
         const int64_t *ip = as_data(host);
         int64_t i = first_out_of_range(ip, n, size);
