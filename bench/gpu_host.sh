@@ -12,8 +12,8 @@
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda; BWD_CTEST=0 skips them), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
-# wgmma-persist, and deterministic (ATTNSWAP_DETERMINISTIC=1) on auto, persist and mma, beside PyTorch
-# (BWD_MODES, BWD_TESTS: fewer of them).
+# wgmma-persist, on dQ by TMA (-tma) and the softmax under the products (-overlap), and deterministic
+# (ATTNSWAP_DETERMINISTIC=1) on auto and mma, beside PyTorch (BWD_MODES, BWD_TESTS: fewer of them).
 # trace: the models' timings, then each kernel's time inside ten bf16 forwards of ViT and GPT-2
 # (TRACE_MODELS: fewer), ours and eager's, through bench/cuda_trace.c (CUPTI, preloaded); each
 # table ends with the card's idle time by the kernels around it (TRACE_GAPS rows) and, with
@@ -145,12 +145,12 @@ if [ "$what" = wgbwd ]; then # the Hopper backward: every CUDA test (BWD_CTEST=0
   fi
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in ${BWD_TESTS:-wgmma-reg wgmma-persist-nmajor}; do
+  for m in ${BWD_TESTS:-wgmma-reg wgmma-persist-nmajor wgmma-tma-overlap wgmma-persist-tma-overlap}; do
     echo "== cuda.flash_bwd under ATTNSWAP_FLASH_BWD=$m"
     ATTNSWAP_FLASH_BWD=$m timeout 120 ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 |
       grep -E "tests passed|FAILED|Timeout" | head
   done
-  modes=${BWD_MODES:-mma auto wgmma-reg wgmma-persist wgmma-nmajor wgmma-persist-nmajor auto+det mma+det}
+  modes=${BWD_MODES:-mma auto wgmma-tma wgmma-overlap wgmma-tma-overlap wgmma-persist-tma-overlap auto+det mma+det}
   for m in $modes; do
     ATTNSWAP_FLASH_BWD=${m%+det} ATTNSWAP_DETERMINISTIC=$([ "${m#*+}" = det ] && echo 1 || echo 0) timeout 90 \
       build-gpu/attnswap-run bench/flash_bwd_cuda.lua --L ${BWD_L:-1024,4096} \

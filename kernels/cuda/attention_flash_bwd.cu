@@ -457,7 +457,8 @@ int g_force_bwd = 0;
 
 /* ATTNSWAP_FLASH_BWD: mma (never wgmma) -> -1; for tuning runs, the wgmma
  * kernel's variants, "wgmma" then any of -reg (WB_REG), -persist
- * (WB_PERSIST), -nmajor (WB_NMAJOR), -bm64 (WB_BM64): wgmma-persist-nmajor;
+ * (WB_PERSIST), -nmajor (WB_NMAJOR), -bm64 (WB_BM64), -tma (WB_DQ_TMA),
+ * -overlap (WB_OVERLAP): wgmma-persist-nmajor;
  * else automatic, 0 */
 int bwd_env(void)
 {
@@ -468,7 +469,8 @@ int bwd_env(void)
         if (e && strcmp(e, "mma") == 0) env = -1;
         else if (e && strncmp(e, "wgmma", 5) == 0)
             env = (strstr(e, "-reg") ? WB_REG : 0) | (strstr(e, "-persist") ? WB_PERSIST : 0) |
-                  (strstr(e, "-nmajor") ? WB_NMAJOR : 0) | (strstr(e, "-bm64") ? WB_BM64 : 0);
+                  (strstr(e, "-nmajor") ? WB_NMAJOR : 0) | (strstr(e, "-bm64") ? WB_BM64 : 0) |
+                  (strstr(e, "-tma") ? WB_DQ_TMA : 0) | (strstr(e, "-overlap") ? WB_OVERLAP : 0);
     }
     return env;
 }

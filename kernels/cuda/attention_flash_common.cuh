@@ -718,9 +718,11 @@ bool wgmma_device(void);
  * *taken false (and nothing launched) where TMA refuses an operand.  variant:
  * WB_REG, K and V in registers at D = 64; WB_PERSIST, one CTA an SM looping
  * over the tiles; WB_NMAJOR, the tiles in key-block-major order; WB_BM64,
- * 64 query rows a step at D = 64 (whose default is 128) (tuning runs:
+ * 64 query rows a step at D = 64 (whose default is 128); WB_DQ_TMA, dQ added
+ * by TMA from shared memory, not by the consumers' float32 atomics;
+ * WB_OVERLAP, a step's softmax overlapped with its products (tuning runs:
  * ATTNSWAP_FLASH_BWD). */
-enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4, WB_BM64 = 8 };
+enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4, WB_BM64 = 8, WB_DQ_TMA = 16, WB_OVERLAP = 32 };
 
 /* The float32 backward on the tensor cores, 3xTF32 (attention_flash_bwd_tf32.cu):
  * what tf32x3_ok takes, with a float32 dO of 16-byte aligned rows. */

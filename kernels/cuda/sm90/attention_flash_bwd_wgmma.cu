@@ -12,16 +12,18 @@
  * Three warpgroups:
  *
  *   producer (warpgroup 2, 24 registers): K and V once, then Q and dO of
- *       each step by TMA into a 2-stage mbarrier ring; BM / 32 of its warps put
- *       the step's lse log2 e and Di into shared memory beside them.
+ *       each step by TMA into a 2-stage mbarrier ring; two of its warps put
+ *       the step's lse log2 e and Di into shared memory beside them, and
+ *       (!ATOMIC) a third's first thread adds each step's dQ into dq.
  *   consumers (warpgroups 0, 1, 240 registers): warpgroup w owns keys
  *       64 w .. 64 w + 63 of the block, their dK and dV in registers, and
  *       per step computes, keys as the M dimension (so P^T and dS^T are the
  *       register A operands of the products that need them):
  *         S^T  = K Q^T      m64nBMk16, A = K, B = Q (shared, K-major)
  *         dP^T = V dO^T     m64nBMk16, A = V, B = dO
- *         P^T  = 2^(S^T sl2 - lse log2 e),  dS^T = P^T o (dP^T - Di)
+ *         P^T  = 2^(S^T sl2 - lse log2 e)          (OVERLAP: while dP^T's runs)
  *         dV  += P^T dO     m64nDk16, A = P^T (registers), B = dO N-major
+ *         dS^T = P^T o (dP^T - Di)                 (OVERLAP: while dV's runs)
  *         dK  += dS^T Q     m64nDk16, A = dS^T (registers), B = Q N-major
  *       then dS^T (bf16/f16) goes to shared memory, and after a barrier of
  *       the two consumers
@@ -29,10 +31,14 @@
  *                          A = dS^T read M-major, B = K read N-major
  *                          (BM = 128: dQ[rows 64 w ..] = dS[rows 64 w ..] K,
  *                          m64nDk16),
- *       added into dq with float32 atomics (red.global.add.v2.f32): each
- *       element of dq gets one add a key block, as in FlashAttention-2;
- *       with dq_turns the key blocks take turns (BwdSweep::wait_turn), so
- *       the adds come in key-block order.
+ *       added into dq with float32 atomics (red.global.add.v2.f32), or
+ *       (!ATOMIC) written as float32 to a shared tile in 32-column boxes,
+ *       which the producer's thread adds into dq by TMA
+ *       (cp.reduce.async.bulk.tensor .add) while the consumers go on
+ *       (FlashAttention-3's way): either way each element of dq gets one add
+ *       a key block, as in FlashAttention-2.  With dq_turns (atomics) the key
+ *       blocks take turns (BwdSweep::wait_turn), so the adds come in key-block
+ *       order.
  *
  * Shared-memory tiles use the forward's 128-byte-swizzled layout (see
  * attention_flash_wgmma.cu): element (r, d) of an R-row tile at byte
@@ -47,20 +53,25 @@ namespace {
 
 constexpr int WB_BN = 128;
 
-/* BM: the query rows of a step, 64 or (D = 64) 128 */
-template <int D, int BM>
+/* BM: the query rows of a step, 64 or (D = 64) 128; ATOMIC: dQ added by the
+ * consumers' atomics, else through a float32 tile in shared memory (DQB) */
+template <int D, int BM, bool ATOMIC>
 struct WbCfg {
     static constexpr uint32_t KB = WB_BN * D * 2; /* a K or V tile */
     static constexpr uint32_t QB = BM * D * 2; /* a Q or dO tile */
     static constexpr uint32_t SB = WB_BN * BM * 2; /* a dS^T tile */
-    static constexpr uint32_t oK = 0, oV = KB, oQ = 2 * KB, oO = oQ + 2 * QB, oS = oO + 2 * QB;
-    static constexpr uint32_t oL = oS + 2 * SB, oDi = oL + 2 * BM * 4, oBar = oDi + 2 * BM * 4;
-    /* barriers: K/V loaded, full[2], empty[2], K/V free; + alignment slack */
-    static constexpr size_t smem = (size_t)oBar + 8 * 6 + 1024;
+    static constexpr uint32_t DQB = ATOMIC ? 0 : BM * D * 4; /* the step's dQ, 32-column boxes */
+    static constexpr uint32_t oK = 0, oV = KB, oQ = 2 * KB, oO = oQ + 2 * QB, oS = oO + 2 * QB, oDq = oS + 2 * SB;
+    static constexpr uint32_t oL = oDq + DQB, oDi = oL + 2 * BM * 4, oBar = oDi + 2 * BM * 4;
+    /* barriers: K/V loaded, full[2], empty[2], K/V free, dQ full, dQ empty; + alignment slack */
+    static constexpr size_t smem = (size_t)oBar + 8 * 8 + 1024;
 };
 
+/* the producer's threads that put lse and Di into shared memory (the full barriers' count) */
+constexpr int WB_LOADERS = 64;
+
 struct BwdMaps {
-    CUtensorMap q, k, v, o;
+    CUtensorMap q, k, v, o, dq;
 };
 
 #ifdef AS_WGMMA_BODY
@@ -86,22 +97,30 @@ __device__ __forceinline__ void named_sync(int id, int threads)
 /* REG: the warpgroup's K (1) or K and V (2) held in registers as the A
  * operands of S^T and dP^T, read from shared memory once instead of every
  * step (those m64n64 products with both operands in shared memory are
- * bound by its bandwidth); 0: both operands from shared memory */
-template <typename T, int D, int BM, int REG, bool PERSIST>
+ * bound by its bandwidth); 0: both operands from shared memory.
+ * ATOMIC: the consumers add dQ into dq with float32 atomics (the deterministic
+ * turns need it); else they write it to a shared float32 tile, and a thread of
+ * the producer warpgroup adds that into dq by TMA (cp.reduce.async.bulk), off
+ * the consumers' path, as FlashAttention-3 does.
+ * OVERLAP: S^T and dP^T are committed apart, P^T is made while dP^T's product
+ * runs and dV's product runs while dS^T is made; else all after both. */
+template <typename T, int D, int BM, int REG, bool PERSIST, bool ATOMIC, bool OVERLAP>
 __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B, const __grid_constant__ BwdMaps maps)
 {
 #ifdef AS_WGMMA_BODY
     static_assert(BM == 64 || (BM == 128 && D == 64 && REG == 0), "flash-bwd/wgmma: BM 128 is D = 64's, operands in shared memory");
-    using C = WbCfg<D, BM>;
+    using C = WbCfg<D, BM, ATOMIC>;
     /* dQ = dS K, split between the consumers: at BM = 64 by its columns (DQN = D / 2 each),
      * at BM = 128 by its rows (64 each, all D columns) */
     constexpr int DQN = BM == 64 ? D / 2 : D;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t raw = smem_u32(smem_raw), base = (raw + 1023u) & ~1023u;
     const uint32_t sK = base + C::oK, sV = base + C::oV, sQ = base + C::oQ, sO = base + C::oO, sS = base + C::oS;
+    const uint32_t sDq = base + C::oDq;
     float *sL = reinterpret_cast<float *>(smem_raw + (base - raw) + C::oL);
     float *sDi = reinterpret_cast<float *>(smem_raw + (base - raw) + C::oDi);
     const uint32_t kvbar = base + C::oBar, full = kvbar + 8, empty = full + 16, kvfree = empty + 16;
+    const uint32_t dqfull = kvfree + 8, dqempty = dqfull + 8;
 
     const KParams &P = B.f;
     const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
@@ -111,17 +130,40 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
     if (tid == 0) {
         mbar_init(kvbar, 1);
         mbar_init(kvfree, 256);
-        for (int st = 0; st < 2; st++) mbar_init(full + 8 * st, BM), mbar_init(empty + 8 * st, 256);
+        for (int st = 0; st < 2; st++) mbar_init(full + 8 * st, WB_LOADERS), mbar_init(empty + 8 * st, 256);
+        mbar_init(dqfull, 256);
+        mbar_init(dqempty, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
-    if (wg == 2) { /* the producer: threads 0 .. BM - 1 of it */
+    if (wg == 2) { /* the producer: threads 0 .. 63 load, thread 64 adds dQ (!ATOMIC) */
         /* 168 x 384 at launch = 128 x 24 + 256 x 240: the consumers' increase takes what this
          * releases, no more (under PERSIST the producer's loop state spills a few words) */
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
         const int t = tid - 256;
-        if (t >= BM) return;
+        if (!ATOMIC && t == WB_LOADERS) {
+            /* each step's dQ tile, once the consumers have written it, added into dq: D / 32
+             * boxes of BM rows (TMA leaves out rows past Lq); the tile is free again once
+             * read */
+            int g = 0;
+            for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+                const BwdSweep<WB_BN, BM> sw_(P, B.nn, tile, B.nmajor);
+                for (int it = 0; it < sw_.iters; it++, g++) {
+                    mbar_wait(dqfull, g & 1);
+#pragma unroll
+                    for (int c = 0; c < D / 32; c++)
+                        tma_reduce_add(&maps.dq, sDq + c * BM * 128, 32 * c, sw_.row0(it), (int)sw_.head(it), (int)sw_.b);
+                    bulk_commit();
+                    bulk_wait_read();
+                    mbar_arrive(dqempty);
+                }
+                if constexpr (!PERSIST) break;
+            }
+            bulk_wait();
+            return;
+        }
+        if (t >= WB_LOADERS) return;
         int g = 0; /* steps so far over the CTA's tiles: the ring's stage and phase */
         for (int tile = blockIdx.x, k = 0; tile < tiles; tile += gridDim.x, k++) {
             const BwdSweep<WB_BN, BM> sw_(P, B.nn, tile, B.nmajor);
@@ -138,10 +180,13 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                 const int st = g & 1;
                 if (g >= 2) mbar_wait(empty + 8 * st, ((g >> 1) - 1) & 1);
                 const int h = (int)sw_.head(it), i0 = sw_.row0(it);
-                const int i = i0 + t;
-                const int64_t r = (b * P.H + h) * P.Lq + i;
-                sL[st * BM + t] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
-                sDi[st * BM + t] = i < Lq ? B.di[r] : 0.0f;
+#pragma unroll
+                for (int u = t; u < BM; u += WB_LOADERS) {
+                    const int i = i0 + u;
+                    const int64_t r = (b * P.H + h) * P.Lq + i;
+                    sL[st * BM + u] = i < Lq ? B.lse[r] * LOG2E : INFINITY;
+                    sDi[st * BM + u] = i < Lq ? B.di[r] : 0.0f;
+                }
                 if (t == 0) {
                     mbar_expect_tx(full + 8 * st, 2 * C::QB); /* thread 0's arrival */
                     for (int db = 0; db < D / 64; db++) {
@@ -199,17 +244,24 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                 if constexpr (REG >= 1) Wgmma<T, BM>::rsk(s, kf[kk], kmajor<BM>(q, kk), kk > 0);
                 else Wgmma<T, BM>::ss(s, kmajor<WB_BN>(kw, kk), kmajor<BM>(q, kk), kk > 0);
             }
+            if constexpr (OVERLAP) wg_commit();
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
                 if constexpr (REG >= 2) Wgmma<T, BM>::rsk(dp, vf[kk], kmajor<BM>(o, kk), kk > 0);
                 else Wgmma<T, BM>::ss(dp, kmajor<WB_BN>(vw, kk), kmajor<BM>(o, kk), kk > 0);
             }
             wg_commit();
-            wg_wait<0>();
-            reg_fence(s);
-            reg_fence(dp);
+            if constexpr (OVERLAP) {
+                wg_wait<1>(); /* S^T; dP^T may still run */
+                reg_fence(s);
+            } else {
+                wg_wait<0>();
+                reg_fence(s);
+                reg_fence(dp);
+            }
 
-            /* P^T and dS^T; keys past Lk and, causal, past each query's diagonal give 0 */
+            /* P^T, then dS^T = P^T o (dP^T - Di); keys past Lk and, causal, past each query's
+             * diagonal give 0 */
             const float *l2 = sL + st * BM, *dis = sDi + st * BM;
 #pragma unroll
             for (int nt = 0; nt < BM / 8; nt++)
@@ -220,22 +272,36 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
                         const int x = 4 * nt + 2 * r + c, j = n0 + krow + 8 * r;
                         const int il = 8 * nt + ((lane & 3) << 1) + c;
                         const bool vis = j < Lk && (!P.causal || j <= i0 + il + off);
-                        const float p = vis ? ex2(fmaf(s[x], sl2, -l2[il])) : 0.0f;
-                        s[x] = p;
-                        dp[x] = p * (dp[x] - dis[il]);
+                        s[x] = vis ? ex2(fmaf(s[x], sl2, -l2[il])) : 0.0f;
                     }
             uint32_t pa[BM / 16][4], da[BM / 16][4];
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++)
 #pragma unroll
-                for (int x = 0; x < 4; x++) {
-                    pa[kk][x] = Mma<T>::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
-                    da[kk][x] = Mma<T>::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
-                }
-            wg_fence();
+                for (int x = 0; x < 4; x++) pa[kk][x] = Mma<T>::pack(s[8 * kk + 2 * x], s[8 * kk + 2 * x + 1]);
+            /* OVERLAP: dV's product takes P^T while dP^T's finishes, and runs while dS^T is made */
+            if constexpr (OVERLAP) {
+                wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < BM / 16; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<BM>(o, kk), 1);
-            wg_commit();
+                for (int kk = 0; kk < BM / 16; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<BM>(o, kk), 1);
+                wg_commit();
+                wg_wait<1>(); /* dP^T */
+                reg_fence(dp);
+            }
+#pragma unroll
+            for (int nt = 0; nt < BM / 8; nt++)
+#pragma unroll
+                for (int x = 4 * nt; x < 4 * nt + 4; x++) dp[x] = s[x] * (dp[x] - dis[8 * nt + ((lane & 3) << 1) + (x & 1)]);
+#pragma unroll
+            for (int kk = 0; kk < BM / 16; kk++)
+#pragma unroll
+                for (int x = 0; x < 4; x++) da[kk][x] = Mma<T>::pack(dp[8 * kk + 2 * x], dp[8 * kk + 2 * x + 1]);
+            if constexpr (!OVERLAP) {
+                wg_fence();
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; kk++) Wgmma<T, D>::rs(dv, pa[kk], mnmajor<BM>(o, kk), 1);
+                wg_commit();
+            }
 
             /* dS^T to shared memory while that runs, before the dK product takes da as its A
              * operand (an in-flight wgmma's A registers may not be touched, not even read):
@@ -275,28 +341,49 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
             mbar_arrive(empty + 8 * st); /* Q and dO of this stage are done with */
             if (it == iters - 1) mbar_arrive(kvfree); /* and K, V: the producer may load the next tile's */
 
-            /* deterministic (BM = 64 only): wait for the lower key blocks' adds */
-            int *turn = nullptr;
-            if constexpr (BM == 64) turn = sw_.turn(B, it);
-            if (turn) {
-                if (tid == 0) sw_.wait_turn(turn);
-                named_sync(4, 256);
-            }
-            float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + (BM == 64 ? wg * DQN : 0) + ((lane & 3) << 1);
+            if constexpr (!ATOMIC) {
+                /* into the shared tile in the dq map's boxes (128-byte swizzle) once the
+                 * last step's is read; the producer's thread adds it */
+                if (g > 0) mbar_wait(dqempty, (g - 1) & 1);
 #pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int i = i0 + (BM == 64 ? 0 : 64 * wg) + 16 * warp + (lane >> 2) + 8 * r;
-                if (i < Lq) {
+                for (int r = 0; r < 2; r++) {
+                    const int row = (BM == 64 ? 0 : 64 * wg) + 16 * warp + (lane >> 2) + 8 * r;
 #pragma unroll
-                    for (int nt = 0; nt < DQN / 8; nt++)
-                        atomicAdd(reinterpret_cast<float2 *>(dqg + (int64_t)i * D + nt * 8),
-                                  make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
+                    for (int nt = 0; nt < DQN / 8; nt++) {
+                        const int col = (BM == 64 ? wg * DQN : 0) + 8 * nt + ((lane & 3) << 1);
+                        const uint32_t a = sDq + (col >> 5) * BM * 128 + row * 128 +
+                                           ((((col & 31) >> 2) ^ (row & 7)) << 4) + ((col & 3) << 2);
+                        asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(a), "f"(dq[4 * nt + 2 * r] * P.scale),
+                                     "f"(dq[4 * nt + 2 * r + 1] * P.scale)
+                                     : "memory");
+                    }
                 }
-            }
-            if (turn) {
-                __threadfence();
-                named_sync(4, 256);
-                if (tid == 0) sw_.pass_turn(turn);
+                proxy_fence(); /* TMA reads it through the async proxy */
+                mbar_arrive(dqfull);
+            } else {
+                /* deterministic (BM = 64 only): wait for the lower key blocks' adds */
+                int *turn = nullptr;
+                if constexpr (BM == 64) turn = sw_.turn(B, it);
+                if (turn) {
+                    if (tid == 0) sw_.wait_turn(turn);
+                    named_sync(4, 256);
+                }
+                float *dqg = B.dq + ((b * P.H + h) * P.Lq) * D + (BM == 64 ? wg * DQN : 0) + ((lane & 3) << 1);
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int i = i0 + (BM == 64 ? 0 : 64 * wg) + 16 * warp + (lane >> 2) + 8 * r;
+                    if (i < Lq) {
+#pragma unroll
+                        for (int nt = 0; nt < DQN / 8; nt++)
+                            atomicAdd(reinterpret_cast<float2 *>(dqg + (int64_t)i * D + nt * 8),
+                                      make_float2(dq[4 * nt + 2 * r] * P.scale, dq[4 * nt + 2 * r + 1] * P.scale));
+                    }
+                }
+                if (turn) {
+                    __threadfence();
+                    named_sync(4, 256);
+                    if (tid == 0) sw_.pass_turn(turn);
+                }
             }
         }
 
@@ -320,12 +407,14 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
 #endif
 }
 
-/* bm: the step's query rows, the Q and dO boxes */
-bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p, int bm)
+/* bm: the step's query rows, the Q and dO boxes; *dq_tma: dq has its map too
+ * (else its adds are atomics) */
+bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p, int bm, bool *dq_tma)
 {
     const as_attn_params *f = &p->f;
     const bool f16 = f->q.dtype == AS_F16;
     const int D = (int)f->D;
+    *dq_tma = make_f32_map(&m->dq, p->dq, f->B, f->H, f->Lq, D, bm);
     return make_map(&m->q, f->q, f->B, f->H, f->Lq, D, bm, f16) &&
            make_map(&m->k, f->k, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
            make_map(&m->v, f->v, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
@@ -334,19 +423,19 @@ bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p, int bm)
 
 /* PERSIST: one CTA an SM (the kernel's occupancy), each looping over the
  * tiles blockIdx, blockIdx + grid, ...; else one CTA a tile */
-template <typename T, int D, int BM, int REG, bool PERSIST>
+template <typename T, int D, int BM, int REG, bool PERSIST, bool ATOMIC, bool OVERLAP>
 int launch(BParams bp, const BwdMaps &maps, cudaStream_t s)
 {
-    using C = WbCfg<D, BM>;
+    using C = WbCfg<D, BM, ATOMIC>;
     static uint64_t done;
-    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, BM, REG, PERSIST>;
+    const void *fn = (const void *)flash_bwd_wgmma_kernel<T, D, BM, REG, PERSIST, ATOMIC, OVERLAP>;
     int e = smem_optin(fn, C::smem, &done);
     if (e) return e;
     bp.nn = (bp.f.Lk + WB_BN - 1) / WB_BN;
     int64_t blocks = bp.nn * bp.f.B * (bp.f.H / bp.f.G);
     if (blocks > 0x7fffffff) return (int)cudaErrorInvalidConfiguration;
     if (PERSIST && blocks > sm_count()) blocks = sm_count();
-    flash_bwd_wgmma_kernel<T, D, BM, REG, PERSIST><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
+    flash_bwd_wgmma_kernel<T, D, BM, REG, PERSIST, ATOMIC, OVERLAP><<<(unsigned)blocks, 384, C::smem, s>>>(bp, maps);
     return (int)cudaGetLastError();
 }
 
@@ -369,7 +458,8 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma, int variant)
     if (f->D != f->Dv || (f->D != 64 && f->D != 128) || f->Lq > 0x7fffffff - 128 || f->Lk > 0x7fffffff - WB_BN)
         return false;
     BwdMaps maps;
-    return !probe_tma || make_bwd_maps(&maps, p, step_rows(p->f.D, p->dq_turns != nullptr, variant));
+    bool dq_tma;
+    return !probe_tma || make_bwd_maps(&maps, p, step_rows(p->f.D, p->dq_turns != nullptr, variant), &dq_tma);
 }
 
 /* WB_REG (D = 64, BM = 64): K and V held in registers, compiled without spills, a
@@ -377,30 +467,47 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma, int variant)
  * operand from shared memory, as measured in docs/performance.md.  At
  * D = 128 even K alone (32 more registers) makes ptxas spill and serialise
  * the wgmma (C7512).  WB_PERSIST: the persistent grid. */
-template <typename T>
-int launch_d(const BParams &bp, const BwdMaps &maps, int variant, int bm, cudaStream_t s)
+template <typename T, bool PERSIST, bool ATOMIC, bool OVERLAP>
+int launch_v(const BParams &bp, const BwdMaps &maps, int variant, int bm, cudaStream_t s)
 {
-    /* deterministic dQ waits for the CTA of the tile before: never on a persistent grid, where
-     * that CTA might not be resident while the others spin */
-    if ((variant & WB_PERSIST) && !bp.dq_turns) {
-        if (bp.f.D == 128) return launch<T, 128, 64, 0, true>(bp, maps, s);
-        if (bm == 128) return launch<T, 64, 128, 0, true>(bp, maps, s);
-        return variant & WB_REG ? launch<T, 64, 64, 2, true>(bp, maps, s) : launch<T, 64, 64, 0, true>(bp, maps, s);
-    }
-    if (bp.f.D == 128) return launch<T, 128, 64, 0, false>(bp, maps, s);
-    if (bm == 128) return launch<T, 64, 128, 0, false>(bp, maps, s);
-    return variant & WB_REG ? launch<T, 64, 64, 2, false>(bp, maps, s) : launch<T, 64, 64, 0, false>(bp, maps, s);
+    if (bp.f.D == 128) return launch<T, 128, 64, 0, PERSIST, ATOMIC, OVERLAP>(bp, maps, s);
+    if (bm == 128) return launch<T, 64, 128, 0, PERSIST, ATOMIC, OVERLAP>(bp, maps, s);
+    return variant & WB_REG ? launch<T, 64, 64, 2, PERSIST, ATOMIC, OVERLAP>(bp, maps, s)
+                            : launch<T, 64, 64, 0, PERSIST, ATOMIC, OVERLAP>(bp, maps, s);
+}
+
+/* dQ by TMA where WB_DQ_TMA asks, unless the deterministic turns need the
+ * atomics or dq has no map.  The persistent grid never takes deterministic
+ * dQ: a CTA waiting for the tile before would spin while that tile's CTA
+ * might not be resident.  WB_OVERLAP: the softmax under the products. */
+template <typename T, bool PERSIST>
+int launch_p(const BParams &bp, const BwdMaps &maps, int variant, int bm, bool dq_tma, cudaStream_t s)
+{
+    const bool atomic = bp.dq_turns || !dq_tma || !(variant & WB_DQ_TMA);
+    if (variant & WB_OVERLAP)
+        return atomic ? launch_v<T, PERSIST, true, true>(bp, maps, variant, bm, s)
+                      : launch_v<T, PERSIST, false, true>(bp, maps, variant, bm, s);
+    return atomic ? launch_v<T, PERSIST, true, false>(bp, maps, variant, bm, s)
+                  : launch_v<T, PERSIST, false, false>(bp, maps, variant, bm, s);
+}
+
+template <typename T>
+int launch_d(const BParams &bp, const BwdMaps &maps, int variant, int bm, bool dq_tma, cudaStream_t s)
+{
+    if ((variant & WB_PERSIST) && !bp.dq_turns) return launch_p<T, true>(bp, maps, variant, bm, dq_tma, s);
+    return launch_p<T, false>(bp, maps, variant, bm, dq_tma, s);
 }
 
 int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant, cudaStream_t s, bool *taken)
 {
     BwdMaps maps;
+    bool dq_tma;
     const int bm = step_rows(bp.f.D, bp.dq_turns != nullptr, variant);
-    if (!(*taken = make_bwd_maps(&maps, p, bm))) return 0;
+    if (!(*taken = make_bwd_maps(&maps, p, bm, &dq_tma))) return 0;
     BParams b = bp;
     b.nmajor = (variant & WB_NMAJOR) != 0;
-    return p->f.q.dtype == AS_F16 ? launch_d<__half>(b, maps, variant, bm, s)
-                                  : launch_d<__nv_bfloat16>(b, maps, variant, bm, s);
+    return p->f.q.dtype == AS_F16 ? launch_d<__half>(b, maps, variant, bm, dq_tma, s)
+                                  : launch_d<__nv_bfloat16>(b, maps, variant, bm, dq_tma, s);
 }
 
 } // namespace as_flash

@@ -759,11 +759,22 @@ static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled(void)
     return fn;
 }
 
+/* a 4-d tiled map, 128-byte swizzle, of the boxes box[] */
+static bool encode_map(CUtensorMap *m, CUtensorMapDataType dt, const void *data, const cuuint64_t dim[4],
+                       const cuuint64_t stride[3], const cuuint32_t box[4])
+{
+    PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
+    if (!encode) return false;
+    const cuuint32_t estride[4] = {1, 1, 1, 1};
+    return encode(m, dt, 4, const_cast<void *>(data), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 bool make_map(CUtensorMap *m, const as_attn_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
               bool f16)
 {
-    PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
-    if (!encode || B <= 0 || heads <= 0 || L <= 0) return false; /* no empty maps: the driver says invalid */
+    if (B <= 0 || heads <= 0 || L <= 0) return false; /* no empty maps: the driver says invalid */
     const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)heads, (cuuint64_t)B};
     cuuint64_t stride[3];
     const int64_t es[3] = {o.stride[2], o.stride[1], o.stride[0]};
@@ -771,13 +782,18 @@ bool make_map(CUtensorMap *m, const as_attn_operand &o, int64_t B, int64_t heads
         if (dim[i + 1] > 1 && es[i] <= 0) return false;
         stride[i] = dim[i + 1] > 1 ? (cuuint64_t)es[i] * 2 : 16 * dim[0]; /* unused when the size is 1 */
     }
-    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estride[4] = {1, 1, 1, 1};
-    CUresult r = encode(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
-                        const_cast<void *>(o.data), dim, stride, box, estride, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    return r == CUDA_SUCCESS;
+    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1};
+    return encode_map(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, o.data, dim,
+                      stride, box);
 }
 
+bool make_f32_map(CUtensorMap *m, float *data, int64_t B, int64_t heads, int64_t L, int D, int rows)
+{
+    if (B <= 0 || heads <= 0 || L <= 0 || (reinterpret_cast<uintptr_t>(data) & 15)) return false;
+    const cuuint64_t dim[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)heads, (cuuint64_t)B};
+    const cuuint64_t stride[3] = {(cuuint64_t)D * 4, (cuuint64_t)(L * D) * 4, (cuuint64_t)(heads * L * D) * 4};
+    const cuuint32_t box[4] = {32, (cuuint32_t)rows, 1, 1};
+    return encode_map(m, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, data, dim, stride, box);
+}
 
 } // namespace as_flash

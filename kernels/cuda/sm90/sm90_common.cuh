@@ -88,6 +88,20 @@ static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap 
                  : "memory");
 }
 
+/* dst[box at c0..c3] += the smem tile src (float32 add), by TMA; its reads of
+ * src complete by bulk_wait_read, its writes by bulk_wait */
+static __device__ __forceinline__ void tma_reduce_add(const CUtensorMap *map, uint32_t src, int c0, int c1, int c2,
+                                               int c3)
+{
+    asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group"
+                 " [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(reinterpret_cast<uint64_t>(map)),
+                 "r"(src), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+                 : "memory");
+}
+static __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+static __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+static __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+
 #endif /* AS_WGMMA_BODY */
 
 /* (B, heads, L, D) with element strides s0, s1, s2, 1 as a TMA map of 64-column
@@ -95,6 +109,9 @@ static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap 
  * broadcast stride, a layout it rejects): the caller takes another kernel */
 bool make_map(CUtensorMap *m, const as_attn_operand &o, int64_t B, int64_t heads, int64_t L, int D, int rows,
               bool f16);
+/* a contiguous float32 (B, heads, L, D) as a TMA map of 32-column boxes of `rows` rows
+ * (128 bytes, 128-byte swizzle): the backward's dQ, reduced into */
+bool make_f32_map(CUtensorMap *m, float *data, int64_t B, int64_t heads, int64_t L, int D, int rows);
 
 } // namespace as_flash
 
