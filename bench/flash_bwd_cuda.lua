@@ -21,7 +21,7 @@ end
 local function time(f) return bench.time(f, o.repeats, 2, as.cuda.synchronize) end
 
 -- ATTNSWAP_FLASH_BWD=mma keeps a Hopper card on flash-bwd/mma (its wgmma backward
--- otherwise); wgmma-reg, -persist, -nmajor, -bm64: the wgmma kernel's tuning variants
+-- otherwise); wgmma-reg, -persist, -nmajor, -bm64, -tma, -overlap: the wgmma kernel's tuning variants
 -- (kernels/cuda/attention_flash_bwd.cu); ATTNSWAP_DETERMINISTIC=1: as.set_deterministic(true)
 local env = os.getenv("ATTNSWAP_FLASH_BWD")
 print("backward path: " .. ((env or "") ~= "" and "ATTNSWAP_FLASH_BWD=" .. env
