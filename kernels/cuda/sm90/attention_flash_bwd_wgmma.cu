@@ -407,14 +407,14 @@ __global__ void __launch_bounds__(384, 1) flash_bwd_wgmma_kernel(const BParams B
 #endif
 }
 
-/* bm: the step's query rows, the Q and dO boxes; *dq_tma: dq has its map too
- * (else its adds are atomics) */
-bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p, int bm, bool *dq_tma)
+/* bm: the step's query rows, the Q and dO boxes; *dq_tma: dq has its map too,
+ * made only where want_dq (else its adds are atomics) */
+bool make_bwd_maps(BwdMaps *m, const as_attn_bwd_params *p, int bm, bool want_dq, bool *dq_tma)
 {
     const as_attn_params *f = &p->f;
     const bool f16 = f->q.dtype == AS_F16;
     const int D = (int)f->D;
-    *dq_tma = make_f32_map(&m->dq, p->dq, f->B, f->H, f->Lq, D, bm);
+    *dq_tma = want_dq && make_f32_map(&m->dq, p->dq, f->B, f->H, f->Lq, D, bm);
     return make_map(&m->q, f->q, f->B, f->H, f->Lq, D, bm, f16) &&
            make_map(&m->k, f->k, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
            make_map(&m->v, f->v, f->B, f->Hkv, f->Lk, D, WB_BN, f16) &&
@@ -459,7 +459,7 @@ bool wgmma_bwd_ok(const as_attn_bwd_params *p, bool probe_tma, int variant)
         return false;
     BwdMaps maps;
     bool dq_tma;
-    return !probe_tma || make_bwd_maps(&maps, p, step_rows(p->f.D, p->dq_turns != nullptr, variant), &dq_tma);
+    return !probe_tma || make_bwd_maps(&maps, p, step_rows(p->f.D, p->dq_turns != nullptr, variant), false, &dq_tma);
 }
 
 /* WB_REG (D = 64, BM = 64): K and V held in registers, compiled without spills, a
@@ -503,7 +503,8 @@ int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant
     BwdMaps maps;
     bool dq_tma;
     const int bm = step_rows(bp.f.D, bp.dq_turns != nullptr, variant);
-    if (!(*taken = make_bwd_maps(&maps, p, bm, &dq_tma))) return 0;
+    const bool want_dq = (variant & WB_DQ_TMA) && !bp.dq_turns;
+    if (!(*taken = make_bwd_maps(&maps, p, bm, want_dq, &dq_tma))) return 0;
     BParams b = bp;
     b.nmajor = (variant & WB_NMAJOR) != 0;
     return p->f.q.dtype == AS_F16 ? launch_d<__half>(b, maps, variant, bm, dq_tma, s)
