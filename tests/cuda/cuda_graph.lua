@@ -2,19 +2,8 @@
 -- forward's outputs, takes new inputs, never writes memory outside its own
 -- pool, and fails clearly where a graph cannot hold the function.  Exit 77:
 -- no GPU here.
-if not as.cuda.is_available() then
-  print("cuda_graph: no CUDA device, skipped")
-  os.exit(77)
-end
-
-local failures, checks = 0, 0
-local function check(cond, what)
-  checks = checks + 1
-  if not cond then
-    failures = failures + 1
-    io.stderr:write("FAILED: ", what, "\n")
-  end
-end
+local t = dofile((arg[0]:match("^(.*)/") or ".") .. "/harness.lua")("cuda_graph")
+local check = t.check
 local function maxdiff(a, b) return (a:cpu():double() - b:cpu():double()):abs():max():item() end
 local function fails(fn, want, what)
   local ok, err = pcall(fn)
@@ -142,5 +131,4 @@ do
   end
 end
 
-print(string.format("cuda_graph: %d checks, %d failed", checks, failures))
-os.exit(failures == 0 and 0 or 1)
+t.finish()

@@ -1,19 +1,8 @@
 -- The Lua face of the CUDA backend, run by attnswap-run (ctest label cuda):
 -- device moves, as.cuda, a model moved with model:to("cuda") giving the
 -- CPU's outputs, swaps on the GPU, and clear errors.  Exit 77: no GPU here.
-if not as.cuda.is_available() then
-  print("cuda_lua: no CUDA device, skipped")
-  os.exit(77)
-end
-
-local failures, checks = 0, 0
-local function check(cond, what)
-  checks = checks + 1
-  if not cond then
-    failures = failures + 1
-    io.stderr:write("FAILED: ", what, "\n")
-  end
-end
+local t = dofile((arg[0]:match("^(.*)/") or ".") .. "/harness.lua")("cuda_lua")
+local check = t.check
 
 local function maxdiff(a, b)
   return (a:cpu():float() - b:cpu():float()):abs():max():item()
@@ -304,5 +293,4 @@ print(string.format("cuda memory: %.1f MiB allocated, %.1f MiB reserved, peak %.
 ok, err = pcall(as.cuda.memory_stats, 99)
 check(not ok and tostring(err):find("no CUDA device 99"), "memory_stats(99): " .. tostring(err))
 
-print(string.format("cuda_lua: %d checks, %d failures", checks, failures))
-os.exit(failures == 0 and 0 or 1, true) -- close the state: every tensor freed, so a leak checker sees real leaks only
+t.finish(true) -- close the state: every tensor freed, so a leak checker sees real leaks only

@@ -13,19 +13,8 @@
 -- Each case: plain, causal (Lq < Lk too), GQA, a keep-mask with a row that
 -- sees nothing, a bias that requires grad, dropout (the CPU's hash).
 -- Then as.set_deterministic: the same gradients, and two runs bit-identical.
-if not as.cuda.is_available() then
-  print("flash_bwd_cuda: no CUDA device, skipped")
-  os.exit(77)
-end
-
-local failures, checks = 0, 0
-local function check(cond, what)
-  checks = checks + 1
-  if not cond then
-    failures = failures + 1
-    io.stderr:write("FAILED: ", what, "\n")
-  end
-end
+local t = dofile((arg[0]:match("^(.*)/") or ".") .. "/harness.lua")("flash_bwd_cuda")
+local check = t.check
 
 -- gradients of (out * w):sum() for q, k, v and the mask (when float), on dev in dtype
 local function grads(dev, dtype, q0, k0, v0, m0, w0, opts, training)
@@ -170,5 +159,4 @@ repeatable("float32 D 40", "float32", shapes(1, 2, 2, 300, 300, 40), { causal = 
 repeatable("float32 D 64 L 520 causal", "float32", shapes(1, 2, 2, 520, 520, 64), { causal = true })
 repeatable("float32 D 128 L 300 GQA", "float32", shapes(1, 4, 2, 300, 300, 128), {})
 
-print(string.format("flash_bwd_cuda: %d checks, %d failed", checks, failures))
-os.exit(failures == 0 and 0 or 1)
+t.finish()
