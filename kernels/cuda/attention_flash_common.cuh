@@ -485,6 +485,7 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_asyn
 /* The warp-specialised variant (v 2, or 3 on the persistent grid: TMA loads by a
  * producer warpgroup) can take these operands (strides TMA accepts). */
 bool wgmma_ws_ok(const as_attn_params *p);
+int ws_key_tile(const as_attn_params *p); /* flash/wgmma-ws's key tile for p: 128 or 176 */
 
 /* ---- the backward (attention_flash_bwd.cu) ---- */
 

@@ -378,11 +378,15 @@ __device__ __forceinline__ void produce_tile(const TmaMaps &maps, uint32_t sq, u
 }
 #endif
 
+/* BN = 176 (D = 128, non-causal, FlashAttention-3's tile there): a third fewer key
+ * tiles a row, so a third less of the softmax's bookkeeping and of the barriers, for
+ * a ring one stage shallower (2 x 88 KiB) */
 template <int D, int BN>
 struct WsCfg {
-    static constexpr int BM = 128;
+    static constexpr int BM = 128, S = BN > 128 ? 2 : WS_STAGES;
     static constexpr uint32_t QB = BM * D * 2, TB = BN * D * 2;
-    static constexpr size_t smem = (size_t)QB + 2 * WS_STAGES * TB + 8 * (2 + 2 * WS_STAGES) + 1024;
+    static constexpr size_t smem = (size_t)QB + 2 * S * TB + 8 * (2 + 2 * S) + 1024;
+    static_assert(smem <= 227 * 1024, "flash/wgmma-ws: more shared memory than a Hopper block may have");
 };
 
 template <typename T, int D, int BN>
@@ -390,7 +394,7 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
 {
 #ifdef AS_WGMMA_BODY
     using C = WsCfg<D, BN>;
-    constexpr int BM = C::BM, NWG = 2, S = WS_STAGES;
+    constexpr int BM = C::BM, NWG = 2, S = C::S;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + S * C::TB;
     const uint32_t qbar = sV + S * C::TB, qfree = qbar + 8, full = qfree + 8, empty = full + 8 * S;
@@ -640,12 +644,13 @@ int launch(KParams kp, cudaStream_t s)
 #define AS_FLASH_WGMMA_WS_BN 128
 #endif
 
-bool make_maps(TmaMaps *maps, const as_attn_params *p)
+/* k, v in boxes of bn rows: the key tile */
+bool make_maps(TmaMaps *maps, const as_attn_params *p, int bn)
 {
     const bool f16 = p->q.dtype == AS_F16;
     return make_map(&maps->q, p->q, p->B, p->H, p->Lq, (int)p->D, 64, f16) &&
-           make_map(&maps->k, p->k, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16) &&
-           make_map(&maps->v, p->v, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16);
+           make_map(&maps->k, p->k, p->B, p->Hkv, p->Lk, (int)p->D, bn, f16) &&
+           make_map(&maps->v, p->v, p->B, p->Hkv, p->Lk, (int)p->D, bn, f16);
 }
 
 /* persist: one CTA an SM looping over the tiles; else one CTA a tile */
@@ -708,7 +713,7 @@ int launch_d(const KParams &kp, cudaStream_t s)
 bool wgmma_ws_ok(const as_attn_params *p)
 {
     TmaMaps maps;
-    return make_maps(&maps, p);
+    return make_maps(&maps, p, AS_FLASH_WGMMA_WS_BN);
 }
 
 int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_async_ok, cudaStream_t s, bool *taken)
@@ -716,13 +721,17 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_asyn
     const bool f16 = p->q.dtype == AS_F16;
     TmaMaps maps;
     *taken = true;
-    if (v >= 2 && make_maps(&maps, p)) {
+    const bool wide = (v == 2 || v == 3) && ws_key_tile(p) == 176; /* D = 128, non-causal */
+    if (v >= 2 && make_maps(&maps, p, wide ? 176 : AS_FLASH_WGMMA_WS_BN)) {
         constexpr int BN = AS_FLASH_WGMMA_WS_BN;
+        const bool persist = v == 3;
+        if (wide)
+            return f16 ? launch_ws<__half, 128, 176>(kp, maps, persist, s)
+                       : launch_ws<__nv_bfloat16, 128, 176>(kp, maps, persist, s);
         if (v == 4)
             return f16 ? (kp.D == 64 ? launch_xt<__half, 64, BN>(kp, maps, s) : launch_xt<__half, 128, BN>(kp, maps, s))
                        : (kp.D == 64 ? launch_xt<__nv_bfloat16, 64, BN>(kp, maps, s)
                                      : launch_xt<__nv_bfloat16, 128, BN>(kp, maps, s));
-        const bool persist = v == 3;
         if (f16)
             return kp.D == 64 ? launch_ws<__half, 64, BN>(kp, maps, persist, s)
                               : launch_ws<__half, 128, BN>(kp, maps, persist, s);
