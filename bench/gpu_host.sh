@@ -2,16 +2,17 @@
 # One job on the GPU host (../shared/GPU.md): unpack the Debian packages
 # carried in .debs, build with CUDA for the card, run the CUDA tests, then the
 # attention benchmark beside PyTorch's on the same card.  Logs go to $OUT.
-#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|trace|graph|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|fwdbn|wgbwd+fwdbn|ncubwd|f32|f32gemm|none]   (default all)
+#   bash bench/gpu_host.sh [test|bench|bwdbench|models|profile|trace|graph|all|llama|llama-cpu|train|test+train|distill|parts|flashbwd|test+flashbwd|wgbwd|fwd|wgbwd+fwd|ncubwd|f32|f32gemm|none]   (default all)
 # graph: as.cuda.graph's test (tests/cuda/cuda_graph.lua), every other CUDA test, the cudaMallocs of a
 # loop of forwards with no collection (bench/cuda_enqueue.lua), then the models beside eager and
 # eager's own CUDA graph (bench/torch_models.py --graph; examples/models_cuda.lua times both ways).
 # f32gemm: every CUDA test, float32 products (bench/matmul_cuda.lua, SGEMM against 3xTF32, beside
 # bench/torch_matmul_cuda.py), then the models and the float32 training step beside PyTorch.
 # f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
-# fwdbn: cuda.flash_kernel_bn176, then the forward at D = 128 on 176-key tiles against 128-key ones
-# (ATTNSWAP_FLASH_FWD_BN), automatic, persistent and one-CTA-a-tile (FWD_KERNELS), beside PyTorch's
-# SDPA (bench/torch_sdpa.py --D 128); wgbwd+fwdbn: both in one job.
+# fwd: cuda.flash_kernel_variants, then the forward's automatic choice beside its variants (FWD_VARIANTS,
+# name:VAR=value,...): the causal tile order over all heads (ATTNSWAP_FLASH_L2=0) and in 16 MiB sections,
+# 176-key tiles at D = 128 (ATTNSWAP_FLASH_FWD_BN=176), the persistent grid, beside PyTorch's SDPA (cuDNN);
+# wgbwd+fwd: both in one job.
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda; BWD_CTEST=0 skips them), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
@@ -141,7 +142,7 @@ if [ "$what" = flashbwd ] || [ "$what" = test+flashbwd ]; then
   timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --torch "$OUT/torch_flash_bwd.json" 2>&1 \
     | tee "$OUT/flash_bwd_cuda.txt" || rc=1
 fi
-if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwdbn ]; then # the Hopper backward: every CUDA test (BWD_CTEST=0: none), then both tensor-core paths beside PyTorch
+if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; then # the Hopper backward: every CUDA test (BWD_CTEST=0: none), then both tensor-core paths beside PyTorch
   if [ "${BWD_CTEST:-1}" = 1 ]; then
     timeout 300 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
     grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
@@ -168,16 +169,26 @@ if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwdbn ]; then # the Hopper backward:
                  for (j = 1; j in ms; j++) printf " %6s", v[k, ms[j]]; printf "\n" } }' modes="$modes"
   } | tee "$OUT/bwd_table.txt"
 fi
-if [ "$what" = fwdbn ] || [ "$what" = wgbwd+fwdbn ]; then # the forward's 176-key tile (D = 128, non-causal) against 128
-  timeout 200 ctest --test-dir build-gpu -R "^cuda.flash_kernel_bn176$" --output-on-failure > "$OUT/ctest-bn176.log" 2>&1 || rc=1
-  grep -E "tests passed|FAILED|Failed|Timeout" "$OUT/ctest-bn176.log" | head -20
-  timeout 150 python3 bench/torch_sdpa.py --D 128 --out "$OUT/torch_fwd.json" > "$OUT/torch_fwd.log" 2>&1 || tail -5 "$OUT/torch_fwd.log"
-  grep -E "causal=False" "$OUT/torch_fwd.log" | head -12
-  for k in ${FWD_KERNELS:-0 persist wgmma-ws}; do for bn in 128 176; do
-    echo "== --bench $k, ATTNSWAP_FLASH_FWD_BN=$bn"
-    ATTNSWAP_FLASH_FWD_BN=$bn timeout 60 build-gpu/tests/flash_kernel_test --bench $k > "$OUT/fwd_${k}_$bn.txt" 2>&1 || rc=1
-    awk '$2 == 128 && $5 == "no"' "$OUT/fwd_${k}_$bn.txt"
-  done; done
+if [ "$what" = fwd ] || [ "$what" = wgbwd+fwd ]; then # the forward's variants: 176-key tiles, the causal L2 sections
+  timeout 200 ctest --test-dir build-gpu -R "^cuda.flash_kernel_variants$" --output-on-failure > "$OUT/ctest-fwd-variants.log" 2>&1 || rc=1
+  grep -E "tests passed|FAILED|Failed|Timeout" "$OUT/ctest-fwd-variants.log" | head -20
+  timeout 200 python3 bench/torch_sdpa.py --out "$OUT/torch_fwd.json" > "$OUT/torch_fwd.log" 2>&1 || tail -5 "$OUT/torch_fwd.log"
+  grep -E "^D=" "$OUT/torch_fwd.log" | cut -c1-110
+  # name:env pairs; the first is today's automatic choice
+  for v in ${FWD_VARIANTS:-auto:X=0 l2off:ATTNSWAP_FLASH_L2=0 l2-16:ATTNSWAP_FLASH_L2=16 bn176:ATTNSWAP_FLASH_FWD_BN=176 persist:ATTNSWAP_FLASH_FWD=persist persist-bn176:ATTNSWAP_FLASH_FWD=persist,ATTNSWAP_FLASH_FWD_BN=176}; do
+    n=${v%%:*}; e=${v#*:}
+    env ${e//,/ } timeout 60 build-gpu/tests/flash_kernel_test --bench > "$OUT/fwd_$n.txt" 2>&1 || rc=1
+  done
+  # one table: TFLOP/s of each variant (rows: D L causal), cuDNN's (PyTorch's default) beside
+  { printf "%-14s %7s" "D/L/causal" cudnn; for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do printf " %13s" "${v%%:*}"; done; echo
+    for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do n=${v%%:*}
+      awk -v n="$n" '$1 ~ /^[0-9]+$/ && NF >= 8 { print $2 "/" $1 "/" $5, n, $7 }' "$OUT/fwd_$n.txt"; done |
+      awk -v t="$OUT/torch_fwd.log" 'BEGIN { while ((getline l < t) > 0) if (l ~ /^D=/) { split(l, a, /[=: ,]+/);
+             k = a[2] "/" a[4] "/" (a[6] == "True" ? "yes" : "no"); cu[k] = a[8] } }
+           { if (!($1 in seen)) { order[++m] = $1; seen[$1] = 1 } v[$1, $2] = $3; if (!($2 in vs)) { vl[++nv] = $2; vs[$2] = 1 } }
+           END { for (i = 1; i <= m; i++) { k = order[i]; printf "%-14s %7s", k, cu[k]
+                 for (j = 1; j <= nv; j++) printf " %13s", v[k, vl[j]]; printf "\n" } }'
+  } | tee "$OUT/fwd_table.txt"
 fi
 if [ "$what" = f32 ]; then # float32 attention: flash/tf32x3 against flash/simt-f32, then the models
   timeout 240 build-gpu/tests/flash_kernel_test > "$OUT/ctest-flash-kernel.log" 2>&1 || rc=1

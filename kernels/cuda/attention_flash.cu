@@ -77,7 +77,9 @@ __global__ void __launch_bounds__(NTHREADS) flash_mma_kernel(const KParams P)
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     /* FlashBlock's arithmetic, written out: through the struct ptxas allocates this
-     * kernel's registers differently (D 128: 12 -> 32-40 bytes of spill) */
+     * kernel's registers differently (D 128: 12 -> 32-40 bytes of spill).  Causal grids
+     * keep the order over all heads (flash_tile with one section): flash_tile's
+     * sections here spilled 16-40 more bytes at BM = 128, and no card has timed them. */
     const int64_t BH = P.B * P.H, bid = blockIdx.x;
     int64_t bh;
     int m_block;
@@ -453,12 +455,53 @@ int sm_count(void)
     return n;
 }
 
+/* ATTNSWAP_FLASH_L2 (MiB; tuning runs): the K, V a causal grid's section of heads
+ * may hold in L2 (flash_tile); 0 puts all heads in one section, the order before */
+static int64_t read_l2_env(void)
+{
+    const char *e = getenv("ATTNSWAP_FLASH_L2");
+    if (!e || !*e) return -1;
+    char *end;
+    const long v = strtol(e, &end, 10);
+    return *end || v < 0 ? -1 : (int64_t)v << 20;
+}
+
+/* the bytes the section's K, V may take: 32 MiB (FlashAttention-3's figure), at most
+ * two thirds of the card's L2 */
+static int64_t l2_budget(void)
+{
+    static const int64_t env = read_l2_env();
+    if (env >= 0) return env;
+    static int64_t cache[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 32 << 20;
+    if (!cache[dev]) {
+        int l2 = 0;
+        if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev) != cudaSuccess || l2 <= 0) l2 = 48 << 20;
+        cache[dev] = (int64_t)l2 * 2 / 3 < (32 << 20) ? (int64_t)l2 * 2 / 3 : 32 << 20;
+    }
+    return cache[dev];
+}
+
+/* heads a section of the causal tile order: as many as keep their K, V in l2_budget
+ * (G query heads share one K, V) */
+static int64_t causal_section(const as_attn_params *p)
+{
+    const int64_t BH = p->B * p->H, budget = l2_budget();
+    if (budget <= 0) return BH;
+    const int64_t es = p->q.dtype == AS_F32 ? 4 : 2;
+    const int64_t head = p->Lk * (p->D + p->Dv) * es / (p->H / p->Hkv) + 1;
+    const int64_t sec = budget / head;
+    return sec < 1 ? 1 : sec > BH ? BH : sec;
+}
+
 KParams make_kparams(const as_attn_params *p)
 {
     KParams kp;
     kp.q = opnd(p->q), kp.k = opnd(p->k), kp.v = opnd(p->v), kp.mask = opnd(p->mask);
     kp.B = p->B, kp.H = p->H, kp.G = p->H / p->Hkv, kp.Lq = p->Lq, kp.Lk = p->Lk;
     kp.D = p->D, kp.Dv = p->Dv, kp.nm = 1;
+    kp.sec = p->causal ? causal_section(p) : p->B * p->H;
     kp.scale = p->scale;
     kp.causal = p->causal;
     kp.has_mask = p->mask.data != NULL;

@@ -52,6 +52,7 @@ struct KParams {
     Opnd q, k, v, mask;
     int64_t B, H, G, Lq, Lk, D, Dv;
     int64_t nm; /* query blocks per (b, h) (mma path) */
+    int64_t sec; /* causal tile order: heads a section (flash_tile), 1 to B H */
     float scale;
     float sl2;      /* multiplier of the scores in the exp2 domain */
     int causal;
@@ -320,10 +321,30 @@ __device__ __forceinline__ void mma3_acc_cols(float (&acc)[DT][4], const float (
 
 /* ---- what the tensor-core kernels do alike ---- */
 
-/* The (b, h) and the BM query rows CTA bid owns, and the keys they see.
- * Causal grids run the longest blocks (the last ones) first, over all heads;
- * non-causal ones keep one head's blocks together, so its K, V stay in L2.
- * Positions are 32-bit (the host keeps Lq, Lk <= 2^30 on these paths). */
+/* Tile bid's head bh (b H + h) and query block m_block.  Non-causal grids keep one
+ * head's blocks together, so the CTAs at work share a few heads' K, V in L2.  Causal
+ * ones run the longest blocks (the last ones) first, but within sections of P.sec
+ * heads whose K, V fit in L2 together (FlashAttention-3's longest-first order with its
+ * L2 swizzle): over all heads at once, the CTAs at work each streamed another head's
+ * K, V from memory, ~130 FLOP a byte at D = 128, about what HBM feeds at the kernel's
+ * rate.  I: int64_t, or int where the tile count is under 2^31. */
+template <typename I>
+__device__ __forceinline__ I flash_tile(const KParams &P, I bid, int &m_block)
+{
+    const I nm = (I)P.nm;
+    if (!P.causal) {
+        m_block = (int)(bid % nm);
+        return bid / nm;
+    }
+    const I BH = (I)(P.B * P.H), sec = (I)P.sec, s0 = bid / (sec * nm) * sec, r = bid - s0 * nm;
+    const I w = BH - s0 < sec ? BH - s0 : sec; /* heads in this section (the last may have fewer) */
+    m_block = (int)(nm - 1 - r / w);
+    return s0 + r % w;
+}
+
+/* The (b, h) and the BM query rows CTA bid owns, and the keys they see, in
+ * flash_tile's order.  Positions are 32-bit (the host keeps Lq, Lk <= 2^30 on
+ * these paths). */
 template <typename T>
 struct FlashBlock {
     int64_t b, h, hk, bh;
@@ -331,15 +352,8 @@ struct FlashBlock {
 
     __device__ __forceinline__ FlashBlock(const KParams &P, int64_t bid, int BM)
     {
-        const int64_t BH = P.B * P.H;
         int m_block;
-        if (P.causal) {
-            m_block = (int)(P.nm - 1 - bid / BH);
-            bh = bid % BH;
-        } else {
-            m_block = (int)(bid % P.nm);
-            bh = bid / P.nm;
-        }
+        bh = flash_tile(P, bid, m_block);
         b = bh / P.H, h = bh % P.H, hk = h / P.G;
         Lq = (int)P.Lq, Lk = (int)P.Lk, off = Lk - Lq, row0 = m_block * BM;
         row_end = row0 + BM < Lq ? row0 + BM : Lq;

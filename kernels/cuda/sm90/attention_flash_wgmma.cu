@@ -496,13 +496,14 @@ struct XtCfg {
     static constexpr size_t smem = 2 * (size_t)QB + 2 * S * (size_t)TB + 8 * (4 + 2 * S) + 1024;
 };
 
-/* A tile's first query row, as FlashBlock orders tiles, in 32-bit arithmetic (the
+/* A tile's first query row, in flash_tile's order, in 32-bit arithmetic (the
  * launch keeps the tile count under 2^31): the boundary's bookkeeping sits inside a
  * ping-pong turn, where FlashBlock's int64 divisions cost the other warpgroup too. */
 __device__ __forceinline__ int xt_row0(const KParams &P, int tile, int BM)
 {
-    const int BH = (int)(P.B * P.H), nm = (int)P.nm;
-    return (P.causal ? nm - 1 - tile / BH : tile % nm) * BM;
+    int m_block;
+    flash_tile(P, tile, m_block);
+    return m_block * BM;
 }
 
 /* what the consumers need of a tile, as FlashBlock has it, in 32-bit arithmetic */
@@ -512,9 +513,10 @@ struct XtTile {
     T *out;
     __device__ __forceinline__ XtTile(const KParams &P, int tile, int BM)
     {
-        const int BH = (int)(P.B * P.H), nm = (int)P.nm, H = (int)P.H, Lq = (int)P.Lq, Lk = (int)P.Lk;
-        row0 = xt_row0(P, tile, BM);
-        bh = P.causal ? tile % BH : tile / nm;
+        const int H = (int)P.H, Lq = (int)P.Lq, Lk = (int)P.Lk;
+        int m_block;
+        bh = flash_tile(P, tile, m_block);
+        row0 = m_block * BM;
         const int row_end = row0 + BM < Lq ? row0 + BM : Lq;
         n_end = P.causal && row_end + Lk - Lq < Lk ? row_end + Lk - Lq : Lk;
         out = reinterpret_cast<T *>(P.out) + (int64_t)(bh / H) * P.os0 + (int64_t)(bh % H) * P.os1;
