@@ -142,11 +142,34 @@ if [ "$what" = flashbwd ] || [ "$what" = test+flashbwd ]; then
   timeout 200 build-gpu/attnswap-run bench/flash_bwd_cuda.lua --torch "$OUT/torch_flash_bwd.json" 2>&1 \
     | tee "$OUT/flash_bwd_cuda.txt" || rc=1
 fi
-if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; then # the Hopper backward: every CUDA test (BWD_CTEST=0: none), then both tensor-core paths beside PyTorch
-  if [ "${BWD_CTEST:-1}" = 1 ]; then
-    timeout 300 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
-    grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
+if { [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; } && [ "${BWD_CTEST:-1}" = 1 ]; then # every CUDA test first (BWD_CTEST=0: none)
+  timeout 300 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
+  grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
+fi
+if [ "$what" = fwd ] || [ "$what" = wgbwd+fwd ]; then # the forward's variants: 176-key tiles, the causal L2 sections
+  if [ "$what" = fwd ]; then
+    timeout 200 ctest --test-dir build-gpu -R "^cuda.flash_kernel_variants$" --output-on-failure > "$OUT/ctest-fwd-variants.log" 2>&1 || rc=1
+    grep -E "tests passed|FAILED|Failed|Timeout" "$OUT/ctest-fwd-variants.log" | head -20
   fi
+  timeout 200 python3 bench/torch_sdpa.py --out "$OUT/torch_fwd.json" > "$OUT/torch_fwd.log" 2>&1 || tail -5 "$OUT/torch_fwd.log"
+  grep -E "^D=" "$OUT/torch_fwd.log" | cut -c1-110
+  # name:env pairs; the first is today's automatic choice
+  for v in ${FWD_VARIANTS:-auto:X=0 l2off:ATTNSWAP_FLASH_L2=0 l2-16:ATTNSWAP_FLASH_L2=16 bn176:ATTNSWAP_FLASH_FWD_BN=176 persist:ATTNSWAP_FLASH_FWD=persist persist-bn176:ATTNSWAP_FLASH_FWD=persist,ATTNSWAP_FLASH_FWD_BN=176}; do
+    n=${v%%:*}; e=${v#*:}
+    env ${e//,/ } timeout 60 build-gpu/tests/flash_kernel_test --bench > "$OUT/fwd_$n.txt" 2>&1 || rc=1
+  done
+  # one table: TFLOP/s of each variant (rows: D L causal), cuDNN's (PyTorch's default) beside
+  { printf "%-14s %7s" "D/L/causal" cudnn; for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do printf " %13s" "${v%%:*}"; done; echo
+    for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do n=${v%%:*}
+      awk -v n="$n" '$1 ~ /^[0-9]+$/ && NF >= 8 { print $2 "/" $1 "/" $5, n, $7 }' "$OUT/fwd_$n.txt"; done |
+      awk -v t="$OUT/torch_fwd.log" 'BEGIN { while ((getline l < t) > 0) if (l ~ /^D=/) { split(l, a, /[=: ,]+/);
+             k = a[2] "/" a[4] "/" (a[6] == "True" ? "yes" : "no"); cu[k] = a[8] } }
+           { if (!($1 in seen)) { order[++m] = $1; seen[$1] = 1 } v[$1, $2] = $3; if (!($2 in vs)) { vl[++nv] = $2; vs[$2] = 1 } }
+           END { for (i = 1; i <= m; i++) { k = order[i]; printf "%-14s %7s", k, cu[k]
+                 for (j = 1; j <= nv; j++) printf " %13s", v[k, vl[j]]; printf "\n" } }'
+  } | tee "$OUT/fwd_table.txt"
+fi
+if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; then # the Hopper backward: both tensor-core paths beside PyTorch
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
   for m in ${BWD_TESTS:-wgmma-reg wgmma-persist-nmajor wgmma-tma-overlap wgmma-persist-tma-overlap}; do
@@ -168,27 +191,6 @@ if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; then # the Hopper backward: e
            END { split(modes, ms, " "); for (i = 1; i <= n; i++) { k = order[i]; printf "%-16s %7s %7s", k, fa[k], cu[k]
                  for (j = 1; j in ms; j++) printf " %6s", v[k, ms[j]]; printf "\n" } }' modes="$modes"
   } | tee "$OUT/bwd_table.txt"
-fi
-if [ "$what" = fwd ] || [ "$what" = wgbwd+fwd ]; then # the forward's variants: 176-key tiles, the causal L2 sections
-  timeout 200 ctest --test-dir build-gpu -R "^cuda.flash_kernel_variants$" --output-on-failure > "$OUT/ctest-fwd-variants.log" 2>&1 || rc=1
-  grep -E "tests passed|FAILED|Failed|Timeout" "$OUT/ctest-fwd-variants.log" | head -20
-  timeout 200 python3 bench/torch_sdpa.py --out "$OUT/torch_fwd.json" > "$OUT/torch_fwd.log" 2>&1 || tail -5 "$OUT/torch_fwd.log"
-  grep -E "^D=" "$OUT/torch_fwd.log" | cut -c1-110
-  # name:env pairs; the first is today's automatic choice
-  for v in ${FWD_VARIANTS:-auto:X=0 l2off:ATTNSWAP_FLASH_L2=0 l2-16:ATTNSWAP_FLASH_L2=16 bn176:ATTNSWAP_FLASH_FWD_BN=176 persist:ATTNSWAP_FLASH_FWD=persist persist-bn176:ATTNSWAP_FLASH_FWD=persist,ATTNSWAP_FLASH_FWD_BN=176}; do
-    n=${v%%:*}; e=${v#*:}
-    env ${e//,/ } timeout 60 build-gpu/tests/flash_kernel_test --bench > "$OUT/fwd_$n.txt" 2>&1 || rc=1
-  done
-  # one table: TFLOP/s of each variant (rows: D L causal), cuDNN's (PyTorch's default) beside
-  { printf "%-14s %7s" "D/L/causal" cudnn; for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do printf " %13s" "${v%%:*}"; done; echo
-    for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do n=${v%%:*}
-      awk -v n="$n" '$1 ~ /^[0-9]+$/ && NF >= 8 { print $2 "/" $1 "/" $5, n, $7 }' "$OUT/fwd_$n.txt"; done |
-      awk -v t="$OUT/torch_fwd.log" 'BEGIN { while ((getline l < t) > 0) if (l ~ /^D=/) { split(l, a, /[=: ,]+/);
-             k = a[2] "/" a[4] "/" (a[6] == "True" ? "yes" : "no"); cu[k] = a[8] } }
-           { if (!($1 in seen)) { order[++m] = $1; seen[$1] = 1 } v[$1, $2] = $3; if (!($2 in vs)) { vl[++nv] = $2; vs[$2] = 1 } }
-           END { for (i = 1; i <= m; i++) { k = order[i]; printf "%-14s %7s", k, cu[k]
-                 for (j = 1; j <= nv; j++) printf " %13s", v[k, vl[j]]; printf "\n" } }'
-  } | tee "$OUT/fwd_table.txt"
 fi
 if [ "$what" = f32 ]; then # float32 attention: flash/tf32x3 against flash/simt-f32, then the models
   timeout 240 build-gpu/tests/flash_kernel_test > "$OUT/ctest-flash-kernel.log" 2>&1 || rc=1
