@@ -463,7 +463,8 @@ static int64_t read_l2_env(void)
     if (!e || !*e) return -1;
     char *end;
     const long v = strtol(e, &end, 10);
-    return *end || v < 0 ? -1 : (int64_t)v << 20;
+    if (*end || v < 0) return -1;
+    return (int64_t)(v < (1L << 20) ? v : 1L << 20) << 20; /* 1 TiB: one section, whatever the heads */
 }
 
 /* the bytes the section's K, V may take: 32 MiB (FlashAttention-3's figure), at most

@@ -479,6 +479,10 @@ static std::vector<Case> cases()
         add_lse(c);
         c.B = 2, c.H = 70, c.Hkv = 14, c.Lq = 300, c.Lk = 100, c.D = c.Dv = 64, c.causal = true; /* rows < 200 see nothing */
         add_lse(c);
+        /* under cuda.flash_kernel_variants' 1 MiB (ATTNSWAP_FLASH_L2=1), causal sections of 7, 7
+         * and 2 heads (GQA), with blocks that see nothing (rows < 400) inside each */
+        c.B = 1, c.H = 16, c.Hkv = 4, c.Lq = 1500, c.Lk = 1100, c.D = c.Dv = 128, c.causal = true;
+        add_lse(c);
     }
     return v;
 }

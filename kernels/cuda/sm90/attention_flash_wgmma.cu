@@ -19,7 +19,8 @@
  *   flash_wgmma_ws_kernel  (flash/wgmma-ws, the one the dispatcher takes)
  *       a producer warpgroup loads Q, K, V with TMA into a 3-stage mbarrier
  *       ring; two consumer warpgroups (240 registers each) take turns on the
- *       tensor cores (ping-pong); BM = 128, BN = 128.
+ *       tensor cores (ping-pong); BM = 128, BN = 128 (or 176 with a 2-stage
+ *       ring, ATTNSWAP_FLASH_FWD_BN).
  *   flash_wgmma_kernel     (flash/wgmma: operands TMA refuses)
  *       NWG warpgroups load their own tiles with cp.async, 2 stages, one
  *       barrier a tile.
@@ -329,10 +330,10 @@ struct TmaMaps {
 };
 
 /* The warp-specialised kernel (FlashAttention-3's structure): a producer warpgroup
- * whose one thread loads Q and the K, V tiles with TMA into a 3-stage ring
- * (mbarriers: full when a tile's bytes landed, empty when both consumers are
- * done with it), and two consumer warpgroups that only compute, with 240
- * registers each (setmaxnreg), so BN = 128 fits at D = 128.
+ * whose one thread loads Q and the K, V tiles with TMA into a 3-stage ring (2 at
+ * BN = 176; mbarriers: full when a tile's bytes landed, empty when both consumers
+ * are done with it), and two consumer warpgroups that only compute, with 240
+ * registers each (setmaxnreg), so BN = 128 (and 176) fits at D = 128.
  *
  * A CTA loops over the (b, h, 128-row query block) tiles blockIdx, blockIdx +
  * grid, ...: one tile a CTA on a grid of all of them (flash/wgmma-ws), or one
