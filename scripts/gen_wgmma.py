@@ -6,7 +6,6 @@ Run from the project root: python3 scripts/gen_wgmma.py"""
 
 TYPES = {"__nv_bfloat16": "bf16", "__half": "f16"}
 NS = (64, 128)
-NS_S = (176,)  # ss only: the forward's S = Q K^T on 176-key tiles (D = 128, non-causal)
 NS_T = (32, 64, 128)  # sst: the backward's dQ = dS K (half or all of D)
 
 
@@ -72,8 +71,6 @@ for t in TYPES:
     for n in NS:
         out.append(ss(t, n))
         out.append(rs(t, n))
-    for n in NS_S:
-        out.append(ss(t, n))
     for n in NS_T:
         out.append(ss(t, n, "sst", "1, 1"))
     out.append(rs(t, 64, "rsk", 0))

@@ -543,19 +543,6 @@ bool wgmma_device(void)
 #endif
 }
 
-/* ATTNSWAP_FLASH_FWD_BN (tuning runs): the warp-specialised kernel's key tile at
- * D = 128 non-causal, 128 (the default) or 176 (FlashAttention-3's there) */
-static int read_fwd_bn_env(void)
-{
-    const char *e = getenv("ATTNSWAP_FLASH_FWD_BN");
-    return e && !strcmp(e, "176") ? 176 : 128;
-}
-int ws_key_tile(const as_attn_params *p)
-{
-    static const int env = read_fwd_bn_env();
-    return p->D == 128 && !p->causal ? env : 128;
-}
-
 } // namespace as_flash
 
 namespace {

@@ -458,8 +458,8 @@ int g_force_bwd = 0;
 /* ATTNSWAP_FLASH_BWD: mma (never wgmma) -> -1; for tuning runs, the wgmma
  * kernel's variants, "wgmma" then any of -reg (WB_REG), -persist
  * (WB_PERSIST), -nmajor (WB_NMAJOR), -bm64 (WB_BM64), -tma (WB_DQ_TMA),
- * -overlap (WB_OVERLAP): wgmma-persist-nmajor;
- * else automatic, 0 */
+ * -overlap (WB_OVERLAP): wgmma-persist-nmajor ("wgmma" alone: v0.13's kernel,
+ * dQ by atomics, the softmax between the products); else automatic, 0 */
 int bwd_env(void)
 {
     static int env = -2;
@@ -468,7 +468,7 @@ int bwd_env(void)
         env = 0;
         if (e && strcmp(e, "mma") == 0) env = -1;
         else if (e && strncmp(e, "wgmma", 5) == 0)
-            env = (strstr(e, "-reg") ? WB_REG : 0) | (strstr(e, "-persist") ? WB_PERSIST : 0) |
+            env = WB_SET | (strstr(e, "-reg") ? WB_REG : 0) | (strstr(e, "-persist") ? WB_PERSIST : 0) |
                   (strstr(e, "-nmajor") ? WB_NMAJOR : 0) | (strstr(e, "-bm64") ? WB_BM64 : 0) |
                   (strstr(e, "-tma") ? WB_DQ_TMA : 0) | (strstr(e, "-overlap") ? WB_OVERLAP : 0);
     }

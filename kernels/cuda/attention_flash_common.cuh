@@ -499,7 +499,6 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_asyn
 /* The warp-specialised variant (v 2, or 3 on the persistent grid: TMA loads by a
  * producer warpgroup) can take these operands (strides TMA accepts). */
 bool wgmma_ws_ok(const as_attn_params *p);
-int ws_key_tile(const as_attn_params *p); /* flash/wgmma-ws's key tile for p: 128 or 176 */
 
 /* ---- the backward (attention_flash_bwd.cu) ---- */
 
@@ -735,9 +734,10 @@ bool wgmma_device(void);
  * over the tiles; WB_NMAJOR, the tiles in key-block-major order; WB_BM64,
  * 64 query rows a step at D = 64 (whose default is 128); WB_DQ_TMA, dQ added
  * by TMA from shared memory, not by the consumers' float32 atomics;
- * WB_OVERLAP, a step's softmax overlapped with its products (tuning runs:
- * ATTNSWAP_FLASH_BWD). */
-enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4, WB_BM64 = 8, WB_DQ_TMA = 16, WB_OVERLAP = 32 };
+ * WB_OVERLAP, a step's softmax overlapped with its products; WB_SET, the
+ * variant as given (tuning runs: ATTNSWAP_FLASH_BWD), else the automatic one,
+ * WB_DQ_TMA, with WB_OVERLAP at D = 64 (docs/performance.md, v0.20). */
+enum { WB_REG = 1, WB_PERSIST = 2, WB_NMAJOR = 4, WB_BM64 = 8, WB_DQ_TMA = 16, WB_OVERLAP = 32, WB_SET = 64 };
 
 /* The float32 backward on the tensor cores, 3xTF32 (attention_flash_bwd_tf32.cu):
  * what tf32x3_ok takes, with a float32 dO of 16-byte aligned rows. */

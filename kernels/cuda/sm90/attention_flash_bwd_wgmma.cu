@@ -502,6 +502,7 @@ int launch_bwd_wgmma(const BParams &bp, const as_attn_bwd_params *p, int variant
 {
     BwdMaps maps;
     bool dq_tma;
+    if (!(variant & WB_SET)) variant = WB_DQ_TMA | (bp.f.D == 64 ? WB_OVERLAP : 0);
     const int bm = step_rows(bp.f.D, bp.dq_turns != nullptr, variant);
     const bool want_dq = (variant & WB_DQ_TMA) && !bp.dq_turns;
     if (!(*taken = make_bwd_maps(&maps, p, bm, want_dq, &dq_tma))) return 0;

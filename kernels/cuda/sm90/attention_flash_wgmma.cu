@@ -19,8 +19,7 @@
  *   flash_wgmma_ws_kernel  (flash/wgmma-ws, the one the dispatcher takes)
  *       a producer warpgroup loads Q, K, V with TMA into a 3-stage mbarrier
  *       ring; two consumer warpgroups (240 registers each) take turns on the
- *       tensor cores (ping-pong); BM = 128, BN = 128 (or 176 with a 2-stage
- *       ring, ATTNSWAP_FLASH_FWD_BN).
+ *       tensor cores (ping-pong); BM = 128, BN = 128.
  *   flash_wgmma_kernel     (flash/wgmma: operands TMA refuses)
  *       NWG warpgroups load their own tiles with cp.async, 2 stages, one
  *       barrier a tile.
@@ -330,10 +329,10 @@ struct TmaMaps {
 };
 
 /* The warp-specialised kernel (FlashAttention-3's structure): a producer warpgroup
- * whose one thread loads Q and the K, V tiles with TMA into a 3-stage ring (2 at
- * BN = 176; mbarriers: full when a tile's bytes landed, empty when both consumers
- * are done with it), and two consumer warpgroups that only compute, with 240
- * registers each (setmaxnreg), so BN = 128 (and 176) fits at D = 128.
+ * whose one thread loads Q and the K, V tiles with TMA into a 3-stage ring
+ * (mbarriers: full when a tile's bytes landed, empty when both consumers are
+ * done with it), and two consumer warpgroups that only compute, with 240
+ * registers each (setmaxnreg), so BN = 128 fits at D = 128.
  *
  * A CTA loops over the (b, h, 128-row query block) tiles blockIdx, blockIdx +
  * grid, ...: one tile a CTA on a grid of all of them (flash/wgmma-ws), or one
@@ -379,12 +378,9 @@ __device__ __forceinline__ void produce_tile(const TmaMaps &maps, uint32_t sq, u
 }
 #endif
 
-/* BN = 176 (D = 128, non-causal, FlashAttention-3's tile there): a third fewer key
- * tiles a row, so a third less of the softmax's bookkeeping and of the barriers, for
- * a ring one stage shallower (2 x 88 KiB) */
 template <int D, int BN>
 struct WsCfg {
-    static constexpr int BM = 128, S = BN > 128 ? 2 : WS_STAGES;
+    static constexpr int BM = 128, S = WS_STAGES;
     static constexpr uint32_t QB = BM * D * 2, TB = BN * D * 2;
     static constexpr size_t smem = (size_t)QB + 2 * S * TB + 8 * (2 + 2 * S) + 1024;
     static_assert(smem <= 227 * 1024, "flash/wgmma-ws: more shared memory than a Hopper block may have");
@@ -647,13 +643,12 @@ int launch(KParams kp, cudaStream_t s)
 #define AS_FLASH_WGMMA_WS_BN 128
 #endif
 
-/* k, v in boxes of bn rows: the key tile */
-bool make_maps(TmaMaps *maps, const as_attn_params *p, int bn)
+bool make_maps(TmaMaps *maps, const as_attn_params *p)
 {
     const bool f16 = p->q.dtype == AS_F16;
     return make_map(&maps->q, p->q, p->B, p->H, p->Lq, (int)p->D, 64, f16) &&
-           make_map(&maps->k, p->k, p->B, p->Hkv, p->Lk, (int)p->D, bn, f16) &&
-           make_map(&maps->v, p->v, p->B, p->Hkv, p->Lk, (int)p->D, bn, f16);
+           make_map(&maps->k, p->k, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16) &&
+           make_map(&maps->v, p->v, p->B, p->Hkv, p->Lk, (int)p->D, AS_FLASH_WGMMA_WS_BN, f16);
 }
 
 /* persist: one CTA an SM looping over the tiles; else one CTA a tile */
@@ -716,7 +711,7 @@ int launch_d(const KParams &kp, cudaStream_t s)
 bool wgmma_ws_ok(const as_attn_params *p)
 {
     TmaMaps maps;
-    return make_maps(&maps, p, AS_FLASH_WGMMA_WS_BN);
+    return make_maps(&maps, p);
 }
 
 int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_async_ok, cudaStream_t s, bool *taken)
@@ -724,17 +719,13 @@ int launch_wgmma(const KParams &kp, const as_attn_params *p, int v, bool cp_asyn
     const bool f16 = p->q.dtype == AS_F16;
     TmaMaps maps;
     *taken = true;
-    const bool wide = (v == 2 || v == 3) && ws_key_tile(p) == 176; /* D = 128, non-causal */
-    if (v >= 2 && make_maps(&maps, p, wide ? 176 : AS_FLASH_WGMMA_WS_BN)) {
+    if (v >= 2 && make_maps(&maps, p)) {
         constexpr int BN = AS_FLASH_WGMMA_WS_BN;
-        const bool persist = v == 3;
-        if (wide)
-            return f16 ? launch_ws<__half, 128, 176>(kp, maps, persist, s)
-                       : launch_ws<__nv_bfloat16, 128, 176>(kp, maps, persist, s);
         if (v == 4)
             return f16 ? (kp.D == 64 ? launch_xt<__half, 64, BN>(kp, maps, s) : launch_xt<__half, 128, BN>(kp, maps, s))
                        : (kp.D == 64 ? launch_xt<__nv_bfloat16, 64, BN>(kp, maps, s)
                                      : launch_xt<__nv_bfloat16, 128, BN>(kp, maps, s));
+        const bool persist = v == 3;
         if (f16)
             return kp.D == 64 ? launch_ws<__half, 64, BN>(kp, maps, persist, s)
                               : launch_ws<__half, 128, BN>(kp, maps, persist, s);
