@@ -17,7 +17,7 @@
 # wgbwd: every CUDA test (ctest -L cuda; BWD_CTEST=0 skips them), then bench/flash_bwd_cuda.lua on flash-bwd/mma
 # (ATTNSWAP_FLASH_BWD=mma), on the automatic path (flash-bwd/wgmma on Hopper), on wgmma-reg and
 # wgmma-persist, on dQ by TMA (-tma) and the softmax under the products (-overlap), and deterministic
-# (ATTNSWAP_DETERMINISTIC=1) on auto and mma, beside PyTorch (BWD_MODES, BWD_TESTS: fewer of them).
+# (ATTNSWAP_DETERMINISTIC=1) on auto and mma, beside PyTorch (BWD_MODES, BWD_TESTS: fewer of them; BWD_TESTS= none).
 # trace: the models' timings, then each kernel's time inside ten bf16 forwards of ViT and GPT-2
 # (TRACE_MODELS: fewer), ours and eager's, through bench/cuda_trace.c (CUPTI, preloaded); each
 # table ends with the card's idle time by the kernels around it (TRACE_GAPS rows) and, with
@@ -172,7 +172,7 @@ fi
 if [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; then # the Hopper backward: both tensor-core paths beside PyTorch
   timeout 200 python3 bench/torch_flash_bwd.py --L ${BWD_L:-1024,4096} --out "$OUT/torch_flash_bwd.json" \
     > "$OUT/torch_flash_bwd.log" 2>&1 || tail -5 "$OUT/torch_flash_bwd.log"
-  for m in ${BWD_TESTS:-wgmma-reg wgmma-persist-nmajor wgmma-tma-overlap wgmma-persist-tma-overlap}; do
+  for m in ${BWD_TESTS-wgmma-reg wgmma-persist-nmajor wgmma-tma-overlap wgmma-persist-tma-overlap}; do
     echo "== cuda.flash_bwd under ATTNSWAP_FLASH_BWD=$m"
     ATTNSWAP_FLASH_BWD=$m timeout 120 ctest --test-dir build-gpu -R cuda.flash_bwd$ --output-on-failure 2>&1 |
       grep -E "tests passed|FAILED|Timeout" | head
