@@ -11,7 +11,7 @@
 # f32: cuda.flash_kernel, float32 attention on flash/tf32x3 beside flash/simt-f32, then the models.
 # fwd: cuda.flash_kernel_variants, then the forward's automatic choice beside its variants (FWD_VARIANTS,
 # name:VAR=value,...): the causal tile order over all heads (ATTNSWAP_FLASH_L2=0) and in 16 MiB sections,
-# 176-key tiles at D = 128 (ATTNSWAP_FLASH_FWD_BN=176), the persistent grid, beside PyTorch's SDPA (cuDNN);
+# the persistent grid, beside PyTorch's SDPA (cuDNN);
 # wgbwd+fwd: both in one job.
 # ncubwd: Nsight Compute's sections on one flash-bwd/wgmma launch at D 64 and 128 (L ${BWD_L:-1024}).
 # wgbwd: every CUDA test (ctest -L cuda; BWD_CTEST=0 skips them), then bench/flash_bwd_cuda.lua on flash-bwd/mma
@@ -146,7 +146,7 @@ if { [ "$what" = wgbwd ] || [ "$what" = wgbwd+fwd ]; } && [ "${BWD_CTEST:-1}" = 
   timeout 300 ctest --test-dir build-gpu -L cuda -V > "$OUT/ctest-cuda.log" 2>&1 || rc=1
   grep -E "tests passed|FAILED|Failed|checks|Timeout|two runs" "$OUT/ctest-cuda.log" | head -40
 fi
-if [ "$what" = fwd ] || [ "$what" = wgbwd+fwd ]; then # the forward's variants: 176-key tiles, the causal L2 sections
+if [ "$what" = fwd ] || [ "$what" = wgbwd+fwd ]; then # the forward's variants: the causal L2 sections, the grid
   if [ "$what" = fwd ]; then
     timeout 200 ctest --test-dir build-gpu -R "^cuda.flash_kernel_variants$" --output-on-failure > "$OUT/ctest-fwd-variants.log" 2>&1 || rc=1
     grep -E "tests passed|FAILED|Failed|Timeout" "$OUT/ctest-fwd-variants.log" | head -20
@@ -154,13 +154,14 @@ if [ "$what" = fwd ] || [ "$what" = wgbwd+fwd ]; then # the forward's variants: 
   timeout 200 python3 bench/torch_sdpa.py --out "$OUT/torch_fwd.json" > "$OUT/torch_fwd.log" 2>&1 || tail -5 "$OUT/torch_fwd.log"
   grep -E "^D=" "$OUT/torch_fwd.log" | cut -c1-110
   # name:env pairs; the first is today's automatic choice
-  for v in ${FWD_VARIANTS:-auto:X=0 l2off:ATTNSWAP_FLASH_L2=0 l2-16:ATTNSWAP_FLASH_L2=16 bn176:ATTNSWAP_FLASH_FWD_BN=176 persist:ATTNSWAP_FLASH_FWD=persist persist-bn176:ATTNSWAP_FLASH_FWD=persist,ATTNSWAP_FLASH_FWD_BN=176}; do
+  variants=${FWD_VARIANTS:-auto:X=0 l2off:ATTNSWAP_FLASH_L2=0 l2-16:ATTNSWAP_FLASH_L2=16 persist:ATTNSWAP_FLASH_FWD=persist}
+  for v in $variants; do
     n=${v%%:*}; e=${v#*:}
     env ${e//,/ } timeout 60 build-gpu/tests/flash_kernel_test --bench > "$OUT/fwd_$n.txt" 2>&1 || rc=1
   done
   # one table: TFLOP/s of each variant (rows: D L causal), cuDNN's (PyTorch's default) beside
-  { printf "%-14s %7s" "D/L/causal" cudnn; for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do printf " %13s" "${v%%:*}"; done; echo
-    for v in ${FWD_VARIANTS:-auto l2off l2-16 bn176 persist persist-bn176}; do n=${v%%:*}
+  { printf "%-14s %7s" "D/L/causal" cudnn; for v in $variants; do printf " %13s" "${v%%:*}"; done; echo
+    for v in $variants; do n=${v%%:*}
       awk -v n="$n" '$1 ~ /^[0-9]+$/ && NF >= 8 { print $2 "/" $1 "/" $5, n, $7 }' "$OUT/fwd_$n.txt"; done |
       awk -v t="$OUT/torch_fwd.log" 'BEGIN { while ((getline l < t) > 0) if (l ~ /^D=/) { split(l, a, /[=: ,]+/);
              k = a[2] "/" a[4] "/" (a[6] == "True" ? "yes" : "no"); cu[k] = a[8] } }

@@ -443,16 +443,23 @@ Opnd opnd(const as_attn_operand &o)
     return r;
 }
 
+/* the current device's attribute a, read once a device (cache: one per attribute);
+ * fallback where the runtime does not say */
+static int device_attr(int (&cache)[64], cudaDeviceAttr a, int fallback)
+{
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return fallback;
+    if (dev >= 0 && dev < 64 && cache[dev]) return cache[dev];
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, a, dev) != cudaSuccess || n <= 0) n = fallback;
+    if (dev >= 0 && dev < 64) cache[dev] = n;
+    return n;
+}
+
 int sm_count(void)
 {
     static int cache[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-    if (dev >= 0 && dev < 64 && cache[dev]) return cache[dev];
-    int n = 0;
-    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n <= 0) n = 132;
-    if (dev >= 0 && dev < 64) cache[dev] = n;
-    return n;
+    return device_attr(cache, cudaDevAttrMultiProcessorCount, 132);
 }
 
 /* ATTNSWAP_FLASH_L2 (MiB; tuning runs): the K, V a causal grid's section of heads
@@ -473,15 +480,9 @@ static int64_t l2_budget(void)
 {
     static const int64_t env = read_l2_env();
     if (env >= 0) return env;
-    static int64_t cache[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 32 << 20;
-    if (!cache[dev]) {
-        int l2 = 0;
-        if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev) != cudaSuccess || l2 <= 0) l2 = 48 << 20;
-        cache[dev] = (int64_t)l2 * 2 / 3 < (32 << 20) ? (int64_t)l2 * 2 / 3 : 32 << 20;
-    }
-    return cache[dev];
+    static int cache[64];
+    const int64_t l2 = device_attr(cache, cudaDevAttrL2CacheSize, 48 << 20);
+    return l2 * 2 / 3 < (32 << 20) ? l2 * 2 / 3 : 32 << 20;
 }
 
 /* heads a section of the causal tile order: as many as keep their K, V in l2_budget

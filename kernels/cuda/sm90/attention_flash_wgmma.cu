@@ -380,9 +380,9 @@ __device__ __forceinline__ void produce_tile(const TmaMaps &maps, uint32_t sq, u
 
 template <int D, int BN>
 struct WsCfg {
-    static constexpr int BM = 128, S = WS_STAGES;
+    static constexpr int BM = 128;
     static constexpr uint32_t QB = BM * D * 2, TB = BN * D * 2;
-    static constexpr size_t smem = (size_t)QB + 2 * S * TB + 8 * (2 + 2 * S) + 1024;
+    static constexpr size_t smem = (size_t)QB + 2 * WS_STAGES * TB + 8 * (2 + 2 * WS_STAGES) + 1024;
     static_assert(smem <= 227 * 1024, "flash/wgmma-ws: more shared memory than a Hopper block may have");
 };
 
@@ -391,7 +391,7 @@ __global__ void __launch_bounds__(384, 1) flash_wgmma_ws_kernel(const KParams P,
 {
 #ifdef AS_WGMMA_BODY
     using C = WsCfg<D, BN>;
-    constexpr int BM = C::BM, NWG = 2, S = C::S;
+    constexpr int BM = C::BM, NWG = 2, S = WS_STAGES;
     extern __shared__ unsigned char smem_raw[];
     const uint32_t sQ = (smem_u32(smem_raw) + 1023u) & ~1023u, sK = sQ + C::QB, sV = sK + S * C::TB;
     const uint32_t qbar = sV + S * C::TB, qfree = qbar + 8, full = qfree + 8, empty = full + 8 * S;
